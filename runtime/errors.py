@@ -17,6 +17,13 @@ class ExecFailed(RuntimeFailure):
         super().__init__(f"process {_quote(self.argv)} did not complete successfully: {status}")
 
 
+class ExecCancelled(RuntimeFailure):
+    """A RUN stopped because the build was cancelled (another step failed, Ctrl-C)."""
+
+    def __init__(self):
+        super().__init__("cancelled")
+
+
 class UnknownUser(RuntimeFailure):
     def __init__(self, user: str):
         self.user = user

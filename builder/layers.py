@@ -1,0 +1,95 @@
+"""Snapshots become layer blobs here, once per compression, and are remembered.
+
+One streaming pass per layer: the tar that runtime.layer writes is hashed
+(the diff_id) and compressed into the content store at the same time.
+Base image layers are never re-tarred: their original blobs are reused, or
+recompressed from those blobs when an export forces another compression, so
+their diff_ids never change.
+"""
+
+from __future__ import annotations
+
+from cache.digest import Digest
+from cache.index import Index, LayerRecord
+from cache.store import ContentStore
+from builder.compression import Compression, compressing_writer, decompressing_reader
+from runtime import layer as layer_tar
+
+_CHUNK = 1 << 20
+
+
+class _HashingSink:
+    """Receives the uncompressed tar: hashes it, then hands it on."""
+
+    def __init__(self, downstream):
+        self._downstream = downstream
+        self._hash = Digest.of_bytes(b"").hasher()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        self._downstream.write(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    @property
+    def diff_id(self) -> Digest:
+        return Digest("sha256", self._hash.hexdigest())
+
+
+def record_key(compression: Compression, clamp_mtime: int | None) -> str:
+    # A layer written with clamped mtimes is different bytes: another record.
+    return compression.value if clamp_mtime is None else f"{compression.value};epoch={clamp_mtime}"
+
+
+class LayerMaker:
+    def __init__(self, store: ContentStore, index: Index, snapshots):
+        self._store = store
+        self._index = index
+        self._snapshots = snapshots
+
+    def layer_for(self, snapshot: str, compression: Compression, *, force: bool = False,
+                  clamp_mtime: int | None = None, level: int | None = None) -> LayerRecord:
+        key = record_key(compression, clamp_mtime)
+        record = self._index.get_layer(snapshot, key)
+        if record is not None and self._store.has(record.digest):
+            return record
+        existing = [r for r in self._index.layers_of(snapshot) if self._store.has(r.digest)]
+        originals = [r for r in existing if r.compression.startswith("base:")]
+        if originals:
+            original = originals[0]
+            if not force or Compression.of_media_type(original.media_type) is compression:
+                return original
+            return self._recompress(original, compression, key, level)
+        return self._from_snapshot(snapshot, compression, key, clamp_mtime, level)
+
+    def _from_snapshot(self, snapshot, compression, key, clamp_mtime, level) -> LayerRecord:
+        fs = self._snapshots.fs_path(snapshot)
+        with self._store.writer() as blob:
+            compressor = compressing_writer(blob, compression, level)
+            sink = _HashingSink(compressor)
+            layer_tar.write_layer(fs, sink, clamp_mtime=clamp_mtime)
+            compressor.close()
+            digest = blob.commit()
+            size = blob.size
+        record = LayerRecord(snapshot, key, sink.diff_id, digest, size, compression.media_type(),
+                             layer_tar.layer_is_empty(fs))
+        self._index.put_layer(record)
+        return record
+
+    def _recompress(self, original: LayerRecord, compression, key, level) -> LayerRecord:
+        with self._store.open(original.digest) as raw, self._store.writer() as blob:
+            reader = decompressing_reader(raw, Compression.of_media_type(original.media_type))
+            compressor = compressing_writer(blob, compression, level)
+            for chunk in iter(lambda: reader.read(_CHUNK), b""):
+                compressor.write(chunk)
+            compressor.close()
+            digest = blob.commit()
+            size = blob.size
+        record = LayerRecord(original.snapshot, key, original.diff_id, digest, size,
+                             compression.media_type(), original.empty)
+        self._index.put_layer(record)
+        return record

@@ -1,0 +1,76 @@
+"""`RUN --mount=type=cache` directories, shared by every build of a root.
+
+Each cache id has a directory under ROOT/cachemounts. `sharing=locked`
+takes an exclusive flock on the id for the step's whole run, which also
+serialises two pybuild processes; `private` takes the first instance not
+in use (making a new one when all are busy); `shared` never waits.
+Their contents never enter a cache key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+from frontend.ops import MountSpec, Sharing
+
+
+def _instance_dir(base: Path, cache_id: str, n: int) -> Path:
+    name = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+    return base / (name if n == 0 else f"{name}-{n}")
+
+
+def _prepare(path: Path, spec: MountSpec, seed) -> None:
+    if path.is_dir():
+        return
+    fresh = path.with_name(path.name + ".new")
+    fresh.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        seed(fresh)
+    os.chmod(fresh, spec.mode if spec.mode is not None else 0o755)
+    os.chown(fresh, spec.uid or 0, spec.gid or 0)
+    os.replace(fresh, path)
+
+
+@contextlib.contextmanager
+def cache_mount_dir(base: Path, spec: MountSpec, seed=None):
+    """Yield the host directory to bind at spec.target for one step.
+
+    `seed(dir)` fills a new cache from `from=`/`source=` before first use.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    cache_id = spec.cache_id or spec.target
+    if spec.sharing is Sharing.SHARED:
+        path = _instance_dir(base, cache_id, 0)
+        with _locked(path, blocking=True):  # only around creation
+            _prepare(path, spec, seed)
+        yield path
+        return
+    n = 0
+    while True:
+        path = _instance_dir(base, cache_id, n)
+        lock = _locked(path, blocking=spec.sharing is Sharing.LOCKED)
+        try:
+            lock.__enter__()
+        except BlockingIOError:
+            n += 1
+            continue
+        try:
+            _prepare(path, spec, seed)
+            yield path
+        finally:
+            lock.__exit__(None, None, None)
+        return
+
+
+@contextlib.contextmanager
+def _locked(path: Path, blocking: bool):
+    fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,165 @@
+"""RUN: an Exec op run by the runtime on a fresh overlay snapshot."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from builder.errors import PybuildError
+from builder.ops.cachemount import cache_mount_dir
+from cache.keys import cache_key
+from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
+from runtime.fsutil import resolve_in_root
+from runtime.spec import BindMount, ExecSpec, NetworkMode as RuntimeNetwork, TmpfsMount
+
+SECRET_DIR = "/run/secrets"
+
+
+class MountError(PybuildError):
+    pass
+
+
+class ExecImpl:
+    def __init__(self, op: Exec, vertex: str, session):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+
+    def cache_key(self, input_keys):
+        content = None
+        context_mounts = [m for m in self.op.mounts if m.type is MountType.BIND and self._is_context(m.input)]
+        if context_mounts:
+            # A bind mount of the context reads files: their content is part of the step.
+            content = ",".join(str(self.session.context.checksum_paths([m.source])) for m in context_mounts)
+        return cache_key(self.op.canonical(), input_keys, content)
+
+    def _is_context(self, index) -> bool:
+        if index is None:
+            return False
+        return isinstance(self.session.definition.op(self.op.inputs[index]), ContextSource)
+
+    def execute(self, inputs, cancel: threading.Event):
+        snapshots = self.session.worker.snapshots
+        chain = tuple(inputs[0])
+        snapshot = snapshots.create()
+        try:
+            with contextlib.ExitStack() as stack:
+                rootfs = stack.enter_context(snapshots.mount(chain, snapshot))
+                env = list(self.op.env)
+                mounts = []
+                for spec in self.op.mounts:
+                    mount = self._mount(spec, inputs, env, stack)
+                    if mount is not None:
+                        mounts.append(mount)
+                exec_spec = ExecSpec(
+                    args=self.op.args,
+                    env=tuple(env),
+                    cwd=self.op.cwd or "/",
+                    user=self.op.user,
+                    network=self._network(),
+                    mounts=tuple(mounts),
+                )
+                executor = self.session.worker.executor()
+                executor.run(exec_spec, rootfs, lambda data: self.session.reporter.output(self.vertex, data),
+                             cancel=cancel)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return chain + (snapshot,)
+
+    def _network(self) -> RuntimeNetwork:
+        mode = self.op.network
+        if mode is NetworkMode.DEFAULT:
+            return self.session.network
+        return RuntimeNetwork(mode.value)
+
+    def _mount(self, spec: MountSpec, inputs, env: list, stack: contextlib.ExitStack):
+        if spec.type is MountType.BIND:
+            return self._bind(spec, inputs, stack)
+        if spec.type is MountType.CACHE:
+            seed = None
+            if spec.input is not None:
+                seed = lambda fresh: self._seed_cache(spec, inputs, fresh)
+            path = stack.enter_context(cache_mount_dir(self.session.worker.cache_mounts, spec, seed))
+            return BindMount(path, spec.target, readonly=False)
+        if spec.type is MountType.TMPFS:
+            return TmpfsMount(spec.target, spec.size)
+        if spec.type is MountType.SECRET:
+            return self._secret(spec, env, stack)
+        if spec.type is MountType.SSH:
+            return self._ssh(spec, env)
+        raise MountError(f"unsupported mount type {spec.type.value}")
+
+    def _source_view(self, spec: MountSpec, inputs, stack, writable: bool) -> Path:
+        """A host directory holding the mount's `from` filesystem."""
+        if self._is_context(spec.input):
+            return self.session.context.root
+        snapshots = self.session.worker.snapshots
+        chain = tuple(inputs[spec.input]) if spec.input is not None else tuple(inputs[0])
+        if writable:
+            # rw bind mounts see the source but their writes are thrown away.
+            scratch = snapshots.create()
+            stack.callback(snapshots.remove, scratch)
+            return stack.enter_context(snapshots.mount(chain, scratch))
+        return stack.enter_context(snapshots.mount(chain, None))
+
+    def _bind(self, spec: MountSpec, inputs, stack):
+        writable = not spec.readonly
+        if self._is_context(spec.input) and writable:
+            copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.session.worker.root / "tmp")))
+            src = resolve_in_root(self.session.context.root, spec.source)
+            target = copy / "src"
+            if src.is_dir():
+                shutil.copytree(src, target, symlinks=True)
+            else:
+                shutil.copy2(src, target)
+            return BindMount(target, spec.target, readonly=False)
+        view = self._source_view(spec, inputs, stack, writable)
+        source = resolve_in_root(view, spec.source)
+        if not source.exists():
+            raise MountError(f"bind mount source {spec.source} does not exist")
+        return BindMount(source, spec.target, readonly=not writable)
+
+    def _seed_cache(self, spec: MountSpec, inputs, fresh: Path) -> None:
+        with contextlib.ExitStack() as stack:
+            view = self._source_view(spec, inputs, stack, writable=False)
+            source = resolve_in_root(view, spec.source)
+            if source.is_dir():
+                shutil.copytree(source, fresh, symlinks=True, dirs_exist_ok=True)
+
+    def _secret(self, spec: MountSpec, env: list, stack):
+        secret_id = spec.secret_id or os.path.basename(spec.target or "")
+        value = self.session.secrets.values.get(secret_id)
+        if value is None:
+            if spec.required:
+                raise MountError(f"secret {secret_id} not found: pass it with --secret id={secret_id},src=FILE")
+            return None
+        if spec.env:
+            env.append(f"{spec.env}={value.decode(errors='replace')}")
+            if not spec.target:
+                return None
+        # /dev/shm is a tmpfs: the value never touches the disk under the root.
+        holder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-secret-", dir="/dev/shm")))
+        path = holder / "secret"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(value)
+        os.chmod(path, spec.mode if spec.mode is not None else 0o400)
+        os.chown(path, spec.uid or 0, spec.gid or 0)
+        target = spec.target or f"{SECRET_DIR}/{secret_id}"
+        return BindMount(path, target, readonly=True)
+
+    def _ssh(self, spec: MountSpec, env: list):
+        ssh_id = spec.secret_id or "default"
+        socket = self.session.ssh.get(ssh_id)
+        if socket is None:
+            if spec.required:
+                raise MountError(f"no SSH key {ssh_id!r} forwarded: pass --ssh {ssh_id}")
+            return None
+        target = spec.target or "/run/buildkit/ssh_agent.0"
+        env.append(f"SSH_AUTH_SOCK={target}")
+        return BindMount(Path(socket), target, readonly=False)

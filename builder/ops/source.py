@@ -1,0 +1,108 @@
+"""Sources: base images (pull and extract), scratch, and the build context."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from builder.compression import Compression, decompressing_reader
+from builder.image import Descriptor
+from builder.reference import Reference
+from cache.digest import Digest
+from cache.index import LayerRecord
+from cache.keys import cache_key, chain_id
+from frontend.ops import ContextSource, ImageSource, Op, Scratch
+from runtime import layer as layer_tar
+
+
+class ScratchImpl:
+    def __init__(self, op: Scratch, vertex: str, session):
+        self.op = op
+
+    def cache_key(self, input_keys):
+        return cache_key(self.op.canonical(), input_keys)
+
+    def execute(self, inputs, cancel):
+        return ()
+
+
+class ContextImpl:
+    """The context is read by the steps that select from it; the source
+    itself produces no snapshot."""
+
+    def __init__(self, op: ContextSource, vertex: str, session):
+        self.op = op
+
+    def cache_key(self, input_keys):
+        return cache_key(self.op.canonical(), input_keys)
+
+    def execute(self, inputs, cancel):
+        return ()
+
+
+class ImageImpl:
+    """Pulls the layers of a pinned image and extracts each one, once per
+    chain ID, into a snapshot that every build of the root shares."""
+
+    def __init__(self, op: ImageSource, vertex: str, session):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+
+    def cache_key(self, input_keys):
+        return cache_key(self.op.canonical(), input_keys)
+
+    def execute(self, inputs, cancel: threading.Event):
+        worker = self.session.worker
+        ref = Reference.parse(self.op.ref)
+        manifest_digest = ref.digest
+        if not worker.store.has(manifest_digest):
+            self.session.resolve_manifest(ref, self.op.platform)
+        manifest = json.loads(worker.store.read_bytes(manifest_digest))
+        config = json.loads(worker.store.read_bytes(Digest.parse(manifest["config"]["digest"])))
+        diff_ids = config["rootfs"]["diff_ids"]
+        layers = [Descriptor.from_json(l) for l in manifest["layers"]]
+        if len(diff_ids) != len(layers):
+            raise_mismatch(ref, len(layers), len(diff_ids))
+        chain = []
+        for position, (desc, diff_id) in enumerate(zip(layers, diff_ids)):
+            if cancel.is_set():
+                from builder.solver import Cancelled
+
+                raise Cancelled()
+            cid = Digest.parse(chain_id(diff_ids[: position + 1]))
+            snapshot = worker.index.get_base(cid)
+            if snapshot is None or not worker.snapshots.exists(snapshot):
+                snapshot = self._extract(ref, desc, cid)
+            self._remember_blob(snapshot, desc, diff_id)
+            chain.append(snapshot)
+        return tuple(chain)
+
+    def _extract(self, ref, desc: Descriptor, cid: Digest) -> str:
+        worker = self.session.worker
+        self.session.registry.fetch_blob(ref, desc, progress=self.session.reporter.progress_hook(self.vertex))
+        snapshot = worker.snapshots.create()
+        try:
+            with worker.store.open(desc.digest) as raw:
+                stream = decompressing_reader(raw, Compression.of_media_type(desc.media_type))
+                layer_tar.apply_layer(stream, worker.snapshots.fs_path(snapshot))
+        except BaseException:
+            worker.snapshots.remove(snapshot)
+            raise
+        winner = worker.index.put_base(cid, snapshot)
+        if winner != snapshot:  # another process extracted the same layer first
+            worker.snapshots.remove(snapshot)
+        return winner
+
+    def _remember_blob(self, snapshot: str, desc: Descriptor, diff_id: str) -> None:
+        worker = self.session.worker
+        key = f"base:{desc.digest}"
+        if worker.index.get_layer(snapshot, key) is None:
+            worker.index.put_layer(LayerRecord(snapshot, key, Digest.parse(diff_id), desc.digest, desc.size,
+                                               desc.media_type, False))
+
+
+def raise_mismatch(ref, layers: int, diff_ids: int):
+    from builder.errors import RegistryError
+
+    raise RegistryError(f"image {ref}: manifest lists {layers} layers but its config {diff_ids} diff_ids")

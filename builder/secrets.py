@@ -1,0 +1,84 @@
+"""`--secret` and `--ssh` options: values read once, kept out of every key.
+
+A secret's bytes live only in this process's memory and, while a RUN uses
+them, in a file on a private tmpfs (/dev/shm) that is removed right after
+the step; they never reach the root directory, a key, a log or an image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from builder.errors import PybuildError
+
+
+class SecretError(PybuildError):
+    pass
+
+
+@dataclass(frozen=True)
+class Secrets:
+    values: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show values, not even in a debug traceback
+        return f"Secrets(ids={sorted(self.values)})"
+
+
+def _options(text: str) -> dict[str, str]:
+    options = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise SecretError(f"invalid option {part!r} in {text!r}: expected key=value")
+        options[key.strip().lower()] = value
+    return options
+
+
+def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
+    """`id=ID,src=FILE` | `id=ID,env=VAR` | `id=ID` (env var ID, else file ID),
+    `type=file|env` accepted, as in `docker buildx build --secret`."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, bytes] = {}
+    for spec in specs:
+        opts = _options(spec) if "=" in spec else {"id": spec}
+        secret_id = opts.get("id")
+        if not secret_id:
+            raise SecretError(f"secret {spec!r}: id is required")
+        src = opts.get("src") or opts.get("source")
+        env = opts.get("env")
+        kind = opts.get("type")
+        if kind == "env" and not env:
+            env = src or secret_id
+            src = None
+        if src is None and env is None:
+            env = secret_id if secret_id in environ else None
+            src = None if env else secret_id
+        if env is not None:
+            if env not in environ:
+                raise SecretError(f"secret {secret_id}: environment variable {env} is not set")
+            values[secret_id] = environ[env].encode()
+        else:
+            try:
+                values[secret_id] = Path(src).read_bytes()
+            except OSError as exc:
+                raise SecretError(f"secret {secret_id}: cannot read {src}: {exc.strerror}") from exc
+    return Secrets(values)
+
+
+def parse_ssh(specs, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`default` (forwards $SSH_AUTH_SOCK) or `ID=PATH` (a socket)."""
+    environ = os.environ if environ is None else environ
+    sockets: dict[str, str] = {}
+    for spec in specs:
+        ssh_id, sep, paths = spec.partition("=")
+        ssh_id = ssh_id or "default"
+        path = paths.split(",")[0] if sep else environ.get("SSH_AUTH_SOCK", "")
+        if not path:
+            raise SecretError(f"ssh {ssh_id}: no socket given and SSH_AUTH_SOCK is not set")
+        if not os.path.exists(path):
+            raise SecretError(f"ssh {ssh_id}: {path} does not exist")
+        sockets[ssh_id] = path
+    return sockets

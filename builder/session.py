@@ -1,0 +1,210 @@
+"""One build's state: its context, registry access, secrets and op impls."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from builder.errors import PybuildError
+from builder.image import Image, REF_NAME_ANNOTATION
+from builder.outputs import OutputSpec, OutputType
+from builder.reference import Reference
+from builder.registry import RegistryClient
+from cache.digest import Digest
+from frontend import ops
+from frontend.definition import Definition, ResolvedImage
+from runtime.spec import NetworkMode
+
+
+class IndexResults:
+    """The solver's ResultStore on the sqlite index: a hit only counts when
+    every snapshot of its chain is still on disk."""
+
+    def __init__(self, worker):
+        self._worker = worker
+
+    def lookup(self, key: str):
+        cached = self._worker.index.get_result(key)
+        if cached is None:
+            return None
+        if not all(self._worker.snapshots.exists(s) for s in cached.chain):
+            self._worker.index.drop_result(key)
+            return None
+        return cached.chain
+
+    def record(self, key: str, result):
+        stored = self._worker.index.put_result(key, tuple(result))
+        if stored.chain != tuple(result) and result:
+            # Another process recorded this key first: keep theirs, drop ours.
+            if result[-1] not in stored.chain:
+                self._worker.snapshots.remove(result[-1])
+        return stored.chain
+
+    def created(self, key: str) -> float:
+        cached = self._worker.index.get_result(key)
+        return cached.created if cached else time.time()
+
+
+@dataclass
+class BuildSession:
+    worker: object
+    context_dir: Path
+    dockerfile_path: Path
+    reporter: object
+    network: NetworkMode
+    secrets: object
+    ssh: Mapping[str, str]
+    registry: RegistryClient
+    pull: bool
+    tmp: Path
+    definition: Definition | None = None
+    context: object = None
+
+    @classmethod
+    def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,
+              insecure_registries, pull) -> "BuildSession":
+        tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
+        registry = RegistryClient(worker.store, insecure=insecure_registries)
+        return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets, ssh,
+                   registry, pull, tmp)
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def results(self) -> IndexResults:
+        return IndexResults(self.worker)
+
+    # frontend ------------------------------------------------------------
+    def convert(self, text: str, *, path: str, build_args, target, platform) -> Definition:
+        from builder.context import BuildContext
+        from frontend.convert import convert
+        from frontend.dockerignore import parse_dockerignore
+
+        excludes = parse_dockerignore(self._dockerignore_text())
+        self.context = BuildContext(self.context_dir, excludes, self._stat_cache())
+        self.definition = convert(
+            text, path=path, build_args=build_args, target=target, platform=platform,
+            resolve_image=self.resolve_image, excludes=excludes)
+        return self.definition
+
+    def _stat_cache(self):
+        from cache.statcache import StatCache
+
+        return StatCache(self.worker.root / "index.db")
+
+    def _dockerignore_text(self) -> str:
+        # BuildKit: <Dockerfile name>.dockerignore next to the Dockerfile wins.
+        candidates = [self.dockerfile_path.with_name(self.dockerfile_path.name + ".dockerignore"),
+                      self.context_dir / ".dockerignore"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate.read_text(errors="replace")
+        return ""
+
+    def resolve_image(self, text: str, platform: ops.Platform) -> ResolvedImage:
+        ref = Reference.parse(text)
+        platform_key = str(platform)
+        manifest_digest = ref.digest
+        if manifest_digest is None and not self.pull:
+            manifest_digest = self.worker.index.get_resolved(str(ref), platform_key)
+        manifest = None
+        if manifest_digest is not None and self.worker.store.has(manifest_digest):
+            manifest = json.loads(self.worker.store.read_bytes(manifest_digest))
+            if "config" not in manifest:  # an index pinned by digest: select below
+                manifest = None
+        if manifest is None:
+            resolved = self.resolve_manifest(ref, platform)
+            manifest_digest = resolved.manifest.digest
+            manifest = resolved.manifest_json
+        config_digest = Digest.parse(manifest["config"]["digest"])
+        if not self.worker.store.has(config_digest):
+            resolved = self.resolve_manifest(ref, platform)
+            manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
+        config = json.loads(self.worker.store.read_bytes(config_digest))
+        name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
+        return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
+
+    def resolve_manifest(self, ref: Reference, platform: ops.Platform):
+        resolved = self.registry.resolve(ref, str(platform))
+        if ref.digest is None:
+            self.worker.index.put_resolved(str(ref), str(platform), resolved.manifest.digest)
+        return resolved
+
+    # solver --------------------------------------------------------------
+    def impl_for(self, vertex: str):
+        from builder.ops.exec import ExecImpl
+        from builder.ops.file import CopyImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
+        from builder.ops.source import ContextImpl, ImageImpl, ScratchImpl
+
+        op = self.definition.op(vertex)
+        kinds = {
+            ops.Scratch: ScratchImpl,
+            ops.ContextSource: ContextImpl,
+            ops.ImageSource: ImageImpl,
+            ops.HttpSource: HttpImpl,
+            ops.Exec: ExecImpl,
+            ops.FileCopy: CopyImpl,
+            ops.WriteFiles: WriteFilesImpl,
+            ops.MakeDir: MakeDirImpl,
+        }
+        impl = kinds.get(type(op))
+        if impl is None:
+            raise PybuildError(f"{type(op).__name__} is not supported yet")
+        return impl(op, vertex, self)
+
+    # outputs -------------------------------------------------------------
+    def export(self, image: Image, chain, tags, specs, push: bool) -> dict[str, str]:
+        from builder.export.docker import write_docker_archive
+        from builder.export.oci import write_oci_layout
+
+        pushed: dict[str, str] = {}
+        store_local = not specs or any(s.type is OutputType.IMAGE for s in specs)
+        if store_local:
+            for tag in tags:
+                self.worker.index.put_image(tag, image.manifest.digest)
+        for spec in specs:
+            names = tuple(n for n in spec.attrs.get("name", "").split(";") if n) or tags
+            if spec.type is OutputType.OCI:
+                write_oci_layout(self.worker.store, image, Path(spec.dest), tar=spec.flag("tar", True),
+                                 ref_names=names)
+            elif spec.type is OutputType.DOCKER:
+                dest = spec.dest
+                if not dest:
+                    raise PybuildError("type=docker needs dest=FILE (no docker daemon is used)")
+                write_docker_archive(self.worker.store, image, Path(dest), tags=names)
+            elif spec.type is OutputType.LOCAL:
+                self._export_rootfs(chain, Path(spec.dest), as_tar=False)
+            elif spec.type is OutputType.TAR:
+                self._export_rootfs(chain, Path(spec.dest), as_tar=True)
+            elif spec.type in (OutputType.REGISTRY, OutputType.IMAGE):
+                if spec.type is OutputType.REGISTRY or spec.flag("push"):
+                    for name in names:
+                        pushed[name] = self._push(name, image)
+                if spec.type is OutputType.IMAGE:
+                    for name in names:
+                        self.worker.index.put_image(str(Reference.parse(name)), image.manifest.digest)
+        if push:
+            if not tags:
+                raise PybuildError("--push needs at least one -t/--tag")
+            for tag in tags:
+                if tag not in pushed:
+                    pushed[tag] = self._push(tag, image)
+        return pushed
+
+    def _push(self, name: str, image: Image) -> str:
+        ref = Reference.parse(name)
+        self.reporter.message(f"pushing {ref}")
+        digest = self.registry.push(ref, image)
+        self.reporter.message(f"pushed {ref}@{digest}")
+        return str(digest)
+
+    def _export_rootfs(self, chain, dest: Path, as_tar: bool) -> None:
+        from builder.export.rootfs import export_rootfs
+
+        export_rootfs(self.worker.snapshots, chain, dest, as_tar=as_tar, tmp=self.tmp)

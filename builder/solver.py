@@ -1,0 +1,156 @@
+"""The solver: which steps to run, in what order, and in parallel.
+
+It is generic: it sees vertex ids, their inputs, and for each vertex an
+`OpImpl` that knows how to key and run that op. RUN, COPY and image pulls
+live in builder/ops and are never imported here.
+
+A solve has two phases:
+1. plan (single thread, cheap): compute every needed vertex's cache key in
+   dependency order, then walk down from the target: a vertex whose key is
+   in the index is a hit and its inputs are not needed at all, so a fully
+   cached build neither pulls, mounts nor runs anything;
+2. run: the vertices that missed, each as soon as its inputs are done, on a
+   bounded thread pool. The first failure sets the cancel event: running
+   steps kill their processes and unmount, the rest never start.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol, Sequence
+
+import networkx as nx
+
+Result = tuple  # a snapshot chain, bottom to top
+
+
+class OpImpl(Protocol):
+    def cache_key(self, input_keys: Sequence[str]) -> str:
+        """The key of this op given its inputs' keys (may hash context files)."""
+
+    def execute(self, inputs: Sequence[Result], cancel: threading.Event) -> Result:
+        """Produce the result from the inputs' results."""
+
+
+class Reporter:
+    """No-op progress hooks; builder/progress.py has the real displays."""
+
+    def planned(self, vertex_id: str, cached: bool) -> None: ...
+    def started(self, vertex_id: str) -> None: ...
+    def output(self, vertex_id: str, data: bytes) -> None: ...
+    def finished(self, vertex_id: str, error: BaseException | None, duration: float) -> None: ...
+
+
+class ResultStore(Protocol):
+    def lookup(self, key: str) -> Result | None: ...
+    def record(self, key: str, result: Result) -> Result: ...
+
+
+@dataclass(frozen=True)
+class Solution:
+    result: Result
+    keys: Mapping[str, str]  # vertex id -> cache key
+    cached: frozenset[str]  # vertices served from the cache
+    executed: frozenset[str]
+
+
+class Solver:
+    def __init__(self, graph: nx.DiGraph, impl_for: Callable[[str], OpImpl], results: ResultStore,
+                 reporter: Reporter | None = None, workers: int = 4):
+        self._graph = graph
+        self._impl_for = impl_for
+        self._results = results
+        self._reporter = reporter or Reporter()
+        self._workers = workers
+
+    def inputs_of(self, vertex: str) -> tuple[str, ...]:
+        return tuple(self._graph.nodes[vertex]["op"].inputs)
+
+    def solve(self, target: str, *, force: Callable[[str], bool] = lambda v: False) -> Solution:
+        needed = nx.ancestors(self._graph, target) | {target}
+        order = [v for v in nx.topological_sort(self._graph) if v in needed]
+        impls = {v: self._impl_for(v) for v in order}
+        keys: dict[str, str] = {}
+        for vertex in order:
+            keys[vertex] = impls[vertex].cache_key([keys[i] for i in self.inputs_of(vertex)])
+
+        known: dict[str, Result] = {}
+        to_run: set[str] = set()
+        pending = [target]
+        while pending:
+            vertex = pending.pop()
+            if vertex in known or vertex in to_run:
+                continue
+            hit = None if force(vertex) else self._results.lookup(keys[vertex])
+            if hit is not None:
+                known[vertex] = hit
+                continue
+            to_run.add(vertex)
+            pending.extend(self.inputs_of(vertex))
+        for vertex in order:
+            if vertex in known or vertex in to_run:
+                self._reporter.planned(vertex, vertex in known)
+
+        self._run(order, to_run, impls, keys, known)
+        return Solution(known[target], keys, frozenset(known) - to_run, frozenset(to_run))
+
+    def _run(self, order, to_run, impls, keys, known) -> None:
+        if not to_run:
+            return
+        cancel = threading.Event()
+        waiting = [v for v in order if v in to_run]
+        running: dict[Future, str] = {}
+        failure: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="pybuild-step")
+        try:
+            while waiting or running:
+                if failure is None:
+                    for vertex in list(waiting):
+                        if all(i in known for i in self.inputs_of(vertex)):
+                            waiting.remove(vertex)
+                            inputs = [known[i] for i in self.inputs_of(vertex)]
+                            future = pool.submit(self._execute, vertex, impls[vertex], keys[vertex], inputs, cancel)
+                            running[future] = vertex
+                elif not running:
+                    break
+                if not running:
+                    raise RuntimeError("solver stalled: a vertex waits for inputs that never run")
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    vertex = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        known[vertex] = future.result()
+                    elif failure is None:
+                        failure = error
+                        cancel.set()
+        except BaseException:
+            # Ctrl-C or an internal error: let every running step clean up.
+            cancel.set()
+            wait(list(running))
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        if failure is not None:
+            raise failure
+
+    def _execute(self, vertex, impl, key, inputs, cancel) -> Result:
+        if cancel.is_set():
+            raise Cancelled()
+        self._reporter.started(vertex)
+        start = time.monotonic()
+        try:
+            result = impl.execute(inputs, cancel)
+            result = self._results.record(key, result)
+        except BaseException as exc:
+            self._reporter.finished(vertex, exc, time.monotonic() - start)
+            raise
+        self._reporter.finished(vertex, None, time.monotonic() - start)
+        return result
+
+
+class Cancelled(Exception):
+    """A step that did not start, or was stopped, because another failed."""

@@ -1,0 +1,56 @@
+"""The objects one pybuild process keeps for a root directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cache.index import Index
+from cache.store import ContentStore
+
+
+def default_root() -> Path:
+    if os.environ.get("PYBUILD_ROOT"):
+        return Path(os.environ["PYBUILD_ROOT"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "pybuild"
+
+
+@dataclass
+class Worker:
+    root: Path
+    store: ContentStore
+    index: Index
+    snapshots: object  # runtime Snapshotter
+    isolation: str
+
+    @classmethod
+    def open(cls, root: Path | None = None, isolation: str | None = None) -> "Worker":
+        from runtime.executor import default_isolation
+        from runtime.snapshot import default_snapshotter
+
+        root = Path(root) if root else default_root()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "tmp").mkdir(exist_ok=True)
+        return cls(
+            root=root,
+            store=ContentStore(root / "content"),
+            index=Index(root / "index.db"),
+            snapshots=default_snapshotter(root / "snapshots"),
+            isolation=isolation or default_isolation(),
+        )
+
+    @property
+    def cache_mounts(self) -> Path:
+        return self.root / "cachemounts"
+
+    def executor(self):
+        from runtime.executor import get_executor
+
+        return get_executor(self.isolation)
+
+    def close(self) -> None:
+        self.index.close()

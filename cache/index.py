@@ -1,0 +1,201 @@
+"""The cache index: what pybuild knows about its root, in one sqlite file.
+
+sqlite gives crash safety (a transaction is all or nothing, even after
+`kill -9`) and lets several pybuild processes share a root: WAL mode lets
+readers go on while one writer commits, and a busy timeout queues writers.
+
+Tables
+  results    cache key -> the snapshot chain (bottom to top) it produced
+  layers     snapshot + compression -> the layer blob made from it
+  bases      chain id of a base layer -> the snapshot it was extracted to
+  resolved   image reference + platform -> manifest digest (no network on rebuilds)
+  images     image name -> manifest descriptor (the local image store)
+  builds     the last build of a Dockerfile + target: vertex keys, for --explain
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from cache.digest import Digest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, chain TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    snapshot TEXT NOT NULL, compression TEXT NOT NULL, diff_id TEXT NOT NULL,
+    digest TEXT NOT NULL, size INTEGER NOT NULL, media_type TEXT NOT NULL, empty INTEGER NOT NULL,
+    PRIMARY KEY (snapshot, compression));
+CREATE TABLE IF NOT EXISTS bases (
+    chain_id TEXT PRIMARY KEY, snapshot TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resolved (
+    ref TEXT NOT NULL, platform TEXT NOT NULL, manifest TEXT NOT NULL,
+    PRIMARY KEY (ref, platform));
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY, manifest TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    build_id TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    key: str
+    chain: tuple[str, ...]
+    created: float
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    snapshot: str
+    compression: str
+    diff_id: Digest
+    digest: Digest
+    size: int
+    media_type: str
+    empty: bool
+
+
+class Index:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        # executescript commits on its own; CREATE IF NOT EXISTS is idempotent.
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # results -------------------------------------------------------------
+    def get_result(self, key: str) -> CachedResult | None:
+        row = self._db().execute("SELECT chain, created FROM results WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return CachedResult(key, tuple(json.loads(row[0])), row[1])
+
+    def put_result(self, key: str, chain: tuple[str, ...]) -> CachedResult:
+        """Record a result; when another process recorded the same key first,
+        its result wins and is returned (the caller drops its own copy)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO results(key, chain, created, last_used) VALUES (?,?,?,?)",
+                (key, json.dumps(list(chain)), now, now),
+            )
+        return self.get_result(key)
+
+    def touch_results(self, keys: list[str]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("UPDATE results SET last_used=? WHERE key=?", [(now, k) for k in keys])
+
+    def drop_result(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM results WHERE key=?", (key,))
+
+    def all_results(self) -> list[CachedResult]:
+        rows = self._db().execute("SELECT key, chain, created FROM results").fetchall()
+        return [CachedResult(k, tuple(json.loads(c)), t) for k, c, t in rows]
+
+    # layers --------------------------------------------------------------
+    def get_layer(self, snapshot: str, compression: str) -> LayerRecord | None:
+        row = self._db().execute(
+            "SELECT diff_id, digest, size, media_type, empty FROM layers WHERE snapshot=? AND compression=?",
+            (snapshot, compression),
+        ).fetchone()
+        if row is None:
+            return None
+        return LayerRecord(snapshot, compression, Digest.parse(row[0]), Digest.parse(row[1]), row[2], row[3], bool(row[4]))
+
+    def layers_of(self, snapshot: str) -> list[LayerRecord]:
+        rows = self._db().execute(
+            "SELECT compression, diff_id, digest, size, media_type, empty FROM layers WHERE snapshot=?", (snapshot,)
+        ).fetchall()
+        return [LayerRecord(snapshot, c, Digest.parse(d), Digest.parse(g), s, m, bool(e)) for c, d, g, s, m, e in rows]
+
+    def put_layer(self, record: LayerRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO layers VALUES (?,?,?,?,?,?,?)",
+                (record.snapshot, record.compression, str(record.diff_id), str(record.digest),
+                 record.size, record.media_type, int(record.empty)),
+            )
+
+    def all_layers(self) -> list[LayerRecord]:
+        rows = self._db().execute("SELECT snapshot, compression, diff_id, digest, size, media_type, empty FROM layers").fetchall()
+        return [LayerRecord(s, c, Digest.parse(d), Digest.parse(g), z, m, bool(e)) for s, c, d, g, z, m, e in rows]
+
+    # base layer snapshots ------------------------------------------------
+    def get_base(self, chain_id: Digest) -> str | None:
+        row = self._db().execute("SELECT snapshot FROM bases WHERE chain_id=?", (str(chain_id),)).fetchone()
+        return row[0] if row else None
+
+    def put_base(self, chain_id: Digest, snapshot: str) -> str:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO bases VALUES (?,?)", (str(chain_id), snapshot))
+        return self.get_base(chain_id)
+
+    # resolved references -------------------------------------------------
+    def get_resolved(self, ref: str, platform: str) -> Digest | None:
+        row = self._db().execute("SELECT manifest FROM resolved WHERE ref=? AND platform=?", (ref, platform)).fetchone()
+        return Digest.parse(row[0]) if row else None
+
+    def put_resolved(self, ref: str, platform: str, manifest: Digest) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO resolved VALUES (?,?,?)", (ref, platform, str(manifest)))
+
+    # images --------------------------------------------------------------
+    def get_image(self, name: str) -> Digest | None:
+        row = self._db().execute("SELECT manifest FROM images WHERE name=?", (name,)).fetchone()
+        return Digest.parse(row[0]) if row else None
+
+    def put_image(self, name: str, manifest: Digest) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?)", (name, str(manifest), time.time()))
+
+    def remove_image(self, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM images WHERE name=?", (name,)).rowcount > 0
+
+    def images(self) -> list[tuple[str, Digest, float]]:
+        rows = self._db().execute("SELECT name, manifest, created FROM images ORDER BY name").fetchall()
+        return [(n, Digest.parse(m), c) for n, m, c in rows]
+
+    # builds (for --explain) ----------------------------------------------
+    def get_build(self, build_id: str) -> dict | None:
+        row = self._db().execute("SELECT record FROM builds WHERE build_id=?", (build_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_build(self, build_id: str, record: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO builds VALUES (?,?,?)", (build_id, json.dumps(record), time.time()))
