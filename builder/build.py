@@ -122,7 +122,8 @@ def build(
                 reporter.warning(str(warning))
             for name in definition.unused_build_args:
                 reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
-            solver = Solver(definition.graph, session.impl_for, session.results, reporter)
+            solver = Solver(definition.graph, session.impl_for, session.results, reporter,
+                            on_cancel=session.cancel_running)
             force = (lambda v: True) if no_cache else (lambda v: False)
             solution = solver.solve(definition.target, force=force)
             created = session.results.created(solution.keys[definition.target])

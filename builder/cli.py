@@ -183,23 +183,152 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
     run_guarded(debug, action, dockerfile_text)
 
 
-@main.command()
-@root_option
-def images(root):
-    """List the images in the local store."""
+def _with_worker(root, debug, fn):
     from builder.worker import Worker
 
     def action():
         worker = Worker.open(Path(root) if root else None, "builtin")
         try:
-            rows = worker.index.images()
-            click.echo(f"{'NAME':<50} {'MANIFEST':<20}")
-            for name, digest, _ in rows:
-                click.echo(f"{name:<50} {digest.short:<20}")
+            return fn(worker)
         finally:
             worker.close()
 
-    run_guarded(False, action)
+    return run_guarded(debug, action)
+
+
+@main.command()
+@root_option
+@debug_option
+def images(root, debug):
+    """List the images in the local store."""
+    from builder.assemble import load_image
+
+    def show(worker):
+        click.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>10}")
+        for name, digest, _ in worker.index.images():
+            image = load_image(worker.store, digest)
+            size = sum(layer.size for layer in image.layers)
+            click.echo(f"{name:<60} {image.config.digest.short:<14} {_human(size):>10}")
+
+    _with_worker(root, debug, show)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size}"
+
+
+@main.command()
+@click.argument("image")
+@root_option
+@debug_option
+def inspect(image, root, debug):
+    """Show an image's manifest and config as JSON."""
+    from builder.images import find
+
+    def show(worker):
+        stored = find(worker, image)
+        click.echo(json.dumps({
+            "Name": stored.name,
+            "Id": str(stored.image.config.digest),
+            "Digest": str(stored.image.manifest.digest),
+            "Manifest": stored.manifest,
+            "Config": stored.config,
+        }, indent=2, sort_keys=True))
+
+    _with_worker(root, debug, show)
+
+
+@main.command()
+@click.argument("image")
+@root_option
+@debug_option
+def history(image, root, debug):
+    """Show the history of an image, newest first."""
+    from builder.images import find, history as image_history
+
+    def show(worker):
+        click.echo(f"{'CREATED':<30} {'CREATED BY':<60} {'SIZE':>10}  COMMENT")
+        for row in image_history(find(worker, image)):
+            created_by = row["created_by"].replace("\n", " ")
+            if len(created_by) > 60:
+                created_by = created_by[:57] + "..."
+            click.echo(f"{row['created']:<30} {created_by:<60} {_human(row['size']):>10}  {row['comment']}")
+
+    _with_worker(root, debug, show)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target")
+@root_option
+@debug_option
+def tag(source, target, root, debug):
+    """Give an image another name."""
+    from builder.images import tag as tag_image
+
+    _with_worker(root, debug, lambda worker: tag_image(worker, source, target))
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@root_option
+@debug_option
+def rmi(names, root, debug):
+    """Remove image names from the local store (blobs go with `prune`)."""
+    from builder.images import remove
+
+    def drop(worker):
+        for name in names:
+            click.echo(f"Untagged: {remove(worker, name)}")
+
+    _with_worker(root, debug, drop)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--insecure-registry", "insecure", multiple=True, help="Registry reached over plain HTTP.")
+@root_option
+@debug_option
+def push(name, insecure, root, debug):
+    """Push an image from the local store to its registry."""
+    from builder.images import find
+    from builder.reference import Reference
+    from builder.registry import RegistryClient
+
+    def send(worker):
+        stored = find(worker, name)
+        ref = Reference.parse(name)
+        digest = RegistryClient(worker.store, insecure=insecure).push(ref, stored.image)
+        click.echo(f"{ref}: digest: {digest}")
+
+    _with_worker(root, debug, send)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--platform", help="os/arch[/variant] to select from an index.")
+@click.option("--insecure-registry", "insecure", multiple=True, help="Registry reached over plain HTTP.")
+@root_option
+@debug_option
+def pull(name, platform, insecure, root, debug):
+    """Pull an image into the local store."""
+    from builder.reference import Reference
+    from builder.registry import RegistryClient
+
+    def fetch(worker):
+        ref = Reference.parse(name)
+        client = RegistryClient(worker.store, insecure=insecure)
+        resolved = client.resolve(ref, platform or "linux/amd64")
+        for layer in resolved.layers:
+            client.fetch_blob(ref, layer)
+        worker.index.put_image(str(ref), resolved.manifest.digest)
+        click.echo(f"{ref}: digest: {resolved.manifest.digest}")
+
+    _with_worker(root, debug, fetch)
 
 
 @main.command()

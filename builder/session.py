@@ -64,6 +64,18 @@ class BuildSession:
     tmp: Path
     definition: Definition | None = None
     context: object = None
+    _executor: object = None
+
+    @property
+    def executor(self):
+        """One executor per build, so that cancel() reaches all its runs."""
+        if self._executor is None:
+            self._executor = self.worker.executor()
+        return self._executor
+
+    def cancel_running(self) -> None:
+        if self._executor is not None:
+            self._executor.cancel()
 
     @classmethod
     def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,

@@ -59,12 +59,14 @@ class Solution:
 
 class Solver:
     def __init__(self, graph: nx.DiGraph, impl_for: Callable[[str], OpImpl], results: ResultStore,
-                 reporter: Reporter | None = None, workers: int = 4):
+                 reporter: Reporter | None = None, workers: int = 4,
+                 on_cancel: Callable[[], None] = lambda: None):
         self._graph = graph
         self._impl_for = impl_for
         self._results = results
         self._reporter = reporter or Reporter()
         self._workers = workers
+        self._on_cancel = on_cancel
 
     def inputs_of(self, vertex: str) -> tuple[str, ...]:
         return tuple(self._graph.nodes[vertex]["op"].inputs)
@@ -90,9 +92,10 @@ class Solver:
                 continue
             to_run.add(vertex)
             pending.extend(self.inputs_of(vertex))
+        # Everything under a hit is as good as cached, and shown so.
         for vertex in order:
-            if vertex in known or vertex in to_run:
-                self._reporter.planned(vertex, vertex in known)
+            if vertex not in to_run:
+                self._reporter.planned(vertex, True)
 
         self._run(order, to_run, impls, keys, known)
         return Solution(known[target], keys, frozenset(known) - to_run, frozenset(to_run))
@@ -126,16 +129,20 @@ class Solver:
                         known[vertex] = future.result()
                     elif failure is None:
                         failure = error
-                        cancel.set()
+                        self._cancel(cancel)
         except BaseException:
             # Ctrl-C or an internal error: let every running step clean up.
-            cancel.set()
+            self._cancel(cancel)
             wait(list(running))
             raise
         finally:
             pool.shutdown(wait=True)
         if failure is not None:
             raise failure
+
+    def _cancel(self, cancel: threading.Event) -> None:
+        cancel.set()
+        self._on_cancel()  # e.g. kill the processes of running steps
 
     def _execute(self, vertex, impl, key, inputs, cancel) -> Result:
         if cancel.is_set():

@@ -18,10 +18,12 @@ class ExecFailed(RuntimeFailure):
 
 
 class ExecCancelled(RuntimeFailure):
-    """A RUN stopped because the build was cancelled (another step failed, Ctrl-C)."""
+    """A RUN killed because `Executor.cancel()` was called (another step
+    failed, or Ctrl-C)."""
 
-    def __init__(self):
-        super().__init__("cancelled")
+    def __init__(self, args=()):
+        self.argv = tuple(args)
+        super().__init__(f"process {_quote(self.argv)} was cancelled")
 
 
 class UnknownUser(RuntimeFailure):

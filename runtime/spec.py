@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -49,14 +48,16 @@ OutputSink = Callable[[bytes], None]
 class Executor(Protocol):
     name: str
 
-    def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink,
-            cancel: "threading.Event | None" = None) -> None:
+    def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
         """Run spec.args inside `rootfs` (a mounted, writable directory) and
-        wait for it. When `cancel` is set while the process runs, the process
-        tree is killed promptly and run() raises ExecCancelled. Every byte the process writes to stdout/stderr is passed
+        wait for it. Every byte the process writes to stdout/stderr is passed
         to `output` as it arrives. Raises ExecFailed on a non-zero exit or a
         signal. On return or on any exception (KeyboardInterrupt included) no
         process of the step survives and nothing stays mounted."""
+
+
+    def cancel(self) -> None:
+        """Kill every run in flight (from any thread); each raises ExecCancelled."""
 
 
 class Snapshotter(Protocol):

@@ -13,6 +13,7 @@ from builder.errors import PybuildError
 from builder.ops.cachemount import cache_mount_dir
 from cache.keys import cache_key
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
+from runtime.errors import ExecCancelled
 from runtime.fsutil import resolve_in_root
 from runtime.spec import BindMount, ExecSpec, NetworkMode as RuntimeNetwork, TmpfsMount
 
@@ -34,7 +35,8 @@ class ExecImpl:
         context_mounts = [m for m in self.op.mounts if m.type is MountType.BIND and self._is_context(m.input)]
         if context_mounts:
             # A bind mount of the context reads files: their content is part of the step.
-            content = ",".join(str(self.session.context.checksum_paths([m.source])) for m in context_mounts)
+            context = self.session.context
+            content = ",".join(str(context.checksum(context.select([m.source]))) for m in context_mounts)
         return cache_key(self.op.canonical(), input_keys, content)
 
     def _is_context(self, index) -> bool:
@@ -63,9 +65,10 @@ class ExecImpl:
                     network=self._network(),
                     mounts=tuple(mounts),
                 )
-                executor = self.session.worker.executor()
-                executor.run(exec_spec, rootfs, lambda data: self.session.reporter.output(self.vertex, data),
-                             cancel=cancel)
+                if cancel.is_set():
+                    raise ExecCancelled(exec_spec.args)
+                self.session.executor.run(exec_spec, rootfs,
+                                          lambda data: self.session.reporter.output(self.vertex, data))
         except BaseException:
             snapshots.remove(snapshot)
             raise

@@ -1,0 +1,482 @@
+"""Source trees read lazily: the build context, another stage, an image.
+
+A COPY names paths in its source; only those are listed, hashed and copied,
+never the whole context. The same code reads a stage's or an image's rootfs
+for `COPY --from` (without ignore files, keeping ownership).
+
+Path semantics follow BuildKit's file op (tonistiigi/fsutil `copy`):
+- The tree is `/`. Source paths are cleaned against it, so `../x` and
+  `/x` both mean `x` at the top of the tree and nothing is read outside.
+- Wildcards are Go's `filepath.Match` (`*`, `?`, `[a-z]`, `[^a]`, `\\`
+  escapes), matched per path component: `*` never crosses a `/`.
+- A path without wildcards that does not exist is an error. A wildcard that
+  matches nothing is not (BuildKit sets AllowEmptyWildcard for COPY and ADD),
+  but the part of the path before the first wildcard must exist, as in
+  BuildKit where `COPY missing/*.txt /d/` fails to stat `missing`.
+- The top-level source is followed when it is a symlink (FollowSymlinks, as
+  the Dockerfile frontend asks), resolved as if the tree were `/`; symlinks
+  inside a copied directory are copied as symlinks and never followed.
+- `.dockerignore`d paths are invisible, exactly as if absent from the
+  context: an excluded directory is only seen when a `!` exception
+  re-includes something inside it, and then only that.
+- `--exclude` patterns are matched (with .dockerignore syntax) against the
+  path relative to each copied source, as fsutil matches them, and against a
+  wildcard match's own path relative to the directory the wildcard is in, so
+  `COPY --exclude=*.txt hom* /d/` leaves out `home.txt` as documented.
+
+The checksum (see `BuildContext.checksum`) is pybuild's equivalent of
+BuildKit's cache/contenthash: a digest of a normalised header per selected
+entry plus its content digest. It holds: the path relative to the copied
+source, the file type, the permission bits including setuid/setgid/sticky,
+the size of regular files, a symlink's target, a device's numbers, the
+xattrs (minus security.selinux, a host labelling detail) and the sha256 of
+regular files' contents. It never holds atime/mtime/ctime, inode numbers or
+host paths, so a fresh checkout on another machine hashes the same.
+
+Ownership: BuildKit hashes uid/gid too. For the build context pybuild does
+not: COPY writes context files as 0:0 (or the --chown owner) whatever their
+host owner is (docker's context transfer resets uid/gid to 0), so the host
+owner cannot change the result and must not change the key; a CI checkout
+owned by uid 1001 hits the cache of a laptop checkout owned by uid 1000.
+For a stage or image tree (`BuildContext.of_tree`) ownership is preserved
+by COPY, so there uid/gid are part of the checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+from cache.digest import Digest
+from cache.statcache import StatCache, hash_file
+from frontend.dockerignore import Matcher
+from frontend.errors import ContextError
+from runtime.errors import RuntimeFailure
+from runtime.fsutil import read_xattrs, resolve_in_root
+
+CHECKSUM_VERSION = "pybuild.contenthash.v0"
+
+# SELinux labels describe the host, not the content; BuildKit's context
+# transfer drops them as well.
+SKIP_XATTRS = ("security.selinux",)
+
+
+class Entry(NamedTuple):
+    """One file, directory, symlink... of a source tree."""
+
+    relpath: str  # "/"-separated, relative to the tree root; "" is the root
+    path: Path  # its absolute host path
+    stat: os.stat_result  # lstat: a symlink is described, not followed
+
+
+@dataclass(frozen=True)
+class Match:
+    """What one source path (or one wildcard hit) names, and what it holds.
+
+    `name` is the path as named (a symlink is not followed in it): its base
+    name is the file name at the destination. `root` is what it resolves to;
+    `entries` are `root` and, for a directory, its visible tree, sorted.
+    `parents_path` is `name` relative to the `/./` pivot of the source (the
+    whole `name` without a pivot), the path that `COPY --parents` keeps.
+    """
+
+    source: str
+    name: str
+    parents_path: str
+    root: Entry
+    entries: tuple[Entry, ...]
+
+    def subpath(self, entry: Entry) -> str:
+        """`entry`'s path relative to this match's root ("" for the root)."""
+        if entry.relpath == self.root.relpath:
+            return ""
+        if not self.root.relpath:
+            return entry.relpath
+        return entry.relpath[len(self.root.relpath) + 1:]
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.root.stat.st_mode)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The result of `BuildContext.select`: one group of matches per source
+    path, in the order the sources were given (a later one overwrites)."""
+
+    tree: Path
+    sources: tuple[str, ...]
+    matches: tuple[Match, ...]
+    preserve_ownership: bool = False
+    _entries: tuple[Entry, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every selected entry once, sorted by relpath (parents first)."""
+        return self._entries
+
+    def __bool__(self) -> bool:
+        return bool(self.matches)
+
+
+class BuildContext:
+    """A directory read as a source tree (see the module docstring).
+
+    `excludes` are .dockerignore patterns; `stat_cache` spares re-reading
+    unchanged files when hashing (None: always read).
+    """
+
+    def __init__(self, root: Path, excludes: Sequence[str] = (), stat_cache: StatCache | None = None,
+                 *, preserve_ownership: bool = False):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ContextError(f"build context is not a directory: {root}")
+        self.excludes = tuple(excludes)
+        self.stat_cache = stat_cache
+        self.preserve_ownership = preserve_ownership
+        self._ignore = _PatternSet(self.excludes)
+
+    @classmethod
+    def of_tree(cls, root: Path, stat_cache: StatCache | None = None) -> "BuildContext":
+        """Another stage's or an image's rootfs: no ignore file, and COPY keeps
+        its owners (so they are hashed)."""
+        return cls(root, (), stat_cache, preserve_ownership=True)
+
+    # selection -----------------------------------------------------------
+    def select(self, patterns: Sequence[str], *, excludes: Sequence[str] = (),
+               follow_symlinks: bool = True) -> Selection:
+        """Resolve COPY source paths; raises ContextError for a missing path."""
+        exclude = _PatternSet(tuple(excludes))
+        matches: list[Match] = []
+        for pattern in patterns:
+            matches.extend(self._select_one(pattern, exclude, follow_symlinks))
+        unique = {e.relpath: e for m in matches for e in m.entries}
+        entries = tuple(unique[k] for k in sorted(unique))
+        return Selection(self.root, tuple(patterns), tuple(matches), self.preserve_ownership, entries)
+
+    def _select_one(self, pattern: str, exclude: "_PatternSet", follow: bool) -> list[Match]:
+        pivot = ""
+        if "/./" in pattern:
+            before, _, after = pattern.partition("/./")
+            pivot = _clean(before)
+            cleaned = _clean(pivot + "/" + after)
+        else:
+            cleaned = _clean(pattern)
+        literal, wildcard = _split_wildcards(cleaned)
+        if not wildcard:
+            match = self._match_path(pattern, cleaned, pivot, exclude, follow, from_wildcard_base=None)
+            if match is None:
+                raise _not_found(pattern)
+            return [match]
+        base = self._resolve(literal, follow=True)
+        base_rel = self._rel(base)
+        try:
+            base_st = os.lstat(base)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _not_found(pattern) from None
+        if not stat.S_ISDIR(base_st.st_mode) or not self._visible(base_rel, base, base_st):
+            raise _not_found(pattern)
+        matches = []
+        for hit in _find_wildcard(base, _component_matchers(pattern, wildcard)):
+            name = posixpath.join(literal, hit) if literal else hit
+            match = self._match_path(pattern, name, pivot, exclude, follow, from_wildcard_base=hit)
+            if match is not None:
+                matches.append(match)
+        return matches
+
+    def _match_path(self, pattern: str, name: str, pivot: str, exclude: "_PatternSet", follow: bool,
+                    from_wildcard_base: str | None) -> Match | None:
+        if from_wildcard_base is not None and exclude.excluded(from_wildcard_base):
+            return None
+        if name != "" and self._ignore.excluded(name) and not self._ignore.may_reinclude_below(name):
+            return None  # an ignored path (or symlink) is absent from the context
+        real = self._resolve(name, follow=follow)
+        try:
+            st = os.lstat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        real_rel = self._rel(real)
+        root = Entry(real_rel, real, st)
+        if stat.S_ISDIR(st.st_mode):
+            below = tuple(self._walk(real_rel, real, exclude))
+            if self._ignore.excluded(real_rel) and not below:
+                return None  # an ignored directory nothing re-includes
+            entries = (root, *below)
+        else:
+            if self._ignore.excluded(real_rel):
+                return None
+            entries = (root,)
+        if pivot and not (name == pivot or name.startswith(pivot + "/")):
+            raise ContextError(f"COPY --parents: {pattern} is not below its pivot {pivot}")
+        parents_path = name[len(pivot):].lstrip("/") if pivot else name
+        return Match(pattern, name, parents_path, root, entries)
+
+    def _walk(self, rel_dir: str, abs_dir: Path, exclude: "_PatternSet", sub_dir: str = "") -> list[Entry]:
+        """The visible tree below a directory, sorted, symlinks not followed."""
+        out: list[Entry] = []
+        with os.scandir(abs_dir) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for child in children:
+            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+            sub = f"{sub_dir}/{child.name}" if sub_dir else child.name
+            st = child.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if exclude.excluded(sub) and not (is_dir and exclude.may_reinclude_below(sub)):
+                continue
+            ignored = self._ignore.excluded(rel)
+            if ignored and not (is_dir and self._ignore.may_reinclude_below(rel)):
+                continue  # pruned: nothing below can come back
+            path = Path(child.path)
+            below = self._walk(rel, path, exclude, sub) if is_dir else []
+            if (ignored or exclude.excluded(sub)) and not below:
+                continue
+            out.append(Entry(rel, path, st))
+            out.extend(below)
+        return out
+
+    def _visible(self, rel: str, path: Path, st: os.stat_result) -> bool:
+        if not rel or not self._ignore.excluded(rel):
+            return True
+        if not stat.S_ISDIR(st.st_mode) or not self._ignore.may_reinclude_below(rel):
+            return False
+        return bool(self._walk(rel, path, _PatternSet(())))
+
+    def _resolve(self, rel: str, *, follow: bool) -> Path:
+        try:
+            return resolve_in_root(self.root, rel, follow_final=follow)
+        except RuntimeFailure as exc:  # a symlink loop in the context
+            raise ContextError(f"COPY failed: {exc}") from exc
+
+    def _rel(self, path: Path) -> str:
+        rel = os.path.relpath(path, self.root)
+        return "" if rel == "." else rel
+
+    # checksum ------------------------------------------------------------
+    def checksum(self, selection: Selection) -> Digest:
+        """The content checksum of a selection (see the module docstring)."""
+        h = hashlib.sha256()
+        h.update(CHECKSUM_VERSION.encode() + b"\n")
+        digest_of = self._content_digest
+        if self.stat_cache is not None:
+            with self.stat_cache.batch():
+                self._feed(h, selection, digest_of)
+        else:
+            self._feed(h, selection, digest_of)
+        return Digest("sha256", h.hexdigest())
+
+    def _feed(self, h, selection: Selection, digest_of: Callable[[Entry], str]) -> None:
+        # Matches in source order: a later source overwrites an earlier one at
+        # the destination, so order is part of the result.
+        for index, match in enumerate(selection.matches):
+            h.update(_line(["match", index, match.source, match.name, match.parents_path]))
+            for entry in match.entries:
+                h.update(_line(_header(match.subpath(entry), entry, selection.preserve_ownership, digest_of)))
+
+    def _content_digest(self, entry: Entry) -> str:
+        if self.stat_cache is not None:
+            return str(self.stat_cache.file_digest(entry.path, entry.stat))
+        digest, _ = hash_file(entry.path)
+        return str(digest)
+
+
+def _header(sub: str, entry: Entry, with_owner: bool, digest_of: Callable[[Entry], str]) -> list:
+    st = entry.stat
+    mode = st.st_mode
+    kind = _kind(mode)
+    record = [sub, kind, stat.S_IMODE(mode)]
+    if kind == "file":
+        record += [st.st_size, digest_of(entry)]
+    elif kind == "symlink":
+        record.append(os.readlink(entry.path))
+    elif kind in ("char", "block"):
+        record += [os.major(st.st_rdev), os.minor(st.st_rdev)]
+    if with_owner:
+        record += [st.st_uid, st.st_gid]
+    xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS)
+    if xattrs:
+        record.append([[name, hashlib.sha256(value).hexdigest()] for name, value in xattrs])
+    return record
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISCHR(mode):
+        return "char"
+    if stat.S_ISBLK(mode):
+        return "block"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "socket"
+
+
+def _line(record: list) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def _not_found(pattern: str) -> ContextError:
+    return ContextError(f"COPY failed: file not found in build context: {pattern.lstrip('/') or '/'}")
+
+
+# paths and patterns -----------------------------------------------------------
+
+def _clean(path: str) -> str:
+    """Clean a source path against `/`: `../x`, `/x` and `./x` are all `x`."""
+    cleaned = posixpath.normpath("/" + path)
+    # normpath keeps a leading "//" (POSIX allows it to be special)
+    return cleaned.lstrip("/")
+
+
+def _has_wildcard(component: str) -> bool:
+    i = 0
+    while i < len(component):
+        ch = component[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "*?[":
+            return True
+        i += 1
+    return False
+
+
+def _split_wildcards(path: str) -> tuple[str, str]:
+    """("dir/sub", "*.txt/x") for "dir/sub/*.txt/x": the literal prefix and the
+    part from the first component holding a wildcard on."""
+    parts = path.split("/") if path else []
+    for i, part in enumerate(parts):
+        if _has_wildcard(part):
+            return "/".join(parts[:i]), "/".join(parts[i:])
+    return path, ""
+
+
+def _component_matchers(pattern: str, wildcard: str) -> list[Callable[[str], bool]]:
+    try:
+        return [_compile_component(part) for part in wildcard.split("/")]
+    except ValueError as exc:
+        raise ContextError(f"COPY failed: invalid pattern {pattern!r}: {exc}") from None
+
+
+@lru_cache(maxsize=256)
+def _compile_component(part: str) -> Callable[[str], bool]:
+    """Go's filepath.Match for one path component, as a compiled regex."""
+    out = []
+    i = 0
+    while i < len(part):
+        ch = part[i]
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "\\":
+            if i + 1 >= len(part):
+                raise ValueError("trailing backslash")
+            i += 1
+            out.append(re.escape(part[i]))
+        elif ch == "[":
+            end, cls = _char_class(part, i)
+            out.append(cls)
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    regex = re.compile("".join(out), re.DOTALL)
+    return lambda name: regex.fullmatch(name) is not None
+
+
+def _char_class(part: str, start: int) -> tuple[int, str]:
+    """Translate `[...]` starting at `start`; returns (index of `]`, regex)."""
+    i = start + 1
+    negate = i < len(part) and part[i] == "^"
+    if negate:
+        i += 1
+    items = []
+    first = True
+    while True:
+        if i >= len(part):
+            raise ValueError("unterminated character class")
+        ch = part[i]
+        if ch == "]" and not first:
+            break
+        first = False
+        if ch == "\\":
+            i += 1
+            if i >= len(part):
+                raise ValueError("unterminated character class")
+            ch = part[i]
+        lo = ch
+        if i + 2 < len(part) and part[i + 1] == "-" and part[i + 2] != "]":
+            i += 2
+            hi = part[i]
+            if hi == "\\":
+                i += 1
+                if i >= len(part):
+                    raise ValueError("unterminated character class")
+                hi = part[i]
+            if hi < lo:
+                raise ValueError("bad character range")
+            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+        else:
+            items.append(re.escape(lo))
+        i += 1
+    body = "".join(items)
+    return i, f"[^/{body}]" if negate else f"[{body}]"
+
+
+def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "") -> list[str]:
+    """Paths below `base` whose components match `matchers` one to one, in
+    lexical order; like filepath.Walk, symlinked directories are not entered
+    on the way (a final symlink still matches and is followed later)."""
+    found = []
+    try:
+        with os.scandir(base) as it:
+            children = sorted(it, key=lambda d: d.name)
+    except NotADirectoryError:
+        return found
+    here, rest = matchers[0], matchers[1:]
+    for child in children:
+        if not here(child.name):
+            continue
+        rel = f"{prefix}/{child.name}" if prefix else child.name
+        if not rest:
+            found.append(rel)
+        elif child.is_dir(follow_symlinks=False):
+            found.extend(_find_wildcard(Path(child.path), rest, rel))
+    return found
+
+
+class _PatternSet:
+    """.dockerignore-style patterns over relative paths, with the question the
+    walk needs for pruning: could a `!` exception bring back something below
+    this excluded directory?"""
+
+    def __init__(self, patterns: tuple[str, ...]):
+        self._matcher = Matcher(list(patterns)) if patterns else None
+        self._exceptions = [_clean(p[1:].strip()) for p in patterns if p.strip().startswith("!")]
+
+    def excluded(self, relpath: str) -> bool:
+        return self._matcher is not None and bool(relpath) and self._matcher.excluded(relpath)
+
+    def may_reinclude_below(self, relpath: str) -> bool:
+        # Conservative: an exception whose literal prefix is inside this
+        # directory, or which has a wildcard at or above it, might name
+        # something inside it.
+        for exc in self._exceptions:
+            literal, wildcard = _split_wildcards(exc)
+            if literal.startswith(relpath + "/"):
+                return True
+            if wildcard and (not literal or relpath == literal or relpath.startswith(literal + "/")):
+                return True
+        return False

@@ -1,0 +1,215 @@
+"""The OCI image layout exporter (`--output type=oci`), as a tar or a directory.
+
+Layout (image-spec image-layout.md): `oci-layout`, `index.json` and
+`blobs/<alg>/<hex>`. Like BuildKit (through containerd's archive
+exporter), each name becomes one `index.json` entry whose
+`io.containerd.image.name` holds the full name and whose
+`org.opencontainers.image.ref.name` holds only the tag — the OCI spec's
+meaning of a ref name, and what `skopeo oci:DIR:TAG` and `umoci --image
+DIR:TAG` look up.
+
+Outputs appear whole or not at all: everything is written beside the
+destination under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Sequence
+
+from builder.errors import ExportError, InvalidReference
+from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
+from builder.reference import Reference
+from cache.digest import Digest
+from cache.errors import BlobNotFound
+from cache.store import ContentStore
+
+IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
+OCI_LAYOUT_FILE = "oci-layout"
+OCI_LAYOUT_BODY = {"imageLayoutVersion": "1.0.0"}
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of an archive: its bytes, or a blob of the store."""
+
+    path: str
+    data: bytes | None = None
+    blob: Digest | None = None
+
+
+def parse_names(names: Iterable[str]) -> list[Reference]:
+    try:
+        return [Reference.parse(name) for name in names]
+    except InvalidReference as exc:
+        raise ExportError(f"invalid image name: {exc}") from exc
+
+
+def blob_path(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex}"
+
+
+def index_json(manifest: Descriptor, refs: Sequence[Reference]) -> dict:
+    """The layout's index: one entry per name (one bare entry without names)."""
+    entries = []
+    for ref in refs or (None,):
+        annotations = dict(manifest.annotations or {})
+        if ref is not None:
+            annotations[IMAGE_NAME_ANNOTATION] = str(ref)
+            if ref.tag:
+                annotations[REF_NAME_ANNOTATION] = ref.tag
+        entry = Descriptor(manifest.media_type, manifest.digest, manifest.size,
+                           annotations=annotations or None, platform=manifest.platform)
+        entries.append(entry.to_json())
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+
+
+def image_blobs(store: ContentStore, image: Image) -> list[Digest]:
+    """The image's blobs, each once, all present with the expected sizes."""
+    seen: dict[Digest, Descriptor] = {}
+    for desc in (image.manifest, image.config, *image.layers):
+        seen.setdefault(desc.digest, desc)
+    for digest, desc in seen.items():
+        try:
+            size = store.size(digest)
+        except BlobNotFound as exc:
+            raise ExportError(f"cannot export image {image.manifest.digest}: {exc}") from exc
+        if size != desc.size:
+            raise ExportError(f"cannot export image {image.manifest.digest}: blob {digest} has "
+                              f"{size} bytes in the store, the manifest says {desc.size}")
+    return sorted(seen)
+
+
+def layout_entries(store: ContentStore, image: Image, refs: Sequence[Reference]) -> list[Entry]:
+    entries = [Entry(blob_path(digest), blob=digest) for digest in image_blobs(store, image)]
+    entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
+    entries.append(Entry("index.json", data=canonical_json(index_json(image.manifest, refs))))
+    return entries
+
+
+def _tar_info(path: str, size: int, directory: bool = False) -> tarfile.TarInfo:
+    # Fixed owner, mode and time: the same image always gives the same tar.
+    info = tarfile.TarInfo(path)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.size = 0 if directory else size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_tar(store: ContentStore, entries: Sequence[Entry], out: BinaryIO) -> None:
+    """Stream entries as a tar (works on pipes: nothing is seeked)."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        dirs_done: set[str] = set()
+        for entry in entries:
+            parent = entry.path.rpartition("/")[0]
+            parts = parent.split("/") if parent else []
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in dirs_done:
+                    dirs_done.add(directory)
+                    tar.addfile(_tar_info(directory + "/", 0, directory=True))
+            if entry.blob is not None:
+                with store.open(entry.blob) as blob:
+                    tar.addfile(_tar_info(entry.path, store.size(entry.blob)), blob)
+            else:
+                tar.addfile(_tar_info(entry.path, len(entry.data)), io.BytesIO(entry.data))
+
+
+def write_directory(store: ContentStore, entries: Sequence[Entry], root: Path) -> None:
+    for entry in entries:
+        target = root / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.blob is not None:
+            with store.open(entry.blob) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        else:
+            target.write_bytes(entry.data)
+
+
+def atomic_file(dest: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `dest` through a temp file beside it, fsynced, then renamed."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_dir():
+            raise ExportError(f"cannot write {dest}: is a directory")
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    tmp = Path(name)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+        done = True
+    except OSError as exc:
+        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory beside `dest` and swap it into place.
+
+    An existing destination is replaced only when it is empty or an OCI
+    layout itself — never someone's unrelated directory.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"cannot write {dest}: exists and is not a directory")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / OCI_LAYOUT_FILE).is_file():
+        raise ExportError(f"cannot write {dest}: exists and is not an OCI layout")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    old = None
+    done = False
+    try:
+        tmp.chmod(0o755)
+        fill(tmp)
+        if dest.exists():
+            old = dest.with_name(f"{tmp.name}.old")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        done = True
+    except OSError as exc:
+        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    finally:
+        if not done:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not dest.exists():
+                os.rename(old, dest)
+        elif old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def stream_oci_archive(store: ContentStore, image: Image, out: BinaryIO, *,
+                       ref_names: Sequence[str] = ()) -> None:
+    """The OCI layout as a tar on an open stream (e.g. stdout)."""
+    write_tar(store, layout_entries(store, image, parse_names(ref_names)), out)
+
+
+def write_oci_layout(store: ContentStore, image: Image, dest: Path, *, tar: bool = True,
+                     ref_names: Sequence[str] = ()) -> None:
+    """Export `image` as an OCI image layout: a tar file (`tar=True`) or a directory."""
+    dest = Path(dest)
+    entries = layout_entries(store, image, parse_names(ref_names))
+    if tar:
+        atomic_file(dest, lambda out: write_tar(store, entries, out))
+    else:
+        atomic_directory(dest, lambda root: write_directory(store, entries, root))

@@ -1,0 +1,77 @@
+"""The local image store: names in the index, manifests and configs as blobs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from builder.assemble import load_image
+from builder.errors import PybuildError
+from builder.image import Image
+from builder.reference import Reference
+
+
+class ImageNotFound(PybuildError):
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"image not found: {name}")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str
+    image: Image
+    config: dict
+    manifest: dict
+
+
+def _normalise(name: str) -> str:
+    return str(Reference.parse(name))
+
+
+def find(worker, name: str) -> StoredImage:
+    """An image by name (`app`, `app:1`, a full name) or by ID prefix."""
+    digest = None
+    try:
+        digest = worker.index.get_image(_normalise(name))
+    except PybuildError:
+        pass
+    if digest is None:
+        wanted = name.removeprefix("sha256:")
+        for stored_name, manifest_digest, _ in worker.index.images():
+            image = load_image(worker.store, manifest_digest)
+            if len(wanted) >= 4 and (image.config.digest.hex.startswith(wanted) or manifest_digest.hex.startswith(wanted)):
+                digest, name = manifest_digest, stored_name
+                break
+    if digest is None or not worker.store.has(digest):
+        raise ImageNotFound(name)
+    image = load_image(worker.store, digest)
+    return StoredImage(name, image, json.loads(worker.store.read_bytes(image.config.digest)),
+                       json.loads(worker.store.read_bytes(digest)))
+
+
+def tag(worker, source: str, target: str) -> str:
+    stored = find(worker, source)
+    name = _normalise(target)
+    worker.index.put_image(name, stored.image.manifest.digest)
+    return name
+
+
+def remove(worker, name: str) -> str:
+    normalised = _normalise(name)
+    if not worker.index.remove_image(normalised):
+        raise ImageNotFound(name)
+    return normalised
+
+
+def history(stored: StoredImage) -> list[dict]:
+    """Newest first, as `docker history` lists them, with each layer's size."""
+    layers = list(stored.image.layers)
+    rows = []
+    for entry in stored.config.get("history", []):
+        size = 0
+        if not entry.get("empty_layer") and layers:
+            size = layers.pop(0).size
+        rows.append({"created": entry.get("created", ""), "created_by": entry.get("created_by", ""),
+                     "size": size, "comment": entry.get("comment", "")})
+    return list(reversed(rows))

@@ -1,0 +1,134 @@
+"""COPY, ADD, COPY <<EOF, WORKDIR and ADD <url>: file ops on a new snapshot."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from builder.context import BuildContext
+from builder.ops.copy import copy_into, make_dir, write_files
+from builder.ops.http import fetch_url
+from cache.keys import cache_key
+from frontend.ops import ContextSource, FileCopy, HttpSource, MakeDir, WriteFiles
+
+
+class _SnapshotStep:
+    """Runs `change(rootfs)` on a fresh snapshot above the input chain."""
+
+    def __init__(self, vertex: str, session):
+        self.vertex = vertex
+        self.session = session
+
+    def on_new_snapshot(self, chain, change) -> tuple:
+        snapshots = self.session.worker.snapshots
+        snapshot = snapshots.create()
+        try:
+            with snapshots.mount(tuple(chain), snapshot) as rootfs:
+                change(Path(rootfs))
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return tuple(chain) + (snapshot,)
+
+
+class CopyImpl(_SnapshotStep):
+    def __init__(self, op: FileCopy, vertex: str, session):
+        super().__init__(vertex, session)
+        self.op = op
+        self._selection = None
+
+    def _source_op(self):
+        return self.session.definition.op(self.op.inputs[1])
+
+    def _from_context(self) -> bool:
+        return isinstance(self._source_op(), ContextSource)
+
+    def _select(self, context: BuildContext):
+        return context.select(self.op.sources, excludes=self.op.excludes,
+                              follow_symlinks=self.op.follow_symlinks)
+
+    def cache_key(self, input_keys):
+        content = None
+        if self._from_context():
+            # Only the selected files are hashed, through the stat cache.
+            self._selection = self._select(self.session.context)
+            content = str(self.session.context.checksum(self._selection))
+        return cache_key(self.op.canonical(), input_keys, content)
+
+    def execute(self, inputs, cancel: threading.Event):
+        op = self.op
+        with contextlib.ExitStack() as stack:
+            if self._from_context():
+                selection = self._selection or self._select(self.session.context)
+            else:
+                view = stack.enter_context(self.session.worker.snapshots.mount(tuple(inputs[1]), None))
+                selection = self._select(BuildContext.of_tree(Path(view)))
+            unpack = op.unpack and not isinstance(self._source_op(), HttpSource)
+            return self.on_new_snapshot(inputs[0], lambda rootfs: copy_into(
+                rootfs, selection, op.dest, chown=op.chown, chmod=op.chmod, parents=op.parents,
+                unpack=unpack, instruction="ADD" if op.unpack else "COPY"))
+
+
+class WriteFilesImpl(_SnapshotStep):
+    def __init__(self, op: WriteFiles, vertex: str, session):
+        super().__init__(vertex, session)
+        self.op = op
+
+    def cache_key(self, input_keys):
+        return cache_key(self.op.canonical(), input_keys)
+
+    def execute(self, inputs, cancel):
+        op = self.op
+        return self.on_new_snapshot(inputs[0], lambda rootfs: write_files(
+            rootfs, op.files, op.dest, chown=op.chown, chmod=op.chmod, scratch_dir=self.session.tmp))
+
+
+class MakeDirImpl(_SnapshotStep):
+    def __init__(self, op: MakeDir, vertex: str, session):
+        super().__init__(vertex, session)
+        self.op = op
+
+    def cache_key(self, input_keys):
+        return cache_key(self.op.canonical(), input_keys)
+
+    def execute(self, inputs, cancel):
+        return self.on_new_snapshot(inputs[0], lambda rootfs: make_dir(rootfs, self.op.path, user=self.op.user))
+
+
+class HttpImpl:
+    """The downloaded file, alone in a snapshot, for a FileCopy to read.
+
+    Without --checksum the content decides the key, so the file is fetched
+    while keying (as BuildKit re-checks a URL on every build)."""
+
+    def __init__(self, op: HttpSource, vertex: str, session):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+        self._download: tuple[Path, str, str] | None = None
+
+    def _fetch(self) -> tuple[Path, str, str]:
+        if self._download is None:
+            path = self.session.tmp / f"download-{self.vertex[7:23]}"
+            name, digest = fetch_url(self.op.url, path, self.op.checksum or None, filename=self.op.filename)
+            self._download = (path, name, str(digest))
+        return self._download
+
+    def cache_key(self, input_keys):
+        content = self.op.checksum or self._fetch()[2]
+        return cache_key(self.op.canonical(), input_keys, content)
+
+    def execute(self, inputs, cancel):
+        path, name, _ = self._fetch()
+        snapshots = self.session.worker.snapshots
+        snapshot = snapshots.create()
+        try:
+            target = snapshots.fs_path(snapshot) / name
+            shutil.copy2(path, target)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return (snapshot,)

@@ -1,0 +1,130 @@
+"""ADD https://...: download one file, as BuildKit's http source does.
+
+- The file is written with mode 0600 (BuildKit's default, and docker's) and
+  its mtime is the response's Last-Modified, or the Unix epoch without one,
+  so the same bytes from the same server give the same layer.
+- The file name is the one the Dockerfile frontend chose, else the
+  Content-Disposition filename, else the last segment of the URL path,
+  else "download" (BuildKit's getFileName).
+- `checksum` (ADD --checksum=sha256:...) is verified before the file is
+  published; a mismatch leaves nothing behind.
+- Only responses 200-399 are accepted (requests follows redirects).
+
+The download goes to a temp file next to `dest_file` and is renamed into
+place, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import posixpath
+import tempfile
+import urllib.parse
+from email.message import Message
+from pathlib import Path
+
+import requests
+
+from cache.digest import Digest
+
+FILE_MODE = 0o600
+DEFAULT_FILENAME = "download"
+_CHUNK = 1 << 20
+_TIMEOUT = (30, 300)  # connect, read (seconds between bytes)
+_ALGORITHMS = ("sha256", "sha384", "sha512")
+
+
+class FetchError(Exception):
+    """A URL that could not be downloaded or did not match its checksum."""
+
+
+def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *,
+              filename: str = "", session: requests.Session | None = None) -> tuple[str, Digest]:
+    """Download `url` to `dest_file`; returns (file name for the image, sha256)."""
+    expected_alg, expected_hex = _parse_checksum(checksum)
+    dest_file = Path(dest_file)
+    http = session or requests
+    shown = redact(url)
+    try:
+        response = http.get(url, stream=True, timeout=_TIMEOUT)
+    except requests.RequestException as exc:
+        raise FetchError(f"failed to fetch {shown}: {exc}") from exc
+    with response:
+        if response.status_code < 200 or response.status_code >= 400:
+            raise FetchError(f"failed to fetch {shown}: invalid response status {response.status_code}")
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=dest_file.parent)
+        tmp = Path(tmp_name)
+        try:
+            sha256 = hashlib.sha256()
+            verify = hashlib.new(expected_alg) if expected_alg and expected_alg != "sha256" else sha256
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    for chunk in response.iter_content(_CHUNK):
+                        sha256.update(chunk)
+                        if verify is not sha256:
+                            verify.update(chunk)
+                        out.write(chunk)
+                except requests.RequestException as exc:
+                    raise FetchError(f"failed to fetch {shown}: {exc}") from exc
+            if expected_hex and verify.hexdigest() != expected_hex:
+                raise FetchError(f"digest mismatch for {shown}: {expected_alg}:{verify.hexdigest()} "
+                                 f"(expected: {expected_alg}:{expected_hex})")
+            os.chmod(tmp, FILE_MODE)
+            mtime_ns = _last_modified_ns(response.headers.get("Last-Modified", ""))
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.replace(tmp, dest_file)
+        finally:
+            tmp.unlink(missing_ok=True)
+        name = filename or _filename_from(response.headers.get("Content-Disposition", ""), url)
+    return name, Digest("sha256", sha256.hexdigest())
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:xxxxx@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _parse_checksum(checksum: str | Digest | None) -> tuple[str, str]:
+    if not checksum:
+        return "", ""
+    text = str(checksum)
+    alg, sep, hex_ = text.partition(":")
+    if not sep or alg not in _ALGORITHMS or not hex_ or any(c not in "0123456789abcdef" for c in hex_):
+        raise FetchError(f"invalid checksum {text!r}: expected sha256:<hex> (or sha384/sha512)")
+    if len(hex_) != hashlib.new(alg).digest_size * 2:
+        raise FetchError(f"invalid checksum {text!r}: wrong length for {alg}")
+    return alg, hex_
+
+
+def _last_modified_ns(header: str) -> int:
+    if not header:
+        return 0
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return 0  # BuildKit ignores an unparsable date too
+    return int(when.timestamp()) * 1_000_000_000
+
+
+def _filename_from(content_disposition: str, url: str) -> str:
+    if content_disposition:
+        msg = Message()
+        msg["Content-Disposition"] = content_disposition
+        param = msg.get_filename()
+        if param and not param.endswith("/"):
+            base = posixpath.basename(param.replace("\\", "/"))
+            if base not in ("", ".", ".."):
+                return base
+    path = urllib.parse.urlsplit(url).path
+    base = posixpath.basename(posixpath.normpath(path)) if path else ""
+    # unquoted after taking the base name: "%2F" must not make a path
+    base = posixpath.basename(urllib.parse.unquote(base))
+    if base in ("", ".", ".."):
+        return DEFAULT_FILENAME
+    return base

@@ -1,0 +1,205 @@
+""".dockerignore: reading the file and matching context paths against it.
+
+Semantics follow moby/patternmatcher, which BuildKit uses:
+- patterns are Go `filepath.Match` globs (`*`, `?`, `[...]`, `\\` escapes)
+  plus `**`, which matches any number of directories (zero included);
+- a pattern that matches a directory excludes everything under it;
+- `!pattern` re-includes; the last matching pattern wins;
+- patterns are cleaned (`./a/` → `a`, leading `/` dropped), lines starting
+  with `#` are comments, blank lines are ignored.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from frontend.errors import DockerfileError
+
+
+def parse_dockerignore(text: str) -> tuple[str, ...]:
+    """The patterns of a .dockerignore file, cleaned, in order."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    patterns: list[str] = []
+    for line in text.split("\n"):
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = _clean(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        patterns.append("!" + pattern if invert else pattern)
+    return tuple(patterns)
+
+
+def _clean(path: str) -> str:
+    """Go's filepath.Clean (normpath keeps a leading "//", Go does not)."""
+    cleaned = posixpath.normpath(path)
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str  # cleaned, without "!"
+    exclusion: bool  # True for "!pattern" (re-include)
+    regex: re.Pattern
+    parts: tuple[str, ...]
+
+
+def _compile(text: str) -> re.Pattern:
+    out = ["^"]
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        i += 1
+        if ch == "*":
+            if i < n and text[i] == "*":
+                i += 1
+                if i < n and text[i] == "/":
+                    i += 1  # "**/" is "**"
+                out.append(".*" if i >= n else "(.*/)?")
+            else:
+                out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "\\":
+            if i < n:
+                out.append(re.escape(text[i]))
+                i += 1
+            else:
+                out.append("\\\\")
+        elif ch == "[":
+            end, body = _bracket(text, i)
+            out.append(body)
+            i = end
+        else:
+            out.append(re.escape(ch))
+    out.append("$")
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _bracket(text: str, start: int) -> tuple[int, str]:
+    """A `[...]` class starting after "[", as filepath.Match reads it."""
+    i = start
+    negate = i < len(text) and text[i] == "^"
+    if negate:
+        i += 1
+    items: list[str] = []
+    first = True
+    while True:
+        if i >= len(text):
+            raise ValueError("syntax error in pattern")
+        ch = text[i]
+        if ch == "]" and not first:
+            i += 1
+            break
+        first = False
+        lo, i = _class_char(text, i)
+        if i < len(text) and text[i] == "-" and i + 1 < len(text) and text[i + 1] != "]":
+            hi, i = _class_char(text, i + 1)
+            if hi < lo:
+                raise ValueError("syntax error in pattern")
+            items.append(re.escape(lo) + "-" + re.escape(hi))
+        else:
+            items.append(re.escape(lo))
+    body = "".join(items)
+    # Go never lets a class match the separator.
+    return i, ("[^/" + body + "]") if negate else ("(?!/)[" + body + "]")
+
+
+def _class_char(text: str, i: int) -> tuple[str, int]:
+    ch = text[i]
+    if ch == "\\":
+        if i + 1 >= len(text):
+            raise ValueError("syntax error in pattern")
+        return text[i + 1], i + 2
+    if ch in "-]" and False:  # pragma: no cover - kept for symmetry with Go
+        raise ValueError("syntax error in pattern")
+    return ch, i + 1
+
+
+class Matcher:
+    """Decides which context paths the patterns exclude.
+
+    Paths are relative to the context root, "/"-separated ("a/b.txt").
+    """
+
+    def __init__(self, patterns: tuple[str, ...] | list[str]):
+        compiled = []
+        for raw in patterns:
+            exclusion = raw.startswith("!")
+            text = raw[1:] if exclusion else raw
+            if not text:
+                raise DockerfileError("illegal exclusion pattern: \"!\"")
+            text = _clean(text)
+            try:
+                regex = _compile(text)
+            except (ValueError, re.error):
+                raise DockerfileError(f"syntax error in pattern: {raw}") from None
+            compiled.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
+        self.patterns: tuple[_Pattern, ...] = tuple(compiled)
+
+    @cached_property
+    def has_exclusions(self) -> bool:
+        return any(p.exclusion for p in self.patterns)
+
+    def excluded(self, relpath: str) -> bool:
+        """Whether the .dockerignore removes this path from the context."""
+        path = _clean(relpath.lstrip("/")) if relpath else "."
+        parents = path.split("/")[:-1]
+        matched = False
+        for pattern in self.patterns:
+            # An exclusion can only flip an excluded path back, and a plain
+            # pattern only an included one (patternmatcher's shortcut).
+            if pattern.exclusion != matched:
+                continue
+            hit = bool(pattern.regex.match(path))
+            if not hit:
+                for i in range(1, len(parents) + 1):
+                    if pattern.regex.match("/".join(parents[:i])):
+                        hit = True
+                        break
+            if hit:
+                matched = not pattern.exclusion
+        return matched
+
+    def may_reinclude_below(self, reldir: str) -> bool:
+        """Whether a walker must descend into this directory: False only when
+        the directory is excluded and no `!` pattern can re-include anything
+        below it, so the whole subtree can be skipped."""
+        if not self.excluded(reldir):
+            return True
+        dir_parts = _clean(reldir.lstrip("/")).split("/")
+        for pattern in self.patterns:
+            if pattern.exclusion and _could_match_below(pattern, dir_parts):
+                return True
+        return False
+
+
+def _could_match_below(pattern: _Pattern, dir_parts: list[str]) -> bool:
+    # Compare component by component; a "**" can absorb anything, and a
+    # pattern that is exhausted matched an ancestor, which re-includes all.
+    for i, part in enumerate(dir_parts):
+        if i >= len(pattern.parts):
+            return True
+        component = pattern.parts[i]
+        if "**" in component:
+            return True
+        try:
+            if not _compile(component).match(part):
+                return False
+        except (ValueError, re.error):
+            return True
+    return True

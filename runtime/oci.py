@@ -1,0 +1,380 @@
+"""The OCI executor: a runtime-spec bundle run by runc or crun.
+
+Each run writes `config.json` into a temporary bundle directory (outside the
+rootfs, whose path is `root.path`), keeps the runtime's state under a `--root`
+of its own in that directory, and runs `RUNTIME run --bundle DIR ID` in the
+foreground, so that the step's stdout and stderr are the runtime's: a pipe we
+read. What the spec holds follows docker's defaults (moby oci/defaults.go)
+as BuildKit's runc executor uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+from runtime.errors import ExecFailed
+from runtime.executor import (
+    DEFAULT_PATH,
+    ExecCancelled,
+    RunSet,
+    SandboxFailed,
+    Tail,
+    check_spec,
+    missing_paths,
+    mount_targets,
+    process_env,
+    pump,
+    remove_stubs,
+    remove_tree,
+    scratch_dir,
+    write_etc_files,
+)
+from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, resolve_in_root
+from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
+from runtime.users import User, resolve_user
+
+__all__ = ["OciExecutor", "find_runtime", "build_config", "SECCOMP_DENIED"]
+
+RUNTIMES = ("runc", "crun")
+_NOFILE = 1048576
+_CAP_SYS_RESOURCE = 24
+_KILL_TIMEOUT = 10.0
+
+_CAP_NAMES = {
+    0: "CAP_CHOWN",
+    1: "CAP_DAC_OVERRIDE",
+    3: "CAP_FOWNER",
+    4: "CAP_FSETID",
+    5: "CAP_KILL",
+    6: "CAP_SETGID",
+    7: "CAP_SETUID",
+    8: "CAP_SETPCAP",
+    10: "CAP_NET_BIND_SERVICE",
+    13: "CAP_NET_RAW",
+    18: "CAP_SYS_CHROOT",
+    27: "CAP_MKNOD",
+    29: "CAP_AUDIT_WRITE",
+    31: "CAP_SETFCAP",
+}
+DEFAULT_CAP_NAMES = [_CAP_NAMES[cap] for cap in DEFAULT_CAPS]
+
+# The seccomp profile: allow by default, EPERM for the syscalls docker's
+# default profile refuses to a container without extra capabilities. Docker
+# uses an allow-list instead; this deny-list is smaller to review and errs
+# towards letting builds run. Syscalls docker allows on kernels >= 4.8
+# (ptrace, kcmp, process_vm_*) stay allowed, as do clone's namespace flags
+# (unshare and setns are denied; clone's flags would need argument filters).
+SECCOMP_DENIED = (
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+)
+
+_SECCOMP_ARCHES = {
+    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+}
+
+
+def find_runtime() -> str | None:
+    """The first OCI runtime on PATH, runc preferred."""
+    for name in RUNTIMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class OciExecutor:
+    name = "oci"
+
+    def __init__(self, runtime: str = "runc", scratch: Path | None = None, no_new_privileges: bool = False):
+        """`runtime`: "runc", "crun" or a path to either. `scratch` and
+        `no_new_privileges` as for BuiltinExecutor."""
+        path = runtime if os.sep in runtime else shutil.which(runtime)
+        if not path:
+            raise SandboxFailed(f"OCI runtime {runtime!r} not found on PATH")
+        self.runtime = path
+        self._scratch = scratch
+        self._no_new_privileges = no_new_privileges
+        self._runs = RunSet()
+
+    def cancel(self) -> None:
+        """Kill every step this executor is running; each `run` raises
+        ExecCancelled. Safe from any thread."""
+        self._runs.cancel_all()
+
+    def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
+        check_spec(spec)
+        rootfs = Path(os.path.abspath(rootfs))
+        user = resolve_user(rootfs, spec.user)
+        args = _lookup_without_path(rootfs, spec)
+        stubs = missing_paths(rootfs, mount_targets(spec))
+        bundle = scratch_dir(self._scratch, "pybuild-oci-")
+        try:
+            # BuildKit creates a missing working directory before the run
+            os.makedirs(resolve_in_root(rootfs, spec.cwd), mode=0o755, exist_ok=True)
+            config = build_config(spec, rootfs, user, args, write_etc_files(bundle, spec), self._no_new_privileges)
+            (bundle / "config.json").write_text(json.dumps(config, indent=1))
+            self._supervise(spec, bundle, output)
+        finally:
+            remove_stubs(stubs)
+            remove_tree(bundle)
+
+    def _supervise(self, spec: ExecSpec, bundle: Path, output: OutputSink) -> None:
+        container = _Container(self.runtime, bundle / "state", "pybuild-" + uuid.uuid4().hex[:16])
+        out_read, out_write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                container.command("run", "--bundle", str(bundle), container.id),
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=out_write,
+            )
+        except OSError as exc:
+            os.close(out_read)
+            raise SandboxFailed(f"starting {self.runtime}: {exc}") from exc
+        finally:
+            os.close(out_write)
+        container.process = process
+        token = self._runs.add(container.kill)
+        tail = Tail()
+        finished = False
+        try:
+            pump(out_read, output, tail)
+            process.wait()
+            finished = True
+        finally:
+            if not finished:
+                container.kill()
+            container.close()
+            os.close(out_read)
+            cancelled = self._runs.remove(token)
+        if cancelled:
+            raise ExecCancelled(spec.args)
+        if process.returncode != 0:
+            # the runtime exits with the step's status, 128+n for a signal;
+            # a runtime that failed to start the step exits non-zero too
+            # and has said why in the output
+            raise ExecFailed(spec.args, process.returncode, None, tail.text())
+
+
+class _Container:
+    """One `runtime run` and the commands that stop it."""
+
+    def __init__(self, runtime: str, state: Path, container_id: str):
+        self.runtime = runtime
+        self.state = state
+        self.id = container_id
+        self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._killed = False
+        self._closed = False
+
+    def command(self, *args: str) -> list[str]:
+        return [self.runtime, "--root", str(self.state), *args]
+
+    def kill(self) -> None:
+        """SIGKILL the container's processes; safe from any thread, once,
+        and never after `close` (a late `delete` would recreate the state
+        directory)."""
+        with self._lock:
+            if self._killed or self._closed or self.process is None:
+                return
+            self._killed = True
+            # `kill` reaches the container's init; `delete --force` also
+            # kills whatever else is in its cgroup and removes the state,
+            # even when the foreground runtime is gone
+            self._quietly("kill", self.id, "KILL")
+            self._quietly("delete", "--force", self.id)
+            if self.process.returncode is None:
+                self.process.kill()
+
+    def close(self) -> None:
+        """Wait for the runtime, and for a kill in progress in another thread."""
+        if self.process is not None:
+            self.process.wait()
+        with self._lock:
+            self._closed = True
+
+    def _quietly(self, *args: str) -> None:
+        subprocess.run(
+            self.command(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=_KILL_TIMEOUT,
+            check=False,
+        )
+
+
+def _lookup_without_path(rootfs: Path, spec: ExecSpec) -> list[str]:
+    """args, with args[0] made absolute when the env has no PATH: runtimes
+    search the step's own PATH, the builtin executor the default one."""
+    args = list(spec.args)
+    if "/" in args[0] or any(item.startswith("PATH=") for item in spec.env):
+        return args
+    for directory in DEFAULT_PATH.split(":"):
+        candidate = f"{directory}/{args[0]}"
+        host = resolve_in_root(rootfs, candidate)
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            args[0] = candidate
+            break
+    return args
+
+
+def build_config(
+    spec: ExecSpec, rootfs: Path, user: User, args: list[str], etc: dict[str, str], no_new_privileges: bool
+) -> dict:
+    """The runtime-spec config.json for one step."""
+    namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
+    if spec.network is NetworkMode.NONE:
+        namespaces.append({"type": "network"})
+    linux: dict = {
+        "namespaces": namespaces,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+        # deny every device but those the runtime always allows (null, zero,
+        # full, random, urandom, tty, ptmx, pts)
+        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        "seccomp": _seccomp(),
+    }
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
+            "args": args,
+            "env": process_env(spec, user),
+            "cwd": os.path.join("/", spec.cwd),
+            "capabilities": {
+                "bounding": DEFAULT_CAP_NAMES,
+                "effective": DEFAULT_CAP_NAMES,
+                "permitted": DEFAULT_CAP_NAMES,
+                # empty since docker's fix for CVE-2022-24769
+                "inheritable": [],
+                "ambient": [],
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}],
+            "noNewPrivileges": no_new_privileges,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": _mounts(spec, etc),
+        "linux": linux,
+    }
+
+
+def _mounts(spec: ExecSpec, etc: dict[str, str]) -> list[dict]:
+    secure = ["nosuid", "noexec", "nodev"]
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": secure},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": secure + ["mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": secure},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": secure + ["ro"]},
+        # before the step's mounts, as BuildKit orders them
+        {"destination": "/etc/hosts", "type": "bind", "source": etc["hosts"], "options": ["rbind", "ro"]},
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": etc["resolv.conf"], "options": ["rbind", "ro"]},
+    ]
+    for mount in spec.mounts:
+        if isinstance(mount, BindMount):
+            mode = "ro" if mount.readonly else "rw"
+            mounts.append(
+                {"destination": mount.target, "type": "bind", "source": os.path.abspath(mount.source), "options": ["rbind", mode]}
+            )
+        else:
+            options = ["nosuid", "nodev"] + ([f"size={mount.size}"] if mount.size else [])
+            mounts.append({"destination": mount.target, "type": "tmpfs", "source": "tmpfs", "options": options})
+    return mounts
+
+
+def _seccomp() -> dict:
+    profile: dict = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
+    arches = _SECCOMP_ARCHES.get(platform.machine())
+    if arches:
+        profile["architectures"] = arches
+    return profile
+
+
+def _nofile() -> int:
+    """docker's limit when we may raise the hard limit, else ours: the
+    runtime would fail the whole run on EPERM."""
+    if _has_capability(_CAP_SYS_RESOURCE):
+        return _NOFILE
+    return min(_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+
+
+def _has_capability(cap: int) -> bool:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False

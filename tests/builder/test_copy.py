@@ -1,0 +1,441 @@
+"""COPY/ADD/heredoc/WORKDIR into a rootfs directory, checked against
+BuildKit's rules; ADD's archives and URLs with real files and real HTTP."""
+
+from __future__ import annotations
+
+import bz2
+import email.utils
+import hashlib
+import http.server
+import importlib.util
+import io
+import lzma
+import os
+import re
+import stat
+import sys
+import tarfile
+import threading
+import types
+
+import pytest
+import zstandard
+
+
+def _install_matcher_stand_in() -> None:
+    """Until frontend/dockerignore.py lands: the same minimal stand-in as
+    test_context.py's (whichever test module loads first installs it).
+    Tests only; removed once the real module exists."""
+    if "frontend.dockerignore" in sys.modules or importlib.util.find_spec("frontend.dockerignore"):
+        return
+
+    def compile_pattern(pattern: str):
+        out, i = [], 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out.append("(.*/)?")
+                i += 3
+                continue
+            if pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+                continue
+            ch = pattern[i]
+            out.append("[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch))
+            i += 1
+        return re.compile("".join(out) + "(/.*)?")
+
+    class Matcher:
+        def __init__(self, patterns):
+            self._rules = []
+            for raw in patterns:
+                raw = raw.strip()
+                if not raw or raw.startswith("#"):
+                    continue
+                negate = raw.startswith("!")
+                text = os.path.normpath(raw[1:] if negate else raw).lstrip("/")
+                self._rules.append((negate, compile_pattern(text)))
+
+        def excluded(self, relpath: str) -> bool:
+            result = False
+            for negate, rx in self._rules:
+                if rx.fullmatch(relpath):
+                    result = not negate
+            return result
+
+    module = types.ModuleType("frontend.dockerignore")
+    module.Matcher = Matcher
+    sys.modules["frontend.dockerignore"] = module
+
+
+
+_install_matcher_stand_in()
+
+from builder.context import BuildContext  # noqa: E402
+from builder.ops.copy import CopyError, copy_into, make_dir, parse_chmod, write_files  # noqa: E402
+from builder.ops.http import FetchError, fetch_url  # noqa: E402
+from frontend.ops import InlineFile  # noqa: E402
+
+T_FILE = 1_600_000_000_000_000_000  # a fixed source mtime, in ns
+
+
+@pytest.fixture
+def ctx_dir(tmp_path):
+    root = tmp_path / "ctx"
+    for rel, data, mode in [
+        ("a.txt", b"a", 0o644),
+        ("b.txt", b"bb", 0o600),
+        ("run.sh", b"#!/bin/sh\n", 0o755),
+        ("src/main.py", b"main", 0o644),
+        ("src/util/helpers.py", b"helpers", 0o640),
+    ]:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, mode)
+        os.utime(path, ns=(T_FILE, T_FILE))
+    os.chmod(root / "src" / "util", 0o750)
+    os.utime(root / "src" / "util", ns=(T_FILE, T_FILE))
+    return root
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\napp:x:1001:\n")
+    (root / "existing").mkdir()
+    return root
+
+
+def copy(ctx_dir, rootfs, sources, dest, **kw):
+    excludes = kw.pop("excludes", ())
+    sel = BuildContext(ctx_dir).select(sources, excludes=excludes)
+    copy_into(rootfs, sel, dest, **kw)
+
+
+def tree(root, under: str) -> dict[str, bytes | None]:
+    """{relpath: content or None for a directory} below root/under."""
+    base = root / under.lstrip("/")
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), base)] = None
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, base)] = os.readlink(p).encode() if os.path.islink(p) else open(p, "rb").read()
+    return out
+
+
+# placement ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("sources, dest, look_at, expected", [
+    (["a.txt"], "/dest", "/", {"dest": b"a"}),
+    (["a.txt"], "/dest/", "/dest", {"a.txt": b"a"}),
+    (["a.txt"], "/existing", "/existing", {"a.txt": b"a"}),
+    (["a.txt"], "/deep/er/name.txt", "/deep", {"er": None, "er/name.txt": b"a"}),
+    (["src"], "/app", "/app", {"main.py": b"main", "util": None, "util/helpers.py": b"helpers"}),
+    (["src/"], "/app/", "/app", {"main.py": b"main", "util": None, "util/helpers.py": b"helpers"}),
+    (["src/util"], "/existing", "/existing", {"helpers.py": b"helpers"}),
+    (["*.txt"], "/d/", "/d", {"a.txt": b"a", "b.txt": b"bb"}),
+    (["a.txt", "src"], "/m/", "/m", {"a.txt": b"a", "main.py": b"main", "util": None,
+                                     "util/helpers.py": b"helpers"}),
+    (["*.nothing"], "/never", "/", None),  # an empty wildcard does nothing at all
+])
+def test_placement(ctx_dir, rootfs, sources, dest, look_at, expected):
+    before = tree(rootfs, "/")
+    copy(ctx_dir, rootfs, sources, dest)
+    if expected is None:
+        assert tree(rootfs, "/") == before
+    elif look_at == "/":
+        assert {k: v for k, v in tree(rootfs, "/").items() if k not in before} == expected
+    else:
+        assert tree(rootfs, look_at) == expected
+
+
+@pytest.mark.parametrize("sources", [["a.txt", "b.txt"], ["*.txt"]])
+def test_several_sources_need_a_directory_dest(ctx_dir, rootfs, sources):
+    with pytest.raises(CopyError, match="the destination must be a directory and end with a /"):
+        copy(ctx_dir, rootfs, sources, "/d")
+
+
+def test_parents_keeps_the_path_and_the_pivot_cuts_it(ctx_dir, rootfs):
+    copy(ctx_dir, rootfs, ["src/util/helpers.py", "a.txt"], "/p/", parents=True)
+    assert tree(rootfs, "/p") == {"a.txt": b"a", "src": None, "src/util": None, "src/util/helpers.py": b"helpers"}
+    # intermediate directories copy the source's metadata
+    assert stat.S_IMODE(os.stat(rootfs / "p/src/util").st_mode) == 0o750
+    assert os.stat(rootfs / "p/src/util").st_mtime_ns == T_FILE
+    copy(ctx_dir, rootfs, ["src/./util/helpers.py"], "/q/", parents=True)
+    assert tree(rootfs, "/q") == {"util": None, "util/helpers.py": b"helpers"}
+
+
+# metadata ----------------------------------------------------------------------
+
+def test_modes_and_mtimes_kept_parents_0755_root(ctx_dir, rootfs):
+    os.chown(ctx_dir / "a.txt", 4321, 4321)  # host owners never reach the image
+    copy(ctx_dir, rootfs, ["src", "a.txt", "run.sh"], "/opt/app/")
+    app = rootfs / "opt" / "app"
+    for path, mode in [(app / "run.sh", 0o755), (app / "util" / "helpers.py", 0o640), (app / "util", 0o750),
+                       (rootfs / "opt", 0o755), (app, 0o755)]:
+        st = os.lstat(path)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert os.stat(app / "util" / "helpers.py").st_mtime_ns == T_FILE
+    assert os.stat(app / "util").st_mtime_ns == T_FILE
+
+
+@pytest.mark.parametrize("spec, file_mode, dir_mode", [
+    ("0640", 0o640, 0o640),
+    ("4755", 0o4755, 0o4755),
+    ("u+x", 0o744, 0o750),
+    ("go-rwx", 0o600, 0o700),
+    ("a=rX", 0o444, 0o555),
+    ("u=rwx,g=rx,o=", 0o750, 0o750),
+])
+def test_chmod(ctx_dir, rootfs, spec, file_mode, dir_mode):
+    copy(ctx_dir, rootfs, ["src"], "/app", chmod=spec)
+    assert stat.S_IMODE(os.stat(rootfs / "app/util/helpers.py").st_mode) == parse_chmod(spec)(0o100640)
+    assert stat.S_IMODE(os.stat(rootfs / "app/main.py").st_mode) == file_mode
+    assert stat.S_IMODE(os.stat(rootfs / "app/util").st_mode) == dir_mode
+    assert stat.S_IMODE(os.stat(rootfs / "app").st_mode) == 0o755  # created, not copied
+
+
+@pytest.mark.parametrize("spec", ["8755", "07777777", "u+q", "rwx"])
+def test_bad_chmod(spec):
+    with pytest.raises(CopyError, match="invalid chmod"):
+        parse_chmod(spec)
+
+
+@pytest.mark.parametrize("spec, owner", [("app", (1000, 1001)), ("app:staff", (1000, 50)),
+                                         ("1234", (1234, 1234)), ("1234:staff", (1234, 50))])
+def test_chown_resolved_in_the_destination_rootfs(ctx_dir, rootfs, spec, owner):
+    copy(ctx_dir, rootfs, ["src"], "/new/app/", chown=spec)
+    for rel in ("new", "new/app", "new/app/main.py", "new/app/util", "new/app/util/helpers.py"):
+        st = os.lstat(rootfs / rel)
+        assert (st.st_uid, st.st_gid) == owner, rel
+    assert os.lstat(rootfs / "etc").st_uid == 0  # existing directories are left alone
+
+
+def test_chown_unknown_user_fails(ctx_dir, rootfs):
+    with pytest.raises(Exception, match="unable to find user nobody"):
+        copy(ctx_dir, rootfs, ["a.txt"], "/x", chown="nobody")
+
+
+def test_from_a_stage_keeps_owners(tmp_path, rootfs):
+    stage = tmp_path / "stage"
+    (stage / "srv").mkdir(parents=True)
+    (stage / "srv" / "data").write_bytes(b"d")
+    os.chown(stage / "srv" / "data", 33, 33)
+    copy_into(rootfs, BuildContext.of_tree(stage).select(["/srv/data"]), "/data")
+    st = os.lstat(rootfs / "data")
+    assert (st.st_uid, st.st_gid) == (33, 33)
+
+
+# links and confinement ---------------------------------------------------------
+
+def test_symlinks_and_hardlinks(ctx_dir, rootfs):
+    os.symlink("main.py", ctx_dir / "src" / "alias")
+    os.symlink("/etc/shadow", ctx_dir / "src" / "abs")
+    os.link(ctx_dir / "src" / "main.py", ctx_dir / "src" / "hard")
+    copy(ctx_dir, rootfs, ["src"], "/app")
+    assert os.readlink(rootfs / "app" / "alias") == "main.py"
+    assert os.readlink(rootfs / "app" / "abs") == "/etc/shadow"
+    assert os.stat(rootfs / "app" / "hard").st_ino == os.stat(rootfs / "app" / "main.py").st_ino
+
+
+@pytest.mark.parametrize("target", ["/", "../../..", "/../../outside"])
+def test_a_symlink_in_the_image_never_takes_writes_out(tmp_path, ctx_dir, rootfs, target):
+    os.symlink(target, rootfs / "jump")
+    copy(ctx_dir, rootfs, ["a.txt"], "/jump/escaped.txt")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
+    landed = rootfs / ("outside/escaped.txt" if "outside" in target else "escaped.txt")
+    assert landed.read_bytes() == b"a"
+
+
+def test_merging_into_a_symlinked_directory_is_refused(tmp_path, ctx_dir, rootfs):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (rootfs / "app").mkdir()
+    os.symlink(str(outside), rootfs / "app" / "util")  # a host path: must not be followed
+    with pytest.raises(CopyError, match="cannot copy to non-directory: /app/util"):
+        copy(ctx_dir, rootfs, ["src"], "/app")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_file_replaces_a_symlink_instead_of_writing_through_it(tmp_path, ctx_dir, rootfs):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"safe")
+    os.symlink(str(victim), rootfs / "existing" / "a.txt")
+    copy(ctx_dir, rootfs, ["a.txt"], "/existing/")
+    assert victim.read_bytes() == b"safe"
+    assert not os.path.islink(rootfs / "existing" / "a.txt")
+
+
+# ADD archives ------------------------------------------------------------------
+
+def make_tar(members, compression="") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_500_000_000
+            info.uid = info.gid = 7
+            if kind == "file":
+                info.size = len(payload)
+                info.mode = 0o4755 if name.endswith(".suid") else 0o644
+                tar.addfile(info, io.BytesIO(payload))
+            elif kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o711
+                tar.addfile(info)
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, payload
+                tar.addfile(info)
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, payload
+                tar.addfile(info)
+    data = buf.getvalue()
+    return {"": lambda d: d, "gzip": lambda d: __import__("gzip").compress(d), "bzip2": bz2.compress,
+            "xz": lzma.compress, "zstd": lambda d: zstandard.ZstdCompressor().compress(d)}[compression](data)
+
+
+@pytest.mark.parametrize("compression", ["", "gzip", "bzip2", "xz", "zstd"])
+def test_add_extracts_local_archives(ctx_dir, rootfs, compression):
+    (ctx_dir / "pkg.bin").write_bytes(make_tar([
+        ("./", "dir", None), ("bin/", "dir", None), ("bin/tool.suid", "file", b"tool"),
+        ("bin/alias", "symlink", "tool.suid"), ("bin/again", "hardlink", "bin/tool.suid"),
+    ], compression))
+    copy(ctx_dir, rootfs, ["pkg.bin"], "/opt", unpack=True)
+    assert tree(rootfs, "/opt") == {"bin": None, "bin/tool.suid": b"tool", "bin/alias": b"tool.suid",
+                                    "bin/again": b"tool"}
+    st = os.lstat(rootfs / "opt/bin/tool.suid")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o4755, 7, 1_500_000_000)
+    assert stat.S_IMODE(os.lstat(rootfs / "opt/bin").st_mode) == 0o711
+    assert os.stat(rootfs / "opt/bin/again").st_ino == st.st_ino
+
+
+def test_add_chown_applies_to_extracted_files(ctx_dir, rootfs):
+    (ctx_dir / "a.tar").write_bytes(make_tar([("f", "file", b"x")]))
+    copy(ctx_dir, rootfs, ["a.tar"], "/x/", unpack=True, chown="app")
+    assert (os.lstat(rootfs / "x/f").st_uid, os.lstat(rootfs / "x/f").st_gid) == (1000, 1001)
+
+
+def test_copy_and_non_archives_are_not_extracted(ctx_dir, rootfs):
+    (ctx_dir / "a.tar").write_bytes(make_tar([("f", "file", b"x")]))
+    copy(ctx_dir, rootfs, ["a.tar"], "/copied/")
+    copy(ctx_dir, rootfs, ["a.txt"], "/added/", unpack=True)
+    assert set(tree(rootfs, "/copied")) == {"a.tar"}
+    assert tree(rootfs, "/added") == {"a.txt": b"a"}
+
+
+@pytest.mark.parametrize("members", [
+    [("../evil", "file", b"x")],
+    [("a/../../evil", "file", b"x")],
+    [("link", "symlink", "../../.."), ("link/evil", "file", b"x")],
+    [("x", "hardlink", "../../etc/passwd")],
+])
+def test_hostile_archives_are_refused(tmp_path, ctx_dir, rootfs, members):
+    (ctx_dir / "bad.tar").write_bytes(make_tar(members))
+    with pytest.raises(CopyError):
+        copy(ctx_dir, rootfs, ["bad.tar"], "/opt/", unpack=True)
+    assert not (tmp_path / "evil").exists() and not (rootfs / "evil").exists()
+
+
+def test_archive_symlinks_are_followed_inside_the_destination_only(tmp_path, ctx_dir, rootfs):
+    (ctx_dir / "t.tar").write_bytes(make_tar([("root", "symlink", "/"), ("root/etc/evil", "file", b"x")]))
+    copy(ctx_dir, rootfs, ["t.tar"], "/opt/", unpack=True)
+    assert (rootfs / "opt/etc/evil").read_bytes() == b"x"
+    assert not (rootfs / "etc/evil").exists()
+
+
+# heredocs and WORKDIR ----------------------------------------------------------
+
+def test_write_files(rootfs):
+    write_files(rootfs, (InlineFile("hello.sh", b"echo hi\n"), InlineFile("b", b"")), "/scripts/",
+                chown="app", mtime_ns=T_FILE)
+    st = os.lstat(rootfs / "scripts/hello.sh")
+    assert (rootfs / "scripts/hello.sh").read_bytes() == b"echo hi\n"
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime_ns) == (0o644, 1000, T_FILE)
+    write_files(rootfs, (InlineFile("run", b"x"),), "/usr/local/bin/run", chmod="755")
+    assert stat.S_IMODE(os.stat(rootfs / "usr/local/bin/run").st_mode) == 0o755
+
+
+def test_make_dir_owns_what_it_creates(rootfs):
+    make_dir(rootfs, "/existing/work/dir", user="app")
+    assert os.lstat(rootfs / "existing").st_uid == 0
+    for rel in ("existing/work", "existing/work/dir"):
+        st = os.lstat(rootfs / rel)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1001, 0o755)
+    (rootfs / "afile").write_bytes(b"")
+    with pytest.raises(CopyError, match="not a directory"):
+        make_dir(rootfs, "/afile/sub")
+
+
+# ADD <url> ---------------------------------------------------------------------
+
+PAYLOAD = b"downloaded bytes\n" * 100
+LAST_MODIFIED = 1_400_000_000
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/missing"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        if self.path.startswith("/dated"):
+            self.send_header("Last-Modified", email.utils.formatdate(LAST_MODIFIED, usegmt=True))
+        if self.path.startswith("/named"):
+            self.send_header("Content-Disposition", 'attachment; filename="../report.csv"')
+        self.end_headers()
+        self.wfile.write(PAYLOAD)
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_fetch_url(server, tmp_path):
+    out = tmp_path / "dl"
+    name, digest = fetch_url(f"{server}/dated/tool-1.2.tar.gz?x=1", out)
+    assert name == "tool-1.2.tar.gz"
+    assert str(digest) == "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+    st = os.stat(out)
+    assert (out.read_bytes(), stat.S_IMODE(st.st_mode), st.st_mtime) == (PAYLOAD, 0o600, LAST_MODIFIED)
+
+
+def test_fetch_url_without_last_modified_uses_the_epoch(server, tmp_path):
+    name, _ = fetch_url(f"{server}/", tmp_path / "dl")
+    assert name == "download" and os.stat(tmp_path / "dl").st_mtime == 0
+    name, _ = fetch_url(f"{server}/named/x", tmp_path / "dl2")
+    assert name == "report.csv"
+    assert fetch_url(f"{server}/a", tmp_path / "dl3", filename="given")[0] == "given"
+
+
+def test_fetch_url_checksum(server, tmp_path):
+    good = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+    fetch_url(f"{server}/f", tmp_path / "ok", good)
+    fetch_url(f"{server}/f", tmp_path / "ok512", "sha512:" + hashlib.sha512(PAYLOAD).hexdigest())
+    with pytest.raises(FetchError, match="digest mismatch"):
+        fetch_url(f"{server}/f", tmp_path / "bad", "sha256:" + "0" * 64)
+    with pytest.raises(FetchError, match="invalid checksum"):
+        fetch_url(f"{server}/f", tmp_path / "bad", "md5:abc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok", "ok512"]  # nothing half-written
+
+
+def test_fetch_url_errors(server, tmp_path):
+    with pytest.raises(FetchError, match="invalid response status 404"):
+        fetch_url(f"{server}/missing", tmp_path / "x")
+    with pytest.raises(FetchError, match="failed to fetch"):
+        fetch_url("http://user:pw@127.0.0.1:1/x", tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []

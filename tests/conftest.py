@@ -1,0 +1,176 @@
+"""Fixtures for the whole suite: a real registry, a busybox base image in
+it, a content store per test, and a leak check around every test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cache.digest import Digest
+from cache.store import ContentStore
+from fixtures import busybox, leaks
+from fixtures.proxy import FaultProxy
+from fixtures.registry import Registry, remove_registry, start_registry
+from fixtures.token import ISSUER, SERVICE, TokenServer
+
+# Processes started by session fixtures: they outlive any single test.
+_SESSION_PIDS: set[int] = set()
+AUTH_USER, AUTH_PASSWORD = "builder", "s3cret-pass"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_leaks: skip the mount/process/temp-file leak check")
+    # Set PYBUILD_TEST_HOST_MOUNTNS=1 to stay in the host's mount namespace.
+    if not os.environ.get("PYBUILD_TEST_HOST_MOUNTNS"):
+        why_not = leaks.private_mount_namespace()
+        if why_not:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"tests share the host's mount namespace ({why_not}): the mount leak check "
+                "may blame tests for mounts made by other processes"), stacklevel=2)
+
+
+def _require(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} is not installed")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Registry:
+    """docker-registry on 127.0.0.1:<free port>, filesystem storage, no auth."""
+    _require("docker-registry")
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    _SESSION_PIDS.add(reg.process.pid)
+    yield reg
+    remove_registry(reg)
+    _SESSION_PIDS.discard(reg.process.pid)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory) -> Registry:
+    """A second registry demanding basic auth (htpasswd, bcrypt): `.username`, `.password`."""
+    _require("docker-registry")
+    reg = start_registry(tmp_path_factory.mktemp("auth-registry"), username=AUTH_USER, password=AUTH_PASSWORD)
+    _SESSION_PIDS.add(reg.process.pid)
+    yield reg
+    remove_registry(reg)
+    _SESSION_PIDS.discard(reg.process.pid)
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory):
+    """A registry using docker's token auth, and its token server (which
+    grants any scope to AUTH_USER/AUTH_PASSWORD): yields (registry, server)."""
+    _require("docker-registry")
+    root = tmp_path_factory.mktemp("token-registry")
+    server = TokenServer(root / "token-cert.pem", AUTH_USER, AUTH_PASSWORD)
+    reg = start_registry(root, token={"realm": server.realm, "service": SERVICE, "issuer": ISSUER,
+                                      "rootcertbundle": root / "token-cert.pem"})
+    _SESSION_PIDS.add(reg.process.pid)
+    yield reg, server
+    remove_registry(reg)
+    server.close()
+    _SESSION_PIDS.discard(reg.process.pid)
+
+
+@dataclass(frozen=True)
+class BusyboxImage:
+    """The busybox image as pushed: `ref` is "127.0.0.1:PORT/busybox:latest"."""
+
+    ref: str
+    digest: Digest           # the manifest's
+    config: Digest
+    layers: tuple[Digest, ...]
+    diff_ids: tuple[Digest, ...]
+    layout: Path             # the OCI layout it was pushed from (tag "latest")
+    registry: Registry
+
+
+@dataclass(frozen=True)
+class BusyboxIndex:
+    """An OCI index at "127.0.0.1:PORT/busybox-index:latest": busybox for
+    linux/amd64, a one-file dummy image for linux/arm64/v8."""
+
+    ref: str
+    digest: Digest           # the index's
+    amd64: Digest            # manifest digests
+    arm64: Digest
+
+
+@pytest.fixture(scope="session")
+def busybox_image(registry, tmp_path_factory) -> BusyboxImage:
+    _require("skopeo")
+    layout = tmp_path_factory.mktemp("busybox-layout")
+    image = busybox.build_busybox_layout(layout)
+    ref = f"{registry.host}/busybox:latest"
+    busybox.skopeo_push(layout, "latest", ref)
+    return BusyboxImage(ref, image.manifest, image.config, image.layers, image.diff_ids, layout, registry)
+
+
+@pytest.fixture(scope="session")
+def busybox_index(registry, tmp_path_factory) -> BusyboxIndex:
+    _require("skopeo")
+    layout = tmp_path_factory.mktemp("busybox-index-layout")
+    index, amd64, arm64 = busybox.build_multiarch_layout(layout)
+    ref = f"{registry.host}/busybox-index:latest"
+    busybox.skopeo_push(layout, "latest", ref, all_images=True)
+    return BusyboxIndex(ref, index, amd64.manifest, arm64.manifest)
+
+
+@pytest.fixture
+def store(tmp_path) -> ContentStore:
+    """An empty content store for this test."""
+    return ContentStore(tmp_path / "root" / "content")
+
+
+@pytest.fixture
+def fault_proxy(registry) -> FaultProxy:
+    """A proxy to the session registry whose faults a test can arm."""
+    proxy = FaultProxy(registry.host)
+    yield proxy
+    proxy.close()
+
+
+def _leftover_temp_files(root: Path) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and (path.parent.name == "ingest" or ".tmp" in path.name):
+            found.append(str(path.relative_to(root)))
+    return sorted(found)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail a test that leaves a mount, a process or a temp file behind.
+
+    The leaks are cleaned up before failing (leaked processes killed,
+    mounts lazily unmounted), so one bad test does not fail the next.
+    """
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    mounts_before = leaks.mounts()
+    pids_before = set(leaks.descendants())
+    yield
+    problems = []
+    new_pids = {pid: name for pid, name in leaks.descendants().items()
+                if pid not in pids_before and pid not in _SESSION_PIDS}
+    if new_pids:
+        problems.append(f"processes left running: {new_pids}")
+        leaks.reap(new_pids)
+    new_mounts = leaks.mounts() - mounts_before
+    if new_mounts:
+        problems.append(f"mounts left behind: {sorted(new_mounts)}")
+        leaks.unmount(new_mounts)
+    # Only a test that used tmp_path has one to check (the value stays in
+    # funcargs after the fixture itself was finalised).
+    tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if tmp_path is not None:
+        temp_files = _leftover_temp_files(tmp_path)
+        if temp_files:
+            problems.append(f"temp files left behind: {temp_files}")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)

@@ -1,0 +1,158 @@
+"""The OCI bundle we hand to runc/crun, the shared executor helpers, and
+choosing an executor. Runs through runc itself are in test_builtin.py."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runtime.builtin import BuiltinExecutor
+from runtime.executor import (
+    UnknownExecutor,
+    available_executors,
+    default_isolation,
+    get_executor,
+    missing_paths,
+    remove_stubs,
+    resolv_conf,
+)
+from runtime.errors import RuntimeFailure
+from runtime.oci import DEFAULT_CAP_NAMES, SECCOMP_DENIED, OciExecutor, build_config
+from runtime.spec import BindMount, ExecSpec, NetworkMode, TmpfsMount
+from runtime.users import User
+
+ETC = {"hosts": "/state/hosts", "resolv.conf": "/state/resolv.conf"}
+
+
+def config_for(spec: ExecSpec, user: User = User(0, 0)) -> dict:
+    return build_config(spec, Path("/rootfs"), user, list(spec.args), ETC, False)
+
+
+def test_process():
+    spec = ExecSpec(("/bin/sh", "-c", "make"), env=("A=1",), cwd="work")
+    process = config_for(spec, User(1000, 1000, (10, 50), "/home/app"))["process"]
+    assert process["args"] == ["/bin/sh", "-c", "make"]
+    assert process["env"] == ["A=1", "HOME=/home/app"]
+    assert process["cwd"] == "/work"
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [10, 50]}
+    assert process["terminal"] is False
+    assert process["noNewPrivileges"] is False
+
+
+def test_docker_capabilities():
+    caps = config_for(ExecSpec(("true",)))["process"]["capabilities"]
+    assert sorted(DEFAULT_CAP_NAMES) == sorted(
+        "CAP_" + name
+        for name in "CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP "
+        "NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE".split()
+    )
+    for kind in ("bounding", "effective", "permitted"):
+        assert caps[kind] == DEFAULT_CAP_NAMES
+    assert caps["inheritable"] == caps["ambient"] == []
+
+
+def test_namespaces_follow_the_network_mode():
+    host = config_for(ExecSpec(("true",)))["linux"]["namespaces"]
+    none = config_for(ExecSpec(("true",), network=NetworkMode.NONE))["linux"]["namespaces"]
+    assert [ns["type"] for ns in host] == ["pid", "ipc", "uts", "mount"]
+    assert [ns["type"] for ns in none] == ["pid", "ipc", "uts", "mount", "network"]
+
+
+def test_root_hostname_and_paths():
+    config = config_for(ExecSpec(("true",), hostname="box"))
+    assert config["root"] == {"path": "/rootfs", "readonly": False}
+    assert config["hostname"] == "box"
+    assert "/proc/kcore" in config["linux"]["maskedPaths"]
+    assert "/sys/firmware" in config["linux"]["maskedPaths"]
+    assert config["linux"]["readonlyPaths"] == ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def test_mounts_in_order():
+    spec = ExecSpec(
+        ("true",),
+        mounts=(BindMount(Path("/cache"), "/root/.cache", readonly=False), BindMount(Path("/s"), "/run/s"), TmpfsMount("/tmp", 1024)),
+    )
+    mounts = config_for(spec)["mounts"]
+    assert [m["destination"] for m in mounts] == [
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/sys",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/root/.cache",
+        "/run/s",
+        "/tmp",
+    ]
+    by_target = {m["destination"]: m for m in mounts}
+    assert "ro" in by_target["/sys"]["options"]
+    assert by_target["/etc/hosts"] == {"destination": "/etc/hosts", "type": "bind", "source": "/state/hosts", "options": ["rbind", "ro"]}
+    assert by_target["/root/.cache"]["options"] == ["rbind", "rw"]
+    assert by_target["/run/s"]["options"] == ["rbind", "ro"]
+    assert by_target["/tmp"] == {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1024"]}
+
+
+def test_seccomp_profile():
+    seccomp = config_for(ExecSpec(("true",)))["linux"]["seccomp"]
+    assert seccomp["defaultAction"] == "SCMP_ACT_ALLOW"
+    [rule] = seccomp["syscalls"]
+    assert rule["action"] == "SCMP_ACT_ERRNO" and rule["errnoRet"] == 1
+    assert {"mount", "unshare", "setns", "kexec_load", "bpf", "init_module", "keyctl"} <= set(rule["names"])
+    # what docker allows on any recent kernel stays allowed
+    assert not {"ptrace", "clone", "execve", "personality"} & set(SECCOMP_DENIED)
+
+
+def test_resolv_conf_rules():
+    host = "search example.com\nnameserver 127.0.0.53\noptions edns0\n"
+    assert resolv_conf(host, NetworkMode.HOST) == host
+    isolated = resolv_conf(host, NetworkMode.NONE)
+    assert "127.0.0.53" not in isolated
+    assert "search example.com" in isolated and "nameserver 8.8.8.8" in isolated
+    remote = "nameserver 10.0.0.2\n"
+    assert resolv_conf(remote, NetworkMode.NONE) == remote
+    assert "nameserver 8.8.8.8" in resolv_conf("", NetworkMode.HOST)
+
+
+def test_stubs_are_only_what_did_not_exist(tmp_path):
+    tmp_path = tmp_path / "fs"
+    tmp_path.mkdir()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("keep")
+    (tmp_path / "link").symlink_to("/etc")
+    paths = missing_paths(tmp_path, ["/etc/hosts", "/run/a/b", "/link/resolv.conf", "/run/a/c"])
+    assert paths == [str(tmp_path / p) for p in ("run", "run/a", "run/a/b", "etc/resolv.conf", "run/a/c")]
+    (tmp_path / "run" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "run" / "a" / "c").write_text("the step wrote this")
+    (tmp_path / "etc" / "resolv.conf").touch()
+    remove_stubs(paths)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "etc",
+        "etc/hosts",
+        "link",
+        "run",
+        "run/a",
+        "run/a/c",
+    ]
+
+
+def test_choosing_an_executor():
+    found = available_executors()
+    assert "builtin" in found
+    assert isinstance(get_executor("builtin"), BuiltinExecutor)
+    has_runtime = bool(shutil.which("runc") or shutil.which("crun"))
+    assert ("oci" in found) == has_runtime
+    assert default_isolation() == ("oci" if has_runtime else "builtin")
+    if has_runtime:
+        assert isinstance(get_executor("oci"), OciExecutor)
+    with pytest.raises(UnknownExecutor, match="unknown executor 'vm'") as info:
+        get_executor("vm")
+    assert isinstance(info.value, RuntimeFailure) and isinstance(info.value, ValueError)
+
+
+def test_missing_runtime():
+    with pytest.raises(RuntimeFailure, match="not found"):
+        OciExecutor("no-such-runtime")
