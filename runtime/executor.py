@@ -14,6 +14,7 @@ import shutil
 import stat
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -138,13 +139,24 @@ def mount_targets(spec: ExecSpec) -> list[str]:
     return fixed + [mount.target for mount in spec.mounts]
 
 
-def missing_paths(rootfs: Path, targets: Iterable[str]) -> list[str]:
+@dataclass(frozen=True)
+class Stubs:
+    """Mount points a run will create, and the times of the existing
+    directories they are created in (restored when the stubs go, so that an
+    untouched /etc is not part of the step's layer, as in BuildKit)."""
+
+    paths: tuple[str, ...]
+    parent_times: tuple[tuple[str, int, int], ...]
+
+
+def missing_paths(rootfs: Path, targets: Iterable[str]) -> Stubs:
     """Host paths, parents first, that mounting `targets` would create.
 
     Taken before the run, they are the stubs to remove after it (BuildKit's
     MountStubsCleaner): a RUN with a bind on /run/x must not leave an empty
     /run/x in its layer."""
     created: list[str] = []
+    parents: dict[str, tuple[int, int]] = {}
     root = os.path.abspath(rootfs)
     for target in targets:
         path = resolve_in_root(root, target)
@@ -152,17 +164,20 @@ def missing_paths(rootfs: Path, targets: Iterable[str]) -> list[str]:
         while path != root and not os.path.lexists(path):
             chain.append(path)
             path = os.path.dirname(path)
+        if chain and path not in parents:
+            info = os.lstat(path)
+            parents[path] = (info.st_atime_ns, info.st_mtime_ns)
         for item in reversed(chain):
             if item not in created:
                 created.append(item)
-    return created
+    return Stubs(tuple(created), tuple((p, a, m) for p, (a, m) in parents.items()))
 
 
-def remove_stubs(paths: list[str]) -> None:
+def remove_stubs(stubs: Stubs) -> None:
     """Remove, deepest first, what `missing_paths` predicted if it is still
     an empty directory or an empty regular file. Anything else was made or
     filled by the step and stays."""
-    for path in reversed(paths):
+    for path in reversed(stubs.paths):
         try:
             info = os.lstat(path)
         except FileNotFoundError:
@@ -174,6 +189,11 @@ def remove_stubs(paths: list[str]) -> None:
                 os.unlink(path)
         except OSError:
             continue  # not empty, or still in use: it belongs to the step now
+    for path, atime_ns, mtime_ns in stubs.parent_times:
+        try:
+            os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+        except OSError:
+            continue  # removed by the step: nothing to restore
 
 
 def scratch_dir(parent: Path | None, prefix: str) -> Path:

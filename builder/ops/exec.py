@@ -15,6 +15,7 @@ from cache.keys import cache_key
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
 from runtime.errors import ExecCancelled
 from runtime.fsutil import resolve_in_root
+from runtime.prune import prune_unchanged_dirs
 from runtime.spec import BindMount, ExecSpec, NetworkMode as RuntimeNetwork, TmpfsMount
 
 SECRET_DIR = "/run/secrets"
@@ -64,11 +65,14 @@ class ExecImpl:
                     user=self.op.user,
                     network=self._network(),
                     mounts=tuple(mounts),
+                    limits=self.session.limits,
                 )
                 if cancel.is_set():
                     raise ExecCancelled(exec_spec.args)
                 self.session.executor.run(exec_spec, rootfs,
                                           lambda data: self.session.reporter.output(self.vertex, data))
+            lowers = [snapshots.fs_path(s) for s in reversed(chain)]
+            prune_unchanged_dirs(snapshots.fs_path(snapshot), lowers)
         except BaseException:
             snapshots.remove(snapshot)
             raise
@@ -112,15 +116,18 @@ class ExecImpl:
 
     def _bind(self, spec: MountSpec, inputs, stack):
         writable = not spec.readonly
-        if self._is_context(spec.input) and writable:
+        if self._is_context(spec.input):
+            # The context as BuildKit transfers it: only what .dockerignore
+            # lets through, never the host directory itself (which would
+            # show ignored files, and take writes when rw).
+            from builder.ops.copy import copy_into
+
             copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.session.worker.root / "tmp")))
-            src = resolve_in_root(self.session.context.root, spec.source)
-            target = copy / "src"
-            if src.is_dir():
-                shutil.copytree(src, target, symlinks=True)
-            else:
-                shutil.copy2(src, target)
-            return BindMount(target, spec.target, readonly=False)
+            selection = self.session.context.select([spec.source])
+            if not selection:
+                raise MountError(f"bind mount source {spec.source} does not exist")
+            copy_into(copy, selection, "/src/" if selection.matches[0].is_dir else "/src")
+            return BindMount(copy / "src", spec.target, readonly=not writable)
         view = self._source_view(spec, inputs, stack, writable)
         source = resolve_in_root(view, spec.source)
         if not source.exists():

@@ -3,6 +3,7 @@ choosing an executor. Runs through runc itself are in test_builtin.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -123,12 +124,15 @@ def test_stubs_are_only_what_did_not_exist(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "hosts").write_text("keep")
     (tmp_path / "link").symlink_to("/etc")
-    paths = missing_paths(tmp_path, ["/etc/hosts", "/run/a/b", "/link/resolv.conf", "/run/a/c"])
-    assert paths == [str(tmp_path / p) for p in ("run", "run/a", "run/a/b", "etc/resolv.conf", "run/a/c")]
+    os.utime(tmp_path / "etc", ns=(5_000_000_000, 7_000_000_000))
+    stubs = missing_paths(tmp_path, ["/etc/hosts", "/run/a/b", "/link/resolv.conf", "/run/a/c"])
+    assert list(stubs.paths) == [str(tmp_path / p) for p in ("run", "run/a", "run/a/b", "etc/resolv.conf", "run/a/c")]
     (tmp_path / "run" / "a" / "b").mkdir(parents=True)
     (tmp_path / "run" / "a" / "c").write_text("the step wrote this")
     (tmp_path / "etc" / "resolv.conf").touch()
-    remove_stubs(paths)
+    remove_stubs(stubs)
+    # The directory a stub was made in gets its times back (BuildKit does too).
+    assert (tmp_path / "etc").stat().st_mtime_ns == 7_000_000_000
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "etc",
         "etc/hosts",

@@ -1,0 +1,37 @@
+"""Issue 5: --explain says why each step that ran missed the cache."""
+
+from __future__ import annotations
+
+from builder.build import build
+from e2e.cache_helpers import Recorder
+from e2e.helpers import write_context
+
+
+def _explained(context, root, dockerfile, **kwargs) -> list[str]:
+    recorder = Recorder()
+    build(context, dockerfile_text=dockerfile, root=root, reporter=recorder, explain=True, **kwargs)
+    return [m for m in recorder.messages if "rebuilt because" in m]
+
+
+def test_explain_names_the_changed_file_arg_and_parent(busybox_image, tmp_path):
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"src/a.txt": "a\n", "src/b.txt": "b\n"})
+    dockerfile = (f"FROM {busybox_image.ref} AS base\nRUN echo base > /base\n"
+                  f"FROM base\nWORKDIR /app\nCOPY src/ .\nARG LEVEL=1\nRUN echo $LEVEL > level\n")
+    first = _explained(context, root, dockerfile)
+    assert any("this is the first build recorded" in m for m in first)
+
+    (context / "src" / "a.txt").write_text("a, changed\n")
+    (context / "src" / "new.txt").write_text("new\n")
+    lines = _explained(context, root, dockerfile)
+    assert lines == [
+        "[stage-1 2/3] COPY src/ .: rebuilt because src/a.txt changed; src/new.txt was added",
+        "[stage-1 3/3] RUN echo 1 > level: rebuilt because parent step [stage-1 2/3] COPY src/ . changed",
+    ]
+
+    lines = _explained(context, root, dockerfile, build_args={"LEVEL": "2"})
+    assert lines == ["[stage-1 3/3] RUN echo 2 > level: rebuilt because build arg LEVEL changed"]
+
+    lines = _explained(context, root, dockerfile, build_args={"LEVEL": "2"}, no_cache_filter="base")
+    assert "[base 2/2] RUN echo base > /base: rebuilt because --no-cache-filter names stage base" in lines
+    assert any(m.startswith("[stage-1 1/3] WORKDIR /app: rebuilt because a step it depends on") for m in lines)

@@ -1,0 +1,89 @@
+"""Issue 5: `pybuild du` / `prune` and the automatic GC, on real roots."""
+
+from __future__ import annotations
+
+import json
+
+from builder.assemble import load_image
+from builder.build import build
+from builder.gc import RootLock, disk_usage, parse_duration, parse_size, prune
+from builder.worker import Worker
+from e2e.cache_helpers import Recorder
+from e2e.helpers import write_context
+
+DOCKERFILE = ("FROM {base}\nCOPY a.txt /\n"
+              "RUN --mount=type=cache,target=/c echo x >> /c/log && echo built > /built\n")
+
+
+def _build(context, root, base, **kwargs) -> Recorder:
+    recorder = Recorder()
+    build(context, dockerfile_text=DOCKERFILE.format(base=base), root=root, reporter=recorder, **kwargs)
+    return recorder
+
+
+def _image_blobs_present(worker, name: str) -> bool:
+    image = load_image(worker.store, worker.index.get_image(name))
+    return all(worker.store.has(d.digest) for d in (image.manifest, image.config, *image.layers))
+
+
+def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    _build(context, root, busybox_image.ref, tags=["kept:1"])
+    worker = Worker.open(root)
+    try:
+        usage = disk_usage(worker)
+        assert usage.base_layers[0] == 1 and usage.build_cache[0] == 2 and usage.cache_mounts[0] == 1
+        assert usage.image_blobs[0] == 5  # manifest, config, the base layer, COPY and RUN layers
+        # A plain prune keeps everything the cache still refers to.
+        done = prune(worker)
+        assert done.snapshots == 0 and done.results == 0
+        # While a build holds the root, a non-blocking prune stays out.
+        with RootLock(root, exclusive=False):
+            assert prune(worker, all=True, blocking=False) is None
+        done = prune(worker, all=True)
+        assert done.snapshots == 3 and done.cache_mounts == 1 and done.freed > 0
+        assert worker.snapshots.ids() == []
+        assert _image_blobs_present(worker, "docker.io/library/kept:1")
+    finally:
+        worker.close()
+    # The build cache is gone: the steps run again.
+    assert len(_build(context, root, busybox_image.ref).runs) == 2
+
+
+def test_keep_storage_and_until(busybox_image, tmp_path):
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    _build(context, root, busybox_image.ref)
+    worker = Worker.open(root)
+    try:
+        assert prune(worker, until=parse_duration("1h")).results == 0  # all used just now
+        assert prune(worker, keep_storage=parse_size("1GB")).results == 0
+        done = prune(worker, keep_storage=0)
+        assert done.results >= 3 and worker.snapshots.ids() == []
+    finally:
+        worker.close()
+
+
+def test_automatic_gc_after_a_build(busybox_image, tmp_path, monkeypatch):
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    monkeypatch.setenv("PYBUILD_GC_KEEP_STORAGE", "1KB")
+    recorder = _build(context, root, busybox_image.ref, tags=["auto:1"])
+    assert any(m.startswith("garbage collection: freed") for m in recorder.messages)
+    worker = Worker.open(root)
+    try:
+        assert worker.snapshots.ids() == []
+        assert _image_blobs_present(worker, "docker.io/library/auto:1")
+    finally:
+        worker.close()
+
+
+def test_prune_cli_rejects_bad_options(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["pybuild", "prune", "--root", str(tmp_path / "r"), "--keep-storage", "lots"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "invalid size 'lots'" in done.stderr
+    done = subprocess.run(["pybuild", "du", "--root", str(tmp_path / "r")], capture_output=True, text=True)
+    assert done.returncode == 0 and "build cache" in done.stdout
