@@ -17,18 +17,49 @@ from frontend.definition import StageImage
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """How one output wants the image: compression, media types, metadata.
+
+    `rewrite_timestamp` clamps the mtimes of files in new layers to
+    `source_date_epoch` (BuildKit's `rewrite-timestamp=true`); without it
+    the epoch only sets `created` and the history times. `squash` merges
+    the stage's new layers into one.
+    """
+
     compression: Compression = Compression.GZIP
     compression_level: int | None = None
     force_compression: bool = False
     oci_mediatypes: bool = True
     source_date_epoch: int | None = None
+    rewrite_timestamp: bool = False
+    squash: bool = False
     labels: tuple[tuple[str, str], ...] = ()
-    annotations: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()             # on the manifest
+    descriptor_annotations: tuple[tuple[str, str], ...] = ()  # on its descriptor (index.json)
+    index_annotations: tuple[tuple[str, str], ...] = ()       # on an OCI layout's index.json
+
+    def __post_init__(self):
+        if self.compression is Compression.ZSTD and not self.oci_mediatypes:
+            raise PybuildError("compression=zstd needs OCI media types: Docker's schema 2 has no zstd layer type "
+                               "(drop oci-mediatypes=false)")
+        level = self.compression_level
+        if level is not None and not 0 <= level <= MAX_LEVEL[self.compression]:
+            raise PybuildError(f"compression-level={level} is out of range for {self.compression.value} "
+                               f"(0..{MAX_LEVEL[self.compression]})")
+
+
+MAX_LEVEL = {Compression.GZIP: 9, Compression.ZSTD: 22, Compression.UNCOMPRESSED: 9}
 
 
 def rfc3339(timestamp: float) -> str:
     moment = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment.microsecond else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_rfc3339(text: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
 
 
 def base_layer_count(stage: StageImage) -> int:
@@ -37,18 +68,46 @@ def base_layer_count(stage: StageImage) -> int:
     return len(stage.base.config.get("rootfs", {}).get("diff_ids", []))
 
 
+class Assembler:
+    """The images of one build, one per distinct `ExportOptions`.
+
+    Each output may ask for its own compression, media types or
+    annotations, so each gets its own config and manifest; they are cheap,
+    since LayerMaker remembers every layer blob per compression and the
+    images share them. Images are memoised per options.
+    """
+
+    def __init__(self, store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...],
+                 created: float, defaults: ExportOptions, *, snapshots=None, tmp=None):
+        self._args = (store, layers, stage, tuple(chain), created)
+        self._snapshots = snapshots
+        self._tmp = tmp
+        self.defaults = defaults
+        self._images: dict[ExportOptions, Image] = {}
+
+    def image(self, options: ExportOptions | None = None) -> Image:
+        options = options or self.defaults
+        if options not in self._images:
+            self._images[options] = assemble(*self._args, options, snapshots=self._snapshots, tmp=self._tmp)
+        return self._images[options]
+
+
 def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...],
-             created: float, options: ExportOptions) -> Image:
+             created: float, options: ExportOptions, *, snapshots=None, tmp=None) -> Image:
     """Make (and store) the config and manifest of an image.
 
     The history entries of the new instructions with empty_layer=False pair
     up, in order, with the snapshots above the base image's layers. A new
     layer whose diff is empty is dropped and its entry marked empty_layer,
     as BuildKit does, so a metadata-only RUN does not add a blob.
+
+    With SOURCE_DATE_EPOCH, `created` and every new history entry carry the
+    epoch and older base entries are clamped to it, as BuildKit does.
     """
     epoch = options.source_date_epoch
     if epoch is not None:
-        created = min(created, epoch) if created else epoch
+        created = epoch
+    clamp = epoch if options.rewrite_timestamp else None
     base_count = base_layer_count(stage)
     base_history_raw = list(stage.base.config.get("history", [])) if stage.base else []
     base_history = len(base_history_raw)
@@ -60,22 +119,44 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
         raise PybuildError(
             f"internal error: {len(new_snapshots)} new layers but {len(new_entries)} history entries")
     layer_descs, diff_ids = [], []
-    for position, snapshot in enumerate(chain):
-        is_new = position >= base_count
-        record = layers.layer_for(
-            snapshot, options.compression, force=options.force_compression,
-            clamp_mtime=epoch if is_new else None, level=options.compression_level)
-        if is_new and record.empty:
-            new_entries[position - base_count]["empty_layer"] = True
-            continue
-        media_type = record.media_type
-        if not options.oci_mediatypes:
-            media_type = _docker_layer_type(media_type)
-        layer_descs.append(Descriptor(media_type, record.digest, record.size))
+    for position, snapshot in enumerate(chain[:base_count]):
+        record = layers.layer_for(snapshot, options.compression, force=options.force_compression,
+                                  level=options.compression_level)
+        layer_descs.append(Descriptor(_layer_type(record.media_type, options.oci_mediatypes),
+                                      record.digest, record.size))
         diff_ids.append(str(record.diff_id))
+    if options.squash and new_snapshots:
+        from builder.squash import squash_layers
+
+        records = [layers.layer_for(s, Compression.UNCOMPRESSED, clamp_mtime=clamp) for s in new_snapshots]
+        for entry in new_entries:
+            entry["empty_layer"] = True
+        merged = squash_layers(store, records, options.compression, level=options.compression_level,
+                               clamp_mtime=clamp, tmp=tmp)
+        if merged is not None:
+            layer_descs.append(Descriptor(_layer_type(merged.media_type, options.oci_mediatypes),
+                                          merged.digest, merged.size))
+            diff_ids.append(str(merged.diff_id))
+            history.append({"created_by": f"pybuild --squash: {len(new_snapshots)} layers merged into one",
+                            "comment": "squashed"})
+    else:
+        for position, snapshot in enumerate(new_snapshots):
+            record = layers.layer_for(snapshot, options.compression, force=options.force_compression,
+                                      clamp_mtime=clamp, level=options.compression_level)
+            if record.empty:
+                new_entries[position]["empty_layer"] = True
+                continue
+            layer_descs.append(Descriptor(_layer_type(record.media_type, options.oci_mediatypes),
+                                          record.digest, record.size))
+            diff_ids.append(str(record.diff_id))
     stamp = rfc3339(created)
     for entry in history[base_history:]:
         entry["created"] = stamp
+    if epoch is not None:
+        for entry in history[:base_history]:
+            when = _parse_rfc3339(entry.get("created"))
+            if when is None or when > epoch:
+                entry["created"] = stamp
 
     config = copy.deepcopy(dict(stage.config))
     if options.labels:
@@ -96,10 +177,15 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
         "layers": [d.to_json() for d in layer_descs],
     }
     if options.annotations and options.oci_mediatypes:
+        # Docker's schema 2 has no annotations (export_options refuses them
+        # when an output with Docker media types asks for them itself).
         manifest["annotations"] = dict(options.annotations)
     manifest_bytes = canonical_json(manifest)
+    platform = {"os": config.get("os", "linux"), "architecture": config.get("architecture", "amd64")}
+    if config.get("variant"):
+        platform["variant"] = config["variant"]
     manifest_desc = Descriptor(manifest["mediaType"], store.put_bytes(manifest_bytes), len(manifest_bytes),
-                               platform={"os": config.get("os", "linux"), "architecture": config.get("architecture", "amd64")})
+                               annotations=dict(options.descriptor_annotations) or None, platform=platform)
     return Image(manifest_desc, config_desc, tuple(layer_descs))
 
 
@@ -114,11 +200,22 @@ def _history_json(entry) -> dict:
     return body
 
 
-def _docker_layer_type(media_type: str) -> str:
-    return {
-        media.OCI_LAYER_GZIP: media.DOCKER_LAYER_GZIP,
-        media.OCI_LAYER: media.DOCKER_LAYER,
-    }.get(media_type, media_type)
+_TO_DOCKER = {
+    media.OCI_LAYER_GZIP: media.DOCKER_LAYER_GZIP,
+    media.OCI_LAYER: media.DOCKER_LAYER,
+}
+_TO_OCI = {docker: oci for oci, docker in _TO_DOCKER.items()}
+
+
+def _layer_type(media_type: str, oci: bool) -> str:
+    """A layer's media type in the manifest's family: a base image's docker
+    layers in an OCI manifest get OCI types, and the other way round."""
+    if oci:
+        return _TO_OCI.get(media_type, media_type)
+    if media_type in (media.OCI_LAYER_ZSTD,):
+        raise PybuildError("a base image layer is zstd-compressed: Docker media types have no zstd layer "
+                           "(use oci-mediatypes=true, or force-compression=true with gzip)")
+    return _TO_DOCKER.get(media_type, media_type)
 
 
 def load_image(store, manifest_digest: Digest) -> Image:

@@ -157,3 +157,60 @@ def parse_challenge(header: str | None) -> Challenge | None:
         value = match.group(2) if match.group(2) is not None else match.group(3)
         params[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
     return Challenge(scheme.lower(), params)
+
+
+def auth_key(registry: str) -> str:
+    """The `auths` key `docker login` writes for a registry."""
+    return DOCKER_HUB_AUTH_KEY if registry in _DOCKER_HUB_NAMES else registry
+
+
+def _write_config(path: Path, config: Mapping) -> None:
+    """Replace config.json atomically, readable by its owner only."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(config, out, indent="\t")
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(name, 0o600)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def store_credentials(registry: str, creds: Credentials, config_path: Path | None = None) -> Path:
+    """Save credentials as `docker login` does without a credential store:
+    `auths[KEY].auth = base64(user:password)` in config.json, every other
+    key of the file kept. Returns the file written."""
+    path = Path(config_path) if config_path else _config_path()
+    config = dict(DockerConfigAuth(path)._load())
+    if config.get("credsStore") or registry in (config.get("credHelpers") or {}):
+        raise RegistryError(f"{path} names a credential helper for {registry}: "
+                            "use `docker login` (pybuild writes only `auths`)")
+    auths = dict(config.get("auths") or {})
+    pair = f"{creds.username}:{creds.password}".encode()
+    auths[auth_key(registry)] = {"auth": base64.b64encode(pair).decode()}
+    config["auths"] = auths
+    _write_config(path, config)
+    return path
+
+
+def erase_credentials(registry: str, config_path: Path | None = None) -> bool:
+    """Forget a registry's `auths` entry; False when there was none."""
+    path = Path(config_path) if config_path else _config_path()
+    config = dict(DockerConfigAuth(path)._load())
+    auths = dict(config.get("auths") or {})
+    names = _DOCKER_HUB_NAMES if registry in _DOCKER_HUB_NAMES else (registry,)
+    keys = [k for k in auths if k == auth_key(registry) or _host_of(k) in names]
+    if not keys:
+        return False
+    for key in keys:
+        del auths[key]
+    config["auths"] = auths
+    _write_config(path, config)
+    return True

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from builder.assemble import ExportOptions, assemble
+from builder.assemble import Assembler, ExportOptions
+from builder.cache_control import CacheControl
 from builder.errors import PybuildError
+from builder.gc import RootLock, auto_gc
 from builder.image import Image
 from builder.layers import LayerMaker
 from builder.outputs import OutputSpec, OutputType, parse_output
@@ -27,6 +29,7 @@ from builder.session import BuildSession
 from builder.solver import Solver
 from builder.worker import Worker
 from frontend.ops import Platform
+from runtime.limits import Limits
 from runtime.spec import NetworkMode
 
 
@@ -72,11 +75,23 @@ def build(
     isolation: str | None = None,
     network: str = "host",
     no_cache: bool = False,
+    no_cache_filter: str | Sequence[str] = (),
+    explain: bool = False,
+    cache_to: Sequence[str] = (),
+    cache_from: Sequence[str] = (),
     pull: bool = False,
     secrets: Sequence[str] = (),
     ssh: Sequence[str] = (),
+    memory: str | int | None = None,
+    cpus: float | str | None = None,
+    cpu_quota: int | None = None,
+    cpu_period: int | None = None,
+    pids_limit: int | None = None,
+    ulimits: Sequence[str] = (),
     insecure_registries: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    squash: bool = False,
     reporter: BuildReporter | None = None,
 ) -> BuildResult:
     started = time.monotonic()
@@ -96,7 +111,11 @@ def build(
     tags = tuple(str(Reference.parse(t)) for t in tags)
     if network not in ("host", "none", "default"):
         raise PybuildError(f"invalid --network {network!r}: expected default, host or none")
+    limits = _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits)
+    cache_control = CacheControl.parse(no_cache=no_cache, no_cache_filter=no_cache_filter, explain=explain,
+                                       cache_to=cache_to, cache_from=cache_from)
     worker = Worker.open(Path(root) if root else None, isolation)
+    lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
     try:
         session = BuildSession.start(
             worker=worker,
@@ -109,6 +128,7 @@ def build(
             insecure_registries=insecure_registries,
             pull=pull,
         )
+        session.limits = limits
         try:
             definition = session.convert(
                 dockerfile_text,
@@ -122,21 +142,47 @@ def build(
                 reporter.warning(str(warning))
             for name in definition.unused_build_args:
                 reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
-            solver = Solver(definition.graph, session.impl_for, session.results, reporter,
+            results = cache_control.prepare(definition, session, reporter, str(parse_platform(platform)))
+            solver = Solver(definition.graph, session.impl_for, results, reporter,
                             on_cancel=session.cancel_running)
-            force = (lambda v: True) if no_cache else (lambda v: False)
-            solution = solver.solve(definition.target, force=force)
+            solution = solver.solve(definition.target, force=cache_control.force)
+            cache_control.after_solve(definition, session, solution, reporter, build_args, target)
             created = session.results.created(solution.keys[definition.target])
-            image = assemble(worker.store, LayerMaker(worker.store, worker.index, worker.snapshots),
-                             definition.image, solution.result, created,
-                             ExportOptions(labels=tuple((labels or {}).items()),
-                                           source_date_epoch=_epoch(build_args)))
-            pushed = session.export(image, solution.result, tags, specs, push)
+            # One image per output's export options (builder.export.run).
+            assembler = Assembler(worker.store, LayerMaker(worker.store, worker.index, worker.snapshots),
+                                  definition.image, solution.result, created,
+                                  ExportOptions(labels=tuple((labels or {}).items()),
+                                                annotations=tuple((annotations or {}).items()),
+                                                source_date_epoch=_epoch(build_args), squash=squash),
+                                  snapshots=worker.snapshots, tmp=session.tmp)
+            assembler = cache_control.wrap_assembler(assembler, session, solution, definition)
+            image, pushed = session.export(assembler, solution.result, tags, specs, push)
+            cache_control.export(session, solution, definition, image, reporter)
         finally:
             session.close()
+        lease.release()
+        auto_gc(worker, reporter)
     finally:
+        lease.release()
         worker.close()
     return BuildResult(image, tags, len(solution.cached), len(solution.executed), time.monotonic() - started, pushed)
+
+
+def _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits) -> Limits | None:
+    """RUN's resource limits (docker build's --memory, --cpus...), or None."""
+    from runtime.limits import LimitError, cpus_to_quota, parse_memory, parse_ulimit
+
+    try:
+        if cpus is not None:
+            if cpu_quota is not None:
+                raise LimitError("--cpus and --cpu-quota cannot be used together")
+            cpu_quota, cpu_period = cpus_to_quota(cpus)
+        limits = Limits(memory=parse_memory(memory) if memory is not None else None, cpu_quota=cpu_quota,
+                        cpu_period=cpu_period, pids=pids_limit,
+                        ulimits=tuple(parse_ulimit(u) for u in ulimits))
+    except LimitError as exc:
+        raise PybuildError(str(exc)) from None
+    return limits or None
 
 
 def _epoch(build_args) -> int | None:

@@ -260,25 +260,32 @@ class BuildContext:
         return "" if rel == "." else rel
 
     # checksum ------------------------------------------------------------
-    def checksum(self, selection: Selection) -> Digest:
-        """The content checksum of a selection (see the module docstring)."""
+    def checksum(self, selection: Selection, *, ignore_mode: bool = False) -> Digest:
+        """The content checksum of a selection (see the module docstring).
+
+        `ignore_mode`: leave permission bits out, for a COPY whose octal
+        --chmod replaces them all, so a different umask on another machine
+        still hits the cache (BuildKit hashes them anyway: buildkit#3821)."""
         h = hashlib.sha256()
         h.update(CHECKSUM_VERSION.encode() + b"\n")
         digest_of = self._content_digest
         if self.stat_cache is not None:
             with self.stat_cache.batch():
-                self._feed(h, selection, digest_of)
+                self._feed(h, selection, digest_of, ignore_mode)
         else:
-            self._feed(h, selection, digest_of)
+            self._feed(h, selection, digest_of, ignore_mode)
         return Digest("sha256", h.hexdigest())
 
-    def _feed(self, h, selection: Selection, digest_of: Callable[[Entry], str]) -> None:
+    def _feed(self, h, selection: Selection, digest_of: Callable[[Entry], str], ignore_mode: bool = False) -> None:
         # Matches in source order: a later source overwrites an earlier one at
         # the destination, so order is part of the result.
         for index, match in enumerate(selection.matches):
             h.update(_line(["match", index, match.source, match.name, match.parents_path]))
             for entry in match.entries:
-                h.update(_line(_header(match.subpath(entry), entry, selection.preserve_ownership, digest_of)))
+                record = _header(match.subpath(entry), entry, selection.preserve_ownership, digest_of)
+                if ignore_mode:
+                    record[2] = None
+                h.update(_line(record))
 
     def _content_digest(self, entry: Entry) -> str:
         if self.stat_cache is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import enum
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -28,6 +29,12 @@ class OutputSpec:
     attrs: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """`name=a:1,a:2` (quoted in CSV) or `name=a:1;a:2`."""
+        raw = self.attrs.get("name", "")
+        return tuple(n.strip() for n in raw.replace(";", ",").split(",") if n.strip())
+
+    @property
     def dest(self) -> str | None:
         return self.attrs.get("dest")
 
@@ -50,7 +57,12 @@ def parse_output(text: str) -> OutputSpec:
             return OutputSpec(OutputType.TAR, {"dest": "-"})
         return OutputSpec(OutputType.LOCAL, {"dest": text})
     attrs: dict[str, str] = {}
-    for part in text.split(","):
+    # CSV, as buildx reads it: `type=image,"name=a:1,a:2"` quotes a comma.
+    try:
+        parts = next(csv.reader([text]))
+    except (csv.Error, StopIteration) as exc:
+        raise OutputError(f"invalid output {text!r}: {exc}") from None
+    for part in parts:
         key, sep, value = part.partition("=")
         if not sep:
             raise OutputError(f"invalid output option {part!r} in {text!r}: expected key=value")
@@ -66,3 +78,85 @@ def parse_output(text: str) -> OutputSpec:
         if output_type is not OutputType.DOCKER:
             raise OutputError(f"output type={kind} needs dest=PATH")
     return OutputSpec(output_type, attrs)
+
+
+# Attributes each output type understands besides its export options.
+_OWN_ATTRS = {
+    OutputType.IMAGE: {"name", "push", "registry.insecure", "store", "unpack"},
+    OutputType.REGISTRY: {"name", "push", "registry.insecure"},
+    OutputType.OCI: {"name", "dest", "tar"},
+    OutputType.DOCKER: {"name", "dest", "tar"},
+    OutputType.LOCAL: {"dest"},
+    OutputType.TAR: {"dest"},
+}
+_IMAGE_ATTRS = {"compression", "compression-level", "force-compression", "oci-mediatypes", "rewrite-timestamp"}
+_ANNOTATION_KINDS = {
+    "annotation": "annotations",
+    "annotation-manifest": "annotations",
+    "annotation-manifest-descriptor": "descriptor_annotations",
+    "annotation-index": "index_annotations",
+}
+
+
+def export_options(spec: OutputSpec, defaults):
+    """The `ExportOptions` an output asks for: `defaults` (the build's
+    labels, annotations, SOURCE_DATE_EPOCH, squash) with this output's
+    `compression=`, `compression-level=`, `force-compression=`,
+    `oci-mediatypes=`, `rewrite-timestamp=` and `annotation*.KEY=` applied.
+
+    As in BuildKit, `type=docker` defaults to Docker media types and the
+    other image outputs to OCI ones; zstd asked without an explicit
+    `oci-mediatypes=false` turns OCI media types on.
+    """
+    from dataclasses import replace
+
+    from builder.compression import Compression
+
+    attrs = dict(spec.attrs)
+    changes: dict[str, object] = {}
+    annotations = {name: dict(getattr(defaults, name)) for name in set(_ANNOTATION_KINDS.values())}
+    for key in list(attrs):
+        kind, dot, name = key.partition(".")
+        if dot and kind in _ANNOTATION_KINDS:
+            if not name:
+                raise OutputError(f"output option {key}: annotation needs a key")
+            if spec.type in (OutputType.LOCAL, OutputType.TAR):
+                raise OutputError(f"output type={spec.type.value} does not take {key}")
+            annotations[_ANNOTATION_KINDS[kind]][name] = attrs.pop(key)
+        elif key not in _OWN_ATTRS[spec.type] and key not in _IMAGE_ATTRS:
+            raise OutputError(f"output type={spec.type.value}: unknown option {key!r}")
+    if spec.type in (OutputType.LOCAL, OutputType.TAR):
+        unused = _IMAGE_ATTRS & set(attrs)
+        if unused:
+            raise OutputError(f"output type={spec.type.value} does not take {', '.join(sorted(unused))}")
+    for name, values in annotations.items():
+        changes[name] = tuple(sorted(values.items()))
+    if "compression" in attrs:
+        try:
+            changes["compression"] = Compression(attrs["compression"])
+        except ValueError:
+            raise OutputError(f"output option compression={attrs['compression']}: expected gzip, zstd "
+                              "or uncompressed") from None
+    if "compression-level" in attrs:
+        try:
+            changes["compression_level"] = int(attrs["compression-level"])
+        except ValueError:
+            raise OutputError(f"output option compression-level={attrs['compression-level']}: "
+                              "expected a number") from None
+    if "force-compression" in attrs:
+        changes["force_compression"] = spec.flag("force-compression")
+    if "rewrite-timestamp" in attrs:
+        changes["rewrite_timestamp"] = spec.flag("rewrite-timestamp")
+    compression = changes.get("compression", defaults.compression)
+    if "oci-mediatypes" in attrs:
+        changes["oci_mediatypes"] = spec.flag("oci-mediatypes")
+    elif spec.type is OutputType.DOCKER:
+        changes["oci_mediatypes"] = compression is Compression.ZSTD
+    elif compression is Compression.ZSTD:
+        changes["oci_mediatypes"] = True
+    if not changes.get("oci_mediatypes", defaults.oci_mediatypes):
+        asked = [key for key in spec.attrs if key.startswith(("annotation.", "annotation-manifest."))]
+        if asked:
+            raise OutputError(f"output option {asked[0]}: manifest annotations need OCI media types "
+                              "(Docker's schema 2 has none)")
+    return replace(defaults, **changes)

@@ -12,11 +12,12 @@ requests exceptions are translated here, once, into `RegistryError`.
 from __future__ import annotations
 
 import base64
+import os
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping
 from urllib.parse import quote, urljoin
 
@@ -35,6 +36,7 @@ from builder.image import (
     Image,
 )
 from builder.reference import Reference
+from builder.registry_config import RegistryHosts
 from cache.digest import Digest
 from cache.errors import BlobNotFound, DigestMismatch, InvalidDigest, SizeMismatch
 from cache.store import ContentStore
@@ -205,13 +207,18 @@ class RegistryClient:
     def __init__(self, store: ContentStore, *, insecure: Iterable[str] = (),
                  auth: CredentialSource | None = None, retries: int = 3, backoff: float = 0.5,
                  timeout: tuple[float, float] = (10.0, 120.0), chunk_size: int = 32 << 20,
-                 parallel: int = 4):
+                 parallel: int = 4, hosts: RegistryHosts | None = None):
         self._store = store
-        self._insecure = frozenset(insecure)
+        # Mirrors, plain-HTTP hosts and CA bundles of the config file (builder.registry_config).
+        self._hosts = hosts if hosts is not None else RegistryHosts.from_environment()
+        self._insecure = frozenset(insecure) | self._hosts.insecure
+        self._pull_from: dict[str, str] = {}  # repository name -> the mirror (or origin) that answered
         self._credentials = auth if auth is not None else DockerConfigAuth()
         self._retries = retries
         self._backoff = backoff
-        self._timeout = timeout
+        # $PYBUILD_REGISTRY_TIMEOUT: seconds a stalled read may last (default 120)
+        read_timeout = os.environ.get("PYBUILD_REGISTRY_TIMEOUT")
+        self._timeout = (timeout[0], float(read_timeout)) if read_timeout else timeout
         self._chunk_size = chunk_size
         self._parallel = parallel
         # requests.Session is not documented thread-safe: one per thread.
@@ -222,6 +229,10 @@ class RegistryClient:
         self._token_locks: dict[tuple[str, frozenset[str]], threading.Lock] = {}
         # Where each pulled blob came from, for cross-repository mounts.
         self._origins: dict[Digest, Reference] = {}
+
+    def allow_insecure(self, registry: str) -> None:
+        """Reach `registry` over plain HTTP from now on (`registry.insecure=true`)."""
+        self._insecure = self._insecure | {registry}
 
     # -- transport -----------------------------------------------------------------
 
@@ -259,7 +270,8 @@ class RegistryClient:
                 sent["Authorization"] = authorization
             try:
                 resp = self._session().request(method, url, headers=sent, data=body() if body else None,
-                                               stream=stream, timeout=self._timeout)
+                                               stream=stream, timeout=self._timeout,
+                                               verify=self._hosts.verify(ref.registry))
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"cannot reach registry {host}: TLS error: {_oserror_reason(exc)}") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -423,10 +435,41 @@ class RegistryClient:
         platform = expected.platform if expected is not None else None
         return Descriptor(media_type, claimed, len(data), platform=platform), body
 
+    def _pull_endpoints(self, ref: Reference) -> list[Reference]:
+        """Where to pull `ref` from: its registry's mirrors in order, then
+        the registry itself; the one that answered last time first."""
+        registries = [*self._hosts.mirrors_of(ref.registry), ref.registry]
+        preferred = self._pull_from.get(ref.name)
+        if preferred in registries:
+            registries.remove(preferred)
+            registries.insert(0, preferred)
+        return [replace(ref, registry=registry) for registry in registries]
+
+    def _from_mirrors(self, ref: Reference, attempt: Callable[[Reference], object]):
+        """Run `attempt` against each pull endpoint until one succeeds; the
+        origin's error (the last tried) is the one raised."""
+        endpoints = self._pull_endpoints(ref)
+        failure = None
+        for endpoint in endpoints:
+            try:
+                answer = attempt(endpoint)
+            except RegistryError as exc:
+                failure = exc
+                continue
+            with self._lock:
+                self._pull_from[ref.name] = endpoint.registry
+            return answer
+        raise failure
+
     def resolve(self, ref: Reference, platform="linux/amd64") -> ResolvedManifest:
         """Resolve a name to the manifest of one platform; the index (if
         any), manifest and config are stored in the content store, layers
-        are not (see `fetch_blob`)."""
+        are not (see `fetch_blob`). Mirrors are tried first; the answer
+        names `ref`'s own registry."""
+        resolved = self._from_mirrors(ref, lambda endpoint: self._resolve_at(endpoint, platform))
+        return replace(resolved, ref=replace(resolved.ref, registry=ref.registry))
+
+    def _resolve_at(self, ref: Reference, platform) -> ResolvedManifest:
         what = f"failed to resolve {ref}"
         top, top_json = self._get_manifest(ref, ref.object, None, what)
         index = None
@@ -454,7 +497,8 @@ class RegistryClient:
     # -- blobs -----------------------------------------------------------------------
 
     def fetch_blob(self, ref: Reference, desc: Descriptor, progress: Progress | None = None) -> None:
-        """Download one blob into the store, verified by digest and size.
+        """Download one blob into the store, verified by digest and size,
+        from a mirror of ref's registry or the registry itself.
 
         A dropped connection resumes where it stopped with a Range request
         (a server ignoring Range resends everything; the bytes we already
@@ -463,6 +507,13 @@ class RegistryClient:
         if self._store.has(desc.digest):
             if progress:
                 progress(desc, desc.size, desc.size)
+            return
+        self._from_mirrors(ref, lambda endpoint: self._fetch_blob_at(endpoint, desc, progress))
+        with self._lock:
+            self._origins[desc.digest] = ref
+
+    def _fetch_blob_at(self, ref: Reference, desc: Descriptor, progress: Progress | None) -> None:
+        if self._store.has(desc.digest):
             return
         what = f"failed to fetch {desc.digest} from {ref.name}"
         url = f"{self._base(ref)}{ref.repository}/blobs/{desc.digest}"
@@ -487,8 +538,6 @@ class RegistryClient:
                 writer.commit()
             except (DigestMismatch, SizeMismatch) as exc:
                 raise RegistryError(f"{what}: {exc}") from exc
-        with self._lock:
-            self._origins[desc.digest] = ref
 
     def _stream_blob(self, ref: Reference, url: str, headers: Mapping[str, str], writer, desc: Descriptor,
                      progress: Progress | None, what: str) -> None:
@@ -622,6 +671,18 @@ class RegistryClient:
             # After the first failure, start no further upload.
             pool.shutdown(wait=True, cancel_futures=True)
         return self.put_manifest(ref, image.manifest)
+
+    def check_login(self, registry: str) -> None:
+        """`docker login`'s check: GET /v2/ answering the registry's challenge
+        with our credentials (for token auth, a token with no scope).
+        Raises RegistryError when the registry refuses them."""
+        ref = Reference(registry, "library/pybuild-login" if registry == "docker.io" else "pybuild-login")
+        with self._request("GET", ref, self._base(ref), ()) as resp:
+            if resp.status_code == 401:
+                raise RegistryError(f"login to {registry} failed: unauthorized: incorrect username or password",
+                                    status=401)
+            if resp.status_code != 200:
+                raise _response_error(resp, f"login to {registry} failed")
 
     def close(self) -> None:
         session = getattr(self._local, "session", None)

@@ -68,17 +68,20 @@ def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
     return Secrets(values)
 
 
-def parse_ssh(specs, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`default` (forwards $SSH_AUTH_SOCK) or `ID=PATH` (a socket)."""
+def parse_ssh(specs, environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """`ID` (forwards $SSH_AUTH_SOCK), `ID=SOCKET`, or `ID=KEY[,KEY...]`
+    (private key files, loaded into an agent of the build's own: see
+    builder/ops/ssh_agent.py). `ID` defaults to `default`."""
     environ = os.environ if environ is None else environ
-    sockets: dict[str, str] = {}
+    result: dict[str, tuple[str, ...]] = {}
     for spec in specs:
         ssh_id, sep, paths = spec.partition("=")
         ssh_id = ssh_id or "default"
-        path = paths.split(",")[0] if sep else environ.get("SSH_AUTH_SOCK", "")
-        if not path:
+        found = tuple(p for p in paths.split(",") if p) if sep else (environ.get("SSH_AUTH_SOCK", ""),)
+        if not found or not found[0]:
             raise SecretError(f"ssh {ssh_id}: no socket given and SSH_AUTH_SOCK is not set")
-        if not os.path.exists(path):
-            raise SecretError(f"ssh {ssh_id}: {path} does not exist")
-        sockets[ssh_id] = path
-    return sockets
+        for path in found:
+            if not os.path.exists(path):
+                raise SecretError(f"ssh {ssh_id}: {path} does not exist")
+        result[ssh_id] = found
+    return result

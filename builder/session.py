@@ -14,7 +14,6 @@ from builder.errors import PybuildError
 from builder.image import Image, REF_NAME_ANNOTATION
 from builder.outputs import OutputSpec, OutputType
 from builder.reference import Reference
-from builder.registry import RegistryClient
 from cache.digest import Digest
 from frontend import ops
 from frontend.definition import Definition, ResolvedImage
@@ -50,6 +49,23 @@ class IndexResults:
         return cached.created if cached else time.time()
 
 
+class LazyRegistryClient:
+    """A builder.registry.RegistryClient made on first use: a fully cached
+    build never talks to a registry, and importing requests (which
+    builder.registry needs) costs ~0.13 s of CPU (docs/benchmarks.md)."""
+
+    def __init__(self, store, *, insecure=()):
+        self._store, self._insecure = store, tuple(insecure)
+        self._client = None
+
+    def __getattr__(self, name):
+        if self._client is None:
+            from builder.registry import RegistryClient
+
+            self._client = RegistryClient(self._store, insecure=self._insecure)
+        return getattr(self._client, name)
+
+
 @dataclass
 class BuildSession:
     worker: object
@@ -58,13 +74,15 @@ class BuildSession:
     reporter: object
     network: NetworkMode
     secrets: object
-    ssh: Mapping[str, str]
-    registry: RegistryClient
+    ssh: object  # builder.ops.ssh_agent.SshAgents
+    registry: "RegistryClient | LazyRegistryClient"
     pull: bool
     tmp: Path
     definition: Definition | None = None
     context: object = None
     _executor: object = None
+    _stats: object = None  # the context's StatCache, closed with the session
+    limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
 
     @property
     def executor(self):
@@ -80,12 +98,17 @@ class BuildSession:
     @classmethod
     def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,
               insecure_registries, pull) -> "BuildSession":
+        from builder.ops.ssh_agent import SshAgents
+
         tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
-        registry = RegistryClient(worker.store, insecure=insecure_registries)
-        return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets, ssh,
-                   registry, pull, tmp)
+        registry = LazyRegistryClient(worker.store, insecure=insecure_registries)
+        return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets,
+                   SshAgents(ssh), registry, pull, tmp)
 
     def close(self) -> None:
+        self.ssh.close()  # stops the ssh-agents this build started
+        if self._stats is not None:
+            self._stats.close()  # every thread's connection to index.db
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     @property
@@ -108,7 +131,8 @@ class BuildSession:
     def _stat_cache(self):
         from cache.statcache import StatCache
 
-        return StatCache(self.worker.root / "index.db")
+        self._stats = StatCache(self.worker.root / "index.db")
+        return self._stats
 
     def _dockerignore_text(self) -> str:
         # BuildKit: <Dockerfile name>.dockerignore next to the Dockerfile wins.
@@ -171,43 +195,12 @@ class BuildSession:
         return impl(op, vertex, self)
 
     # outputs -------------------------------------------------------------
-    def export(self, image: Image, chain, tags, specs, push: bool) -> dict[str, str]:
-        from builder.export.docker import write_docker_archive
-        from builder.export.oci import write_oci_layout
+    def export(self, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+        """Write every output, each from the image its options ask for
+        (builder.export.run); returns the build's image and what was pushed."""
+        from builder.export.run import run_outputs
 
-        pushed: dict[str, str] = {}
-        store_local = not specs or any(s.type is OutputType.IMAGE for s in specs)
-        if store_local:
-            for tag in tags:
-                self.worker.index.put_image(tag, image.manifest.digest)
-        for spec in specs:
-            names = tuple(n for n in spec.attrs.get("name", "").split(";") if n) or tags
-            if spec.type is OutputType.OCI:
-                write_oci_layout(self.worker.store, image, Path(spec.dest), tar=spec.flag("tar", True),
-                                 ref_names=names)
-            elif spec.type is OutputType.DOCKER:
-                dest = spec.dest
-                if not dest:
-                    raise PybuildError("type=docker needs dest=FILE (no docker daemon is used)")
-                write_docker_archive(self.worker.store, image, Path(dest), tags=names)
-            elif spec.type is OutputType.LOCAL:
-                self._export_rootfs(chain, Path(spec.dest), as_tar=False)
-            elif spec.type is OutputType.TAR:
-                self._export_rootfs(chain, Path(spec.dest), as_tar=True)
-            elif spec.type in (OutputType.REGISTRY, OutputType.IMAGE):
-                if spec.type is OutputType.REGISTRY or spec.flag("push"):
-                    for name in names:
-                        pushed[name] = self._push(name, image)
-                if spec.type is OutputType.IMAGE:
-                    for name in names:
-                        self.worker.index.put_image(str(Reference.parse(name)), image.manifest.digest)
-        if push:
-            if not tags:
-                raise PybuildError("--push needs at least one -t/--tag")
-            for tag in tags:
-                if tag not in pushed:
-                    pushed[tag] = self._push(tag, image)
-        return pushed
+        return run_outputs(self, assembler, chain, tags, specs, push)
 
     def _push(self, name: str, image: Image) -> str:
         ref = Reference.parse(name)

@@ -67,6 +67,11 @@ class Index:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        # Every thread's connection, so that close() closes them all: those
+        # of a build's finished worker threads would otherwise keep index.db
+        # open (and its filesystem busy) for as long as the process lives.
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         # executescript commits on its own; CREATE IF NOT EXISTS is idempotent.
         self._db().executescript(_SCHEMA)
 
@@ -77,6 +82,8 @@ class Index:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
+            with self._opened_lock:
+                self._opened.append(db)
         return db
 
     @contextmanager
@@ -91,10 +98,12 @@ class Index:
         db.execute("COMMIT")
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection; call once no thread uses the index."""
+        self._local.db = None
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
             db.close()
-            self._local.db = None
 
     # results -------------------------------------------------------------
     def get_result(self, key: str) -> CachedResult | None:
@@ -103,14 +112,16 @@ class Index:
             return None
         return CachedResult(key, tuple(json.loads(row[0])), row[1])
 
-    def put_result(self, key: str, chain: tuple[str, ...]) -> CachedResult:
+    def put_result(self, key: str, chain: tuple[str, ...], created: float | None = None) -> CachedResult:
         """Record a result; when another process recorded the same key first,
-        its result wins and is returned (the caller drops its own copy)."""
+        its result wins and is returned (the caller drops its own copy).
+        `created`: when the result was first made (an imported cache keeps
+        the exporter's time, so the image config comes out identical)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO results(key, chain, created, last_used) VALUES (?,?,?,?)",
-                (key, json.dumps(list(chain)), now, now),
+                (key, json.dumps(list(chain)), now if created is None else created, now),
             )
         return self.get_result(key)
 
@@ -165,6 +176,37 @@ class Index:
             db.execute("INSERT OR IGNORE INTO bases VALUES (?,?)", (str(chain_id), snapshot))
         return self.get_base(chain_id)
 
+    def all_bases(self) -> list[tuple[str, str]]:
+        """(chain id, snapshot) of every extracted base layer (for doctor)."""
+        return [tuple(row) for row in self._db().execute("SELECT chain_id, snapshot FROM bases").fetchall()]
+
+    def drop_base(self, chain_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM bases WHERE chain_id=?", (str(chain_id),))
+
+    def drop_layer(self, snapshot: str, compression: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM layers WHERE snapshot=? AND compression=?", (snapshot, compression))
+
+    def all_bases(self) -> list[tuple[str, str]]:
+        """(chain id, snapshot) of every extracted base or imported layer."""
+        return [(c, s) for c, s in self._db().execute("SELECT chain_id, snapshot FROM bases").fetchall()]
+
+    def forget_snapshots(self, snapshots: list[str]) -> None:
+        """Drop what the index says about snapshots GC removes."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM layers WHERE snapshot=?", [(s,) for s in snapshots])
+            db.executemany("DELETE FROM bases WHERE snapshot=?", [(s,) for s in snapshots])
+
+    def results_by_age(self) -> list[tuple[str, tuple[str, ...], float]]:
+        """(key, chain, last_used) of every result, least recently used first."""
+        rows = self._db().execute("SELECT key, chain, last_used FROM results ORDER BY last_used").fetchall()
+        return [(k, tuple(json.loads(c)), t) for k, c, t in rows]
+
+    def drop_results(self, keys: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM results WHERE key=?", [(k,) for k in keys])
+
     # resolved references -------------------------------------------------
     def get_resolved(self, ref: str, platform: str) -> Digest | None:
         row = self._db().execute("SELECT manifest FROM resolved WHERE ref=? AND platform=?", (ref, platform)).fetchone()
@@ -173,6 +215,10 @@ class Index:
     def put_resolved(self, ref: str, platform: str, manifest: Digest) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO resolved VALUES (?,?,?)", (ref, platform, str(manifest)))
+
+    def resolved_manifests(self) -> list[Digest]:
+        rows = self._db().execute("SELECT manifest FROM resolved").fetchall()
+        return [Digest.parse(m) for (m,) in rows]
 
     # images --------------------------------------------------------------
     def get_image(self, name: str) -> Digest | None:

@@ -84,6 +84,7 @@ class StatCache:
         self.racy_window_ns = racy_window_ns
         self._local = threading.local()
         self._counter_lock = threading.Lock()
+        self._opened: list[sqlite3.Connection] = []  # every thread's, for close()
         self.hashed = 0
         self.hits = 0
         self._db().execute(_SCHEMA)
@@ -99,14 +100,18 @@ class StatCache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
+            with self._counter_lock:
+                self._opened.append(db)
         return db
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection; call once no thread uses the cache
+        (finished threads' connections would keep index.db open)."""
+        self._local.db = None
+        with self._counter_lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
             db.close()
-            self._local.db = None
 
     # the cache -----------------------------------------------------------
     def lookup(self, path: Path, st: os.stat_result) -> Digest | None:

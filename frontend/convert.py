@@ -1095,7 +1095,9 @@ class _Converter:
                             lint.copy_ignored(self.linter, "Add" if is_add else "Copy", src, loc)
                 src_vertex = self.source_vertex(state, cmd, from_) if from_ else self.context_vertex()
                 if parents:
-                    paths = tuple("/" + s.lstrip("/") for s in sources)
+                    # A leading "./" is the usual relative prefix, not the
+                    # `/./` pivot: `./x/./y/a.txt` keeps `y/a.txt`.
+                    paths = tuple("/" + re.sub(r"^(?:\./+)+", "", s).lstrip("/") for s in sources)
                 else:
                     paths = tuple(_normalize("/", s, keep_slash=False) for s in sources)
                 if is_add:

@@ -34,6 +34,7 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
+from runtime.limits import OutOfMemory, StepCgroup, sandbox_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
 
@@ -67,12 +68,24 @@ class BuiltinExecutor:
         user = resolve_user(rootfs, spec.user)
         stubs = missing_paths(rootfs, mount_targets(spec))
         work = scratch_dir(self._scratch, "pybuild-exec-")
+        cgroup = None
         try:
             config = self._config(spec, rootfs, user, write_etc_files(work, spec))
+            if spec.limits and spec.limits.needs_cgroup:
+                cgroup = StepCgroup(spec.limits)
+                config["cgroups"] = cgroup.procs_files
             config_path = work / "config"
             config_path.write_bytes(marshal.dumps(config))
-            self._supervise(spec, config_path, output)
+            try:
+                self._supervise(spec, config_path, output)
+            except ExecFailed as exc:
+                if cgroup is not None and spec.limits.memory is not None and cgroup.oom_killed():
+                    raise OutOfMemory(exc.argv, exc.exit_code, exc.signal, exc.tail, spec.limits.memory,
+                                      certain=True) from None
+                raise
         finally:
+            if cgroup is not None:
+                cgroup.close()
             remove_stubs(stubs)
             remove_tree(work)
 
@@ -100,6 +113,7 @@ class BuiltinExecutor:
             "groups": list(user.additional_gids),
             "no_new_privs": self._no_new_privileges,
             "nofile": _nofile_limit(),
+            "rlimits": sandbox_rlimits(spec.limits),
         }
 
     def _supervise(self, spec: ExecSpec, config_path: Path, output: OutputSink) -> None:

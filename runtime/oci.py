@@ -38,6 +38,7 @@ from runtime.executor import (
     write_etc_files,
 )
 from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, resolve_in_root
+from runtime.limits import OutOfMemory, oci_resources, oci_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
 
@@ -209,6 +210,10 @@ class OciExecutor:
             # the runtime exits with the step's status, 128+n for a signal;
             # a runtime that failed to start the step exits non-zero too
             # and has said why in the output
+            if process.returncode == 137 and spec.limits and spec.limits.memory is not None:
+                # runc removes the step's cgroup, and its OOM count with it:
+                # a SIGKILL nobody here sent is the OOM killer's, most likely
+                raise OutOfMemory(spec.args, 137, None, tail.text(), spec.limits.memory, certain=False)
             raise ExecFailed(spec.args, process.returncode, None, tail.text())
 
 
@@ -289,7 +294,7 @@ def build_config(
         "readonlyPaths": list(READONLY_PATHS),
         # deny every device but those the runtime always allows (null, zero,
         # full, random, urandom, tty, ptmx, pts)
-        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        "resources": {"devices": [{"allow": False, "access": "rwm"}], **oci_resources(spec.limits)},
         "seccomp": _seccomp(),
     }
     return {
@@ -308,7 +313,7 @@ def build_config(
                 "inheritable": [],
                 "ambient": [],
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}],
+            "rlimits": _rlimits(spec),
             "noNewPrivileges": no_new_privileges,
         },
         "root": {"path": str(rootfs), "readonly": False},
@@ -362,6 +367,14 @@ def _seccomp() -> dict:
     if arches:
         profile["architectures"] = arches
     return profile
+
+
+def _rlimits(spec: ExecSpec) -> list[dict]:
+    """docker's open-files limit, then --ulimit's (which win)."""
+    ulimits = oci_rlimits(spec.limits)
+    given = {item["type"] for item in ulimits}
+    default = [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}]
+    return [item for item in default if item["type"] not in given] + ulimits
 
 
 def _nofile() -> int:

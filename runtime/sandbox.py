@@ -349,6 +349,12 @@ def _command(linux, config: dict) -> None:
     os.setsid()
     os.umask(0o022)
     _set_nofile(config["nofile"])
+    try:
+        for kind, soft, hard in config.get("rlimits", ()):  # --ulimit
+            resource.setrlimit(kind, (soft, hard))
+    except (OSError, ValueError) as exc:
+        os.write(2, f"failed to set a ulimit: {exc}\n".encode())
+        os._exit(126)
     os.chdir(config["cwd"])
     try:
         _drop_privileges(linux, config)
@@ -399,6 +405,11 @@ def _import_linux():
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C in a terminal signals the whole process group, this helper too:
+    # pybuild decides when the step ends (it kills us on cancel), and a
+    # KeyboardInterrupt here would print a traceback into the step's output.
+    # Its children set SIGINT back to SIG_DFL (_init, _command).
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     linux = _import_linux()
     with open(argv[1], "rb") as handle:
         config = marshal.load(handle)
@@ -407,6 +418,14 @@ def main(argv: list[str]) -> int:
     linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
     if os.getppid() != config["parent"]:
         return 1  # pybuild's thread is already gone
+    try:
+        # before any process of the step exists: all of them inherit it
+        for procs in config.get("cgroups", ()):
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+    except OSError as exc:
+        _report(status_fd, "error", f"joining the step's cgroup: {exc}")
+        return 1
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
     if config["network_none"]:
         flags |= linux.CLONE_NEWNET

@@ -76,6 +76,10 @@ class _SnapshotStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Owner only, as containerd's snapshot root: an image's setuid-root
+        # file or world-writable dir in <id>/fs must not be reachable by
+        # other users of the host (SECURITY.md).
+        os.chmod(self.root, 0o700)
         self._empty = self.root / ".empty"
         self._empty.mkdir(mode=0o755, exist_ok=True)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from runtime.limits import Limits
+
 
 class NetworkMode(enum.Enum):
     NONE = "none"  # a new network namespace with only lo
@@ -40,6 +42,7 @@ class ExecSpec:
     hostname: str = "buildkitsandbox"
     network: NetworkMode = NetworkMode.HOST
     mounts: tuple[Mount, ...] = ()
+    limits: Limits | None = None  # memory, cpu, pids (cgroups) and rlimits
 
 
 OutputSink = Callable[[bytes], None]

@@ -12,7 +12,7 @@ uncompressed layers, so layers are written as stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Mapping, Sequence
 
 from builder.export.oci import Entry, atomic_file, blob_path, layout_entries, parse_names, write_tar
 from builder.image import Image, canonical_json
@@ -45,21 +45,22 @@ def repositories(image: Image, refs: Sequence[Reference]) -> dict:
     return body
 
 
-def docker_entries(store: ContentStore, image: Image, refs: Sequence[Reference]) -> list[Entry]:
-    entries = layout_entries(store, image, refs)
+def docker_entries(store: ContentStore, image: Image, refs: Sequence[Reference],
+                   index_annotations: Mapping[str, str] | None = None) -> list[Entry]:
+    entries = layout_entries(store, image, refs, index_annotations)
     entries.append(Entry("manifest.json", data=canonical_json(docker_manifest(image, refs))))
     entries.append(Entry("repositories", data=canonical_json(repositories(image, refs))))
     return entries
 
 
 def stream_docker_archive(store: ContentStore, image: Image, out: BinaryIO, *,
-                          tags: Sequence[str] = ()) -> None:
+                          tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
     """The archive on an open stream (e.g. stdout for `docker load`)."""
-    write_tar(store, docker_entries(store, image, parse_names(tags)), out)
+    write_tar(store, docker_entries(store, image, parse_names(tags), index_annotations), out)
 
 
 def write_docker_archive(store: ContentStore, image: Image, dest: Path, *,
-                         tags: Sequence[str] = ()) -> None:
+                         tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
     """Write the archive to `dest` atomically."""
-    entries = docker_entries(store, image, parse_names(tags))
+    entries = docker_entries(store, image, parse_names(tags), index_annotations)
     atomic_file(Path(dest), lambda out: write_tar(store, entries, out))

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from builder.errors import ExportError, InvalidReference
 from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
@@ -56,8 +56,10 @@ def blob_path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def index_json(manifest: Descriptor, refs: Sequence[Reference]) -> dict:
-    """The layout's index: one entry per name (one bare entry without names)."""
+def index_json(manifest: Descriptor, refs: Sequence[Reference],
+               index_annotations: Mapping[str, str] | None = None) -> dict:
+    """The layout's index: one entry per name (one bare entry without names),
+    with `annotations` (`annotation-index.KEY=V`) on the index itself."""
     entries = []
     for ref in refs or (None,):
         annotations = dict(manifest.annotations or {})
@@ -68,7 +70,10 @@ def index_json(manifest: Descriptor, refs: Sequence[Reference]) -> dict:
         entry = Descriptor(manifest.media_type, manifest.digest, manifest.size,
                            annotations=annotations or None, platform=manifest.platform)
         entries.append(entry.to_json())
-    return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    if index_annotations:
+        body["annotations"] = dict(index_annotations)
+    return body
 
 
 def image_blobs(store: ContentStore, image: Image) -> list[Digest]:
@@ -87,10 +92,11 @@ def image_blobs(store: ContentStore, image: Image) -> list[Digest]:
     return sorted(seen)
 
 
-def layout_entries(store: ContentStore, image: Image, refs: Sequence[Reference]) -> list[Entry]:
+def layout_entries(store: ContentStore, image: Image, refs: Sequence[Reference],
+                   index_annotations: Mapping[str, str] | None = None) -> list[Entry]:
     entries = [Entry(blob_path(digest), blob=digest) for digest in image_blobs(store, image)]
     entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
-    entries.append(Entry("index.json", data=canonical_json(index_json(image.manifest, refs))))
+    entries.append(Entry("index.json", data=canonical_json(index_json(image.manifest, refs, index_annotations))))
     return entries
 
 
@@ -199,16 +205,16 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
 
 
 def stream_oci_archive(store: ContentStore, image: Image, out: BinaryIO, *,
-                       ref_names: Sequence[str] = ()) -> None:
+                       ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
     """The OCI layout as a tar on an open stream (e.g. stdout)."""
-    write_tar(store, layout_entries(store, image, parse_names(ref_names)), out)
+    write_tar(store, layout_entries(store, image, parse_names(ref_names), index_annotations), out)
 
 
 def write_oci_layout(store: ContentStore, image: Image, dest: Path, *, tar: bool = True,
-                     ref_names: Sequence[str] = ()) -> None:
+                     ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
     """Export `image` as an OCI image layout: a tar file (`tar=True`) or a directory."""
     dest = Path(dest)
-    entries = layout_entries(store, image, parse_names(ref_names))
+    entries = layout_entries(store, image, parse_names(ref_names), index_annotations)
     if tar:
         atomic_file(dest, lambda out: write_tar(store, entries, out))
     else:

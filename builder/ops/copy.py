@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from builder.context import BuildContext, Entry, Match, Selection
+from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile
 from runtime.fsutil import copy_data, read_xattrs, resolve_in_root
@@ -52,8 +53,8 @@ SKIP_XATTRS = ("security.selinux",)
 _INLINE_FILE_MODE = 0o644  # BuildKit's Mkfile mode for heredoc files
 
 
-class CopyError(Exception):
-    """A COPY/ADD that cannot be done as asked (the lead rehomes it)."""
+class CopyError(PybuildError):
+    """A COPY/ADD that cannot be done as asked (the CLI reports it on one line)."""
 
 
 def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "", chmod: str = "",

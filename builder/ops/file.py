@@ -55,7 +55,10 @@ class CopyImpl(_SnapshotStep):
         if self._from_context():
             # Only the selected files are hashed, through the stat cache.
             self._selection = self._select(self.session.context)
-            content = str(self.session.context.checksum(self._selection))
+            # An octal --chmod replaces every copied mode: the sources' modes
+            # (the umask of whoever checked them out) cannot change the result.
+            fixed_mode = bool(self.op.chmod) and self.op.chmod.isdigit()
+            content = str(self.session.context.checksum(self._selection, ignore_mode=fixed_mode))
         return cache_key(self.op.canonical(), input_keys, content)
 
     def execute(self, inputs, cancel: threading.Event):

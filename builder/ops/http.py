@@ -24,9 +24,9 @@ import tempfile
 import urllib.parse
 from email.message import Message
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
-
+from builder.errors import PybuildError
 from cache.digest import Digest
 
 FILE_MODE = 0o600
@@ -35,14 +35,21 @@ _CHUNK = 1 << 20
 _TIMEOUT = (30, 300)  # connect, read (seconds between bytes)
 _ALGORITHMS = ("sha256", "sha384", "sha512")
 
+if TYPE_CHECKING:
+    import requests
 
-class FetchError(Exception):
+
+class FetchError(PybuildError):
     """A URL that could not be downloaded or did not match its checksum."""
 
 
 def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *,
               filename: str = "", session: requests.Session | None = None) -> tuple[str, Digest]:
     """Download `url` to `dest_file`; returns (file name for the image, sha256)."""
+    # Imported here: every build imports this module (for its op), few fetch
+    # a URL, and requests costs ~0.13 s of CPU to import (docs/benchmarks.md).
+    import requests
+
     expected_alg, expected_hex = _parse_checksum(checksum)
     dest_file = Path(dest_file)
     http = session or requests

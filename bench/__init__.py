@@ -1,0 +1,1 @@
+"""Benchmarks: pybuild against docker BuildKit and buildah (python3 -m bench)."""

@@ -1,0 +1,189 @@
+"""python3 -m bench: pybuild against docker BuildKit and buildah.
+
+    python3 -m bench --smoke --builders pybuild       # harness check, < 1 min
+    python3 -m bench --reps 3                         # the full run (see docs/benchmarks.md)
+    python3 -m bench --scenarios 2,6 --builders pybuild,docker --reps 5
+
+Results: a JSON file in bench/results/ (every sample) and a markdown table
+of medians on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench import env, limits, scenarios
+from bench.builders import BUILDERS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition: check the harness")
+    p.add_argument("--scenarios", default=None, help="comma-separated scenario numbers (default: all)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per scenario (default 3; smoke 1)")
+    p.add_argument("--builders", default="pybuild,docker,buildah", help="comma-separated: pybuild,docker,buildah")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir in /var/tmp)")
+    p.add_argument("--limits", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure gzip/zstd/disk limits (default: on, off with --smoke)")
+    args = p.parse_args(argv)
+    # The smoke run leaves out 5 (debootstrap, apt and pip over the network).
+    default = [k for k in scenarios.SCENARIOS if not (args.smoke and k == "5")]
+    args.scenarios = [s.strip() for s in (args.scenarios or ",".join(default)).split(",") if s.strip()]
+    for s in args.scenarios:
+        if s not in scenarios.SCENARIOS:
+            p.error(f"unknown scenario {s!r}; known: {', '.join(scenarios.SCENARIOS)}")
+    args.builders = [b.strip() for b in args.builders.split(",") if b.strip()]
+    for b in args.builders:
+        if b not in BUILDERS:
+            p.error(f"unknown builder {b!r}; known: {', '.join(BUILDERS)}")
+    if args.reps is None:
+        args.reps = 1 if args.smoke else 3
+    if args.limits is None:
+        args.limits = not args.smoke
+    return args
+
+
+def machine_info() -> dict:
+    mem_kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+    return {"nproc": os.cpu_count(), "ram_gb": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
+    owned_work = args.work is None
+    env.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="work-", dir=env.CACHE_DIR))
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "bench.log"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = {"started": stamp, "smoke": args.smoke, "reps": args.reps, "sizes": sizes.__dict__,
+              "machine": machine_info(), "versions": {}, "notes": [], "samples": []}
+    print(f"bench: work dir {work}, log {log}", file=sys.stderr)
+    registry = None
+    builders = []
+    try:
+        registry = env.start_registry(work / "registry")
+        env.push_busybox(registry, work)
+        debian = None
+        if "5" in args.scenarios:
+            try:
+                scenarios.ensure_wheels()
+                debian = env.push_debian(registry, log)
+            except Exception as exc:  # noqa: BLE001 - a skipped scenario is reported, not fatal
+                report["notes"].append(f"scenario 5 skipped: no Debian base image: {exc}")
+        bench = scenarios.Bench(work, sizes, registry.host, debian, log)
+        for name in args.builders:
+            builder = BUILDERS[name](work, log)
+            try:
+                builder.start()
+                report["versions"][name] = builder.version()
+                builders.append(builder)
+            except Exception as exc:  # noqa: BLE001
+                report["notes"].append(f"builder {name} unavailable: {exc}")
+        if args.limits:
+            print("bench: measuring physical limits", file=sys.stderr)
+            report["limits"] = limits.measure(work=work)
+        keys = [k for k in args.scenarios if not (k == "6" and "2" in args.scenarios)]
+        for key in keys:
+            if key == "5" and debian is None:
+                continue
+            for rep in range(args.reps):
+                # A B A B: alternate the order so slow drift hits every builder.
+                order = builders if rep % 2 == 0 else builders[::-1]
+                for builder in order:
+                    if key in scenarios.PYBUILD_ONLY and builder.name != "pybuild":
+                        continue
+                    print(f"bench: scenario {key} rep {rep + 1}/{args.reps} {builder.name}", file=sys.stderr)
+                    try:
+                        measures = scenarios.run_scenario(bench, key, builder, rep, set(args.scenarios))
+                    except Exception as exc:  # noqa: BLE001
+                        report["notes"].append(f"scenario {key} {builder.name} rep {rep + 1}: {exc}")
+                        traceback.print_exc()
+                        continue
+                    for measure, sample in measures.items():
+                        report["samples"].append({"scenario": scenarios.scenario_of(key, measure),
+                                                  "measure": measure, "builder": builder.name,
+                                                  "rep": rep, **sample.as_dict()})
+                        if not sample.ok:
+                            report["notes"].append(f"scenario {key} {measure} {builder.name}: {sample.note}")
+    finally:
+        for builder in builders:
+            try:
+                builder.stop()
+            except Exception as exc:  # noqa: BLE001
+                report["notes"].append(f"stopping {builder.name}: {exc}")
+        if registry is not None:
+            env.remove_registry(registry)
+        report["machine"]["loadavg_end"] = os.getloadavg()
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        out = args.results_dir / f"bench-{stamp}{'-smoke' if args.smoke else ''}.json"
+        report["table"] = table(report, [b.name for b in builders] or args.builders)
+        out.write_text(json.dumps(report, indent=2))
+        if owned_work:
+            env.remove_tree(work) if not os.environ.get("PYBUILD_BENCH_KEEP") else None
+    print(report["table"])
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"results: {out}")
+    failed = [s for s in report["samples"] if not s["ok"]]
+    return 1 if failed or not report["samples"] else 0
+
+
+def _median(samples, field):
+    values = [s[field] for s in samples if s["ok"]]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value, unit=""):
+    if value is None:
+        return "–"
+    if unit == "MB":
+        return f"{value:.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def table(report: dict, builders: list[str]) -> str:
+    groups: dict[tuple, dict[str, list]] = {}
+    for s in report["samples"]:
+        groups.setdefault((s["scenario"], s["measure"]), {}).setdefault(s["builder"], []).append(s)
+    peers = [b for b in builders if b != "pybuild"]
+    head = ["scenario", "measure"] + [f"{b} wall s" for b in builders]
+    head += [f"pybuild/{p}" for p in peers] + ["target vs docker"]
+    head += [f"{b} CPU s" for b in builders] + [f"{b} peak RSS MB" for b in builders]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = list(scenarios.TARGETS)
+    for key in sorted(groups, key=lambda k: order.index(k) if k in order else 99):
+        per = groups[key]
+        wall = {b: _median(per.get(b, []), "wall") for b in builders}
+        row = [f"{key[0]} {scenarios.SCENARIOS[key[0]]}", key[1]] + [_fmt(wall[b]) for b in builders]
+        for p in peers:
+            ok = wall.get("pybuild") and wall.get(p)
+            row.append(f"{wall['pybuild'] / wall[p]:.2f}×" if ok else "–")
+        target = scenarios.TARGETS.get(key)
+        row.append(f"≤{target}×" if target else "–")
+        row += [_fmt(_median(per.get(b, []), "cpu")) for b in builders]
+        row += [_fmt(_median(per.get(b, []), "rss_mb"), "MB") for b in builders]
+        lines.append("| " + " | ".join(row) + " |")
+    n = {b: len([s for s in report["samples"] if s["builder"] == b]) for b in builders}
+    lines.append("")
+    lines.append(f"medians of {report['reps']} repetition(s); samples per builder: {n}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The builders under test, behind one small interface.
+
+cold() puts a builder in the cold state (empty cache, no local base image);
+build() and push() run one measured command; tag() is unmeasured set-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import measure
+from bench.env import DockerDaemon, remove_tree
+
+PYBUILD = str(Path(sys.executable).parent / "pybuild")
+if not os.path.exists(PYBUILD):
+    PYBUILD = shutil.which("pybuild") or "pybuild"
+
+
+def _build_args(args: dict[str, str]) -> list[str]:
+    out = []
+    for key, value in args.items():
+        out += ["--build-arg", f"{key}={value}"]
+    return out
+
+
+class Pybuild:
+    name = "pybuild"
+
+    def __init__(self, work: Path, log: Path):
+        self.work, self.log = work, log
+        self.root: Path | None = None
+        self._n = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.root is not None:
+            remove_tree(self.root)
+
+    def version(self) -> str:
+        done = subprocess.run([PYBUILD, "version"], capture_output=True, text=True)
+        return done.stdout.strip() or done.stderr.strip()
+
+    def cold(self) -> None:
+        self.stop()
+        self._n += 1
+        self.root = self.work / f"pybuild-root-{self._n}"
+
+    def build(self, context: Path, tag: str, args: dict[str, str]) -> measure.Sample:
+        return measure.run([PYBUILD, "build", "--root", str(self.root), "--progress", "plain", "-t", tag,
+                            *_build_args(args), str(context)], log=self.log)
+
+    def tag(self, source: str, target: str) -> None:
+        measure.quiet([PYBUILD, "tag", "--root", str(self.root), source, target], log=self.log)
+
+    def push(self, ref: str) -> measure.Sample:
+        return measure.run([PYBUILD, "push", "--root", str(self.root), ref], log=self.log)
+
+
+class Docker:
+    name = "docker"
+
+    def __init__(self, work: Path, log: Path):
+        self.work, self.log = work, log
+        self.daemon = DockerDaemon(work / "docker", log.with_name("dockerd.log"))
+
+    def start(self) -> None:
+        self.daemon.start()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def version(self) -> str:
+        return f"dockerd {self.daemon.version()} (BuildKit built in), client {DockerDaemon.CLIENT}"
+
+    def cold(self) -> None:
+        self.daemon.reset(self.log)
+
+    def build(self, context: Path, tag: str, args: dict[str, str]) -> measure.Sample:
+        return measure.run([DockerDaemon.CLIENT, "build", "--progress", "plain", "--network", "host", "-t", tag,
+                            *_build_args(args), str(context)],
+                           log=self.log, env=self.daemon.env(), daemon_pid=self.daemon.pid)
+
+    def tag(self, source: str, target: str) -> None:
+        self.daemon.docker("tag", source, target, log=self.log)
+
+    def push(self, ref: str) -> measure.Sample:
+        return measure.run([DockerDaemon.CLIENT, "push", ref], log=self.log, env=self.daemon.env(),
+                           daemon_pid=self.daemon.pid)
+
+
+class Buildah:
+    name = "buildah"
+    isolation = os.environ.get("PYBUILD_BENCH_BUILDAH_ISOLATION", "oci")
+    # Debian's buildah defaults to crun, which refuses this host's hybrid
+    # cgroup setup; runc is also what docker's BuildKit runs.
+    runtime = os.environ.get("PYBUILD_BENCH_BUILDAH_RUNTIME", "runc")
+
+    def __init__(self, work: Path, log: Path):
+        self.work, self.log = work, log
+        self.state: Path | None = None
+        self._n = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.state is not None:
+            subprocess.run([*self._global(), "rm", "-a"], capture_output=True, env=self._env())
+            subprocess.run([*self._global(), "rmi", "-af"], capture_output=True, env=self._env())
+            remove_tree(self.state)
+
+    def version(self) -> str:
+        return subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
+
+    def _global(self) -> list[str]:
+        return ["buildah", "--root", str(self.state / "root"), "--runroot", str(self.state / "run"),
+                "--storage-driver", "overlay"]
+
+    def _env(self) -> dict:
+        # Cache mounts (type=cache without from=) live in $TMPDIR/buildah-cache-<uid>:
+        # a per-state TMPDIR makes "cold" include them.
+        return {**os.environ, "TMPDIR": str(self.state / "tmp")}
+
+    def cold(self) -> None:
+        self.stop()
+        self._n += 1
+        self.state = self.work / f"buildah-{self._n}"
+        (self.state / "tmp").mkdir(parents=True)
+
+    def build(self, context: Path, tag: str, args: dict[str, str]) -> measure.Sample:
+        return measure.run([*self._global(), "build", "--layers", "--tls-verify=false",
+                            "--isolation", self.isolation,
+                            *(["--runtime", self.runtime] if self.isolation == "oci" else []),
+                            "--network", "host", "-t", tag,
+                            *_build_args(args), str(context)], log=self.log, env=self._env())
+
+    def tag(self, source: str, target: str) -> None:
+        measure.quiet([*self._global(), "tag", source, target], env=self._env(), log=self.log)
+
+    def push(self, ref: str) -> measure.Sample:
+        return measure.run([*self._global(), "push", "--tls-verify=false", ref, f"docker://{ref}"],
+                           log=self.log, env=self._env())
+
+
+BUILDERS = {"pybuild": Pybuild, "docker": Docker, "buildah": Buildah}

@@ -1,0 +1,161 @@
+"""The cache options of one build, and the hooks build() calls for them.
+
+--no-cache / --no-cache-filter decide which steps must run again;
+--cache-from wraps the solver's result store (builder/cache_import.py);
+--cache-to writes the cache after the image is assembled
+(builder/cache_export.py); every build records its step descriptions for
+--explain (builder/explain.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import networkx as nx
+
+from builder import explain as explaining
+from builder.cache_spec import CacheSpec, CacheType, parse_cache_spec
+from builder.errors import PybuildError
+
+
+@dataclass
+class CacheControl:
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+    explain: bool = False
+    cache_to: tuple[CacheSpec, ...] = ()
+    cache_from: tuple[CacheSpec, ...] = ()
+    _forced: dict[str, str] = field(default_factory=dict)  # vertex -> why
+    _results: object = None
+
+    @classmethod
+    def parse(cls, *, no_cache: bool, no_cache_filter, explain: bool, cache_to: Sequence[str],
+              cache_from: Sequence[str]) -> "CacheControl":
+        if isinstance(no_cache_filter, str):
+            no_cache_filter = [no_cache_filter]
+        stages = frozenset(s.strip() for item in (no_cache_filter or ()) for s in item.split(",") if s.strip())
+        return cls(no_cache, stages, explain,
+                   tuple(parse_cache_spec(s, export=True) for s in cache_to),
+                   tuple(parse_cache_spec(s, export=False) for s in cache_from))
+
+    # before solving ----------------------------------------------------------
+    def prepare(self, definition, session, reporter, platform: str):
+        """Decide the forced steps; return the solver's ResultStore."""
+        from builder.cache_import import ImportingResults, load_caches, restore_cache_mounts
+
+        graph = definition.graph
+        needed = nx.ancestors(graph, definition.target) | {definition.target}
+        if self.no_cache_filter:
+            stages = {m.stage for m in definition.metadata.values()}
+            unknown = sorted(self.no_cache_filter - stages)
+            if unknown:
+                raise PybuildError(f"--no-cache-filter: no stage named {unknown[0]!r} in this build "
+                                   f"(stages: {', '.join(sorted(s for s in stages if s))})")
+        for vertex in needed:
+            meta = definition.metadata.get(vertex)
+            if self.no_cache:
+                self._forced[vertex] = "--no-cache was given"
+            elif meta is not None and meta.stage in self.no_cache_filter:
+                self._forced[vertex] = f"--no-cache-filter names stage {meta.stage}"
+        # What reads a re-run step's result runs again too: otherwise the
+        # final image would not show the re-run at all.
+        for vertex in list(self._forced):
+            for later in nx.descendants(graph, vertex) & needed:
+                self._forced.setdefault(later, "a step it depends on was forced to run again")
+        caches = load_caches(list(self.cache_from), session, reporter, platform) if self.cache_from else []
+        if caches:
+            restore_cache_mounts(caches, session.worker, reporter)
+        self._results = _ForcingResults(ImportingResults(session.results, caches, session.worker, reporter),
+                                        session.worker.index, self._forced)
+        return self._results
+
+    def force(self, vertex: str) -> bool:
+        return vertex in self._forced
+
+    # after solving -----------------------------------------------------------
+    def after_solve(self, definition, session, solution, reporter, build_args, target) -> dict[str, str]:
+        key = explaining.build_id(session.context_dir, session.dockerfile_path, target)
+        forced = {explaining._step_name(definition.metadata[v]): why
+                  for v, why in self._forced.items() if v in definition.metadata}
+        return explaining.report(definition, solution, session, reporter, build_args or {}, forced,
+                                 self.explain, key)
+
+    def wrap_assembler(self, assembler, session, solution, definition):
+        """With --cache-to type=inline, every image gets its cache records."""
+        if not any(s.type is CacheType.INLINE for s in self.cache_to):
+            return assembler
+        return _InlineCacheAssembler(assembler, lambda image: self._exporter(session, solution, definition, image))
+
+    def export(self, session, solution, definition, image, reporter) -> None:
+        """Write every --cache-to but inline, reusing the image's layer blobs."""
+        from builder.cache_export import export_cache
+
+        specs = [s for s in self.cache_to if s.type is not CacheType.INLINE]
+        if specs:
+            exporter = self._exporter(session, solution, definition, image)
+            for spec in specs:
+                export_cache(spec, exporter, session, reporter)
+
+    @staticmethod
+    def _exporter(session, solution, definition, image):
+        from builder.cache_export import CacheExporter
+        from builder.layers import LayerMaker
+
+        worker = session.worker
+        return CacheExporter(worker, LayerMaker(worker.store, worker.index, worker.snapshots), definition,
+                             solution, image)
+
+
+class _InlineCacheAssembler:
+    """Assembler's interface; each image it makes carries its inline cache."""
+
+    def __init__(self, inner, exporter_for):
+        self._inner = inner
+        self._exporter_for = exporter_for
+        self.defaults = inner.defaults
+        self._images = {}
+
+    def image(self, options=None):
+        from builder.cache_export import with_inline_cache
+
+        plain = self._inner.image(options)
+        if plain.manifest.digest not in self._images:
+            exporter = self._exporter_for(plain)
+            self._images[plain.manifest.digest] = with_inline_cache(exporter.store, plain, exporter)
+        return self._images[plain.manifest.digest]
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _ForcingResults:
+    """A forced step's new result replaces the old one under its key (the
+    index otherwise keeps the first result recorded for a key, and the
+    re-run would be thrown away).
+
+    The solver never looks a forced step up, so a key recorded without a
+    lookup belongs to a forced step."""
+
+    def __init__(self, inner, index, forced):
+        self._inner = inner
+        self._index = index
+        self._forced = forced
+        self._looked_up: set[str] = set()
+
+    def lookup(self, key):
+        self._looked_up.add(key)
+        hit = self._inner.lookup(key)
+        if hit is not None:
+            self._index.touch_results([key])  # prune --keep-storage drops the least recently used
+        return hit
+
+    def record(self, key, result):
+        if self._forced and key not in self._looked_up:
+            cached = self._index.get_result(key)
+            if cached is not None and tuple(cached.chain) != tuple(result):
+                self._index.drop_result(key)
+        return self._inner.record(key, result)
+
+    def created(self, key):
+        return self._inner.created(key)

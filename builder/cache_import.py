@@ -1,0 +1,240 @@
+"""`--cache-from`: serve cache misses from an exported cache.
+
+Before solving, each source's cache config is loaded (a registry cache
+manifest, an image with inline cache, or an OCI layout directory). The
+solver then sees `ImportingResults`: a key missing from the local index but
+present in an imported config is materialised on the spot, bottom layer
+first: each blob is fetched (digest-checked), extracted into a snapshot
+(shared through the index `bases` table by chain ID, like base image
+layers) and remembered with its original blob, so that exporting the image
+reuses the very same layer digests. The solver then treats it as a hit, so
+a fresh machine runs no RUN whose result the cache holds.
+
+A cache that cannot be loaded is a warning, not an error, as in BuildKit:
+the build is still correct without it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from builder.cache_config import CACHE_CONFIG_MEDIA_TYPE, INLINE_KEY, CacheConfig, CacheConfigError, CacheLayer
+from builder.cache_spec import CacheSpec, CacheType
+from builder.compression import Compression, decompressing_reader
+from builder.errors import PybuildError, RegistryError
+from builder.image import REF_NAME_ANNOTATION, Descriptor
+from builder.reference import Reference
+from cache.digest import Digest
+from cache.errors import DigestMismatch, SizeMismatch
+from cache.index import LayerRecord
+from cache.keys import chain_id
+from runtime import layer as layer_tar
+
+_CHUNK = 1 << 20
+
+
+class CacheImportError(PybuildError):
+    """An imported cache blob that is missing or does not match its config."""
+
+
+@dataclass
+class ImportedCache:
+    name: str  # for messages: the ref or directory
+    config: CacheConfig
+    fetch: Callable[[Descriptor], None]  # put one blob into the local store
+
+
+def load_caches(specs: list[CacheSpec], session, reporter, platform: str) -> list[ImportedCache]:
+    caches = []
+    for spec in specs:
+        try:
+            if spec.type is CacheType.REGISTRY:
+                caches.append(_from_registry(spec, session, platform))
+            elif spec.type is CacheType.LOCAL:
+                caches.append(_from_layout(spec, session.worker.store))
+        except (RegistryError, CacheConfigError, CacheImportError) as exc:
+            reporter.warning(f"failed to import cache {spec}: {exc}")
+    return caches
+
+
+def _from_registry(spec: CacheSpec, session, platform: str) -> ImportedCache:
+    ref = Reference.parse(spec.ref)
+    resolved = session.registry.resolve(ref, platform)
+    if resolved.config.media_type == CACHE_CONFIG_MEDIA_TYPE:
+        body = resolved.config_json
+    elif isinstance(resolved.config_json.get(INLINE_KEY), dict):
+        body = resolved.config_json[INLINE_KEY]  # an image built with --cache-to type=inline
+    else:
+        raise CacheConfigError(f"{ref} holds neither a pybuild cache nor an image with inline cache")
+    config = CacheConfig.from_json(body, str(ref))
+    return ImportedCache(str(ref), config, lambda desc: session.registry.fetch_blob(ref, desc))
+
+
+def _from_layout(spec: CacheSpec, store) -> ImportedCache:
+    root = Path(spec.path)
+    try:
+        index = json.loads((root / "index.json").read_text())
+    except FileNotFoundError:
+        raise CacheImportError(f"{root} is not an OCI layout (no index.json)") from None
+    except (OSError, ValueError) as exc:
+        raise CacheImportError(f"cannot read {root}/index.json: {exc}") from None
+    entries = [m for m in index.get("manifests") or []
+               if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) == spec.tag]
+    if not entries:
+        raise CacheImportError(f"{root} has no cache tagged {spec.tag!r}")
+
+    def fetch(desc: Descriptor) -> None:
+        if store.has(desc.digest):
+            return
+        path = root / "blobs" / desc.digest.algorithm / desc.digest.hex
+        try:
+            with open(path, "rb") as src, store.writer(desc.digest, desc.size) as out:
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    out.write(chunk)
+                out.commit()
+        except FileNotFoundError:
+            raise CacheImportError(f"cache {root}: blob {desc.digest} is missing") from None
+        except (DigestMismatch, SizeMismatch) as exc:
+            raise CacheImportError(f"cache {root}: {exc}") from None
+
+    manifest_desc = Descriptor.from_json(entries[-1])
+    fetch(manifest_desc)
+    manifest = json.loads(store.read_bytes(manifest_desc.digest))
+    config_desc = Descriptor.from_json(manifest["config"])
+    if config_desc.media_type != CACHE_CONFIG_MEDIA_TYPE:
+        raise CacheConfigError(f"{root}: {config_desc.media_type} is not a pybuild cache config")
+    fetch(config_desc)
+    config = CacheConfig.from_json(json.loads(store.read_bytes(config_desc.digest)), str(root))
+    return ImportedCache(str(root), config, fetch)
+
+
+class ImportingResults:
+    """The solver's ResultStore: the local index first, then imported caches."""
+
+    def __init__(self, local, caches: list[ImportedCache], worker, reporter):
+        self._local = local
+        self._caches = caches
+        self._worker = worker
+        self._reporter = reporter
+        self.imported: list[str] = []  # keys served from an imported cache
+
+    def lookup(self, key: str):
+        hit = self._local.lookup(key)
+        if hit is not None or not self._caches:
+            return hit
+        for cache in self._caches:
+            record = cache.config.records.get(key)
+            if record is None:
+                continue
+            layers = cache.config.chain_of(key)
+            chain = tuple(self._materialise(cache, layer, layers[: i + 1]) for i, layer in enumerate(layers))
+            stored = self._worker.index.put_result(key, chain, created=record.created)
+            self.imported.append(key)
+            self._record_prefixes(cache, record, chain)
+            return stored.chain
+        return None
+
+    def _record_prefixes(self, cache: ImportedCache, record, chain: tuple[str, ...]) -> None:
+        """The steps below an imported one are on disk now as well: record
+        them, so later builds (and a re-export) find them locally."""
+        for other in cache.config.records.values():
+            if other.key != record.key and record.chain[: len(other.chain)] == other.chain:
+                self._worker.index.put_result(other.key, chain[: len(other.chain)], created=other.created)
+
+    def record(self, key: str, result):
+        return self._local.record(key, result)
+
+    def created(self, key: str) -> float:
+        return self._local.created(key)
+
+    def _materialise(self, cache: ImportedCache, layer: CacheLayer, below: list[CacheLayer]) -> str:
+        """The snapshot of `layer` on top of `below` (which ends with it)."""
+        worker = self._worker
+        cid = Digest.parse(chain_id([str(l.diff_id) for l in below]))
+        snapshot = worker.index.get_base(cid)
+        if snapshot is None or not worker.snapshots.exists(snapshot):
+            cache.fetch(layer.descriptor)
+            snapshot = worker.snapshots.create()
+            try:
+                with worker.store.open(layer.descriptor.digest) as raw:
+                    compression = Compression.of_media_type(layer.descriptor.media_type)
+                    stream = _DiffIdReader(decompressing_reader(raw, compression))
+                    layer_tar.apply_layer(stream, worker.snapshots.fs_path(snapshot))
+                    stream.check(layer.diff_id, cache.name)
+            except BaseException:
+                worker.snapshots.remove(snapshot)
+                raise
+            winner = worker.index.put_base(cid, snapshot)
+            if winner != snapshot:  # another process extracted it first
+                worker.snapshots.remove(snapshot)
+            snapshot = winner
+        # "base:" marks the blob a snapshot came from: LayerMaker reuses it.
+        desc = layer.descriptor
+        record_key = f"base:{desc.digest}"
+        if worker.index.get_layer(snapshot, record_key) is None:
+            worker.index.put_layer(LayerRecord(snapshot, record_key, layer.diff_id, desc.digest, desc.size,
+                                               desc.media_type, layer.empty))
+        return snapshot
+
+
+class _DiffIdReader:
+    """Hashes the uncompressed tar as it is extracted: a cache config that
+    lies about a diff_id must not poison the chain ID table."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._hash = Digest.of_bytes(b"").hasher()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._hash.update(data)
+        return data
+
+    def check(self, expected: Digest, where: str) -> None:
+        for chunk in iter(lambda: self.read(_CHUNK), b""):
+            pass  # the tar's trailing padding, which extraction may not read
+        if self._hash.hexdigest() != expected.hex:
+            raise CacheImportError(f"cache {where}: layer does not match its diff_id {expected}")
+
+
+def restore_cache_mounts(caches: list[ImportedCache], worker, reporter) -> int:
+    """Fill cache mount directories that this root does not have yet."""
+    restored = 0
+    base = worker.cache_mounts
+    for cache in caches:
+        for name, index in sorted(cache.config.mounts.items()):
+            path = base / name
+            if path.exists():
+                continue  # local contents are newer than any import
+            base.mkdir(parents=True, exist_ok=True)
+            desc = cache.config.layers[index].descriptor
+            # The same lock file as builder/ops/cachemount.py: a concurrent
+            # build creating this cache waits for us, and we for it.
+            fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if path.exists():
+                    continue
+                cache.fetch(desc)
+                fresh = path.with_name(path.name + ".import")
+                shutil.rmtree(fresh, ignore_errors=True)
+                fresh.mkdir()
+                try:
+                    with worker.store.open(desc.digest) as raw:
+                        layer_tar.apply_layer(decompressing_reader(raw, Compression.GZIP), fresh)
+                    os.replace(fresh, path)
+                except BaseException:
+                    shutil.rmtree(fresh, ignore_errors=True)
+                    raise
+                restored += 1
+            finally:
+                os.close(fd)
+    if restored:
+        reporter.message(f"restored {restored} cache mount(s) from the imported cache")
+    return restored

@@ -1,0 +1,255 @@
+"""pybuild's configuration file, and how flags, environment and file combine.
+
+The file is TOML, looked for in this order (the first that exists wins,
+files are not merged):
+
+    --config FILE, $PYBUILD_CONFIG
+    $XDG_CONFIG_HOME/pybuild/config.toml   (~/.config/pybuild/config.toml)
+    /etc/pybuild/config.toml
+
+    root = "/var/lib/pybuild"
+    isolation = "oci"            # builtin | oci
+    progress = "plain"           # auto | plain | tty | quiet | rawjson
+
+    [registry."docker.io"]
+    mirrors = ["mirror.gcr.io"]
+    [registry."registry.internal:5000"]
+    insecure = true              # plain HTTP, like --insecure-registry
+
+    [[gc.policy]]                # parsed and exposed; `prune` is not written yet
+    keep_storage = "10GB"
+    keep_duration = "48h"
+    filters = ["type==exec.cachemount"]
+    all = false
+
+The names follow buildkitd.toml where there is one (`[registry."host"]`
+with `mirrors`, `[[...gcpolicy]]` with `keepBytes`/`keepDuration`), in
+snake case as the rest of this file.
+
+Precedence for every setting is flag > environment variable > file >
+built-in default (`resolve`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Mapping
+
+from builder.errors import PybuildError
+
+SYSTEM_CONFIG = Path("/etc/pybuild/config.toml")
+ENV_CONFIG = "PYBUILD_CONFIG"
+ENV_ROOT = "PYBUILD_ROOT"
+ENV_PROGRESS = "PYBUILD_PROGRESS"
+
+
+class Isolation(str, Enum):
+    BUILTIN = "builtin"
+    OCI = "oci"
+
+
+class ProgressMode(str, Enum):
+    AUTO = "auto"
+    PLAIN = "plain"
+    TTY = "tty"
+    QUIET = "quiet"
+    RAWJSON = "rawjson"
+
+
+class ConfigError(PybuildError):
+    """A configuration file that cannot be read or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    host: str
+    mirrors: tuple[str, ...] = ()
+    insecure: bool = False
+    ca: str | None = None  # CA bundle (PEM) trusted for this registry's HTTPS
+
+
+@dataclass(frozen=True)
+class GCPolicy:
+    keep_storage: int | None = None  # bytes
+    keep_duration: float | None = None  # seconds
+    filters: tuple[str, ...] = ()
+    all: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None  # the file read, None when there was none
+    root: Path | None = None
+    isolation: Isolation | None = None
+    progress: ProgressMode | None = None
+    registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    gc_policy: tuple[GCPolicy, ...] = ()
+
+    @property
+    def insecure_registries(self) -> tuple[str, ...]:
+        return tuple(host for host, reg in sorted(self.registries.items()) if reg.insecure)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a command uses once flags, environment and file are combined."""
+
+    config: Config
+    root: Path | None  # None: the worker's default (/var/lib/pybuild for root)
+    isolation: str | None  # None: the best available
+    progress: ProgressMode
+    insecure_registries: tuple[str, ...]
+
+
+def config_candidates(env: Mapping[str, str]) -> list[Path]:
+    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [Path(config_home) / "pybuild" / "config.toml", SYSTEM_CONFIG]
+
+
+def find_config(explicit: str | os.PathLike | None, env: Mapping[str, str]) -> Path | None:
+    """The file to read: an explicitly named one must exist; otherwise the
+    first of the standard places that does."""
+    named = explicit or env.get(ENV_CONFIG)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: no such file")
+        return path
+    return next((path for path in config_candidates(env) if path.is_file()), None)
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping, path: Path | None = None) -> Config:
+    where = f"config file {path}" if path else "config"
+    unknown = set(data) - {"root", "isolation", "progress", "registry", "gc"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    root = data.get("root")
+    if root is not None and not isinstance(root, str):
+        raise ConfigError(f"{where}: root must be a string")
+    return Config(
+        path=path,
+        root=Path(root) if root else None,
+        isolation=_enum(Isolation, data.get("isolation"), "isolation", where),
+        progress=_enum(ProgressMode, data.get("progress"), "progress", where),
+        registries=_registries(data.get("registry", {}), where),
+        gc_policy=_gc(data.get("gc", {}), where),
+    )
+
+
+def _enum(kind, value, key: str, where: str):
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise ConfigError(f"{where}: {key} = {value!r}: expected one of {choices}") from None
+
+
+def _registries(table, where: str) -> dict[str, RegistryConfig]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [registry] must be a table of hosts")
+    found = {}
+    for host, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: [registry.{host!r}] must be a table")
+        unknown = set(entry) - {"mirrors", "insecure", "http", "ca"}
+        if unknown:
+            raise ConfigError(f"{where}: [registry.{host!r}]: unknown key {sorted(unknown)[0]!r}")
+        mirrors = entry.get("mirrors", [])
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+            raise ConfigError(f"{where}: [registry.{host!r}] mirrors must be a list of hosts")
+        # buildkitd spells plain HTTP `http = true`; accept it as `insecure`.
+        insecure = entry.get("insecure", False) or entry.get("http", False)
+        if not isinstance(insecure, bool):
+            raise ConfigError(f"{where}: [registry.{host!r}] insecure must be true or false")
+        ca = entry.get("ca")
+        if ca is not None and not isinstance(ca, str):
+            raise ConfigError(f"{where}: [registry.{host!r}] ca must be the path of a PEM file")
+        found[host] = RegistryConfig(host, tuple(mirrors), insecure, ca)
+    return found
+
+
+def _gc(table, where: str) -> tuple[GCPolicy, ...]:
+    if not isinstance(table, dict) or set(table) - {"policy"}:
+        raise ConfigError(f"{where}: [gc] holds only [[gc.policy]] entries")
+    policies = []
+    for entry in table.get("policy", []):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: [[gc.policy]] entries must be tables")
+        unknown = set(entry) - {"keep_storage", "keep_duration", "filters", "all"}
+        if unknown:
+            raise ConfigError(f"{where}: [[gc.policy]]: unknown key {sorted(unknown)[0]!r}")
+        keep_storage = entry.get("keep_storage")
+        keep_duration = entry.get("keep_duration")
+        policies.append(GCPolicy(
+            keep_storage=None if keep_storage is None else parse_size(keep_storage, where),
+            keep_duration=None if keep_duration is None else parse_duration(keep_duration, where),
+            filters=tuple(entry.get("filters", ())),
+            all=bool(entry.get("all", False)),
+        ))
+    return tuple(policies)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(value, where: str = "config") -> int:
+    """`10GB`, `512MiB`, `1e9`-free plain integers: a byte count."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ConfigError(f"{where}: invalid size {value!r}: expected e.g. 10GB or 512MiB")
+    unit = (match.group(2) or "").lower().removesuffix("b")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value, where: str = "config") -> float:
+    """`48h`, `1h30m`, `7d`, or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{where}: invalid duration {value!r}: expected e.g. 48h or 1h30m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def resolve(*, config: Config, env: Mapping[str, str], root: str | None = None, isolation: str | None = None,
+            progress: str | None = None, insecure: tuple[str, ...] = ()) -> Settings:
+    """Combine flag values (None when not given), the environment and the file."""
+    root_value = root or env.get(ENV_ROOT) or config.root
+    progress_value = progress or env.get(ENV_PROGRESS) or config.progress or ProgressMode.AUTO
+    try:
+        progress_mode = ProgressMode(progress_value)
+    except ValueError:
+        raise ConfigError(f"invalid progress mode {progress_value!r} (from ${ENV_PROGRESS}): expected one of "
+                          + ", ".join(m.value for m in ProgressMode)) from None
+    isolation_value = isolation or (config.isolation.value if config.isolation else None)
+    merged_insecure = tuple(dict.fromkeys((*insecure, *config.insecure_registries)))
+    return Settings(config, Path(root_value) if root_value else None, isolation_value, progress_mode,
+                    merged_insecure)

@@ -1,0 +1,198 @@
+"""Turning the CONTEXT argument into a directory, as `docker build` reads it.
+
+    .  or  path/to/dir              the directory itself
+    -                               stdin: a tar archive (plain, gzip, bzip2,
+                                    xz) is the context; anything else is the
+                                    Dockerfile, with an empty context
+    https://host/repo.git#ref:dir   a git repository (also git@host:x.git,
+    git://host/x, ssh://...)        cloned with depth 1; `ref` and `dir` are
+                                    optional, as in docker
+    https://host/ctx.tar.gz         a tar archive downloaded and unpacked; a
+                                    non-archive download is the Dockerfile
+
+Remote and stdin contexts are written under ROOT/tmp and removed when the
+`with` block ends. As in docker, `-f` names a file inside such a context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from builder.errors import PybuildError
+
+_COPY_CHUNK = 1 << 20
+_GIT_TIMEOUT = 600  # seconds for one git command
+_SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
+
+
+class ContextKind(str, Enum):
+    DIRECTORY = "directory"
+    STDIN = "stdin"
+    GIT = "git"
+    URL = "url"
+
+
+class ContextInputError(PybuildError):
+    """A context argument that cannot be read, fetched or unpacked."""
+
+
+@dataclass(frozen=True)
+class PreparedContext:
+    kind: ContextKind
+    directory: Path
+    # Set when the input itself was a Dockerfile (stdin or a plain URL).
+    dockerfile_text: str | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        """A context pybuild unpacked itself: `-f` is relative to it."""
+        return self.kind is not ContextKind.DIRECTORY
+
+
+def classify(spec: str) -> ContextKind:
+    """docker's rules (builder/remotecontext/urlutil): a git URL is one with
+    a git scheme, scp-like `user@host:`, or an http(s) path ending in .git."""
+    if spec == "-":
+        return ContextKind.STDIN
+    if is_git_url(spec):
+        return ContextKind.GIT
+    if spec.startswith(("http://", "https://")):
+        return ContextKind.URL
+    return ContextKind.DIRECTORY
+
+
+def is_git_url(spec: str) -> bool:
+    if spec.startswith(("git://", "ssh://", "git+ssh://", "github.com/")) or _SCP_LIKE_GIT.match(spec):
+        return True
+    if spec.startswith(("http://", "https://")):
+        path = spec.split("#", 1)[0].split("?", 1)[0]
+        return path.endswith(".git")
+    return False
+
+
+@contextlib.contextmanager
+def prepare_context(spec: str, *, scratch_parent: Path, stdin: BinaryIO | None = None) -> Iterator[PreparedContext]:
+    """Yield the context as a local directory; remove what was fetched after."""
+    kind = classify(spec)
+    if kind is ContextKind.DIRECTORY:
+        if not Path(spec).is_dir():
+            raise ContextInputError(f"unable to prepare context: path {spec!r} not found")
+        yield PreparedContext(kind, Path(spec))
+        return
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="context-", dir=scratch_parent))
+    try:
+        if kind is ContextKind.STDIN:
+            if stdin is None:
+                raise ContextInputError("context '-' needs data on stdin")
+            yield _from_stream(stdin, scratch, "stdin")
+        elif kind is ContextKind.GIT:
+            yield PreparedContext(kind, _clone(spec, scratch))
+        else:
+            yield _from_url(spec, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _from_stream(stream: BinaryIO, scratch: Path, what: str) -> PreparedContext:
+    raw = scratch / "input"
+    with raw.open("wb") as out:
+        shutil.copyfileobj(stream, out, _COPY_CHUNK)
+    return _unpack_or_dockerfile(raw, scratch, ContextKind.STDIN, what)
+
+
+def _unpack_or_dockerfile(raw: Path, scratch: Path, kind: ContextKind, what: str) -> PreparedContext:
+    """A tar archive becomes the context; anything else is the Dockerfile
+    (docker's DetectArchiveReader / "unable to prepare context" rules)."""
+    directory = scratch / "context"
+    directory.mkdir()
+    if raw.stat().st_size and tarfile.is_tarfile(raw):
+        try:
+            with tarfile.open(raw) as archive:
+                archive.extractall(directory, filter=_context_member)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ContextInputError(f"unable to unpack the context from {what}: {exc}") from None
+        raw.unlink()
+        return PreparedContext(kind, directory)
+    try:
+        text = raw.read_text()
+    except UnicodeDecodeError:
+        raise ContextInputError(f"{what} is neither a tar archive nor a text Dockerfile") from None
+    raw.unlink()
+    return PreparedContext(kind, directory, dockerfile_text=text)
+
+
+def _context_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's `data` filter refuses absolute names, escapes, links out of
+    the context and device files; unlike it, keep the modes the archive
+    gives (COPY keeps them too), and drop the archive's owners."""
+    checked = tarfile.data_filter(member, dest)
+    if member.isreg() or member.isdir():
+        return checked.replace(mode=member.mode & 0o7777, deep=False)
+    return checked
+
+
+def _from_url(url: str, scratch: Path) -> PreparedContext:
+    from builder.ops.http import FetchError, fetch_url, redact
+
+    raw = scratch / "download"
+    try:
+        fetch_url(url, raw)
+    except FetchError as exc:
+        raise ContextInputError(f"unable to prepare context: {exc}") from None
+    return _unpack_or_dockerfile(raw, scratch, ContextKind.URL, redact(url))
+
+
+def split_git_url(spec: str) -> tuple[str, str, str]:
+    """`url#ref:subdir` → (url, ref, subdir); ref and subdir may be empty."""
+    url, _, fragment = spec.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    if url.startswith("github.com/"):
+        url = "https://" + url
+    return url, ref, subdir
+
+
+def _clone(spec: str, scratch: Path) -> Path:
+    url, ref, subdir = split_git_url(spec)
+    checkout = scratch / "git"
+    # init + fetch of one ref (not `clone --branch`) so that ref may be a
+    # branch, a tag or a commit, as in BuildKit's git source.
+    _git(["init", "-q", str(checkout)], scratch, url)
+    _git(["remote", "add", "origin", url], checkout, url)
+    _git(["fetch", "-q", "--depth", "1", "origin", ref or "HEAD"], checkout, url)
+    _git(["checkout", "-q", "FETCH_HEAD"], checkout, url)
+    if (checkout / ".gitmodules").exists():
+        _git(["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"], checkout, url)
+    # BuildKit leaves .git out of the context (unless asked to keep it).
+    shutil.rmtree(checkout / ".git", ignore_errors=True)
+    directory = (checkout / subdir).resolve() if subdir else checkout
+    if not directory.is_relative_to(checkout.resolve()) or not directory.is_dir():
+        raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
+    return directory
+
+
+def _git(args: list[str], cwd: Path, url: str) -> None:
+    # Ask nothing on a terminal: a missing credential is an error, not a prompt.
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    try:
+        # subprocess.run kills git if we are interrupted (Ctrl-C) meanwhile.
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=_GIT_TIMEOUT)
+    except FileNotFoundError:
+        raise ContextInputError("a git context needs git on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise ContextInputError(f"git {args[0]} {url}: timed out") from None
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()
+        raise ContextInputError(f"failed to fetch git context {url}: "
+                                f"{detail[-1] if detail else f'git {args[0]} exited {done.returncode}'}")

@@ -1,0 +1,186 @@
+"""`--explain`: why a step did not come from the cache.
+
+After every build, a compact description of each named step is stored in
+the index `builds` table under one id per (context, Dockerfile, target):
+its cache key, its inputs' keys, and what it read from outside the graph
+(a COPY's selected files as path -> content digest, a RUN's environment,
+a FROM's pinned digest). With --explain, each step that ran is compared with
+the previous build's description of the step of the same name, and the
+first differences found become the reason:
+
+    #7 [stage-1 4/5] COPY src/ .: rebuilt because src/a.txt changed
+
+Steps are matched by display name ("[build 3/4] COPY src/ ./"), with a
+FROM's pinned digest taken out, since vertex ids change with any input;
+failing that by place (stage, number, instruction), since a RUN's name
+shows its expanded ARGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from typing import Mapping
+
+from frontend import ops
+
+RECORD_VERSION = 1
+_PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
+_MAX_LISTED = 3
+
+
+def build_id(context_dir, dockerfile_path, target: str | None) -> str:
+    text = "\0".join([os.path.abspath(context_dir), os.path.abspath(dockerfile_path), target or ""])
+    return "explain:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _step_name(meta) -> str:
+    return _PINNED.sub("", meta.name)
+
+
+_SLOT = re.compile(r"^\[(\S+) (\d+)/\d+\] (\S+)")
+
+
+def _slot(name: str) -> str:
+    """"[stage-1 3/4] RUN echo 2" -> "stage-1 3 RUN": the step's place."""
+    match = _SLOT.match(name)
+    return " ".join(match.groups()) if match else ""
+
+
+def describe(definition, session, solution, build_args: Mapping[str, str]) -> dict:
+    """This build's record: step name -> what decided its key."""
+    steps: dict[str, dict] = {}
+    for vertex, key in solution.keys.items():
+        meta = definition.metadata.get(vertex)
+        if meta is None:
+            continue
+        op = definition.op(vertex)
+        inputs = []
+        for source in op.inputs:
+            source_meta = definition.metadata.get(source)
+            inputs.append([_step_name(source_meta) if source_meta else "", solution.keys.get(source, "")])
+        step = {"key": key, "inputs": inputs, "kind": type(op).__name__}
+        if isinstance(op, ops.ImageSource):
+            step["image"] = op.ref
+        elif isinstance(op, ops.Exec):
+            step["env"] = list(op.env)
+        elif isinstance(op, ops.FileCopy) and isinstance(definition.op(op.inputs[1]), ops.ContextSource):
+            step["files"] = _file_map(session.context, op)
+        steps[_step_name(meta)] = step
+    return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
+
+
+def _file_map(context, op: ops.FileCopy) -> dict[str, str]:
+    """path -> short digest of what the COPY reads of it (kind, mode, bytes)."""
+    selection = context.select(op.sources, excludes=op.excludes, follow_symlinks=op.follow_symlinks)
+    files = {}
+    for entry in selection.entries:
+        st = entry.stat
+        if stat.S_ISREG(st.st_mode):
+            what = str(context.stat_cache.file_digest(entry.path, st)) if context.stat_cache else ""
+        elif stat.S_ISLNK(st.st_mode):
+            what = "link:" + os.readlink(entry.path)
+        else:
+            what = "dir" if stat.S_ISDIR(st.st_mode) else "special"
+        text = f"{what};{stat.S_IMODE(st.st_mode):o}"
+        files[entry.relpath or "."] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return files
+
+
+def explain(previous: dict | None, current: dict, executed_names: list[str], forced: Mapping[str, str]) -> dict[str, str]:
+    """step name -> the reason it ran (for every name in executed_names)."""
+    reasons = {}
+    before = (previous or {}).get("steps", {}) if (previous or {}).get("version") == RECORD_VERSION else {}
+    old_args = (previous or {}).get("build_args", {})
+    new_args = current.get("build_args", {})
+    for name in executed_names:
+        now = current["steps"].get(name)
+        if now is None:
+            continue
+        if name in forced:
+            reasons[name] = forced[name]
+            continue
+        then = before.get(name)
+        if then is None:
+            # A RUN's shown text expands its ARGs: match by position instead.
+            slot = _slot(name)
+            then = next((step for other, step in before.items() if slot and _slot(other) == slot), None)
+        if then is None:
+            reasons[name] = "no earlier build of this step is recorded" if previous else "this is the first build recorded"
+            continue
+        if then["key"] == now["key"]:
+            reasons[name] = "its cached result was no longer available (pruned?)"
+            continue
+        found = _own_changes(then, now, old_args, new_args)
+        if not found:
+            changed = [n or "an unnamed input" for (n, k), (_, k_old) in zip(now["inputs"], then["inputs"])
+                       if k != k_old]
+            if changed:
+                found = [f"parent step {changed[0]} changed"]
+            elif len(now["inputs"]) != len(then["inputs"]):
+                found = ["its inputs changed"]
+            else:
+                found = ["the instruction changed"]
+        reasons[name] = "; ".join(found)
+    return reasons
+
+
+def _own_changes(then: dict, now: dict, old_args: Mapping, new_args: Mapping) -> list[str]:
+    if then.get("kind") != now.get("kind"):
+        return ["the instruction changed"]
+    if "image" in now and then.get("image") != now["image"]:
+        return [f"base image digest changed ({_digest(then.get('image'))} -> {_digest(now['image'])})"]
+    if "files" in now:
+        return _file_changes(then.get("files") or {}, now["files"])
+    if "env" in now:
+        old_env = dict(e.split("=", 1) for e in then.get("env") or [])
+        new_env = dict(e.split("=", 1) for e in now["env"])
+        names = sorted(k for k in old_env.keys() | new_env.keys() if old_env.get(k) != new_env.get(k))
+        out = []
+        for var in names:
+            is_arg = var in old_args or var in new_args
+            out.append(f"build arg {var} changed" if is_arg else f"environment variable {var} changed")
+        return out[:_MAX_LISTED] + ([f"and {len(out) - _MAX_LISTED} more"] if len(out) > _MAX_LISTED else [])
+    return []
+
+
+def _file_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    changes = []
+    for path in sorted(old.keys() | new.keys()):
+        if path not in old:
+            changes.append(f"{path} was added")
+        elif path not in new:
+            changes.append(f"{path} was removed")
+        elif old[path] != new[path]:
+            changes.append(f"{path} changed")
+    listed = changes[:_MAX_LISTED]
+    if len(changes) > _MAX_LISTED:
+        listed.append(f"and {len(changes) - _MAX_LISTED} more")
+    return listed
+
+
+def _digest(ref: str | None) -> str:
+    if not ref or "@" not in ref:
+        return ref or "?"
+    return ref.rsplit("@", 1)[1][:19]
+
+
+def report(definition, solution, session, reporter, build_args, forced: Mapping[str, str],
+           explain_wanted: bool, record_key: str) -> dict[str, str]:
+    """Store this build's record; with --explain, print why steps ran."""
+    index = session.worker.index
+    current = describe(definition, session, solution, build_args)
+    previous = index.get_build(record_key) if explain_wanted else None
+    index.put_build(record_key, current)
+    if not explain_wanted:
+        return {}
+    executed = [_step_name(definition.metadata[v]) for v in solution.executed if v in definition.metadata]
+    reasons = explain(previous, current, executed, forced)
+    number = getattr(reporter, "_number", None)  # PlainReporter's step numbers, when shown
+    by_name = {_step_name(definition.metadata[v]): v for v in solution.executed if v in definition.metadata}
+    for name in sorted(reasons, key=lambda n: (number(by_name[n]) if number else 0, n)):
+        prefix = f"#{number(by_name[name])} " if number else ""
+        reporter.message(f"{prefix}{name}: rebuilt because {reasons[name]}")
+    return reasons

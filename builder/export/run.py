@@ -1,0 +1,110 @@
+"""Running a build's outputs (`-o`, `--push`, `-t`).
+
+Each output gets the image its own options ask for (compression, media
+types, annotations, rewritten timestamps): `Assembler` makes one per
+distinct `ExportOptions` and LayerMaker shares the layer blobs between
+them. Local work comes first, pushes last, as BuildKit's exporters finish
+with the network.
+
+The build's own image (its ID and digest in `BuildResult`) is the first
+image output's, or the default image when no output makes one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from builder.errors import PybuildError
+from builder.image import Image
+from builder.outputs import OutputSpec, OutputType, export_options
+from builder.reference import Reference
+
+_IMAGE_OUTPUTS = (OutputType.IMAGE, OutputType.REGISTRY, OutputType.OCI, OutputType.DOCKER)
+
+
+def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+    specs = list(specs)
+    tags = tuple(tags)
+    if push:
+        if not tags:
+            raise PybuildError("--push needs at least one -t/--tag")
+        # --push means type=image,push=true for the tags (unless an output pushes them already).
+        pushing = {n for s in specs if _pushes(s) for n in (s.names or tags)}
+        if not set(tags) <= pushing:
+            specs.append(OutputSpec(OutputType.IMAGE, {"push": "true"}))
+    if not specs:
+        specs = [OutputSpec(OutputType.IMAGE, {})]  # the default: the local store
+    planned = []
+    for spec in specs:
+        options = export_options(spec, assembler.defaults)  # validates every output's options
+        planned.append((spec, options, assembler.image(options) if spec.type in _IMAGE_OUTPUTS else None))
+    result = next((image for _, _, image in planned if image is not None), None) or assembler.image()
+
+    to_push: list[tuple[str, Image]] = []
+    for spec, options, image in planned:
+        names = spec.names or tags
+        if spec.type in (OutputType.OCI, OutputType.DOCKER):
+            _write_layout(session, spec, image, names, dict(options.index_annotations),
+                          docker=spec.type is OutputType.DOCKER)
+        elif spec.type in (OutputType.LOCAL, OutputType.TAR):
+            from builder.export.rootfs import export_rootfs
+
+            export_rootfs(session.worker.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
+                          tmp=session.tmp)
+        else:
+            if spec.type is OutputType.IMAGE and spec.flag("store", True):
+                for name in names:
+                    session.worker.index.put_image(str(Reference.parse(name)), image.manifest.digest)
+            if _pushes(spec):
+                if not names:
+                    raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
+                if spec.flag("registry.insecure"):
+                    for name in names:
+                        session.registry.allow_insecure(Reference.parse(name).registry)
+                to_push += [(name, image) for name in names]
+    pushed: dict[str, str] = {}
+    for name, image in to_push:
+        if name not in pushed:
+            pushed[name] = _push(session, name, image)
+    return result, pushed
+
+
+def _pushes(spec: OutputSpec) -> bool:
+    return spec.type is OutputType.REGISTRY or (spec.type is OutputType.IMAGE and spec.flag("push"))
+
+
+def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotations, *, docker: bool) -> None:
+    from builder.export.docker import docker_entries, stream_docker_archive, write_docker_archive
+    from builder.export.oci import (atomic_directory, parse_names, stream_oci_archive, write_directory,
+                                    write_oci_layout)
+
+    store = session.worker.store
+    dest = spec.dest
+    if not dest:
+        raise PybuildError(f"type={spec.type.value} needs dest=FILE (no docker daemon is used)")
+    as_tar = spec.flag("tar", True)
+    if dest == "-":
+        if not as_tar:
+            raise PybuildError(f"type={spec.type.value},tar=false cannot go to stdout")
+        stream = stream_docker_archive if docker else stream_oci_archive
+        key = "tags" if docker else "ref_names"
+        stream(store, image, sys.stdout.buffer, index_annotations=index_annotations, **{key: names})
+        sys.stdout.buffer.flush()
+        return
+    if not docker:
+        write_oci_layout(store, image, Path(dest), tar=as_tar, ref_names=names,
+                         index_annotations=index_annotations)
+    elif as_tar:
+        write_docker_archive(store, image, Path(dest), tags=names, index_annotations=index_annotations)
+    else:
+        entries = docker_entries(store, image, parse_names(names), index_annotations)
+        atomic_directory(Path(dest), lambda root: write_directory(store, entries, root))
+
+
+def _push(session, name: str, image: Image) -> str:
+    ref = Reference.parse(name)
+    session.reporter.message(f"pushing {ref}")
+    digest = session.registry.push(ref, image)
+    session.reporter.message(f"pushed {ref}@{digest}")
+    return str(digest)

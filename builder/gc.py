@@ -1,0 +1,280 @@
+"""Disk usage and garbage collection of a root (`pybuild du`, `pybuild prune`).
+
+What lives in a root, by kind:
+- base layers: snapshots extracted from base images or imported caches
+  (index `bases`);
+- build cache: the other snapshots, each the result of a step (index
+  `results`);
+- cache mounts: ROOT/cachemounts, the RUN --mount=type=cache directories;
+- blobs: layer, config and manifest blobs in ROOT/content.
+
+What prune removes:
+- always: snapshots no cache result refers to, blobs nothing refers to, and
+  the scratch directories of builds that died;
+- `--filter until=DURATION`: also the results not used for that long;
+- `--keep-storage SIZE`: also the least recently used results until the
+  snapshots still referred to take at most SIZE;
+- `--all`: every result (the whole build cache) and the cache mounts.
+A named image (`pybuild images`) keeps its manifest, config and layer blobs
+whatever the options: --all removes the build cache behind it, never the
+image itself. Blobs recorded for a surviving snapshot are kept, so a base
+layer is never re-tarred into different bytes.
+
+Concurrency: every build holds a shared flock on ROOT/gc.lock while it
+runs; prune takes it exclusively, so it never removes a snapshot a running
+build has made but not yet recorded. Automatic GC after a build only
+tries the lock and skips when another build is running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import PybuildError
+from builder.image import INDEX_TYPES
+from cache.digest import Digest
+
+LOCK_NAME = "gc.lock"
+KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above this size
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+          "t": 1 << 40, "tb": 1 << 40}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class GCError(PybuildError):
+    """Bad prune options, or a root that cannot be collected."""
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
+    if not match or match.group(2).lower() not in _UNITS:
+        raise GCError(f"invalid size {text!r}: expected a number with an optional unit (KB, MB, GB, TB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    """'90m', '24h', '7d', '1h30m' (docker's `until=` durations)."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise GCError(f"invalid duration {text!r}: expected e.g. 30m, 24h, 7d")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+# locking ------------------------------------------------------------------------
+
+class RootLock:
+    """A flock on ROOT/gc.lock: shared for builds, exclusive for GC."""
+
+    def __init__(self, root: Path, exclusive: bool, blocking: bool = True):
+        self._fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(self._fd, mode | (0 if blocking else fcntl.LOCK_NB))
+            self.held = True
+        except BlockingIOError:
+            self.held = False
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# sizes ----------------------------------------------------------------------------
+
+def tree_size(path: Path, seen: set | None = None) -> int:
+    """Bytes allocated below `path`, each inode once (hard links)."""
+    seen = set() if seen is None else seen
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+@dataclass
+class Usage:
+    base_layers: tuple[int, int] = (0, 0)  # (count, bytes)
+    build_cache: tuple[int, int] = (0, 0)
+    unreferenced: tuple[int, int] = (0, 0)  # snapshots no result uses
+    cache_mounts: tuple[int, int] = (0, 0)
+    image_blobs: tuple[int, int] = (0, 0)
+    other_blobs: tuple[int, int] = (0, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(v[1] for v in (self.base_layers, self.build_cache, self.unreferenced, self.cache_mounts,
+                                  self.image_blobs, self.other_blobs))
+
+    def rows(self) -> list[tuple[str, int, int]]:
+        return [("base layers", *self.base_layers), ("build cache", *self.build_cache),
+                ("unreferenced snapshots", *self.unreferenced), ("cache mounts", *self.cache_mounts),
+                ("image blobs", *self.image_blobs), ("other blobs", *self.other_blobs)]
+
+
+def disk_usage(worker) -> Usage:
+    index, snapshots = worker.index, worker.snapshots
+    bases = {s for _, s in index.all_bases()}
+    in_results = {s for r in index.all_results() for s in r.chain}
+    counts = {"base": [0, 0], "cache": [0, 0], "dead": [0, 0]}
+    for snapshot in snapshots.ids():
+        kind = "base" if snapshot in bases else "cache" if snapshot in in_results else "dead"
+        counts[kind][0] += 1
+        counts[kind][1] += tree_size(snapshots.root / snapshot)
+    mounts = [p for p in worker.cache_mounts.iterdir() if p.is_dir()] if worker.cache_mounts.is_dir() else []
+    image_refs = _image_blobs(worker)
+    blobs = {"image": [0, 0], "other": [0, 0]}
+    for digest in worker.store.digests():
+        kind = "image" if digest in image_refs else "other"
+        blobs[kind][0] += 1
+        blobs[kind][1] += worker.store.size(digest)
+    return Usage(tuple(counts["base"]), tuple(counts["cache"]), tuple(counts["dead"]),
+                 (len(mounts), sum(tree_size(p) for p in mounts)), tuple(blobs["image"]), tuple(blobs["other"]))
+
+
+def _image_blobs(worker) -> set[Digest]:
+    """Every blob a named image needs: manifests (and index children), configs, layers."""
+    keep: set[Digest] = set()
+    pending = [digest for _, digest, _ in worker.index.images()]
+    while pending:
+        digest = pending.pop()
+        if digest in keep or not worker.store.has(digest):
+            continue
+        keep.add(digest)
+        try:
+            body = json.loads(worker.store.read_bytes(digest))
+        except ValueError:
+            continue
+        if body.get("mediaType") in INDEX_TYPES or "manifests" in body:
+            pending += [Digest.parse(m["digest"]) for m in body.get("manifests") or []]
+        else:
+            keep.update(Digest.parse(d["digest"]) for d in [body.get("config") or {}, *(body.get("layers") or [])]
+                        if d.get("digest"))
+    return keep
+
+
+# prune ------------------------------------------------------------------------------
+
+@dataclass
+class PruneResult:
+    results: int = 0
+    snapshots: int = 0
+    blobs: int = 0
+    cache_mounts: int = 0
+    freed: int = 0
+    kept_images: list[str] = field(default_factory=list)
+
+
+def prune(worker, *, all: bool = False, keep_storage: int | None = None, until: float | None = None,
+          blocking: bool = True) -> PruneResult | None:
+    """Collect the root (see the module docstring). Returns None when
+    `blocking` is False and a build holds the root."""
+    with RootLock(worker.root, exclusive=True, blocking=blocking) as lock:
+        if not lock.held:
+            return None
+        return _prune_locked(worker, all, keep_storage, until)
+
+
+def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
+    index, snapshots, store = worker.index, worker.snapshots, worker.store
+    done = PruneResult()
+    results = index.results_by_age()
+    drop: set[str] = set()
+    now = time.time()
+    for key, chain, last_used in results:
+        if everything or (until is not None and last_used < now - until):
+            drop.add(key)
+        elif any(not snapshots.exists(s) for s in chain):
+            drop.add(key)  # dangling: a result whose snapshot is gone
+    if keep_storage is not None:
+        sizes: dict[str, int] = {}
+        seen: set = set()
+        for snapshot in snapshots.ids():
+            sizes[snapshot] = tree_size(snapshots.root / snapshot, seen)
+        for key, _, _ in results:  # least recently used first
+            kept = {s for k, c, _ in results if k not in drop for s in c}
+            if sum(sizes.get(s, 0) for s in kept) <= keep_storage:
+                break
+            drop.add(key)
+    index.drop_results(sorted(drop))
+    done.results = len(drop)
+
+    live = {s for k, chain, _ in results if k not in drop for s in chain}
+    dead = [s for s in snapshots.ids() if s not in live]
+    for snapshot in dead:
+        done.freed += tree_size(snapshots.root / snapshot)
+        snapshots.remove(snapshot)
+    index.forget_snapshots(dead)
+    done.snapshots = len(dead)
+
+    keep = _image_blobs(worker)
+    keep.update(r.digest for r in index.all_layers() if r.snapshot in live)
+    if not everything:
+        # Base image manifests and configs: rebuilds resolve them offline.
+        for digest in index.resolved_manifests():
+            keep.add(digest)
+            if store.has(digest):
+                try:
+                    body = json.loads(store.read_bytes(digest))
+                    if body.get("config", {}).get("digest"):
+                        keep.add(Digest.parse(body["config"]["digest"]))
+                except ValueError:
+                    pass
+    for digest in list(store.digests()):
+        if digest not in keep:
+            done.freed += store.size(digest)
+            store.delete(digest)
+            done.blobs += 1
+
+    if everything and worker.cache_mounts.is_dir():
+        for entry in worker.cache_mounts.iterdir():
+            if entry.is_dir():
+                done.freed += tree_size(entry)
+                shutil.rmtree(entry)
+                done.cache_mounts += 1
+    # Scratch of builds that died (no build runs while we hold the lock).
+    tmp = worker.root / "tmp"
+    if tmp.is_dir():
+        for entry in tmp.iterdir():
+            if entry.name.startswith("build-"):
+                shutil.rmtree(entry, ignore_errors=True)
+    return done
+
+
+def auto_gc(worker, reporter) -> PruneResult | None:
+    """After a build: collect when the root holds more than $PYBUILD_GC_KEEP_STORAGE."""
+    limit_text = os.environ.get(KEEP_STORAGE_ENV)
+    if not limit_text:
+        return None
+    limit = parse_size(limit_text)
+    usage = disk_usage(worker)
+    if usage.total <= limit:
+        return None
+    # The images' blobs and the cache mounts are not the build cache's to give up.
+    cache_budget = max(0, limit - usage.image_blobs[1] - usage.cache_mounts[1])
+    done = prune(worker, keep_storage=cache_budget, blocking=False)
+    if done is not None:
+        reporter.message(f"garbage collection: freed {done.freed} bytes "
+                         f"({done.results} results, {done.snapshots} snapshots, {done.blobs} blobs)")
+    return done
