@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir in /var/tmp)")
     p.add_argument("--limits", action=argparse.BooleanOptionalAction, default=None,
                    help="measure gzip/zstd/disk limits (default: on, off with --smoke)")
+    p.add_argument("--report", type=Path, default=None, help="print the table of an existing results JSON and exit")
     args = p.parse_args(argv)
     # The smoke run leaves out 5 (debootstrap, apt and pip over the network).
     default = [k for k in scenarios.SCENARIOS if not (args.smoke and k == "5")]
@@ -64,6 +65,12 @@ def machine_info() -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        builders = list(dict.fromkeys(s["builder"] for s in saved["samples"]))
+        builders.sort(key=lambda b: list(BUILDERS).index(b))
+        print(table(saved, builders))
+        return 0
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
     owned_work = args.work is None
     env.CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,9 @@ def main(argv=None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report = {"started": stamp, "smoke": args.smoke, "reps": args.reps, "sizes": sizes.__dict__,
               "machine": machine_info(), "versions": {}, "notes": [], "samples": []}
-    print(f"bench: work dir {work}, log {log}", file=sys.stderr)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    partial = args.results_dir / f"bench-{stamp}{'-smoke' if args.smoke else ''}.partial.json"
+    print(f"bench: work dir {work}, log {log}, partial results {partial}", file=sys.stderr)
     registry = None
     builders = []
     try:
@@ -121,6 +130,7 @@ def main(argv=None) -> int:
                                                   "rep": rep, **sample.as_dict()})
                         if not sample.ok:
                             report["notes"].append(f"scenario {key} {measure} {builder.name}: {sample.note}")
+                    _save(partial, report)  # a run cut short still leaves its samples
     finally:
         for builder in builders:
             try:
@@ -133,7 +143,8 @@ def main(argv=None) -> int:
         args.results_dir.mkdir(parents=True, exist_ok=True)
         out = args.results_dir / f"bench-{stamp}{'-smoke' if args.smoke else ''}.json"
         report["table"] = table(report, [b.name for b in builders] or args.builders)
-        out.write_text(json.dumps(report, indent=2))
+        _save(out, report)
+        partial.unlink(missing_ok=True)
         if owned_work:
             env.remove_tree(work) if not os.environ.get("PYBUILD_BENCH_KEEP") else None
     print(report["table"])
@@ -142,6 +153,12 @@ def main(argv=None) -> int:
     print(f"results: {out}")
     failed = [s for s in report["samples"] if not s["ok"]]
     return 1 if failed or not report["samples"] else 0
+
+
+def _save(path: Path, report: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.rename(path)
 
 
 def _median(samples, field):

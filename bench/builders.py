@@ -13,11 +13,24 @@ import sys
 from pathlib import Path
 
 from bench import measure
-from bench.env import DockerDaemon, remove_tree
+from bench.env import CACHE_DIR, DockerDaemon, remove_tree
 
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
 if not os.path.exists(PYBUILD):
     PYBUILD = shutil.which("pybuild") or "pybuild"
+
+
+def pybuild_env() -> dict:
+    """pybuild as installed: with bytecode. This machine sets
+    PYTHONDONTWRITEBYTECODE=1, which would make every run compile pybuild's
+    modules from source (~0.15 s of CPU); a pip-installed pybuild has its
+    .pyc files. They go to a cache outside the tree.
+    PYBUILD_BENCH_BYTECODE=0 keeps the environment as it is."""
+    env = dict(os.environ)
+    if env.get("PYBUILD_BENCH_BYTECODE", "1") != "0":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(CACHE_DIR / "pycache")
+    return env
 
 
 def _build_args(args: dict[str, str]) -> list[str]:
@@ -43,7 +56,7 @@ class Pybuild:
             remove_tree(self.root)
 
     def version(self) -> str:
-        done = subprocess.run([PYBUILD, "version"], capture_output=True, text=True)
+        done = subprocess.run([PYBUILD, "version"], capture_output=True, text=True, env=pybuild_env())
         return done.stdout.strip() or done.stderr.strip()
 
     def cold(self) -> None:
@@ -53,13 +66,13 @@ class Pybuild:
 
     def build(self, context: Path, tag: str, args: dict[str, str]) -> measure.Sample:
         return measure.run([PYBUILD, "build", "--root", str(self.root), "--progress", "plain", "-t", tag,
-                            *_build_args(args), str(context)], log=self.log)
+                            *_build_args(args), str(context)], log=self.log, env=pybuild_env())
 
     def tag(self, source: str, target: str) -> None:
-        measure.quiet([PYBUILD, "tag", "--root", str(self.root), source, target], log=self.log)
+        measure.quiet([PYBUILD, "tag", "--root", str(self.root), source, target], log=self.log, env=pybuild_env())
 
     def push(self, ref: str) -> measure.Sample:
-        return measure.run([PYBUILD, "push", "--root", str(self.root), ref], log=self.log)
+        return measure.run([PYBUILD, "push", "--root", str(self.root), ref], log=self.log, env=pybuild_env())
 
 
 class Docker:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import measure
+from bench.builders import pybuild_env
 from bench.env import CACHE_DIR, remove_registry, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -303,7 +304,7 @@ def parser(bench: Bench, builder, rep: int) -> dict:
     # `pybuild check` is not a command (yet): time frontend.check.check in a
     # fresh interpreter, imports included, as the command would pay them.
     return {"check": measure.run([sys.executable, "-c", PARSE_SCRIPT, str(ctx / "Dockerfile")],
-                                 log=bench.log, cwd=REPO)}
+                                 log=bench.log, cwd=REPO, env=pybuild_env())}
 
 
 RUNNERS = {"1": small_multistage, "2": big_context, "3": big_layer, "4": cache_mount,

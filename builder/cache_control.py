@@ -47,11 +47,12 @@ class CacheControl:
         graph = definition.graph
         needed = nx.ancestors(graph, definition.target) | {definition.target}
         if self.no_cache_filter:
-            stages = {m.stage for m in definition.metadata.values()}
+            stages = {m.stage for m in definition.metadata.values() if m.stage}
             unknown = sorted(self.no_cache_filter - stages)
             if unknown:
+                known = ", ".join(sorted(stages)) or "none with steps"
                 raise PybuildError(f"--no-cache-filter: no stage named {unknown[0]!r} in this build "
-                                   f"(stages: {', '.join(sorted(s for s in stages if s))})")
+                                   f"(stages: {known})")
         for vertex in needed:
             meta = definition.metadata.get(vertex)
             if self.no_cache:
@@ -76,7 +77,7 @@ class CacheControl:
     # after solving -----------------------------------------------------------
     def after_solve(self, definition, session, solution, reporter, build_args, target) -> dict[str, str]:
         key = explaining.build_id(session.context_dir, session.dockerfile_path, target)
-        forced = {explaining._step_name(definition.metadata[v]): why
+        forced = {explaining.step_name(definition.metadata[v]): why
                   for v, why in self._forced.items() if v in definition.metadata}
         return explaining.report(definition, solution, session, reporter, build_args or {}, forced,
                                  self.explain, key)

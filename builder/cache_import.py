@@ -133,7 +133,13 @@ class ImportingResults:
             if record is None:
                 continue
             layers = cache.config.chain_of(key)
-            chain = tuple(self._materialise(cache, layer, layers[: i + 1]) for i, layer in enumerate(layers))
+            try:
+                chain = tuple(self._materialise(cache, layer, layers[: i + 1]) for i, layer in enumerate(layers))
+            except (RegistryError, CacheImportError) as exc:
+                # The step can still run: a broken cache only costs time.
+                self._reporter.warning(f"cache {cache.name}: {exc}; running the step instead")
+                self._caches.remove(cache)
+                return self.lookup(key)
             stored = self._worker.index.put_result(key, chain, created=record.created)
             self.imported.append(key)
             self._record_prefixes(cache, record, chain)

@@ -76,8 +76,6 @@ def parse_cache_spec(text: str, *, export: bool) -> CacheSpec:
     attrs.pop("ignore-error", None)  # accepted for buildx compatibility; errors are reported anyway
     attrs.pop("oci-mediatypes", None)
     attrs.pop("image-manifest", None)  # pybuild always writes an image manifest
-    if attrs:
-        raise CacheSpecError(f"invalid {option} {text!r}: unknown attribute {sorted(attrs)[0]!r}")
     if kind is CacheType.REGISTRY:
         if not ref:
             raise CacheSpecError(f"invalid {option} {text!r}: type=registry needs ref=REGISTRY/REPO:TAG")
@@ -91,4 +89,6 @@ def parse_cache_spec(text: str, *, export: bool) -> CacheSpec:
             raise CacheSpecError(f"invalid {option} {text!r}: import inline cache with --cache-from IMAGE")
         if mode is CacheMode.MAX:
             raise CacheSpecError(f"invalid {option} {text!r}: inline cache supports mode=min only")
+    if attrs:
+        raise CacheSpecError(f"invalid {option} {text!r}: unknown attribute {sorted(attrs)[0]!r}")
     return CacheSpec(kind, ref=ref, path=path, tag=tag, mode=mode, cache_mounts=_BOOL[mounts_text])

@@ -30,29 +30,12 @@ class Compression(enum.Enum):
         return cls.UNCOMPRESSED
 
 
-class _GzipWriter:
-    # zlib with wbits=31 writes a gzip header with mtime 0 and no file name,
-    # so the same tar always compresses to the same bytes.
-    def __init__(self, out: BinaryIO, level: int):
+class _CompressingWriter:
+    """Feeds a zlib- or zstandard-style compressobj and writes what it emits."""
+
+    def __init__(self, out: BinaryIO, compressor):
         self._out = out
-        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
-
-    def write(self, data) -> int:
-        chunk = self._z.compress(data)
-        if chunk:
-            self._out.write(chunk)
-        return len(data)
-
-    def close(self) -> None:
-        self._out.write(self._z.flush())
-
-
-class _ZstdWriter:
-    def __init__(self, out: BinaryIO, level: int):
-        import zstandard  # only exports that ask for zstd pay for the import
-
-        self._z = zstandard.ZstdCompressor(level=level).compressobj()
-        self._out = out
+        self._z = compressor
 
     def write(self, data) -> int:
         chunk = self._z.compress(data)
@@ -82,9 +65,13 @@ def compressing_writer(out: BinaryIO, compression: Compression, level: int | Non
     """A writer whose close() flushes the compressed stream into `out`."""
     level = DEFAULT_LEVEL[compression] if level is None else level
     if compression is Compression.GZIP:
-        return _GzipWriter(out, level)
+        # wbits=31: a gzip header with mtime 0 and no file name, so the same
+        # tar always compresses to the same bytes.
+        return _CompressingWriter(out, zlib.compressobj(level, zlib.DEFLATED, 31))
     if compression is Compression.ZSTD:
-        return _ZstdWriter(out, level)
+        import zstandard  # only exports that ask for zstd pay for the import
+
+        return _CompressingWriter(out, zstandard.ZstdCompressor(level=level).compressobj())
     return _PlainWriter(out)
 
 

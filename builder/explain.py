@@ -36,7 +36,7 @@ def build_id(context_dir, dockerfile_path, target: str | None) -> str:
     return "explain:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _step_name(meta) -> str:
+def step_name(meta) -> str:
     return _PINNED.sub("", meta.name)
 
 
@@ -60,7 +60,7 @@ def describe(definition, session, solution, build_args: Mapping[str, str]) -> di
         inputs = []
         for source in op.inputs:
             source_meta = definition.metadata.get(source)
-            inputs.append([_step_name(source_meta) if source_meta else "", solution.keys.get(source, "")])
+            inputs.append([step_name(source_meta) if source_meta else "", solution.keys.get(source, "")])
         step = {"key": key, "inputs": inputs, "kind": type(op).__name__}
         if isinstance(op, ops.ImageSource):
             step["image"] = op.ref
@@ -68,7 +68,7 @@ def describe(definition, session, solution, build_args: Mapping[str, str]) -> di
             step["env"] = list(op.env)
         elif isinstance(op, ops.FileCopy) and isinstance(definition.op(op.inputs[1]), ops.ContextSource):
             step["files"] = _file_map(session.context, op)
-        steps[_step_name(meta)] = step
+        steps[step_name(meta)] = step
     return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
 
 
@@ -176,10 +176,10 @@ def report(definition, solution, session, reporter, build_args, forced: Mapping[
     index.put_build(record_key, current)
     if not explain_wanted:
         return {}
-    executed = [_step_name(definition.metadata[v]) for v in solution.executed if v in definition.metadata]
+    executed = [step_name(definition.metadata[v]) for v in solution.executed if v in definition.metadata]
     reasons = explain(previous, current, executed, forced)
     number = getattr(reporter, "_number", None)  # PlainReporter's step numbers, when shown
-    by_name = {_step_name(definition.metadata[v]): v for v in solution.executed if v in definition.metadata}
+    by_name = {step_name(definition.metadata[v]): v for v in solution.executed if v in definition.metadata}
     for name in sorted(reasons, key=lambda n: (number(by_name[n]) if number else 0, n)):
         prefix = f"#{number(by_name[name])} " if number else ""
         reporter.message(f"{prefix}{name}: rebuilt because {reasons[name]}")

@@ -13,7 +13,8 @@ What prune removes:
   the scratch directories of builds that died;
 - `--filter until=DURATION`: also the results not used for that long;
 - `--keep-storage SIZE`: also the least recently used results until the
-  snapshots still referred to take at most SIZE;
+  snapshots still referred to take at most SIZE (blobs are not counted:
+  those of dropped snapshots go with them, those of images stay);
 - `--all`: every result (the whole build cache) and the cache mounts.
 A named image (`pybuild images`) keeps its manifest, config and layer blobs
 whatever the options: --all removes the build cache behind it, never the

@@ -177,7 +177,7 @@ class Index:
         return self.get_base(chain_id)
 
     def all_bases(self) -> list[tuple[str, str]]:
-        """(chain id, snapshot) of every extracted base layer (for doctor)."""
+        """(chain id, snapshot) of every extracted base or imported layer."""
         return [tuple(row) for row in self._db().execute("SELECT chain_id, snapshot FROM bases").fetchall()]
 
     def drop_base(self, chain_id: str) -> None:
@@ -187,10 +187,6 @@ class Index:
     def drop_layer(self, snapshot: str, compression: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM layers WHERE snapshot=? AND compression=?", (snapshot, compression))
-
-    def all_bases(self) -> list[tuple[str, str]]:
-        """(chain id, snapshot) of every extracted base or imported layer."""
-        return [(c, s) for c, s in self._db().execute("SELECT chain_id, snapshot FROM bases").fetchall()]
 
     def forget_snapshots(self, snapshots: list[str]) -> None:
         """Drop what the index says about snapshots GC removes."""

@@ -87,6 +87,10 @@ class StatCache:
         self._opened: list[sqlite3.Connection] = []  # every thread's, for close()
         self.hashed = 0
         self.hits = 0
+        # path -> (stat key, digest) seen by this process: a build reads the
+        # same files more than once (the COPY's key, then the --explain
+        # record), and a dict hit is ~20x cheaper than a sqlite SELECT.
+        self._seen: dict[str, tuple[tuple, Digest]] = {}
         self._db().execute(_SCHEMA)
 
     # connections ---------------------------------------------------------
@@ -115,13 +119,19 @@ class StatCache:
 
     # the cache -----------------------------------------------------------
     def lookup(self, path: Path, st: os.stat_result) -> Digest | None:
+        key = os.fspath(path)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] == _stat_key(st):
+            return seen[1]
         row = self._db().execute(
             "SELECT size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache WHERE path=?",
-            (os.fspath(path),),
+            (key,),
         ).fetchone()
         if row is None or tuple(row[:5]) != _stat_key(st):
             return None
-        return Digest.parse(row[5])
+        digest = Digest.parse(row[5])
+        self._seen[key] = (tuple(row[:5]), digest)
+        return digest
 
     def file_digest(self, path: Path, st: os.stat_result) -> Digest:
         """The content digest of the regular file at `path`, whose lstat is `st`."""
@@ -141,6 +151,7 @@ class StatCache:
         return digest
 
     def _record(self, path: str, st: os.stat_result, digest: Digest) -> None:
+        self._seen[path] = (_stat_key(st), digest)
         row = (path, *_stat_key(st), str(digest))
         pending = getattr(self._local, "pending", None)
         if pending is not None:
@@ -181,6 +192,8 @@ class StatCache:
     def forget(self, prefix: Path) -> int:
         """Drop the records of files under `prefix` (e.g. a removed context)."""
         text = os.fspath(prefix).rstrip("/")
+        for path in [p for p in self._seen if p == text or p.startswith(text + "/")]:
+            self._seen.pop(path, None)
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:

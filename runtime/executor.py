@@ -196,9 +196,16 @@ def remove_stubs(stubs: Stubs) -> None:
             continue  # removed by the step: nothing to restore
 
 
+# A step's config (its environment, secret env values included) is written
+# here while it runs: a tmpfs, so a secret never reaches a disk.
+_MEMORY_BACKED = Path("/dev/shm")
+
+
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
+    elif _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK):
+        parent = _MEMORY_BACKED
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 

@@ -11,7 +11,7 @@ from builder.reference import Reference
 from cache.digest import Digest
 from cache.index import LayerRecord
 from cache.keys import cache_key, chain_id
-from frontend.ops import ContextSource, ImageSource, Op, Scratch
+from frontend.ops import ContextSource, ImageSource, Scratch
 from runtime import layer as layer_tar
 
 

@@ -3,62 +3,11 @@ content checksums (stable, content-sensitive, served by the stat cache)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
-import sys
-import types
 
 import pytest
 
 
-def _install_matcher_stand_in() -> None:
-    """Until frontend/dockerignore.py lands: a minimal Matcher with docker's
-    semantics (last match wins, `!` re-includes, a match covers the subtree).
-    Tests only; removed once the real module exists."""
-    if "frontend.dockerignore" in sys.modules or importlib.util.find_spec("frontend.dockerignore"):
-        return
-
-    def compile_pattern(pattern: str):
-        out, i = [], 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                out.append("(.*/)?")
-                i += 3
-                continue
-            if pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            ch = pattern[i]
-            out.append("[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch))
-            i += 1
-        return re.compile("".join(out) + "(/.*)?")
-
-    class Matcher:
-        def __init__(self, patterns):
-            self._rules = []
-            for raw in patterns:
-                raw = raw.strip()
-                if not raw or raw.startswith("#"):
-                    continue
-                negate = raw.startswith("!")
-                text = os.path.normpath(raw[1:] if negate else raw).lstrip("/")
-                self._rules.append((negate, compile_pattern(text)))
-
-        def excluded(self, relpath: str) -> bool:
-            result = False
-            for negate, rx in self._rules:
-                if rx.fullmatch(relpath):
-                    result = not negate
-            return result
-
-    module = types.ModuleType("frontend.dockerignore")
-    module.Matcher = Matcher
-    sys.modules["frontend.dockerignore"] = module
-
-
-_install_matcher_stand_in()
 
 from builder.context import BuildContext, Selection  # noqa: E402
 from cache.statcache import StatCache  # noqa: E402

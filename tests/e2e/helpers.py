@@ -120,3 +120,7 @@ def build_image(
         specs.append(f"type=local,dest={rootfs}")
     result = build(context, dockerfile_text=text, root=root, outputs=specs, **kwargs)
     return Built(result, context, layout, rootfs)
+
+
+# Both executors; runc is installed wherever the suite runs (.ci/run).
+ISOLATIONS = ["builtin", "oci"]

@@ -35,3 +35,18 @@ def test_explain_names_the_changed_file_arg_and_parent(busybox_image, tmp_path):
     lines = _explained(context, root, dockerfile, build_args={"LEVEL": "2"}, no_cache_filter="base")
     assert "[base 2/2] RUN echo base > /base: rebuilt because --no-cache-filter names stage base" in lines
     assert any(m.startswith("[stage-1 1/3] WORKDIR /app: rebuilt because a step it depends on") for m in lines)
+
+
+def test_explain_flag_numbers_steps_like_the_progress(busybox_image, tmp_path):
+    import subprocess
+
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n", "Dockerfile": f"FROM {busybox_image.ref}\nCOPY a.txt /\n"})
+    command = ["pybuild", "--root", str(root), "--progress", "plain", "--explain", str(context)]
+    subprocess.run(command, check=True, capture_output=True)
+    (context / "a.txt").write_text("b\n")
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    line = next(l for l in done.stderr.splitlines() if "rebuilt because" in l)
+    number = line.split(" ", 1)[0]
+    assert line == f"{number} [2/2] COPY a.txt /: rebuilt because a.txt changed"
+    assert f"{number} [2/2] COPY a.txt /\n" in done.stderr  # the same number as its progress

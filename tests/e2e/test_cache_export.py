@@ -125,3 +125,38 @@ def test_unusable_cache_sources(busybox_image, registry, tmp_path, context):
                 "type=inline,mode=max", "type=registry,ref=r/x,colour=blue"):
         with pytest.raises(CacheSpecError):
             parse_cache_spec(bad, export=True)
+
+
+def _rewrite_layout_config(layout, change) -> None:
+    """Edit the cache config of a local cache layout, keeping it well-formed."""
+    import hashlib
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest).write_bytes(data)
+        return "sha256:" + digest
+
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    manifest = json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())
+    change(config)
+    config_bytes = json.dumps(config).encode()
+    manifest["config"].update(digest=put(config_bytes), size=len(config_bytes))
+    manifest_bytes = json.dumps(manifest).encode()
+    entry.update(digest=put(manifest_bytes), size=len(manifest_bytes))
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def test_a_cache_lying_about_a_diff_id_is_not_trusted(busybox_image, tmp_path, context):
+    dockerfile = f"FROM {busybox_image.ref}\nRUN echo x > /x\n"
+    cache_dir = tmp_path / "cache-dir"
+    _build(tmp_path, "a", tmp_path / "root-a", dockerfile, cache_to=[f"type=local,dest={cache_dir}"])
+
+    def lie(config):
+        config["layers"][-1]["diffID"] = "sha256:" + "0" * 64
+
+    _rewrite_layout_config(cache_dir, lie)
+    _, rec, _ = _build(tmp_path, "b", tmp_path / "root-b", dockerfile, cache_from=[f"type=local,src={cache_dir}"])
+    assert any("does not match its diff_id" in w for w in rec.warnings)
+    assert [n.split("] ", 1)[1] for n in rec.runs] == ["RUN echo x > /x"]

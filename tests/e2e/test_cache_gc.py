@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from builder.assemble import load_image
 from builder.build import build

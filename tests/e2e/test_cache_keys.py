@@ -8,7 +8,6 @@ what the image holds.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -85,9 +84,11 @@ def test_new_base_image_digest_rebuilds_the_stage_with_pull(busybox_image, tmp_p
     _, rec = _build(context, root, dockerfile)
     assert rec.runs == []
     # --pull resolves the tag again: the new digest reruns the whole stage.
-    _, rec = _build(context, root, dockerfile, pull=True, outputs=[f"type=local,dest={tmp_path / 'out'}"])
+    _, rec = _build(context, root, dockerfile, pull=True, outputs=[f"type=local,dest={tmp_path / 'out'}"],
+                    explain=True)
     assert [n.split("] ", 1)[1].split(" ")[0] for n in rec.runs] == ["COPY", "RUN"]
     assert (tmp_path / "out" / "seen").read_text() == "2\n"
+    assert f"[1/3] FROM {ref}: rebuilt because base image digest changed" in "\n".join(rec.messages)
 
 
 def _one_file_tar(name: str, data: bytes) -> bytes:

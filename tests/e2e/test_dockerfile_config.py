@@ -13,11 +13,6 @@ pytestmark = pytest.mark.e2e
 SECOND = 1_000_000_000
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("root")
-
-
 def test_metadata_instructions(tmp_path, root, busybox_image):
     built = build_image(tmp_path, root, f"""\
 FROM {busybox_image.ref}

@@ -17,11 +17,6 @@ from e2e.helpers import BUILD_ERRORS, build_image
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("root")
-
-
 @pytest.fixture
 def http_files(tmp_path):
     """A directory served by a real http.server on 127.0.0.1: yields (dir, base URL)."""

@@ -10,11 +10,6 @@ from e2e.helpers import build_image
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("root")
-
-
 def test_run_heredocs(tmp_path, root, busybox_image):
     built = build_image(tmp_path, root, f"""\
 FROM {busybox_image.ref}

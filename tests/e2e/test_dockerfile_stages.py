@@ -11,12 +11,6 @@ from fixtures.busybox import host_arch
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """One pybuild root per module: the base image is pulled and extracted once."""
-    return tmp_path_factory.mktemp("root")
-
-
 def test_target_builds_only_the_stages_it_needs(tmp_path, root, busybox_image):
     dockerfile = f"""\
 FROM nonexistent.invalid/never/resolved:1 AS unused

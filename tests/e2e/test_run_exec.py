@@ -5,27 +5,16 @@ environment, exec form, failures, networking — with both executors
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from e2e.helpers import BUILD_ERRORS, build_image
+from e2e.helpers import ISOLATIONS, BUILD_ERRORS, build_image
 from runtime.errors import ExecFailed
 
 pytestmark = pytest.mark.e2e
 
-ISOLATIONS = [
-    "builtin",
-    pytest.param("oci", marks=pytest.mark.skipif(not (shutil.which("runc") or shutil.which("crun")),
-                                                 reason="runc/crun not installed")),
-]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("root")
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
