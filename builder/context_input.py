@@ -17,10 +17,8 @@ Remote and stdin contexts are written under ROOT/tmp and removed when the
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -28,10 +26,10 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from builder import git
 from builder.errors import PybuildError
 
 _COPY_CHUNK = 1 << 20
-_GIT_TIMEOUT = 600  # seconds for one git command
 _SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 
 
@@ -165,34 +163,12 @@ def split_git_url(spec: str) -> tuple[str, str, str]:
 def _clone(spec: str, scratch: Path) -> Path:
     url, ref, subdir = split_git_url(spec)
     checkout = scratch / "git"
-    # init + fetch of one ref (not `clone --branch`) so that ref may be a
-    # branch, a tag or a commit, as in BuildKit's git source.
-    _git(["init", "-q", str(checkout)], scratch, url)
-    _git(["remote", "add", "origin", url], checkout, url)
-    _git(["fetch", "-q", "--depth", "1", "origin", ref or "HEAD"], checkout, url)
-    _git(["checkout", "-q", "FETCH_HEAD"], checkout, url)
-    if (checkout / ".gitmodules").exists():
-        _git(["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"], checkout, url)
-    # BuildKit leaves .git out of the context (unless asked to keep it).
-    shutil.rmtree(checkout / ".git", ignore_errors=True)
+    checkout.mkdir()
+    try:
+        git.checkout(url, ref, checkout)
+    except git.GitError as exc:
+        raise ContextInputError(str(exc).replace("git repository", "git context")) from None
     directory = (checkout / subdir).resolve() if subdir else checkout
     if not directory.is_relative_to(checkout.resolve()) or not directory.is_dir():
         raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
     return directory
-
-
-def _git(args: list[str], cwd: Path, url: str) -> None:
-    # Ask nothing on a terminal: a missing credential is an error, not a prompt.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    try:
-        # subprocess.run kills git if we are interrupted (Ctrl-C) meanwhile.
-        done = subprocess.run(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=_GIT_TIMEOUT)
-    except FileNotFoundError:
-        raise ContextInputError("a git context needs git on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise ContextInputError(f"git {args[0]} {url}: timed out") from None
-    if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()
-        raise ContextInputError(f"failed to fetch git context {url}: "
-                                f"{detail[-1] if detail else f'git {args[0]} exited {done.returncode}'}")

@@ -175,7 +175,7 @@ class BuildSession:
     # solver --------------------------------------------------------------
     def impl_for(self, vertex: str):
         from builder.ops.exec import ExecImpl
-        from builder.ops.file import CopyImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
+        from builder.ops.file import CopyImpl, GitImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
         from builder.ops.source import ContextImpl, ImageImpl, ScratchImpl
 
         op = self.definition.op(vertex)
@@ -184,6 +184,7 @@ class BuildSession:
             ops.ContextSource: ContextImpl,
             ops.ImageSource: ImageImpl,
             ops.HttpSource: HttpImpl,
+            ops.GitSource: GitImpl,
             ops.Exec: ExecImpl,
             ops.FileCopy: CopyImpl,
             ops.WriteFiles: WriteFilesImpl,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +177,35 @@ def no_leaks(request):
             problems.append(f"temp files left behind: {temp_files}")
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def git_daemon(tmp_path):
+    """`git daemon` exporting tmp_path/git over git:// on loopback:
+    yields (the exported directory, the git:// base URL)."""
+    base = tmp_path / "git"
+    base.mkdir()
+    port = _free_loopback_port()
+    daemon = subprocess.Popen(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={base}",
+                               "--listen=127.0.0.1", f"--port={port}", str(base)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                daemon.kill()
+                daemon.wait()
+                pytest.fail("git daemon did not start")
+            time.sleep(0.05)
+    yield base, f"git://127.0.0.1:{port}"
+    daemon.terminate()
+    daemon.wait(timeout=10)

@@ -7,11 +7,12 @@ import shutil
 import threading
 from pathlib import Path
 
+from builder import git
 from builder.context import BuildContext
 from builder.ops.copy import copy_into, make_dir, write_files
 from builder.ops.http import fetch_url
 from cache.keys import cache_key
-from frontend.ops import ContextSource, FileCopy, HttpSource, MakeDir, WriteFiles
+from frontend.ops import ContextSource, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
 
 
 class _SnapshotStep:
@@ -68,7 +69,7 @@ class CopyImpl(_SnapshotStep):
             else:
                 view = stack.enter_context(self.session.worker.snapshots.mount(tuple(inputs[1]), None))
                 selection = self._select(BuildContext.of_tree(Path(view)))
-            unpack = op.unpack and not isinstance(self._source_op(), HttpSource)
+            unpack = op.unpack and not isinstance(self._source_op(), (HttpSource, GitSource))
             return self.on_new_snapshot(inputs[0], lambda rootfs: copy_into(
                 rootfs, selection, op.dest, chown=op.chown, chmod=op.chmod, parents=op.parents,
                 unpack=unpack, instruction="ADD" if op.unpack else "COPY"))
@@ -130,6 +131,33 @@ class HttpImpl:
         try:
             target = snapshots.fs_path(snapshot) / name
             shutil.copy2(path, target)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return (snapshot,)
+
+
+class GitImpl:
+    """ADD <git url>: the tree of one ref, alone in a snapshot, for a
+    FileCopy to read. The key holds the commit the ref names now, so a new
+    commit on a branch rebuilds, as BuildKit's git source does."""
+
+    def __init__(self, op: GitSource, vertex: str, session):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+        self._commit: str | None = None
+
+    def cache_key(self, input_keys):
+        self._commit = git.resolve_commit(self.op.remote, self.op.ref, self.session.tmp)
+        return cache_key(self.op.canonical(), input_keys, self._commit)
+
+    def execute(self, inputs, cancel):
+        snapshots = self.session.worker.snapshots
+        snapshot = snapshots.create()
+        try:
+            git.checkout(self.op.remote, self._commit or self.op.ref, snapshots.fs_path(snapshot),
+                         keep_git_dir=self.op.keep_git_dir)
         except BaseException:
             snapshots.remove(snapshot)
             raise

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from builder.compression import Compression, decompressing_reader
 from builder.image import Descriptor
 from builder.reference import Reference
+from builder.solver import Cancelled
 from cache.digest import Digest
 from cache.index import LayerRecord
 from cache.keys import cache_key, chain_id
 from frontend.ops import ContextSource, ImageSource, Scratch
 from runtime import layer as layer_tar
+
+PULL_WORKERS = 4
 
 
 class ScratchImpl:
@@ -64,23 +68,41 @@ class ImageImpl:
         layers = [Descriptor.from_json(l) for l in manifest["layers"]]
         if len(diff_ids) != len(layers):
             raise_mismatch(ref, len(layers), len(diff_ids))
+        chain_ids = [Digest.parse(chain_id(diff_ids[: n + 1])) for n in range(len(diff_ids))]
+        extracted = [self._extracted(cid) for cid in chain_ids]
+        missing = [desc for desc, snapshot in zip(layers, extracted) if snapshot is None]
         chain = []
-        for position, (desc, diff_id) in enumerate(zip(layers, diff_ids)):
-            if cancel.is_set():
-                from builder.solver import Cancelled
-
-                raise Cancelled()
-            cid = Digest.parse(chain_id(diff_ids[: position + 1]))
-            snapshot = worker.index.get_base(cid)
-            if snapshot is None or not worker.snapshots.exists(snapshot):
-                snapshot = self._extract(ref, desc, cid)
-            self._remember_blob(snapshot, desc, diff_id)
-            chain.append(snapshot)
+        # Blobs download in parallel (bounded); layers extract in order as
+        # soon as their blob is there, so extraction overlaps the downloads.
+        with ThreadPoolExecutor(max_workers=PULL_WORKERS, thread_name_prefix="pybuild-pull") as pool:
+            downloads = {desc.digest: pool.submit(self._fetch, ref, desc, cancel) for desc in missing}
+            try:
+                for desc, diff_id, cid, snapshot in zip(layers, diff_ids, chain_ids, extracted):
+                    if snapshot is None:
+                        downloads[desc.digest].result()
+                        if cancel.is_set():
+                            raise Cancelled()
+                        snapshot = self._extract(desc, cid)
+                    self._remember_blob(snapshot, desc, diff_id)
+                    chain.append(snapshot)
+            except BaseException:
+                for future in downloads.values():
+                    future.cancel()
+                raise
         return tuple(chain)
 
-    def _extract(self, ref, desc: Descriptor, cid: Digest) -> str:
+    def _extracted(self, cid: Digest) -> str | None:
         worker = self.session.worker
+        snapshot = worker.index.get_base(cid)
+        return snapshot if snapshot is not None and worker.snapshots.exists(snapshot) else None
+
+    def _fetch(self, ref, desc: Descriptor, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise Cancelled()
         self.session.registry.fetch_blob(ref, desc, progress=self.session.reporter.progress_hook(self.vertex))
+
+    def _extract(self, desc: Descriptor, cid: Digest) -> str:
+        worker = self.session.worker
         snapshot = worker.snapshots.create()
         try:
             with worker.store.open(desc.digest) as raw:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import functools
 import http.server
 import io
-import socket
 import subprocess
 import tarfile
 import threading
-import time
 
 import pytest
 
@@ -52,37 +50,6 @@ def http_dir(tmp_path):
     server.shutdown()
     server.server_close()
     thread.join()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def git_daemon(tmp_path):
-    """`git daemon` exporting tmp_path/git over git:// on loopback."""
-    base = tmp_path / "git"
-    base.mkdir()
-    port = _free_port()
-    daemon = subprocess.Popen(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={base}",
-                               "--listen=127.0.0.1", f"--port={port}", str(base)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                daemon.kill()
-                daemon.wait()
-                pytest.fail("git daemon did not start")
-            time.sleep(0.05)
-    yield base, f"git://127.0.0.1:{port}"
-    daemon.terminate()
-    daemon.wait(timeout=10)
 
 
 def _git(*args, cwd):

@@ -1,0 +1,30 @@
+"""ADD <git url>: one ref of a repository, keyed by the commit it names."""
+
+import subprocess
+
+from e2e.helpers import build_image
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_add_git_follows_the_branch(tmp_path, root, busybox_image, git_daemon):
+    base, url = git_daemon
+    repo = base / "repo.git"
+    repo.mkdir()
+    _git("init", "-q", "-b", "main", cwd=repo)
+    (repo / "file.txt").write_text("one\n")
+    _git("add", ".", cwd=repo)
+    _git("commit", "-q", "-m", "one", cwd=repo)
+    dockerfile = f"FROM {busybox_image.ref}\nADD {url}/repo.git#main /src/\nRUN cat /src/file.txt\n"
+    first = build_image(tmp_path / "a", root, dockerfile)
+    assert first.read_text("/src/file.txt") == "one\n"
+    assert not first.exists("/src/.git")
+    again = build_image(tmp_path / "b", root, dockerfile)
+    assert again.result.executed_steps == 0
+    (repo / "file.txt").write_text("two\n")
+    _git("commit", "-q", "-am", "two", cwd=repo)
+    moved = build_image(tmp_path / "c", root, dockerfile)
+    assert moved.read_text("/src/file.txt") == "two\n"
