@@ -271,7 +271,7 @@ def _parser_dockerfile(lines: int) -> str:
     while len(out) < lines:
         k = i % 8
         if k == 0:
-            out.append(f"ENV VAR{i}=value{i} OTHER{i}=\"quoted $VAR{i}\"")
+            out.append(f"ENV VAR{i}=value{i} OTHER{i}=\"quoted value {i}\"")
         elif k == 1:
             out.append(f"RUN echo step {i} && mkdir -p /opt/s{i} && \\")
             out.append(f"    touch /opt/s{i}/done")

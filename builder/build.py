@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +19,10 @@ from builder.errors import PybuildError
 from builder.gc import RootLock, auto_gc
 from builder.image import Image
 from builder.layers import LayerMaker
-from builder.outputs import OutputSpec, OutputType, parse_output
+from builder.outputs import OutputSpec, parse_output
 from builder.progress import BuildReporter
 from builder.reference import Reference
-from builder.secrets import Secrets, parse_secrets, parse_ssh
+from builder.secrets import parse_secrets, parse_ssh
 from builder.session import BuildSession
 from builder.solver import Solver
 from builder.worker import Worker

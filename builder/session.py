@@ -6,18 +6,20 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING
 
 from builder.errors import PybuildError
-from builder.image import Image, REF_NAME_ANNOTATION
-from builder.outputs import OutputSpec, OutputType
+from builder.image import Image
 from builder.reference import Reference
 from cache.digest import Digest
 from frontend import ops
 from frontend.definition import Definition, ResolvedImage
 from runtime.spec import NetworkMode
+
+if TYPE_CHECKING:
+    from builder.registry import RegistryClient
 
 
 class IndexResults:
@@ -202,15 +204,3 @@ class BuildSession:
         from builder.export.run import run_outputs
 
         return run_outputs(self, assembler, chain, tags, specs, push)
-
-    def _push(self, name: str, image: Image) -> str:
-        ref = Reference.parse(name)
-        self.reporter.message(f"pushing {ref}")
-        digest = self.registry.push(ref, image)
-        self.reporter.message(f"pushed {ref}@{digest}")
-        return str(digest)
-
-    def _export_rootfs(self, chain, dest: Path, as_tar: bool) -> None:
-        from builder.export.rootfs import export_rootfs
-
-        export_rootfs(self.worker.snapshots, chain, dest, as_tar=as_tar, tmp=self.tmp)

@@ -16,6 +16,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 
 class NetworkMode(enum.Enum):
@@ -63,7 +64,7 @@ class Op:
             body[f.name] = _canonical_value(getattr(self, f.name))
         return body
 
-    @property
+    @cached_property  # frozen: computed once (a 10,000-line Dockerfile asked 3 times per op)
     def vertex_id(self) -> str:
         raw = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()

@@ -82,14 +82,18 @@ def test_changed_step_reuses_the_imported_steps_below_it(busybox_image, registry
     assert [n.split("] ", 1)[1].split(" ")[0] for n in rec.runs] == ["COPY", "COPY", "RUN"]
 
 
-def test_local_cache_carries_cache_mounts(busybox_image, tmp_path, context):
+def test_local_cache_carries_cache_mounts(busybox_image, registry, tmp_path, context):
     dockerfile = (f"FROM {busybox_image.ref}\n"
                   "RUN --mount=type=cache,target=/var/cache/app,id=appcache "
                   "echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /runs\n")
     cache_dir = tmp_path / "cache-dir"
+    ref = f"{registry.host}/cachetest/mounts:1"
     _build(tmp_path, "a", tmp_path / "root-a", dockerfile,
-           cache_to=[f"type=local,dest={cache_dir},cache-mounts=true"])
+           cache_to=[f"type=local,dest={cache_dir},cache-mounts=true", f"type=registry,ref={ref},cache-mounts=true"])
     assert (cache_dir / "index.json").is_file() and (cache_dir / "oci-layout").is_file()
+    # The registry stores the cache mount blobs too.
+    _, rec, _ = _build(tmp_path, "r", tmp_path / "root-r", dockerfile, cache_from=[ref])
+    assert rec.runs == [] and any("restored 1 cache mount" in m for m in rec.messages)
 
     root_b = tmp_path / "root-b"
     _, rec, _ = _build(tmp_path, "b", root_b, dockerfile, cache_from=[f"type=local,src={cache_dir}"])

@@ -86,3 +86,34 @@ def test_prune_cli_rejects_bad_options(tmp_path):
     assert done.returncode == 1 and "invalid size 'lots'" in done.stderr
     done = subprocess.run(["pybuild", "du", "--root", str(tmp_path / "r")], capture_output=True, text=True)
     assert done.returncode == 0 and "build cache" in done.stdout
+
+
+def test_prune_waits_for_a_running_build(busybox_image, tmp_path):
+    import threading
+    import time
+
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    started = tmp_path / "started"
+    # The RUN's output tells us the build is under way (and holds the root).
+    recorder = Recorder()
+    original = recorder.output
+    recorder.output = lambda vertex, data: (started.touch(), original(vertex, data))
+    dockerfile = f"FROM {busybox_image.ref}\nRUN echo go && sleep 2 && echo done > /done\n"
+    thread = threading.Thread(target=build, args=(context,),
+                              kwargs=dict(dockerfile_text=dockerfile, root=root, reporter=recorder))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists()
+        worker = Worker.open(root)
+        try:
+            assert prune(worker, all=True, blocking=False) is None  # a build holds the root
+            done = prune(worker, all=True)  # waits for the build, then collects
+            assert not thread.is_alive() and done.snapshots >= 2
+        finally:
+            worker.close()
+    finally:
+        thread.join()
