@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cache.digest import Digest
+from cache.sqlite import Connections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -66,25 +66,12 @@ class LayerRecord:
 class Index:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._local = threading.local()
-        # Every thread's connection, so that close() closes them all: those
-        # of a build's finished worker threads would otherwise keep index.db
-        # open (and its filesystem busy) for as long as the process lives.
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
+        self._connections = Connections(self.path)
         # executescript commits on its own; CREATE IF NOT EXISTS is idempotent.
         self._db().executescript(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            with self._opened_lock:
-                self._opened.append(db)
-        return db
+        return self._connections.get()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -98,12 +85,7 @@ class Index:
         db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every thread's connection; call once no thread uses the index."""
-        self._local.db = None
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for db in opened:
-            db.close()
+        self._connections.close()
 
     # results -------------------------------------------------------------
     def get_result(self, key: str) -> CachedResult | None:

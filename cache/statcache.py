@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Iterator
 
 from cache.digest import Digest
+from cache.sqlite import Connections
 
 _CHUNK = 1 << 20
-_BUSY_TIMEOUT_S = 60
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stat_cache (
@@ -82,9 +82,9 @@ class StatCache:
     def __init__(self, db_path: Path, *, racy_window_ns: int = 1_000_000_000):
         self.db_path = Path(db_path)
         self.racy_window_ns = racy_window_ns
-        self._local = threading.local()
+        self._connections = Connections(self.db_path)
+        self._local = threading.local()  # a thread's pending batch of rows
         self._counter_lock = threading.Lock()
-        self._opened: list[sqlite3.Connection] = []  # every thread's, for close()
         self.hashed = 0
         self.hits = 0
         # path -> (stat key, digest) seen by this process: a build reads the
@@ -95,27 +95,10 @@ class StatCache:
 
     # connections ---------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
-            # lookup never opens a transaction that would pin the WAL.
-            db = sqlite3.connect(self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            with self._counter_lock:
-                self._opened.append(db)
-        return db
+        return self._connections.get()
 
     def close(self) -> None:
-        """Close every thread's connection; call once no thread uses the cache
-        (finished threads' connections would keep index.db open)."""
-        self._local.db = None
-        with self._counter_lock:
-            opened, self._opened = self._opened, []
-        for db in opened:
-            db.close()
+        self._connections.close()
 
     # the cache -----------------------------------------------------------
     def lookup(self, path: Path, st: os.stat_result) -> Digest | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -85,7 +86,9 @@ def test_kill_during_run_then_rebuild_and_doctor(tmp_path, busybox_image):
                                  "RUN echo second > /second\n")
     log = tmp_path / "log"
     process = _start(root, context, log)
-    _wait_until(lambda: b"started-run" in log.read_bytes())
+    # The step's own output (`#N 0.012 started-run`), not its header line,
+    # which names the command before anything is mounted.
+    _wait_until(lambda: re.search(rb"#\d+ [\d.]+ started-run", log.read_bytes()) is not None)
     _kill(process)
     # the killed build left its step's snapshot mounted and unrecorded
     worker = Worker.open(root, "builtin")
