@@ -149,20 +149,26 @@ def read_xattrs(path: str | bytes, *, skip_prefix: tuple[str, ...] = ()) -> list
     return result
 
 
+def copy_file(src, dst, size: int) -> None:
+    """A new regular file `dst` (0600, the caller sets metadata) with the data
+    of `src`; neither is followed if it is a symlink."""
+    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            copy_data(src_fd, dst_fd, size)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+
+
 def copy_node(src: str, dst: str, st: os.stat_result, *, skip_xattrs: tuple[str, ...] = ()) -> None:
     """Create `dst` as a copy of the non-directory `src` (file data, symlink,
     device, fifo) with owner, mode, xattrs and times. `dst` must not exist."""
     mode = st.st_mode
     if stat.S_ISREG(mode):
-        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                copy_data(src_fd, dst_fd, st.st_size)
-            finally:
-                os.close(dst_fd)
-        finally:
-            os.close(src_fd)
+        copy_file(src, dst, st.st_size)
     elif stat.S_ISLNK(mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

@@ -43,7 +43,7 @@ from builder.context import BuildContext, Entry, Match, Selection
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile
-from runtime.fsutil import copy_data, read_xattrs, resolve_in_root
+from runtime.fsutil import copy_file, read_xattrs, resolve_in_root
 from runtime.users import resolve_chown
 
 Owner = tuple[int, int]
@@ -311,7 +311,7 @@ class _Copier:
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.ENOENT):
                         raise
-            self._copy_file(entry.path, dst, st)
+            copy_file(entry.path, dst, st.st_size)
             if st.st_nlink > 1:
                 self._links[key] = dst
         elif stat.S_ISLNK(mode):
@@ -323,18 +323,6 @@ class _Copier:
         elif stat.S_ISSOCK(mode):
             os.mknod(dst, stat.S_IFSOCK | 0o600)
         self._set_metadata(entry, dst, st)
-
-    @staticmethod
-    def _copy_file(src: Path, dst: Path, st: os.stat_result) -> None:
-        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                copy_data(src_fd, dst_fd, st.st_size)
-            finally:
-                os.close(dst_fd)
-        finally:
-            os.close(src_fd)
 
     def _set_metadata(self, entry: Entry | None, dst: Path, st: os.stat_result, *, apply_chmod: bool = True) -> None:
         """Owner, then mode (chown clears setuid bits), xattrs (chown clears
