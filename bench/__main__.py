@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -145,8 +144,8 @@ def main(argv=None) -> int:
         report["table"] = table(report, [b.name for b in builders] or args.builders)
         _save(out, report)
         partial.unlink(missing_ok=True)
-        if owned_work:
-            env.remove_tree(work) if not os.environ.get("PYBUILD_BENCH_KEEP") else None
+        if owned_work and not os.environ.get("PYBUILD_BENCH_KEEP"):  # keep it to read bench.log
+            env.remove_tree(work)
     print(report["table"])
     for note in report["notes"]:
         print(f"note: {note}")

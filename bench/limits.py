@@ -77,5 +77,4 @@ def measure(size: int = 256 << 20, work: Path | None = None) -> dict:
                 out["disk write+fsync MB/s"] = round(_rate(size, write), 1)
                 # Page-cached read: what a re-hash of an unchanged file costs at best.
                 out["read (page cache) MB/s"] = round(_rate(size, lambda: path.read_bytes()), 1)
-        del data, view
     return out
