@@ -49,8 +49,11 @@ def _slot(name: str) -> str:
     return " ".join(match.groups()) if match else ""
 
 
-def describe(definition, session, solution, build_args: Mapping[str, str]) -> dict:
-    """This build's record: step name -> what decided its key."""
+def describe(definition, session, solution, build_args: Mapping[str, str], previous: dict | None = None) -> dict:
+    """This build's record: step name -> what decided its key. A COPY whose
+    key the previous record already holds read the same files, so its file
+    map is taken from there instead of walking the context again."""
+    earlier = (previous or {}).get("steps", {})
     steps: dict[str, dict] = {}
     for vertex, key in solution.keys.items():
         meta = definition.metadata.get(vertex)
@@ -67,7 +70,11 @@ def describe(definition, session, solution, build_args: Mapping[str, str]) -> di
         elif isinstance(op, ops.Exec):
             step["env"] = list(op.env)
         elif isinstance(op, ops.FileCopy) and isinstance(definition.op(op.inputs[1]), ops.ContextSource):
-            step["files"] = _file_map(session.context, op)
+            same = earlier.get(step_name(meta), {})
+            if same.get("key") == key and "files" in same:
+                step["files"] = same["files"]
+            else:
+                step["files"] = _file_map(session.context, op)
         steps[step_name(meta)] = step
     return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
 
@@ -171,8 +178,8 @@ def report(definition, solution, session, reporter, build_args, forced: Mapping[
            explain_wanted: bool, record_key: str) -> dict[str, str]:
     """Store this build's record; with --explain, print why steps ran."""
     index = session.worker.index
-    current = describe(definition, session, solution, build_args)
-    previous = index.get_build(record_key) if explain_wanted else None
+    previous = index.get_build(record_key)
+    current = describe(definition, session, solution, build_args, previous)
     index.put_build(record_key, current)
     if not explain_wanted:
         return {}

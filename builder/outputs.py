@@ -147,6 +147,11 @@ def export_options(spec: OutputSpec, defaults):
         changes["force_compression"] = spec.flag("force-compression")
     if "rewrite-timestamp" in attrs:
         changes["rewrite_timestamp"] = spec.flag("rewrite-timestamp")
+    if spec.type is OutputType.IMAGE and "compression" not in attrs and not spec.flag("push"):
+        # The local store keeps new layers uncompressed, as docker's store
+        # does: gzip (one core, ~50 MB/s here) is paid only by outputs that
+        # ship bytes elsewhere (push, OCI and docker archives).
+        changes["compression"] = Compression.UNCOMPRESSED
     compression = changes.get("compression", defaults.compression)
     if "oci-mediatypes" in attrs:
         changes["oci_mediatypes"] = spec.flag("oci-mediatypes")

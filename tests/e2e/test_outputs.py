@@ -16,7 +16,8 @@ import pytest
 
 from builder.build import build
 from builder.errors import PybuildError
-from builder.image import (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP,
+from builder.assemble import load_image
+from builder.image import (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP,
                            OCI_LAYER_ZSTD, OCI_MANIFEST)
 from builder.worker import Worker
 from fixtures.busybox import skopeo_inspect
@@ -146,10 +147,14 @@ def test_image_outputs_name_the_local_store(built):
     worker = Worker.open(work / "root", "builtin")
     try:
         names = {name: digest for name, digest, _ in worker.index.images()}
+        stored = load_image(worker.store, names["docker.io/library/localapp:1"])
     finally:
         worker.close()
     # type=image names its own name= only; -t tags go with it when it has none.
-    assert str(names["docker.io/library/localapp:1"]) == result.manifest_digest
+    # Same image (config) as the other outputs; its new layers are stored
+    # uncompressed, so its manifest is its own.
+    assert stored.config.digest == result.image.config.digest
+    assert all(layer.media_type == OCI_LAYER for layer in stored.layers[1:])
     assert "docker.io/library/tagged:1" not in names
 
 
