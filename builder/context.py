@@ -270,6 +270,7 @@ class BuildContext:
         h.update(CHECKSUM_VERSION.encode() + b"\n")
         digest_of = self._content_digest
         if self.stat_cache is not None:
+            self.stat_cache.preload(self.root)
             with self.stat_cache.batch():
                 self._feed(h, selection, digest_of, ignore_mode)
         else:
