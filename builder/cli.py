@@ -799,7 +799,7 @@ def push(name, insecure, root, config_file, debug):
     Example:
       pybuild push registry.local:5000/app:1
     """
-    from builder.images import find
+    from builder.images import compressed_for_push, find
     from builder.reference import Reference
     from builder.registry import RegistryClient
 
@@ -807,7 +807,8 @@ def push(name, insecure, root, config_file, debug):
         stored = find(worker, name)
         ref = Reference.parse(name)
         hosts = _settings(config_file, insecure=insecure).insecure_registries
-        digest = RegistryClient(worker.store, insecure=hosts).push(ref, stored.image)
+        image = compressed_for_push(worker, stored.image)
+        digest = RegistryClient(worker.store, insecure=hosts).push(ref, image)
         click.echo(f"{ref}: digest: {digest}")
 
     _with_worker(root, config_file, debug, send)

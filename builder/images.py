@@ -75,3 +75,37 @@ def history(stored: StoredImage) -> list[dict]:
         rows.append({"created": entry.get("created", ""), "created_by": entry.get("created_by", ""),
                      "size": size, "comment": entry.get("comment", "")})
     return list(reversed(rows))
+
+
+def compressed_for_push(worker, image: Image) -> Image:
+    """The image as a registry should get it: the local store keeps new
+    layers uncompressed, so those are gzipped (once; the blob is kept) and
+    a manifest listing the gzip blobs is made. The config, and so the image
+    ID, stays the same."""
+    import json
+
+    from builder.compression import Compression, compressing_writer
+    from builder.image import OCI_LAYER, DOCKER_LAYER, Descriptor, canonical_json
+
+    if not any(layer.media_type in (OCI_LAYER, DOCKER_LAYER) for layer in image.layers):
+        return image
+    layers = []
+    for layer in image.layers:
+        if layer.media_type not in (OCI_LAYER, DOCKER_LAYER):
+            layers.append(layer)
+            continue
+        with worker.store.open(layer.digest) as raw, worker.store.writer() as blob:
+            gzip = compressing_writer(blob, Compression.GZIP)
+            for chunk in iter(lambda: raw.read(1 << 20), b""):
+                gzip.write(chunk)
+            gzip.close()
+            digest = blob.commit()
+            size = blob.size
+        oci = layer.media_type == OCI_LAYER
+        layers.append(Descriptor(Compression.GZIP.media_type(oci), digest, size))
+    manifest = json.loads(worker.store.read_bytes(image.manifest.digest))
+    manifest["layers"] = [layer.to_json() for layer in layers]
+    raw_manifest = canonical_json(manifest)
+    descriptor = Descriptor(image.manifest.media_type, worker.store.put_bytes(raw_manifest), len(raw_manifest),
+                            platform=image.manifest.platform)
+    return Image(descriptor, image.config, tuple(layers))

@@ -41,8 +41,14 @@ def test_store_commands(busybox_image, registry, tmp_path):
     pybuild("tag", "store-app:1", remote, root=root)
     assert remote in pybuild("images", root=root).stdout
     pushed = pybuild("push", remote, root=root).stdout
-    assert f"digest: {inspect['Digest']}" in pushed
-    assert skopeo_inspect(f"docker://{remote}")["Digest"] == inspect["Digest"]
+    pushed_digest = pushed.strip().rsplit("digest: ", 1)[1]
+    remote_info = skopeo_inspect(f"docker://{remote}")
+    assert remote_info["Digest"] == pushed_digest
+    # The store keeps new layers uncompressed; the registry gets them gzipped,
+    # under the same config (image ID).
+    raw = skopeo_inspect(f"docker://{remote}", raw=True)
+    assert raw["config"]["digest"] == image_id
+    assert all(layer["mediaType"].endswith("+gzip") for layer in raw["layers"])
 
     untagged = pybuild("rmi", "store-app:1", root=root).stdout
     assert "Untagged: docker.io/library/store-app:1" in untagged
@@ -55,5 +61,5 @@ def test_store_commands(busybox_image, registry, tmp_path):
     # pull into a fresh root: the same image under its name.
     fresh = tmp_path / "fresh"
     pulled = pybuild("pull", remote, root=fresh).stdout
-    assert f"digest: {inspect['Digest']}" in pulled
+    assert f"digest: {pushed_digest}" in pulled
     assert json.loads(pybuild("inspect", remote, root=fresh).stdout)["Id"] == image_id
