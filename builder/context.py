@@ -57,7 +57,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from cache.digest import Digest
 from cache.statcache import StatCache, hash_file
-from frontend.dockerignore import Matcher
+from frontend.dockerignore import Matcher, glob_class
 from frontend.errors import ContextError
 from runtime.errors import RuntimeFailure
 from runtime.fsutil import read_xattrs, resolve_in_root
@@ -394,53 +394,14 @@ def _compile_component(part: str) -> Callable[[str], bool]:
             i += 1
             out.append(re.escape(part[i]))
         elif ch == "[":
-            end, cls = _char_class(part, i)
+            after, cls = glob_class(part, i + 1)
             out.append(cls)
-            i = end
+            i = after - 1
         else:
             out.append(re.escape(ch))
         i += 1
     regex = re.compile("".join(out), re.DOTALL)
     return lambda name: regex.fullmatch(name) is not None
-
-
-def _char_class(part: str, start: int) -> tuple[int, str]:
-    """Translate `[...]` starting at `start`; returns (index of `]`, regex)."""
-    i = start + 1
-    negate = i < len(part) and part[i] == "^"
-    if negate:
-        i += 1
-    items = []
-    first = True
-    while True:
-        if i >= len(part):
-            raise ValueError("unterminated character class")
-        ch = part[i]
-        if ch == "]" and not first:
-            break
-        first = False
-        if ch == "\\":
-            i += 1
-            if i >= len(part):
-                raise ValueError("unterminated character class")
-            ch = part[i]
-        lo = ch
-        if i + 2 < len(part) and part[i + 1] == "-" and part[i + 2] != "]":
-            i += 2
-            hi = part[i]
-            if hi == "\\":
-                i += 1
-                if i >= len(part):
-                    raise ValueError("unterminated character class")
-                hi = part[i]
-            if hi < lo:
-                raise ValueError("bad character range")
-            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-        else:
-            items.append(re.escape(lo))
-        i += 1
-    body = "".join(items)
-    return i, f"[^/{body}]" if negate else f"[{body}]"
 
 
 def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "") -> list[str]:

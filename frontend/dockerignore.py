@@ -81,7 +81,7 @@ def _compile(text: str) -> re.Pattern:
             else:
                 out.append("\\\\")
         elif ch == "[":
-            end, body = _bracket(text, i)
+            end, body = glob_class(text, i)
             out.append(body)
             i = end
         else:
@@ -90,8 +90,9 @@ def _compile(text: str) -> re.Pattern:
     return re.compile("".join(out), re.DOTALL)
 
 
-def _bracket(text: str, start: int) -> tuple[int, str]:
-    """A `[...]` class starting after "[", as filepath.Match reads it."""
+def glob_class(text: str, start: int) -> tuple[int, str]:
+    """A `[...]` class starting after "[", as Go's filepath.Match reads it:
+    (the index after its "]", the regex). Also used for COPY source paths."""
     i = start
     negate = i < len(text) and text[i] == "^"
     if negate:
@@ -125,8 +126,6 @@ def _class_char(text: str, i: int) -> tuple[str, int]:
         if i + 1 >= len(text):
             raise ValueError("syntax error in pattern")
         return text[i + 1], i + 2
-    if ch in "-]" and False:  # pragma: no cover - kept for symmetry with Go
-        raise ValueError("syntax error in pattern")
     return ch, i + 1
 
 
