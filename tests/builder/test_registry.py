@@ -304,6 +304,7 @@ def test_basic_auth_registry(tmp_path, store, auth_registry):
 
 def test_bearer_token_registry(tmp_path, store, token_registry):
     registry, server = token_registry
+    server.requests.clear()  # the token server is shared by the session's tests
     image = make_image(store, [{"tokens": os.urandom(64)}])
     ref = Reference.parse(f"{registry.host}/team/app:v1")
     with pytest.raises(RegistryError, match="unauthorized: bad credentials"):
