@@ -36,3 +36,17 @@ def test_imports_point_one_way(name):
             if top in PACKAGES and top != name and top not in ALLOWED[name]:
                 wrong.add((path.name, top))
     assert not wrong
+
+
+def test_every_package_is_listed_for_installation():
+    """A package missing from pyproject's explicit list works in an editable
+    install and is absent from a real one."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for name in PACKAGES
+        for path in (REPO / name).rglob("__init__.py")
+    }
+    assert found == listed
