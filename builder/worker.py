@@ -32,8 +32,11 @@ class Worker:
         from runtime.executor import default_isolation
         from runtime.snapshot import default_snapshotter
 
+        from runtime.executor import remove_stale_scratch
+
         root = Path(root) if root else default_root()
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch()  # what a pybuild killed by SIGKILL left on /dev/shm
         (root / "tmp").mkdir(exist_ok=True)
         return cls(
             root=root,

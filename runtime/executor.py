@@ -201,12 +201,52 @@ def remove_stubs(stubs: Stubs) -> None:
 _MEMORY_BACKED = Path("/dev/shm")
 
 
+_SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-")
+
+
+def memory_scratch_prefix(prefix: str) -> str:
+    """Scratch names on the tmpfs carry the owning pid, so that what a
+    killed pybuild left behind can be told apart and removed."""
+    return f"{prefix}{os.getpid()}-"
+
+
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     elif _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK):
         parent = _MEMORY_BACKED
+        prefix = memory_scratch_prefix(prefix)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def remove_stale_scratch() -> int:
+    """Remove the step scratch dirs (configs, hosts files, secrets) that a
+    pybuild killed with SIGKILL left on the tmpfs; returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(_MEMORY_BACKED)
+    except OSError:
+        return 0
+    for name in names:
+        prefix = next((p for p in _SCRATCH_PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        remove_tree(_MEMORY_BACKED / name)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_tree(path: Path) -> None:

@@ -90,6 +90,8 @@ def test_kill_during_run_then_rebuild_and_doctor(tmp_path, busybox_image):
     # which names the command before anything is mounted.
     _wait_until(lambda: re.search(rb"#\d+ [\d.]+ started-run", log.read_bytes()) is not None)
     _kill(process)
+    left_on_tmpfs = [name for name in os.listdir("/dev/shm") if f"-{process.pid}-" in name]
+    assert left_on_tmpfs, "the killed step's scratch dir (its config) stays until the next build"
     # the killed build left its step's snapshot mounted and unrecorded
     worker = Worker.open(root, "builtin")
     try:
@@ -100,6 +102,7 @@ def test_kill_during_run_then_rebuild_and_doctor(tmp_path, busybox_image):
     context.joinpath("Dockerfile").write_text(f"FROM {busybox_image.ref}\nRUN echo started-run && echo quick\n"
                                               "RUN echo second > /second\n")
     _rebuild(root, context)
+    assert not [name for name in os.listdir("/dev/shm") if f"-{process.pid}-" in name]
     _heal_and_check(root)
 
 
