@@ -50,12 +50,15 @@ class BuildResult:
 
 
 def parse_platform(text: str | None) -> Platform:
+    """`--platform`, read as the Dockerfile frontend reads `FROM --platform`."""
+    from frontend.convert import parse_platform as parse
+
     if not text:
         return Platform()
-    parts = text.split("/")
-    if len(parts) < 2 or len(parts) > 3 or not all(parts):
-        raise PybuildError(f"invalid platform {text!r}: expected os/arch[/variant]")
-    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise PybuildError(f"invalid platform {text!r}: {exc}") from None
 
 
 def build(
@@ -110,6 +113,7 @@ def build(
     if network not in ("host", "none", "default"):
         raise PybuildError(f"invalid --network {network!r}: expected default, host or none")
     limits = _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits)
+    target_platform = parse_platform(platform)
     cache_control = CacheControl.parse(no_cache=no_cache, no_cache_filter=no_cache_filter, explain=explain,
                                        cache_to=cache_to, cache_from=cache_from)
     worker = Worker.open(Path(root) if root else None, isolation)
@@ -133,14 +137,14 @@ def build(
                 path=dockerfile_path.name if dockerfile is None else str(dockerfile),
                 build_args=dict(build_args or {}),
                 target=target,
-                platform=parse_platform(platform),
+                platform=target_platform,
             )
             reporter.set_names(definition.metadata)
             for warning in definition.warnings:
                 reporter.warning(str(warning))
             for name in definition.unused_build_args:
                 reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
-            results = cache_control.prepare(definition, session, reporter, str(parse_platform(platform)))
+            results = cache_control.prepare(definition, session, reporter, str(target_platform))
             solver = Solver(definition.graph, session.impl_for, results, reporter,
                             on_cancel=session.cancel_running)
             solution = solver.solve(definition.target, force=cache_control.force)

@@ -47,7 +47,6 @@ KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
           "t": 1 << 40, "tb": 1 << 40}
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class GCError(PybuildError):
@@ -62,11 +61,14 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """'90m', '24h', '7d', '1h30m' (docker's `until=` durations)."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text or "")
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise GCError(f"invalid duration {text!r}: expected e.g. 30m, 24h, 7d")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    """'90m', '24h', '7d', '1h30m' (docker's `until=` durations), read as the
+    config file reads its GC durations."""
+    from builder.config import ConfigError, parse_duration as parse
+
+    try:
+        return parse(text or "", "--filter until")
+    except ConfigError as exc:
+        raise GCError(str(exc)) from None
 
 
 # locking ------------------------------------------------------------------------
