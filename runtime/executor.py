@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import selectors
-import shutil
 import stat
 import tempfile
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from runtime.errors import ExecCancelled, RuntimeFailure
+from runtime.fsutil import remove_tree
 from runtime.sandbox import DEFAULT_PATH, resolve_in_root
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User
@@ -204,18 +204,14 @@ _MEMORY_BACKED = Path("/dev/shm")
 _SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-")
 
 
-def memory_scratch_prefix(prefix: str) -> str:
-    """Scratch names on the tmpfs carry the owning pid, so that what a
-    killed pybuild left behind can be told apart and removed."""
-    return f"{prefix}{os.getpid()}-"
-
-
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     elif _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK):
         parent = _MEMORY_BACKED
-        prefix = memory_scratch_prefix(prefix)
+        # The owner's pid in the name: what a killed pybuild left behind can
+        # be told apart and removed (remove_stale_scratch).
+        prefix = f"{prefix}{os.getpid()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
@@ -247,10 +243,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def check_spec(spec: ExecSpec) -> None:

@@ -14,8 +14,8 @@ from builder.ops.cachemount import cache_mount_dir
 from cache.keys import cache_key
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
 from runtime.errors import ExecCancelled
-from runtime.executor import memory_scratch_prefix
-from runtime.fsutil import resolve_in_root
+from runtime.executor import scratch_dir
+from runtime.fsutil import remove_tree, resolve_in_root
 from runtime.prune import prune_unchanged_dirs
 from runtime.spec import BindMount, ExecSpec, NetworkMode as RuntimeNetwork, TmpfsMount
 
@@ -154,8 +154,8 @@ class ExecImpl:
             if not spec.target:
                 return None
         # /dev/shm is a tmpfs: the value never touches the disk under the root.
-        holder = Path(stack.enter_context(tempfile.TemporaryDirectory(
-            prefix=memory_scratch_prefix("pybuild-secret-"), dir="/dev/shm")))
+        holder = scratch_dir(None, "pybuild-secret-")  # the executors' tmpfs scratch
+        stack.callback(remove_tree, holder)
         path = holder / "secret"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
