@@ -94,7 +94,9 @@ def build(
     annotations: Mapping[str, str] | None = None,
     squash: bool = False,
     reporter: BuildReporter | None = None,
+    observer=None,
 ) -> BuildResult:
+    """`observer` (a builder.memo.Observer) is told what the build read."""
     started = time.monotonic()
     reporter = reporter or BuildReporter()
     context_dir = Path(context)
@@ -131,6 +133,7 @@ def build(
             pull=pull,
         )
         session.limits = limits
+        session.observer = observer
         try:
             definition = session.convert(
                 dockerfile_text,
@@ -149,6 +152,8 @@ def build(
                             on_cancel=session.cancel_running)
             solution = solver.solve(definition.target, force=cache_control.force)
             cache_control.after_solve(definition, session, solution, reporter, build_args, target)
+            if observer is not None:
+                _observe_solution(observer, definition, solution, reporter)
             created = session.results.created(solution.keys[definition.target])
             # One image per output's export options (builder.export.run).
             assembler = Assembler(worker.store, LayerMaker(worker.store, worker.index, worker.snapshots),
@@ -168,6 +173,15 @@ def build(
         lease.release()
         worker.close()
     return BuildResult(image, tags, len(solution.cached), len(solution.executed), time.monotonic() - started, pushed)
+
+
+def _observe_solution(observer, definition, solution, reporter) -> None:
+    from frontend import ops
+
+    observer.target_key = solution.keys[definition.target]
+    observer.steps = [[vertex, reporter.name_of(vertex)] for vertex in solution.keys]
+    if any(isinstance(definition.op(v), (ops.HttpSource, ops.GitSource)) for v in solution.keys):
+        observer.refuse()  # BuildKit asks the remote again on every build
 
 
 def _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits) -> Limits | None:

@@ -324,6 +324,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
         extra["squash"] = True
 
     def action():
+        from builder import memo
         from builder.build import build as run_build
         from builder.progress import make_reporter
 
@@ -332,6 +333,15 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
             dockerfile_path, dockerfile_text = _dockerfile_for(prepared, dockerfile, stdin_text)
             state["dockerfile_text"] = dockerfile_text
             reporter = make_reporter("quiet" if quiet else settings.progress)
+            memoisable = (memo.ARGV is not None and not prepared.is_remote and stdin_text is None
+                          and not (outputs or push or no_cache or no_cache_filter or explain or cache_to
+                                   or cache_from or pull or metadata_file))
+            observer = memo.Observer() if memoisable else None
+            if observer is not None:
+                reporter = memo.RecordingReporter(reporter)
+                observer.look_file(dockerfile_path or prepared.directory / "Dockerfile")
+                if settings.config.path is not None:
+                    observer.look_file(settings.config.path)
             try:
                 result = run_build(
                     prepared.directory, dockerfile=dockerfile_path, dockerfile_text=dockerfile_text, tags=tags,
@@ -340,12 +350,17 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
                     network="host" if network == "default" else network, no_cache=no_cache, pull=pull,
                     no_cache_filter=no_cache_filter, explain=explain, cache_to=cache_to, cache_from=cache_from,
                     secrets=secrets, ssh=ssh, insecure_registries=settings.insecure_registries,
-                    labels=label_map, reporter=reporter, **extra)
+                    labels=label_map, reporter=reporter, observer=observer, **extra)
                 _write_result_files(result, iidfile, metadata_file)
                 if not quiet:
-                    for tag in result.tags:
-                        reporter.message(f"naming to {tag} done")
-                    reporter.message(f"writing image {result.image_id} done ({result.duration:.1f}s)")
+                    memo.announce(reporter, result.tags, result.image_id, result.duration)
+                if observer is not None:
+                    memo.record(_root_dir(settings), memo.memo_key(memo.ARGV, os.getcwd(), dict(os.environ),
+                                                                   sys.stderr.isatty()),
+                                observer, progress=settings.progress.value, quiet=quiet, iidfile=iidfile,
+                                image_id=result.image_id, manifest=result.manifest_digest, tags=result.tags,
+                                warnings=reporter.warnings,
+                                config_path=str(settings.config.path) if settings.config.path else None)
             finally:
                 reporter.close()
         if quiet:

@@ -135,8 +135,9 @@ class BuildContext:
     """
 
     def __init__(self, root: Path, excludes: Sequence[str] = (), stat_cache: StatCache | None = None,
-                 *, preserve_ownership: bool = False):
+                 *, preserve_ownership: bool = False, observer=None):
         self.root = Path(root).resolve()
+        self.observer = observer  # builder.memo.Observer: what this build read, or None
         if not self.root.is_dir():
             raise ContextError(f"build context is not a directory: {root}")
         self.excludes = tuple(excludes)
@@ -178,6 +179,8 @@ class BuildContext:
             return [match]
         base = self._resolve(literal, follow=True)
         base_rel = self._rel(base)
+        if self.observer is not None:
+            self.observer.look_along(self.root, literal)
         try:
             base_st = os.lstat(base)
         except (FileNotFoundError, NotADirectoryError):
@@ -185,7 +188,7 @@ class BuildContext:
         if not stat.S_ISDIR(base_st.st_mode) or not self._visible(base_rel, base, base_st):
             raise _not_found(pattern)
         matches = []
-        for hit in _find_wildcard(base, _component_matchers(pattern, wildcard)):
+        for hit in _find_wildcard(base, _component_matchers(pattern, wildcard), observer=self.observer):
             name = posixpath.join(literal, hit) if literal else hit
             match = self._match_path(pattern, name, pivot, exclude, follow, from_wildcard_base=hit)
             if match is not None:
@@ -199,6 +202,9 @@ class BuildContext:
         if name != "" and self._ignore.excluded(name) and not self._ignore.may_reinclude_below(name):
             return None  # an ignored path (or symlink) is absent from the context
         real = self._resolve(name, follow=follow)
+        if self.observer is not None:
+            self.observer.look_along(self.root, name)
+            self.observer.look(real)
         try:
             st = os.lstat(real)
         except (FileNotFoundError, NotADirectoryError):
@@ -222,6 +228,9 @@ class BuildContext:
     def _walk(self, rel_dir: str, abs_dir: Path, exclude: "_PatternSet", sub_dir: str = "") -> list[Entry]:
         """The visible tree below a directory, sorted, symlinks not followed."""
         out: list[Entry] = []
+        observer = self.observer
+        if observer is not None:
+            observer.look(abs_dir)  # its times change when an entry is added, removed or renamed
         with os.scandir(abs_dir) as it:
             children = sorted(it, key=lambda d: d.name)
         for child in children:
@@ -239,6 +248,8 @@ class BuildContext:
             if (ignored or exclude.excluded(sub)) and not below:
                 continue
             out.append(Entry(rel, path, st))
+            if observer is not None:
+                observer.saw(child.path, st)
             out.extend(below)
         return out
 
@@ -404,11 +415,14 @@ def _compile_component(part: str) -> Callable[[str], bool]:
     return lambda name: regex.fullmatch(name) is not None
 
 
-def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "") -> list[str]:
+def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "", *,
+                   observer=None) -> list[str]:
     """Paths below `base` whose components match `matchers` one to one, in
     lexical order; like filepath.Walk, symlinked directories are not entered
     on the way (a final symlink still matches and is followed later)."""
     found = []
+    if observer is not None:
+        observer.look(base)  # a new match changes the directory's times
     try:
         with os.scandir(base) as it:
             children = sorted(it, key=lambda d: d.name)
@@ -422,7 +436,7 @@ def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: st
         if not rest:
             found.append(rel)
         elif child.is_dir(follow_symlinks=False):
-            found.extend(_find_wildcard(Path(child.path), rest, rel))
+            found.extend(_find_wildcard(Path(child.path), rest, rel, observer=observer))
     return found
 
 

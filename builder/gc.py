@@ -200,6 +200,9 @@ def prune(worker, *, all: bool = False, keep_storage: int | None = None, until: 
 
 
 def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
+    from builder.memo import forget
+
+    forget(worker.root)  # tiny, and re-made by the next full build of each command
     index, snapshots, store = worker.index, worker.snapshots, worker.store
     done = PruneResult()
     results = index.results_by_age()

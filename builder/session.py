@@ -85,6 +85,7 @@ class BuildSession:
     _executor: object = None
     _stats: object = None  # the context's StatCache, closed with the session
     limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
+    observer: object = None  # builder.memo.Observer, when this build may be memoised
 
     @property
     def executor(self):
@@ -124,7 +125,7 @@ class BuildSession:
         from frontend.dockerignore import parse_dockerignore
 
         excludes = parse_dockerignore(self._dockerignore_text())
-        self.context = BuildContext(self.context_dir, excludes, self._stat_cache())
+        self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer)
         self.definition = convert(
             text, path=path, build_args=build_args, target=target, platform=platform,
             resolve_image=self.resolve_image, excludes=excludes)
@@ -141,6 +142,8 @@ class BuildSession:
         candidates = [self.dockerfile_path.with_name(self.dockerfile_path.name + ".dockerignore"),
                       self.context_dir / ".dockerignore"]
         for candidate in candidates:
+            if self.observer is not None:
+                self.observer.look_file(candidate)
             if candidate.is_file():
                 return candidate.read_text(errors="replace")
         return ""
@@ -165,6 +168,8 @@ class BuildSession:
             resolved = self.resolve_manifest(ref, platform)
             manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
         config = json.loads(self.worker.store.read_bytes(config_digest))
+        if self.observer is not None and ref.digest is None:
+            self.observer.resolved[(str(ref), platform_key)] = str(manifest_digest)
         name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
         return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
 

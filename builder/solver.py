@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 Result = tuple  # a snapshot chain, bottom to top
 
@@ -72,6 +73,8 @@ class Solver:
         return tuple(self._graph.nodes[vertex]["op"].inputs)
 
     def solve(self, target: str, *, force: Callable[[str], bool] = lambda v: False) -> Solution:
+        import networkx as nx  # not at import time: builder.progress needs Reporter, not the graph
+
         needed = nx.ancestors(self._graph, target) | {target}
         order = [v for v in nx.topological_sort(self._graph) if v in needed]
         impls = {v: self._impl_for(v) for v in order}

@@ -3,7 +3,10 @@ subprocess), with a root and a config home of its own."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,17 @@ def cli(tmp_path, shared_root) -> Cli:
     return Cli(shared_root, cli_env(tmp_path))
 
 
+@pytest.fixture
+def http_dir(tmp_path):
+    """A static HTTP server on loopback serving tmp_path/www."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()

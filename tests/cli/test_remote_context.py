@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import subprocess
 import tarfile
-import threading
 
 import pytest
 
@@ -34,22 +31,6 @@ def test_split_git_url():
     assert split_git_url("https://h/r.git#main:sub/dir") == ("https://h/r.git", "main", "sub/dir")
     assert split_git_url("https://h/r.git") == ("https://h/r.git", "", "")
     assert split_git_url("github.com/o/r#:d") == ("https://github.com/o/r", "", "d")
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """A static HTTP server on loopback serving tmp_path/www."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def _git(*args, cwd):
