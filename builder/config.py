@@ -209,12 +209,14 @@ def _gc(table, where: str) -> tuple[GCPolicy, ...]:
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+# As docker and buildkitd read sizes (go-units RAMInBytes): every unit is
+# binary, so `10GB`, `10G` and `10GiB` all mean 10 × 2**30 bytes.
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 def parse_size(value, where: str = "config") -> int:
-    """`10GB`, `512MiB`, `1e9`-free plain integers: a byte count."""
+    """`10GB`, `512MiB`, `1.5k` or a plain integer: a byte count."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     match = _SIZE.match(str(value))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,19 +44,20 @@ from cache.digest import Digest
 LOCK_NAME = "gc.lock"
 KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above this size
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
-          "t": 1 << 40, "tb": 1 << 40}
-
 
 class GCError(PybuildError):
     """Bad prune options, or a root that cannot be collected."""
 
 
 def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
-    if not match or match.group(2).lower() not in _UNITS:
-        raise GCError(f"invalid size {text!r}: expected a number with an optional unit (KB, MB, GB, TB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    """`--keep-storage` and $PYBUILD_GC_KEEP_STORAGE, read as the config
+    file reads `keep_storage`."""
+    from builder.config import ConfigError, parse_size as parse
+
+    try:
+        return parse(text or "", "--keep-storage")
+    except ConfigError as exc:
+        raise GCError(str(exc)) from None
 
 
 def parse_duration(text: str) -> float:

@@ -49,7 +49,7 @@ def test_full_file_is_parsed_into_a_frozen_config(tmp_path):
     assert config.registries["docker.io"].mirrors == ("mirror.gcr.io",)
     assert config.insecure_registries == ("other.internal", "registry.internal:5000")
     first, second = config.gc_policy
-    assert (first.keep_storage, first.keep_duration, first.filters) == (10 * 10**9, 5400.0, ("type==exec.cachemount",))
+    assert (first.keep_storage, first.keep_duration, first.filters) == (10 * 2**30, 5400.0, ("type==exec.cachemount",))
     assert (second.keep_storage, second.all) == (512 * 2**20, True)
     with pytest.raises(AttributeError):
         config.root = Path("/elsewhere")
@@ -69,7 +69,7 @@ def test_bad_files_are_one_clear_error(tmp_path, text, message):
 
 
 def test_sizes_and_durations():
-    assert parse_size("1kB") == 1000 and parse_size("2KiB") == 2048 and parse_size(7) == 7
+    assert parse_size("1kB") == 1024 == parse_size("1k") and parse_size("2KiB") == 2048 and parse_size(7) == 7
     assert parse_duration("48h") == 172800 and parse_duration("1d2s") == 86402 and parse_duration(5) == 5.0
     with pytest.raises(ConfigError):
         parse_duration("1h30")
