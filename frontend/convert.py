@@ -1070,14 +1070,15 @@ class _Converter:
             follow = True
             if remote and _is_git(remote[0]):
                 url, _, fragment = remote[0].partition("#")
-                ref = fragment.split(":", 1)[0]
+                ref, _, subdir = fragment.partition(":")
                 src_vertex = self.add(
                     GitSource(remote=url, ref=ref, keep_git_dir=bool(getattr(cmd, "keep_git_dir", False))),
                     name,
                     loc,
                     state.display,
                 )
-                paths: tuple[str, ...] = ("/",)
+                # `#ref:subdir` adds that directory's contents, as BuildKit's git source does.
+                paths: tuple[str, ...] = ("/" + subdir.strip("/"),)
             elif remote:
                 url = remote[0]
                 filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])

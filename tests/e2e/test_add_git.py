@@ -28,3 +28,20 @@ def test_add_git_follows_the_branch(tmp_path, root, busybox_image, git_daemon):
     _git("commit", "-q", "-am", "two", cwd=repo)
     moved = build_image(tmp_path / "c", root, dockerfile)
     assert moved.read_text("/src/file.txt") == "two\n"
+
+
+def test_add_git_subdirectory(tmp_path, root, busybox_image, git_daemon):
+    base, url = git_daemon
+    repo = base / "sub.git"
+    (repo / "docs/guide").mkdir(parents=True)
+    _git("init", "-q", "-b", "main", cwd=repo)
+    (repo / "top.txt").write_text("top\n")
+    (repo / "docs/index.txt").write_text("index\n")
+    (repo / "docs/guide/a.txt").write_text("a\n")
+    _git("add", ".", cwd=repo)
+    _git("commit", "-q", "-m", "one", cwd=repo)
+    dockerfile = f"FROM {busybox_image.ref}\nADD {url}/sub.git#main:docs /d/\n"
+    image = build_image(tmp_path / "a", root, dockerfile)
+    assert image.read_text("/d/index.txt") == "index\n"
+    assert image.read_text("/d/guide/a.txt") == "a\n"
+    assert not image.exists("/d/top.txt") and not image.exists("/d/docs")
