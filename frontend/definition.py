@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
-
-import networkx as nx
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from frontend.errors import Location
 from frontend.ops import Op, Platform
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class Definition:
 
 def build_graph(ops: list[Op]) -> nx.DiGraph:
     """Freeze a list of ops (any order, duplicates merged) into a graph."""
+    # Imported here, not with the module: networkx costs ~0.1 s of CPU to
+    # import, and every pybuild command imports the frontend (for its error
+    # types) while only a build makes a graph.
+    import networkx as nx
+
     graph = nx.DiGraph()
     for op in ops:
         graph.add_node(op.vertex_id, op=op)

@@ -1,0 +1,35 @@
+"""The frontend is imported by every pybuild command (the CLI needs its error
+types), so it must not drag networkx in: only a build that makes a graph pays
+for it (~0.1 s of CPU)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _modules_after(statement: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; {statement}; print('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    return set(done.stdout.split())
+
+
+def test_importing_the_frontend_leaves_networkx_out():
+    loaded = _modules_after("import frontend, frontend.check, frontend.errors")
+    assert "frontend.definition" in loaded
+    assert "networkx" not in loaded
+
+
+def test_a_converted_definition_holds_a_frozen_networkx_graph():
+    import networkx as nx
+
+    from frontend import convert
+
+    definition = convert("FROM scratch\nCOPY a /a\n", path="Dockerfile",
+                         resolve_image=lambda ref, platform: None)
+    assert isinstance(definition.graph, nx.DiGraph)
+    assert nx.is_frozen(definition.graph)
+    assert definition.target in definition.graph
