@@ -117,6 +117,16 @@ class StatCache:
         self._seen[key] = (tuple(row[:5]), digest)
         return digest
 
+    def known_digest(self, path, st: os.stat_result) -> Digest | None:
+        """The digest this process already holds for `path` in the state `st`
+        (read from the database or hashed and recorded), without touching
+        the database or the file. Racy files are never held, so a digest
+        returned here was stable for the racy window before it was taken."""
+        seen = self._seen.get(os.fspath(path))
+        if seen is not None and seen[0] == _stat_key(st):
+            return seen[1]
+        return None
+
     def file_digest(self, path: Path, st: os.stat_result) -> Digest:
         """The content digest of the regular file at `path`, whose lstat is `st`."""
         cached = self.lookup(path, st)

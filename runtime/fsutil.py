@@ -149,9 +149,11 @@ def read_xattrs(path: str | bytes, *, skip_prefix: tuple[str, ...] = ()) -> list
     return result
 
 
-def copy_file(src, dst, size: int) -> None:
+def copy_file(src, dst, size: int) -> os.stat_result:
     """A new regular file `dst` (0600, the caller sets metadata) with the data
-    of `src`; neither is followed if it is a symlink."""
+    of `src`; neither is followed if it is a symlink. Returns the fstat of
+    `src` taken after the copy, so a caller can tell whether the bytes it
+    copied are the ones it saw (and hashed) before."""
     src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -159,6 +161,7 @@ def copy_file(src, dst, size: int) -> None:
             copy_data(src_fd, dst_fd, size)
         finally:
             os.close(dst_fd)
+        return os.fstat(src_fd)
     finally:
         os.close(src_fd)
 

@@ -56,7 +56,10 @@ class UnportableSnapshot(RuntimeFailure):
 
 
 def write_layer(fs, out: BinaryIO, *, clamp_mtime: int | None = None) -> None:
-    """Write the snapshot directory `fs` to `out` as an uncompressed OCI layer."""
+    """Write the snapshot directory `fs` to `out` as an uncompressed OCI layer.
+
+    `out.write` may keep the object it is given (to hash or write it on
+    another thread): no buffer is changed once handed over."""
     writer = _TarWriter(out, clamp_mtime)
     hardlinks: dict[tuple[int, int], bytes] = {}
     # Depth-first with an explicit stack of per-directory iterators rather
@@ -78,7 +81,6 @@ class _TarWriter:
         self._out = out
         self._clamp = clamp_mtime
         self._buffer = bytearray()
-        self._chunk = bytearray(_CHUNK)
         self._out_fd = _raw_fd(out)
 
     def list_dir(self, host_dir: bytes, prefix: bytes) -> list:
@@ -220,14 +222,14 @@ class _TarWriter:
                 if exc.errno not in (errno.EINVAL, errno.ENOSYS) or remaining != size:
                     raise
                 self._out_fd = None  # not a sendfile target; fall back for good
-        view = memoryview(self._chunk)
         write = self._out.write
         while remaining > 0:
-            got = os.readv(fd, [view[: min(remaining, _CHUNK)]])
-            if got == 0:
+            # A fresh object per chunk: `out` may keep it (see write_layer).
+            chunk = os.read(fd, min(remaining, _CHUNK))
+            if not chunk:
                 break
-            write(view[:got])
-            remaining -= got
+            write(chunk)
+            remaining -= len(chunk)
         return remaining
 
     def _flush(self) -> None:
@@ -509,10 +511,15 @@ class _Extractor:
         if existing is None:
             return
         name = parts[-1]
+        # A hard link may only name what is still there: an entry replaced
+        # by a directory (or removed with one) is no link target any more.
         if stat.S_ISDIR(existing.st_mode):
             self._forget_dirs(parts)
+            depth = len(parts)
+            self._extracted = {p for p in self._extracted if p[:depth] != parts}
             remove_tree(f"/proc/self/fd/{parent_fd}/".encode() + name)
         else:
+            self._extracted.discard(parts)
             os.unlink(name, dir_fd=parent_fd)
 
     def _open_dir(self, parts: tuple[bytes, ...], member_name: str) -> int:

@@ -59,6 +59,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # the upper is not tied to these particular lower directories.
 _OVERLAY_FLAGS = "index=off,redirect_dir=off,metacopy=off"
 _ID_RE = re.compile(r"[a-z0-9_]{1,64}")
+# Notes live beside "fs" and "work", so neither name is one.
+_NOTE_RE = re.compile(r"note-[a-z0-9_.-]{1,80}")
 _OVERLAY_XATTRS = ("trusted.overlay.",)
 _OPAQUE_XATTR = "trusted.overlay.opaque"
 # CopySnapshotter's tag on its copies (see _mark); never leaves the view.
@@ -106,6 +108,42 @@ class _SnapshotStore:
 
     def ids(self) -> list[str]:
         return sorted(name for name in os.listdir(self.root) if _ID_RE.fullmatch(name) and self.exists(name))
+
+    def note_path(self, snapshot_id: str, name: str) -> Path:
+        """A small file kept beside a snapshot's `fs` (what an op wants to
+        remember about how it made it); removed with the snapshot."""
+        if not _NOTE_RE.fullmatch(name):
+            raise ValueError(f"invalid snapshot note name: {name!r}")
+        return self.fs_path(snapshot_id).parent / name
+
+    def with_note(self, name: str) -> list[str]:
+        """The snapshots that have the note `name`, most recent note first."""
+        found = []
+        for snapshot_id in os.listdir(self.root):
+            if not _ID_RE.fullmatch(snapshot_id):
+                continue
+            try:
+                found.append((os.stat(self.note_path(snapshot_id, name)).st_mtime_ns, snapshot_id))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return [snapshot_id for _, snapshot_id in sorted(found, reverse=True)]
+
+    def has_entries_below(self, snapshot_id: str, rel: str) -> bool:
+        """Whether the snapshot holds anything (whiteouts included) inside
+        the directory `rel`. Components are lstat'ed, never followed: a
+        symlink or file on the way means this snapshot has nothing there."""
+        path = os.fspath(self.fs_path(snapshot_id))
+        for name in rel.split("/"):
+            if name in ("", "."):
+                continue
+            path = os.path.join(path, name)
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    return False
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
 
     def commit(self, snapshot_id: str) -> None:
         """Mark the snapshot finished: its overlay workdir goes."""

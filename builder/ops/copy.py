@@ -36,6 +36,7 @@ import posixpath
 import re
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -91,6 +92,72 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
             copier.copy_match_with_parents(match, dest_path, selection.tree)
         else:
             copier.copy_match(match, dest_path)
+
+
+@dataclass(frozen=True)
+class DirectCopy:
+    """A COPY whose writes all land below one directory that the merged view
+    shows empty: its files can be written straight into the new snapshot's
+    upper directory, unmounted, instead of through overlayfs (where every
+    create costs a copy-up check and copy_file_range fails with EXDEV). No
+    lower entry can be shadowed there, so the upper ends up as overlay would
+    have left it. `plan_direct` made the directory, through the mount."""
+
+    dest_rel: str  # the destination directory, relative to the rootfs
+    owner: Owner | None
+    mode_fn: ModeFn | None
+    preserve_ownership: bool
+
+    def run(self, upper: Path, selection: Selection, reuse=None) -> None:
+        """Copy `selection` into `upper` (the snapshot's fs, not mounted)."""
+        target = resolve_in_root(upper, self.dest_rel, follow_final=False)
+        if not stat.S_ISDIR(os.lstat(target).st_mode):  # lstat: never through a symlink
+            raise CopyError(f"cannot copy to non-directory: /{self.dest_rel}")
+        copier = _Copier(Path(upper), self.owner, self.mode_fn, self.preserve_ownership, reuse=reuse)
+        for match in selection.matches:
+            copier.copy_match(match, target)
+
+
+def plan_direct(rootfs: Path, selection: Selection, dest: str, *, chown: str = "", chmod: str = "",
+                parents: bool = False, unpack: bool = False, instruction: str = "COPY") -> DirectCopy | None:
+    """On the mounted view: check what copy_into would, create the
+    destination directory as it would, and return a DirectCopy when every
+    write goes below that directory and the view shows it empty. None means
+    "use copy_into on the view" (a file destination, ADD's archives,
+    --parents, a destination with contents)."""
+    owner = resolve_chown(rootfs, chown) if chown else None
+    mode_fn = parse_chmod(chmod) if chmod else None
+    into_dir = dest.endswith("/") or dest.endswith("/.")
+    if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
+        raise CopyError(f"When using {instruction} with more than one source file, "
+                        "the destination must be a directory and end with a /")
+    if not selection.matches or unpack or parents:
+        return None
+    if not into_dir and not all(match.is_dir for match in selection.matches):
+        return None  # a file copied to a file name: one create, through the view
+    rootfs = Path(rootfs)
+    copier = _Copier(rootfs, owner, mode_fn, selection.preserve_ownership)
+    dest_path = resolve_in_root(rootfs, posixpath.normpath("/" + dest))
+    if dest_path == rootfs:
+        return None  # the root is never empty
+    copier.mkdir_all(dest_path.parent)
+    try:
+        st = os.lstat(dest_path)
+    except FileNotFoundError:
+        copier.mkdir_all(dest_path)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            return None  # copy_into reports it
+        with os.scandir(dest_path) as entries:
+            if next(entries, None) is not None:
+                return None  # lower entries to merge with: the view knows them
+        # Make overlay copy the (empty) lower directory up now, as creating
+        # the first file through the view would, so the upper has it with
+        # its lower metadata. The probe is upper-only: no whiteout is left.
+        probe = tempfile.mkstemp(prefix=".pybuild-", dir=dest_path)
+        os.close(probe[0])
+        os.unlink(probe[1])
+    return DirectCopy(os.path.relpath(dest_path, rootfs), owner, mode_fn, selection.preserve_ownership)
 
 
 def write_files(rootfs: Path, files: Sequence[InlineFile], dest: str, *, chown: str = "", chmod: str = "",
@@ -189,12 +256,16 @@ def _perm_bits(perms: str, current: int, is_dir: bool) -> int:
 # the copier -----------------------------------------------------------------------
 
 class _Copier:
-    def __init__(self, rootfs: Path, owner: Owner | None, mode_fn: ModeFn | None, preserve_ownership: bool):
+    def __init__(self, rootfs: Path, owner: Owner | None, mode_fn: ModeFn | None, preserve_ownership: bool,
+                 *, reuse=None):
         self.rootfs = rootfs
         self.owner = owner
         self.mode_fn = mode_fn
         self.preserve_ownership = preserve_ownership
-        self._links: dict[tuple[int, int], Path] = {}  # (dev, ino) of a source -> its first copy
+        # builder.ops.copy_reuse.CopyReuse: files of an earlier result of
+        # the same COPY that may be linked instead of copied.
+        self.reuse = reuse
+        self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of a source -> its first copy
 
     # destination directories
     def mkdir_all(self, path: Path) -> None:
@@ -266,10 +337,12 @@ class _Copier:
             self._set_metadata(None, path, src_st, apply_chmod=False)
 
     def _copy_tree(self, match: Match, target: Path, *, copy_root_metadata: bool) -> None:
-        pending_dirs: list[tuple[Entry, Path]] = []
+        pending_dirs: list[tuple[Entry, str]] = []
+        base = os.fspath(target)
         for entry in match.entries:
             sub = match.subpath(entry)
-            dst = target / sub if sub else target
+            # Plain strings: a Path per entry costs more than the syscalls.
+            dst = f"{base}/{sub}" if sub else base
             if stat.S_ISDIR(entry.stat.st_mode):
                 self._make_dir_entry(dst)
                 if sub or copy_root_metadata:
@@ -281,7 +354,7 @@ class _Copier:
         for entry, dst in reversed(pending_dirs):
             self._set_metadata(entry, dst, entry.stat)
 
-    def _make_dir_entry(self, dst: Path) -> None:
+    def _make_dir_entry(self, dst: str) -> None:
         try:
             st = os.lstat(dst)
         except FileNotFoundError:
@@ -290,7 +363,11 @@ class _Copier:
         if not stat.S_ISDIR(st.st_mode):
             raise CopyError(f"cannot copy to non-directory: {self._image_path(dst)}")
 
-    def _copy_node(self, entry: Entry, dst: Path) -> None:
+    def _copy_node(self, entry: Entry, dst: str) -> None:
+        st = entry.stat
+        if self.reuse is not None and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+            if self._link_previous(entry, dst):
+                return
         try:
             existing = os.lstat(dst)
         except FileNotFoundError:
@@ -299,7 +376,8 @@ class _Copier:
             if stat.S_ISDIR(existing.st_mode):
                 raise CopyError(f"cannot replace to directory {self._image_path(dst)} with file")
             os.unlink(dst)
-        st = entry.stat
+            if self.reuse is not None:
+                self.reuse.replaced(dst)
         mode = st.st_mode
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
@@ -311,9 +389,13 @@ class _Copier:
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.ENOENT):
                         raise
-            copy_file(entry.path, dst, st.st_size)
+            after = copy_file(entry.path, dst, st.st_size)
             if st.st_nlink > 1:
                 self._links[key] = dst
+            has_xattrs = self._set_metadata(entry, dst, st)
+            if self.reuse is not None and st.st_nlink == 1 and not has_xattrs:
+                self.reuse.copied(entry, dst, after)
+            return
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(entry.path), dst)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -324,22 +406,58 @@ class _Copier:
             os.mknod(dst, stat.S_IFSOCK | 0o600)
         self._set_metadata(entry, dst, st)
 
-    def _set_metadata(self, entry: Entry | None, dst: Path, st: os.stat_result, *, apply_chmod: bool = True) -> None:
-        """Owner, then mode (chown clears setuid bits), xattrs (chown clears
-        security.capability), then times (every other change bumps ctime only)."""
+    def _link_previous(self, entry: Entry, dst: str) -> bool:
+        """Hard-link `dst` to the earlier result's file when that inode is
+        exactly what copying `entry` would make: same content digest, and
+        owner, mode, size and mtime checked on the inode itself. Snapshots
+        are never written in place once made, so sharing is safe, and a
+        layer tar never shows links between snapshots. False: copy it (also
+        when `dst` exists already, which the normal path deals with)."""
+        found = self.reuse.previous_file(entry, dst)
+        if found is None:
+            return False
+        previous, rel = found
+        try:
+            have = os.lstat(previous)
+        except FileNotFoundError:
+            return False
+        st = entry.stat
+        uid, gid = self._owner_of(st)
+        perm = self.mode_fn(st.st_mode) if self.mode_fn else stat.S_IMODE(st.st_mode)
+        if not (stat.S_ISREG(have.st_mode) and stat.S_IMODE(have.st_mode) == perm and have.st_uid == uid
+                and have.st_gid == gid and have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns):
+            return False
+        try:
+            os.link(previous, dst, follow_symlinks=False)
+        except OSError as exc:
+            # ENOENT: the previous result was removed meanwhile.
+            if exc.errno in (errno.EMLINK, errno.EXDEV, errno.EEXIST, errno.ENOENT):
+                return False
+            raise
+        self.reuse.linked(rel)
+        return True
+
+    def _owner_of(self, st: os.stat_result) -> Owner:
         if self.owner is not None:
-            uid, gid = self.owner
-        elif self.preserve_ownership:
-            uid, gid = st.st_uid, st.st_gid
-        else:
-            uid, gid = 0, 0
+            return self.owner
+        if self.preserve_ownership:
+            return st.st_uid, st.st_gid
+        return 0, 0
+
+    def _set_metadata(self, entry: Entry | None, dst: str | Path, st: os.stat_result, *,
+                      apply_chmod: bool = True) -> bool:
+        """Owner, then mode (chown clears setuid bits), xattrs (chown clears
+        security.capability), then times (every other change bumps ctime only).
+        Returns whether the source had xattrs to copy."""
+        uid, gid = self._owner_of(st)
         os.chown(dst, uid, gid, follow_symlinks=False)
         is_link = stat.S_ISLNK(st.st_mode)
         if not is_link:
             perm = self.mode_fn(st.st_mode) if (self.mode_fn and apply_chmod) else stat.S_IMODE(st.st_mode)
             os.chmod(dst, perm)
-        if entry is not None:
-            for name, value in read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS):
+        xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS) if entry is not None else []
+        if xattrs:
+            for name, value in xattrs:
                 try:
                     os.setxattr(dst, name, value, follow_symlinks=False)
                 except OSError as exc:
@@ -348,6 +466,7 @@ class _Copier:
                     if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                         raise
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        return bool(xattrs)
 
     def _image_path(self, path: Path) -> str:
         rel = os.path.relpath(path, self.rootfs)

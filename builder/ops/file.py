@@ -9,7 +9,8 @@ from pathlib import Path
 
 from builder import git
 from builder.context import BuildContext
-from builder.ops.copy import copy_into, make_dir, write_files
+from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
+from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.ops.http import fetch_url
 from cache.keys import cache_key
 from frontend.ops import ContextSource, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
@@ -70,9 +71,41 @@ class CopyImpl(_SnapshotStep):
                 view = stack.enter_context(self.session.worker.snapshots.mount(tuple(inputs[1]), None))
                 selection = self._select(BuildContext.of_tree(Path(view)))
             unpack = op.unpack and not isinstance(self._source_op(), (HttpSource, GitSource))
-            return self.on_new_snapshot(inputs[0], lambda rootfs: copy_into(
-                rootfs, selection, op.dest, chown=op.chown, chmod=op.chmod, parents=op.parents,
-                unpack=unpack, instruction="ADD" if op.unpack else "COPY"))
+            return self._copy(tuple(inputs[0]), selection, unpack)
+
+    def _copy(self, chain: tuple, selection, unpack: bool) -> tuple:
+        """Through the mounted view only what needs it (see copy.plan_direct);
+        the files themselves go straight into the new upper, linked from the
+        previous result of this COPY where unchanged (builder/ops/copy_reuse)."""
+        op = self.op
+        snapshots = self.session.worker.snapshots
+        snapshot = snapshots.create()
+        options = dict(chown=op.chown, chmod=op.chmod, parents=op.parents, unpack=unpack,
+                       instruction="ADD" if op.unpack else "COPY")
+        try:
+            with snapshots.mount(chain, snapshot) as rootfs:
+                direct = plan_direct(Path(rootfs), selection, op.dest, **options)
+                if direct is not None and any(snapshots.has_entries_below(s, direct.dest_rel) for s in chain):
+                    # Hidden entries below (whiteouts, an opaque dir's lower
+                    # files): overlay knows which new directories must be
+                    # opaque, so the layer stays what a copy through it makes.
+                    direct = None
+                if direct is None:
+                    copy_into(Path(rootfs), selection, op.dest, **options)
+            if direct is not None:
+                upper = snapshots.fs_path(snapshot)
+                reuse = None
+                stat_cache = getattr(self.session.context, "stat_cache", None)
+                if self._from_context() and stat_cache is not None:
+                    reuse = CopyReuse(snapshots, note_name(op.canonical(), chain), stat_cache)
+                    reuse.start(upper, direct.dest_rel)
+                direct.run(upper, selection, reuse)
+                if reuse is not None:
+                    reuse.save(snapshot, direct.dest_rel)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return chain + (snapshot,)
 
 
 class WriteFilesImpl(_SnapshotStep):
