@@ -73,7 +73,7 @@ class Entry(NamedTuple):
     """One file, directory, symlink... of a source tree."""
 
     relpath: str  # "/"-separated, relative to the tree root; "" is the root
-    path: Path  # its absolute host path
+    path: str  # its absolute host path (a str: a Path per entry costs more than the walk)
     stat: os.stat_result  # lstat: a symlink is described, not followed
 
 
@@ -135,7 +135,7 @@ class BuildContext:
     """
 
     def __init__(self, root: Path, excludes: Sequence[str] = (), stat_cache: StatCache | None = None,
-                 *, preserve_ownership: bool = False, observer=None):
+                 *, preserve_ownership: bool = False, observer=None, remember: bool = False):
         self.root = Path(root).resolve()
         self.observer = observer  # builder.memo.Observer: what this build read, or None
         if not self.root.is_dir():
@@ -144,6 +144,10 @@ class BuildContext:
         self.stat_cache = stat_cache
         self.preserve_ownership = preserve_ownership
         self._ignore = _PatternSet(self.excludes)
+        # `remember`: one build reads the context as it was when first
+        # selected (as BuildKit's one transfer does): a COPY's key, its copy
+        # and the --explain record see the same selection, walked once.
+        self._selections: dict[tuple, Selection] | None = {} if remember else None
 
     @classmethod
     def of_tree(cls, root: Path, stat_cache: StatCache | None = None) -> "BuildContext":
@@ -155,13 +159,19 @@ class BuildContext:
     def select(self, patterns: Sequence[str], *, excludes: Sequence[str] = (),
                follow_symlinks: bool = True) -> Selection:
         """Resolve COPY source paths; raises ContextError for a missing path."""
+        memo_key = (tuple(patterns), tuple(excludes), follow_symlinks)
+        if self._selections is not None and memo_key in self._selections:
+            return self._selections[memo_key]
         exclude = _PatternSet(tuple(excludes))
         matches: list[Match] = []
         for pattern in patterns:
             matches.extend(self._select_one(pattern, exclude, follow_symlinks))
         unique = {e.relpath: e for m in matches for e in m.entries}
         entries = tuple(unique[k] for k in sorted(unique))
-        return Selection(self.root, tuple(patterns), tuple(matches), self.preserve_ownership, entries)
+        selection = Selection(self.root, tuple(patterns), tuple(matches), self.preserve_ownership, entries)
+        if self._selections is not None:
+            self._selections[memo_key] = selection
+        return selection
 
     def _select_one(self, pattern: str, exclude: "_PatternSet", follow: bool) -> list[Match]:
         pivot = ""
@@ -210,7 +220,7 @@ class BuildContext:
         except (FileNotFoundError, NotADirectoryError):
             return None
         real_rel = self._rel(real)
-        root = Entry(real_rel, real, st)
+        root = Entry(real_rel, os.fspath(real), st)
         if stat.S_ISDIR(st.st_mode):
             below = tuple(self._walk(real_rel, real, exclude))
             if self._ignore.excluded(real_rel) and not below:
@@ -225,7 +235,7 @@ class BuildContext:
         parents_path = name[len(pivot):].lstrip("/") if pivot else name
         return Match(pattern, name, parents_path, root, entries)
 
-    def _walk(self, rel_dir: str, abs_dir: Path, exclude: "_PatternSet", sub_dir: str = "") -> list[Entry]:
+    def _walk(self, rel_dir: str, abs_dir: str | Path, exclude: "_PatternSet", sub_dir: str = "") -> list[Entry]:
         """The visible tree below a directory, sorted, symlinks not followed."""
         out: list[Entry] = []
         observer = self.observer
@@ -243,7 +253,7 @@ class BuildContext:
             ignored = self._ignore.excluded(rel)
             if ignored and not (is_dir and self._ignore.may_reinclude_below(rel)):
                 continue  # pruned: nothing below can come back
-            path = Path(child.path)
+            path = child.path
             below = self._walk(rel, path, exclude, sub) if is_dir else []
             if (ignored or exclude.excluded(sub)) and not below:
                 continue

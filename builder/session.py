@@ -125,7 +125,8 @@ class BuildSession:
         from frontend.dockerignore import parse_dockerignore
 
         excludes = parse_dockerignore(self._dockerignore_text())
-        self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer)
+        self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer,
+                                    remember=True)
         self.definition = convert(
             text, path=path, build_args=build_args, target=target, platform=platform,
             resolve_image=self.resolve_image, excludes=excludes)

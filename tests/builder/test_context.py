@@ -132,7 +132,7 @@ def test_symlinks_pointing_out_resolve_inside_the_context(ctx_dir):
     (ctx_dir / "etc").mkdir()
     (ctx_dir / "etc" / "passwd").write_bytes(b"ctx passwd")
     sel = ctx.select(["abs_link"])
-    assert sel.matches[0].root.path == ctx_dir / "etc" / "passwd"
+    assert sel.matches[0].root.path == str(ctx_dir / "etc" / "passwd")
 
 
 def test_symlinks_inside_a_directory_are_entries_not_followed(ctx_dir):
@@ -263,3 +263,14 @@ def test_stat_cache_spares_rereading_unchanged_files(ctx_dir, tmp_path):
     assert ctx2.checksum(ctx2.select(["src", "*.txt"])) == first
     assert cache2.hashed == 0 and cache2.hits == 5
     cache2.close()
+
+
+def test_a_build_walks_each_selection_once(ctx_dir):
+    """A build's context (remember=True) answers a repeated select from the
+    first walk, as BuildKit reads a context it transferred once."""
+    ctx = BuildContext(ctx_dir, remember=True)
+    first = ctx.select(["src"])
+    (ctx_dir / "src" / "late.txt").write_text("added during the build")
+    assert ctx.select(["src"]) is first
+    assert "src/late.txt" not in {e.relpath for e in first.entries}
+    assert "src/late.txt" in {e.relpath for e in BuildContext(ctx_dir).select(["src"]).entries}
