@@ -141,10 +141,11 @@ def disk_usage(worker) -> Usage:
     bases = {s for _, s in index.all_bases()}
     in_results = {s for r in index.all_results() for s in r.chain}
     counts = {"base": [0, 0], "cache": [0, 0], "dead": [0, 0]}
+    seen: set = set()  # a COPY links unchanged files from its previous result: count each inode once
     for snapshot in snapshots.ids():
         kind = "base" if snapshot in bases else "cache" if snapshot in in_results else "dead"
         counts[kind][0] += 1
-        counts[kind][1] += tree_size(snapshots.root / snapshot)
+        counts[kind][1] += tree_size(snapshots.root / snapshot, seen)
     mounts = [p for p in worker.cache_mounts.iterdir() if p.is_dir()] if worker.cache_mounts.is_dir() else []
     image_refs = _image_blobs(worker)
     blobs = {"image": [0, 0], "other": [0, 0]}
