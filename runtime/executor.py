@@ -228,14 +228,14 @@ def remove_stale_scratch() -> int:
         if prefix is None:
             continue
         pid_text = name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         remove_tree(_MEMORY_BACKED / name)
         removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -142,13 +142,41 @@ def write_directory(store: ContentStore, entries: Sequence[Entry], root: Path) -
             target.write_bytes(entry.data)
 
 
+def _scratch_prefix(dest: Path) -> str:
+    """The name of a temp file or directory beside `dest`, up to its random
+    part: it carries our pid, so that the next export to `dest` can remove
+    what an exporter killed by SIGKILL left there."""
+    return f".{dest.name}.{os.getpid()}."
+
+
+def _remove_stale_beside(dest: Path) -> None:
+    from runtime.executor import pid_alive
+
+    start = f".{dest.name}."
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(start) or not (name.endswith(".tmp") or name.endswith(".tmp.old")):
+            continue
+        pid = name[len(start):].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path = dest.parent / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def atomic_file(dest: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write `dest` through a temp file beside it, fsynced, then renamed."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.is_dir():
             raise ExportError(f"cannot write {dest}: is a directory")
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        _remove_stale_beside(dest)
+        fd, name = tempfile.mkstemp(prefix=_scratch_prefix(dest), suffix=".tmp", dir=dest.parent)
     except OSError as exc:
         raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     tmp = Path(name)
@@ -180,7 +208,8 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
         raise ExportError(f"cannot write {dest}: exists and is not an OCI layout")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        _remove_stale_beside(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(dest), suffix=".tmp", dir=dest.parent))
     except OSError as exc:
         raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     old = None
