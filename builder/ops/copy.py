@@ -58,6 +58,19 @@ class CopyError(PybuildError):
     """A COPY/ADD that cannot be done as asked (the CLI reports it on one line)."""
 
 
+def _checked_options(rootfs: Path, selection: Selection, dest: str, chown: str, chmod: str,
+                     instruction: str) -> tuple[Owner | None, ModeFn | None, bool]:
+    """The owner, mode function and into-a-directory flag of a COPY, once
+    its sources and destination are known to fit together."""
+    owner = resolve_chown(rootfs, chown) if chown else None
+    mode_fn = parse_chmod(chmod) if chmod else None
+    into_dir = dest.endswith("/") or dest.endswith("/.")
+    if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
+        raise CopyError(f"When using {instruction} with more than one source file, "
+                        "the destination must be a directory and end with a /")
+    return owner, mode_fn, into_dir
+
+
 def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "", chmod: str = "",
               parents: bool = False, unpack: bool = False, instruction: str = "COPY") -> None:
     """Copy a selection (from the context, a stage or an image) into `rootfs`.
@@ -65,12 +78,7 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
     `dest` is absolute in the image (WORKDIR already joined); a trailing "/"
     means "into this directory". `unpack` is ADD's archive extraction.
     """
-    owner = resolve_chown(rootfs, chown) if chown else None
-    mode_fn = parse_chmod(chmod) if chmod else None
-    into_dir = dest.endswith("/") or dest.endswith("/.")
-    if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
-        raise CopyError(f"When using {instruction} with more than one source file, "
-                        "the destination must be a directory and end with a /")
+    owner, mode_fn, into_dir = _checked_options(rootfs, selection, dest, chown, chmod, instruction)
     if not selection.matches:
         return  # wildcards that matched nothing: BuildKit does nothing at all
     copier = _Copier(Path(rootfs), owner, mode_fn, selection.preserve_ownership)
@@ -125,12 +133,7 @@ def plan_direct(rootfs: Path, selection: Selection, dest: str, *, chown: str = "
     write goes below that directory and the view shows it empty. None means
     "use copy_into on the view" (a file destination, ADD's archives,
     --parents, a destination with contents)."""
-    owner = resolve_chown(rootfs, chown) if chown else None
-    mode_fn = parse_chmod(chmod) if chmod else None
-    into_dir = dest.endswith("/") or dest.endswith("/.")
-    if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
-        raise CopyError(f"When using {instruction} with more than one source file, "
-                        "the destination must be a directory and end with a /")
+    owner, mode_fn, into_dir = _checked_options(rootfs, selection, dest, chown, chmod, instruction)
     if not selection.matches or unpack or parents:
         return None
     if not into_dir and not all(match.is_dir for match in selection.matches):

@@ -149,12 +149,19 @@ def _copy_reusing(snaps, base, selection, dest, stats) -> tuple[str, CopyReuse]:
     return snapshot, reuse
 
 
+def _hashed_selection(context):
+    """The whole context, selected and hashed as a COPY's key would (which
+    fills the stat cache that reuse reads)."""
+    selection = context.select(["."])
+    context.checksum(selection)
+    return selection
+
+
 def test_reuse_links_unchanged_files_and_copies_the_rest(snaps, base, ctx, tmp_path):
     stats = StatCache(tmp_path / "index.db", racy_window_ns=0)
     try:
         context = BuildContext(ctx, stat_cache=stats)
-        selection = context.select(["."])
-        context.checksum(selection)
+        selection = _hashed_selection(context)
         first, first_reuse = _copy_reusing(snaps, base, selection, "/app", stats)
         assert first_reuse.linked_count == 0  # no previous result
 
@@ -162,8 +169,7 @@ def test_reuse_links_unchanged_files_and_copies_the_rest(snaps, base, ctx, tmp_p
         os.utime(ctx / "a.txt", ns=(T_FILE, T_FILE))
         os.chmod(ctx / "d/b.txt", 0o600)
         os.unlink(ctx / "d/e/c.sh")
-        selection = context.select(["."])
-        context.checksum(selection)
+        selection = _hashed_selection(context)
         second, reuse = _copy_reusing(snaps, base, selection, "/app", stats)
     finally:
         stats.close()
@@ -186,8 +192,7 @@ def test_a_changed_previous_inode_is_not_linked(snaps, base, ctx, tmp_path):
     stats = StatCache(tmp_path / "index.db", racy_window_ns=0)
     try:
         context = BuildContext(ctx, stat_cache=stats)
-        selection = context.select(["."])
-        context.checksum(selection)
+        selection = _hashed_selection(context)
         first, _ = _copy_reusing(snaps, base, selection, "/app", stats)
         os.utime(snaps.fs_path(first) / "app/d/big", ns=(T_FILE + 1, T_FILE + 1))
         second, reuse = _copy_reusing(snaps, base, selection, "/app", stats)

@@ -10,14 +10,22 @@ def _git(*args, cwd):
                    capture_output=True)
 
 
-def test_add_git_follows_the_branch(tmp_path, root, busybox_image, git_daemon):
-    base, url = git_daemon
-    repo = base / "repo.git"
+def _repo(base, name: str, files: dict[str, str]):
+    """A one-commit repository on branch main, served by the git daemon."""
+    repo = base / name
     repo.mkdir()
     _git("init", "-q", "-b", "main", cwd=repo)
-    (repo / "file.txt").write_text("one\n")
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
     _git("add", ".", cwd=repo)
     _git("commit", "-q", "-m", "one", cwd=repo)
+    return repo
+
+
+def test_add_git_follows_the_branch(tmp_path, root, busybox_image, git_daemon):
+    base, url = git_daemon
+    repo = _repo(base, "repo.git", {"file.txt": "one\n"})
     dockerfile = f"FROM {busybox_image.ref}\nADD {url}/repo.git#main /src/\nRUN cat /src/file.txt\n"
     first = build_image(tmp_path / "a", root, dockerfile)
     assert first.read_text("/src/file.txt") == "one\n"
@@ -32,14 +40,7 @@ def test_add_git_follows_the_branch(tmp_path, root, busybox_image, git_daemon):
 
 def test_add_git_subdirectory(tmp_path, root, busybox_image, git_daemon):
     base, url = git_daemon
-    repo = base / "sub.git"
-    (repo / "docs/guide").mkdir(parents=True)
-    _git("init", "-q", "-b", "main", cwd=repo)
-    (repo / "top.txt").write_text("top\n")
-    (repo / "docs/index.txt").write_text("index\n")
-    (repo / "docs/guide/a.txt").write_text("a\n")
-    _git("add", ".", cwd=repo)
-    _git("commit", "-q", "-m", "one", cwd=repo)
+    _repo(base, "sub.git", {"top.txt": "top\n", "docs/index.txt": "index\n", "docs/guide/a.txt": "a\n"})
     dockerfile = f"FROM {busybox_image.ref}\nADD {url}/sub.git#main:docs /d/\n"
     image = build_image(tmp_path / "a", root, dockerfile)
     assert image.read_text("/d/index.txt") == "index\n"
