@@ -201,7 +201,7 @@ def remove_stubs(stubs: Stubs) -> None:
 _MEMORY_BACKED = Path("/dev/shm")
 
 
-_SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-")
+_SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-", "pybuild-ssh-")
 
 
 def scratch_dir(parent: Path | None, prefix: str) -> Path:

@@ -99,7 +99,7 @@ class ExecImpl:
         if spec.type is MountType.SECRET:
             return self._secret(spec, env, stack)
         if spec.type is MountType.SSH:
-            return self._ssh(spec, env)
+            return self._ssh(spec, env, stack)
         raise MountError(f"unsupported mount type {spec.type.value}")
 
     def _source_view(self, spec: MountSpec, inputs, stack, writable: bool) -> Path:
@@ -165,13 +165,20 @@ class ExecImpl:
         target = spec.target or f"{SECRET_DIR}/{secret_id}"
         return BindMount(path, target, readonly=True)
 
-    def _ssh(self, spec: MountSpec, env: list):
+    def _ssh(self, spec: MountSpec, env: list, stack):
+        from builder.ops.ssh_proxy import SocketProxy
+
         ssh_id = spec.secret_id or "default"
-        socket = self.session.ssh.get(ssh_id)
-        if socket is None:
+        agent = self.session.ssh.get(ssh_id)
+        if agent is None:
             if spec.required:
                 raise MountError(f"no SSH key {ssh_id!r} forwarded: pass --ssh {ssh_id}")
             return None
+        holder = scratch_dir(None, "pybuild-ssh-")  # a short path: sockets allow 108 bytes
+        stack.callback(remove_tree, holder)
+        proxy = SocketProxy(agent, holder / "agent.sock", uid=spec.uid or 0, gid=spec.gid or 0,
+                            mode=spec.mode if spec.mode is not None else 0o600)
+        stack.callback(proxy.close)
         target = spec.target or "/run/buildkit/ssh_agent.0"
         env.append(f"SSH_AUTH_SOCK={target}")
-        return BindMount(Path(socket), target, readonly=False)
+        return BindMount(holder / "agent.sock", target, readonly=False)

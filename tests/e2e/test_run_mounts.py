@@ -225,11 +225,18 @@ RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh \\
 RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh,id=deploy,target=/run/deploy.sock \\
     [ "$SSH_AUTH_SOCK" = /run/deploy.sock ] && {ssh_add} > /deploy-keys
 RUN --mount=type=ssh,id=unknown [ -z "$SSH_AUTH_SOCK" ] && echo ok > /done
+RUN --mount=type=ssh,uid=1000,gid=1001,mode=0640 stat -c '%u %g %a' "$SSH_AUTH_SOCK" > /sock-owner
+USER 1000
+RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh,uid=1000 {ssh_add} > /tmp/user-keys
 """, files=context, ssh=["default", f"deploy={key_file}"], isolation=isolation)
     assert "e2e-forwarded" in built.read_text("/default-keys")
     deploy = built.read_text("/deploy-keys")
     assert "e2e-keyfile" in deploy and "e2e-forwarded" not in deploy
     assert built.read_text("/done") == "ok\n"
+    # BuildKit's mount options: the step's socket has the owner and mode asked for,
+    # so a step running as that user reaches the agent.
+    assert built.read_text("/sock-owner") == "1000 1001 640\n"
+    assert "e2e-forwarded" in built.read_text("/tmp/user-keys")
     assert not built.exists("/run/buildkit") and not built.exists("/run/deploy.sock")
 
     with pytest.raises(BUILD_ERRORS, match="unknown"):
