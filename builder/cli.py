@@ -162,11 +162,10 @@ debug_option = click.option("--debug", is_flag=True, help="Show tracebacks of er
 
 def _settings(config_file=None, *, root=None, isolation=None, progress=None, insecure=()):
     """flag > environment > config file; raises ConfigError."""
-    from builder.config import find_config, load_config, resolve
+    from builder.config import load_settings
 
-    config = load_config(find_config(config_file, os.environ))
-    return resolve(config=config, env=os.environ, root=root, isolation=isolation, progress=progress,
-                   insecure=tuple(insecure))
+    return load_settings(config_file, os.environ, root=root, isolation=isolation, progress=progress,
+                         insecure=tuple(insecure))
 
 
 def _root_dir(settings) -> Path:

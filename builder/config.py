@@ -241,6 +241,12 @@ def parse_duration(value, where: str = "config") -> float:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
+def load_settings(config_file: str | os.PathLike | None, env: Mapping[str, str], **flags) -> Settings:
+    """The settings of a command: its flags (`resolve`'s keywords), the
+    environment, and the config file they select. Raises ConfigError."""
+    return resolve(config=load_config(find_config(config_file, env)), env=env, **flags)
+
+
 def resolve(*, config: Config, env: Mapping[str, str], root: str | None = None, isolation: str | None = None,
             progress: str | None = None, insecure: tuple[str, ...] = ()) -> Settings:
     """Combine flag values (None when not given), the environment and the file."""

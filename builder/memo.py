@@ -107,11 +107,9 @@ def _content(path: str, st: os.stat_result) -> str:
     if stat.S_ISDIR(st.st_mode):
         return hashlib.sha256("\0".join(sorted(os.listdir(path))).encode()).hexdigest()
     if stat.S_ISREG(st.st_mode):
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
+        from cache.statcache import hash_file
+
+        return str(hash_file(path)[0])
     return os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
 
 
@@ -203,8 +201,8 @@ def _keep_newest(directory: Path, count: int) -> None:
 
 
 def forget(root: Path) -> None:
-    """Drop every memo of a root (prune and rmi call this: cheaper than
-    reasoning about which ones they touched)."""
+    """Drop every memo of a root (prune calls this: cheaper than reasoning
+    about which ones it touched; rmi needs nothing, a replay checks tags)."""
     directory = Path(root) / "memo"
     try:
         names = os.listdir(directory)
@@ -223,7 +221,7 @@ def _root_and_config(argv: list[str]) -> tuple[Path, str | None]:
     """The root and config file exactly as builder.cli resolves them; only
     the long forms are read here (anything else falls back to the full CLI,
     whose memo then lives where it belongs and is simply not found)."""
-    from builder.config import find_config, load_config, resolve
+    from builder.config import load_settings
     from builder.worker import default_root
 
     flags = {}
@@ -233,8 +231,8 @@ def _root_and_config(argv: list[str]) -> tuple[Path, str | None]:
                 flags[name] = argv[i + 1]
             elif arg.startswith(name + "="):
                 flags[name] = arg.split("=", 1)[1]
-    config_path = find_config(flags.get("--config"), os.environ)
-    settings = resolve(config=load_config(config_path), env=os.environ, root=flags.get("--root"))
+    settings = load_settings(flags.get("--config"), os.environ, root=flags.get("--root"))
+    config_path = settings.config.path
     return settings.root or default_root(), str(config_path) if config_path else None
 
 
@@ -265,7 +263,8 @@ def _store_agrees(root: Path, body: dict) -> bool:
             if str(index.get_image(tag)) != body["manifest"]:
                 return False
         # As the solver does for a cached build: one lookup, of the target's
-        # key, whose snapshots must all be there; and it counts as a use.
+        # key, whose snapshots must all be there (Snapshotter.exists, without
+        # importing the runtime: ~13 ms); and it counts as a use.
         cached = index.get_result(body["target"])
         if cached is None or not all((root / "snapshots" / s / "fs").is_dir() for s in cached.chain):
             return False

@@ -103,10 +103,10 @@ class StatCache:
 
     # the cache -----------------------------------------------------------
     def lookup(self, path: Path, st: os.stat_result) -> Digest | None:
+        known = self.known_digest(path, st)
+        if known is not None:
+            return known
         key = os.fspath(path)
-        seen = self._seen.get(key)
-        if seen is not None and seen[0] == _stat_key(st):
-            return seen[1]
         row = self._db().execute(
             "SELECT size, mtime_ns, ctime_ns, ino, dev, digest FROM stat_cache WHERE path=?",
             (key,),

@@ -227,15 +227,21 @@ def remove_stale_scratch() -> int:
         prefix = next((p for p in _SCRATCH_PREFIXES if name.startswith(p)), None)
         if prefix is None:
             continue
-        pid_text = name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or pid_alive(int(pid_text)):
+        if not left_by_dead_process(name[len(prefix):], "-"):
             continue
         remove_tree(_MEMORY_BACKED / name)
         removed += 1
     return removed
 
 
-def pid_alive(pid: int) -> bool:
+def left_by_dead_process(rest: str, sep: str) -> bool:
+    """`rest` of a scratch name begins with the pid of the process that made
+    it, up to `sep`: True when that process is gone (and so is its use)."""
+    pid = rest.split(sep, 1)[0]
+    return pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -150,7 +150,7 @@ def _scratch_prefix(dest: Path) -> str:
 
 
 def _remove_stale_beside(dest: Path) -> None:
-    from runtime.executor import pid_alive
+    from runtime.executor import left_by_dead_process
 
     start = f".{dest.name}."
     try:
@@ -160,8 +160,7 @@ def _remove_stale_beside(dest: Path) -> None:
     for name in names:
         if not name.startswith(start) or not (name.endswith(".tmp") or name.endswith(".tmp.old")):
             continue
-        pid = name[len(start):].split(".", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if left_by_dead_process(name[len(start):], "."):
             path = dest.parent / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

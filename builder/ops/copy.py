@@ -426,7 +426,7 @@ class _Copier:
             return False
         st = entry.stat
         uid, gid = self._owner_of(st)
-        perm = self.mode_fn(st.st_mode) if self.mode_fn else stat.S_IMODE(st.st_mode)
+        perm = self._perm_of(st)
         if not (stat.S_ISREG(have.st_mode) and stat.S_IMODE(have.st_mode) == perm and have.st_uid == uid
                 and have.st_gid == gid and have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns):
             return False
@@ -447,6 +447,9 @@ class _Copier:
             return st.st_uid, st.st_gid
         return 0, 0
 
+    def _perm_of(self, st: os.stat_result, apply_chmod: bool = True) -> int:
+        return self.mode_fn(st.st_mode) if (self.mode_fn and apply_chmod) else stat.S_IMODE(st.st_mode)
+
     def _set_metadata(self, entry: Entry | None, dst: str | Path, st: os.stat_result, *,
                       apply_chmod: bool = True) -> bool:
         """Owner, then mode (chown clears setuid bits), xattrs (chown clears
@@ -456,8 +459,7 @@ class _Copier:
         os.chown(dst, uid, gid, follow_symlinks=False)
         is_link = stat.S_ISLNK(st.st_mode)
         if not is_link:
-            perm = self.mode_fn(st.st_mode) if (self.mode_fn and apply_chmod) else stat.S_IMODE(st.st_mode)
-            os.chmod(dst, perm)
+            os.chmod(dst, self._perm_of(st, apply_chmod))
         xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS) if entry is not None else []
         if xattrs:
             for name, value in xattrs:

@@ -23,12 +23,16 @@ class _SnapshotStep:
         self.vertex = vertex
         self.session = session
 
-    def on_new_snapshot(self, chain, change) -> tuple:
+    def on_new_snapshot(self, chain, change, then=None) -> tuple:
+        """`then(snapshot, what change returned)`, when given, runs after the
+        view is unmounted, on the snapshot's own directory."""
         snapshots = self.session.worker.snapshots
         snapshot = snapshots.create()
         try:
             with snapshots.mount(tuple(chain), snapshot) as rootfs:
-                change(Path(rootfs))
+                changed = change(Path(rootfs))
+            if then is not None:
+                then(snapshot, changed)
         except BaseException:
             snapshots.remove(snapshot)
             raise
@@ -39,7 +43,6 @@ class CopyImpl(_SnapshotStep):
     def __init__(self, op: FileCopy, vertex: str, session):
         super().__init__(vertex, session)
         self.op = op
-        self._selection = None
 
     def _source_op(self):
         return self.session.definition.op(self.op.inputs[1])
@@ -55,18 +58,18 @@ class CopyImpl(_SnapshotStep):
         content = None
         if self._from_context():
             # Only the selected files are hashed, through the stat cache.
-            self._selection = self._select(self.session.context)
+            selection = self._select(self.session.context)
             # An octal --chmod replaces every copied mode: the sources' modes
             # (the umask of whoever checked them out) cannot change the result.
             fixed_mode = bool(self.op.chmod) and self.op.chmod.isdigit()
-            content = str(self.session.context.checksum(self._selection, ignore_mode=fixed_mode))
+            content = str(self.session.context.checksum(selection, ignore_mode=fixed_mode))
         return cache_key(self.op.canonical(), input_keys, content)
 
     def execute(self, inputs, cancel: threading.Event):
         op = self.op
         with contextlib.ExitStack() as stack:
             if self._from_context():
-                selection = self._selection or self._select(self.session.context)
+                selection = self._select(self.session.context)  # as the key saw it: the context remembers
             else:
                 view = stack.enter_context(self.session.worker.snapshots.mount(tuple(inputs[1]), None))
                 selection = self._select(BuildContext.of_tree(Path(view)))
@@ -79,33 +82,34 @@ class CopyImpl(_SnapshotStep):
         previous result of this COPY where unchanged (builder/ops/copy_reuse)."""
         op = self.op
         snapshots = self.session.worker.snapshots
-        snapshot = snapshots.create()
         options = dict(chown=op.chown, chmod=op.chmod, parents=op.parents, unpack=unpack,
                        instruction="ADD" if op.unpack else "COPY")
-        try:
-            with snapshots.mount(chain, snapshot) as rootfs:
-                direct = plan_direct(Path(rootfs), selection, op.dest, **options)
-                if direct is not None and any(snapshots.has_entries_below(s, direct.dest_rel) for s in chain):
-                    # Hidden entries below (whiteouts, an opaque dir's lower
-                    # files): overlay knows which new directories must be
-                    # opaque, so the layer stays what a copy through it makes.
-                    direct = None
-                if direct is None:
-                    copy_into(Path(rootfs), selection, op.dest, **options)
-            if direct is not None:
-                upper = snapshots.fs_path(snapshot)
-                reuse = None
-                stat_cache = getattr(self.session.context, "stat_cache", None)
-                if self._from_context() and stat_cache is not None:
-                    reuse = CopyReuse(snapshots, note_name(op.canonical(), chain), stat_cache)
-                    reuse.start(upper, direct.dest_rel)
-                direct.run(upper, selection, reuse)
-                if reuse is not None:
-                    reuse.save(snapshot, direct.dest_rel)
-        except BaseException:
-            snapshots.remove(snapshot)
-            raise
-        return chain + (snapshot,)
+
+        def on_view(rootfs: Path):
+            direct = plan_direct(rootfs, selection, op.dest, **options)
+            if direct is not None and any(snapshots.has_entries_below(s, direct.dest_rel) for s in chain):
+                # Hidden entries below (whiteouts, an opaque dir's lower
+                # files): overlay knows which new directories must be
+                # opaque, so the layer stays what a copy through it makes.
+                direct = None
+            if direct is None:
+                copy_into(rootfs, selection, op.dest, **options)
+            return direct
+
+        def into_upper(snapshot: str, direct) -> None:
+            if direct is None:
+                return
+            upper = snapshots.fs_path(snapshot)
+            reuse = None
+            stat_cache = getattr(self.session.context, "stat_cache", None)
+            if self._from_context() and stat_cache is not None:
+                reuse = CopyReuse(snapshots, note_name(op.canonical(), chain), stat_cache)
+                reuse.start(upper, direct.dest_rel)
+            direct.run(upper, selection, reuse)
+            if reuse is not None:
+                reuse.save(snapshot, direct.dest_rel)
+
+        return self.on_new_snapshot(chain, on_view, then=into_upper)
 
 
 class WriteFilesImpl(_SnapshotStep):
