@@ -3,9 +3,12 @@ it, a content store per test, and a leak check around every test."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
+import signal
 import socket
+import sys
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,6 +37,31 @@ def pytest_configure(config):
             config.issue_config_time_warning(pytest.PytestConfigWarning(
                 f"tests share the host's mount namespace ({why_not}): the mount leak check "
                 "may blame tests for mounts made by other processes"), stacklevel=2)
+
+
+# A hung test fails after this long instead of eating CI's whole budget
+# (the slowest test takes under 10 s here).
+TEST_TIME_LIMIT_S = int(os.environ.get("PYBUILD_TEST_TIME_LIMIT", "180"))
+
+
+class TestTimeLimit(Exception):
+    pass
+
+
+def _out_of_time(signum, frame):
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    raise TestTimeLimit(f"test still running after {TEST_TIME_LIMIT_S} s (every thread's stack is on stderr)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    previous = signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(TEST_TIME_LIMIT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _require(binary: str) -> None:

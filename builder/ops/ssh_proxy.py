@@ -37,6 +37,7 @@ class SocketProxy:
     def __init__(self, upstream: str, path: Path, *, uid: int = 0, gid: int = 0, mode: int = 0o600):
         self._upstream = upstream
         self._lock = threading.Lock()
+        self._closed = False
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,12 +60,21 @@ class SocketProxy:
                 return  # close() shut the listening socket down
             thread = threading.Thread(target=self._join, args=(client,), name="pybuild-ssh-proxy", daemon=True)
             with self._lock:
+                if self._closed:  # accepted just as the step ended
+                    client.close()
+                    return
                 self._threads.append(thread)
             thread.start()
 
     def _join(self, client: socket.socket) -> None:
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with self._lock:
+            if self._closed:
+                # close() has already shut the open sockets down: joining
+                # these now would wait for a client that may never hang up.
+                client.close()
+                upstream.close()
+                return
             self._open.update((client, upstream))
         try:
             upstream.connect(self._upstream)
@@ -82,6 +92,8 @@ class SocketProxy:
 
     def close(self) -> None:
         """Stop listening and end every connection (the step is over)."""
+        with self._lock:
+            self._closed = True
         try:
             self._server.shutdown(socket.SHUT_RDWR)  # wakes accept() in _serve
         except OSError:

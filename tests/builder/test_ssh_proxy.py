@@ -53,7 +53,10 @@ def test_the_proxy_forwards_with_the_owner_and_mode_asked_for(tmp_path):
         server.shutdown(socket.SHUT_RDWR)
         server.close()
         serving.join()
-    assert held.recv(10) == b""  # closed by the proxy
+    try:  # closed by the proxy: ended if it was accepted, reset if it was still queued
+        assert held.recv(10) == b""
+    except ConnectionResetError:
+        pass
     held.close()
     assert not [t for t in threading.enumerate() if t.name == "pybuild-ssh-proxy"]
 
