@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.gc import write_out_image_layers
 from cache.digest import Digest
 from cache.errors import CacheError
 from runtime import linux
@@ -93,7 +94,7 @@ class _Doctor:
     def blobs(self) -> None:
         store, index = self.worker.store, self.worker.index
         corrupt: set[Digest] = set()
-        for digest in list(store.digests()):
+        for digest in [*store.digests(), *store.lazy_digests()]:
             try:
                 ok = store.verify(digest)
             except (CacheError, ValueError, OSError):
@@ -145,6 +146,7 @@ class _Doctor:
         for snapshot in snapshots.ids():
             if snapshot not in referenced:
                 def repair(s=snapshot):
+                    write_out_image_layers(self.worker, {s})
                     for record in index.layers_of(s):
                         index.drop_layer(s, record.compression)
                     snapshots.remove(s)

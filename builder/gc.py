@@ -6,7 +6,8 @@ What lives in a root, by kind:
 - build cache: the other snapshots, each the result of a step (index
   `results`);
 - cache mounts: ROOT/cachemounts, the RUN --mount=type=cache directories;
-- blobs: layer, config and manifest blobs in ROOT/content.
+- blobs: layer, config and manifest blobs in ROOT/content (a layer built
+  into the local store is lazy: a recipe naming its snapshot, no bytes).
 
 What prune removes:
 - always: snapshots no cache result refers to, blobs nothing refers to, and
@@ -18,7 +19,7 @@ What prune removes:
 - `--all`: every result (the whole build cache) and the cache mounts.
 A named image (`pybuild images`) keeps its manifest, config and layer blobs
 whatever the options: --all removes the build cache behind it, never the
-image itself. Blobs recorded for a surviving snapshot are kept, so a base
+image itself (its lazy layers are written out before their snapshots go). Blobs recorded for a surviving snapshot are kept, so a base
 layer is never re-tarred into different bytes.
 
 Concurrency: every build holds a shared flock on ROOT/gc.lock while it
@@ -74,21 +75,35 @@ def parse_duration(text: str) -> float:
 # locking ------------------------------------------------------------------------
 
 class RootLock:
-    """A flock on ROOT/gc.lock: shared for builds, exclusive for GC."""
+    """A flock on ROOT/gc.lock: shared for builds, exclusive for GC.
 
-    def __init__(self, root: Path, exclusive: bool, blocking: bool = True):
-        self._fd = os.open(Path(root) / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    With `reentrant=True`, a process that already holds the root's lock
+    (either kind) takes nothing more: a second flock from the same process
+    would wait for its own exclusive lock."""
+
+    _held_here: dict[Path, int] = {}  # root -> locks this process holds on it
+
+    def __init__(self, root: Path, exclusive: bool, blocking: bool = True, reentrant: bool = False):
+        self._root = Path(root).resolve()
+        self._fd = -1
+        self.held = False
+        if reentrant and self._held_here.get(self._root):
+            return
+        self._fd = os.open(self._root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
             fcntl.flock(self._fd, mode | (0 if blocking else fcntl.LOCK_NB))
             self.held = True
+            self._held_here[self._root] = self._held_here.get(self._root, 0) + 1
         except BlockingIOError:
-            self.held = False
+            pass
 
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = -1
+            if self.held:
+                self._held_here[self._root] -= 1
 
     def __enter__(self):
         return self
@@ -229,6 +244,7 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
 
     live = {s for k, chain, _ in results if k not in drop for s in chain}
     dead = [s for s in snapshots.ids() if s not in live]
+    write_out_image_layers(worker, set(dead))
     for snapshot in dead:
         done.freed += tree_size(snapshots.root / snapshot)
         snapshots.remove(snapshot)
@@ -253,6 +269,10 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
             done.freed += store.size(digest)
             store.delete(digest)
             done.blobs += 1
+    for digest in list(store.lazy_digests()):
+        if digest not in keep:
+            store.delete(digest)  # a recipe: the bytes were the snapshot's
+            done.blobs += 1
 
     if everything and worker.cache_mounts.is_dir():
         for entry in worker.cache_mounts.iterdir():
@@ -267,6 +287,16 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
             if entry.name.startswith("build-"):
                 shutil.rmtree(entry, ignore_errors=True)
     return done
+
+
+def write_out_image_layers(worker, doomed: set[str]) -> None:
+    """A named image outlives the build cache: its lazy layers whose
+    snapshots are about to go get their bytes first."""
+    lazy = {r.digest: r.snapshot for r in worker.index.all_layers()
+            if r.snapshot in doomed and worker.store.is_lazy(r.digest)}
+    if lazy:
+        for digest in _image_blobs(worker) & lazy.keys():
+            worker.store.materialize(digest)
 
 
 def auto_gc(worker, reporter) -> PruneResult | None:

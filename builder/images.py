@@ -77,6 +77,23 @@ def history(stored: StoredImage) -> list[dict]:
     return list(reversed(rows))
 
 
+def _gzipped_from_snapshot(worker, digest):
+    """(digest, size) of the gzip layer made straight from the snapshot a
+    lazy layer names (once: the index remembers it), or None. Never writes
+    the uncompressed bytes that nothing else needs."""
+    from builder.compression import Compression
+    from builder.gc import RootLock
+    from builder.layers import LayerMaker
+
+    with RootLock(worker.root, exclusive=False, reentrant=True):  # prune keeps the snapshot meanwhile
+        recipe = worker.store.recipe(digest) if worker.store.is_lazy(digest) else None
+        if recipe is None or not worker.store.materializer.available(recipe):
+            return None
+        maker = LayerMaker(worker.store, worker.index, worker.snapshots)
+        record = maker.layer_for(recipe["snapshot"], Compression.GZIP, clamp_mtime=recipe["clamp_mtime"])
+    return (record.digest, record.size) if record.diff_id == digest else None
+
+
 def compressed_for_push(worker, image: Image) -> Image:
     """The image as a registry should get it: the local store keeps new
     layers uncompressed, so those are gzipped (once; the blob is kept) and
@@ -94,6 +111,11 @@ def compressed_for_push(worker, image: Image) -> Image:
         if layer.media_type not in (OCI_LAYER, DOCKER_LAYER):
             layers.append(layer)
             continue
+        oci = layer.media_type == OCI_LAYER
+        from_snapshot = _gzipped_from_snapshot(worker, layer.digest)
+        if from_snapshot is not None:
+            layers.append(Descriptor(Compression.GZIP.media_type(oci), *from_snapshot))
+            continue
         with worker.store.open(layer.digest) as raw, worker.store.writer() as blob:
             gzip = compressing_writer(blob, Compression.GZIP)
             for chunk in iter(lambda: raw.read(1 << 20), b""):
@@ -101,7 +123,6 @@ def compressed_for_push(worker, image: Image) -> Image:
             gzip.close()
             digest = blob.commit()
             size = blob.size
-        oci = layer.media_type == OCI_LAYER
         layers.append(Descriptor(Compression.GZIP.media_type(oci), digest, size))
     manifest = json.loads(worker.store.read_bytes(image.manifest.digest))
     manifest["layers"] = [layer.to_json() for layer in layers]

@@ -22,7 +22,8 @@ _CHUNK = 1 << 20
 
 
 class _HashingSink:
-    """Receives the uncompressed tar: hashes it, then hands it on."""
+    """Receives the uncompressed tar: hashes it, then hands it on (if
+    there is anywhere to hand it)."""
 
     def __init__(self, downstream):
         self._downstream = downstream
@@ -32,7 +33,8 @@ class _HashingSink:
     def write(self, data) -> int:
         self._hash.update(data)
         self.size += len(data)
-        self._downstream.write(data)
+        if self._downstream is not None:
+            self._downstream.write(data)
         return len(data)
 
     def flush(self):
@@ -87,6 +89,44 @@ class _Pipeline:
                     self._error = exc
 
 
+def _tar_through_helper(fs, sink, clamp_mtime: int | None) -> None:
+    pipeline = _Pipeline(sink)
+    try:
+        layer_tar.write_layer(fs, pipeline, clamp_mtime=clamp_mtime)
+    finally:
+        failed = pipeline.stop()  # the writer's own error, if any, wins
+    if failed is not None:
+        raise failed
+
+
+def snapshot_recipe(snapshot: str, clamp_mtime: int | None) -> dict:
+    return {"kind": "snapshot-tar", "snapshot": snapshot, "clamp_mtime": clamp_mtime}
+
+
+class SnapshotTars:
+    """The content store's materializer: makes a lazy layer blob from the
+    snapshot it was hashed from (runtime.layer writes the same bytes for
+    the same snapshot, and the store verifies them)."""
+
+    def __init__(self, root, snapshots):
+        self._root = root
+        self._snapshots = snapshots
+
+    def available(self, recipe: dict) -> bool:
+        return recipe.get("kind") == "snapshot-tar" and self._snapshots.exists(recipe["snapshot"])
+
+    def make(self, recipe: dict, writer) -> bool:
+        from builder.gc import RootLock
+
+        # A shared lease, as a build holds: prune must not remove the
+        # snapshot while it is read (nothing more when this process has one).
+        with RootLock(self._root, exclusive=False, reentrant=True):
+            if not self.available(recipe):
+                return False
+            _tar_through_helper(self._snapshots.fs_path(recipe["snapshot"]), writer, recipe.get("clamp_mtime"))
+            return True
+
+
 def record_key(compression: Compression, clamp_mtime: int | None) -> str:
     # A layer written with clamped mtimes is different bytes: another record.
     return compression.value if clamp_mtime is None else f"{compression.value};epoch={clamp_mtime}"
@@ -115,21 +155,23 @@ class LayerMaker:
 
     def _from_snapshot(self, snapshot, compression, key, clamp_mtime, level) -> LayerRecord:
         fs = self._snapshots.fs_path(snapshot)
-        with self._store.writer() as blob:
-            compressor = compressing_writer(blob, compression, level)
-            # An uncompressed blob's digest is its diff_id: one hash is enough.
-            sink = None if compression is Compression.UNCOMPRESSED else _HashingSink(compressor)
-            pipeline = _Pipeline(sink or compressor)
-            try:
-                layer_tar.write_layer(fs, pipeline, clamp_mtime=clamp_mtime)
-            finally:
-                failed = pipeline.stop()  # the writer's own error, if any, wins
-            if failed is not None:
-                raise failed
-            compressor.close()
-            digest = blob.commit()
-            size = blob.size
-        diff_id = digest if sink is None else sink.diff_id
+        if compression is Compression.UNCOMPRESSED:
+            # Its digest is its diff_id, and its bytes are the snapshot's tar:
+            # hash them, keep a recipe, write them only when something reads them.
+            sink = _HashingSink(None)
+            _tar_through_helper(fs, sink, clamp_mtime)
+            digest, size = sink.diff_id, sink.size
+            self._store.put_lazy(digest, size, snapshot_recipe(snapshot, clamp_mtime))
+            diff_id = digest
+        else:
+            with self._store.writer() as blob:
+                compressor = compressing_writer(blob, compression, level)
+                sink = _HashingSink(compressor)
+                _tar_through_helper(fs, sink, clamp_mtime)
+                compressor.close()
+                digest = blob.commit()
+                size = blob.size
+            diff_id = sink.diff_id
         record = LayerRecord(snapshot, key, diff_id, digest, size, compression.media_type(),
                              layer_tar.layer_is_empty(fs))
         self._index.put_layer(record)

@@ -19,6 +19,21 @@ def default_root() -> Path:
     return Path(data_home) / "pybuild"
 
 
+class _LayerTars:
+    """builder.layers.SnapshotTars, imported when a lazy blob is first read."""
+
+    def __init__(self, root: Path, snapshots):
+        self._args = (root, snapshots)
+        self._tars = None
+
+    def __getattr__(self, name):
+        if self._tars is None:
+            from builder.layers import SnapshotTars
+
+            self._tars = SnapshotTars(*self._args)
+        return getattr(self._tars, name)
+
+
 @dataclass
 class Worker:
     root: Path
@@ -38,11 +53,12 @@ class Worker:
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_scratch()  # what a pybuild killed by SIGKILL left on /dev/shm
         (root / "tmp").mkdir(exist_ok=True)
+        snapshots = default_snapshotter(root / "snapshots")
         return cls(
             root=root,
-            store=ContentStore(root / "content"),
+            store=ContentStore(root / "content", _LayerTars(root, snapshots)),
             index=Index(root / "index.db"),
-            snapshots=default_snapshotter(root / "snapshots"),
+            snapshots=snapshots,
             isolation=isolation or default_isolation(),
         )
 

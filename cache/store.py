@@ -4,19 +4,37 @@ A blob is either complete and correct at `blobs/<alg>/<hex>` or absent:
 every write goes to a temp file inside the store, is hashed while written,
 verified, fsynced and renamed into place (rename is atomic on one
 filesystem, and writing the same blob twice is harmless).
+
+A blob can also be *lazy*: `lazy/<alg>/<hex>` holds a recipe (JSON: its
+size and how to make it) instead of the bytes. A layer built into the
+local image store is one: its bytes are a deterministic tar of a snapshot
+that the store keeps anyway, so writing them out would only cost time and
+disk until something ships them. `open()` makes the blob from the recipe
+through the `materializer` the worker sets, verifying digest and size as
+any write does; after that the blob is an ordinary one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Protocol
 
 from cache.digest import Digest, DigestingWriter
 from cache.errors import BlobNotFound, DigestMismatch, SizeMismatch
 
 _CHUNK = 1 << 20
+
+
+class Materializer(Protocol):
+    def available(self, recipe: dict) -> bool:
+        """Can `make` still produce the blob (its sources exist)?"""
+
+    def make(self, recipe: dict, writer: "BlobWriter") -> bool:
+        """Write the blob's bytes to `writer` (the store commits them);
+        False when the sources are gone."""
 
 
 class BlobWriter:
@@ -75,22 +93,64 @@ class BlobWriter:
 
 
 class ContentStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, materializer: Materializer | None = None):
         self.root = Path(root)
         self.tmp_dir = self.root / "ingest"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.materializer = materializer
 
     def path(self, digest: Digest) -> Path:
         return self.root / "blobs" / digest.algorithm / digest.hex
 
+    def _recipe_path(self, digest: Digest) -> Path:
+        return self.root / "lazy" / digest.algorithm / digest.hex
+
     def has(self, digest: Digest) -> bool:
-        return self.path(digest).is_file()
+        return self.path(digest).is_file() or self._recipe_path(digest).is_file()
+
+    def is_lazy(self, digest: Digest) -> bool:
+        """Known by its recipe only: no bytes on disk yet."""
+        return not self.path(digest).is_file() and self._recipe_path(digest).is_file()
 
     def size(self, digest: Digest) -> int:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
-            raise BlobNotFound(digest) from None
+            pass
+        recipe = self.recipe(digest)
+        if recipe is None:
+            raise BlobNotFound(digest)
+        return recipe["size"]
+
+    def recipe(self, digest: Digest) -> dict | None:
+        try:
+            return json.loads(self._recipe_path(digest).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def put_lazy(self, digest: Digest, size: int, recipe: dict) -> None:
+        """Record how to make `digest` (`size` bytes) instead of its bytes."""
+        if self.path(digest).is_file():
+            return
+        target = self._recipe_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=self.tmp_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**recipe, "size": size}, f, sort_keys=True)
+        os.replace(name, target)
+
+    def materialize(self, digest: Digest) -> None:
+        """Make a lazy blob an ordinary one (nothing to do for those)."""
+        if self.path(digest).is_file():
+            return
+        recipe = self.recipe(digest)
+        if recipe is None or self.materializer is None:
+            raise BlobNotFound(digest)
+        with self.writer(digest, recipe["size"]) as blob:
+            if not self.materializer.make(recipe, blob):
+                raise BlobNotFound(digest)
+            blob.commit()
+        self._recipe_path(digest).unlink(missing_ok=True)
 
     def writer(self, expected: Digest | None = None, size: int | None = None) -> BlobWriter:
         return BlobWriter(self, expected, size)
@@ -115,6 +175,11 @@ class ContentStore:
         try:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
+            pass
+        self.materialize(digest)
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
             raise BlobNotFound(digest) from None
 
     def read_bytes(self, digest: Digest) -> bytes:
@@ -123,9 +188,20 @@ class ContentStore:
 
     def delete(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
+        self._recipe_path(digest).unlink(missing_ok=True)
 
     def digests(self) -> Iterator[Digest]:
-        base = self.root / "blobs"
+        """Every blob with bytes on disk."""
+        yield from self._listed(self.root / "blobs")
+
+    def lazy_digests(self) -> Iterator[Digest]:
+        """Every blob known by its recipe only."""
+        for digest in self._listed(self.root / "lazy"):
+            if not self.path(digest).is_file():
+                yield digest
+
+    @staticmethod
+    def _listed(base: Path) -> Iterator[Digest]:
         if not base.is_dir():
             return
         for alg_dir in base.iterdir():
@@ -133,7 +209,11 @@ class ContentStore:
                 yield Digest(alg_dir.name, blob.name)
 
     def verify(self, digest: Digest) -> bool:
-        """Re-hash a stored blob (for `doctor`); False when it is corrupt."""
+        """Re-hash a stored blob (for `doctor`); False when it is corrupt.
+        A lazy blob is sound while its recipe's sources exist."""
+        if self.is_lazy(digest):
+            recipe = self.recipe(digest)
+            return bool(recipe and self.materializer and self.materializer.available(recipe))
         h = digest.hasher()
         with self.open(digest) as f:
             for chunk in iter(lambda: f.read(_CHUNK), b""):

@@ -1,6 +1,7 @@
 """LayerMaker: one streaming pass through a helper thread gives the same
 blob and diff_id as write_layer alone; a failure stops the thread and
-leaves no temp file."""
+leaves no temp file. An uncompressed layer is lazy: a recipe until read,
+then the verified bytes of its snapshot's tar."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import threading
 import pytest
 
 from builder.compression import Compression
-from builder.layers import LayerMaker
+from builder.layers import LayerMaker, SnapshotTars
+from cache.errors import BlobNotFound, DigestMismatch
 from cache.index import Index
 from cache.store import ContentStore
 from runtime import layer as layer_tar
@@ -25,7 +27,7 @@ from runtime.snapshot import OverlaySnapshotter
 def maker(tmp_path):
     snaps = OverlaySnapshotter(tmp_path / "snapshots")
     index = Index(tmp_path / "index.db")
-    yield LayerMaker(ContentStore(tmp_path / "content"), index, snaps), snaps
+    yield LayerMaker(ContentStore(tmp_path / "content", SnapshotTars(tmp_path, snaps)), index, snaps), snaps
     index.close()
 
 
@@ -57,4 +59,40 @@ def test_a_failed_layer_stops_its_thread_and_leaves_nothing(maker, tmp_path):
     with pytest.raises(UnportableSnapshot):
         layers.layer_for(snapshot, Compression.UNCOMPRESSED)
     assert not [t for t in threading.enumerate() if t.name == "pybuild-layer"]
+    assert os.listdir(tmp_path / "content/ingest") == []
+
+
+def test_an_uncompressed_layer_is_written_only_when_read(maker, tmp_path):
+    layers, snaps = maker
+    store = layers._store
+    snapshot = snaps.create()
+    _fill(snaps.fs_path(snapshot))
+    record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+    assert store.is_lazy(record.digest) and store.has(record.digest)
+    assert not store.path(record.digest).exists() and list(store.digests()) == []
+    assert list(store.lazy_digests()) == [record.digest] and store.verify(record.digest)
+    assert store.size(record.digest) == record.size
+    assert layers.layer_for(snapshot, Compression.UNCOMPRESSED) == record  # still known, not re-hashed
+
+    plain = io.BytesIO()
+    layer_tar.write_layer(snaps.fs_path(snapshot), plain)
+    assert store.read_bytes(record.digest) == plain.getvalue()
+    assert not store.is_lazy(record.digest) and list(store.lazy_digests()) == []
+    assert store.path(record.digest).stat().st_size == record.size
+
+
+def test_a_snapshot_that_changed_or_went_is_never_served_as_the_blob(maker, tmp_path):
+    layers, snaps = maker
+    store = layers._store
+    snapshot = snaps.create()
+    _fill(snaps.fs_path(snapshot))
+    record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+    (snaps.fs_path(snapshot) / "d/small").write_bytes(b"S" * 100)  # same size, other bytes
+    with pytest.raises(DigestMismatch):
+        store.open(record.digest)
+    assert store.is_lazy(record.digest) and os.listdir(tmp_path / "content/ingest") == []
+    snaps.remove(snapshot)
+    assert not store.verify(record.digest)
+    with pytest.raises(BlobNotFound):
+        store.open(record.digest)
     assert os.listdir(tmp_path / "content/ingest") == []

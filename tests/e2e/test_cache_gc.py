@@ -33,7 +33,12 @@ def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
     try:
         usage = disk_usage(worker)
         assert usage.base_layers[0] == 1 and usage.build_cache[0] == 2 and usage.cache_mounts[0] == 1
-        assert usage.image_blobs[0] == 5  # manifest, config, the base layer, COPY and RUN layers
+        # Manifest, config and the base layer; the COPY and RUN layers are
+        # lazy (recipes naming their snapshots: no bytes of their own yet).
+        assert usage.image_blobs[0] == 3
+        image = load_image(worker.store, worker.index.get_image("docker.io/library/kept:1"))
+        new_layers = [d.digest for d in image.layers if worker.store.is_lazy(d.digest)]
+        assert len(new_layers) == 2
         # A plain prune keeps everything the cache still refers to.
         done = prune(worker)
         assert done.snapshots == 0 and done.results == 0
@@ -44,6 +49,9 @@ def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
         assert done.snapshots == 3 and done.cache_mounts == 1 and done.freed > 0
         assert worker.snapshots.ids() == []
         assert _image_blobs_present(worker, "docker.io/library/kept:1")
+        # Their snapshots are gone, so their bytes were written out first.
+        assert not any(worker.store.is_lazy(d) for d in new_layers)
+        assert all(worker.store.verify(d) for d in new_layers)
     finally:
         worker.close()
     # The build cache is gone: the steps run again.

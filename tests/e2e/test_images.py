@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from builder.worker import Worker
 from fixtures.busybox import skopeo_inspect
 
 
@@ -49,6 +50,13 @@ def test_store_commands(busybox_image, registry, tmp_path):
     raw = skopeo_inspect(f"docker://{remote}", raw=True)
     assert raw["config"]["digest"] == image_id
     assert all(layer["mediaType"].endswith("+gzip") for layer in raw["layers"])
+    # The RUN layer was gzipped straight from its snapshot: its uncompressed
+    # bytes were never written, and the fresh pull below checks the diff_ids.
+    worker = Worker.open(root)
+    try:
+        assert len(list(worker.store.lazy_digests())) == 1
+    finally:
+        worker.close()
 
     untagged = pybuild("rmi", "store-app:1", root=root).stdout
     assert "Untagged: docker.io/library/store-app:1" in untagged
