@@ -18,7 +18,7 @@ from builder.cache_control import CacheControl
 from builder.errors import PybuildError
 from builder.gc import RootLock, auto_gc
 from builder.image import Image
-from builder.layers import LayerMaker
+from builder.layers import EarlyLayers, LayerMaker
 from builder.outputs import OutputSpec, parse_output
 from builder.progress import BuildReporter
 from builder.reference import Reference
@@ -134,6 +134,7 @@ def build(
         )
         session.limits = limits
         session.observer = observer
+        early = None
         try:
             definition = session.convert(
                 dockerfile_text,
@@ -148,15 +149,20 @@ def build(
             for name in definition.unused_build_args:
                 reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
             results = cache_control.prepare(definition, session, reporter, str(target_platform))
+            layers = LayerMaker(worker.store, worker.index, worker.snapshots)
+            # The default output is the local store: its layers are known
+            # (uncompressed, mtimes as they are) before the last step ends.
+            early = EarlyLayers(layers, _lineage(definition)) if not specs else None
             solver = Solver(definition.graph, session.impl_for, results, reporter,
-                            on_cancel=session.cancel_running)
+                            on_cancel=session.cancel_running,
+                            on_result=early.step_done if early else lambda vertex, result: None)
             solution = solver.solve(definition.target, force=cache_control.force)
             cache_control.after_solve(definition, session, solution, reporter, build_args, target)
             if observer is not None:
                 _observe_solution(observer, definition, solution, reporter)
             created = session.results.created(solution.keys[definition.target])
             # One image per output's export options (builder.export.run).
-            assembler = Assembler(worker.store, LayerMaker(worker.store, worker.index, worker.snapshots),
+            assembler = Assembler(worker.store, layers,
                                   definition.image, solution.result, created,
                                   ExportOptions(labels=tuple((labels or {}).items()),
                                                 annotations=tuple((annotations or {}).items()),
@@ -166,6 +172,8 @@ def build(
             image, pushed = session.export(assembler, solution.result, tags, specs, push)
             cache_control.export(session, solution, definition, image, reporter)
         finally:
+            if early is not None:
+                early.close()  # on failure: stops a layer still being made
             session.close()
         lease.release()
         auto_gc(worker, reporter)
@@ -173,6 +181,18 @@ def build(
         lease.release()
         worker.close()
     return BuildResult(image, tags, len(solution.cached), len(solution.executed), time.monotonic() - started, pushed)
+
+
+def _lineage(definition) -> set[str]:
+    """The target's own steps: each op's inputs[0] is the filesystem it
+    builds on, down to the stage's source."""
+    chain, vertex = set(), definition.target
+    while True:
+        chain.add(vertex)
+        inputs = definition.op(vertex).inputs
+        if not inputs:
+            return chain
+        vertex = inputs[0]
 
 
 def _observe_solution(observer, definition, solution, reporter) -> None:

@@ -56,8 +56,9 @@ class _Pipeline:
 
     _DEPTH = 16  # chunks of ~1 MiB in flight: bounded memory
 
-    def __init__(self, downstream):
+    def __init__(self, downstream, cancel: threading.Event | None = None):
         self._downstream = downstream
+        self._cancel = cancel
         self._queue: queue.Queue = queue.Queue(self._DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="pybuild-layer", daemon=True)
@@ -66,6 +67,8 @@ class _Pipeline:
     def write(self, data) -> int:
         if self._error is not None:
             raise self._error
+        if self._cancel is not None and self._cancel.is_set():
+            raise LayerCancelled()
         self._queue.put(data)
         return len(data)
 
@@ -89,8 +92,12 @@ class _Pipeline:
                     self._error = exc
 
 
-def _tar_through_helper(fs, sink, clamp_mtime: int | None) -> None:
-    pipeline = _Pipeline(sink)
+class LayerCancelled(Exception):
+    """The build ended before a layer made ahead of its export was done."""
+
+
+def _tar_through_helper(fs, sink, clamp_mtime: int | None, cancel: threading.Event | None = None) -> None:
+    pipeline = _Pipeline(sink, cancel)
     try:
         layer_tar.write_layer(fs, pipeline, clamp_mtime=clamp_mtime)
     finally:
@@ -137,10 +144,34 @@ class LayerMaker:
         self._store = store
         self._index = index
         self._snapshots = snapshots
+        self._lock = threading.Lock()
+        self._ahead: dict[tuple[str, str], threading.Event] = {}  # being made by EarlyLayers
 
     def layer_for(self, snapshot: str, compression: Compression, *, force: bool = False,
                   clamp_mtime: int | None = None, level: int | None = None) -> LayerRecord:
         key = record_key(compression, clamp_mtime)
+        with self._lock:
+            ahead = self._ahead.get((snapshot, key))
+        if ahead is not None:
+            ahead.wait()  # done or failed: then the index has it, or it is made here
+        return self._layer(snapshot, compression, key, force, clamp_mtime, level, None)
+
+    def ahead(self, snapshot: str, compression: Compression, clamp_mtime: int | None) -> threading.Event | None:
+        """Mark a layer as being made on another thread (None if it already
+        is); layer_for() waits until the returned event is set."""
+        with self._lock:
+            slot = (snapshot, record_key(compression, clamp_mtime))
+            if slot in self._ahead:
+                return None
+            event = self._ahead[slot] = threading.Event()
+            return event
+
+    def make_ahead(self, snapshot: str, compression: Compression, clamp_mtime: int | None,
+                   cancel: threading.Event) -> None:
+        """The work behind ahead(): stops when `cancel` is set."""
+        self._layer(snapshot, compression, record_key(compression, clamp_mtime), False, clamp_mtime, None, cancel)
+
+    def _layer(self, snapshot, compression, key, force, clamp_mtime, level, cancel) -> LayerRecord:
         record = self._index.get_layer(snapshot, key)
         if record is not None and self._store.has(record.digest):
             return record
@@ -151,15 +182,15 @@ class LayerMaker:
             if not force or Compression.of_media_type(original.media_type) is compression:
                 return original
             return self._recompress(original, compression, key, level)
-        return self._from_snapshot(snapshot, compression, key, clamp_mtime, level)
+        return self._from_snapshot(snapshot, compression, key, clamp_mtime, level, cancel)
 
-    def _from_snapshot(self, snapshot, compression, key, clamp_mtime, level) -> LayerRecord:
+    def _from_snapshot(self, snapshot, compression, key, clamp_mtime, level, cancel=None) -> LayerRecord:
         fs = self._snapshots.fs_path(snapshot)
         if compression is Compression.UNCOMPRESSED:
             # Its digest is its diff_id, and its bytes are the snapshot's tar:
             # hash them, keep a recipe, write them only when something reads them.
             sink = _HashingSink(None)
-            _tar_through_helper(fs, sink, clamp_mtime)
+            _tar_through_helper(fs, sink, clamp_mtime, cancel)
             digest, size = sink.diff_id, sink.size
             self._store.put_lazy(digest, size, snapshot_recipe(snapshot, clamp_mtime))
             diff_id = digest
@@ -167,7 +198,7 @@ class LayerMaker:
             with self._store.writer() as blob:
                 compressor = compressing_writer(blob, compression, level)
                 sink = _HashingSink(compressor)
-                _tar_through_helper(fs, sink, clamp_mtime)
+                _tar_through_helper(fs, sink, clamp_mtime, cancel)
                 compressor.close()
                 digest = blob.commit()
                 size = blob.size
@@ -190,3 +221,53 @@ class LayerMaker:
                              compression.media_type(), original.empty)
         self._index.put_layer(record)
         return record
+
+
+class EarlyLayers:
+    """Makes the local store's layers of the target's new snapshots while
+    later steps run, so that the export finds them made. A RUN is a child
+    process and a COPY mostly system calls, so the second core is free
+    meanwhile; a lazy layer only hashes, and writes nothing until read.
+
+    `lineage` is the target's own chain of steps: other stages' snapshots
+    are never exported as layers. close() stops work in progress (a failed
+    or interrupted build) and waits for the thread."""
+
+    def __init__(self, layers: LayerMaker, lineage: set[str], compression: Compression = Compression.UNCOMPRESSED,
+                 clamp_mtime: int | None = None):
+        self._layers = layers
+        self._lineage = lineage
+        self._compression, self._clamp = compression, clamp_mtime
+        self._cancel = threading.Event()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def step_done(self, vertex: str, result) -> None:
+        """The solver's hook: `vertex` was executed and gave `result`."""
+        if vertex not in self._lineage or not result or self._cancel.is_set():
+            return
+        event = self._layers.ahead(result[-1], self._compression, self._clamp)
+        if event is None:
+            return
+        self._queue.put((result[-1], event))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="pybuild-early-layers", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            snapshot, event = item
+            try:
+                if not self._cancel.is_set():
+                    self._layers.make_ahead(snapshot, self._compression, self._clamp, self._cancel)
+            except BaseException:
+                pass  # the export makes it again, and reports what fails then
+            finally:
+                event.set()
+
+    def close(self) -> None:
+        self._cancel.set()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None

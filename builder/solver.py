@@ -61,13 +61,15 @@ class Solution:
 class Solver:
     def __init__(self, graph: nx.DiGraph, impl_for: Callable[[str], OpImpl], results: ResultStore,
                  reporter: Reporter | None = None, workers: int = 4,
-                 on_cancel: Callable[[], None] = lambda: None):
+                 on_cancel: Callable[[], None] = lambda: None,
+                 on_result: Callable[[str, Result], None] = lambda vertex, result: None):
         self._graph = graph
         self._impl_for = impl_for
         self._results = results
         self._reporter = reporter or Reporter()
         self._workers = workers
         self._on_cancel = on_cancel
+        self._on_result = on_result  # an executed (not cached) vertex's result, as recorded
 
     def inputs_of(self, vertex: str) -> tuple[str, ...]:
         return tuple(self._graph.nodes[vertex]["op"].inputs)
@@ -155,6 +157,7 @@ class Solver:
         try:
             result = impl.execute(inputs, cancel)
             result = self._results.record(key, result)
+            self._on_result(vertex, result)
         except BaseException as exc:
             self._reporter.finished(vertex, exc, time.monotonic() - start)
             raise

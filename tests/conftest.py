@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import subprocess
 import time
 from dataclasses import dataclass
@@ -173,9 +174,14 @@ def _leftover_temp_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+_BUILD_THREADS = ("pybuild-early-layers", "pybuild-layer", "pybuild-step", "pybuild-ssh-proxy", "pybuild-pull",
+                  "pybuild-progress", "pybuild-mount")
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request):
-    """Fail a test that leaves a mount, a process or a temp file behind.
+    """Fail a test that leaves a mount, a process, a build thread or a temp
+    file behind.
 
     The leaks are cleaned up before failing (leaked processes killed,
     mounts lazily unmounted), so one bad test does not fail the next.
@@ -185,8 +191,16 @@ def no_leaks(request):
         return
     mounts_before = leaks.mounts()
     pids_before = set(leaks.descendants())
+    threads_before = set(threading.enumerate())
     yield
     problems = []
+    # A build's own threads end with it (the gzip pool is shared for good).
+    stray = [t for t in threading.enumerate() if t not in threads_before and t.name.startswith(_BUILD_THREADS)]
+    for thread in stray:
+        thread.join(timeout=5)
+    stray = sorted(t.name for t in stray if t.is_alive())
+    if stray:
+        problems.append(f"threads left running: {stray}")
     new_pids = {pid: name for pid, name in leaks.descendants().items()
                 if pid not in pids_before and pid not in _SESSION_PIDS}
     if new_pids:

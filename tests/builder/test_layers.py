@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from builder.compression import Compression
-from builder.layers import LayerMaker, SnapshotTars
+from builder.layers import EarlyLayers, LayerMaker, SnapshotTars
 from cache.errors import BlobNotFound, DigestMismatch
 from cache.index import Index
 from cache.store import ContentStore
@@ -95,4 +95,39 @@ def test_a_snapshot_that_changed_or_went_is_never_served_as_the_blob(maker, tmp_
     assert not store.verify(record.digest)
     with pytest.raises(BlobNotFound):
         store.open(record.digest)
+    assert os.listdir(tmp_path / "content/ingest") == []
+
+
+def test_a_layer_made_ahead_is_the_one_the_export_gets(maker):
+    layers, snaps = maker
+    target, other = snaps.create(), snaps.create()
+    _fill(snaps.fs_path(target))
+    _fill(snaps.fs_path(other))
+    early = EarlyLayers(layers, lineage={"copy"})
+    try:
+        early.step_done("copy", (target,))
+        early.step_done("builder-stage", (other,))  # not the target's: never exported
+        record = layers.layer_for(target, Compression.UNCOMPRESSED)  # waits for the helper
+    finally:
+        early.close()
+    plain = io.BytesIO()
+    layer_tar.write_layer(snaps.fs_path(target), plain)
+    assert str(record.digest) == "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
+    assert layers._index.layers_of(other) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(("pybuild-early", "pybuild-layer"))]
+
+
+def test_closing_stops_a_layer_in_progress_and_the_export_makes_it(maker, tmp_path):
+    layers, snaps = maker
+    snapshot = snaps.create()
+    for i in range(64):
+        (snaps.fs_path(snapshot) / f"f{i}").write_bytes(os.urandom(1 << 20))
+    early = EarlyLayers(layers, lineage={"run"})
+    early.step_done("run", (snapshot,))
+    early.close()  # a failed build: whatever was started stops, the thread ends
+    assert not [t for t in threading.enumerate() if t.name.startswith(("pybuild-early", "pybuild-layer"))]
+    record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+    plain = io.BytesIO()
+    layer_tar.write_layer(snaps.fs_path(snapshot), plain)
+    assert str(record.digest) == "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
     assert os.listdir(tmp_path / "content/ingest") == []
