@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.gc import write_out_image_layers
+from builder.gc import before_removing_snapshots
 from cache.digest import Digest
 from cache.errors import CacheError
 from runtime import linux
@@ -146,7 +146,7 @@ class _Doctor:
         for snapshot in snapshots.ids():
             if snapshot not in referenced:
                 def repair(s=snapshot):
-                    write_out_image_layers(self.worker, {s})
+                    before_removing_snapshots(self.worker, {s})
                     for record in index.layers_of(s):
                         index.drop_layer(s, record.compression)
                     snapshots.remove(s)

@@ -244,7 +244,7 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
 
     live = {s for k, chain, _ in results if k not in drop for s in chain}
     dead = [s for s in snapshots.ids() if s not in live]
-    write_out_image_layers(worker, set(dead))
+    before_removing_snapshots(worker, set(dead))
     for snapshot in dead:
         done.freed += tree_size(snapshots.root / snapshot)
         snapshots.remove(snapshot)
@@ -289,14 +289,31 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
     return done
 
 
-def write_out_image_layers(worker, doomed: set[str]) -> None:
-    """A named image outlives the build cache: its lazy layers whose
-    snapshots are about to go get their bytes first."""
-    lazy = {r.digest: r.snapshot for r in worker.index.all_layers()
-            if r.snapshot in doomed and worker.store.is_lazy(r.digest)}
-    if lazy:
-        for digest in _image_blobs(worker) & lazy.keys():
-            worker.store.materialize(digest)
+def before_removing_snapshots(worker, doomed: set[str]) -> None:
+    """Keep every lazy layer that outlives `doomed` makeable: a recipe
+    naming a doomed snapshot is pointed at a surviving snapshot with the
+    same layer (identical steps give identical tars), or else, for a named
+    image's layer, the bytes are written out (an image outlives the build
+    cache). The rest go with their snapshots."""
+    from builder.layers import clamp_of_key, snapshot_recipe
+
+    store = worker.store
+    doomed_lazy = {}
+    for digest in store.lazy_digests():
+        recipe = store.recipe(digest)
+        if recipe is not None and recipe.get("snapshot") in doomed:
+            doomed_lazy[digest] = recipe
+    if not doomed_lazy:
+        return
+    survivors = {r.digest: r for r in worker.index.all_layers()
+                 if r.digest in doomed_lazy and r.snapshot not in doomed}
+    images = _image_blobs(worker)
+    for digest, recipe in doomed_lazy.items():
+        other = survivors.get(digest)
+        if other is not None:
+            store.put_lazy(digest, recipe["size"], snapshot_recipe(other.snapshot, clamp_of_key(other.compression)))
+        elif digest in images:
+            store.materialize(digest)
 
 
 def auto_gc(worker, reporter) -> PruneResult | None:

@@ -139,6 +139,12 @@ def record_key(compression: Compression, clamp_mtime: int | None) -> str:
     return compression.value if clamp_mtime is None else f"{compression.value};epoch={clamp_mtime}"
 
 
+def clamp_of_key(key: str) -> int | None:
+    """record_key's clamp_mtime back."""
+    _, _, epoch = key.partition(";epoch=")
+    return int(epoch) if epoch else None
+
+
 class LayerMaker:
     def __init__(self, store: ContentStore, index: Index, snapshots):
         self._store = store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 from builder.assemble import load_image
 from builder.build import build
@@ -125,3 +126,30 @@ def test_prune_waits_for_a_running_build(busybox_image, tmp_path):
             worker.close()
     finally:
         thread.join()
+
+
+def test_a_lazy_layer_shared_by_two_snapshots_outlives_either(tmp_path):
+    """Identical steps give identical tars: one lazy blob, two snapshots.
+    Removing the one its recipe names points the recipe at the other."""
+    from builder.compression import Compression
+    from builder.gc import before_removing_snapshots
+    from builder.layers import LayerMaker
+
+    worker = Worker.open(tmp_path / "root")
+    try:
+        layers = LayerMaker(worker.store, worker.index, worker.snapshots)
+        first, second = worker.snapshots.create(), worker.snapshots.create()
+        for snapshot in (first, second):
+            (worker.snapshots.fs_path(snapshot) / "same.txt").write_text("same bytes\n")
+            os.utime(worker.snapshots.fs_path(snapshot) / "same.txt", (1_000_000, 1_000_000))
+            os.utime(worker.snapshots.fs_path(snapshot), (1_000_000, 1_000_000))
+        digest = layers.layer_for(first, Compression.UNCOMPRESSED).digest
+        assert layers.layer_for(second, Compression.UNCOMPRESSED).digest == digest
+        assert worker.store.recipe(digest)["snapshot"] == second  # the latest hash wins the recipe
+        before_removing_snapshots(worker, {second})
+        worker.snapshots.remove(second)
+        assert worker.store.is_lazy(digest) and worker.store.recipe(digest)["snapshot"] == first
+        with worker.store.open(digest) as blob:
+            assert b"same bytes" in blob.read()
+    finally:
+        worker.close()
