@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import selectors
+import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -229,9 +231,31 @@ def remove_stale_scratch() -> int:
             continue
         if not left_by_dead_process(name[len(prefix):], "-"):
             continue
+        if prefix == "pybuild-oci-":
+            _stop_containers(_MEMORY_BACKED / name / "state")
         remove_tree(_MEMORY_BACKED / name)
         removed += 1
     return removed
+
+
+def _stop_containers(state: Path) -> None:
+    """The OCI runtime outlives a pybuild killed by SIGKILL, and so does the
+    step it runs: the bundle's state dir still names the container, and
+    `delete --force` kills everything in it. Either runtime may have made
+    it; the other one fails quietly."""
+    try:
+        containers = os.listdir(state)
+    except OSError:
+        return
+    for runtime in ("runc", "crun"):
+        if shutil.which(runtime) is None:
+            continue
+        for container in containers:
+            try:
+                subprocess.run([runtime, "--root", str(state), "delete", "--force", container],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
 
 
 def left_by_dead_process(rest: str, sep: str) -> bool:

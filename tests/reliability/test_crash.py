@@ -8,6 +8,7 @@ import errno
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,3 +170,35 @@ def test_full_filesystem_gives_a_clear_error_and_a_consistent_store(tmp_path, bu
             worker.close()
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def _processes_running(cmdline: bytes) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_kill_during_an_oci_step_then_the_next_pybuild_stops_the_step(tmp_path, busybox_image):
+    """runc outlives a SIGKILLed pybuild, and so does the step it runs: the
+    next pybuild finds the dead build's bundle and deletes its container."""
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    root = tmp_path / "root"
+    context = _context(tmp_path, f"FROM {busybox_image.ref}\nRUN echo started-run && sleep 47 && echo never\n")
+    log = tmp_path / "log"
+    command = _command(root, context)
+    command[command.index("builtin")] = "oci"
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    _wait_until(lambda: re.search(rb"#\d+ [\d.]+ started-run", log.read_bytes()) is not None)
+    _kill(process)
+    assert _processes_running(b"sleep\x0047\x00"), "the step survives its pybuild"
+    context.joinpath("Dockerfile").write_text(f"FROM {busybox_image.ref}\nRUN echo quick\n")
+    _rebuild(root, context)
+    _wait_until(lambda: not _processes_running(b"sleep\x0047\x00"), timeout=10)
+    assert not [name for name in os.listdir("/dev/shm") if f"-{process.pid}-" in name]
+    _heal_and_check(root)
