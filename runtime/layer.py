@@ -19,6 +19,7 @@ import io
 import os
 import stat
 import tarfile
+import zlib
 from typing import BinaryIO
 
 from runtime.errors import RuntimeFailure, UnsafeLayer
@@ -320,7 +321,14 @@ def _ustar(name, mode, uid, gid, size, mtime, kind, linkname, major, minor, pref
         prefix.ljust(155, b"\0"),
         bytes(12),
     ))
-    return header[:148] + b"%06o\0 " % sum(header) + header[156:]
+    return header[:148] + b"%06o\0 " % _byte_sum(header) + header[156:]
+
+
+def _byte_sum(header: bytes) -> int:
+    """sum(header) for a 512-byte header, in C: adler32's low half is 1 +
+    the byte sum modulo 65521, and 256 bytes sum to at most 65280, so for
+    each half it is exact (sum() costs 2 us a header: 40 ms a 20k-file layer)."""
+    return (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
 
 
 def layer_is_empty(fs) -> bool:
