@@ -246,19 +246,23 @@ class EarlyLayers:
         self._compression, self._clamp = compression, clamp_mtime
         self._cancel = threading.Event()
         self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()  # step_done runs on the solver's threads
         self._thread: threading.Thread | None = None
 
     def step_done(self, vertex: str, result) -> None:
         """The solver's hook: `vertex` was executed and gave `result`."""
-        if vertex not in self._lineage or not result or self._cancel.is_set():
+        if vertex not in self._lineage or not result:
             return
-        event = self._layers.ahead(result[-1], self._compression, self._clamp)
-        if event is None:
-            return
-        self._queue.put((result[-1], event))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="pybuild-early-layers", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._cancel.is_set():
+                return
+            event = self._layers.ahead(result[-1], self._compression, self._clamp)
+            if event is None:
+                return
+            self._queue.put((result[-1], event))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="pybuild-early-layers", daemon=True)
+                self._thread.start()
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -272,8 +276,9 @@ class EarlyLayers:
                 event.set()
 
     def close(self) -> None:
-        self._cancel.set()
-        if self._thread is not None:
+        with self._lock:
+            self._cancel.set()
+            thread, self._thread = self._thread, None
+        if thread is not None:
             self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+            thread.join()

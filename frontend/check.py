@@ -2,9 +2,10 @@
 
 Rules that need only the text run over the parsed stages here
 (`static_checks`). Rules that need the variable scope at an instruction
-(UndefinedVar, UndefinedArgInFrom, JSONArgsRecommended, WorkdirRelativePath,
-CopyIgnoredFile) are reported by `convert.py` while it dispatches, through
-the same `Linter`, so the scope logic exists once.
+(UndefinedVar, UndefinedArgInFrom, InvalidDefaultArgInFrom, the FROM
+--platform rules, JSONArgsRecommended, WorkdirRelativePath, the EXPOSE
+rules, CopyIgnoredFile) are reported by `convert.py` while it expands and
+dispatches, through the same `Linter`, so the scope logic exists once.
 
 `# check=skip=Rule1,Rule2;error=true;experimental=Rule3` configures them,
 as in BuildKit; experimental rules (CopyIgnoredFile) run only when named.
@@ -20,6 +21,7 @@ from typing import Mapping
 from frontend import instructions as ins
 from frontend.definition import ImageResolver, ResolvedImage, Warning
 from frontend.errors import Location
+from frontend.lexer import ProcessResult, go_quote
 from frontend.ops import Platform
 from frontend.parser import Dockerfile
 
@@ -28,12 +30,16 @@ RULES: dict[str, str] = {
     "CopyIgnoredFile": "Attempting to Copy file that is excluded by .dockerignore",
     "DuplicateStageName": "Stage names should be unique",
     "ExposeInvalidFormat": "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+    "ExposeProtoCasing": "Protocol in EXPOSE instruction should be lowercase",
     "FromAsCasing": "The 'as' keyword should match the case of the 'from' keyword",
+    "FromPlatformFlagConstDisallowed": "FROM --platform flag should not use a constant value",
+    "InvalidDefaultArgInFrom": "Default value for global ARG results in an empty or invalid base image name",
     "JSONArgsRecommended": "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
     "LegacyKeyValueFormat": "Legacy key/value format with whitespace separator should not be used",
     "MaintainerDeprecated": "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
     "MultipleInstructionsDisallowed": "Multiple instructions of the same type should not be used in the same stage",
     "NoEmptyContinuation": "Empty continuation lines will become errors in a future release",
+    "RedundantTargetPlatform": "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
     "ReservedStageName": "Reserved words should not be used as stage names",
     "SecretsUsedInArgOrEnv": "Sensitive data should not be used in the ARG or ENV commands",
     "StageNameCasing": "Stage names should be lowercase",
@@ -127,6 +133,57 @@ def undefined_arg_in_from(linter: Linter, name: str, options, location: Location
     linter.warn("UndefinedArgInFrom", message, location)
 
 
+def invalid_default_arg_in_from(linter: Linter, base: str, location: Location) -> None:
+    linter.warn(
+        "InvalidDefaultArgInFrom",
+        f"Default value for ARG {base} results in empty or invalid base image name",
+        location,
+    )
+
+
+def from_platform(linter: Linter, from_: ins.From, expansion: ProcessResult, target_platform: str,
+                  platform: Platform) -> None:  # fmt: skip
+    """The FROM --platform rules, judged from how the flag expanded.
+
+    RedundantTargetPlatform needs TARGETPLATFORM to be the only variable and
+    the value to be exactly its value, so `${TARGETPLATFORM%/*}` or
+    `$TARGETPLATFORM$X` stay quiet. A constant is allowed when the stage
+    name says which platform it is for (`AS build-arm64`, `AS linux`): such
+    stages are picked per platform with `FROM build-$TARGETARCH`."""
+    if expansion.matched == {"TARGETPLATFORM"} and not expansion.unmatched and expansion.result == target_platform:
+        linter.warn(
+            "RedundantTargetPlatform",
+            f"Setting platform to predefined {from_.platform} in FROM is redundant as this is the default behavior",
+            from_.location,
+        )
+    if expansion.matched or expansion.unmatched:
+        return
+    if platform.os in from_.stage_name or platform.architecture in from_.stage_name:
+        return
+    linter.warn(
+        "FromPlatformFlagConstDisallowed",
+        f"FROM --platform flag should not use constant value {go_quote(expansion.result)}",
+        from_.location,
+    )
+
+
+def expose_port(linter: Linter, spec: str, location: Location) -> None:
+    """One EXPOSE word after expansion, split as BuildKit splits
+    `[ip:][hostPort:]containerPort[/proto]`: an empty ip or host port (`:80`)
+    is no mapping."""
+    parts = spec.split(":")
+    _, slash, proto = parts[-1].partition("/")
+    if slash and proto != proto.lower():
+        linter.warn("ExposeProtoCasing", f"Defined protocol '{spec}' in EXPOSE instruction should be lowercase",
+                    location)  # fmt: skip
+    if len(parts) > 3 or any(parts[:-1]):
+        linter.warn(
+            "ExposeInvalidFormat",
+            f"EXPOSE instruction should not define an IP address or host-port mapping, found '{spec}'",
+            location,
+        )
+
+
 def json_args_recommended(linter: Linter, instruction: str, location: Location) -> None:
     linter.warn(
         "JSONArgsRecommended",
@@ -213,14 +270,6 @@ def _command_checks(cmd: ins.Instruction, last: dict, linter: Linter) -> None:
     elif isinstance(cmd, ins.Maintainer):
         linter.warn("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label",
                     cmd.location)  # fmt: skip
-    elif isinstance(cmd, ins.Expose):
-        for port in cmd.ports:
-            if ":" in port:
-                linter.warn(
-                    "ExposeInvalidFormat",
-                    f"EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'",
-                    cmd.location,
-                )
     if isinstance(cmd, (ins.Cmd, ins.Entrypoint, ins.Healthcheck)):
         kind = cmd.name
         previous = last.get(kind)

@@ -395,8 +395,9 @@ class _Converter:
 
     # -- 1. stages and their links -----------------------------------------
     def run(self) -> Definition:
-        self.build_globals()
+        self.global_args = self.meta_arg_values(self.build_args)
         lint.static_checks(self.parsed, self.meta_args, self.stages, self.linter)
+        self.check_default_bases()
         for stage in self.stages:
             self.add_state(stage)
         target = self.find_target()
@@ -431,15 +432,31 @@ class _Converter:
             ),
         )
 
-    def build_globals(self) -> None:
+    def meta_arg_values(self, build_args: Mapping[str, str]) -> dict[str, str]:
+        """The global scope: the platform ARGs, then each ARG before the
+        first FROM, from `build_args` or else its expanded default."""
         args = platform_args(self.platform, self.build_platform)
         for cmd in self.meta_args:
             for arg in cmd.args:
-                if arg.key in self.build_args:
-                    args[arg.key] = self.build_args[arg.key]
+                if arg.key in build_args:
+                    args[arg.key] = build_args[arg.key]
                 elif arg.value is not None:
                     args[arg.key] = self.expand(arg.value, args, cmd.location)
-        self.global_args = args
+        return args
+
+    def check_default_bases(self) -> None:
+        """InvalidDefaultArgInFrom: every FROM, target or not, must name a
+        valid image with the ARG defaults alone, so that a build never needs
+        a --build-arg. Expansion errors end the check quietly: the build
+        reports them with the values it really uses."""
+        try:
+            defaults = self.meta_arg_values({})
+            bases = [(stage.from_, self.lexer.process_word(stage.from_.base, defaults)) for stage in self.stages]
+        except DockerfileError:
+            return
+        for from_, base in bases:
+            if _check_reference(base) is not None:
+                lint.invalid_default_arg_in_from(self.linter, from_.base, from_.location)
 
     def add_state(self, stage: ins.Stage) -> None:
         from_ = stage.from_
@@ -456,13 +473,19 @@ class _Converter:
         for name in sorted(result.unmatched - declared):
             lint.undefined_arg_in_from(self.linter, name, declared, from_.location)
         if from_.platform:
-            text = self.expand(from_.platform, self.global_args, from_.location)
-            if not text:
+            try:
+                expansion = self.lexer.process(from_.platform, self.global_args)
+            except ExpansionError as err:
+                raise DockerfileError(err.message, from_.location) from None
+            for name in sorted(expansion.unmatched - declared):
+                lint.undefined_arg_in_from(self.linter, name, declared, from_.location)
+            if not expansion.result:
                 raise DockerfileError(f"empty platform value from expression {from_.platform}", from_.location)
             try:
-                state.platform = parse_platform(text)
+                state.platform = parse_platform(expansion.result)
             except ValueError as err:
                 raise DockerfileError(f"failed to parse platform {from_.platform}: {err}", from_.location) from None
+            lint.from_platform(self.linter, from_, expansion, self.global_args["TARGETPLATFORM"], state.platform)
         # FROM <name> refers to an earlier stage only; a later one is an image.
         state.base_stage = self.by_name.get(state.base_name)
         if state.base_stage is not None:
@@ -781,6 +804,7 @@ class _Converter:
             for name in sorted(result.unmatched - declared):
                 lint.undefined_var(self.linter, name, state.env, cmd.location)
             for word in words:
+                lint.expose_port(self.linter, word, cmd.location)
                 try:
                     for port in _expose_ports(word):
                         ports[port] = {}

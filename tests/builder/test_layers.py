@@ -38,17 +38,26 @@ def _fill(fs):
     os.symlink("small", fs / "d/link")
 
 
+def _plain_tar(fs) -> bytes:
+    plain = io.BytesIO()
+    layer_tar.write_layer(fs, plain)
+    return plain.getvalue()
+
+
+def _digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 @pytest.mark.parametrize("compression", [Compression.UNCOMPRESSED, Compression.GZIP])
 def test_blob_and_diff_id_match_a_plain_write(maker, compression):
     layers, snaps = maker
     snapshot = snaps.create()
     _fill(snaps.fs_path(snapshot))
-    plain = io.BytesIO()
-    layer_tar.write_layer(snaps.fs_path(snapshot), plain)
+    plain = _plain_tar(snaps.fs_path(snapshot))
     record = layers.layer_for(snapshot, compression)
-    assert str(record.diff_id) == "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
+    assert str(record.diff_id) == _digest_of(plain)
     blob = layers._store.read_bytes(record.digest)
-    assert (gzip.decompress(blob) if compression is Compression.GZIP else blob) == plain.getvalue()
+    assert (gzip.decompress(blob) if compression is Compression.GZIP else blob) == plain
 
 
 def test_a_failed_layer_stops_its_thread_and_leaves_nothing(maker, tmp_path):
@@ -62,31 +71,28 @@ def test_a_failed_layer_stops_its_thread_and_leaves_nothing(maker, tmp_path):
     assert os.listdir(tmp_path / "content/ingest") == []
 
 
-def test_an_uncompressed_layer_is_written_only_when_read(maker, tmp_path):
+def _lazy_layer(maker):
     layers, snaps = maker
-    store = layers._store
     snapshot = snaps.create()
     _fill(snaps.fs_path(snapshot))
-    record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+    return layers._store, snaps, snapshot, layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+
+
+def test_an_uncompressed_layer_is_written_only_when_read(maker):
+    store, snaps, snapshot, record = _lazy_layer(maker)
     assert store.is_lazy(record.digest) and store.has(record.digest)
     assert not store.path(record.digest).exists() and list(store.digests()) == []
     assert list(store.lazy_digests()) == [record.digest] and store.verify(record.digest)
     assert store.size(record.digest) == record.size
-    assert layers.layer_for(snapshot, Compression.UNCOMPRESSED) == record  # still known, not re-hashed
+    assert maker[0].layer_for(snapshot, Compression.UNCOMPRESSED) == record  # still known, not re-hashed
 
-    plain = io.BytesIO()
-    layer_tar.write_layer(snaps.fs_path(snapshot), plain)
-    assert store.read_bytes(record.digest) == plain.getvalue()
+    assert store.read_bytes(record.digest) == _plain_tar(snaps.fs_path(snapshot))
     assert not store.is_lazy(record.digest) and list(store.lazy_digests()) == []
     assert store.path(record.digest).stat().st_size == record.size
 
 
 def test_a_snapshot_that_changed_or_went_is_never_served_as_the_blob(maker, tmp_path):
-    layers, snaps = maker
-    store = layers._store
-    snapshot = snaps.create()
-    _fill(snaps.fs_path(snapshot))
-    record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
+    store, snaps, snapshot, record = _lazy_layer(maker)
     (snaps.fs_path(snapshot) / "d/small").write_bytes(b"S" * 100)  # same size, other bytes
     with pytest.raises(DigestMismatch):
         store.open(record.digest)
@@ -110,9 +116,7 @@ def test_a_layer_made_ahead_is_the_one_the_export_gets(maker):
         record = layers.layer_for(target, Compression.UNCOMPRESSED)  # waits for the helper
     finally:
         early.close()
-    plain = io.BytesIO()
-    layer_tar.write_layer(snaps.fs_path(target), plain)
-    assert str(record.digest) == "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
+    assert str(record.digest) == _digest_of(_plain_tar(snaps.fs_path(target)))
     assert layers._index.layers_of(other) == []
     assert not [t for t in threading.enumerate() if t.name.startswith(("pybuild-early", "pybuild-layer"))]
 
@@ -127,7 +131,5 @@ def test_closing_stops_a_layer_in_progress_and_the_export_makes_it(maker, tmp_pa
     early.close()  # a failed build: whatever was started stops, the thread ends
     assert not [t for t in threading.enumerate() if t.name.startswith(("pybuild-early", "pybuild-layer"))]
     record = layers.layer_for(snapshot, Compression.UNCOMPRESSED)
-    plain = io.BytesIO()
-    layer_tar.write_layer(snaps.fs_path(snapshot), plain)
-    assert str(record.digest) == "sha256:" + hashlib.sha256(plain.getvalue()).hexdigest()
+    assert str(record.digest) == _digest_of(_plain_tar(snaps.fs_path(snapshot)))
     assert os.listdir(tmp_path / "content/ingest") == []
