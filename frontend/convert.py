@@ -246,6 +246,8 @@ def _expose_ports(spec: str) -> list[str]:
         spec, proto = spec.rsplit("/", 1)
         if not proto:
             raise ValueError(f'invalid port specification: "{spec}/"')
+        if proto.lower() not in ("tcp", "udp", "sctp"):
+            raise ValueError(f"invalid proto: {proto}")
         proto = proto.lower()
     container = spec.rsplit(":", 1)[-1] if not spec.startswith("[") or "]:" in spec else spec
     if not container:

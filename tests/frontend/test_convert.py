@@ -223,6 +223,22 @@ def test_exec_form_run():
 # -- metadata instructions ------------------------------------------------------
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("80/foo", "invalid proto: foo"),
+    ("80/", 'invalid port specification: "80/"'),
+    ("http", "invalid containerPort: http"),
+])
+def test_expose_rejects_what_docker_rejects(spec, message):
+    with pytest.raises(DockerfileError) as err:
+        build(f"FROM busybox\nEXPOSE 80/udp {spec}\n")
+    assert err.value.location.start == 2 and message in str(err.value)
+
+
+def test_expose_takes_each_protocol_in_any_case():
+    d, _ = build("FROM busybox\nEXPOSE 53/UDP 9/sctp 80\n")
+    assert d.image.config["config"]["ExposedPorts"] == {"53/udp": {}, "9/sctp": {}, "80/tcp": {}}
+
+
 def test_metadata_instructions():
     d, _ = build(
         "FROM busybox\n"
