@@ -351,8 +351,13 @@ def _kind(mode: int) -> str:
     return "socket"
 
 
+# One encoder for every line: json.dumps with options builds a new one per
+# call, a third of the cost of a line.
+_LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _line(record: list) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
+    return _LINE_ENCODER.encode(record).encode("utf-8", "surrogateescape") + b"\n"
 
 
 def _not_found(pattern: str) -> ContextError:
