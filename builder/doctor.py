@@ -6,7 +6,8 @@ What a root promises (docs/architecture.md) and what is checked here:
 - every layer record names a blob that exists (a missing one is made again
   from its snapshot on the next export);
 - every cached result's snapshots exist, every extracted base layer's too;
-- every image name points at a manifest that is in the store;
+- every image name points at a manifest, config and layers that are in the
+  store (a lazy layer, see cache/store.py, at a snapshot that exists);
 - no snapshot exists that nothing refers to (an orphan: a build killed
   between making a snapshot and recording it);
 - nothing temporary is left: ingest files, `.mnt-`/`.flat-` directories
@@ -36,7 +37,7 @@ class Kind(enum.Enum):
     CORRUPT_BLOB = "corrupt blob"
     MISSING_BLOB = "missing blob"
     MISSING_SNAPSHOT = "missing snapshot"
-    MISSING_MANIFEST = "missing manifest"
+    BROKEN_IMAGE = "image missing a blob"
     ORPHAN_SNAPSHOT = "orphan snapshot"
     STRAY_TEMP = "stray temp file"
     STALE_MOUNT = "stale mount"
@@ -130,11 +131,13 @@ class _Doctor:
                     body = json.loads(store.read_bytes(manifest))
                     if "config" in body:
                         needed.append(Digest.parse(body["config"]["digest"]))
+                        needed += [Digest.parse(layer["digest"]) for layer in body.get("layers", [])]
                 except (ValueError, KeyError, TypeError, CacheError):
                     pass
-            missing = [d for d in needed if not store.has(d)]
+            # A lazy layer is only as good as the snapshot it names.
+            missing = [d for d in needed if not store.has(d) or (store.is_lazy(d) and not store.verify(d))]
             if missing:
-                self._found(Kind.MISSING_MANIFEST, f"{name} -> {missing[0]}",
+                self._found(Kind.BROKEN_IMAGE, f"{name} -> {missing[0]}",
                             lambda n=name: index.remove_image(n))
 
     def orphans(self) -> None:

@@ -153,3 +153,23 @@ def test_a_lazy_layer_shared_by_two_snapshots_outlives_either(tmp_path):
             assert b"same bytes" in blob.read()
     finally:
         worker.close()
+
+
+def test_doctor_finds_an_image_whose_lazy_layer_lost_its_snapshot(busybox_image, tmp_path):
+    from builder.doctor import Kind, check
+
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    _build(context, root, busybox_image.ref, tags=["fragile:1"])
+    worker = Worker.open(root)
+    try:
+        assert check(worker) == []
+        image = load_image(worker.store, worker.index.get_image("docker.io/library/fragile:1"))
+        lazy = [d.digest for d in image.layers if worker.store.is_lazy(d.digest)]
+        worker.snapshots.remove(worker.store.recipe(lazy[-1])["snapshot"])  # lost behind pybuild's back
+        kinds = {problem.kind for problem in check(worker)}
+        assert {Kind.CORRUPT_BLOB, Kind.BROKEN_IMAGE, Kind.MISSING_SNAPSHOT} <= kinds
+        check(worker, fix=True)
+        assert check(worker) == [] and worker.index.get_image("docker.io/library/fragile:1") is None
+    finally:
+        worker.close()
