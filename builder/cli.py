@@ -842,6 +842,7 @@ def pull(name, platform, insecure, root, config_file, debug):
     Example:
       pybuild pull --platform linux/arm64 registry.local:5000/base:1
     """
+    from builder.build import parse_platform
     from builder.reference import Reference
     from builder.registry import RegistryClient
 
@@ -849,7 +850,8 @@ def pull(name, platform, insecure, root, config_file, debug):
         ref = Reference.parse(name)
         hosts = _settings(config_file, insecure=insecure).insecure_registries
         client = RegistryClient(worker.store, insecure=hosts)
-        resolved = client.resolve(ref, platform or "linux/amd64")
+        # As a build's FROM reads it: aliases, and linux/arm meaning arm/v7.
+        resolved = client.resolve(ref, str(parse_platform(platform)))
         for layer in resolved.layers:
             client.fetch_blob(ref, layer)
         worker.index.put_image(str(ref), resolved.manifest.digest)

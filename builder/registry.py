@@ -51,7 +51,6 @@ MAX_MANIFEST_SIZE = 4 << 20
 _STREAM_CHUNK = 64 << 10
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 30.0
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}
 # A token without `expires_in` is valid for 60 seconds (docker token spec).
 _DEFAULT_TOKEN_LIFETIME = 60
 
@@ -82,7 +81,9 @@ class ResolvedManifest:
 
 def parse_platform(platform) -> dict:
     """`"linux/arm64/v8"`, a mapping, or any object whose `str()` is such a
-    string (frontend.ops.Platform) → `{"os", "architecture"[, "variant"]}`."""
+    string (frontend.ops.Platform) → `{"os", "architecture"[, "variant"]}`.
+    Aliases (`aarch64`, `armhf`...) are the caller's to normalise, with the
+    one parser builds use (builder.build.parse_platform)."""
     if isinstance(platform, Mapping):
         body = {"os": platform.get("os", "linux"), "architecture": platform["architecture"]}
         if platform.get("variant"):
@@ -94,7 +95,6 @@ def parse_platform(platform) -> dict:
         body = {"os": parts[0], "architecture": parts[1]}
         if len(parts) == 3:
             body["variant"] = parts[2]
-    body["architecture"] = _ARCH_ALIASES.get(body["architecture"], body["architecture"])
     return body
 
 

@@ -71,3 +71,11 @@ def test_store_commands(busybox_image, registry, tmp_path):
     pulled = pybuild("pull", remote, root=fresh).stdout
     assert f"digest: {pushed_digest}" in pulled
     assert json.loads(pybuild("inspect", remote, root=fresh).stdout)["Id"] == image_id
+
+
+def test_pull_reads_platform_as_a_build_does(busybox_index, tmp_path):
+    """`--platform aarch64` is linux/arm64, as in FROM --platform (one parser)."""
+    pulled = pybuild("pull", "--platform", "aarch64", busybox_index.ref, root=tmp_path / "root").stdout
+    assert f"digest: {busybox_index.arm64}" in pulled
+    bad = pybuild("pull", "--platform", "linux//arm", busybox_index.ref, root=tmp_path / "root", check=False)
+    assert bad.returncode == 1 and "invalid platform" in bad.stderr and "Traceback" not in bad.stderr
