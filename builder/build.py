@@ -90,6 +90,7 @@ def build(
     pids_limit: int | None = None,
     ulimits: Sequence[str] = (),
     insecure_registries: Sequence[str] = (),
+    registry_hosts=None,  # builder.registry_config.RegistryHosts; None: the config file pybuild finds
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     squash: bool = False,
@@ -130,6 +131,7 @@ def build(
             secrets=parse_secrets(secrets),
             ssh=parse_ssh(ssh),
             insecure_registries=insecure_registries,
+            registry_hosts=registry_hosts,
             pull=pull,
         )
         session.limits = limits

@@ -348,7 +348,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
                     root=settings.root, isolation=settings.isolation,
                     network="host" if network == "default" else network, no_cache=no_cache, pull=pull,
                     no_cache_filter=no_cache_filter, explain=explain, cache_to=cache_to, cache_from=cache_from,
-                    secrets=secrets, ssh=ssh, insecure_registries=settings.insecure_registries,
+                    secrets=secrets, ssh=ssh, registry_hosts=settings.registry_hosts,
                     labels=label_map, reporter=reporter, observer=observer, **extra)
                 _write_result_files(result, iidfile, metadata_file)
                 if not quiet:
@@ -820,9 +820,9 @@ def push(name, insecure, root, config_file, debug):
     def send(worker):
         stored = find(worker, name)
         ref = Reference.parse(name)
-        hosts = _settings(config_file, insecure=insecure).insecure_registries
+        hosts = _settings(config_file, insecure=insecure).registry_hosts
         image = compressed_for_push(worker, stored.image)
-        digest = RegistryClient(worker.store, insecure=hosts).push(ref, image)
+        digest = RegistryClient(worker.store, hosts=hosts).push(ref, image)
         click.echo(f"{ref}: digest: {digest}")
 
     _with_worker(root, config_file, debug, send)
@@ -848,8 +848,8 @@ def pull(name, platform, insecure, root, config_file, debug):
 
     def fetch(worker):
         ref = Reference.parse(name)
-        hosts = _settings(config_file, insecure=insecure).insecure_registries
-        client = RegistryClient(worker.store, insecure=hosts)
+        hosts = _settings(config_file, insecure=insecure).registry_hosts
+        client = RegistryClient(worker.store, hosts=hosts)
         # As a build's FROM reads it: aliases, and linux/arm meaning arm/v7.
         resolved = client.resolve(ref, str(parse_platform(platform)))
         for layer in resolved.layers:
@@ -920,8 +920,8 @@ def login(registry, username, password, password_stdin, insecure, config_file, d
 
     def action():
         host = _registry_host(registry)
-        hosts = _settings(config_file, insecure=insecure).insecure_registries
-        client = RegistryClient(None, insecure=hosts, auth=lambda _registry: creds)
+        hosts = _settings(config_file, insecure=insecure).registry_hosts
+        client = RegistryClient(None, hosts=hosts, auth=lambda _registry: creds)
         try:
             client.check_login(host)
         finally:

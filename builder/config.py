@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Mapping
@@ -104,6 +104,15 @@ class Settings:
     isolation: str | None  # None: the best available
     progress: ProgressMode
     insecure_registries: tuple[str, ...]
+
+    @property
+    def registry_hosts(self):
+        """The registry client's per-host settings: this config file's
+        mirrors and CA bundles, and every plain-HTTP host (flags included)."""
+        from builder.registry_config import RegistryHosts
+
+        hosts = RegistryHosts.from_config(self.config)
+        return replace(hosts, insecure=hosts.insecure | frozenset(self.insecure_registries))
 
 
 def config_candidates(env: Mapping[str, str]) -> list[Path]:

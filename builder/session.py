@@ -56,15 +56,15 @@ class LazyRegistryClient:
     build never talks to a registry, and importing requests (which
     builder.registry needs) costs ~0.13 s of CPU (docs/benchmarks.md)."""
 
-    def __init__(self, store, *, insecure=()):
-        self._store, self._insecure = store, tuple(insecure)
+    def __init__(self, store, *, insecure=(), hosts=None):
+        self._store, self._insecure, self._hosts = store, tuple(insecure), hosts
         self._client = None
 
     def __getattr__(self, name):
         if self._client is None:
             from builder.registry import RegistryClient
 
-            self._client = RegistryClient(self._store, insecure=self._insecure)
+            self._client = RegistryClient(self._store, insecure=self._insecure, hosts=self._hosts)
         return getattr(self._client, name)
 
 
@@ -100,11 +100,11 @@ class BuildSession:
 
     @classmethod
     def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,
-              insecure_registries, pull) -> "BuildSession":
+              insecure_registries, pull, registry_hosts=None) -> "BuildSession":
         from builder.ops.ssh_agent import SshAgents
 
         tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
-        registry = LazyRegistryClient(worker.store, insecure=insecure_registries)
+        registry = LazyRegistryClient(worker.store, insecure=insecure_registries, hosts=registry_hosts)
         return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets,
                    SshAgents(ssh), registry, pull, tmp)
 
