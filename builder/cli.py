@@ -461,7 +461,12 @@ def check(context, dockerfile, build_args, target, strict, debug):
                 raise PybuildError(f"failed to read dockerfile: open {path}: no such file or directory") from None
         ignore = Path(context) / ".dockerignore"
         excludes = tuple(parse_dockerignore(ignore.read_text(errors="replace"))) if ignore.is_file() else ()
-        warnings = run_check(text, shown, build_args=args, target=target, excludes=excludes)
+        try:
+            warnings = run_check(text, shown, build_args=args, target=target, excludes=excludes)
+        except DockerfileError as err:
+            for warning in err.warnings:  # found before the error: shown with it
+                click.echo(str(warning))
+            raise
         return warnings, CheckConfig.from_dockerfile(parse(text, shown))
 
     warnings, config = run_guarded(debug, action, lambda: text)

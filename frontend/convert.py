@@ -106,7 +106,11 @@ def lint_dockerfile(
                          build_platform=platform, resolve_image=resolve_image, excludes=excludes)
     converter.all_stages = target is None
     converter.raise_on_lint = False
-    return list(converter.run().warnings)
+    try:
+        return list(converter.run().warnings)
+    except DockerfileError as err:
+        err.warnings = tuple(converter.linter.warnings)
+        raise
 
 
 def _prepare(dockerfile, *, path, build_args, target, platform, build_platform, resolve_image, excludes):

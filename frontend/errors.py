@@ -22,7 +22,11 @@ class FrontendError(Exception):
 
 
 class DockerfileError(FrontendError):
-    """A Dockerfile that cannot be built, with the place it went wrong."""
+    """A Dockerfile that cannot be built, with the place it went wrong.
+    `warnings`: what the build checks had found before it (`pybuild check`
+    shows them with the error, as `docker build --check` does)."""
+
+    warnings: tuple = ()
 
     def __init__(self, message: str, location: Location | None = None):
         self.message = message

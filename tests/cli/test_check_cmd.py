@@ -75,3 +75,12 @@ def test_build_args_reach_the_checks(tmp_path):
     (tmp_path / "Dockerfile").write_text('# check=skip=InvalidDefaultArgInFrom\nARG BASE\nFROM $BASE\nCMD ["true"]\n')
     strict = run("check", "--strict", "--build-arg", "BASE=busybox:1", str(tmp_path))
     assert strict.exit_code == 0, strict.output
+
+
+def test_warnings_found_before_an_error_are_shown_with_it(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox AS Build\nEXPOSE 80/foo\n")
+    result = run("check", str(tmp_path))
+    assert result.exit_code == 1
+    assert "Dockerfile:1: [StageNameCasing]" in result.output
+    assert "Dockerfile:2" in result.output and "invalid proto: foo" in result.output
+    assert "Traceback" not in result.output
