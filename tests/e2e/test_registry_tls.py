@@ -60,3 +60,19 @@ def test_a_certificate_nobody_vouched_for_is_one_clear_error(tls_registry, tmp_p
     assert done.returncode == 1
     assert "certificate" in done.stderr and tls_registry.host in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_build_cache_travels_through_an_https_registry(tls_registry, tmp_path):
+    """--cache-to/--cache-from use the same client, and so the same CA."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[registry."{tls_registry.host}"]\nca = "{tls_registry.ca}"\n')
+    cache = f"{tls_registry.host}/cache:tls"
+    context = _context(tmp_path, tls_registry)
+    first = _pybuild("build", "--root", str(tmp_path / "one"), "--progress", "plain",
+                     "--cache-to", f"type=registry,ref={cache},mode=max", str(context), config=config)
+    assert first.returncode == 0, first.stderr
+    second = _pybuild("build", "--root", str(tmp_path / "two"), "--progress", "plain",
+                      "--cache-from", f"type=registry,ref={cache}", str(context), config=config)
+    assert second.returncode == 0, second.stderr
+    run_step = second.stderr.split("RUN echo over-tls > /tls\n", 1)[1].split("\n", 1)[0]
+    assert run_step.endswith("CACHED"), second.stderr  # the RUN came from the registry, not from running
