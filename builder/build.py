@@ -91,6 +91,7 @@ def build(
     ulimits: Sequence[str] = (),
     insecure_registries: Sequence[str] = (),
     registry_hosts=None,  # builder.registry_config.RegistryHosts; None: the config file pybuild finds
+    gc_policy: Sequence = (),  # the config file's [[gc.policy]] (builder.gc.gc_rules)
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     squash: bool = False,
@@ -178,7 +179,7 @@ def build(
                 early.close()  # on failure: stops a layer still being made
             session.close()
         lease.release()
-        auto_gc(worker, reporter)
+        auto_gc(worker, reporter, gc_policy)
     finally:
         lease.release()
         worker.close()

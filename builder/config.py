@@ -16,7 +16,7 @@ files are not merged):
     [registry."registry.internal:5000"]
     insecure = true              # plain HTTP, like --insecure-registry
 
-    [[gc.policy]]                # parsed and exposed; `prune` is not written yet
+    [[gc.policy]]                # automatic GC after a build (builder.gc.gc_rules)
     keep_storage = "10GB"
     keep_duration = "48h"
     filters = ["type==exec.cachemount"]

@@ -316,19 +316,78 @@ def before_removing_snapshots(worker, doomed: set[str]) -> None:
             store.materialize(digest)
 
 
-def auto_gc(worker, reporter) -> PruneResult | None:
-    """After a build: collect when the root holds more than $PYBUILD_GC_KEEP_STORAGE."""
+GC_INTERVAL_S = 60.0  # without $PYBUILD_GC_KEEP_STORAGE: measuring a root walks it, so at most this often
+_CHECKED = "gc.checked"
+DEFAULT_SHARE = 0.10  # BuildKit's default keepBytes: a tenth of the disk...
+DEFAULT_FALLBACK = 2 * 2**30  # ...or 2 GB when the disk cannot be measured
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One automatic GC step: keep at most `keep_storage` bytes in the root,
+    and/or no result unused for longer than `keep_duration` seconds."""
+
+    keep_storage: int | None = None
+    keep_duration: float | None = None
+
+
+def default_keep_storage(root: Path) -> int:
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return DEFAULT_FALLBACK
+    return int(st.f_blocks * st.f_frsize * DEFAULT_SHARE) or DEFAULT_FALLBACK
+
+
+def gc_rules(root: Path, policies=()) -> tuple[Rule, ...]:
+    """What automatic GC keeps: $PYBUILD_GC_KEEP_STORAGE, else the config
+    file's `[[gc.policy]]` entries (those with `type==` filters are not
+    applied: pybuild has no record types to filter on), else a tenth of the
+    root's filesystem, as BuildKit's default."""
     limit_text = os.environ.get(KEEP_STORAGE_ENV)
-    if not limit_text:
+    if limit_text:
+        return (Rule(keep_storage=parse_size(limit_text)),)
+    if policies:
+        return tuple(Rule(p.keep_storage, p.keep_duration) for p in policies
+                     if not p.filters and (p.keep_storage is not None or p.keep_duration is not None))
+    return (Rule(keep_storage=default_keep_storage(root)),)
+
+
+def _due(root: Path) -> bool:
+    """True at most once per GC_INTERVAL_S (one stat otherwise)."""
+    stamp = Path(root) / _CHECKED
+    try:
+        if time.time() - stamp.stat().st_mtime < GC_INTERVAL_S:
+            return False
+    except FileNotFoundError:
+        pass
+    stamp.touch()
+    return True
+
+
+def auto_gc(worker, reporter, policies=()) -> PruneResult | None:
+    """After a build, each rule of gc_rules in turn: collect when the root
+    holds more than its size, or a result was unused for longer than its
+    duration. Checked after every build when $PYBUILD_GC_KEEP_STORAGE is
+    set, otherwise at most once a minute."""
+    if not os.environ.get(KEEP_STORAGE_ENV) and not _due(worker.root):
         return None
-    limit = parse_size(limit_text)
-    usage = disk_usage(worker)
-    if usage.total <= limit:
-        return None
-    # The images' blobs and the cache mounts are not the build cache's to give up.
-    cache_budget = max(0, limit - usage.image_blobs[1] - usage.cache_mounts[1])
-    done = prune(worker, keep_storage=cache_budget, blocking=False)
-    if done is not None:
-        reporter.message(f"garbage collection: freed {done.freed} bytes "
-                         f"({done.results} results, {done.snapshots} snapshots, {done.blobs} blobs)")
+    done = None
+    for rule in gc_rules(worker.root, policies):
+        budget = None
+        if rule.keep_storage is not None:
+            usage = disk_usage(worker)
+            if usage.total > rule.keep_storage:
+                # The images' blobs and the cache mounts are not the build cache's to give up.
+                budget = max(0, rule.keep_storage - usage.image_blobs[1] - usage.cache_mounts[1])
+        stale = rule.keep_duration is not None and any(
+            last_used < time.time() - rule.keep_duration for _, _, last_used in worker.index.results_by_age())
+        if budget is None and not stale:
+            continue  # nothing to do: prune would only forget the memos
+        result = prune(worker, keep_storage=budget, until=rule.keep_duration if stale else None, blocking=False)
+        if result is None:
+            return done  # a build holds the root: the next one collects
+        reporter.message(f"garbage collection: freed {result.freed} bytes "
+                         f"({result.results} results, {result.snapshots} snapshots, {result.blobs} blobs)")
+        done = result
     return done

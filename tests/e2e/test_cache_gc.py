@@ -87,6 +87,45 @@ def test_automatic_gc_after_a_build(busybox_image, tmp_path, monkeypatch):
         worker.close()
 
 
+def _collected(recorder) -> bool:
+    return any(m.startswith("garbage collection: freed") for m in recorder.messages)
+
+
+def test_automatic_gc_follows_the_config_policies_at_most_once_a_minute(busybox_image, tmp_path, monkeypatch):
+    from builder.config import GCPolicy
+    from builder.gc import GC_INTERVAL_S
+
+    monkeypatch.delenv("PYBUILD_GC_KEEP_STORAGE", raising=False)
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    tiny = (GCPolicy(keep_storage=1024, filters=("type==exec.cachemount",)), GCPolicy(keep_storage=1024))
+    assert _collected(_build(context, root, busybox_image.ref, tags=["auto:2"], gc_policy=tiny))
+    # Measuring a root walks it: the next build within the interval does not.
+    again = _build(context, root, busybox_image.ref, gc_policy=tiny)
+    assert len(again.runs) == 2 and not _collected(again)
+    stamp = root / "gc.checked"
+    os.utime(stamp, (stamp.stat().st_atime, stamp.stat().st_mtime - GC_INTERVAL_S - 1))
+    assert _collected(_build(context, root, busybox_image.ref, gc_policy=tiny))
+    # Only the type-filtered policy: pybuild has no record types, it is not applied.
+    os.utime(stamp, (stamp.stat().st_atime, stamp.stat().st_mtime - GC_INTERVAL_S - 1))
+    kept = _build(context, root, busybox_image.ref, gc_policy=tiny[:1])
+    assert not _collected(kept)
+
+
+def test_automatic_gc_by_age_and_by_default(busybox_image, tmp_path, monkeypatch):
+    from builder.config import GCPolicy
+    from builder.gc import DEFAULT_SHARE, Rule, gc_rules
+
+    monkeypatch.delenv("PYBUILD_GC_KEEP_STORAGE", raising=False)
+    st = os.statvfs(tmp_path)
+    assert gc_rules(tmp_path) == (Rule(keep_storage=int(st.f_blocks * st.f_frsize * DEFAULT_SHARE)),)
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    assert not _collected(_build(context, root, busybox_image.ref))  # far below a tenth of the disk
+    (root / "gc.checked").unlink()
+    assert _collected(_build(context, root, busybox_image.ref, gc_policy=(GCPolicy(keep_duration=0.0),)))
+
+
 def test_prune_cli_rejects_bad_options(tmp_path):
     import subprocess
 
