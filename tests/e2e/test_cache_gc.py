@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from builder.assemble import load_image
 from builder.build import build
@@ -26,18 +27,26 @@ def _image_blobs_present(worker, name: str) -> bool:
     return all(worker.store.has(d.digest) for d in (image.manifest, image.config, *image.layers))
 
 
-def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
+@contextmanager
+def _tagged_build(busybox_image, tmp_path, tag: str):
+    """Build DOCKERFILE as `tag`; yields (context, root, worker, image)."""
     context, root = tmp_path / "ctx", tmp_path / "root"
     write_context(context, {"a.txt": "a\n"})
-    _build(context, root, busybox_image.ref, tags=["kept:1"])
+    _build(context, root, busybox_image.ref, tags=[tag])
     worker = Worker.open(root)
     try:
+        yield context, root, worker, load_image(worker.store, worker.index.get_image(f"docker.io/library/{tag}"))
+    finally:
+        worker.close()
+
+
+def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
+    with _tagged_build(busybox_image, tmp_path, "kept:1") as (context, root, worker, image):
         usage = disk_usage(worker)
         assert usage.base_layers[0] == 1 and usage.build_cache[0] == 2 and usage.cache_mounts[0] == 1
         # Manifest, config and the base layer; the COPY and RUN layers are
         # lazy (recipes naming their snapshots: no bytes of their own yet).
         assert usage.image_blobs[0] == 3
-        image = load_image(worker.store, worker.index.get_image("docker.io/library/kept:1"))
         new_layers = [d.digest for d in image.layers if worker.store.is_lazy(d.digest)]
         assert len(new_layers) == 2
         # A plain prune keeps everything the cache still refers to.
@@ -53,8 +62,6 @@ def test_du_and_prune_all_keep_named_images(busybox_image, tmp_path):
         # Their snapshots are gone, so their bytes were written out first.
         assert not any(worker.store.is_lazy(d) for d in new_layers)
         assert all(worker.store.verify(d) for d in new_layers)
-    finally:
-        worker.close()
     # The build cache is gone: the steps run again.
     assert len(_build(context, root, busybox_image.ref).runs) == 2
 
@@ -197,18 +204,11 @@ def test_a_lazy_layer_shared_by_two_snapshots_outlives_either(tmp_path):
 def test_doctor_finds_an_image_whose_lazy_layer_lost_its_snapshot(busybox_image, tmp_path):
     from builder.doctor import Kind, check
 
-    context, root = tmp_path / "ctx", tmp_path / "root"
-    write_context(context, {"a.txt": "a\n"})
-    _build(context, root, busybox_image.ref, tags=["fragile:1"])
-    worker = Worker.open(root)
-    try:
+    with _tagged_build(busybox_image, tmp_path, "fragile:1") as (_, _, worker, image):
         assert check(worker) == []
-        image = load_image(worker.store, worker.index.get_image("docker.io/library/fragile:1"))
         lazy = [d.digest for d in image.layers if worker.store.is_lazy(d.digest)]
         worker.snapshots.remove(worker.store.recipe(lazy[-1])["snapshot"])  # lost behind pybuild's back
         kinds = {problem.kind for problem in check(worker)}
         assert {Kind.CORRUPT_BLOB, Kind.BROKEN_IMAGE, Kind.MISSING_SNAPSHOT} <= kinds
         check(worker, fix=True)
         assert check(worker) == [] and worker.index.get_image("docker.io/library/fragile:1") is None
-    finally:
-        worker.close()
