@@ -183,7 +183,7 @@ class BuildSession:
     # solver --------------------------------------------------------------
     def impl_for(self, vertex: str):
         from builder.ops.exec import ExecImpl
-        from builder.ops.file import CopyImpl, GitImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
+        from builder.ops.file import CopyImpl, CopyPartsImpl, GitImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
         from builder.ops.source import ContextImpl, ImageImpl, ScratchImpl
 
         op = self.definition.op(vertex)
@@ -196,6 +196,7 @@ class BuildSession:
             ops.Exec: ExecImpl,
             ops.FileCopy: CopyImpl,
             ops.WriteFiles: WriteFilesImpl,
+            ops.CopyParts: CopyPartsImpl,
             ops.MakeDir: MakeDirImpl,
         }
         impl = kinds.get(type(op))

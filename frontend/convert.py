@@ -40,6 +40,8 @@ from frontend.errors import DockerfileError, Location
 from frontend.lexer import ExpansionError, Lexer, go_quote
 from frontend.ops import (
     ContextSource,
+    CopyPart,
+    CopyParts,
     Exec,
     FileCopy,
     GitSource,
@@ -1079,16 +1081,46 @@ class _Converter:
         if remote and not is_add:
             kind = "a git ref" if _is_git(remote[0]) else "a URL"
             raise DockerfileError(f"source can't be {kind} for COPY", loc)
-        if (remote and (len(sources) > 1 or contents)) or (contents and sources):
-            raise DockerfileError(
-                f"{word} with sources of different kinds (heredoc, URL, git, local) in one instruction "
-                "is not supported by pybuild; split it into several instructions",
-                loc,
-            )
 
         name = self.step_name(state, self.display_text(state, cmd))
-        if contents:
-            op: Op = WriteFiles(
+        keep_git_dir = bool(getattr(cmd, "keep_git_dir", False))
+        # BuildKit: --unpack=... overrides; by default ADD unpacks local archives, never a URL's file.
+        explicit_unpack = bool(cmd.unpack) if is_add and cmd.unpack is not None else None
+        from_ = getattr(cmd, "from_", "")
+
+        def git_source(src: str) -> tuple[str, tuple[str, ...]]:
+            url, _, fragment = src.partition("#")
+            ref, _, subdir = fragment.partition(":")
+            vertex = self.add(GitSource(remote=url, ref=ref, keep_git_dir=keep_git_dir), name, loc, state.display)
+            # `#ref:subdir` adds that directory's contents, as BuildKit's git source does.
+            return vertex, ("/" + subdir.strip("/"),)
+
+        def http_source(url: str) -> tuple[str, tuple[str, ...]]:
+            filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])
+            filename = filename if filename not in ("", ".", "/") else "__unnamed__"
+            vertex = self.add(HttpSource(url=url, checksum=checksum, filename=filename), name, loc, state.display)
+            return vertex, ("/" + filename,)
+
+        def local_paths(local: list[str]) -> tuple[str, ...]:
+            if not from_ and self.matcher is not None:
+                for src in local:
+                    rel = _normalize("/", src, keep_slash=False).lstrip("/")
+                    if rel and not any(c in src for c in "*?[") and self.matcher.excluded(rel):
+                        lint.copy_ignored(self.linter, "Add" if is_add else "Copy", src, loc)
+            if parents:
+                # A leading "./" is the usual relative prefix, not the
+                # `/./` pivot: `./x/./y/a.txt` keeps `y/a.txt`.
+                return tuple("/" + re.sub(r"^(?:\./+)+", "", s).lstrip("/") for s in local)
+            return tuple(_normalize("/", s, keep_slash=False) for s in local)
+
+        def local_vertex() -> str:
+            return self.source_vertex(state, cmd, from_) if from_ else self.context_vertex()
+
+        if (remote and (len(sources) > 1 or contents)) or (contents and sources):
+            op: Op = self.copy_parts(cmd, state.rootfs, sources, contents, dest, chown, chmod, excludes, is_add,
+                                     parents, explicit_unpack, git_source, http_source, local_paths, local_vertex)
+        elif contents:
+            op = WriteFiles(
                 inputs=(state.rootfs,),
                 files=tuple(InlineFile(p, d.encode()) for p, d in contents),
                 dest=dest,
@@ -1099,40 +1131,15 @@ class _Converter:
             unpack = False
             follow = True
             if remote and _is_git(remote[0]):
-                url, _, fragment = remote[0].partition("#")
-                ref, _, subdir = fragment.partition(":")
-                src_vertex = self.add(
-                    GitSource(remote=url, ref=ref, keep_git_dir=bool(getattr(cmd, "keep_git_dir", False))),
-                    name,
-                    loc,
-                    state.display,
-                )
-                # `#ref:subdir` adds that directory's contents, as BuildKit's git source does.
-                paths: tuple[str, ...] = ("/" + subdir.strip("/"),)
+                src_vertex, paths = git_source(remote[0])
             elif remote:
-                url = remote[0]
-                filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])
-                filename = filename if filename not in ("", ".", "/") else "__unnamed__"
-                src_vertex = self.add(HttpSource(url=url, checksum=checksum, filename=filename), name, loc,
-                                      state.display)  # fmt: skip
-                paths = ("/" + filename,)
-                unpack = bool(cmd.unpack) if is_add and cmd.unpack is not None else False
+                src_vertex, paths = http_source(remote[0])
+                unpack = bool(explicit_unpack)
             else:
-                from_ = getattr(cmd, "from_", "")
-                if not from_ and self.matcher is not None:
-                    for src in sources:
-                        rel = _normalize("/", src, keep_slash=False).lstrip("/")
-                        if rel and not any(c in src for c in "*?[") and self.matcher.excluded(rel):
-                            lint.copy_ignored(self.linter, "Add" if is_add else "Copy", src, loc)
-                src_vertex = self.source_vertex(state, cmd, from_) if from_ else self.context_vertex()
-                if parents:
-                    # A leading "./" is the usual relative prefix, not the
-                    # `/./` pivot: `./x/./y/a.txt` keeps `y/a.txt`.
-                    paths = tuple("/" + re.sub(r"^(?:\./+)+", "", s).lstrip("/") for s in sources)
-                else:
-                    paths = tuple(_normalize("/", s, keep_slash=False) for s in sources)
+                paths = local_paths(sources)
+                src_vertex = local_vertex()
                 if is_add:
-                    unpack = True if cmd.unpack is None else bool(cmd.unpack)
+                    unpack = True if explicit_unpack is None else explicit_unpack
             op = FileCopy(
                 inputs=(state.rootfs, src_vertex),
                 sources=paths,
@@ -1148,6 +1155,58 @@ class _Converter:
             )
         state.rootfs = self.add(op, name, loc, state.display)
         self.commit(state, created_by, layer=True, buildkit_suffix=True)
+
+    def copy_parts(self, cmd, rootfs, sources, contents, dest, chown, chmod, excludes, is_add, parents,
+                   explicit_unpack, git_source, http_source, local_paths, local_vertex) -> CopyParts:
+        """A COPY/ADD mixing source kinds: one CopyParts, its parts in
+        BuildKit's order (dispatchCopy): the source paths as written (local,
+        URL and git interleaved), then the heredocs; a later part overwrites
+        an earlier one. Consecutive local sources share one part."""
+        word = "ADD" if is_add else "COPY"
+        if not (dest.endswith("/") or dest.endswith("/.")):
+            raise DockerfileError(f"When using {word} with more than one source file, "
+                                  "the destination must be a directory and end with a /", cmd.location)
+        inputs: list[str] = [rootfs]
+        parts: list[CopyPart] = []
+
+        def input_index(vertex: str) -> int:
+            if vertex not in inputs[1:]:
+                inputs.append(vertex)
+            return inputs.index(vertex, 1)
+
+        local: list[str] = []
+
+        def flush_local() -> None:
+            if local:
+                unpack = is_add if explicit_unpack is None else explicit_unpack
+                parts.append(CopyPart(input=input_index(local_vertex()), sources=local_paths(local),
+                                      parents=parents, unpack=unpack))
+                local.clear()
+
+        for src in sources:
+            if _is_git(src):
+                flush_local()
+                vertex, paths = git_source(src)
+                parts.append(CopyPart(input=input_index(vertex), sources=paths))
+            elif _is_http(src):
+                flush_local()
+                vertex, paths = http_source(src)
+                parts.append(CopyPart(input=input_index(vertex), sources=paths, unpack=bool(explicit_unpack)))
+            else:
+                local.append(src)
+        flush_local()
+        if contents:
+            parts.append(CopyPart(files=tuple(InlineFile(p, d.encode()) for p, d in contents)))
+        return CopyParts(
+            inputs=tuple(inputs),
+            parts=tuple(parts),
+            dest=dest,
+            chown=chown,
+            chmod=chmod,
+            link=cmd.link,
+            excludes=excludes,
+            is_add=is_add,
+        )
 
     # -- 4. checks -----------------------------------------------------------
     def lint(self) -> list[Warning]:

@@ -220,6 +220,38 @@ class WriteFiles(Op):
 
 
 @dataclass(frozen=True)
+class CopyPart:
+    """One source kind of a CopyParts: paths copied from `input` (an index
+    into the op's inputs, >= 1), or, with `input` 0, inline files."""
+
+    input: int = 0
+    sources: tuple[str, ...] = ()
+    parents: bool = False  # --parents applies to local sources only
+    unpack: bool = False  # ADD: local archives yes, URLs only with --unpack
+    files: tuple[InlineFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class CopyParts(Op):
+    """A COPY or ADD whose sources are of different kinds (local paths,
+    URLs, git, heredocs): one layer, the parts copied in order into one
+    snapshot, as BuildKit chains one FileAction per source. inputs[0] is the
+    destination filesystem; each part names its own source input. An
+    instruction with one kind of source stays a FileCopy or WriteFiles."""
+
+    parts: tuple[CopyPart, ...] = ()
+    dest: str = "/"
+    chown: str = ""
+    chmod: str = ""
+    link: bool = False
+    excludes: tuple[str, ...] = ()
+    follow_symlinks: bool = True
+    is_add: bool = False  # for the error messages (and ADD's unpack rules above)
+
+    TYPE_TAG = "pybuild.file.parts.v0"
+
+
+@dataclass(frozen=True)
 class MakeDir(Op):
     """WORKDIR creates its directory (owned by the current USER in BuildKit)."""
 
@@ -229,4 +261,4 @@ class MakeDir(Op):
     TYPE_TAG = "pybuild.file.mkdir.v0"
 
 
-FS_PRODUCING = (Exec, FileCopy, WriteFiles, MakeDir)
+FS_PRODUCING = (Exec, FileCopy, WriteFiles, CopyParts, MakeDir)

@@ -13,7 +13,7 @@ from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.ops.http import fetch_url
 from cache.keys import cache_key
-from frontend.ops import ContextSource, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
+from frontend.ops import ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
 
 
 class _SnapshotStep:
@@ -124,6 +124,61 @@ class WriteFilesImpl(_SnapshotStep):
         op = self.op
         return self.on_new_snapshot(inputs[0], lambda rootfs: write_files(
             rootfs, op.files, op.dest, chown=op.chown, chmod=op.chmod, scratch_dir=self.session.tmp))
+
+
+class CopyPartsImpl(_SnapshotStep):
+    """A COPY/ADD with sources of different kinds: every part, in order,
+    through the mounted view of one new snapshot (one layer). No direct
+    write or reuse of an earlier result: those assume one selection."""
+
+    def __init__(self, op: CopyParts, vertex: str, session):
+        super().__init__(vertex, session)
+        self.op = op
+
+    def _from_context(self, part) -> bool:
+        return bool(part.sources) and isinstance(self.session.definition.op(self.op.inputs[part.input]),
+                                                 ContextSource)
+
+    def _select(self, part, context: BuildContext):
+        return context.select(part.sources, excludes=self.op.excludes, follow_symlinks=self.op.follow_symlinks)
+
+    def cache_key(self, input_keys):
+        # Each context part's selected files, hashed through the session's
+        # context (so the build memo sees what was read), as CopyImpl does.
+        fixed_mode = bool(self.op.chmod) and self.op.chmod.isdigit()
+        context = self.session.context
+        sums = [f"{index}:{context.checksum(self._select(part, context), ignore_mode=fixed_mode)}"
+                for index, part in enumerate(self.op.parts) if self._from_context(part)]
+        return cache_key(self.op.canonical(), input_keys, ",".join(sums) if sums else None)
+
+    def execute(self, inputs, cancel):
+        op = self.op
+        instruction = "ADD" if op.is_add else "COPY"
+        with contextlib.ExitStack() as stack:
+            selections = []
+            views: dict[int, BuildContext] = {}
+            for part in op.parts:
+                if not part.sources:
+                    selections.append(None)  # inline files
+                elif self._from_context(part):
+                    selections.append(self._select(part, self.session.context))  # as the key saw it
+                else:
+                    if part.input not in views:
+                        mount = self.session.worker.snapshots.mount(tuple(inputs[part.input]), None)
+                        view = stack.enter_context(mount)
+                        views[part.input] = BuildContext.of_tree(Path(view))
+                    selections.append(self._select(part, views[part.input]))
+
+            def change(rootfs: Path) -> None:
+                for part, selection in zip(op.parts, selections):
+                    if selection is None:
+                        write_files(rootfs, part.files, op.dest, chown=op.chown, chmod=op.chmod,
+                                    scratch_dir=self.session.tmp)
+                    else:
+                        copy_into(rootfs, selection, op.dest, chown=op.chown, chmod=op.chmod,
+                                  parents=part.parents, unpack=part.unpack, instruction=instruction)
+
+            return self.on_new_snapshot(tuple(inputs[0]), change)
 
 
 class MakeDirImpl(_SnapshotStep):
