@@ -10,6 +10,7 @@ way a user would see it (an OCI layout for the config and layers, a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -77,6 +78,18 @@ class Built:
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(self.path(path))
+
+
+def tar_bytes(members: Mapping[str, bytes], compression: str = "") -> bytes:
+    """A tar archive of regular files (mode 0644, one fixed mtime), `compression`
+    as tarfile names it ("" or "gz")."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=f"w:{compression}") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def write_context(context: Path, files: Mapping[str, str | bytes | Path] | None) -> None:

@@ -5,52 +5,15 @@ every source."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import io
 import stat
 import subprocess
-import tarfile
-import threading
 
 import pytest
 
 from builder.memo import Observer
-from e2e.helpers import BUILD_ERRORS, build_image
+from e2e.helpers import BUILD_ERRORS, build_image, tar_bytes
 
 pytestmark = pytest.mark.e2e
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A directory behind a real http.server on 127.0.0.1: (dir, base URL)."""
-    directory = tmp_path / "served"
-    directory.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield directory, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def _added_layers(built, base) -> int:
@@ -104,12 +67,12 @@ EOF
     assert built.read_text("/d/EOF") == "inline\n"
 
 
-def test_add_several_urls_and_a_local_archive(tmp_path, root, busybox_image, served):
-    directory, url = served
+def test_add_several_urls_and_a_local_archive(tmp_path, root, busybox_image, http_files):
+    directory, url = http_files
     (directory / "a.txt").write_text("remote a\n")
-    remote_tar = _tar({"r/inside.txt": b"remote tar\n"})
+    remote_tar = tar_bytes({"r/inside.txt": b"remote tar\n"})
     (directory / "remote.tar").write_bytes(remote_tar)
-    local_tar = _tar({"l/inside.txt": b"local tar\n"})
+    local_tar = tar_bytes({"l/inside.txt": b"local tar\n"})
     dockerfile = f"""\
 FROM {busybox_image.ref}
 ADD --chown=1000:1000 {url}/a.txt local.tar {url}/remote.tar /opt/
@@ -134,8 +97,8 @@ ADD --chown=1000:1000 {url}/a.txt local.tar {url}/remote.tar /opt/
     assert changed.read_text("/opt/a.txt") == "remote a, changed\n"
 
 
-def test_add_two_urls_only(tmp_path, root, busybox_image, served):
-    directory, url = served
+def test_add_two_urls_only(tmp_path, root, busybox_image, http_files):
+    directory, url = http_files
     (directory / "one.txt").write_text("1\n")
     (directory / "two.txt").write_text("2\n")
     dockerfile = f"FROM {busybox_image.ref}\nADD --chmod=0644 {url}/one.txt {url}/two.txt /dl/\n"
@@ -151,8 +114,8 @@ def test_mixed_sources_need_a_directory_destination(tmp_path, root, busybox_imag
                     files={"a.txt": "a"}, export=False, local=False)
 
 
-def test_the_memo_sees_every_context_part_and_refuses_urls(tmp_path, root, busybox_image, served):
-    directory, url = served
+def test_the_memo_sees_every_context_part_and_refuses_urls(tmp_path, root, busybox_image, http_files):
+    directory, url = http_files
     (directory / "r.txt").write_text("r\n")
     observer = Observer()
     built = build_image(tmp_path, root, f"FROM {busybox_image.ref}\nCOPY <<EOF a.txt sub/ /d/\nx\nEOF\n",

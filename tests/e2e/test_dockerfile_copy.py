@@ -3,50 +3,13 @@ stages, archives and URLs, and what .dockerignore keeps out."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import io
-import tarfile
-import threading
 
 import pytest
 
-from e2e.helpers import BUILD_ERRORS, build_image
+from e2e.helpers import BUILD_ERRORS, build_image, tar_bytes
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def http_files(tmp_path):
-    """A directory served by a real http.server on 127.0.0.1: yields (dir, base URL)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 CONTEXT = {
@@ -142,7 +105,7 @@ COPY --link linked.txt /l/
 
 def test_add_archives_and_urls(tmp_path, root, busybox_image, http_files):
     served, url = http_files
-    archive = _tar_gz({"pkg/bin/tool": b"#!/bin/sh\n", "pkg/README": b"readme\n"})
+    archive = tar_bytes({"pkg/bin/tool": b"#!/bin/sh\n", "pkg/README": b"readme\n"}, "gz")
     (served / "remote.txt").write_text("remote content\n")
     (served / "remote.tar.gz").write_bytes(archive)
     remote_sha = hashlib.sha256(b"remote content\n").hexdigest()
