@@ -372,11 +372,11 @@ def auto_gc(worker, reporter, policies=()) -> PruneResult | None:
     set, otherwise at most once a minute."""
     if not os.environ.get(KEEP_STORAGE_ENV) and not _due(worker.root):
         return None
-    done = None
+    done = usage = None
     for rule in gc_rules(worker.root, policies):
         budget = None
         if rule.keep_storage is not None:
-            usage = disk_usage(worker)
+            usage = usage or disk_usage(worker)  # a walk of the root: again only after a prune
             if usage.total > rule.keep_storage:
                 # The images' blobs and the cache mounts are not the build cache's to give up.
                 budget = max(0, rule.keep_storage - usage.image_blobs[1] - usage.cache_mounts[1])
@@ -389,5 +389,5 @@ def auto_gc(worker, reporter, policies=()) -> PruneResult | None:
             return done  # a build holds the root: the next one collects
         reporter.message(f"garbage collection: freed {result.freed} bytes "
                          f"({result.results} results, {result.snapshots} snapshots, {result.blobs} blobs)")
-        done = result
+        done, usage = result, None
     return done

@@ -16,6 +16,13 @@ from cache.keys import cache_key
 from frontend.ops import ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
 
 
+def _fixed_mode(chmod: str) -> bool:
+    """An octal --chmod replaces every copied mode: the sources' modes (the
+    umask of whoever checked them out) cannot change the result, so they
+    stay out of the key."""
+    return bool(chmod) and chmod.isdigit()
+
+
 class _SnapshotStep:
     """Runs `change(rootfs)` on a fresh snapshot above the input chain."""
 
@@ -59,10 +66,7 @@ class CopyImpl(_SnapshotStep):
         if self._from_context():
             # Only the selected files are hashed, through the stat cache.
             selection = self._select(self.session.context)
-            # An octal --chmod replaces every copied mode: the sources' modes
-            # (the umask of whoever checked them out) cannot change the result.
-            fixed_mode = bool(self.op.chmod) and self.op.chmod.isdigit()
-            content = str(self.session.context.checksum(selection, ignore_mode=fixed_mode))
+            content = str(self.session.context.checksum(selection, ignore_mode=_fixed_mode(self.op.chmod)))
         return cache_key(self.op.canonical(), input_keys, content)
 
     def execute(self, inputs, cancel: threading.Event):
@@ -145,7 +149,7 @@ class CopyPartsImpl(_SnapshotStep):
     def cache_key(self, input_keys):
         # Each context part's selected files, hashed through the session's
         # context (so the build memo sees what was read), as CopyImpl does.
-        fixed_mode = bool(self.op.chmod) and self.op.chmod.isdigit()
+        fixed_mode = _fixed_mode(self.op.chmod)
         context = self.session.context
         sums = [f"{index}:{context.checksum(self._select(part, context), ignore_mode=fixed_mode)}"
                 for index, part in enumerate(self.op.parts) if self._from_context(part)]

@@ -121,7 +121,9 @@ def test_a_layer_made_ahead_is_the_one_the_export_gets(maker):
     assert not [t for t in threading.enumerate() if t.name.startswith(("pybuild-early", "pybuild-layer"))]
 
 
-def test_closing_stops_a_layer_in_progress_and_the_export_makes_it(maker, tmp_path):
+def test_closing_ends_the_helper_and_the_export_still_makes_the_layer(maker, tmp_path):
+    # Whether close() caught the layer mid-way is timing; what must hold is
+    # that the thread is gone and the export gets the right layer either way.
     layers, snaps = maker
     snapshot = snaps.create()
     for i in range(64):
