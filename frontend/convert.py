@@ -1083,42 +1083,13 @@ class _Converter:
             raise DockerfileError(f"source can't be {kind} for COPY", loc)
 
         name = self.step_name(state, self.display_text(state, cmd))
-        keep_git_dir = bool(getattr(cmd, "keep_git_dir", False))
-        # BuildKit: --unpack=... overrides; by default ADD unpacks local archives, never a URL's file.
         explicit_unpack = bool(cmd.unpack) if is_add and cmd.unpack is not None else None
         from_ = getattr(cmd, "from_", "")
-
-        def git_source(src: str) -> tuple[str, tuple[str, ...]]:
-            url, _, fragment = src.partition("#")
-            ref, _, subdir = fragment.partition(":")
-            vertex = self.add(GitSource(remote=url, ref=ref, keep_git_dir=keep_git_dir), name, loc, state.display)
-            # `#ref:subdir` adds that directory's contents, as BuildKit's git source does.
-            return vertex, ("/" + subdir.strip("/"),)
-
-        def http_source(url: str) -> tuple[str, tuple[str, ...]]:
-            filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])
-            filename = filename if filename not in ("", ".", "/") else "__unnamed__"
-            vertex = self.add(HttpSource(url=url, checksum=checksum, filename=filename), name, loc, state.display)
-            return vertex, ("/" + filename,)
-
-        def local_paths(local: list[str]) -> tuple[str, ...]:
-            if not from_ and self.matcher is not None:
-                for src in local:
-                    rel = _normalize("/", src, keep_slash=False).lstrip("/")
-                    if rel and not any(c in src for c in "*?[") and self.matcher.excluded(rel):
-                        lint.copy_ignored(self.linter, "Add" if is_add else "Copy", src, loc)
-            if parents:
-                # A leading "./" is the usual relative prefix, not the
-                # `/./` pivot: `./x/./y/a.txt` keeps `y/a.txt`.
-                return tuple("/" + re.sub(r"^(?:\./+)+", "", s).lstrip("/") for s in local)
-            return tuple(_normalize("/", s, keep_slash=False) for s in local)
-
-        def local_vertex() -> str:
-            return self.source_vertex(state, cmd, from_) if from_ else self.context_vertex()
+        where = _CopySources(self, state, cmd, name=name, from_=from_, is_add=is_add, parents=parents,
+                             checksum=checksum, explicit_unpack=explicit_unpack)
 
         if (remote and (len(sources) > 1 or contents)) or (contents and sources):
-            op: Op = self.copy_parts(cmd, state.rootfs, sources, contents, dest, chown, chmod, excludes, is_add,
-                                     parents, explicit_unpack, git_source, http_source, local_paths, local_vertex)
+            op: Op = self.copy_parts(cmd, state.rootfs, sources, contents, dest, chown, chmod, excludes, where)
         elif contents:
             op = WriteFiles(
                 inputs=(state.rootfs,),
@@ -1129,17 +1100,15 @@ class _Converter:
             )
         else:
             unpack = False
-            follow = True
             if remote and _is_git(remote[0]):
-                src_vertex, paths = git_source(remote[0])
+                src_vertex, paths = where.git(remote[0])
             elif remote:
-                src_vertex, paths = http_source(remote[0])
-                unpack = bool(explicit_unpack)
+                src_vertex, paths = where.http(remote[0])
+                unpack = where.unpacks_url()
             else:
-                paths = local_paths(sources)
-                src_vertex = local_vertex()
-                if is_add:
-                    unpack = True if explicit_unpack is None else explicit_unpack
+                paths = where.local_paths(sources)
+                src_vertex = where.local_vertex()
+                unpack = where.unpacks_local()
             op = FileCopy(
                 inputs=(state.rootfs, src_vertex),
                 sources=paths,
@@ -1150,19 +1119,19 @@ class _Converter:
                 parents=parents,
                 excludes=excludes,
                 unpack=unpack,
-                follow_symlinks=follow,
+                follow_symlinks=True,
                 created_by=created_by + " # buildkit",
             )
         state.rootfs = self.add(op, name, loc, state.display)
         self.commit(state, created_by, layer=True, buildkit_suffix=True)
 
-    def copy_parts(self, cmd, rootfs, sources, contents, dest, chown, chmod, excludes, is_add, parents,
-                   explicit_unpack, git_source, http_source, local_paths, local_vertex) -> CopyParts:
+    def copy_parts(self, cmd, rootfs: str, sources: list[str], contents: list[tuple[str, str]], dest: str,
+                   chown: str, chmod: str, excludes: tuple[str, ...], where: _CopySources) -> CopyParts:
         """A COPY/ADD mixing source kinds: one CopyParts, its parts in
         BuildKit's order (dispatchCopy): the source paths as written (local,
         URL and git interleaved), then the heredocs; a later part overwrites
         an earlier one. Consecutive local sources share one part."""
-        word = "ADD" if is_add else "COPY"
+        word = "ADD" if where.is_add else "COPY"
         if not (dest.endswith("/") or dest.endswith("/.")):
             raise DockerfileError(f"When using {word} with more than one source file, "
                                   "the destination must be a directory and end with a /", cmd.location)
@@ -1178,20 +1147,19 @@ class _Converter:
 
         def flush_local() -> None:
             if local:
-                unpack = is_add if explicit_unpack is None else explicit_unpack
-                parts.append(CopyPart(input=input_index(local_vertex()), sources=local_paths(local),
-                                      parents=parents, unpack=unpack))
+                parts.append(CopyPart(input=input_index(where.local_vertex()), sources=where.local_paths(local),
+                                      parents=where.parents, unpack=where.unpacks_local()))
                 local.clear()
 
         for src in sources:
             if _is_git(src):
                 flush_local()
-                vertex, paths = git_source(src)
+                vertex, paths = where.git(src)
                 parts.append(CopyPart(input=input_index(vertex), sources=paths))
             elif _is_http(src):
                 flush_local()
-                vertex, paths = http_source(src)
-                parts.append(CopyPart(input=input_index(vertex), sources=paths, unpack=bool(explicit_unpack)))
+                vertex, paths = where.http(src)
+                parts.append(CopyPart(input=input_index(vertex), sources=paths, unpack=where.unpacks_url()))
             else:
                 local.append(src)
         flush_local()
@@ -1205,7 +1173,7 @@ class _Converter:
             chmod=chmod,
             link=cmd.link,
             excludes=excludes,
-            is_add=is_add,
+            is_add=where.is_add,
         )
 
     # -- 4. checks -----------------------------------------------------------
@@ -1216,6 +1184,59 @@ class _Converter:
             first = warnings[0]
             raise DockerfileError(f"lint violation found for rules: {rules}", first.location)
         return warnings
+
+
+class _CopySources:
+    """Where one COPY/ADD's sources come from: the vertex and paths of a
+    git source, a URL, or local paths (the context or `--from`), shared by
+    the single-kind FileCopy and the mixed CopyParts."""
+
+    def __init__(self, conv: _Converter, state: _StageState, cmd, *, name: str, from_: str, is_add: bool,
+                 parents: bool, checksum: str, explicit_unpack: bool | None):
+        self.conv, self.state, self.cmd, self.name = conv, state, cmd, name
+        self.from_, self.is_add, self.parents = from_, is_add, parents
+        self.checksum, self.explicit_unpack = checksum, explicit_unpack
+
+    def _add(self, op: Op) -> str:
+        return self.conv.add(op, self.name, self.cmd.location, self.state.display)
+
+    def git(self, src: str) -> tuple[str, tuple[str, ...]]:
+        url, _, fragment = src.partition("#")
+        ref, _, subdir = fragment.partition(":")
+        keep_git_dir = bool(getattr(self.cmd, "keep_git_dir", False))
+        vertex = self._add(GitSource(remote=url, ref=ref, keep_git_dir=keep_git_dir))
+        # `#ref:subdir` adds that directory's contents, as BuildKit's git source does.
+        return vertex, ("/" + subdir.strip("/"),)
+
+    def http(self, url: str) -> tuple[str, tuple[str, ...]]:
+        filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])
+        filename = filename if filename not in ("", ".", "/") else "__unnamed__"
+        return self._add(HttpSource(url=url, checksum=self.checksum, filename=filename)), ("/" + filename,)
+
+    def local_paths(self, local: list[str]) -> tuple[str, ...]:
+        matcher = self.conv.matcher
+        if not self.from_ and matcher is not None:
+            for src in local:
+                rel = _normalize("/", src, keep_slash=False).lstrip("/")
+                if rel and not any(c in src for c in "*?[") and matcher.excluded(rel):
+                    lint.copy_ignored(self.conv.linter, "Add" if self.is_add else "Copy", src, self.cmd.location)
+        if self.parents:
+            # A leading "./" is the usual relative prefix, not the
+            # `/./` pivot: `./x/./y/a.txt` keeps `y/a.txt`.
+            return tuple("/" + re.sub(r"^(?:\./+)+", "", s).lstrip("/") for s in local)
+        return tuple(_normalize("/", s, keep_slash=False) for s in local)
+
+    def local_vertex(self) -> str:
+        if self.from_:
+            return self.conv.source_vertex(self.state, self.cmd, self.from_)
+        return self.conv.context_vertex()
+
+    # BuildKit: --unpack=... overrides; by default ADD unpacks local archives, never a URL's file.
+    def unpacks_local(self) -> bool:
+        return self.is_add if self.explicit_unpack is None else self.explicit_unpack
+
+    def unpacks_url(self) -> bool:
+        return bool(self.explicit_unpack)
 
 
 def _summarize(doc: str) -> str:
