@@ -69,21 +69,34 @@ def describe(definition, session, solution, build_args: Mapping[str, str], previ
             step["image"] = op.ref
         elif isinstance(op, ops.Exec):
             step["env"] = list(op.env)
-        elif isinstance(op, ops.FileCopy) and isinstance(definition.op(op.inputs[1]), ops.ContextSource):
+        elif selections := _context_selections(definition, op):
             same = earlier.get(step_name(meta), {})
             if same.get("key") == key and "files" in same:
                 step["files"] = same["files"]
             else:
-                step["files"] = _file_map(session.context, op)
+                step["files"] = _file_map(session.context, selections, op)
         steps[step_name(meta)] = step
     return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
 
 
-def _file_map(context, op: ops.FileCopy) -> dict[str, str]:
+def _context_selections(definition, op) -> list[tuple[str, ...]]:
+    """The source paths a COPY/ADD selects from the build context: one
+    FileCopy's, or each local part's of a CopyParts."""
+    if isinstance(op, ops.FileCopy):
+        parts = [(1, op.sources)]
+    elif isinstance(op, ops.CopyParts):
+        parts = [(part.input, part.sources) for part in op.parts if part.input]
+    else:
+        return []
+    return [sources for index, sources in parts if isinstance(definition.op(op.inputs[index]), ops.ContextSource)]
+
+
+def _file_map(context, selections: list[tuple[str, ...]], op) -> dict[str, str]:
     """path -> short digest of what the COPY reads of it (kind, mode, bytes)."""
-    selection = context.select(op.sources, excludes=op.excludes, follow_symlinks=op.follow_symlinks)
+    entries = [entry for sources in selections
+               for entry in context.select(sources, excludes=op.excludes, follow_symlinks=op.follow_symlinks).entries]
     files = {}
-    for entry in selection.entries:
+    for entry in entries:
         st = entry.stat
         if stat.S_ISREG(st.st_mode):
             what = str(context.stat_cache.file_digest(entry.path, st)) if context.stat_cache else ""

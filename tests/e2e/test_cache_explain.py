@@ -50,3 +50,15 @@ def test_explain_flag_numbers_steps_like_the_progress(busybox_image, tmp_path):
     number = line.split(" ", 1)[0]
     assert line == f"{number} [2/2] COPY a.txt /: rebuilt because a.txt changed"
     assert f"{number} [2/2] COPY a.txt /\n" in done.stderr  # the same number as its progress
+
+
+def test_explain_names_the_changed_file_of_a_copy_mixing_sources(busybox_image, tmp_path):
+    # A COPY of context files and a heredoc is one CopyParts op: its
+    # context part still gets a file-level reason.
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n", "b.txt": "b\n"})
+    dockerfile = f"FROM {busybox_image.ref}\nCOPY a.txt b.txt <<note /app/\nhello\nnote\n"
+    _explained(context, root, dockerfile)
+    (context / "b.txt").write_text("b, changed\n")
+    assert _explained(context, root, dockerfile) == [
+        "[2/2] COPY a.txt b.txt <<note /app/: rebuilt because b.txt changed"]
