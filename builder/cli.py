@@ -204,14 +204,6 @@ def _annotations(values) -> dict[str, str]:
     return plain
 
 
-def _build_accepts(name: str) -> bool:
-    import inspect
-
-    from builder.build import build as run_build
-
-    return name in inspect.signature(run_build).parameters
-
-
 # -- the group ------------------------------------------------------------------------
 
 
@@ -316,8 +308,6 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
                                            ("cpu_period", cpu_period), ("pids_limit", pids_limit),
                                            ("ulimits", ulimits)) if value}
     if annotation_map:
-        if not _build_accepts("annotations"):
-            raise click.UsageError("--annotation is not supported by this build of pybuild")
         extra["annotations"] = annotation_map
     if squash:
         extra["squash"] = True
