@@ -130,6 +130,9 @@ def run(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None 
         daemon_pid: int | None = None, timeout: float = 3600) -> Sample:
     """Run `cmd` to completion (output appended to `log`) and measure it."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    # The previous build's dirty pages (often another builder's) are written
+    # back now, not during this measurement.
+    os.sync()
     sampler = None
     daemon_before = 0.0
     if daemon_pid is not None:
