@@ -212,3 +212,21 @@ def test_doctor_finds_an_image_whose_lazy_layer_lost_its_snapshot(busybox_image,
         assert {Kind.CORRUPT_BLOB, Kind.BROKEN_IMAGE, Kind.MISSING_SNAPSHOT} <= kinds
         check(worker, fix=True)
         assert check(worker) == [] and worker.index.get_image("docker.io/library/fragile:1") is None
+
+
+def test_automatic_gc_skips_the_walk_when_the_whole_disk_fits_the_limit(busybox_image, tmp_path, monkeypatch):
+    from builder import gc
+
+    walks = []
+    real = gc.disk_usage
+    monkeypatch.setattr(gc, "disk_usage", lambda worker: walks.append(worker.root) or real(worker))
+    context, root = tmp_path / "ctx", tmp_path / "root"
+    write_context(context, {"a.txt": "a\n"})
+    st = os.statvfs(tmp_path)
+    disk = st.f_blocks * st.f_frsize
+    monkeypatch.setenv("PYBUILD_GC_KEEP_STORAGE", str(disk))  # the root can't hold more than its disk
+    assert not _collected(_build(context, root, busybox_image.ref))
+    assert walks == []
+    monkeypatch.setenv("PYBUILD_GC_KEEP_STORAGE", "1KB")  # the disk holds more: walk, then collect
+    assert _collected(_build(context, root, busybox_image.ref))
+    assert walks == [root]
