@@ -17,7 +17,8 @@ Semantics are BuildKit's file op (solver/llbsolver/file + fsutil `copy`):
   /etc/passwd and /etc/group; without --chown, 0:0 for the build context and
   the source owner for a stage or image (BuildKit preserves it there).
 - Symlinks are copied as symlinks; hard links between copied files are kept
-  (within one COPY); devices and fifos are recreated.
+  within one source path or wildcard match (BuildKit's fsutil copy keeps an
+  inode table per match), not across them; devices and fifos are recreated.
 - Writes never leave the rootfs: `dest` is resolved with `resolve_in_root`
   (a symlink to `/` or `../..` in the image means the image's `/`), and
   below it nothing is followed: every entry is created with lstat checks and
@@ -62,13 +63,24 @@ def _checked_options(rootfs: Path, selection: Selection, dest: str, chown: str, 
                      instruction: str) -> tuple[Owner | None, ModeFn | None, bool]:
     """The owner, mode function and into-a-directory flag of a COPY, once
     its sources and destination are known to fit together."""
-    owner = resolve_chown(rootfs, chown) if chown else None
+    owner = _resolve_owner(rootfs, chown) if chown else None
     mode_fn = parse_chmod(chmod) if chmod else None
     into_dir = dest.endswith("/") or dest.endswith("/.")
     if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
         raise CopyError(f"When using {instruction} with more than one source file, "
                         "the destination must be a directory and end with a /")
     return owner, mode_fn, into_dir
+
+
+def _resolve_owner(rootfs: Path, spec: str) -> Owner:
+    """--chown's uid and gid. An empty side of "user:group" is id 0, not a
+    name to look up: BuildKit's llb.WithUser keeps an empty part as a
+    UserOpt without a name, which it marshals as id 0, so ":grp" is 0:grp,
+    "app:" is app's uid with gid 0 and ":" is 0:0."""
+    user, sep, group = spec.partition(":")
+    if sep:
+        spec = f"{user or '0'}:{group or '0'}"
+    return resolve_chown(rootfs, spec)
 
 
 def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "", chmod: str = "",
@@ -188,7 +200,7 @@ def make_dir(rootfs: Path, path: str, *, user: str = "") -> Path:
     """WORKDIR: mkdir -p inside the rootfs; the directories it creates are
     owned by `user` (BuildKit passes the stage's USER), existing ones are
     left alone. Returns the host path."""
-    owner = resolve_chown(rootfs, user) if user else (0, 0)
+    owner = _resolve_owner(rootfs, user) if user else (0, 0)
     target = resolve_in_root(rootfs, posixpath.normpath("/" + path))
     _Copier(Path(rootfs), owner, None, False).mkdir_all(target)
     return target
@@ -295,6 +307,11 @@ class _Copier:
 
     # one match
     def copy_match(self, match: Match, dest_path: Path) -> None:
+        # BuildKit runs one fsutil copy per source path and per wildcard
+        # match, each with its own inode table: files hard-linked in the
+        # source stay linked only when one match copies them all (a
+        # directory), never across two sources of one COPY.
+        self._links.clear()
         if match.is_dir:
             target = dest_path
             try:
@@ -318,6 +335,7 @@ class _Copier:
     def copy_match_with_parents(self, match: Match, dest_path: Path, tree: Path) -> None:
         """--parents: the path below the pivot is kept; directories between
         `dest` and the match are copies of the source's directories."""
+        self._links.clear()  # one inode table per match, as in copy_match
         parts = [p for p in match.parents_path.split("/") if p]
         current = dest_path
         source_dir = match.name[: len(match.name) - len(match.parents_path)].rstrip("/")
