@@ -16,7 +16,9 @@ directory and nothing it contains can take a write elsewhere:
 - a hard link must name a member already extracted below `dest`.
 
 Owners are the archive's uid/gid unless ADD --chown gives one; modes
-(setuid included) and mtimes are the archive's.
+(setuid included) and mtimes are the archive's. A hard link's own header
+sets its inode's metadata; parent directories the archive does not list are
+made 0755 and owned by root.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import BinaryIO, Iterator
 
 import zstandard
 
-from runtime.fsutil import resolve_in_root
+from runtime.fsutil import remove_tree, resolve_in_root
 
 _MAGIC = (
     (b"\x1f\x8b\x08", "gzip"),
@@ -135,9 +137,9 @@ class _Extractor:
             self._dirs.append((target, member))
             return
         if existing is not None:
-            if stat.S_ISDIR(existing.st_mode):
-                raise ArchiveError(f"{name}: cannot replace a directory with a file")
-            os.unlink(target)
+            # As docker's archive unpacking does: a non-directory member
+            # replaces whatever is there, a directory tree included.
+            remove_tree(target)
         if member.isreg():
             source = tar.extractfile(member)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -156,7 +158,8 @@ class _Extractor:
             if source_st is None or stat.S_ISDIR(source_st.st_mode):
                 raise ArchiveError(f"{name}: hard link target {member.linkname!r} is not in the archive")
             os.link(source_path, target, follow_symlinks=False)
-            return  # shares the target's inode and metadata
+            # Falls through: the link's own header sets the shared inode's
+            # owner, mode and times, as docker's unpacking does.
         elif member.ischr() or member.isblk():
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(target, kind | 0o600, os.makedev(member.devmajor, member.devminor))
@@ -177,10 +180,11 @@ class _Extractor:
             current = current / part
             st = _lstat(current)
             if st is None:
+                # Parents the archive does not list are root's 0755 even
+                # under ADD --chown, which applies to the members only.
                 os.mkdir(current, 0o755)
                 os.chmod(current, 0o755)
-                uid, gid = self.owner or (0, 0)
-                os.chown(current, uid, gid)
+                os.chown(current, 0, 0)
             elif not stat.S_ISDIR(st.st_mode):
                 raise ArchiveError(f"{rel}: not a directory")
         return current

@@ -239,7 +239,9 @@ def make_tar(members, compression="") -> bytes:
                 info.type, info.linkname = tarfile.SYMTYPE, payload
                 tar.addfile(info)
             elif kind == "hardlink":
+                # As tar writers do: a link's header repeats its file's mode.
                 info.type, info.linkname = tarfile.LNKTYPE, payload
+                info.mode = 0o4755 if payload.endswith(".suid") else 0o644
                 tar.addfile(info)
     data = buf.getvalue()
     return {"": lambda d: d, "gzip": lambda d: __import__("gzip").compress(d), "bzip2": bz2.compress,
@@ -265,6 +267,39 @@ def test_add_chown_applies_to_extracted_files(ctx_dir, rootfs):
     (ctx_dir / "a.tar").write_bytes(make_tar([("f", "file", b"x")]))
     copy(ctx_dir, rootfs, ["a.tar"], "/x/", unpack=True, chown="app")
     assert (os.lstat(rootfs / "x/f").st_uid, os.lstat(rootfs / "x/f").st_gid) == (1000, 1001)
+
+
+def test_add_archive_parents_are_roots_and_links_take_their_own_header(ctx_dir, rootfs):
+    # docker's archive unpacking (what BuildKit's ADD uses): parents the
+    # archive does not list are made 0755 and owned 0:0 whatever --chown
+    # says; a hard link's header sets owner, mode and times of the inode it
+    # shares; a file member replaces a directory that is in its way.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, mode, uid, mtime in [("deep/er/f", "file", 0o600, 7, 1_500_000_000),
+                                             ("deep/link", "link", 0o640, 8, 1_600_000_000),
+                                             ("existing", "file", 0o644, 7, 1_500_000_000)]:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uid, info.gid, info.mtime = mode, uid, uid, mtime
+            if kind == "link":
+                info.type, info.linkname = tarfile.LNKTYPE, "deep/er/f"
+                tar.addfile(info)
+            else:
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+    (ctx_dir / "t.tar").write_bytes(buf.getvalue())
+    (rootfs / "existing" / "old.txt").write_text("old")
+    copy(ctx_dir, rootfs, ["t.tar"], "/", unpack=True)
+    for parent in ("deep", "deep/er"):
+        st = os.lstat(rootfs / parent)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0), parent
+    st = os.lstat(rootfs / "deep/er/f")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime, st.st_nlink) == (0o640, 8, 1_600_000_000, 2)
+    assert (rootfs / "existing").read_bytes() == b"x"
+
+    (ctx_dir / "u.tar").write_bytes(make_tar([("sub/f", "file", b"y")]))
+    copy(ctx_dir, rootfs, ["u.tar"], "/chowned/", unpack=True, chown="app")
+    assert (os.lstat(rootfs / "chowned/sub").st_uid, os.lstat(rootfs / "chowned/sub/f").st_uid) == (0, 1000)
 
 
 def test_copy_and_non_archives_are_not_extracted(ctx_dir, rootfs):
