@@ -94,7 +94,8 @@ class BuiltinExecutor:
         for mount in spec.mounts:
             if isinstance(mount, BindMount):
                 mounts.append(
-                    {"type": "bind", "source": os.path.abspath(mount.source), "target": mount.target, "readonly": mount.readonly}
+                    {"type": "bind", "source": os.path.abspath(mount.source), "target": mount.target,
+                     "readonly": mount.readonly, "sealed": mount.sealed}
                 )
             else:
                 mounts.append({"type": "tmpfs", "target": mount.target, "size": mount.size})

@@ -135,6 +135,24 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def make_workdir(rootfs: Path, cwd: str, uid: int, gid: int) -> None:
+    """Create a missing working directory as BuildKit's runc executor does,
+    MkdirAllAndChown(cwd, 0755, uid, gid): the directories it makes belong
+    to the step's user, the existing ones are left as they are. Symlinks
+    on the way resolve inside the rootfs."""
+    done = ""
+    for part in cwd.split("/"):
+        if part in ("", "."):
+            continue
+        done = f"{done}/{part}"
+        host = resolve_in_root(rootfs, done)
+        if os.path.lexists(host):
+            continue
+        os.mkdir(host, 0o755)
+        os.chown(host, uid, gid, follow_symlinks=False)
+        os.chmod(host, 0o755)  # whatever umask pybuild was started with
+
+
 def mount_targets(spec: ExecSpec) -> list[str]:
     """Every path either executor mounts over inside the rootfs."""
     fixed = ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf"]

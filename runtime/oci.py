@@ -28,6 +28,7 @@ from runtime.executor import (
     SandboxFailed,
     Tail,
     check_spec,
+    make_workdir,
     missing_paths,
     mount_targets,
     process_env,
@@ -166,8 +167,7 @@ class OciExecutor:
         stubs = missing_paths(rootfs, mount_targets(spec))
         bundle = scratch_dir(self._scratch, "pybuild-oci-")
         try:
-            # BuildKit creates a missing working directory before the run
-            os.makedirs(resolve_in_root(rootfs, spec.cwd), mode=0o755, exist_ok=True)
+            make_workdir(rootfs, spec.cwd, user.uid, user.gid)
             config = build_config(spec, rootfs, user, args, write_etc_files(bundle, spec), self._no_new_privileges)
             (bundle / "config.json").write_text(json.dumps(config, indent=1))
             self._supervise(spec, bundle, output)
@@ -342,15 +342,17 @@ def _mounts(spec: ExecSpec, etc: dict[str, str]) -> list[dict]:
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": secure + ["mode=1777", "size=65536k"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": secure},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": secure + ["ro"]},
+        # BuildKit's withCGroup and withROBind (executor/oci/spec_linux.go)
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"] + secure},
         # before the step's mounts, as BuildKit orders them
-        {"destination": "/etc/hosts", "type": "bind", "source": etc["hosts"], "options": ["rbind", "ro"]},
-        {"destination": "/etc/resolv.conf", "type": "bind", "source": etc["resolv.conf"], "options": ["rbind", "ro"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": etc["hosts"], "options": secure + ["rbind", "ro"]},
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": etc["resolv.conf"], "options": secure + ["rbind", "ro"]},
     ]
     for mount in spec.mounts:
         if isinstance(mount, BindMount):
-            mode = "ro" if mount.readonly else "rw"
+            options = ["rbind", "ro" if mount.readonly else "rw"] + (secure if mount.sealed else [])
             mounts.append(
-                {"destination": mount.target, "type": "bind", "source": os.path.abspath(mount.source), "options": ["rbind", mode]}
+                {"destination": mount.target, "type": "bind", "source": os.path.abspath(mount.source), "options": options}
             )
         else:
             options = ["nosuid", "nodev"] + ([f"size={mount.size}"] if mount.size else [])

@@ -40,8 +40,10 @@ def _visible_below(rel: str, lowers_top_first: Sequence[Path]) -> os.stat_result
         path = os.path.join(lower, rel)
         try:
             info = os.lstat(path)
-        except FileNotFoundError:
-            # Hidden further down if an ancestor here is opaque or whited out.
+        except (FileNotFoundError, NotADirectoryError):
+            # Hidden further down if an ancestor here is opaque or whited out
+            # (NotADirectoryError: the ancestor is a whiteout or a file, as
+            # when a step made again a tree an earlier step removed).
             for depth in range(1, len(parts)):
                 ancestor = os.path.join(lower, *parts[:depth])
                 try:
@@ -68,6 +70,8 @@ def prune_unchanged_dirs(upper: Path, lowers_top_first: Sequence[Path]) -> int:
         if _is_opaque(current):
             continue
         rel = os.path.relpath(current, upper)
+        if _under_opaque(upper, rel):
+            continue  # the lowers show nothing here: the directory is new
         below = _visible_below(rel, lowers_top_first)
         if below is None:
             continue
@@ -82,6 +86,11 @@ def prune_unchanged_dirs(upper: Path, lowers_top_first: Sequence[Path]) -> int:
             os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns), follow_symlinks=False)
             removed += 1
     return removed
+
+
+def _under_opaque(upper: str, rel: str) -> bool:
+    parts = rel.split("/")
+    return any(_is_opaque(os.path.join(upper, *parts[:depth])) for depth in range(1, len(parts)))
 
 
 def _lower_xattrs(rel: str, lowers_top_first: Sequence[Path]) -> dict[str, bytes]:

@@ -126,7 +126,6 @@ _DEV_LINKS = (
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
-    ("core", "/proc/kcore"),
     ("ptmx", "pts/ptmx"),
 )
 
@@ -166,7 +165,11 @@ def _mount_dev(linux, root: str) -> None:
         target = os.path.join(dev, name)
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
         linux.mount("/dev/" + name, target, None, linux.MS_BIND)
-    for name, target in _DEV_LINKS:
+    links = list(_DEV_LINKS)
+    if os.path.exists("/proc/kcore"):
+        # runc links /dev/core only when the kernel has a /proc/kcore
+        links.append(("core", "/proc/kcore"))
+    for name, target in links:
         os.symlink(target, os.path.join(dev, name))
     for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
         os.mkdir(os.path.join(dev, name), mode)
@@ -194,13 +197,16 @@ def _mount_sys(linux, root: str) -> None:
         linux.mount("", target, None, linux.MS_BIND | linux.MS_REMOUNT | flags)
 
 
-def _bind(linux, source: str, target: str, readonly: bool) -> None:
-    """A recursive bind, made nodev (see _mount_dev) and maybe read-only.
-    The remount replaces the per-mount flags: keep the source's others."""
+def _bind(linux, source: str, target: str, readonly: bool, sealed: bool = False) -> None:
+    """A recursive bind, made nodev (see _mount_dev), maybe read-only, and
+    nosuid+noexec when `sealed`. The remount replaces the per-mount flags:
+    keep the source's others."""
     linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
     flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | _mount_flags(target)
     if readonly:
         flags |= linux.MS_RDONLY
+    if sealed:
+        flags |= linux.MS_NOSUID | linux.MS_NOEXEC
     linux.mount("", target, None, flags)
 
 
@@ -218,7 +224,7 @@ def _mount_spec(linux, root: str, mount: dict) -> None:
         return
     source = mount["source"]
     target = _ensure_target(root, mount["target"], os.path.isdir(source))
-    _bind(linux, source, target, mount["readonly"])
+    _bind(linux, source, target, mount["readonly"], mount.get("sealed", False))
 
 
 def _mask_paths(linux, root: str) -> None:
@@ -265,7 +271,9 @@ def _prepare_root(linux, config: dict) -> None:
     # spec does, so that a step mounting over /etc/hosts wins
     for name in ("hosts", "resolv.conf"):
         target = _ensure_target(root, "/etc/" + name, False)
-        _bind(linux, config["etc"][name], target, True)
+        # BuildKit's options for these two (executor/oci/spec_linux.go
+        # withROBind): nosuid, noexec, nodev, rbind, ro
+        _bind(linux, config["etc"][name], target, True, sealed=True)
     for mount in config["mounts"]:
         _mount_spec(linux, root, mount)
     _mask_paths(linux, root)
@@ -275,8 +283,24 @@ def _prepare_root(linux, config: dict) -> None:
     linux.pivot_root(".", ".")
     linux.umount(".", linux.MNT_DETACH)
     os.chdir("/")
-    # BuildKit creates a missing working directory, owned by root
-    _mkdirs(config["cwd"])
+    _make_workdir(config["cwd"], config["uid"], config["gid"])
+
+
+def _make_workdir(path: str, uid: int, gid: int) -> None:
+    """BuildKit's runc executor creates a missing working directory with
+    MkdirAllAndChown(cwd, 0755, uid, gid) of the step's user: every
+    directory it creates belongs to that user, existing ones are left alone."""
+    current = "/"
+    for part in path.split("/"):
+        if not part:
+            continue
+        current = os.path.join(current, part)
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        os.chown(current, uid, gid, follow_symlinks=False)
+        os.chmod(current, 0o755)  # whatever umask pybuild was started with
 
 
 def _lookup_candidates(argv0: str, env: list[str]) -> list[str]:
@@ -341,12 +365,23 @@ def _set_nofile(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
+def _empty_stdin() -> None:
+    """A step's stdin under runc (so in BuildKit) is a pipe nobody writes
+    to: reads see EOF and `[ -p /dev/stdin ]` holds. Ours was /dev/null."""
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    if read_end != 0:
+        os.dup2(read_end, 0)
+        os.close(read_end)
+
+
 def _command(linux, config: dict) -> None:
     """The forked step process: drop what docker drops, then exec."""
     # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve
     for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
         _signal.signal(signum, _signal.SIG_DFL)
     os.setsid()
+    _empty_stdin()
     os.umask(0o022)
     _set_nofile(config["nofile"])
     try:

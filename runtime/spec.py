@@ -22,6 +22,9 @@ class BindMount:
     source: Path
     target: str
     readonly: bool = True
+    # nosuid, nodev and noexec: what BuildKit puts on the files it makes
+    # for a step (secrets, /etc/hosts, /etc/resolv.conf)
+    sealed: bool = False
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,10 @@ def resolve_user(rootfs: Path, user: str) -> User:
         raise UnknownUser(user_part)
     uid = match.uid if match else uid_arg
     gid = match.gid if match else 0
-    home = match.home if match else "/"
+    # BuildKit hands runc numbers only, and runc takes HOME from the first
+    # passwd entry with that uid: "USER appuser" where an earlier entry
+    # shares uid 1000 gets the earlier entry's home.
+    home = next((entry.home for entry in passwd if entry.uid == uid), "/")
 
     if group_part:
         return User(uid, _group_id(rootfs, group_part), (), home)

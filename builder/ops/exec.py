@@ -163,7 +163,9 @@ class ExecImpl:
         os.chmod(path, spec.mode if spec.mode is not None else 0o400)
         os.chown(path, spec.uid or 0, spec.gid or 0)
         target = spec.target or f"{SECRET_DIR}/{secret_id}"
-        return BindMount(path, target, readonly=True)
+        # BuildKit binds a secret "ro,rbind,nodev,nosuid,noexec"
+        # (solver/llbsolver/mounts/mount.go): it cannot be run as a program
+        return BindMount(path, target, readonly=True, sealed=True)
 
     def _ssh(self, spec: MountSpec, env: list, stack):
         from builder.ops.ssh_proxy import SocketProxy

@@ -83,6 +83,7 @@ def test_mounts_in_order():
         "/dev/shm",
         "/dev/mqueue",
         "/sys",
+        "/sys/fs/cgroup",
         "/etc/hosts",
         "/etc/resolv.conf",
         "/root/.cache",
@@ -91,7 +92,8 @@ def test_mounts_in_order():
     ]
     by_target = {m["destination"]: m for m in mounts}
     assert "ro" in by_target["/sys"]["options"]
-    assert by_target["/etc/hosts"] == {"destination": "/etc/hosts", "type": "bind", "source": "/state/hosts", "options": ["rbind", "ro"]}
+    assert by_target["/etc/hosts"] == {"destination": "/etc/hosts", "type": "bind", "source": "/state/hosts",
+                                     "options": ["nosuid", "noexec", "nodev", "rbind", "ro"]}
     assert by_target["/root/.cache"]["options"] == ["rbind", "rw"]
     assert by_target["/run/s"]["options"] == ["rbind", "ro"]
     assert by_target["/tmp"] == {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1024"]}
