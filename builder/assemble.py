@@ -111,8 +111,10 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
     base_count = base_layer_count(stage)
     base_history_raw = list(stage.base.config.get("history", [])) if stage.base else []
     base_history = len(base_history_raw)
-    # The base image's own entries are kept as they were (created, author...).
-    history = [dict(h) for h in base_history_raw] + [_history_json(h) for h in stage.history[base_history:]]
+    # The base image's own entries are kept (created, author...), in the
+    # form BuildKit re-encodes them.
+    history = [_base_history_entry(h) for h in base_history_raw] + \
+        [_history_json(h) for h in stage.history[base_history:]]
     new_entries = [h for h in history[base_history:] if not h.get("empty_layer")]
     new_snapshots = chain[base_count:]
     if len(new_entries) != len(new_snapshots):
@@ -187,6 +189,17 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
     manifest_desc = Descriptor(manifest["mediaType"], store.put_bytes(manifest_bytes), len(manifest_bytes),
                                annotations=dict(options.descriptor_annotations) or None, platform=platform)
     return Image(manifest_desc, config_desc, tuple(layer_descs))
+
+
+# ocispec.History: BuildKit decodes a base image's history into it, so any
+# other member is dropped and every empty one (all are omitempty) left out.
+_HISTORY_FIELDS = ("created", "created_by", "author", "comment", "empty_layer")
+
+
+def _base_history_entry(entry) -> dict:
+    if not isinstance(entry, dict):
+        return {}
+    return {k: entry[k] for k in _HISTORY_FIELDS if entry.get(k) not in (None, "", False)}
 
 
 def _history_json(entry) -> dict:

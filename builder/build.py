@@ -145,6 +145,7 @@ def build(
                 build_args=dict(build_args or {}),
                 target=target,
                 platform=target_platform,
+                explicit_platform=bool(platform),
             )
             reporter.set_names(definition.metadata)
             for warning in definition.warnings:

@@ -119,7 +119,7 @@ class BuildSession:
         return IndexResults(self.worker)
 
     # frontend ------------------------------------------------------------
-    def convert(self, text: str, *, path: str, build_args, target, platform) -> Definition:
+    def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool) -> Definition:
         from builder.context import BuildContext
         from frontend.convert import convert
         from frontend.dockerignore import parse_dockerignore
@@ -129,7 +129,7 @@ class BuildSession:
                                     remember=True)
         self.definition = convert(
             text, path=path, build_args=build_args, target=target, platform=platform,
-            resolve_image=self.resolve_image, excludes=excludes)
+            explicit_platform=explicit_platform, resolve_image=self.resolve_image, excludes=excludes)
         return self.definition
 
     def _stat_cache(self):

@@ -83,12 +83,17 @@ def convert(
     build_platform: Platform = Platform(),
     resolve_image: ImageResolver,
     excludes: tuple[str, ...] = (),
+    explicit_platform: bool = False,
 ) -> Definition:
     """Convert Dockerfile text to a build Definition for `target` (default:
     the last stage). Raises DockerfileError, with the Dockerfile location
-    when there is one."""
+    when there is one.
+
+    `explicit_platform` says the user asked for `platform` (--platform):
+    the image is then labelled with it whatever its base says."""
     converter = _prepare(dockerfile, path=path, build_args=build_args, target=target, platform=platform,
                          build_platform=build_platform, resolve_image=resolve_image, excludes=excludes)
+    converter.explicit_platform = explicit_platform
     return converter.run()
 
 
@@ -374,6 +379,7 @@ class _Converter:
         self.all_stages = False
         self.raise_on_lint = True
         self.on_build = False
+        self.explicit_platform = False
 
     # -- helpers -----------------------------------------------------------
     def expand(self, word: str, env: Mapping[str, str], location: Location) -> str:
@@ -425,11 +431,14 @@ class _Converter:
             if state in needed and not state.dispatched:
                 self.dispatch_stage(state)
         warnings = self.lint()
+        config = _omit_empty(target.config)
+        if self.explicit_platform:
+            _set_platform(config, self.platform)
         return Definition(
             graph=build_graph(self.ops),
             target=target.rootfs,
             image=StageImage(
-                config=target.config,
+                config=config,
                 history=tuple(target.history),
                 base=target.base_image,
             ),
@@ -693,6 +702,10 @@ class _Converter:
         state.dispatched = True
         self.used_args |= state.from_vars  # a build arg consumed by FROM counts as used
         cfg = state.config["config"]
+        if cfg.get("WorkingDir"):
+            # BuildKit re-applies the inherited WorkingDir as a WORKDIR
+            # relative to itself, so a relative one ("app") becomes "/app/app".
+            cfg["WorkingDir"] = _workdir(cfg["WorkingDir"], cfg["WorkingDir"])
         env_list = cfg.get("Env") or []
         cfg["Env"] = env_list
         if not any(e.split("=", 1)[0] == "PATH" for e in env_list):
@@ -784,14 +797,11 @@ class _Converter:
     def do_entrypoint(self, state: _StageState, cmd: ins.Entrypoint) -> None:
         if cmd.shell_form and not state.config["config"].get("Shell"):
             lint.json_args_recommended(self.linter, cmd.name, cmd.location)
-        if cmd.shell_form and cmd.command:
-            args = self.with_shell(state, cmd.command)
-        else:
-            args = list(cmd.command)
+        # A bare `ENTRYPOINT` is an empty shell form: BuildKit still wraps it
+        # in the shell, giving ["/bin/sh", "-c", ""].
+        args = self.with_shell(state, cmd.command) if cmd.shell_form else list(cmd.command)
         cfg = state.config["config"]
-        cfg["Entrypoint"] = args if args or not cmd.shell_form else None
-        if cfg["Entrypoint"] is None:
-            cfg.pop("Entrypoint")
+        cfg["Entrypoint"] = args
         if not state.cmd_set:
             cfg.pop("Cmd", None)  # an ENTRYPOINT drops the CMD inherited from the base
         self.commit(state, "ENTRYPOINT " + _go_list(args))
@@ -801,7 +811,7 @@ class _Converter:
         self.commit(state, "SHELL " + _go_plain_list(cmd.command))
 
     def do_expose(self, state: _StageState, cmd: ins.Expose) -> None:
-        ports: dict[str, dict] = {}
+        ports: list[str] = []
         for raw in cmd.ports:
             try:
                 result = self.lexer.process(raw, state.env)
@@ -814,14 +824,15 @@ class _Converter:
             for word in words:
                 lint.expose_port(self.linter, word, cmd.location)
                 try:
-                    for port in _expose_ports(word):
-                        ports[port] = {}
+                    ports.extend(_expose_ports(word))
                 except ValueError as err:
                     raise DockerfileError(str(err), cmd.location) from None
         exposed = state.config["config"].get("ExposedPorts") or {}
-        exposed.update(ports)
+        exposed.update((port, {}) for port in ports)
         state.config["config"]["ExposedPorts"] = exposed
-        self.commit(state, "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in sorted(ports)) + "]")
+        # Current BuildKit prints the port list (`EXPOSE %v` of a []string),
+        # not the map older releases printed.
+        self.commit(state, "EXPOSE " + _go_plain_list(ports))
 
     def do_volume(self, state: _StageState, cmd: ins.Volume) -> None:
         paths = [self.expand_checked(p, state, cmd) for p in cmd.paths]
@@ -869,14 +880,13 @@ class _Converter:
         if not state.workdir_set and not path.startswith("/"):
             lint.workdir_relative(self.linter, path, cmd.location)
         state.workdir_set = True
-        current = state.config["config"].get("WorkingDir") or "/"
-        workdir = _normalize(current, path, keep_slash=False)
+        workdir = _workdir(state.config["config"].get("WorkingDir") or "", path)
         state.config["config"]["WorkingDir"] = workdir
         layer = workdir != "/"
         if layer:
             user = state.config["config"].get("User") or ""
             state.rootfs = self.add(
-                MakeDir(inputs=(state.rootfs,), path=workdir, user=user),
+                MakeDir(inputs=(state.rootfs,), path=_normalize("/", workdir, keep_slash=False), user=user),
                 self.step_name(state, self.display_text(state, cmd)),
                 cmd.location,
                 state.display,
@@ -947,7 +957,9 @@ class _Converter:
             inputs=tuple(inputs),
             args=tuple(args),
             env=env,
-            cwd=cfg.get("WorkingDir") or "/",
+            # The config keeps an absolute WORKDIR as written ("/a/./b/"); the
+            # op takes the clean form so that spelling does not change its key.
+            cwd=_normalize("/", cfg.get("WorkingDir") or "/", keep_slash=False),
             user=cfg.get("User") or "",
             network=network,
             mounts=tuple(mounts),
@@ -1270,6 +1282,24 @@ def _empty_config(platform: Platform) -> dict:
 # Top-level fields of an image config that an image built on it keeps
 # (BuildKit decodes into DockerOCIImage, which drops the others).
 _KEPT_FIELDS = ("author", "architecture", "os", "os.version", "os.features", "variant")
+# The `config` fields of DockerOCIImageConfig (OCI ImageConfig plus Docker's
+# Healthcheck, OnBuild, Shell). A base image made by the classic builder
+# also carries Hostname, Image, AttachStdin...; BuildKit's decoder drops them.
+_CONFIG_FIELDS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+                  "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "Shell")
+_HEALTHCHECK_FIELDS = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
+
+
+def _go_fields(section: Mapping, names: tuple[str, ...]) -> dict:
+    """The members of a JSON object that Go's decoder maps onto a struct
+    with these field names: matched case-insensitively, the last one wins."""
+    by_lower = {name.lower(): name for name in names}
+    fields: dict = {}
+    for key, value in section.items():
+        name = key if key in names else by_lower.get(str(key).lower())
+        if name is not None:
+            fields[name] = value
+    return fields
 
 
 def _base_config(config: Mapping, platform: Platform) -> dict:
@@ -1278,9 +1308,72 @@ def _base_config(config: Mapping, platform: Platform) -> dict:
     image.setdefault("architecture", platform.architecture)
     image.setdefault("os", platform.os)
     section = plain.get("config")
-    image["config"] = section if isinstance(section, dict) else {}
-    image["config"].pop("OnBuild", None)  # consumed by this build, not inherited
-    return image
+    section = _go_fields(section, _CONFIG_FIELDS) if isinstance(section, dict) else {}
+    for key in ("ExposedPorts", "Volumes"):  # map[string]struct{}: only the keys survive
+        if isinstance(section.get(key), dict):
+            section[key] = {name: {} for name in section[key]}
+    if isinstance(section.get("Healthcheck"), dict):
+        section["Healthcheck"] = _go_fields(section["Healthcheck"], _HEALTHCHECK_FIELDS)
+    section.pop("OnBuild", None)  # consumed by this build, not inherited
+    image["config"] = section
+    return _omit_empty(image)
+
+
+def _is_empty(value) -> bool:
+    """Go's omitempty test: false, 0, "", nil and empty slices and maps."""
+    if value is None or isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value == 0
+    return isinstance(value, (str, list, tuple, dict)) and not value
+
+
+def _omit_empty(image: Mapping) -> dict:
+    """An image config as BuildKit marshals it: every field of the config
+    section, its Healthcheck and the platform fields is `omitempty`, so an
+    empty `CMD []`, an `ENTRYPOINT []` or a null inherited from a base image
+    is left out rather than written as [] or null."""
+    out = copy.deepcopy(dict(image))
+    section = out.get("config")
+    if isinstance(section, dict):
+        health = section.get("Healthcheck")
+        if isinstance(health, dict):
+            section["Healthcheck"] = {k: v for k, v in health.items() if not _is_empty(v)}
+        # Healthcheck is a pointer: only a missing one is omitted, {} stays.
+        out["config"] = {k: v for k, v in section.items()
+                         if (v is not None if k == "Healthcheck" else not _is_empty(v))}
+    for key in ("author", "os.version", "os.features", "variant"):
+        if key in out and _is_empty(out[key]):
+            del out[key]
+    return out
+
+
+def _set_platform(image: dict, platform: Platform) -> None:
+    """BuildKit's finalizeResultImage for an explicit --platform: the image
+    says the requested os/architecture whatever its last base said; the
+    variant is replaced when one was asked for or the os/arch changed."""
+    same = image.get("os") == platform.os and image.get("architecture") == platform.architecture
+    image["os"], image["architecture"] = platform.os, platform.architecture
+    if platform.variant or not same:
+        image.pop("variant", None)
+        if platform.variant:
+            image["variant"] = platform.variant
+    if not same:
+        image.pop("os.version", None)
+
+
+def _workdir(current: str, path: str) -> str:
+    """BuildKit's system.NormalizeWorkdir: a relative path is joined to the
+    current directory and cleaned; an absolute one is kept as written
+    (`WORKDIR /a/./b/` stays "/a/./b/" in the config and the history)."""
+    parent = current or "/"
+    if not parent.startswith("/"):
+        parent = _normalize("/", parent, keep_slash=False)
+    if not path:
+        return parent
+    if path.startswith("/"):
+        return path
+    return _normalize(parent, path, keep_slash=False)
 
 
 def _json_default(value):

@@ -269,7 +269,7 @@ def test_metadata_instructions():
     assert d.image.config["author"] == "someone"
     assert created_by(d)[1:] == [
         "ENV PORT=8080",
-        "EXPOSE map[443/udp:{} 7000/tcp:{} 7001/tcp:{} 8080/tcp:{}]",
+        "EXPOSE [8080/tcp 443/udp 7000/tcp 7001/tcp]",
         "VOLUME [/data [/logs]]",
         "VOLUME [/cache]",
         "LABEL org.opencontainers.image.title=My App version=1",
