@@ -176,7 +176,8 @@ class OciExecutor:
             remove_tree(bundle)
 
     def _supervise(self, spec: ExecSpec, bundle: Path, output: OutputSink) -> None:
-        container = _Container(self.runtime, bundle / "state", "pybuild-" + uuid.uuid4().hex[:16])
+        container = _Container(self.runtime, bundle / "state", "pybuild-" + uuid.uuid4().hex[:16],
+                               bundle / "runtime.log")
         out_read, out_write = os.pipe()
         try:
             process = subprocess.Popen(
@@ -220,17 +221,21 @@ class OciExecutor:
 class _Container:
     """One `runtime run` and the commands that stop it."""
 
-    def __init__(self, runtime: str, state: Path, container_id: str):
+    def __init__(self, runtime: str, state: Path, container_id: str, log: Path):
         self.runtime = runtime
         self.state = state
         self.id = container_id
+        self.log = log
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._killed = False
         self._closed = False
 
     def command(self, *args: str) -> list[str]:
-        return [self.runtime, "--root", str(self.state), *args]
+        # The runtime's own log goes to a file, as BuildKit has it: the step's
+        # output then shows a failure as one plain line ("runc run failed:
+        # ..."), not as a logrus `time=... level=error msg=...` record.
+        return [self.runtime, "--root", str(self.state), "--log", str(self.log), "--log-format", "json", *args]
 
     def kill(self) -> None:
         """SIGKILL the container's processes; safe from any thread, once,
