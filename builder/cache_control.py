@@ -17,6 +17,13 @@ import networkx as nx
 from builder import explain as explaining
 from builder.cache_spec import CacheSpec, CacheType, parse_cache_spec
 from builder.errors import PybuildError
+from frontend.ops import CopyParts, Exec, FileCopy, WriteFiles
+
+
+# BuildKit's frontend marks only RUN, COPY and ADD to ignore the cache;
+# WORKDIR's mkdir and the sources stay cached unless something they read
+# ran again (dockerfile2llb: llb.IgnoreCache in dispatchRun and dispatchCopy).
+_IGNORES_CACHE = (Exec, FileCopy, WriteFiles, CopyParts)
 
 
 @dataclass
@@ -55,6 +62,8 @@ class CacheControl:
                                    f"(stages: {known})")
         for vertex in needed:
             meta = definition.metadata.get(vertex)
+            if not isinstance(graph.nodes[vertex]["op"], _IGNORES_CACHE):
+                continue
             if self.no_cache:
                 self._forced[vertex] = "--no-cache was given"
             elif meta is not None and meta.stage in self.no_cache_filter:

@@ -38,7 +38,14 @@ class ContextImpl:
         self.op = op
 
     def cache_key(self, input_keys):
-        return cache_key(self.op.canonical(), input_keys)
+        # Every step reading the context adds the checksum of what it
+        # selects, and that selection already applies .dockerignore; keying
+        # on the patterns too would rebuild everything after an edit that
+        # leaves the selected files alone (BuildKit keys those steps on
+        # content, so they stay cached).
+        body = self.op.canonical()
+        body.pop("excludes", None)
+        return cache_key(body, input_keys)
 
     def execute(self, inputs, cancel):
         return ()
