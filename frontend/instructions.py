@@ -221,6 +221,9 @@ _FLAGS: dict[str, dict[str, str]] = {
 }  # fmt: skip
 
 
+_UNCHECKED_FLAGS = frozenset({"arg", "stopsignal", "healthcheck"})
+
+
 def _parse_flags(raw: tuple[str, ...], allowed: dict[str, str]) -> dict[str, object]:
     """BuildKit's BFlags: `--name=value`, booleans may omit the value,
     only repeatable flags may be repeated."""
@@ -342,7 +345,10 @@ def _parse(node: Node, location: Location) -> Instruction:
             suggestion = close[0] if node.keyword.isupper() or not node.keyword.islower() else close[0].lower()
             message += f" (did you mean {suggestion}?)"
         raise _Fail(message)
-    flags = _parse_flags(node.flags, _FLAGS.get(command, {})) if command != "healthcheck" else {}
+    # BuildKit never validates the flags of ARG and STOPSIGNAL (their parsers
+    # do not call BFlags.Parse), so `ARG --foo=1 X` builds; HEALTHCHECK
+    # checks its own, which depend on its type.
+    flags = _parse_flags(node.flags, _FLAGS.get(command, {})) if command not in _UNCHECKED_FLAGS else {}
     base = {"keyword": node.keyword, "location": location, "original": node.original}
     args = node.args
     name = node.keyword.upper()

@@ -106,6 +106,9 @@ class Lexer:
         return self.process(word, env).words
 
 
+_BLANKS = " \t\n\r\f\v"
+
+
 def _go_quote(text: str) -> str:
     """Go's %q for a string, as BuildKit prints it in messages and history."""
     out = ['"']
@@ -177,6 +180,16 @@ class _Scanner:
                 fields.add_string(value)
             elif ch in "'\"" and not self.lx.skip_quotes:
                 value = self.single_quote() if ch == "'" else self.double_quote(raw_escapes, depth)
+                result.append(value)
+                fields.add_raw(value)
+            elif self.text.startswith("<<", self.pos):
+                # `<< EOF` is one word, so that a heredoc may have blanks
+                # before its name (BuildKit 0.22, moby/buildkit#5817).
+                end = self.pos + 2
+                while end < len(self.text) and self.text[end] in _BLANKS:
+                    end += 1
+                value = self.text[self.pos : end]
+                self.pos = end
                 result.append(value)
                 fields.add_raw(value)
             else:

@@ -21,7 +21,8 @@ from frontend.lexer import ExpansionError, Lexer
 
 DIRECTIVES = ("syntax", "escape", "check")
 _DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
-_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+# Whitespace may follow `<<` (BuildKit 0.22, moby/buildkit#5817).
+_HEREDOC = re.compile(r"^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)$")
 _WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC_COMMANDS = frozenset({"add", "copy", "run"})
 
@@ -93,9 +94,20 @@ class _Error(Exception):
     """Internal: an error whose location the caller knows."""
 
 
+def read_dockerfile(source) -> str:
+    """A Dockerfile's text with its line endings as written (a path, or a
+    binary stream such as stdin): Python's universal newlines would turn
+    CRLF into LF, and BuildKit keeps CRLF in heredoc bodies."""
+    if hasattr(source, "read"):
+        return source.read().decode("utf-8")
+    with open(source, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
     """Parse Dockerfile text. Raises DockerfileError with a location."""
-    lines = _split_lines(text)
+    raw_lines = _split_lines(text)
+    lines = [_trim_newline(line) for line in raw_lines]
     directives: list[Directive] = []
     escape = "\\"
     directives_done = False
@@ -171,24 +183,37 @@ def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
                     if candidate == name:
                         terminated = True
                         break
-                    body.append(text_line + "\n")
+                    # BuildKit keeps a body line's own ending: a CRLF
+                    # Dockerfile gives heredocs with CRLF content.
+                    body.append(raw_lines[i - 1])
                 if not terminated:
                     raise DockerfileError("unterminated heredoc", Location(path, lineno, i))
                 docs.append(Heredoc(name, "".join(body), expand, chomp, fd))
             node = _with_heredocs(node, tuple(docs), i)
         nodes.append(node)
+    if not nodes:
+        # BuildKit's parser reports this at the last line it read.
+        raise DockerfileError("file with no instructions", Location(path, max(n, 1), max(n, 1)))
     return Dockerfile(path, tuple(nodes), tuple(directives), escape, tuple(empty_continuations))
 
 
 def _split_lines(text: str) -> list[str]:
-    # Go's bufio.ScanLines: split on \n, drop one trailing \r, no empty
-    # last line after a final newline.
+    """The lines with their endings, as BuildKit's scanner reads them (a
+    last line may have none)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    # Not str.splitlines: it also splits on \r, \v, \f and others, and
+    # only \n ends a line for BuildKit.
+    lines = [line + "\n" for line in text.split("\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    return lines
+
+
+def _trim_newline(line: str) -> str:
+    # BuildKit's trimNewline drops every trailing \r and \n.
+    return line.rstrip("\r\n")
 
 
 def _directive(line: str) -> tuple[str, str] | None:
@@ -200,9 +225,13 @@ def _directive(line: str) -> tuple[str, str] | None:
 
 def _trim_continuation(line: str, escape: str) -> tuple[str, bool]:
     """Remove a trailing escape (plus spaces/tabs after it); the bool says
-    whether the instruction ends on this line."""
+    whether the instruction ends on this line.
+
+    An escape preceded by another escape (`echo a\\\\`) is an escaped
+    escape, not a continuation: BuildKit's continuation pattern requires a
+    character other than the escape before it (or the escape alone)."""
     end = len(line.rstrip(" \t"))
-    if end and line[end - 1] == escape:
+    if end and line[end - 1] == escape and (end == 1 or line[end - 2] != escape):
         return line[: end - 1], False
     return line, True
 
