@@ -27,6 +27,7 @@ from builder.session import BuildSession
 from builder.solver import Solver
 from builder.worker import Worker
 from frontend.ops import Platform
+from frontend.parser import read_dockerfile
 from runtime.limits import Limits
 from runtime.spec import NetworkMode
 
@@ -107,7 +108,7 @@ def build(
     dockerfile_path = Path(dockerfile) if dockerfile else context_dir / "Dockerfile"
     if dockerfile_text is None:
         try:
-            dockerfile_text = dockerfile_path.read_text()
+            dockerfile_text = read_dockerfile(dockerfile_path)
         except FileNotFoundError:
             raise PybuildError(f"failed to read dockerfile: open {dockerfile_path}: no such file or directory") from None
         except (OSError, UnicodeDecodeError) as exc:

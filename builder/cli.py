@@ -20,6 +20,7 @@ import click
 from builder.errors import PybuildError
 from cache.errors import CacheError
 from frontend.errors import DockerfileError, FrontendError
+from frontend.parser import read_dockerfile
 from runtime.errors import ExecFailed, RuntimeFailure
 
 USER_ERRORS = (PybuildError, FrontendError, CacheError, RuntimeFailure)
@@ -303,7 +304,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
     annotation_map = _annotations(annotations)
     settings = run_guarded(debug, lambda: _settings(config_file, root=root, isolation=isolation, progress=progress,
                                                     insecure=insecure))
-    stdin_text = sys.stdin.read() if dockerfile == "-" else None
+    stdin_text = read_dockerfile(sys.stdin.buffer) if dockerfile == "-" else None
     extra = {key: value for key, value in (("memory", memory), ("cpus", cpus), ("cpu_quota", cpu_quota),
                                            ("cpu_period", cpu_period), ("pids_limit", pids_limit),
                                            ("ulimits", ulimits)) if value}
@@ -376,7 +377,7 @@ def _dockerfile_for(prepared, dockerfile: str | None, stdin_text: str | None) ->
     else:
         path = prepared.directory / "Dockerfile"
     try:
-        text = path.read_text()
+        text = read_dockerfile(path)
     except (OSError, UnicodeDecodeError):
         text = None  # build() reports it with the right message
     # Without -f, build() names it "Dockerfile" in messages, as docker does.
@@ -437,7 +438,7 @@ def check(context, dockerfile, build_args, target, strict, debug):
 
     args = _key_values(build_args, "--build-arg")
     if dockerfile == "-":
-        text, shown, path = sys.stdin.read(), "Dockerfile", None
+        text, shown, path = read_dockerfile(sys.stdin.buffer), "Dockerfile", None
     else:
         path = Path(dockerfile) if dockerfile else Path(context) / "Dockerfile"
         shown = str(dockerfile) if dockerfile else "Dockerfile"
@@ -447,7 +448,7 @@ def check(context, dockerfile, build_args, target, strict, debug):
         nonlocal text
         if text is None:
             try:
-                text = path.read_text()
+                text = read_dockerfile(path)
             except FileNotFoundError:
                 raise PybuildError(f"failed to read dockerfile: open {path}: no such file or directory") from None
         ignore = Path(context) / ".dockerignore"

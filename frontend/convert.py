@@ -121,7 +121,7 @@ def lint_dockerfile(
 
 
 def _prepare(dockerfile, *, path, build_args, target, platform, build_platform, resolve_image, excludes):
-    if not dockerfile.strip():
+    if not dockerfile:  # blank lines only: the parser's "file with no instructions"
         raise DockerfileError("the Dockerfile cannot be empty", Location(path, 1, 1))
     parsed = parse(dockerfile, path)
     meta_args, stages = ins.parse_stages(parsed)

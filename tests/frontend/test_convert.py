@@ -449,7 +449,11 @@ def test_error_location_spans_continuation_lines():
 
 
 def test_empty_dockerfile():
+    # BuildKit: "cannot be empty" only for 0 bytes; blank lines are the
+    # parser's "file with no instructions".
     with pytest.raises(DockerfileError, match="cannot be empty"):
+        build("")
+    with pytest.raises(DockerfileError, match="file with no instructions"):
         build("\n\n")
     with pytest.raises(DockerfileError, match="no stages"):
         build("ARG A=1\n")
