@@ -46,21 +46,23 @@ def repositories(image: Image, refs: Sequence[Reference]) -> dict:
 
 
 def docker_entries(store: ContentStore, image: Image, refs: Sequence[Reference],
-                   index_annotations: Mapping[str, str] | None = None) -> list[Entry]:
-    entries = layout_entries(store, image, refs, index_annotations)
+                   index_annotations: Mapping[str, str] | None = None, created: str | None = None) -> list[Entry]:
+    entries = layout_entries(store, image, refs, index_annotations, created)
     entries.append(Entry("manifest.json", data=canonical_json(docker_manifest(image, refs))))
     entries.append(Entry("repositories", data=canonical_json(repositories(image, refs))))
     return entries
 
 
 def stream_docker_archive(store: ContentStore, image: Image, out: BinaryIO, *,
-                          tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
+                          tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
+                          created: str | None = None) -> None:
     """The archive on an open stream (e.g. stdout for `docker load`)."""
-    write_tar(store, docker_entries(store, image, parse_names(tags), index_annotations), out)
+    write_tar(store, docker_entries(store, image, parse_names(tags), index_annotations, created), out)
 
 
 def write_docker_archive(store: ContentStore, image: Image, dest: Path, *,
-                         tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
+                         tags: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
+                         created: str | None = None) -> None:
     """Write the archive to `dest` atomically."""
-    entries = docker_entries(store, image, parse_names(tags), index_annotations)
+    entries = docker_entries(store, image, parse_names(tags), index_annotations, created)
     atomic_file(Path(dest), lambda out: write_tar(store, entries, out))

@@ -31,6 +31,7 @@ from cache.errors import BlobNotFound
 from cache.store import ContentStore
 
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
 OCI_LAYOUT_FILE = "oci-layout"
 OCI_LAYOUT_BODY = {"imageLayoutVersion": "1.0.0"}
 _COPY_CHUNK = 1 << 20
@@ -57,12 +58,21 @@ def blob_path(digest: Digest) -> str:
 
 
 def index_json(manifest: Descriptor, refs: Sequence[Reference],
-               index_annotations: Mapping[str, str] | None = None) -> dict:
+               index_annotations: Mapping[str, str] | None = None, created: str | None = None) -> dict:
     """The layout's index: one entry per name (one bare entry without names),
-    with `annotations` (`annotation-index.KEY=V`) on the index itself."""
+    with `annotations` (`annotation-index.KEY=V`) on the index itself.
+
+    `created` (RFC 3339) becomes each entry's `org.opencontainers.image.created`
+    unless the descriptor already carries one: BuildKit's oci and docker
+    exporters stamp the manifest descriptor so (exporter/oci/export.go), with
+    SOURCE_DATE_EPOCH or the export time, and a user's
+    `annotation-manifest-descriptor.org.opencontainers.image.created` wins.
+    """
     entries = []
     for ref in refs or (None,):
         annotations = dict(manifest.annotations or {})
+        if created is not None:
+            annotations.setdefault(CREATED_ANNOTATION, created)
         if ref is not None:
             annotations[IMAGE_NAME_ANNOTATION] = str(ref)
             if ref.tag:
@@ -93,10 +103,11 @@ def image_blobs(store: ContentStore, image: Image) -> list[Digest]:
 
 
 def layout_entries(store: ContentStore, image: Image, refs: Sequence[Reference],
-                   index_annotations: Mapping[str, str] | None = None) -> list[Entry]:
+                   index_annotations: Mapping[str, str] | None = None, created: str | None = None) -> list[Entry]:
     entries = [Entry(blob_path(digest), blob=digest) for digest in image_blobs(store, image)]
     entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
-    entries.append(Entry("index.json", data=canonical_json(index_json(image.manifest, refs, index_annotations))))
+    index = index_json(image.manifest, refs, index_annotations, created)
+    entries.append(Entry("index.json", data=canonical_json(index)))
     return entries
 
 
@@ -233,16 +244,18 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
 
 
 def stream_oci_archive(store: ContentStore, image: Image, out: BinaryIO, *,
-                       ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
+                       ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
+                       created: str | None = None) -> None:
     """The OCI layout as a tar on an open stream (e.g. stdout)."""
-    write_tar(store, layout_entries(store, image, parse_names(ref_names), index_annotations), out)
+    write_tar(store, layout_entries(store, image, parse_names(ref_names), index_annotations, created), out)
 
 
 def write_oci_layout(store: ContentStore, image: Image, dest: Path, *, tar: bool = True,
-                     ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None) -> None:
+                     ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
+                     created: str | None = None) -> None:
     """Export `image` as an OCI image layout: a tar file (`tar=True`) or a directory."""
     dest = Path(dest)
-    entries = layout_entries(store, image, parse_names(ref_names), index_annotations)
+    entries = layout_entries(store, image, parse_names(ref_names), index_annotations, created)
     if tar:
         atomic_file(dest, lambda out: write_tar(store, entries, out))
     else:

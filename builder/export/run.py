@@ -46,7 +46,7 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
         names = spec.names or tags
         if spec.type in (OutputType.OCI, OutputType.DOCKER):
             _write_layout(session, spec, image, names, dict(options.index_annotations),
-                          docker=spec.type is OutputType.DOCKER)
+                          docker=spec.type is OutputType.DOCKER, created=_layout_created(options))
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
             from builder.export.rootfs import export_rootfs
 
@@ -74,7 +74,21 @@ def _pushes(spec: OutputSpec) -> bool:
     return spec.type is OutputType.REGISTRY or (spec.type is OutputType.IMAGE and spec.flag("push"))
 
 
-def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotations, *, docker: bool) -> None:
+def _layout_created(options) -> str:
+    """The `org.opencontainers.image.created` of a layout's index entries.
+
+    BuildKit's oci and docker exporters write SOURCE_DATE_EPOCH there, or the
+    time of the export, in whole seconds (Go's time.RFC3339 of a UTC time),
+    so an epoch build's archive stays byte-for-byte reproducible."""
+    import datetime as dt
+    import time
+
+    seconds = options.source_date_epoch if options.source_date_epoch is not None else int(time.time())
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotations, *, docker: bool,
+                  created: str | None = None) -> None:
     from builder.export.docker import docker_entries, stream_docker_archive, write_docker_archive
     from builder.export.oci import (atomic_directory, parse_names, stream_oci_archive, write_directory,
                                     write_oci_layout)
@@ -89,16 +103,18 @@ def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotati
             raise PybuildError(f"type={spec.type.value},tar=false cannot go to stdout")
         stream = stream_docker_archive if docker else stream_oci_archive
         key = "tags" if docker else "ref_names"
-        stream(store, image, sys.stdout.buffer, index_annotations=index_annotations, **{key: names})
+        stream(store, image, sys.stdout.buffer, index_annotations=index_annotations, created=created,
+               **{key: names})
         sys.stdout.buffer.flush()
         return
     if not docker:
         write_oci_layout(store, image, Path(dest), tar=as_tar, ref_names=names,
-                         index_annotations=index_annotations)
+                         index_annotations=index_annotations, created=created)
     elif as_tar:
-        write_docker_archive(store, image, Path(dest), tags=names, index_annotations=index_annotations)
+        write_docker_archive(store, image, Path(dest), tags=names, index_annotations=index_annotations,
+                             created=created)
     else:
-        entries = docker_entries(store, image, parse_names(names), index_annotations)
+        entries = docker_entries(store, image, parse_names(names), index_annotations, created)
         atomic_directory(Path(dest), lambda root: write_directory(store, entries, root))
 
 
