@@ -96,10 +96,17 @@ def build(
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     squash: bool = False,
+    build_contexts: Sequence[str] = (),
+    add_hosts: Sequence[str] = (),
     reporter: BuildReporter | None = None,
     observer=None,
 ) -> BuildResult:
-    """`observer` (a builder.memo.Observer) is told what the build read."""
+    """`observer` (a builder.memo.Observer) is told what the build read.
+    `build_contexts`: `NAME=DIR`, `NAME=docker-image://REF` or
+    `NAME=oci-layout://PATH[:TAG][@DIGEST]` (--build-context);
+    `add_hosts`: `HOST:IP` (--add-host)."""
+    from builder.context_input import parse_build_contexts
+
     started = time.monotonic()
     reporter = reporter or BuildReporter()
     context_dir = Path(context)
@@ -118,6 +125,8 @@ def build(
     if network not in ("host", "none", "default"):
         raise PybuildError(f"invalid --network {network!r}: expected default, host or none")
     limits = _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits)
+    named_contexts = parse_build_contexts(build_contexts)
+    extra_hosts = parse_add_hosts(add_hosts)
     target_platform = parse_platform(platform)
     cache_control = CacheControl.parse(no_cache=no_cache, no_cache_filter=no_cache_filter, explain=explain,
                                        cache_to=cache_to, cache_from=cache_from)
@@ -135,6 +144,7 @@ def build(
             insecure_registries=insecure_registries,
             registry_hosts=registry_hosts,
             pull=pull,
+            build_contexts=named_contexts,
         )
         session.limits = limits
         session.observer = observer
@@ -147,6 +157,7 @@ def build(
                 target=target,
                 platform=target_platform,
                 explicit_platform=bool(platform),
+                extra_hosts=extra_hosts,
             )
             reporter.set_names(definition.metadata)
             for warning in definition.warnings:
@@ -207,6 +218,30 @@ def _observe_solution(observer, definition, solution, reporter) -> None:
     observer.steps = [[vertex, reporter.name_of(vertex)] for vertex in solution.keys]
     if any(isinstance(definition.op(v), (ops.HttpSource, ops.GitSource)) for v in solution.keys):
         observer.refuse()  # BuildKit asks the remote again on every build
+
+
+def parse_add_hosts(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`--add-host HOST:IP` (or HOST=IP, as docker also takes it; an IPv6
+    address may be bracketed) as (host, ip) pairs, in the order given."""
+    import ipaddress
+
+    hosts = []
+    for value in values:
+        host, sep, ip = value.partition("=")
+        if not sep:
+            host, sep, ip = value.partition(":")
+        ip = ip.removeprefix("[").removesuffix("]")
+        if not sep or not host or not ip or any(c.isspace() for c in host):
+            raise PybuildError(f"invalid --add-host {value!r}: expected HOST:IP")
+        if ip == "host-gateway":
+            raise PybuildError(f"invalid --add-host {value!r}: host-gateway is the docker daemon's own "
+                               "address and pybuild has no daemon; give the IP address")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise PybuildError(f"invalid --add-host {value!r}: {ip!r} is not an IP address") from None
+        hosts.append((host, ip))
+    return tuple(hosts)
 
 
 def _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits) -> Limits | None:

@@ -264,6 +264,13 @@ def main():
 @click.option("--annotation", "annotations", multiple=True,
               help="Add an annotation to the image manifest (KEY=VALUE or manifest:KEY=VALUE). Repeatable.")
 @click.option("--squash", is_flag=True, help="Merge the new layers of the built stage into one layer.")
+@click.option("--build-context", "build_contexts", multiple=True,
+              help="Additional named context (NAME=DIR, NAME=docker-image://REF or "
+                   "NAME=oci-layout://PATH[:TAG][@DIGEST]), used by FROM NAME, "
+                   "COPY --from=NAME and RUN --mount=from=NAME. Repeatable.")
+@click.option("--add-host", "add_hosts", multiple=True, help="Add a line to /etc/hosts of each RUN (HOST:IP). Repeatable.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Run the build checks instead of building (as `pybuild check`; exit 1 on warnings).")
 @click.option("--isolation", type=click.Choice(["builtin", "oci"]),
               help="How RUN steps are isolated [config: isolation; default oci when runc/crun exists].")
 @click.option("--insecure-registry", "insecure", multiple=True,
@@ -278,8 +285,9 @@ def main():
 @debug_option
 def build(context, dockerfile, tags, build_args, target, platform, outputs, push, load, no_cache, no_cache_filter,
           explain, cache_to, cache_from, pull, secrets,
-          ssh, memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits, network, labels, annotations, squash, isolation,
-          insecure, progress, quiet, iidfile, metadata_file, root, config_file, debug):
+          ssh, memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits, network, labels, annotations, squash,
+          build_contexts, add_hosts, check_only, isolation, insecure, progress, quiet, iidfile, metadata_file, root,
+          config_file, debug):
     """Build an image from a Dockerfile and a context.
 
     CONTEXT is a directory (default .), `-` for a tar archive or a
@@ -294,11 +302,20 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
       pybuild -q -t app - < context.tar
       pybuild -t app https://github.com/org/repo.git#main:docker
       pybuild --progress=plain --metadata-file meta.json -t app .
+      pybuild --build-context src=../src --build-context base=docker-image://alpine:3 -t app .
+      pybuild --check .
     """
     from builder.context_input import prepare_context
 
     if dockerfile == "-" and context == "-":
         raise click.UsageError("can't use stdin for both the build context and the Dockerfile")
+    if check_only:
+        # docker build --check: the frontend's lint subrequest, whose
+        # status code is 1 as soon as there is a warning.
+        warnings, _ = _checks(context, dockerfile, build_args, target, debug)
+        if warnings:
+            sys.exit(EXIT_ERROR)
+        return
     args = _key_values(build_args, "--build-arg")
     label_map = _key_values(labels, "--label")
     annotation_map = _annotations(annotations)
@@ -312,6 +329,10 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
         extra["annotations"] = annotation_map
     if squash:
         extra["squash"] = True
+    if build_contexts:
+        extra["build_contexts"] = build_contexts
+    if add_hosts:
+        extra["add_hosts"] = add_hosts
 
     def action():
         from builder import memo
@@ -432,6 +453,15 @@ def check(context, dockerfile, build_args, target, strict, debug):
       pybuild check -f Dockerfile.prod --strict .
       pybuild check --build-arg BASE=alpine --target runtime .
     """
+    warnings, config = _checks(context, dockerfile, build_args, target, debug)
+    if warnings and (strict or config.error):
+        sys.exit(EXIT_ERROR)
+
+
+def _checks(context, dockerfile, build_args, target, debug):
+    """Print the build checks' warnings and summary; returns the warnings
+    and the Dockerfile's check config. A Dockerfile that cannot be parsed or
+    converted ends the command (exit 1)."""
     from frontend.check import CheckConfig, check as run_check
     from frontend.dockerignore import parse_dockerignore
     from frontend.parser import parse
@@ -469,8 +499,7 @@ def check(context, dockerfile, build_args, target, strict, debug):
         click.echo(f"Check complete, {len(warnings)} {plural} been found!")
     else:
         click.echo("Check complete, no warnings found.")
-    if warnings and (strict or config.error):
-        sys.exit(EXIT_ERROR)
+    return warnings, config
 
 
 # -- information and shell integration ------------------------------------------------

@@ -17,6 +17,7 @@ Remote and stdin contexts are written under ROOT/tmp and removed when the
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import tarfile
@@ -172,3 +173,118 @@ def _clone(spec: str, scratch: Path) -> Path:
     if not directory.is_relative_to(checkout.resolve()) or not directory.is_dir():
         raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
     return directory
+
+
+# -- --build-context ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamedContextInput:
+    """One `--build-context NAME=VALUE`: an image (`docker-image://REF`),
+    an image in an OCI layout (`layout`, with `tag` or `digest`), or a local
+    directory."""
+
+    name: str
+    image: str = ""
+    directory: Path | None = None
+    layout: Path | None = None
+    tag: str = ""
+    digest: str = ""
+
+
+def context_name(text: str) -> str:
+    """The key BuildKit files a named context under, and looks a stage name
+    or FROM reference up by (dockerui NamedContext): the familiar form
+    without `:latest`, so `docker.io/library/alpine:latest` is `alpine`.
+    Raises InvalidReference."""
+    from builder.reference import Reference
+
+    return Reference.parse(text).familiar.removesuffix(":latest")
+
+
+def parse_build_contexts(values) -> dict[str, NamedContextInput]:
+    """`--build-context` values, keyed by context_name; a later value for a
+    name replaces an earlier one."""
+    from builder.errors import InvalidReference
+    from builder.reference import Reference
+
+    contexts: dict[str, NamedContextInput] = {}
+    for value in values:
+        raw_name, sep, source = value.partition("=")
+        if not sep or not raw_name or not source:
+            raise ContextInputError(f"invalid --build-context {value!r}: expected NAME=VALUE")
+        try:
+            name = context_name(raw_name)
+        except InvalidReference as exc:
+            raise ContextInputError(f"invalid --build-context name {raw_name!r}: {exc}") from None
+        if source.startswith("docker-image://"):
+            ref = source.removeprefix("docker-image://")
+            if ref != "scratch":
+                try:
+                    Reference.parse(ref)
+                except InvalidReference as exc:
+                    raise ContextInputError(f"invalid --build-context {name}={source}: {exc}") from None
+            contexts[name] = NamedContextInput(name, image=ref)
+        elif source.startswith("oci-layout://"):
+            # buildx: PATH[:TAG][@DIGEST], the tag cut at the first ':', "latest" by default.
+            path, _, digest = source.removeprefix("oci-layout://").partition("@")
+            path, _, tag = path.partition(":")
+            if not (Path(path) / "index.json").is_file():
+                raise ContextInputError(f"--build-context {name}={source}: {path} is not an OCI layout "
+                                        "(no index.json)")
+            if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ContextInputError(f"--build-context {name}={source}: invalid digest {digest!r}")
+            contexts[name] = NamedContextInput(name, layout=Path(path).resolve(), tag=tag or "latest",
+                                               digest=digest)
+        elif re.match(r"^[a-z][a-z0-9+.-]*://", source) or is_git_url(source):
+            raise ContextInputError(f"--build-context {name}={source}: only a directory, docker-image://REF "
+                                    "or oci-layout://PATH is supported")
+        elif not Path(source).is_dir():
+            raise ContextInputError(f"--build-context {name}={source}: not a directory")
+        else:
+            contexts[name] = NamedContextInput(name, directory=Path(source).resolve())
+    return contexts
+
+
+_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def import_oci_layout(found: NamedContextInput, store, platform: str):
+    """Copy the image an `oci-layout://` context names (by digest, else by
+    tag) into the content store, this platform's manifest when it is an
+    index; returns the manifest's Digest. Nothing is asked of a registry."""
+    from builder.registry import select_platform
+    from cache.digest import Digest
+
+    where = f"--build-context {found.name}: {found.layout}"
+    entries = json.loads((found.layout / "index.json").read_text()).get("manifests") or []
+    if found.digest:
+        chosen = found.digest
+    else:
+        tagged = [m for m in entries if (m.get("annotations") or {}).get(_REF_NAME) == found.tag]
+        if not tagged:
+            raise ContextInputError(f"{where} has no image tagged {found.tag!r}")
+        chosen = tagged[-1]["digest"]
+
+    def copy(digest: str) -> None:
+        blob = found.layout / "blobs" / digest.replace(":", "/", 1)
+        try:
+            with blob.open("rb") as src:
+                store.put_stream(src, Digest.parse(digest))
+        except FileNotFoundError:
+            raise ContextInputError(f"{where}: blob {digest} is missing") from None
+
+    copy(chosen)
+    document = json.loads(store.read_bytes(Digest.parse(chosen)))
+    if "manifests" in document:
+        picked = select_platform(document["manifests"], platform)
+        if picked is None:
+            raise ContextInputError(f"{where}: no image for {platform} in {chosen}")
+        chosen = str(picked.digest)
+        copy(chosen)
+        document = json.loads(store.read_bytes(picked.digest))
+    if "config" not in document:
+        raise ContextInputError(f"{where}: {chosen} is not an image manifest")
+    for desc in [document["config"], *(document.get("layers") or [])]:
+        copy(desc["digest"])
+    return Digest.parse(chosen)

@@ -15,7 +15,7 @@ from builder.image import Image
 from builder.reference import Reference
 from cache.digest import Digest
 from frontend import ops
-from frontend.definition import Definition, ResolvedImage
+from frontend.definition import Definition, NamedContext, ResolvedImage
 from runtime.spec import NetworkMode
 
 if TYPE_CHECKING:
@@ -86,6 +86,10 @@ class BuildSession:
     _stats: object = None  # the context's StatCache, closed with the session
     limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
     observer: object = None  # builder.memo.Observer, when this build may be memoised
+    build_contexts: dict = None  # --build-context: name -> builder.context_input.NamedContextInput
+    _named_dirs: dict = None  # context name -> BuildContext of a named local directory
+    _layouts: dict = None  # context name -> the pinned ref of its oci-layout image, once imported
+    _platform: str = "linux/amd64"  # the target platform: what an oci-layout index is read for
 
     @property
     def executor(self):
@@ -100,13 +104,13 @@ class BuildSession:
 
     @classmethod
     def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,
-              insecure_registries, pull, registry_hosts=None) -> "BuildSession":
+              insecure_registries, pull, registry_hosts=None, build_contexts=None) -> "BuildSession":
         from builder.ops.ssh_agent import SshAgents
 
         tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
         registry = LazyRegistryClient(worker.store, insecure=insecure_registries, hosts=registry_hosts)
         return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets,
-                   SshAgents(ssh), registry, pull, tmp)
+                   SshAgents(ssh), registry, pull, tmp, build_contexts=dict(build_contexts or {}))
 
     def close(self) -> None:
         self.ssh.close()  # stops the ssh-agents this build started
@@ -119,18 +123,70 @@ class BuildSession:
         return IndexResults(self.worker)
 
     # frontend ------------------------------------------------------------
-    def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool) -> Definition:
+    def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool,
+                extra_hosts=()) -> Definition:
         from builder.context import BuildContext
         from frontend.convert import convert
         from frontend.dockerignore import parse_dockerignore
 
         excludes = parse_dockerignore(self._dockerignore_text())
+        self._platform = str(platform)
         self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer,
                                     remember=True)
         self.definition = convert(
             text, path=path, build_args=build_args, target=target, platform=platform,
-            explicit_platform=explicit_platform, resolve_image=self.resolve_image, excludes=excludes)
+            explicit_platform=explicit_platform, resolve_image=self.resolve_image, excludes=excludes,
+            named_context=self.named_context, extra_hosts=extra_hosts)
         return self.definition
+
+    def named_context(self, ref: str) -> NamedContext | None:
+        """The --build-context that a stage name, FROM or --from means."""
+        from builder.context import BuildContext
+        from builder.context_input import context_name
+        from frontend.dockerignore import parse_dockerignore
+
+        try:
+            found = (self.build_contexts or {}).get(context_name(ref))
+        except PybuildError:
+            return None  # not a reference: not a context name either
+        if found is None:
+            return None
+        if found.layout is not None:
+            return NamedContext(found.name, image=self._layout_image(found))
+        if found.directory is None:
+            return NamedContext(found.name, image=found.image)
+        if self._named_dirs is None:
+            self._named_dirs = {}
+        if found.name not in self._named_dirs:
+            # BuildKit (dockerui namedcontext.go, "local"): a named directory
+            # is read through its own .dockerignore.
+            ignore = found.directory / ".dockerignore"
+            if self.observer is not None:
+                self.observer.look_file(ignore)
+            text = ignore.read_text(errors="replace") if ignore.is_file() else ""
+            self._named_dirs[found.name] = BuildContext(found.directory, parse_dockerignore(text),
+                                                         self._stats, observer=self.observer, remember=True)
+        return NamedContext(found.name, excludes=self._named_dirs[found.name].excludes)
+
+    def _layout_image(self, found) -> str:
+        """An oci-layout:// context as a reference pinned to a manifest now
+        in the store: BuildKit's placeholder, the context's name @ digest."""
+        from builder.context_input import import_oci_layout
+
+        if self.observer is not None:
+            self.observer.look_file(found.layout / "index.json")  # a moved tag is a new image
+        if self._layouts is None:
+            self._layouts = {}
+        if found.name not in self._layouts:
+            digest = import_oci_layout(found, self.worker.store, self._platform)
+            self._layouts[found.name] = f"{Reference.parse(found.name).name}@{digest}"
+        return self._layouts[found.name]
+
+    def context_for(self, source: ops.ContextSource | ops.NamedLocalSource):
+        """The BuildContext a source op reads: the build context, or a named directory."""
+        if isinstance(source, ops.NamedLocalSource):
+            return self._named_dirs[source.name]
+        return self.context
 
     def _stat_cache(self):
         from cache.statcache import StatCache
@@ -190,6 +246,7 @@ class BuildSession:
         kinds = {
             ops.Scratch: ScratchImpl,
             ops.ContextSource: ContextImpl,
+            ops.NamedLocalSource: ContextImpl,
             ops.ImageSource: ImageImpl,
             ops.HttpSource: HttpImpl,
             ops.GitSource: GitImpl,

@@ -30,6 +30,8 @@ from frontend.definition import (
     Definition,
     HistoryEntry,
     ImageResolver,
+    NamedContext,
+    NamedContextLookup,
     ResolvedImage,
     StageImage,
     VertexMeta,
@@ -51,6 +53,7 @@ from frontend.ops import (
     MakeDir,
     MountSpec,
     MountType,
+    NamedLocalSource,
     NetworkMode,
     Op,
     Platform,
@@ -84,16 +87,23 @@ def convert(
     resolve_image: ImageResolver,
     excludes: tuple[str, ...] = (),
     explicit_platform: bool = False,
+    named_context: NamedContextLookup | None = None,
+    extra_hosts: tuple[tuple[str, str], ...] = (),
 ) -> Definition:
     """Convert Dockerfile text to a build Definition for `target` (default:
     the last stage). Raises DockerfileError, with the Dockerfile location
     when there is one.
 
     `explicit_platform` says the user asked for `platform` (--platform):
-    the image is then labelled with it whatever its base says."""
+    the image is then labelled with it whatever its base says.
+    `named_context` finds the `--build-context` a stage name, FROM or
+    --from means; `extra_hosts` (host, ip) are added to every RUN's
+    /etc/hosts (`--add-host`)."""
     converter = _prepare(dockerfile, path=path, build_args=build_args, target=target, platform=platform,
                          build_platform=build_platform, resolve_image=resolve_image, excludes=excludes)
     converter.explicit_platform = explicit_platform
+    converter.named_context = named_context or (lambda ref: None)
+    converter.extra_hosts = tuple(extra_hosts)
     return converter.run()
 
 
@@ -338,6 +348,7 @@ class _StageState:
     commands: list = field(default_factory=list)  # (Instruction, is_onbuild)
     onbuild_done: bool = False
     image: _Image | None = None
+    named: NamedContext | None = None  # a --build-context replacing the stage, or its FROM
     dispatched: bool = False
     # filled when dispatched
     rootfs: str = ""
@@ -380,6 +391,8 @@ class _Converter:
         self.raise_on_lint = True
         self.on_build = False
         self.explicit_platform = False
+        self.named_context: NamedContextLookup = lambda ref: None
+        self.extra_hosts: tuple[tuple[str, str], ...] = ()
 
     # -- helpers -----------------------------------------------------------
     def expand(self, word: str, env: Mapping[str, str], location: Location) -> str:
@@ -416,7 +429,7 @@ class _Converter:
             self.add_state(stage)
         target = self.find_target()
         for state in self.states:
-            state.commands = [(cmd, False) for cmd in state.stage.commands]
+            state.commands = [(cmd, False) for cmd in state.stage.commands] if state.named is None else []
             for cmd, _ in state.commands:
                 self.link_sources(state, cmd)
         self.check_cycles()
@@ -503,10 +516,18 @@ class _Converter:
             except ValueError as err:
                 raise DockerfileError(f"failed to parse platform {from_.platform}: {err}", from_.location) from None
             lint.from_platform(self.linter, from_, expansion, self.global_args["TARGETPLATFORM"], state.platform)
-        # FROM <name> refers to an earlier stage only; a later one is an image.
-        state.base_stage = self.by_name.get(state.base_name)
-        if state.base_stage is not None:
-            state.deps[state.base_stage] = from_
+        if stage.name:
+            state.named = self.named_context(stage.name)
+        if state.named is not None:
+            # BuildKit (dockerfile2llb toDispatchState): a named context
+            # with a stage's name replaces the stage; its FROM, commands and
+            # triggers are never read.
+            state.onbuild_done = True
+        else:
+            # FROM <name> refers to an earlier stage only; a later one is an image.
+            state.base_stage = self.by_name.get(state.base_name)
+            if state.base_stage is not None:
+                state.deps[state.base_stage] = from_
         self.states.append(state)
         if stage.name:
             self.by_name[stage.name] = state
@@ -538,6 +559,11 @@ class _Converter:
         problem = _check_reference(ref)
         if problem:
             raise DockerfileError(f'failed to parse stage name "{ref}": {problem}', cmd.location)
+        context = self.named_context(ref)
+        if context is not None and (not context.image or context.image == "scratch"):
+            return context
+        if context is not None:
+            ref = context.image
         key = (ref, state.platform or self.platform)
         if key not in self.images:
             self.images[key] = _Image(ref=ref, platform=key[1])
@@ -593,7 +619,8 @@ class _Converter:
             needed = self.reachable(target)
             new_deps = False
             for state in needed:
-                if state.base_stage is None and state.image is None and state.base_name != "scratch":
+                if state.base_stage is None and state.image is None and (
+                        state.named is not None or state.base_name != "scratch"):
                     self.resolve_base(state)
                 if state.onbuild_done:
                     continue
@@ -610,11 +637,16 @@ class _Converter:
 
     def resolve_base(self, state: _StageState) -> None:
         location = state.stage.from_.location
-        problem = _check_reference(state.base_name)
-        if problem:
-            raise DockerfileError(f'failed to parse stage name "{state.base_name}": {problem}', location)
-        image = self.image_for(state.base_name, state.platform or self.platform)
-        state.image = image
+        if state.named is None:
+            problem = _check_reference(state.base_name)
+            if problem:
+                raise DockerfileError(f'failed to parse stage name "{state.base_name}": {problem}', location)
+            # BuildKit (resolveBaseImage): a named context wins over the image of that name.
+            state.named = self.named_context(state.base_name)
+        ref = state.base_name if state.named is None else state.named.image
+        if ref and ref != "scratch":
+            state.image = self.image_for(ref, state.platform or self.platform)
+        # Otherwise a local directory or docker-image://scratch: init_state makes it.
 
     def image_for(self, ref: str, platform: Platform) -> _Image:
         key = (ref, platform)
@@ -665,9 +697,17 @@ class _Converter:
             return
         platform = state.platform or self.platform
         state.platform = platform
-        if state.image is None:  # scratch
+        if state.image is None:  # scratch, or a named local directory (BuildKit gives it an empty config)
             state.config = _empty_config(platform)
-            state.rootfs = self.add(Scratch())
+            if state.named is not None:
+                state.rootfs = self.named_source(state.named, as_tree=True)
+                if state.named.image != "scratch":
+                    # The directory's layer has no history of its own; BuildKit's
+                    # exporter adds one naming the ref (normalizeLayersAndHistory).
+                    state.history = [HistoryEntry(created_by=f"local source for {state.named.name}",
+                                                  comment="buildkit.exporter.v0")]
+            else:
+                state.rootfs = self.add(Scratch())
             return
         resolved = state.image.resolved
         assert resolved is not None
@@ -695,7 +735,7 @@ class _Converter:
         state.image.vertex = state.rootfs
 
     def dispatch_stage(self, state: _StageState) -> None:
-        state.cmd_total = (1 if state.image is not None else 0) + sum(
+        state.cmd_total = (1 if state.image is not None or state.named is not None else 0) + sum(
             isinstance(c, (ins.Add, ins.Copy, ins.Run, ins.Workdir)) for c, _ in state.commands
         )
         self.init_state(state)
@@ -964,6 +1004,7 @@ class _Converter:
             network=network,
             mounts=tuple(mounts),
             security=security,
+            extra_hosts=self.extra_hosts,
         )
         state.rootfs = self.add(
             op, self.step_name(state, self.display_text(state, cmd) + name_suffix), cmd.location, state.display
@@ -985,7 +1026,7 @@ class _Converter:
             raise DockerfileError(str(err), cmd.location) from None
         index = None
         if mount.from_:
-            source = self.source_vertex(state, cmd, mount.from_)
+            source = self.source_vertex(state, cmd, mount.from_, as_tree=True)
             inputs.append(source)
             index = len(inputs) - 1
         elif mount.type == MountType.BIND:
@@ -1014,8 +1055,24 @@ class _Converter:
     def context_vertex(self) -> str:
         return self.add(self.context, "[internal] load build context")
 
-    def source_vertex(self, state: _StageState, cmd: ins.Instruction, ref: str) -> str:
+    def named_source(self, context: NamedContext, as_tree: bool) -> str:
+        """A named context that is not an image. COPY selects paths from a
+        local one as from the build context (`as_tree` False: keyed on what
+        it selects); FROM and RUN --mount need a filesystem, so the
+        directory is copied into a snapshot first, keyed on its content."""
+        if context.image == "scratch":
+            return self.add(Scratch())
+        name = f"[context {context.name}] load from client"
+        local = self.add(NamedLocalSource(name=context.name, excludes=context.excludes), name)
+        if not as_tree:
+            return local
+        return self.add(FileCopy(inputs=(self.add(Scratch()), local), sources=("/",), dest="/",
+                                 follow_symlinks=True), name)
+
+    def source_vertex(self, state: _StageState, cmd: ins.Instruction, ref: str, as_tree: bool = False) -> str:
         source = self.stage_or_image(ref, cmd, state)
+        if isinstance(source, NamedContext):
+            return self.named_source(source, as_tree)
         if isinstance(source, _StageState):
             if not source.dispatched:
                 raise DockerfileError(

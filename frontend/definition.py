@@ -30,6 +30,23 @@ ImageResolver = Callable[[str, Platform], ResolvedImage]
 
 
 @dataclass(frozen=True)
+class NamedContext:
+    """A `--build-context NAME=VALUE`, as the builder found it: either an
+    image reference to use instead of NAME (`docker-image://REF`; "scratch"
+    is the empty image), or a local directory (`image` empty), read like
+    the build context through its own .dockerignore (`excludes`)."""
+
+    name: str
+    image: str = ""
+    excludes: tuple[str, ...] = ()
+
+
+# Given a stage name or image reference as written, the named context it
+# means, or None. The builder normalises (`alpine:latest` is `alpine`).
+NamedContextLookup = Callable[[str], "NamedContext | None"]
+
+
+@dataclass(frozen=True)
 class VertexMeta:
     """Never hashed: how a vertex is shown and where it came from."""
 

@@ -115,6 +115,17 @@ class ContextSource(Op):
 
 
 @dataclass(frozen=True)
+class NamedLocalSource(Op):
+    """A `--build-context NAME=DIR` directory, read like the build context
+    (through its own .dockerignore patterns) by the steps that select from it."""
+
+    name: str = ""
+    excludes: tuple[str, ...] = ()
+
+    TYPE_TAG = "pybuild.source.local.named.v0"
+
+
+@dataclass(frozen=True)
 class HttpSource(Op):
     """A file downloaded from a URL (ADD https://...)."""
 
@@ -168,8 +179,15 @@ class Exec(Op):
     network: NetworkMode = NetworkMode.DEFAULT
     mounts: tuple[MountSpec, ...] = ()
     security: str = "sandbox"
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (host, ip), as BuildKit's ExecOp holds them
 
     TYPE_TAG = "pybuild.exec.v0"
+
+    def canonical(self) -> dict:
+        body = super().canonical()
+        if not self.extra_hosts:
+            del body["extra_hosts"]  # keys of steps without --add-host stay what they were
+        return body
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,10 @@ def write_etc_files(directory: Path, spec: ExecSpec) -> dict[str, str]:
     """Write the step's hosts and resolv.conf into `directory` (outside the
     rootfs), as BuildKit generates them; returns name → host path."""
     hosts = directory / "hosts"
+    # BuildKit (executor/oci/hosts.go) appends --add-host entries after its defaults.
     hosts.write_text(
         f"127.0.0.1\tlocalhost {spec.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        + "".join(f"{ip}\t{host}\n" for host, ip in spec.extra_hosts)
     )
     resolv = directory / "resolv.conf"
     resolv.write_text(resolv_conf(_read_host_resolv_conf(), spec.network))

@@ -46,6 +46,7 @@ class ExecSpec:
     network: NetworkMode = NetworkMode.HOST
     mounts: tuple[Mount, ...] = ()
     limits: Limits | None = None  # memory, cpu, pids (cgroups) and rlimits
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (host, ip) lines added to /etc/hosts
 
 
 OutputSink = Callable[[bytes], None]

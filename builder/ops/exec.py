@@ -67,6 +67,7 @@ class ExecImpl:
                     network=self._network(),
                     mounts=tuple(mounts),
                     limits=self.session.limits,
+                    extra_hosts=self.op.extra_hosts,
                 )
                 if cancel.is_set():
                     raise ExecCancelled(exec_spec.args)

@@ -13,7 +13,12 @@ from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.ops.http import fetch_url
 from cache.keys import cache_key
-from frontend.ops import ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, WriteFiles
+from frontend.ops import (ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, NamedLocalSource,
+                          WriteFiles)
+
+# Local directories, read through BuildSession.context_for: the build
+# context and --build-context directories.
+_LOCAL_SOURCES = (ContextSource, NamedLocalSource)
 
 
 def _fixed_mode(chmod: str) -> bool:
@@ -55,7 +60,7 @@ class CopyImpl(_SnapshotStep):
         return self.session.definition.op(self.op.inputs[1])
 
     def _from_context(self) -> bool:
-        return isinstance(self._source_op(), ContextSource)
+        return isinstance(self._source_op(), _LOCAL_SOURCES)
 
     def _select(self, context: BuildContext):
         return context.select(self.op.sources, excludes=self.op.excludes,
@@ -65,15 +70,17 @@ class CopyImpl(_SnapshotStep):
         content = None
         if self._from_context():
             # Only the selected files are hashed, through the stat cache.
-            selection = self._select(self.session.context)
-            content = str(self.session.context.checksum(selection, ignore_mode=_fixed_mode(self.op.chmod)))
+            context = self.session.context_for(self._source_op())
+            selection = self._select(context)
+            content = str(context.checksum(selection, ignore_mode=_fixed_mode(self.op.chmod)))
         return cache_key(self.op.canonical(), input_keys, content)
 
     def execute(self, inputs, cancel: threading.Event):
         op = self.op
         with contextlib.ExitStack() as stack:
             if self._from_context():
-                selection = self._select(self.session.context)  # as the key saw it: the context remembers
+                # as the key saw it: the context remembers
+                selection = self._select(self.session.context_for(self._source_op()))
             else:
                 view = stack.enter_context(self.session.worker.snapshots.mount(tuple(inputs[1]), None))
                 selection = self._select(BuildContext.of_tree(Path(view)))
@@ -105,8 +112,8 @@ class CopyImpl(_SnapshotStep):
                 return
             upper = snapshots.fs_path(snapshot)
             reuse = None
-            stat_cache = getattr(self.session.context, "stat_cache", None)
-            if self._from_context() and stat_cache is not None:
+            stat_cache = self.session.context_for(self._source_op()).stat_cache if self._from_context() else None
+            if stat_cache is not None:
                 reuse = CopyReuse(snapshots, note_name(op.canonical(), chain), stat_cache)
                 reuse.start(upper, direct.dest_rel)
             direct.run(upper, selection, reuse)
@@ -141,18 +148,23 @@ class CopyPartsImpl(_SnapshotStep):
 
     def _from_context(self, part) -> bool:
         return bool(part.sources) and isinstance(self.session.definition.op(self.op.inputs[part.input]),
-                                                 ContextSource)
+                                                 _LOCAL_SOURCES)
 
     def _select(self, part, context: BuildContext):
         return context.select(part.sources, excludes=self.op.excludes, follow_symlinks=self.op.follow_symlinks)
+
+    def _context(self, part) -> BuildContext:
+        return self.session.context_for(self.session.definition.op(self.op.inputs[part.input]))
 
     def cache_key(self, input_keys):
         # Each context part's selected files, hashed through the session's
         # context (so the build memo sees what was read), as CopyImpl does.
         fixed_mode = _fixed_mode(self.op.chmod)
-        context = self.session.context
-        sums = [f"{index}:{context.checksum(self._select(part, context), ignore_mode=fixed_mode)}"
-                for index, part in enumerate(self.op.parts) if self._from_context(part)]
+        sums = []
+        for index, part in enumerate(self.op.parts):
+            if self._from_context(part):
+                context = self._context(part)
+                sums.append(f"{index}:{context.checksum(self._select(part, context), ignore_mode=fixed_mode)}")
         return cache_key(self.op.canonical(), input_keys, ",".join(sums) if sums else None)
 
     def execute(self, inputs, cancel):
@@ -165,7 +177,7 @@ class CopyPartsImpl(_SnapshotStep):
                 if not part.sources:
                     selections.append(None)  # inline files
                 elif self._from_context(part):
-                    selections.append(self._select(part, self.session.context))  # as the key saw it
+                    selections.append(self._select(part, self._context(part)))  # as the key saw it
                 else:
                     if part.input not in views:
                         mount = self.session.worker.snapshots.mount(tuple(inputs[part.input]), None)

@@ -31,8 +31,8 @@ class ScratchImpl:
 
 
 class ContextImpl:
-    """The context is read by the steps that select from it; the source
-    itself produces no snapshot."""
+    """The context (or a named local context) is read by the steps that
+    select from it; the source itself produces no snapshot."""
 
     def __init__(self, op: ContextSource, vertex: str, session):
         self.op = op
