@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -604,117 +605,204 @@ class Mount:
     env: str = ""
 
 
-_MOUNT_KEYS = frozenset({
-    "type", "from", "source", "src", "target", "dst", "destination", "readonly", "ro",
-    "readwrite", "rw", "id", "sharing", "mode", "uid", "gid", "size", "required", "env",
-})  # fmt: skip
-_BOOL_MOUNT_KEYS = frozenset({"readonly", "ro", "readwrite", "rw", "required"})
+# BuildKit's own list, in its order: suggestions are taken from the first
+# closest key (frontend/dockerfile/instructions/commands_runmount.go)
+_MOUNT_KEYS = (
+    "type", "from", "source", "target", "readonly", "id", "sharing", "required", "size", "mode",
+    "uid", "gid", "src", "dst", "destination", "ro", "rw", "readwrite", "env",
+)  # fmt: skip
+# Go's strconv.ParseBool, which BuildKit uses for ro/rw/required
+_GO_BOOLS = {
+    "1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+    "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False,
+}  # fmt: skip
+_GO_UINT = {8: re.compile(r"[0-7]+"), 10: re.compile(r"[0-9]+")}
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _suggest(message: str, value: str, options) -> str:
+    """BuildKit's suggest.WrapError: the first option closer than 3 edits,
+    unless the value is itself an option."""
+    best, distance = "", 3
+    for option in options:
+        if option == value:
+            return message
+        d = _levenshtein(value, option)
+        if d < distance:
+            best, distance = option, d
+    return f"{message} (did you mean {best}?)" if best else message
 
 
 def parse_mount(text: str, expand: Callable[[str], str]) -> Mount:
     """BuildKit's `--mount` syntax: comma-separated key=value fields (CSV
-    quoting allowed). Raises _Fail; callers add the location."""
+    quoting allowed). Raises _Fail; callers add the location.
+
+    Checks and messages follow BuildKit's parseMount/validateMount, in their
+    order: a key that depends on the type (`required`, `size`) is judged
+    against the type given *before* it in the value."""
     try:
-        fields = next(csv.reader([text]), [])
+        fields = next(csv.reader([text], strict=True), [])
     except csv.Error as err:
-        raise _Fail(f"failed to parse mount {text!r}: {err}") from None
+        raise _Fail(f"failed to parse csv mounts: {err}") from None
+    mount_type = MountType.BIND
     opts: dict[str, str] = {}
     readonly: bool | None = None
+    required = False
+    size: int | None = None
+    sharing: Sharing | None = None
+    numbers: dict[str, int] = {}
     for field in fields:
         key, eq, value = field.partition("=")
-        key = key.strip().lower()
-        if key not in _MOUNT_KEYS:
-            raise _Fail(f"unexpected key '{key}' in '{field}'")
+        key = key.lower()  # BuildKit lowercases keys but trims nothing
         if not eq:
-            if key not in _BOOL_MOUNT_KEYS:
-                raise _Fail(f"invalid field '{field}' must be a key=value pair")
-            value = "true"
-        value = expand(value)
-        if key in _BOOL_MOUNT_KEYS:
-            lower = value.lower()
-            if lower not in ("true", "false", "1", "0"):
-                raise _Fail(f"invalid value for {key}: {value}")
-            flag = lower in ("true", "1")
             if key in ("readonly", "ro"):
-                readonly = flag
+                readonly = True
             elif key in ("readwrite", "rw"):
-                readonly = not flag
+                readonly = False
+            elif key == "required":
+                if mount_type not in (MountType.SECRET, MountType.SSH):
+                    raise _Fail(f"unexpected key '{key}' for mount type '{mount_type.value}'")
+                required = True
             else:
-                opts["required"] = "true" if flag else ""
+                raise _Fail(f"invalid field '{field}' must be a key=value pair")
             continue
-        for alias, canonical in (("src", "source"), ("dst", "target"), ("destination", "target")):
-            if key == alias:
-                key = canonical
-        opts[key] = value
-    try:
-        mount_type = MountType(opts.get("type", "bind").lower())
-    except ValueError:
-        raise _Fail(f"unsupported mount type \"{opts.get('type')}\"") from None
-    target = opts.get("target", "")
-    mount_id = opts.get("id", "")
-    if mount_type == MountType.SECRET:
-        if not mount_id:
-            if not target:
-                raise _Fail("one of source, target required")  # BuildKit's wording for a nameless secret
-            mount_id = target.rstrip("/").rsplit("/", 1)[-1]
-        if not target and not opts.get("env"):
-            target = "/run/secrets/" + mount_id
-    elif mount_type == MountType.SSH:
-        mount_id = mount_id or "default"
-        target = target or "/run/buildkit/ssh_agent.0"
-    elif not target:
-        raise _Fail(f"mount type {mount_type.value} requires a target")  # bind, cache, tmpfs
-    if mount_type in (MountType.TMPFS, MountType.SECRET, MountType.SSH) and opts.get("from"):
-        raise _Fail(f"'from' is not supported for {mount_type.value} mounts")
-    if mount_type == MountType.CACHE and not mount_id:
-        mount_id = target
-    try:
-        sharing = Sharing(opts.get("sharing", "shared").lower())
-    except ValueError:
-        raise _Fail(f"unsupported sharing value \"{opts.get('sharing')}\"") from None
+        if key == "from":
+            # stages are wired before any ARG is known (commands_runmount.go)
+            dollar = value.find("$")
+            if dollar != -1 and dollar != len(value) - 1:
+                raise _Fail("'from' doesn't support variable expansion, define alias stage instead")
+        value = expand(value)
+        if key == "type":
+            try:
+                mount_type = MountType(value.lower())
+            except ValueError:
+                raise _Fail(_suggest(f"unsupported mount type \"{value}\"", value,
+                                     [t.value for t in MountType])) from None
+        elif key in ("readonly", "ro", "readwrite", "rw", "required"):
+            flag = _GO_BOOLS.get(value)
+            if key == "required" and mount_type not in (MountType.SECRET, MountType.SSH):
+                raise _Fail(f"unexpected key '{key}' for mount type '{mount_type.value}'")
+            if flag is None:
+                raise _Fail(f"invalid value for {key}: {value}")
+            if key == "required":
+                required = flag
+            else:
+                readonly = flag if key in ("readonly", "ro") else not flag
+        elif key == "size":
+            if mount_type is not MountType.TMPFS:
+                raise _Fail(f"unexpected key '{key}' for mount type '{mount_type.value}'")
+            size = _mount_size(value)
+        elif key == "sharing":
+            try:
+                sharing = Sharing(value.lower())
+            except ValueError:
+                raise _Fail(_suggest(f"unsupported sharing value \"{value}\"", value,
+                                     [s.value for s in Sharing])) from None
+        elif key in ("mode", "uid", "gid"):
+            base = 8 if key == "mode" else 10
+            # strconv.ParseUint(v, base, 32): digits only, no sign or prefix
+            if not _GO_UINT[base].fullmatch(value) or int(value, base) > 2**32 - 1:
+                raise _Fail(f"invalid value {value} for {key}")
+            numbers[key] = int(value, base)
+        elif key in _MOUNT_KEYS:
+            for alias, canonical in (("src", "source"), ("dst", "target"), ("destination", "target")):
+                if key == alias:
+                    key = canonical
+            opts[key] = value
+        else:
+            raise _Fail(_suggest(f"unexpected key '{key}' in '{field}'", key, _MOUNT_KEYS))
+    if mount_type not in (MountType.SECRET, MountType.SSH, MountType.CACHE):
+        for key in ("mode", "uid", "gid"):
+            if key in numbers:
+                raise _Fail(f"{key} not allowed for \"{mount_type.value}\" type mounts")
     if readonly is None:
-        readonly = mount_type in (MountType.BIND, MountType.SECRET, MountType.SSH)
+        readonly = mount_type not in (MountType.CACHE, MountType.TMPFS)
+    target = opts.get("target", "")
+    source = opts.get("source", "")
+    mount_id = opts.get("id", "")
+    from_ = opts.get("from", "")
+    if mount_type is MountType.SECRET:
+        if from_:
+            raise _Fail("secret mount should not have a from")
+        if sharing is not None:
+            raise _Fail("secret mount should not define sharing")
+        if not source and not target and not mount_id:
+            raise _Fail("invalid secret mount. one of source, target required")
+        if source and mount_id:
+            raise _Fail("both source and id can't be set")
+    if sharing is not None and mount_type is not MountType.CACHE:
+        raise _Fail(f"invalid cache sharing set for {mount_type.value} mount")
+    if mount_type is MountType.SECRET:
+        # convert_secrets.go: `source` names the secret, as `id` does
+        mount_id = source or mount_id or posixpath.basename(target)
+        source = ""
+        if not target and "env" not in opts:
+            target = "/run/secrets/" + posixpath.basename(mount_id)
+    elif mount_type is MountType.SSH:
+        if source:
+            raise _Fail("ssh does not support source")  # convert_ssh.go
+        # the socket's default path depends on the mount's rank among the
+        # RUN's ssh mounts: the executor picks it
+        mount_id = mount_id or "default"
+    else:
+        if mount_type is MountType.TMPFS:
+            from_ = ""  # never a source: BuildKit does not even resolve it
+        if _clean(target) == "/" and target.startswith("/"):
+            raise _Fail('invalid mount target "/"')
+        if mount_type is MountType.CACHE and not mount_id:
+            # the id is the target as written, before WORKDIR applies
+            mount_id = _clean(target)
+        # no target means the working directory (a relative "")
+        target = target or "."
     return Mount(
         type=mount_type,
         target=target,
-        source=opts.get("source", ""),
-        from_=opts.get("from", ""),
+        source=source,
+        from_=from_,
         readonly=readonly,
         id=mount_id,
-        sharing=sharing,
-        mode=_mount_int(opts, "mode", 8),
-        uid=_mount_int(opts, "uid", 10),
-        gid=_mount_int(opts, "gid", 10),
-        size=_mount_size(opts.get("size")),
-        required=bool(opts.get("required")),
+        sharing=sharing or Sharing.SHARED,
+        mode=numbers.get("mode"),
+        uid=numbers.get("uid"),
+        gid=numbers.get("gid"),
+        size=size,
+        required=required,
         env=opts.get("env", ""),
     )
 
 
-def _mount_int(opts: dict[str, str], key: str, base: int) -> int | None:
-    if key not in opts:
-        return None
-    try:
-        value = int(opts[key], base)
-    except ValueError:
-        raise _Fail(f"invalid {key}: {opts[key]}") from None
-    if value < 0 or value > 2**32 - 1:
-        raise _Fail(f"invalid {key}: {opts[key]}")
-    return value
+def _clean(path: str) -> str:
+    """Go's path.Clean."""
+    if not path:
+        return "."
+    cleaned = posixpath.normpath(path)
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kmgtp])?i?b?$", re.IGNORECASE)
 
 
-def _mount_size(text: str | None) -> int | None:
+def _mount_size(text: str) -> int:
     """docker/go-units RAMInBytes: 64m, 1g, 512k (binary multiples)."""
-    if text is None:
-        return None
-    match = _SIZE.match(text.strip())
+    match = _SIZE.match(text)
     if not match:
-        raise _Fail(f"invalid size: '{text}'")
-    unit = "bkmgtp".index(match.group(2).lower() or "b")
-    return int(float(match.group(1)) * (1024**unit))
+        raise _Fail(f"invalid value for size: {text}")
+    try:
+        number = float(match.group(1))
+    except ValueError:
+        raise _Fail(f"invalid value for size: {text}") from None
+    unit = "bkmgtp".index((match.group(2) or "b").lower())
+    return int(number * (1024**unit))
 
 
 def fail_at(location: Location) -> Callable[[_Fail], DockerfileError]:

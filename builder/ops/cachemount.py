@@ -28,10 +28,9 @@ def _prepare(path: Path, spec: MountSpec, seed) -> None:
         return
     fresh = path.with_name(path.name + ".new")
     fresh.mkdir(parents=True, exist_ok=True)
-    if seed is not None:
-        seed(fresh)
-    os.chmod(fresh, spec.mode if spec.mode is not None else 0o755)
-    os.chown(fresh, spec.uid or 0, spec.gid or 0)
+    if seed is None or not seed(fresh):
+        os.chmod(fresh, spec.mode if spec.mode is not None else 0o755)
+        os.chown(fresh, spec.uid or 0, spec.gid or 0)
     os.replace(fresh, path)
 
 
@@ -39,7 +38,8 @@ def _prepare(path: Path, spec: MountSpec, seed) -> None:
 def cache_mount_dir(base: Path, spec: MountSpec, seed=None):
     """Yield the host directory to bind at spec.target for one step.
 
-    `seed(dir)` fills a new cache from `from=`/`source=` before first use.
+    `seed(dir)` fills a new cache from `from=`/`source=` before first use;
+    it returns True when it also gave the directory its mode and owner.
     """
     base.mkdir(parents=True, exist_ok=True)
     cache_id = spec.cache_id or spec.target

@@ -12,6 +12,7 @@ from pathlib import Path
 from builder.errors import PybuildError
 from builder.ops.cachemount import cache_mount_dir
 from cache.keys import cache_key
+from frontend.errors import ContextError
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
 from runtime.errors import ExecCancelled
 from runtime.executor import scratch_dir
@@ -38,8 +39,16 @@ class ExecImpl:
         if context_mounts:
             # A bind mount of the context reads files: their content is part of the step.
             context = self.session.context
-            content = ",".join(str(context.checksum(context.select([m.source]))) for m in context_mounts)
+            content = ",".join(str(context.checksum(self._context_selection(m))) for m in context_mounts)
         return cache_key(self.op.canonical(), input_keys, content)
+
+    def _context_selection(self, spec: MountSpec):
+        try:
+            return self.session.context.select([spec.source])
+        except ContextError:
+            # BuildKit fails on the checksum of the mount's source; the
+            # context's own error speaks of COPY, which this is not
+            raise MountError(f'failed to compute cache key: "{spec.source}": not found') from None
 
     def _is_context(self, index) -> bool:
         if index is None:
@@ -54,11 +63,22 @@ class ExecImpl:
             with contextlib.ExitStack() as stack:
                 rootfs = stack.enter_context(snapshots.mount(chain, snapshot))
                 env = list(self.op.env)
+                self._ssh_rank = 0
+                ssh_sock = None
                 mounts = []
                 for spec in self.op.mounts:
+                    if spec.type is MountType.SSH:
+                        ssh_sock = ssh_sock or _ssh_target(spec, self._ssh_rank)
                     mount = self._mount(spec, inputs, env, stack)
                     if mount is not None:
                         mounts.append(mount)
+                if ssh_sock and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+                    # client/llb/exec.go: the first ssh mount's socket, even
+                    # when its agent was not forwarded; an ENV value wins
+                    env.append(f"SSH_AUTH_SOCK={ssh_sock}")
+                # llb's ExecOp sorts its mounts by target, so a mount under
+                # another one is seen whatever the order of the --mount flags
+                mounts.sort(key=lambda m: m.target.encode())
                 exec_spec = ExecSpec(
                     args=self.op.args,
                     env=tuple(env),
@@ -94,8 +114,9 @@ class ExecImpl:
             if spec.input is not None:
                 seed = lambda fresh: self._seed_cache(spec, inputs, fresh)
             path = stack.enter_context(cache_mount_dir(self.session.worker.cache_mounts, spec, seed))
-            return BindMount(path, spec.target, readonly=False)
+            return BindMount(path, _check_target(spec.target), readonly=spec.readonly)
         if spec.type is MountType.TMPFS:
+            _check_target(spec.target)
             return TmpfsMount(spec.target, spec.size)
         if spec.type is MountType.SECRET:
             return self._secret(spec, env, stack)
@@ -117,6 +138,7 @@ class ExecImpl:
         return stack.enter_context(snapshots.mount(chain, None))
 
     def _bind(self, spec: MountSpec, inputs, stack):
+        _check_target(spec.target)
         writable = not spec.readonly
         if self._is_context(spec.input):
             # The context as BuildKit transfers it: only what .dockerignore
@@ -125,7 +147,7 @@ class ExecImpl:
             from builder.ops.copy import copy_into
 
             copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.session.worker.root / "tmp")))
-            selection = self.session.context.select([spec.source])
+            selection = self._context_selection(spec)
             if not selection:
                 raise MountError(f"bind mount source {spec.source} does not exist")
             copy_into(copy, selection, "/src/" if selection.matches[0].is_dir else "/src")
@@ -136,12 +158,23 @@ class ExecImpl:
             raise MountError(f"bind mount source {spec.source} does not exist")
         return BindMount(source, spec.target, readonly=not writable)
 
-    def _seed_cache(self, spec: MountSpec, inputs, fresh: Path) -> None:
+    def _seed_cache(self, spec: MountSpec, inputs, fresh: Path) -> bool:
+        """Fill a new cache from `from`/`source`; True when the cache took the
+        source directory's own mode and owner. BuildKit mounts that directory
+        as the cache's first state, and applies uid/gid/mode only to a cache
+        made from the root of `from` (convert_runmount.go setCacheUIDGID)."""
+        if spec.source in ("", "/") and (spec.mode is not None or spec.uid is not None or spec.gid is not None):
+            return False  # an empty directory made with those, as with no `from`
         with contextlib.ExitStack() as stack:
             view = self._source_view(spec, inputs, stack, writable=False)
             source = resolve_in_root(view, spec.source)
-            if source.is_dir():
-                shutil.copytree(source, fresh, symlinks=True, dirs_exist_ok=True)
+            if not source.is_dir():
+                return False
+            shutil.copytree(source, fresh, symlinks=True, dirs_exist_ok=True)
+            info = source.stat()
+            os.chmod(fresh, info.st_mode & 0o7777)
+            os.chown(fresh, info.st_uid, info.st_gid)
+            return True
 
     def _secret(self, spec: MountSpec, env: list, stack):
         secret_id = spec.secret_id or os.path.basename(spec.target or "")
@@ -172,6 +205,8 @@ class ExecImpl:
         from builder.ops.ssh_proxy import SocketProxy
 
         ssh_id = spec.secret_id or "default"
+        target = _ssh_target(spec, self._ssh_rank)
+        self._ssh_rank += 1
         agent = self.session.ssh.get(ssh_id)
         if agent is None:
             if spec.required:
@@ -182,6 +217,18 @@ class ExecImpl:
         proxy = SocketProxy(agent, holder / "agent.sock", uid=spec.uid or 0, gid=spec.gid or 0,
                             mode=spec.mode if spec.mode is not None else 0o600)
         stack.callback(proxy.close)
-        target = spec.target or "/run/buildkit/ssh_agent.0"
-        env.append(f"SSH_AUTH_SOCK={target}")
         return BindMount(holder / "agent.sock", target, readonly=False)
+
+
+def _ssh_target(spec: MountSpec, rank: int) -> str:
+    # client/llb/exec.go numbers the default sockets by their rank among the
+    # step's ssh mounts: ssh_agent.0, ssh_agent.1, ...
+    return spec.target or f"/run/buildkit/ssh_agent.{rank}"
+
+
+def _check_target(target: str) -> str:
+    # a relative target (or none) is joined to WORKDIR first, and may land on
+    # "/" only then (convert_runmount.go)
+    if target.strip("/") in ("", "."):
+        raise MountError('invalid mount target "/"')
+    return target

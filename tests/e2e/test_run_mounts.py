@@ -224,7 +224,7 @@ RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh \\
     {ssh_add} > /default-keys
 RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh,id=deploy,target=/run/deploy.sock \\
     [ "$SSH_AUTH_SOCK" = /run/deploy.sock ] && {ssh_add} > /deploy-keys
-RUN --mount=type=ssh,id=unknown [ -z "$SSH_AUTH_SOCK" ] && echo ok > /done
+RUN --mount=type=ssh,id=unknown [ "$SSH_AUTH_SOCK" = /run/buildkit/ssh_agent.0 ] && [ ! -e "$SSH_AUTH_SOCK" ] && echo ok > /done
 RUN --mount=type=ssh,uid=1000,gid=1001,mode=0640 stat -c '%u %g %a' "$SSH_AUTH_SOCK" > /sock-owner
 USER 1000
 RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh,uid=1000 {ssh_add} > /tmp/user-keys
