@@ -59,7 +59,7 @@ def parse_platform(text: str | None) -> Platform:
     try:
         return parse(text)
     except ValueError as exc:
-        raise PybuildError(f"invalid platform {text!r}: {exc}") from None
+        raise PybuildError(f"invalid platform: {exc}") from None  # the message quotes the value
 
 
 def build(

@@ -63,7 +63,9 @@ class DefaultGroup(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
-            exc.show()
+            # One line, as for every other error (docs/cli.md, exit codes);
+            # click's own show() adds a usage block and a "Try" line.
+            click.echo(f"ERROR: {exc.format_message()}", err=True)
             sys.exit(EXIT_ERROR)
         except click.Abort:  # click's KeyboardInterrupt outside a build
             click.echo("ERROR: interrupted", err=True)

@@ -165,6 +165,19 @@ def _response_error(resp: requests.Response, what: str) -> RegistryError:
                          transient=status in _TRANSIENT_STATUS)
 
 
+def _unauthorized_hint(error: RegistryError, registry: str, creds: Credentials | None) -> RegistryError:
+    """Say whether credentials were sent: a registry answers "authentication
+    required" to wrong credentials as well as to none, and the two need
+    different fixes (BuildKit prints a bare "401 Unauthorized" for both)."""
+    if error.status != 401:
+        return error
+    if creds is None:
+        hint = f"no credentials found for {registry} (pybuild login {registry})"
+    else:
+        hint = f"the credentials for {registry} were refused"
+    return RegistryError(f"{error}; {hint}", status=error.status, code=error.code, transient=error.transient)
+
+
 def _retry_after(resp: requests.Response) -> float | None:
     value = resp.headers.get("Retry-After", "")
     try:
@@ -295,6 +308,9 @@ class RegistryClient:
                 continue
             return resp
 
+    def _refused(self, resp: requests.Response, what: str, ref: Reference) -> RegistryError:
+        return _unauthorized_hint(_response_error(resp, what), ref.registry, self._creds(ref))
+
     # -- authentication ------------------------------------------------------------
 
     def _creds(self, ref: Reference) -> Credentials | None:
@@ -370,7 +386,7 @@ class RegistryClient:
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise RegistryError(f"{what}: {_oserror_reason(exc)}", transient=True) from exc
         if resp.status_code != 200:
-            raise _response_error(resp, what)
+            raise self._refused(resp, what, ref)
         try:
             answer = resp.json()
             token = answer.get("token") or answer["access_token"]
@@ -391,7 +407,7 @@ class RegistryClient:
         resp = self._request("GET", ref, url, (_pull_scope(ref),), headers={"Accept": MANIFEST_ACCEPT})
         with resp:
             if resp.status_code != 200:
-                raise _response_error(resp, what)
+                raise self._refused(resp, what, ref)
             if int(resp.headers.get("Content-Length") or 0) > MAX_MANIFEST_SIZE:
                 raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
             data = resp.content
@@ -548,7 +564,7 @@ class RegistryClient:
             elif resp.status_code == 200:
                 skip = writer.size
             else:
-                raise _response_error(resp, what)
+                raise self._refused(resp, what, ref)
             for chunk in resp.iter_content(_STREAM_CHUNK):
                 if skip:
                     dropped = min(skip, len(chunk))
@@ -567,7 +583,7 @@ class RegistryClient:
                 return True
             if resp.status_code == 404:
                 return False
-            raise _response_error(resp, f"failed to check {digest} in {ref.name}")
+            raise self._refused(resp, f"failed to check {digest} in {ref.name}", ref)
 
     def push_blob(self, ref: Reference, desc: Descriptor) -> None:
         """Make sure the registry has one blob of our store under `ref`'s
@@ -605,7 +621,7 @@ class RegistryClient:
             if resp.status_code == 201:
                 return  # mounted from the origin repository
             if resp.status_code != 202 or "Location" not in resp.headers:
-                raise _response_error(resp, what)
+                raise self._refused(resp, what, ref)
             location = urljoin(resp.url, resp.headers["Location"])
         if desc.size <= self._chunk_size:
             with self._store.open(desc.digest) as blob:
@@ -618,7 +634,7 @@ class RegistryClient:
                                  headers={"Content-Length": "0"}, retry=False)
         with resp:
             if resp.status_code != 201:
-                raise _response_error(resp, what)
+                raise self._refused(resp, what, ref)
 
     def _upload_chunks(self, ref: Reference, desc: Descriptor, location: str, scopes: tuple[str, ...],
                        what: str) -> str:
@@ -632,7 +648,7 @@ class RegistryClient:
                                               "Content-Length": str(len(chunk))})
                 with resp:
                     if resp.status_code != 202:
-                        raise _response_error(resp, what)
+                        raise self._refused(resp, what, ref)
                     location = urljoin(resp.url, resp.headers.get("Location", location))
                 offset = end + 1
         return location
@@ -649,7 +665,7 @@ class RegistryClient:
                              body=lambda: data)
         with resp:
             if resp.status_code not in (200, 201):
-                raise _response_error(resp, what)
+                raise self._refused(resp, what, ref)
             answered = resp.headers.get("Docker-Content-Digest")
         if answered and answered != str(desc.digest):
             raise RegistryError(f"{what}: registry stored the manifest as {answered}, expected {desc.digest}")

@@ -231,7 +231,17 @@ class BuildSession:
         return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
 
     def resolve_manifest(self, ref: Reference, platform: ops.Platform):
-        resolved = self.registry.resolve(ref, str(platform))
+        from builder.errors import RegistryError
+
+        try:
+            resolved = self.registry.resolve(ref, str(platform))
+        except RegistryError as exc:
+            if str(ref) in str(exc):
+                raise
+            # "cannot reach registry HOST" alone does not say which image the
+            # build wanted (BuildKit: "failed to resolve source metadata for REF")
+            raise RegistryError(f"failed to resolve {ref}: {exc}", status=exc.status, code=exc.code,
+                                transient=exc.transient) from exc
         if ref.digest is None:
             self.worker.index.put_resolved(str(ref), str(platform), resolved.manifest.digest)
         return resolved
