@@ -125,6 +125,11 @@ class ImageImpl:
 
     def _remember_blob(self, snapshot: str, desc: Descriptor, diff_id: str) -> None:
         worker = self.session.worker
+        if not worker.store.has(desc.digest):
+            # The layer was extracted before from another blob of the same
+            # diff_id (the image pushed again elsewhere, gzipped anew): this
+            # one was never fetched, so the index must not claim it.
+            return
         key = f"base:{desc.digest}"
         if worker.index.get_layer(snapshot, key) is None:
             worker.index.put_layer(LayerRecord(snapshot, key, Digest.parse(diff_id), desc.digest, desc.size,

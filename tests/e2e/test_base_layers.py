@@ -40,3 +40,30 @@ RUN [ "$(cat /data/a)" = second ] && [ ! -e /data/b ] && [ "$(cat /data/c)" = th
 """)
     assert built.read_text("/checked") == "ok\n"
     assert len(built.manifest["layers"]) == len(layers) + 1
+
+
+def test_the_same_layer_gzipped_anew_elsewhere_claims_no_blob_it_lacks(registry, tmp_path):
+    # One layer, two blobs: the image pushed again with another gzip level.
+    # The second build reuses the layer extracted from the first blob and
+    # never fetches the second; the store must not claim it has it.
+    from builder.doctor import check
+    from builder.worker import Worker
+
+    root = tmp_path / "root"  # its own: doctor checks the whole root
+    layers = [busybox.busybox_layer_tar(), _layer({"data/a": b"same"})]
+    refs = []
+    for level, tag in ((9, "a"), (1, "b")):
+        layout = tmp_path / f"layout-{tag}"
+        layout.mkdir()
+        image = busybox.write_image(layout, layers, arch=busybox.host_arch(), compresslevel=level)
+        busybox.write_index(layout, OCI_MANIFEST, image.manifest, image.manifest_size, tag)
+        refs.append(f"{registry.host}/regzipped:{tag}")
+        busybox.skopeo_push(layout, tag, refs[-1])
+    for ref in refs:
+        built = build_image(tmp_path, root, f"FROM {ref}\nRUN cat /data/a > /seen\n")
+        assert built.read_text("/seen") == "same"
+    worker = Worker.open(root)
+    try:
+        assert check(worker) == []
+    finally:
+        worker.close()
