@@ -74,38 +74,40 @@ def describe(definition, session, solution, build_args: Mapping[str, str], previ
             if same.get("key") == key and "files" in same:
                 step["files"] = same["files"]
             else:
-                step["files"] = _file_map(session.context, selections, op)
+                step["files"] = _file_map(session, selections, op)
         steps[step_name(meta)] = step
     return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
 
 
-def _context_selections(definition, op) -> list[tuple[str, ...]]:
-    """The source paths a COPY/ADD selects from the build context: one
-    FileCopy's, or each local part's of a CopyParts."""
+def _context_selections(definition, op) -> list[tuple[object, tuple[str, ...]]]:
+    """(source op, paths) for what a COPY/ADD selects from a local context
+    (the build context or a --build-context directory): one FileCopy's, or
+    each local part's of a CopyParts."""
     if isinstance(op, ops.FileCopy):
         parts = [(1, op.sources)]
     elif isinstance(op, ops.CopyParts):
         parts = [(part.input, part.sources) for part in op.parts if part.input]
     else:
         return []
-    return [sources for index, sources in parts if isinstance(definition.op(op.inputs[index]), ops.ContextSource)]
+    found = [(definition.op(op.inputs[index]), sources) for index, sources in parts]
+    return [(source, paths) for source, paths in found if isinstance(source, (ops.ContextSource, ops.NamedLocalSource))]
 
 
-def _file_map(context, selections: list[tuple[str, ...]], op) -> dict[str, str]:
+def _file_map(session, selections, op) -> dict[str, str]:
     """path -> short digest of what the COPY reads of it (kind, mode, bytes)."""
-    entries = [entry for sources in selections
-               for entry in context.select(sources, excludes=op.excludes, follow_symlinks=op.follow_symlinks).entries]
     files = {}
-    for entry in entries:
-        st = entry.stat
-        if stat.S_ISREG(st.st_mode):
-            what = str(context.stat_cache.file_digest(entry.path, st)) if context.stat_cache else ""
-        elif stat.S_ISLNK(st.st_mode):
-            what = "link:" + os.readlink(entry.path)
-        else:
-            what = "dir" if stat.S_ISDIR(st.st_mode) else "special"
-        text = f"{what};{stat.S_IMODE(st.st_mode):o}"
-        files[entry.relpath or "."] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    for source, paths in selections:
+        context = session.context_for(source)
+        for entry in context.select(paths, excludes=op.excludes, follow_symlinks=op.follow_symlinks).entries:
+            st = entry.stat
+            if stat.S_ISREG(st.st_mode):
+                what = str(context.stat_cache.file_digest(entry.path, st)) if context.stat_cache else ""
+            elif stat.S_ISLNK(st.st_mode):
+                what = "link:" + os.readlink(entry.path)
+            else:
+                what = "dir" if stat.S_ISDIR(st.st_mode) else "special"
+            text = f"{what};{stat.S_IMODE(st.st_mode):o}"
+            files[entry.relpath or "."] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return files
 
 

@@ -62,3 +62,15 @@ def test_explain_names_the_changed_file_of_a_copy_mixing_sources(busybox_image, 
     (context / "b.txt").write_text("b, changed\n")
     assert _explained(context, root, dockerfile) == [
         "[2/2] COPY a.txt b.txt <<note /app/: rebuilt because b.txt changed"]
+
+
+def test_explain_names_the_changed_file_of_a_build_context_directory(busybox_image, tmp_path):
+    # COPY --from a --build-context directory: its files are recorded too.
+    context, root, named = tmp_path / "ctx", tmp_path / "root", tmp_path / "named"
+    write_context(context, {"main.txt": "m\n"})
+    write_context(named, {"x.txt": "x\n", "y.txt": "y\n"})
+    dockerfile = f"FROM {busybox_image.ref}\nCOPY --from=src x.txt y.txt /app/\n"
+    _explained(context, root, dockerfile, build_contexts=[f"src={named}"])
+    (named / "y.txt").write_text("y, changed\n")
+    assert _explained(context, root, dockerfile, build_contexts=[f"src={named}"]) == [
+        "[2/2] COPY --from=src x.txt y.txt /app/: rebuilt because y.txt changed"]
