@@ -172,7 +172,13 @@ def build(
             solver = Solver(definition.graph, session.impl_for, results, reporter,
                             on_cancel=session.cancel_running,
                             on_result=early.step_done if early else lambda vertex, result: None)
-            solution = solver.solve(definition.target, force=cache_control.force)
+            try:
+                solution = solver.solve(definition.target, force=cache_control.force)
+            except Exception as exc:
+                meta = definition.metadata.get(getattr(exc, "vertex", None))
+                if meta is not None and meta.location is not None:
+                    exc.location = meta.location  # the CLI shows those Dockerfile lines
+                raise
             cache_control.after_solve(definition, session, solution, reporter, build_args, target)
             if observer is not None:
                 _observe_solution(observer, definition, solution, reporter)

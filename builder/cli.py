@@ -19,7 +19,7 @@ import click
 
 from builder.errors import PybuildError
 from cache.errors import CacheError
-from frontend.errors import DockerfileError, FrontendError
+from frontend.errors import DockerfileError, FrontendError, Location
 from frontend.parser import read_dockerfile
 from runtime.errors import ExecFailed, RuntimeFailure
 
@@ -78,13 +78,18 @@ class DefaultGroup(click.Group):
 
 def _report_error(exc: BaseException, dockerfile_text: str | None = None) -> None:
     click.echo(f"ERROR: {exc}", err=True)
-    if isinstance(exc, DockerfileError) and exc.location and dockerfile_text:
+    # A Dockerfile error, or a step that failed (builder.build sets the
+    # failed step's location): the instruction's lines, as BuildKit shows them.
+    location = getattr(exc, "location", None)
+    if isinstance(location, Location) and dockerfile_text:
+        if not isinstance(exc, DockerfileError):
+            click.echo(f"at {location}:", err=True)  # a DockerfileError's message starts with it
         lines = dockerfile_text.splitlines()
-        first = max(1, exc.location.start - 2)
-        last = min(len(lines), exc.location.end + 2)
+        first = max(1, location.start - 2)
+        last = min(len(lines), location.end + 2)
         click.echo("", err=True)
         for number in range(first, last + 1):
-            marker = ">>>" if exc.location.start <= number <= exc.location.end else "   "
+            marker = ">>>" if location.start <= number <= location.end else "   "
             click.echo(f" {marker} {number:>4} | {lines[number - 1]}", err=True)
     if isinstance(exc, ExecFailed) and exc.tail:
         click.echo("last output:", err=True)

@@ -82,7 +82,11 @@ class Solver:
         impls = {v: self._impl_for(v) for v in order}
         keys: dict[str, str] = {}
         for vertex in order:
-            keys[vertex] = impls[vertex].cache_key([keys[i] for i in self.inputs_of(vertex)])
+            try:
+                keys[vertex] = impls[vertex].cache_key([keys[i] for i in self.inputs_of(vertex)])
+            except Exception as exc:  # e.g. a COPY source that is not in the context
+                _blame(exc, vertex)
+                raise
 
         known: dict[str, Result] = {}
         to_run: set[str] = set()
@@ -134,6 +138,7 @@ class Solver:
                         known[vertex] = future.result()
                     elif failure is None:
                         failure = error
+                        _blame(error, vertex)
                         self._cancel(cancel)
         except BaseException:
             # Ctrl-C or an internal error: let every running step clean up.
@@ -164,6 +169,16 @@ class Solver:
         self._reporter.finished(vertex, None, time.monotonic() - start)
         return result
 
+
+
+
+def _blame(error: BaseException, vertex: str) -> None:
+    """Name the step that failed on its error, so the CLI can show where in
+    the Dockerfile it is (as BuildKit prints the instruction's lines)."""
+    try:
+        error.vertex = vertex
+    except AttributeError:
+        pass  # an exception type with __slots__: reported without the place
 
 class Cancelled(Exception):
     """A step that did not start, or was stopped, because another failed."""

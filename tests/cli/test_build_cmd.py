@@ -97,6 +97,17 @@ def test_failing_run_exits_1_with_buildkit_message(cli, busybox_image, tmp_path)
     assert 'ERROR: process "/bin/sh -c echo oops; exit 3" did not complete successfully: exit code: 3' in err
     assert "  oops" in err.split("last output:")[1]
     assert "Traceback" not in err
+    # Where it failed, as BuildKit prints the instruction's lines.
+    assert "at Dockerfile:2:" in err and ">>>    2 | RUN echo oops; exit 3" in err
+
+
+def test_a_copy_of_a_missing_file_shows_its_line(cli, busybox_image, tmp_path):
+    context = write_context(tmp_path / "ctx", f"FROM {busybox_image.ref}\nENV A=1\nCOPY nothere.txt /\n")
+    done = cli.build("--progress=plain", str(context))
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert "ERROR: COPY failed: file not found in build context: nothere.txt" in err
+    assert "at Dockerfile:3:" in err and ">>>    3 | COPY nothere.txt /" in err
 
 
 def test_missing_context_exits_1(cli, tmp_path):
