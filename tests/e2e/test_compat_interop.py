@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
+from e2e.helpers import write_context
 from fixtures.busybox import skopeo_inspect
 
 EPOCH = 1_700_000_000
@@ -54,9 +55,7 @@ def run(*command, **kwargs):
 
 def _context(work: Path, base: str) -> Path:
     context = work / "context"
-    context.mkdir(parents=True)
-    (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
-    (context / "input.txt").write_text("input\n")
+    write_context(context, {"Dockerfile": DOCKERFILE.format(base=base), "input.txt": "input\n"})
     return context
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
+from e2e.helpers import write_context
 
 EPOCH = 1_700_000_000
 STAMP = "2023-11-14T22:13:20Z"
@@ -29,9 +30,7 @@ WORKDIR /srv
 
 def _context(work: Path, base: str) -> Path:
     context = work / "context"
-    context.mkdir(parents=True)
-    (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
-    (context / "input.txt").write_text("input\n")
+    write_context(context, {"Dockerfile": DOCKERFILE.format(base=base), "input.txt": "input\n"})
     return context
 
 
