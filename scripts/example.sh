@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/pybuild-example.XXXXXX)
 cleanup() {
+    # Both write ends of the helper's stdin must close for it to see EOF.
     exec 3>&- 2>/dev/null || true
+    if [ -n "${REG[1]:-}" ]; then eval "exec ${REG[1]}>&-"; fi
     wait "${registry_pid:-}" 2>/dev/null || true
     rm -rf "$work"
 }
