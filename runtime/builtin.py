@@ -25,6 +25,7 @@ from runtime.executor import (
     SandboxFailed,
     Tail,
     check_spec,
+    make_workdir,
     missing_paths,
     mount_targets,
     process_env,
@@ -70,6 +71,7 @@ class BuiltinExecutor:
         work = scratch_dir(self._scratch, "pybuild-exec-")
         cgroup = None
         try:
+            make_workdir(rootfs, spec.cwd, user.uid, user.gid)
             config = self._config(spec, rootfs, user, write_etc_files(work, spec))
             if spec.limits and spec.limits.needs_cgroup:
                 cgroup = StepCgroup(spec.limits)

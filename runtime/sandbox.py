@@ -283,24 +283,9 @@ def _prepare_root(linux, config: dict) -> None:
     linux.pivot_root(".", ".")
     linux.umount(".", linux.MNT_DETACH)
     os.chdir("/")
-    _make_workdir(config["cwd"], config["uid"], config["gid"])
-
-
-def _make_workdir(path: str, uid: int, gid: int) -> None:
-    """BuildKit's runc executor creates a missing working directory with
-    MkdirAllAndChown(cwd, 0755, uid, gid) of the step's user: every
-    directory it creates belongs to that user, existing ones are left alone."""
-    current = "/"
-    for part in path.split("/"):
-        if not part:
-            continue
-        current = os.path.join(current, part)
-        try:
-            os.mkdir(current, 0o755)
-        except FileExistsError:
-            continue
-        os.chown(current, uid, gid, follow_symlinks=False)
-        os.chmod(current, 0o755)  # whatever umask pybuild was started with
+    # made for the step's user before the sandbox started (make_workdir);
+    # here only when a mount hid it, as runc makes a missing cwd
+    _mkdirs(config["cwd"])
 
 
 def _lookup_candidates(argv0: str, env: list[str]) -> list[str]:
