@@ -28,10 +28,10 @@ from builder.cache_config import CACHE_CONFIG_MEDIA_TYPE, INLINE_KEY, CacheConfi
 from builder.cache_spec import CacheSpec, CacheType
 from builder.compression import Compression, decompressing_reader
 from builder.errors import PybuildError, RegistryError
-from builder.image import REF_NAME_ANNOTATION, Descriptor
+from builder.image import Descriptor
+from builder.layout_input import LayoutError, copy_blob, tagged_entries
 from builder.reference import Reference
 from cache.digest import Digest
-from cache.errors import DigestMismatch, SizeMismatch
 from cache.index import LayerRecord
 from cache.keys import chain_id
 from runtime import layer as layer_tar
@@ -79,29 +79,17 @@ def _from_registry(spec: CacheSpec, session, platform: str) -> ImportedCache:
 def _from_layout(spec: CacheSpec, store) -> ImportedCache:
     root = Path(spec.path)
     try:
-        index = json.loads((root / "index.json").read_text())
-    except FileNotFoundError:
-        raise CacheImportError(f"{root} is not an OCI layout (no index.json)") from None
-    except (OSError, ValueError) as exc:
-        raise CacheImportError(f"cannot read {root}/index.json: {exc}") from None
-    entries = [m for m in index.get("manifests") or []
-               if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) == spec.tag]
+        entries = tagged_entries(root, spec.tag)
+    except LayoutError as exc:
+        raise CacheImportError(str(exc)) from None
     if not entries:
         raise CacheImportError(f"{root} has no cache tagged {spec.tag!r}")
 
     def fetch(desc: Descriptor) -> None:
-        if store.has(desc.digest):
-            return
-        path = root / "blobs" / desc.digest.algorithm / desc.digest.hex
         try:
-            with open(path, "rb") as src, store.writer(desc.digest, desc.size) as out:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
-                    out.write(chunk)
-                out.commit()
-        except FileNotFoundError:
-            raise CacheImportError(f"cache {root}: blob {desc.digest} is missing") from None
-        except (DigestMismatch, SizeMismatch) as exc:
-            raise CacheImportError(f"cache {root}: {exc}") from None
+            copy_blob(root, store, desc.digest, desc.size)
+        except LayoutError as exc:
+            raise CacheImportError(f"cache {exc}") from None
 
     manifest_desc = Descriptor.from_json(entries[-1])
     fetch(manifest_desc)

@@ -246,45 +246,42 @@ def parse_build_contexts(values) -> dict[str, NamedContextInput]:
     return contexts
 
 
-_REF_NAME = "org.opencontainers.image.ref.name"
-
-
 def import_oci_layout(found: NamedContextInput, store, platform: str):
     """Copy the image an `oci-layout://` context names (by digest, else by
     tag) into the content store, this platform's manifest when it is an
     index; returns the manifest's Digest. Nothing is asked of a registry."""
+    from builder.layout_input import LayoutError
+
+    try:
+        return _import_layout_image(found, store, platform)
+    except LayoutError as exc:
+        raise ContextInputError(f"--build-context {found.name}: {exc}") from None
+
+
+def _import_layout_image(found: NamedContextInput, store, platform: str):
+    from builder.layout_input import copy_blob, tagged_entries
     from builder.registry import select_platform
     from cache.digest import Digest
 
     where = f"--build-context {found.name}: {found.layout}"
-    entries = json.loads((found.layout / "index.json").read_text()).get("manifests") or []
     if found.digest:
         chosen = found.digest
     else:
-        tagged = [m for m in entries if (m.get("annotations") or {}).get(_REF_NAME) == found.tag]
+        tagged = tagged_entries(found.layout, found.tag)
         if not tagged:
             raise ContextInputError(f"{where} has no image tagged {found.tag!r}")
         chosen = tagged[-1]["digest"]
-
-    def copy(digest: str) -> None:
-        blob = found.layout / "blobs" / digest.replace(":", "/", 1)
-        try:
-            with blob.open("rb") as src:
-                store.put_stream(src, Digest.parse(digest))
-        except FileNotFoundError:
-            raise ContextInputError(f"{where}: blob {digest} is missing") from None
-
-    copy(chosen)
+    copy_blob(found.layout, store, Digest.parse(chosen))
     document = json.loads(store.read_bytes(Digest.parse(chosen)))
     if "manifests" in document:
         picked = select_platform(document["manifests"], platform)
         if picked is None:
             raise ContextInputError(f"{where}: no image for {platform} in {chosen}")
         chosen = str(picked.digest)
-        copy(chosen)
+        copy_blob(found.layout, store, picked.digest)
         document = json.loads(store.read_bytes(picked.digest))
     if "config" not in document:
         raise ContextInputError(f"{where}: {chosen} is not an image manifest")
     for desc in [document["config"], *(document.get("layers") or [])]:
-        copy(desc["digest"])
+        copy_blob(found.layout, store, Digest.parse(desc["digest"]))
     return Digest.parse(chosen)
