@@ -63,19 +63,22 @@ class ExecImpl:
             with contextlib.ExitStack() as stack:
                 rootfs = stack.enter_context(snapshots.mount(chain, snapshot))
                 env = list(self.op.env)
-                self._ssh_rank = 0
-                ssh_sock = None
+                ssh_socks = []
                 mounts = []
                 for spec in self.op.mounts:
                     if spec.type is MountType.SSH:
-                        ssh_sock = ssh_sock or _ssh_target(spec, self._ssh_rank)
-                    mount = self._mount(spec, inputs, env, stack)
+                        # client/llb/exec.go numbers the default sockets by
+                        # their rank among the step's ssh mounts
+                        ssh_socks.append(spec.target or f"/run/buildkit/ssh_agent.{len(ssh_socks)}")
+                        mount = self._ssh(spec, ssh_socks[-1], stack)
+                    else:
+                        mount = self._mount(spec, inputs, env, stack)
                     if mount is not None:
                         mounts.append(mount)
-                if ssh_sock and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+                if ssh_socks and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
                     # client/llb/exec.go: the first ssh mount's socket, even
                     # when its agent was not forwarded; an ENV value wins
-                    env.append(f"SSH_AUTH_SOCK={ssh_sock}")
+                    env.append(f"SSH_AUTH_SOCK={ssh_socks[0]}")
                 # llb's ExecOp sorts its mounts by target, so a mount under
                 # another one is seen whatever the order of the --mount flags
                 mounts.sort(key=lambda m: m.target.encode())
@@ -120,8 +123,6 @@ class ExecImpl:
             return TmpfsMount(spec.target, spec.size)
         if spec.type is MountType.SECRET:
             return self._secret(spec, env, stack)
-        if spec.type is MountType.SSH:
-            return self._ssh(spec, env, stack)
         raise MountError(f"unsupported mount type {spec.type.value}")
 
     def _source_view(self, spec: MountSpec, inputs, stack, writable: bool) -> Path:
@@ -201,12 +202,10 @@ class ExecImpl:
         # (solver/llbsolver/mounts/mount.go): it cannot be run as a program
         return BindMount(path, target, readonly=True, sealed=True)
 
-    def _ssh(self, spec: MountSpec, env: list, stack):
+    def _ssh(self, spec: MountSpec, target: str, stack):
         from builder.ops.ssh_proxy import SocketProxy
 
         ssh_id = spec.secret_id or "default"
-        target = _ssh_target(spec, self._ssh_rank)
-        self._ssh_rank += 1
         agent = self.session.ssh.get(ssh_id)
         if agent is None:
             if spec.required:
@@ -218,12 +217,6 @@ class ExecImpl:
                             mode=spec.mode if spec.mode is not None else 0o600)
         stack.callback(proxy.close)
         return BindMount(holder / "agent.sock", target, readonly=False)
-
-
-def _ssh_target(spec: MountSpec, rank: int) -> str:
-    # client/llb/exec.go numbers the default sockets by their rank among the
-    # step's ssh mounts: ssh_agent.0, ssh_agent.1, ...
-    return spec.target or f"/run/buildkit/ssh_agent.{rank}"
 
 
 def _check_target(target: str) -> str:
