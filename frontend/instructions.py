@@ -9,7 +9,6 @@ on the ARG/ENV scope at the point of use, which is `convert.py`'s business.
 from __future__ import annotations
 
 import csv
-import difflib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -236,11 +235,7 @@ def _parse_flags(raw: tuple[str, ...], allowed: dict[str, str]) -> dict[str, obj
         name, eq, value = body.partition("=")
         kind = allowed.get(name)
         if kind is None:
-            message = f"unknown flag: {name}"
-            close = difflib.get_close_matches(name, list(allowed), n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-            raise _Fail(message)
+            raise _Fail(_suggest(f"unknown flag: {name}", name, allowed))
         if name in values and kind != _STRINGS:
             raise _Fail(f"duplicate flag specified: {name}")
         if kind == _BOOL:
@@ -340,10 +335,9 @@ def _parse(node: Node, location: Location) -> Instruction:
     command = node.command
     if command not in INSTRUCTIONS:
         message = f"unknown instruction: {node.keyword}"
-        upper = node.keyword.upper()
-        close = difflib.get_close_matches(upper, [i.upper() for i in INSTRUCTIONS], n=1, cutoff=0.75)
+        close = _closest(node.keyword.upper(), [i.upper() for i in INSTRUCTIONS])  # case-insensitive, as BuildKit
         if close:
-            suggestion = close[0] if node.keyword.isupper() or not node.keyword.islower() else close[0].lower()
+            suggestion = close if node.keyword.isupper() or not node.keyword.islower() else close.lower()
             message += f" (did you mean {suggestion}?)"
         raise _Fail(message)
     # BuildKit never validates the flags of ARG and STOPSIGNAL (their parsers
@@ -628,16 +622,22 @@ def _levenshtein(a: str, b: str) -> int:
     return row[-1]
 
 
-def _suggest(message: str, value: str, options) -> str:
-    """BuildKit's suggest.WrapError: the first option closer than 3 edits,
-    unless the value is itself an option."""
+def _closest(value: str, options) -> str:
+    """BuildKit's suggest.Search: the first option closer than 3 edits, ""
+    when there is none or the value is itself an option."""
     best, distance = "", 3
     for option in options:
         if option == value:
-            return message
+            return ""
         d = _levenshtein(value, option)
         if d < distance:
             best, distance = option, d
+    return best
+
+
+def _suggest(message: str, value: str, options) -> str:
+    """BuildKit's suggest.WrapError."""
+    best = _closest(value, options)
     return f"{message} (did you mean {best}?)" if best else message
 
 
