@@ -1,0 +1,384 @@
+"""Confined file operations on a tree that untrusted input shaped.
+
+A base image's layers, an ADD archive and every RUN step can plant
+symlinks (`etc -> /etc`, `x -> ../../..`) in the tree pybuild later writes
+into as root. Every host-side operation on such a tree goes through this
+module, and it never lets the kernel follow a planted symlink out:
+
+- Paths are resolved with openat2(2) and RESOLVE_IN_ROOT, the tree's
+  directory fd standing for `/`: absolute symlinks and `..` stay inside, in
+  the kernel, without races. RESOLVE_NO_MAGICLINKS keeps `/proc/self/...`
+  style links from jumping anywhere. Where the kernel lacks openat2 (before
+  5.6) the same walk is done component by component with O_NOFOLLOW, the
+  symlinks read and resolved here against the root.
+- An operation on a final name happens relative to its parent's fd, never
+  following that name: `os.*(name, dir_fd=parent, follow_symlinks=False)`.
+  chmod and setxattr, which have no such form for every file type, go
+  through an O_PATH fd of the name, opened with O_NOFOLLOW and checked not
+  to be a symlink first.
+
+Paths given to this module are image paths ("/etc/passwd", "a/b"): relative
+ones are taken from the tree's root. Every error is an OSError or a
+`Refused` carrying the image path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from typing import Iterable
+
+_SYS_OPENAT2 = 437  # x86_64 and every other arch with the generic table
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class Refused(OSError):
+    """A path the tree cannot hold as asked: a non-directory in the way of a
+    directory, or a name that is not a plain name."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(errno.ENOTDIR, why, path)
+        self.path = path
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
+def _openat2(dir_fd: int, path: bytes, flags: int, mode: int = 0) -> int:
+    # openat2 refuses a mode without O_CREAT or O_TMPFILE (open(2) ignores it).
+    takes_mode = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if takes_mode else 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    # EAGAIN: a rename elsewhere in the tree raced the walk; the kernel asks
+    # for a retry rather than risk a wrong answer.
+    for _ in range(64):
+        fd = _libc.syscall(_SYS_OPENAT2, dir_fd, path, ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err not in (errno.EAGAIN, errno.EINTR):
+            raise OSError(err, os.strerror(err), os.fsdecode(path))
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), os.fsdecode(path))
+
+
+def _probe_openat2() -> bool:
+    root = os.open("/", _DIR_FLAGS)
+    try:
+        os.close(_openat2(root, b".", _DIR_FLAGS))
+    except OSError:
+        return False
+    finally:
+        os.close(root)
+    return True
+
+
+# Tests turn this off to run the fallback walk on a kernel that has openat2.
+HAVE_OPENAT2 = _probe_openat2()
+
+
+def _parts(path: str | bytes) -> list[bytes]:
+    raw = os.fsencode(path)
+    return [part for part in raw.split(b"/") if part not in (b"", b".")]
+
+
+def _image_path(parts: Iterable[bytes]) -> str:
+    return "/" + os.fsdecode(b"/".join(parts))
+
+
+class Tree:
+    """A host directory standing for `/` of a tree untrusted input shaped.
+
+    Holds one directory fd for its life: use it as a context manager. The
+    directory itself is trusted (pybuild made it); what is inside is not.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.fd = os.open(self.path, _DIR_FLAGS | os.O_NOFOLLOW)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "Tree":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- resolving
+
+    def open(self, path: str | bytes, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+        """os.open of `path` resolved inside the tree. A final symlink is
+        followed (inside the tree) unless `flags` has O_NOFOLLOW, as open(2)
+        does; with O_CREAT prefer `parent()` and an O_EXCL open there."""
+        parts = _parts(path)
+        if not parts:
+            return os.open(".", flags | os.O_CLOEXEC, dir_fd=self.fd)
+        if HAVE_OPENAT2:
+            return _openat2(self.fd, b"/".join(parts), flags, mode)
+        for _ in range(_MAX_SYMLINKS):
+            if parts[-1] == b"..":
+                # Never opened by name: `..` of the tree's root is outside it.
+                fd = self._walk(parts)
+                try:
+                    return os.open(".", flags | os.O_CLOEXEC, dir_fd=fd)
+                finally:
+                    os.close(fd)
+            parent_fd, name = self._walk_parent(parts)
+            try:
+                target = None if flags & os.O_NOFOLLOW else self._follow_final(parent_fd, name)
+                if target is None:
+                    return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent_fd)
+            finally:
+                os.close(parent_fd)
+            parts = _parts(target)
+            if not parts:
+                return os.open(".", flags | os.O_CLOEXEC, dir_fd=self.fd)
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
+
+    def open_dir(self, path: str | bytes) -> int:
+        """An fd (O_RDONLY) of the directory `path`; ENOENT/ENOTDIR as open(2)."""
+        return self.open(path, _DIR_FLAGS)
+
+    def parent(self, path: str | bytes) -> tuple[int, bytes]:
+        """(fd of the directory holding `path`'s final name, that name). The
+        parent is resolved inside the tree, the name is not looked at: act on
+        it with dir_fd= and follow_symlinks=False. The caller closes the fd.
+        The tree's root has no parent: Refused."""
+        parts = _parts(path)
+        if not parts:
+            raise Refused("/", "the root has no parent")
+        name = parts[-1]
+        if name == b"..":
+            raise Refused(_image_path(parts), "'..' as a final name")
+        return self.open_dir(b"/".join(parts[:-1]) or b"."), name
+
+    def make_parent(self, path: str | bytes, *, mode: int = 0o755, owner: tuple[int, int] | None = None
+                    ) -> tuple[int, bytes]:
+        """As `parent()`, creating missing directories on the way (mkdir -p
+        inside the tree, each new one `mode` and `owner`)."""
+        parts = _parts(path)
+        if not parts:
+            raise Refused("/", "the root has no parent")
+        if parts[-1] == b"..":
+            raise Refused(_image_path(parts), "'..' as a final name")
+        return self.make_dirs(b"/".join(parts[:-1]), mode=mode, owner=owner), parts[-1]
+
+    def make_dirs(self, path: str | bytes, *, mode: int = 0o755, owner: tuple[int, int] | None = None) -> int:
+        """An fd of the directory `path`, made with its missing parents.
+        A dangling symlink on the way is followed (inside the tree) and its
+        target made, as mkdir -p through it would; a non-directory in the way
+        is Refused."""
+        parts = _parts(path)
+        try:
+            return self.open_dir(b"/".join(parts) or b".")
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            raise Refused(_image_path(parts), "not a directory") from None
+        parent_fd = self.make_dirs(b"/".join(parts[:-1]), mode=mode, owner=owner)
+        name = parts[-1]
+        try:
+            if name == b"..":
+                return self.open_dir(b"/".join(parts))
+            try:
+                os.mkdir(name, mode, dir_fd=parent_fd)
+            except FileExistsError:
+                st = os.lstat(name, dir_fd=parent_fd)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise Refused(_image_path(parts), "not a directory") from None
+                # A dangling symlink: make what it points at.
+                target = self._follow_final(parent_fd, name)
+                return self.make_dirs(target, mode=mode, owner=owner)
+            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+            # mkdir's mode went through the umask.
+            os.fchmod(fd, mode)
+            if owner is not None:
+                os.fchown(fd, *owner)
+            return fd
+        finally:
+            os.close(parent_fd)
+
+    def lstat(self, path: str | bytes) -> os.stat_result | None:
+        """lstat of `path` (parents resolved inside the tree), None if absent."""
+        parts = _parts(path)
+        if not parts:
+            return os.fstat(self.fd)
+        try:
+            parent_fd, name = self.parent(b"/".join(parts))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return os.lstat(name, dir_fd=parent_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        finally:
+            os.close(parent_fd)
+
+    def resolve(self, path: str | bytes) -> str:
+        """The image path the kernel reaches for `path` inside the tree (all
+        symlinks followed, inside it); missing components are kept as
+        written. For messages and keys, never for opening on the host."""
+        parts = _parts(path)
+        for depth in range(len(parts), -1, -1):
+            try:
+                fd = self.open(b"/".join(parts[:depth]) or b".", os.O_PATH)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                found = self.image_path_of(fd)
+            finally:
+                os.close(fd)
+            rest = "/".join(os.fsdecode(p) for p in parts[depth:])
+            return os.path.normpath(os.path.join(found, rest)) if rest else found
+        return "/"
+
+    def image_path_of(self, fd: int) -> str:
+        """The image path of an fd opened inside this tree."""
+        host = os.readlink(f"/proc/self/fd/{fd}")
+        rel = os.path.relpath(host, os.readlink(f"/proc/self/fd/{self.fd}"))
+        return "/" if rel == "." else "/" + rel
+
+    # -- the fallback walk (no openat2)
+
+    def _walk_parent(self, parts: list[bytes]) -> tuple[int, bytes]:
+        """(fd of the resolved parent of parts[-1], parts[-1]), without openat2."""
+        return self._walk(parts[:-1]), parts[-1]
+
+    def _walk(self, parts: list[bytes]) -> int:
+        stack = [os.dup(self.fd)]
+        pending = list(parts)
+        followed = 0
+        try:
+            while pending:
+                name = pending.pop(0)
+                if name in (b"", b"."):
+                    continue
+                if name == b"..":
+                    if len(stack) > 1:
+                        os.close(stack.pop())
+                    continue
+                try:
+                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=stack[-1])
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = os.lstat(name, dir_fd=stack[-1])
+                    if not stat.S_ISLNK(st.st_mode):
+                        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                                 os.fsdecode(name)) from None
+                    followed += 1
+                    if followed > _MAX_SYMLINKS:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(name)) from None
+                    target = os.readlink(name, dir_fd=stack[-1])
+                    if target.startswith(b"/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                    pending[:0] = _parts(target)
+                    continue
+                stack.append(fd)
+            return stack.pop()
+        finally:
+            for fd in stack:
+                os.close(fd)
+
+    def _follow_final(self, parent_fd: int, name: bytes) -> bytes | None:
+        """The image path a final symlink `name` points at, None when it is
+        not a symlink."""
+        try:
+            st = os.lstat(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISLNK(st.st_mode):
+            return None
+        target = os.readlink(name, dir_fd=parent_fd)
+        if target.startswith(b"/"):
+            return target
+        return os.fsencode(self.image_path_of(parent_fd)) + b"/" + target
+
+
+# -- acting on a name relative to its parent's fd, never following it
+
+def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int | None = None,
+                 mode: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None,
+                 xattrs: Iterable[tuple[str, bytes]] = ()) -> None:
+    """Owner, then mode (chown clears setuid bits), then xattrs (chown clears
+    security.capability), then times, of `name` in `dir_fd` itself: a
+    symlink gets its own owner, xattrs and times, and no mode (Linux has
+    none for symlinks)."""
+    if uid is not None or gid is not None:
+        os.chown(name, -1 if uid is None else uid, -1 if gid is None else gid, dir_fd=dir_fd,
+                 follow_symlinks=False)
+    xattrs = list(xattrs)
+    if mode is not None or xattrs:
+        fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
+        try:
+            is_link = stat.S_ISLNK(os.fstat(fd).st_mode)
+            # The O_PATH fd's magic link names this very inode: a symlink
+            # swapped in after the open cannot redirect it.
+            if mode is not None and not is_link:
+                os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
+            for key, value in xattrs:
+                if is_link:
+                    os.setxattr(f"/proc/self/fd/{dir_fd}/".encode() + name, key, value, follow_symlinks=False)
+                else:
+                    os.setxattr(f"/proc/self/fd/{fd}", key, value)
+        finally:
+            os.close(fd)
+    if mtime_ns is not None:
+        os.utime(name, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns), dir_fd=dir_fd,
+                 follow_symlinks=False)
+
+
+def remove(dir_fd: int, name: bytes) -> None:
+    """rm -rf of `name` in `dir_fd`: symlinks are unlinked, never followed;
+    directories are emptied through their own fds (opened O_NOFOLLOW), and
+    made searchable first where a mode 000 directory stops that."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except PermissionError:
+        set_metadata(dir_fd, name, mode=0o700)
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        empty_dir(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def empty_dir(fd: int) -> None:
+    """Remove everything inside the directory `fd`, never following a symlink."""
+    for entry in os.listdir(fd):
+        remove(fd, os.fsencode(entry))
+
+
+def check_name(name: str | bytes) -> bytes:
+    """`name` as one plain directory entry name: not empty, `.`, `..`, and
+    without `/` or NUL; Refused otherwise."""
+    raw = os.fsencode(name)
+    if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
+        raise Refused(os.fsdecode(raw), "not a plain file name")
+    return raw

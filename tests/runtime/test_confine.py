@@ -1,0 +1,179 @@
+"""runtime.confine: a tree's planted symlinks never take an operation out of
+it, with openat2 and with the O_NOFOLLOW walk used where the kernel lacks it.
+Each test plants the attack and checks a victim outside the tree."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from runtime import confine
+from runtime.confine import Refused, Tree, check_name, remove, set_metadata
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def mode(request, monkeypatch):
+    if request.param == "openat2":
+        assert confine.HAVE_OPENAT2, "this kernel has openat2 (5.6+): the probe must find it"
+    else:
+        monkeypatch.setattr(confine, "HAVE_OPENAT2", False)
+    return request.param
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A host directory and file outside the tree, with their state."""
+    host = tmp_path / "host"
+    host.mkdir(mode=0o755)
+    (host / "secret").write_text("host data")
+    os.chmod(host / "secret", 0o600)
+    return host
+
+
+def _state(path):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            data = open(full, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[full] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data)
+    st = os.lstat(path)
+    out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, None)
+    return out
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    with Tree(root) as t:
+        yield t
+
+
+def test_absolute_and_climbing_symlinks_resolve_inside(mode, tree, victim):
+    root = tree.path
+    os.symlink(str(victim), os.path.join(root, "abs"))
+    os.symlink("../../../../host", os.path.join(root, "up"))
+    before = _state(victim)
+    for link in ("abs", "up"):
+        fd, name = tree.make_parent(f"{link}/secret")
+        try:
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+            os.write(out, b"inside")
+            os.close(out)
+        finally:
+            os.close(fd)
+    assert _state(victim) == before
+    # Both links were followed as if the tree were `/`: abs -> /host..., up -> /host.
+    assert open(os.path.join(root, str(victim).lstrip("/"), "secret"), "rb").read() == b"inside"
+    assert open(os.path.join(root, "host", "secret"), "rb").read() == b"inside"
+    assert tree.resolve("up/secret") == "/host/secret"
+
+
+def test_open_follows_final_symlink_inside(mode, tree, victim):
+    root = tree.path
+    os.makedirs(os.path.join(root, str(victim).lstrip("/")))
+    with open(os.path.join(root, str(victim).lstrip("/"), "secret"), "w") as f:
+        f.write("tree's copy")
+    os.symlink(str(victim / "secret"), os.path.join(root, "link"))
+    fd = tree.open("link")
+    try:
+        assert os.read(fd, 100) == b"tree's copy"
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        tree.open("link", os.O_RDONLY | os.O_NOFOLLOW)
+
+
+def test_symlink_loop_is_an_error(mode, tree):
+    os.symlink("b", os.path.join(tree.path, "a"))
+    os.symlink("a", os.path.join(tree.path, "b"))
+    with pytest.raises(OSError):
+        tree.open("a/x")
+    with pytest.raises(OSError):
+        tree.make_dirs("a/x")
+
+
+def test_make_dirs_follows_dangling_link_inside(mode, tree, victim):
+    os.symlink(str(victim / "newdir"), os.path.join(tree.path, "d"))
+    before = _state(victim)
+    fd = tree.make_dirs("d/sub", mode=0o750, owner=(12, 34))
+    os.close(fd)
+    assert _state(victim) == before
+    made = os.path.join(tree.path, str(victim).lstrip("/"), "newdir", "sub")
+    st = os.lstat(made)
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (12, 34)
+
+
+def test_make_dirs_refuses_a_file_in_the_way(mode, tree):
+    open(os.path.join(tree.path, "f"), "w").close()
+    with pytest.raises(Refused):
+        tree.make_dirs("f/x")
+
+
+def test_set_metadata_never_reaches_through_a_symlink(mode, tree, victim):
+    os.symlink(str(victim / "secret"), os.path.join(tree.path, "s"))
+    before = _state(victim)
+    fd, name = tree.parent("s")
+    try:
+        set_metadata(fd, name, uid=1234, gid=1234, mode=0o6777, mtime_ns=10**9,
+                     xattrs=[("trusted.test", b"x")])
+    finally:
+        os.close(fd)
+    assert _state(victim) == before
+    st = os.lstat(os.path.join(tree.path, "s"))
+    assert stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) == (1234, 1234)
+    assert os.getxattr(os.path.join(tree.path, "s"), "trusted.test", follow_symlinks=False) == b"x"
+
+
+def test_set_metadata_on_a_file(mode, tree):
+    path = os.path.join(tree.path, "f")
+    open(path, "w").close()
+    fd, name = tree.parent("/f")
+    try:
+        set_metadata(fd, name, uid=5, gid=6, mode=0o4755, mtime_ns=2 * 10**9, xattrs=[("user.k", b"v")])
+    finally:
+        os.close(fd)
+    st = os.lstat(path)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (5, 6, 0o4755, 2 * 10**9)
+    assert os.getxattr(path, "user.k") == b"v"
+
+
+def test_remove_unlinks_symlinks_and_keeps_their_targets(mode, tree, victim):
+    os.makedirs(os.path.join(tree.path, "d", "sub"))
+    os.symlink(str(victim), os.path.join(tree.path, "d", "sub", "to-host"))
+    os.symlink(str(victim), os.path.join(tree.path, "top"))
+    os.chmod(os.path.join(tree.path, "d", "sub"), 0)
+    before = _state(victim)
+    for name in (b"d", b"top"):
+        remove(tree.fd, name)
+    assert _state(victim) == before
+    assert os.listdir(tree.path) == []
+
+
+def test_parent_of_root_and_dotdot_final_are_refused(mode, tree):
+    with pytest.raises(Refused):
+        tree.parent("/")
+    with pytest.raises(Refused):
+        tree.parent("a/..")
+
+
+def test_magic_links_are_not_followed(tree):
+    # A tree symlink to /proc/self/root would be the host's / through a
+    # magic link; RESOLVE_IN_ROOT keeps even the plain resolution inside.
+    os.symlink("/proc/self/root", os.path.join(tree.path, "p"))
+    with pytest.raises(FileNotFoundError):
+        tree.open("p/etc/passwd")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/x", "a\0b"])
+def test_check_name_refuses(name):
+    with pytest.raises(Refused):
+        check_name(name)
+
+
+def test_check_name_accepts_plain():
+    assert check_name("file.tar.gz") == b"file.tar.gz"
