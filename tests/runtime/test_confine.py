@@ -108,6 +108,37 @@ def test_make_dirs_follows_dangling_link_inside(mode, tree, victim):
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (12, 34)
 
 
+@pytest.mark.parametrize("link", ["abs", "up", "chain"])
+def test_make_target_parent_follows_final_links_inside(mode, tree, victim, link):
+    root = tree.path
+    os.symlink(str(victim / "secret"), os.path.join(root, "abs"))  # dangling inside the tree
+    os.symlink("../../../host/secret", os.path.join(root, "up"))
+    os.symlink("up", os.path.join(root, "chain"))
+    before = _state(victim)
+    fd, name = tree.make_target_parent(link, owner=(5, 6))
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        os.close(out)
+        landed = tree.image_path_of(fd) + "/" + name.decode()
+    finally:
+        os.close(fd)
+    assert _state(victim) == before
+    assert landed == (str(victim) if link == "abs" else "/host") + "/secret"
+    assert os.lstat(os.path.join(root, landed.lstrip("/").split("/")[0])).st_uid == 5  # made, with the owner
+
+
+def test_make_target_parent_refuses_root_and_loops(mode, tree):
+    os.symlink("/", os.path.join(tree.path, "top"))
+    os.symlink("loop", os.path.join(tree.path, "loop"))
+    with pytest.raises(Refused):
+        tree.make_target_parent("top")
+    with pytest.raises(OSError):
+        tree.make_target_parent("loop")
+    fd, name = tree.make_target_parent("plain/new")
+    os.close(fd)
+    assert name == b"new" and os.path.isdir(os.path.join(tree.path, "plain"))
+
+
 def test_make_dirs_refuses_a_file_in_the_way(mode, tree):
     open(os.path.join(tree.path, "f"), "w").close()
     with pytest.raises(Refused):
