@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from builder.assemble import Assembler, ExportOptions
 from builder.cache_control import CacheControl
+from builder.context import read_dockerfile_at
 from builder.errors import PybuildError
 from builder.gc import RootLock, auto_gc
 from builder.image import Image
@@ -27,7 +28,6 @@ from builder.session import BuildSession
 from builder.solver import Solver
 from builder.worker import Worker
 from frontend.ops import Platform
-from frontend.parser import read_dockerfile
 from runtime.limits import Limits
 from runtime.spec import NetworkMode
 
@@ -114,12 +114,7 @@ def build(
         raise PybuildError(f"build context {context} is not a directory")
     dockerfile_path = Path(dockerfile) if dockerfile else context_dir / "Dockerfile"
     if dockerfile_text is None:
-        try:
-            dockerfile_text = read_dockerfile(dockerfile_path)
-        except FileNotFoundError:
-            raise PybuildError(f"failed to read dockerfile: open {dockerfile_path}: no such file or directory") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PybuildError(f"failed to read dockerfile {dockerfile_path}: {exc}") from None
+        dockerfile_text = read_dockerfile_at(dockerfile_path)
     specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in outputs]
     tags = tuple(str(Reference.parse(t)) for t in tags)
     if network not in ("host", "none", "default"):

@@ -328,7 +328,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
     annotation_map = _annotations(annotations)
     settings = run_guarded(debug, lambda: _settings(config_file, root=root, isolation=isolation, progress=progress,
                                                     insecure=insecure))
-    stdin_text = read_dockerfile(sys.stdin.buffer) if dockerfile == "-" else None
+    stdin_text = run_guarded(debug, lambda: read_dockerfile(sys.stdin.buffer)) if dockerfile == "-" else None
     extra = {key: value for key, value in (("memory", memory), ("cpus", cpus), ("cpu_quota", cpu_quota),
                                            ("cpu_period", cpu_period), ("pids_limit", pids_limit),
                                            ("ulimits", ulimits)) if value}
@@ -398,16 +398,17 @@ def _dockerfile_for(prepared, dockerfile: str | None, stdin_text: str | None) ->
         return None, stdin_text
     if prepared.dockerfile_text is not None:
         return None, prepared.dockerfile_text
-    if dockerfile:
+    from builder.context import read_dockerfile_at
+    from runtime.fsutil import resolve_in_root
+
+    if dockerfile and prepared.is_remote and not Path(dockerfile).is_absolute():
+        # Inside a fetched context: its directories resolve inside it too.
+        path = resolve_in_root(prepared.directory, dockerfile, follow_final=False)
+    elif dockerfile:
         path = Path(dockerfile)
-        if prepared.is_remote and not path.is_absolute():
-            path = prepared.directory / path
     else:
         path = prepared.directory / "Dockerfile"
-    try:
-        text = read_dockerfile(path)
-    except (OSError, UnicodeDecodeError):
-        text = None  # build() reports it with the right message
+    text = read_dockerfile_at(path)
     # Without -f, build() names it "Dockerfile" in messages, as docker does.
     return (path if dockerfile else None), text
 
@@ -469,27 +470,20 @@ def _checks(context, dockerfile, build_args, target, debug):
     """Print the build checks' warnings and summary; returns the warnings
     and the Dockerfile's check config. A Dockerfile that cannot be parsed or
     converted ends the command (exit 1)."""
+    from builder.context import dockerignore_patterns, read_dockerfile_at
     from frontend.check import CheckConfig, check as run_check
-    from frontend.dockerignore import parse_dockerignore
     from frontend.parser import parse
 
     args = _key_values(build_args, "--build-arg")
-    if dockerfile == "-":
-        text, shown, path = read_dockerfile(sys.stdin.buffer), "Dockerfile", None
-    else:
-        path = Path(dockerfile) if dockerfile else Path(context) / "Dockerfile"
-        shown = str(dockerfile) if dockerfile else "Dockerfile"
-        text = None
+    from_stdin = dockerfile == "-"
+    path = Path(context) / "Dockerfile" if from_stdin or not dockerfile else Path(dockerfile)
+    shown = str(dockerfile) if dockerfile and not from_stdin else "Dockerfile"
+    text = None
 
     def action():
         nonlocal text
-        if text is None:
-            try:
-                text = read_dockerfile(path)
-            except FileNotFoundError:
-                raise PybuildError(f"failed to read dockerfile: open {path}: no such file or directory") from None
-        ignore = Path(context) / ".dockerignore"
-        excludes = tuple(parse_dockerignore(ignore.read_text(errors="replace"))) if ignore.is_file() else ()
+        text = read_dockerfile(sys.stdin.buffer) if from_stdin else read_dockerfile_at(path)
+        excludes = dockerignore_patterns(Path(context), path)
         try:
             warnings = run_check(text, shown, build_args=args, target=target, excludes=excludes)
         except DockerfileError as err:

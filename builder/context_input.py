@@ -29,6 +29,8 @@ from typing import BinaryIO, Iterator
 
 from builder import git
 from builder.errors import PybuildError
+from frontend.errors import ContextError
+from frontend.parser import read_dockerfile
 
 _COPY_CHUNK = 1 << 20
 _SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
@@ -124,9 +126,10 @@ def _unpack_or_dockerfile(raw: Path, scratch: Path, kind: ContextKind, what: str
         raw.unlink()
         return PreparedContext(kind, directory)
     try:
-        text = raw.read_text()
-    except UnicodeDecodeError:
-        raise ContextInputError(f"{what} is neither a tar archive nor a text Dockerfile") from None
+        with raw.open("rb") as stream:
+            text = read_dockerfile(stream)
+    except ContextError as exc:
+        raise ContextInputError(f"{what} is neither a tar archive nor a Dockerfile: {exc}") from None
     raw.unlink()
     return PreparedContext(kind, directory, dockerfile_text=text)
 

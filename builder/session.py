@@ -125,11 +125,13 @@ class BuildSession:
     # frontend ------------------------------------------------------------
     def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool,
                 extra_hosts=()) -> Definition:
-        from builder.context import BuildContext
+        from builder.context import BuildContext, dockerignore_patterns
         from frontend.convert import convert
-        from frontend.dockerignore import parse_dockerignore
 
-        excludes = parse_dockerignore(self._dockerignore_text())
+        if self.observer is not None:
+            self.observer.look_file(self.dockerfile_path.with_name(self.dockerfile_path.name + ".dockerignore"))
+            self.observer.look_file(self.context_dir / ".dockerignore")
+        excludes = dockerignore_patterns(self.context_dir, self.dockerfile_path)
         self._platform = str(platform)
         self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer,
                                     remember=True)
@@ -141,9 +143,8 @@ class BuildSession:
 
     def named_context(self, ref: str) -> NamedContext | None:
         """The --build-context that a stage name, FROM or --from means."""
-        from builder.context import BuildContext
+        from builder.context import BuildContext, ignore_file_patterns
         from builder.context_input import context_name
-        from frontend.dockerignore import parse_dockerignore
 
         try:
             found = (self.build_contexts or {}).get(context_name(ref))
@@ -160,12 +161,11 @@ class BuildSession:
         if found.name not in self._named_dirs:
             # BuildKit (dockerui namedcontext.go, "local"): a named directory
             # is read through its own .dockerignore.
-            ignore = found.directory / ".dockerignore"
             if self.observer is not None:
-                self.observer.look_file(ignore)
-            text = ignore.read_text(errors="replace") if ignore.is_file() else ""
-            self._named_dirs[found.name] = BuildContext(found.directory, parse_dockerignore(text),
-                                                         self._stats, observer=self.observer, remember=True)
+                self.observer.look_file(found.directory / ".dockerignore")
+            excludes = ignore_file_patterns(found.directory) or ()
+            self._named_dirs[found.name] = BuildContext(found.directory, excludes, self._stats,
+                                                         observer=self.observer, remember=True)
         return NamedContext(found.name, excludes=self._named_dirs[found.name].excludes)
 
     def _layout_image(self, found) -> str:
@@ -193,17 +193,6 @@ class BuildSession:
 
         self._stats = StatCache(self.worker.root / "index.db")
         return self._stats
-
-    def _dockerignore_text(self) -> str:
-        # BuildKit: <Dockerfile name>.dockerignore next to the Dockerfile wins.
-        candidates = [self.dockerfile_path.with_name(self.dockerfile_path.name + ".dockerignore"),
-                      self.context_dir / ".dockerignore"]
-        for candidate in candidates:
-            if self.observer is not None:
-                self.observer.look_file(candidate)
-            if candidate.is_file():
-                return candidate.read_text(errors="replace")
-        return ""
 
     def resolve_image(self, text: str, platform: ops.Platform) -> ResolvedImage:
         ref = Reference.parse(text)

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from frontend.errors import DockerfileError
+from frontend.parser import read_bounded
+
+
+def read_dockerignore(stream, name: str = ".dockerignore") -> tuple[str, ...]:
+    """The patterns of an ignore file read from a binary stream, bounded as
+    BuildKit bounds it (see frontend.parser.MAX_FILE_SIZE)."""
+    return parse_dockerignore(read_bounded(stream, name, "dockerignore").decode("utf-8", "replace"))
 
 
 def parse_dockerignore(text: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from frontend.errors import DockerfileError, Location
+from frontend.errors import ContextError, DockerfileError, Location
 from frontend.lexer import ExpansionError, Lexer
 
 DIRECTIVES = ("syntax", "escape", "check")
@@ -94,14 +94,32 @@ class _Error(Exception):
     """Internal: an error whose location the caller knows."""
 
 
-def read_dockerfile(source) -> str:
-    """A Dockerfile's text with its line endings as written (a path, or a
-    binary stream such as stdin): Python's universal newlines would turn
-    CRLF into LF, and BuildKit keeps CRLF in heredoc bodies."""
-    if hasattr(source, "read"):
-        return source.read().decode("utf-8")
-    with open(source, encoding="utf-8", newline="") as f:
-        return f.read()
+# BuildKit's bound on the Dockerfile and ignore files it loads (dockerui's
+# maxFileSize: containerd's default gRPC message size, 16 MiB). A bound also
+# ends a read of something endless, such as stdin fed from /dev/zero.
+MAX_FILE_SIZE = 16 << 20
+
+
+def read_bounded(stream, name: str, what: str = "dockerfile") -> bytes:
+    """At most MAX_FILE_SIZE bytes of a binary stream; ContextError beyond."""
+    data = stream.read(MAX_FILE_SIZE + 1)
+    if len(data) > MAX_FILE_SIZE:
+        raise ContextError(f"failed to read {what}: {name} exceeds maximum allowed size of "
+                           f"{MAX_FILE_SIZE} bytes")
+    return data
+
+
+def read_dockerfile(stream, name: str = "Dockerfile") -> str:
+    """A Dockerfile's text from a binary stream (an opened file, stdin),
+    with its line endings as written: Python's universal newlines would turn
+    CRLF into LF, and BuildKit keeps CRLF in heredoc bodies. Callers open a
+    context's Dockerfile through builder.context.open_context_file, which
+    keeps the read inside the context."""
+    try:
+        return read_bounded(stream, name).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContextError(f"failed to read dockerfile: {name} is not UTF-8 text ({exc.reason} at byte "
+                           f"{exc.start})") from None
 
 
 def parse(text: str, path: str = "Dockerfile") -> Dockerfile:

@@ -135,5 +135,6 @@ def test_a_crlf_dockerfile_read_from_disk_keeps_crlf_in_heredoc_bodies(tmp_path)
 
     path = tmp_path / "Dockerfile"
     path.write_bytes(b"FROM busybox\r\nRUN <<EOF\r\necho hi\r\nEOF\r\n")
-    [_, run] = parse(read_dockerfile(path)).nodes
+    with open(path, "rb") as stream:
+        [_, run] = parse(read_dockerfile(stream)).nodes
     assert run.heredocs[0].content == "echo hi\r\n"
