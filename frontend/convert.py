@@ -20,6 +20,7 @@ import json
 import math
 import posixpath
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -310,6 +311,24 @@ def _is_git(src: str) -> bool:
 
 def _is_http(src: str) -> bool:
     return src.startswith(("http://", "https://")) and not _is_git(src)
+
+
+def _url_file_name(url: str) -> str:
+    """The file name of `ADD <url>`, as BuildKit's frontend derives it: Go's
+    path.Base of the URL's decoded path, "__unnamed__" when the URL does not
+    parse or the base is no plain name. BuildKit keeps `..` (from
+    `http://host/a/..`), which names the download's parent directory; here
+    it is unnamed too, as are names with NUL."""
+    unnamed = "__unnamed__"
+    path = urllib.parse.urlsplit(url).path
+    if re.search(r"%(?![0-9A-Fa-f]{2})", path):
+        return unnamed  # Go's url.Parse refuses a bad escape
+    # Go's path.Base: trailing slashes go, "" is ".", all slashes are "/".
+    trimmed = urllib.parse.unquote(path).rstrip("/")
+    base = trimmed.rpartition("/")[2] if trimmed else ("/" if path else ".")
+    if base in ("", ".", "..", "/") or "\0" in base:
+        return unnamed
+    return base
 
 
 def _normalize(base: str, p: str, keep_slash: bool) -> str:
@@ -1278,8 +1297,7 @@ class _CopySources:
         return vertex, ("/" + subdir.strip("/"),)
 
     def http(self, url: str) -> tuple[str, tuple[str, ...]]:
-        filename = posixpath.basename(url.split("?", 1)[0].split("#", 1)[0].split("://", 1)[1].partition("/")[2])
-        filename = filename if filename not in ("", ".", "/") else "__unnamed__"
+        filename = _url_file_name(url)
         return self._add(HttpSource(url=url, checksum=self.checksum, filename=filename)), ("/" + filename,)
 
     def local_paths(self, local: list[str]) -> tuple[str, ...]:

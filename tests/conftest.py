@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -23,6 +22,7 @@ from fixtures import busybox, leaks
 from fixtures.proxy import FaultProxy
 from fixtures.registry import Registry, remove_registry, start_registry
 from fixtures.token import ISSUER, SERVICE, TokenServer
+from fixtures.tools import require_tools
 
 # Processes started by session fixtures: they outlive any single test.
 _SESSION_PIDS: set[int] = set()
@@ -65,15 +65,10 @@ def pytest_runtest_protocol(item, nextitem):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _require(binary: str) -> None:
-    if shutil.which(binary) is None:
-        pytest.skip(f"{binary} is not installed")
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
     """docker-registry on 127.0.0.1:<free port>, filesystem storage, no auth."""
-    _require("docker-registry")
+    require_tools("docker-registry")
     reg = start_registry(tmp_path_factory.mktemp("registry"))
     _SESSION_PIDS.add(reg.process.pid)
     yield reg
@@ -84,7 +79,7 @@ def registry(tmp_path_factory) -> Registry:
 @pytest.fixture(scope="session")
 def auth_registry(tmp_path_factory) -> Registry:
     """A second registry demanding basic auth (htpasswd, bcrypt): `.username`, `.password`."""
-    _require("docker-registry")
+    require_tools("docker-registry", "htpasswd")
     reg = start_registry(tmp_path_factory.mktemp("auth-registry"), username=AUTH_USER, password=AUTH_PASSWORD)
     _SESSION_PIDS.add(reg.process.pid)
     yield reg
@@ -96,7 +91,7 @@ def auth_registry(tmp_path_factory) -> Registry:
 def token_registry(tmp_path_factory):
     """A registry using docker's token auth, and its token server (which
     grants any scope to AUTH_USER/AUTH_PASSWORD): yields (registry, server)."""
-    _require("docker-registry")
+    require_tools("docker-registry")
     root = tmp_path_factory.mktemp("token-registry")
     server = TokenServer(root / "token-cert.pem", AUTH_USER, AUTH_PASSWORD)
     reg = start_registry(root, token={"realm": server.realm, "service": SERVICE, "issuer": ISSUER,
@@ -134,7 +129,7 @@ class BusyboxIndex:
 
 @pytest.fixture(scope="session")
 def busybox_image(registry, tmp_path_factory) -> BusyboxImage:
-    _require("skopeo")
+    require_tools("skopeo", "busybox")
     layout = tmp_path_factory.mktemp("busybox-layout")
     image = busybox.build_busybox_layout(layout)
     ref = f"{registry.host}/busybox:latest"
@@ -144,7 +139,7 @@ def busybox_image(registry, tmp_path_factory) -> BusyboxImage:
 
 @pytest.fixture(scope="session")
 def busybox_index(registry, tmp_path_factory) -> BusyboxIndex:
-    _require("skopeo")
+    require_tools("skopeo", "busybox")
     layout = tmp_path_factory.mktemp("busybox-index-layout")
     index, amd64, arm64 = busybox.build_multiarch_layout(layout)
     ref = f"{registry.host}/busybox-index:latest"

@@ -11,10 +11,11 @@ from builder import git
 from builder.context import BuildContext
 from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_reuse import CopyReuse, note_name
-from builder.ops.http import fetch_url
+from builder.ops.http import FetchError, fetch_url, redact
 from cache.keys import cache_key
 from frontend.ops import (ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, NamedLocalSource,
                           WriteFiles)
+from runtime.confine import Refused, check_name
 
 # Local directories, read through BuildSession.context_for: the build
 # context and --build-context directories.
@@ -234,6 +235,12 @@ class HttpImpl:
 
     def execute(self, inputs, cancel):
         path, name, _ = self._fetch()
+        try:
+            # The frontend names the file; a name that is not plain (`..`)
+            # would put the download beside the snapshot, not in it.
+            check_name(name)
+        except Refused:
+            raise FetchError(f"ADD {redact(self.op.url)}: {name!r} is not a plain file name") from None
         snapshots = self.session.worker.snapshots
         snapshot = snapshots.create()
         try:

@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from fixtures.tools import require_tools
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
-                    reason="needs docker-registry and skopeo")
 def test_smoke_pybuild(tmp_path):
+    require_tools("docker-registry", "skopeo", "busybox")
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--builders", "pybuild",

@@ -20,6 +20,7 @@ from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image
 from cache.store import ContentStore
 from fixtures.busybox import skopeo_inspect
 from fixtures.images import make_image
+from fixtures.tools import require_tools
 
 
 @pytest.fixture
@@ -75,6 +76,7 @@ def test_oci_tar_is_deterministic_and_streamable(tmp_path, store, busybox):
 
 
 def test_oci_directory_is_read_by_skopeo_umoci_and_oci_image_tool(tmp_path, store, busybox):
+    require_tools("skopeo", "oci-image-tool", "umoci")
     dest = tmp_path / "layout"
     write_oci_layout(store, busybox, dest, tar=False, ref_names=["busybox:latest", "busybox:stable"])
     assert skopeo_inspect(f"oci:{dest}:stable")["Digest"] == str(busybox.manifest.digest)
@@ -82,17 +84,15 @@ def test_oci_directory_is_read_by_skopeo_umoci_and_oci_image_tool(tmp_path, stor
     assert [m["annotations"][REF_NAME_ANNOTATION] for m in index["manifests"]] == ["latest", "stable"]
     assert index["manifests"][0]["annotations"][IMAGE_NAME_ANNOTATION] == "docker.io/library/busybox:latest"
 
-    if shutil.which("oci-image-tool"):
-        run("oci-image-tool", "validate", "--type", "image", "--ref", "name=latest", str(dest))
-    if shutil.which("umoci"):
-        bundle = tmp_path / "bundle"
-        run("umoci", "unpack", "--image", f"{dest}:latest", str(bundle))
-        rootfs = bundle / "rootfs"
-        assert (rootfs / "bin/busybox").stat().st_size > 0
-        assert (rootfs / "bin/sh").readlink().name == "busybox"
-        assert (rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
-        assert "app:x:1000" in (rootfs / "etc/passwd").read_text()
-        shutil.rmtree(bundle)
+    run("oci-image-tool", "validate", "--type", "image", "--ref", "name=latest", str(dest))
+    bundle = tmp_path / "bundle"
+    run("umoci", "unpack", "--image", f"{dest}:latest", str(bundle))
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "bin/busybox").stat().st_size > 0
+    assert (rootfs / "bin/sh").readlink().name == "busybox"
+    assert (rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
+    assert "app:x:1000" in (rootfs / "etc/passwd").read_text()
+    shutil.rmtree(bundle)
 
 
 def test_oci_directory_replaces_an_old_layout_but_nothing_else(tmp_path, store, busybox):

@@ -4,7 +4,6 @@ tmux pane (a pseudo-terminal) and the pane is captured."""
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
@@ -12,6 +11,7 @@ import uuid
 import pytest
 
 from cli_helpers import PYBUILD, write_context
+from fixtures.tools import require_tools
 
 
 class Pane:
@@ -38,8 +38,7 @@ class Pane:
 
 @pytest.fixture
 def pane():
-    if shutil.which("tmux") is None:
-        pytest.fail("the tty test needs tmux (apt-get install tmux)")
+    require_tools("tmux")
     pane = Pane(f"pybuild-test-{uuid.uuid4().hex[:8]}")
     yield pane
     subprocess.run(["tmux", "-L", pane.socket, "kill-server"], capture_output=True, timeout=30)

@@ -21,6 +21,7 @@ from builder.image import (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CON
                            OCI_LAYER_ZSTD, OCI_MANIFEST)
 from builder.worker import Worker
 from fixtures.busybox import skopeo_inspect
+from fixtures.tools import require_tools
 
 DOCKERFILE = """\
 FROM {base}
@@ -177,8 +178,7 @@ def test_umoci_unpack_and_runc_run_the_cmd(built, tmp_path):
 @pytest.fixture
 def dockerd(tmp_path):
     """A real dockerd of our own on a unix socket under tmp_path."""
-    if shutil.which("dockerd") is None or shutil.which("docker") is None:
-        pytest.skip("dockerd is not installed")
+    require_tools("dockerd", "docker")
     home = Path(f"/tmp/pb-dockerd-{os.getpid()}")  # short: unix socket paths are limited
     home.mkdir()
     socket = home / "d.sock"

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from e2e.helpers import ISOLATIONS, BUILD_ERRORS, build_image
+from fixtures.tools import require_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -188,8 +189,7 @@ def _ssh_add_bundle(dest):
 def ssh_agent(tmp_path):
     """A real ssh-agent (foreground, so that it is ours to stop) holding one
     new ed25519 key: yields (socket, public key text)."""
-    if not shutil.which("ssh-agent") or not shutil.which("ssh-keygen"):
-        pytest.skip("openssh-client is not installed")
+    require_tools("ssh-agent", "ssh-keygen", "ssh-add")
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-forwarded", "-f", str(key)], check=True)
     sock = tmp_path / "agent.sock"

@@ -8,7 +8,6 @@ import errno
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from builder.doctor import Kind, check
 from builder.worker import Worker
 from e2e.helpers import build_image
+from fixtures.tools import require_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 AFTER_A_CRASH = {Kind.ORPHAN_SNAPSHOT, Kind.STRAY_TEMP, Kind.STALE_MOUNT}
@@ -186,8 +186,7 @@ def _processes_running(cmdline: bytes) -> list[int]:
 def test_kill_during_an_oci_step_then_the_next_pybuild_stops_the_step(tmp_path, busybox_image):
     """runc outlives a SIGKILLed pybuild, and so does the step it runs: the
     next pybuild finds the dead build's bundle and deletes its container."""
-    if not shutil.which("runc"):
-        pytest.skip("runc is not installed")
+    require_tools("runc")
     root = tmp_path / "root"
     context = _context(tmp_path, f"FROM {busybox_image.ref}\nRUN echo started-run && sleep 47 && echo never\n")
     log = tmp_path / "log"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.tools import require_tools
 from runtime.builtin import BuiltinExecutor
 from runtime.errors import ExecFailed
 from runtime.oci import OciExecutor
@@ -59,8 +60,7 @@ def make_busybox_rootfs(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def busybox_template(tmp_path_factory) -> Path:
-    if not os.path.exists(BUSYBOX):
-        pytest.skip("busybox-static is not installed")
+    require_tools("busybox")
     return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
@@ -144,10 +144,7 @@ def no_step_leaks(busybox_rootfs, executor_scratch, tmp_path):
 
 
 def _runtime_works(runtime: str, template: Path) -> str | None:
-    """None if `runtime` can run a container here, else why not."""
-    if shutil.which(runtime) is None:
-        return f"{runtime} is not installed"
-
+    """None if the installed `runtime` can run a container here, else why not."""
     chunks: list[bytes] = []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "rootfs"
@@ -161,9 +158,12 @@ def _runtime_works(runtime: str, template: Path) -> str | None:
 
 @pytest.fixture(params=["builtin", "runc", "crun"])
 def executor(request, busybox_template, executor_scratch):
-    """Each executor; an OCI runtime that cannot work on this host skips."""
+    """Each executor. A missing OCI runtime is a missing install
+    (fixtures/tools.py); one that is installed but cannot drive this host's
+    kernel (crun on hybrid cgroups) skips, with its own error as the reason."""
     if request.param == "builtin":
         return BuiltinExecutor(scratch=executor_scratch)
+    require_tools(request.param)
     reason = _PROBES.get(request.param, ...)
     if reason is ...:
         reason = _PROBES[request.param] = _runtime_works(request.param, busybox_template)
