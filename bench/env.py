@@ -10,6 +10,7 @@ into an OCI layout and copied to the registry with skopeo.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from fixtures import busybox  # noqa: E402
 from fixtures.registry import Registry, remove_registry, start_registry  # noqa: E402
 
 CACHE_DIR = Path(os.environ.get("PYBUILD_BENCH_CACHE", "/var/tmp/pybuild-bench"))
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+APT_DIR = Path("/etc/apt")
 
 __all__ = ["Registry", "start_registry", "remove_registry", "push_busybox", "push_debian",
            "DockerDaemon", "unmount_below", "CACHE_DIR"]
@@ -40,6 +41,58 @@ def push_busybox(registry: Registry, work: Path) -> str:
     return ref
 
 
+def _one_line_sources(text: str):
+    """(URI, suites) of each `deb` line of a sources.list-format file."""
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "deb":
+            continue
+        words = words[1:]
+        if words and words[0].startswith("["):  # [ option=value ... ]
+            while words and not words[0].endswith("]"):
+                words = words[1:]
+            words = words[1:]
+        if len(words) >= 2:
+            yield words[0], words[1:2]
+
+
+def _deb822_sources(text: str):
+    """(URI, suites) of each enabled `deb` stanza of a .sources file."""
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in stanza.splitlines():
+            if line.startswith("#"):
+                continue
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                key = key.strip().lower()
+                fields[key] = value.strip()
+        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+            continue
+        for uri in fields.get("uris", "").split():
+            yield uri, fields.get("suites", "").split()
+
+
+def debian_mirror(suite: str = "bookworm", apt_dir: Path = APT_DIR) -> str:
+    """The archive this machine's apt fetches `suite` from, in the order apt
+    reads its sources: debootstrap fetches from where the machine is set up
+    to, and no mirror is written down in this project."""
+    found = []
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file() or path.suffix not in (".list", ".sources"):
+            continue
+        text = path.read_text(errors="replace")
+        entries = _deb822_sources(text) if path.suffix == ".sources" else _one_line_sources(text)
+        found += [uri for uri, suites in entries if suite in suites]
+    if not found:
+        raise RuntimeError(f"no apt source in {apt_dir} serves Debian {suite}: debootstrap needs one")
+    return found[0]
+
+
 def _debian_rootfs(log: Path) -> Path:
     rootfs = CACHE_DIR / "bookworm-rootfs"
     if rootfs.is_dir():
@@ -47,7 +100,7 @@ def _debian_rootfs(log: Path) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     partial = CACHE_DIR / "rootfs.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    quiet(["debootstrap", "--variant=minbase", "bookworm", str(partial), DEBIAN_MIRROR], log=log, timeout=1800)
+    quiet(["debootstrap", "--variant=minbase", "bookworm", str(partial), debian_mirror()], log=log, timeout=1800)
     partial.rename(rootfs)
     return rootfs
 
