@@ -366,14 +366,10 @@ def _mounts(spec: ExecSpec, etc: dict[str, str]) -> list[dict]:
 
 
 def _seccomp() -> dict:
-    profile: dict = {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-    }
-    arches = _SECCOMP_ARCHES.get(platform.machine())
-    if arches:
-        profile["architectures"] = arches
-    return profile
+    # docker's default allow-list for the capabilities the step holds
+    from runtime.seccomp import profile
+
+    return profile(DEFAULT_CAP_NAMES)
 
 
 def _rlimits(spec: ExecSpec) -> list[dict]:
