@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from runtime.limits import OutOfMemory, oci_resources, oci_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
 
-__all__ = ["OciExecutor", "find_runtime", "build_config", "SECCOMP_DENIED"]
+__all__ = ["OciExecutor", "find_runtime", "build_config"]
 
 RUNTIMES = ("runc", "crun")
 _NOFILE = 1048576
@@ -67,68 +66,6 @@ _CAP_NAMES = {
     31: "CAP_SETFCAP",
 }
 DEFAULT_CAP_NAMES = [_CAP_NAMES[cap] for cap in DEFAULT_CAPS]
-
-# The seccomp profile: allow by default, EPERM for the syscalls docker's
-# default profile refuses to a container without extra capabilities. Docker
-# uses an allow-list instead; this deny-list is smaller to review and errs
-# towards letting builds run. Syscalls docker allows on kernels >= 4.8
-# (ptrace, kcmp, process_vm_*) stay allowed, as do clone's namespace flags
-# (unshare and setns are denied; clone's flags would need argument filters).
-SECCOMP_DENIED = (
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-)
-
-_SECCOMP_ARCHES = {
-    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-    "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-}
 
 
 def find_runtime() -> str | None:

@@ -20,7 +20,7 @@ from runtime.executor import (
     resolv_conf,
 )
 from runtime.errors import RuntimeFailure
-from runtime.oci import DEFAULT_CAP_NAMES, SECCOMP_DENIED, OciExecutor, build_config
+from runtime.oci import DEFAULT_CAP_NAMES, OciExecutor, build_config
 from runtime.spec import BindMount, ExecSpec, NetworkMode, TmpfsMount
 from runtime.users import User
 
