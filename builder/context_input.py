@@ -31,6 +31,7 @@ from builder import git
 from builder.errors import PybuildError
 from frontend.errors import ContextError
 from frontend.parser import read_dockerfile
+from runtime.fsutil import resolve_in_root
 
 _COPY_CHUNK = 1 << 20
 _SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
@@ -172,8 +173,10 @@ def _clone(spec: str, scratch: Path) -> Path:
         git.checkout(url, ref, checkout)
     except git.GitError as exc:
         raise ContextInputError(str(exc).replace("git repository", "git context")) from None
-    directory = (checkout / subdir).resolve() if subdir else checkout
-    if not directory.is_relative_to(checkout.resolve()) or not directory.is_dir():
+    # The repository's symlinks resolve inside it, as BuildKit's git source
+    # resolves the subdirectory within the checkout.
+    directory = resolve_in_root(checkout, subdir) if subdir else checkout
+    if not directory.is_dir():
         raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
     return directory
 

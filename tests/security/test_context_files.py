@@ -255,6 +255,28 @@ def test_a_git_contexts_dockerfile_symlink_reads_nothing_outside(tmp_path, git_d
         assert secret not in _output(done)
 
 
+def test_a_git_contexts_subdirectory_symlinks_resolve_in_the_repository(tmp_path, git_daemon, busybox_image,
+                                                                        victim):
+    path, secret = victim
+    (path.parent / "Dockerfile").write_text("FROM scratch\n")  # what a host-side lookup would find
+    base, url = git_daemon
+    work = tmp_path / "work"
+    (work / "docs").mkdir(parents=True)
+    (work / "docs" / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nLABEL from=docs\n")
+    _git("init", "-q", "-b", "main", cwd=work)
+    (work / "inrepo").symlink_to("/docs")  # absolute: the repository's own /docs
+    (work / "host").symlink_to(path.parent)
+    _git("add", "-A", cwd=work)
+    _git("commit", "-q", "-m", "links", cwd=work)
+    _git("clone", "-q", "--bare", str(work), str(base / "repo.git"), cwd=tmp_path)
+    done = _build(tmp_path / "root", f"{url}/repo.git#main:inrepo")
+    assert done.returncode == 0, done.stderr.decode()
+    done = _build(tmp_path / "root", f"{url}/repo.git#main:host")
+    assert done.returncode == 1
+    assert "subdirectory 'host' not found" in done.stderr.decode()
+    assert secret not in _output(done)
+
+
 def test_a_stdin_archive_whose_dockerfile_links_out_is_refused(tmp_path, victim):
     path, secret = victim
     buffer = io.BytesIO()
