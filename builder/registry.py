@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 
@@ -46,6 +46,12 @@ from cache.store import ContentStore
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 # containerd's limit: a manifest is metadata, never megabytes.
 MAX_MANIFEST_SIZE = 4 << 20
+# Token answers and other bodies are small too: a registry or token server
+# sending more is refused (or, for bodies never used, cut) at this size
+# instead of filling memory.
+MAX_TOKEN_SIZE = 1 << 20
+# Go's http.Client stops after 10 redirects too.
+_MAX_REDIRECTS = 10
 # Small enough that a dropped connection loses little: bytes of a read cut
 # short are lost, the complete chunks before it are kept and resumed after.
 _STREAM_CHUNK = 64 << 10
@@ -141,6 +147,52 @@ def _oserror_reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what must be equal for a URL to be the same
+    server as another, to be sent its credentials."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _read_capped(resp: requests.Response, limit: int, too_large: Callable[[], RegistryError] | None) -> bytes:
+    """The body of a streamed response, read piece by piece up to `limit`
+    bytes: past it, `too_large()` is raised (before a byte is read when
+    Content-Length says so), or without it the body is cut there."""
+    try:
+        declared = int(resp.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if too_large is not None and declared > limit:
+        raise too_large()
+    parts, size = [], 0
+    for chunk in resp.iter_content(_STREAM_CHUNK):
+        if size + len(chunk) > limit:
+            if too_large is not None:
+                raise too_large()
+            parts.append(chunk[:limit - size])
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _preload(resp: requests.Response, limit: int = MAX_TOKEN_SIZE,
+             too_large: Callable[[], RegistryError] | None = None) -> None:
+    """Read a body that is not streamed to its caller (see _read_capped)
+    and give it to requests as if it had read it itself, so that
+    `.content` and `.json()` work and the connection is reused. An error
+    body is read for its message only: one cut short is just not parsed."""
+    with resp:
+        resp._content = _read_capped(resp, limit, too_large if resp.status_code < 300 else None)
+
+
+def redact_url(url: str) -> str:
+    """A URL for messages: without its query (an upload's state, a
+    pre-signed CDN link's signature)."""
+    return url.split("?", 1)[0]
+
+
 def _response_error(resp: requests.Response, what: str) -> RegistryError:
     """A distribution error body (`{"errors": [{"code", "message"}]}`) as one line."""
     code = message = None
@@ -191,6 +243,12 @@ def _with_query(url: str, **params: str) -> str:
     """Add parameters to an upload URL that may already carry its own state."""
     extra = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
     return f"{url}{'&' if '?' in url else '?'}{extra}"
+
+
+def _from_start(blob):
+    """A file to send (again, after a redirect) from its first byte."""
+    blob.seek(0)
+    return blob
 
 
 def _basic_authorization(creds: Credentials) -> str:
@@ -264,45 +322,76 @@ class RegistryClient:
         delay = _retry_after(resp) if resp is not None else None
         time.sleep(delay if delay is not None else self._backoff * (2 ** attempt))
 
+    def _send(self, method: str, url: str, *, headers: Mapping[str, str], authorization: str | None,
+              body: Callable[[], object] | None, verify: str | bool) -> requests.Response:
+        """One HTTP exchange, its redirects followed here rather than by
+        requests: `authorization` goes only to the origin (scheme, host,
+        port) of `url` — a blob redirected to a CDN, or any other host or
+        port, gets no credentials. The response is streamed."""
+        origin = _origin(url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if authorization and _origin(url) == origin:
+                sent["Authorization"] = authorization
+            resp = self._session().request(method, url, headers=sent, data=body() if body else None,
+                                           stream=True, timeout=self._timeout, verify=verify,
+                                           allow_redirects=False)
+            if not resp.is_redirect:
+                return resp
+            resp.close()
+            url = urljoin(resp.url, resp.headers["Location"])
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method, body = "GET", None  # as browsers and requests do
+        raise RegistryError(f"{method} {redact_url(url)}: more than {_MAX_REDIRECTS} redirects")
+
     def _request(self, method: str, ref: Reference, url: str, scopes: tuple[str, ...], *,
                  headers: Mapping[str, str] | None = None, body: Callable[[], object] | None = None,
-                 stream: bool = False, retry: bool = True) -> requests.Response:
+                 stream: bool = False, retry: bool = True, limit: int = MAX_TOKEN_SIZE,
+                 too_large: Callable[[], RegistryError] | None = None) -> requests.Response:
         """One API call with authentication, retries, and translated errors.
 
         Returns any response the server gave (the caller judges the status)
         except a 401 we could not answer with credentials, which is
         returned as is. `body` is a factory so a retry sends it afresh.
+        The body is in memory on return unless `stream` was asked for and
+        the status is a success: at most `limit` bytes of it, a success's
+        longer body raising `too_large()` (without it, cut: such bodies
+        are not used).
+
+        Credentials (and a 401's challenge) belong to the registry's own
+        origin: an upload Location or a redirect elsewhere gets none, and
+        another server's challenge is never answered with them.
         """
         host = ref.api_host
+        registry_origin = _origin(self._base(ref))
         attempt = 0
         answered_challenge = False
         while True:
-            sent = dict(headers or {})
-            authorization = self._authorization(ref, scopes)
-            if authorization:
-                sent["Authorization"] = authorization
+            authorization = self._authorization(ref, scopes) if _origin(url) == registry_origin else None
             try:
-                resp = self._session().request(method, url, headers=sent, data=body() if body else None,
-                                               stream=stream, timeout=self._timeout,
-                                               verify=self._hosts.verify(ref.registry))
+                resp = self._send(method, url, headers=headers or {}, authorization=authorization, body=body,
+                                  verify=self._hosts.verify(ref.registry))
+                if not stream or resp.status_code >= 300:
+                    _preload(resp, limit, too_large)
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"cannot reach registry {host}: TLS error: {_oserror_reason(exc)}") from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                # ChunkedEncodingError: the connection dropped in a body being read.
                 if retry and attempt < self._retries:
                     self._sleep_before_retry(attempt)
                     attempt += 1
                     continue
                 raise RegistryError(f"cannot reach registry {host}: {_oserror_reason(exc)}",
                                     transient=True) from exc
-            if resp.status_code == 401 and not answered_challenge:
+            except requests.RequestException as exc:  # a bad redirect URL, an undecodable body...
+                raise RegistryError(f"registry {host}: {exc}") from exc
+            if resp.status_code == 401 and not answered_challenge and _origin(resp.url) == registry_origin:
                 challenge = parse_challenge(resp.headers.get("WWW-Authenticate"))
-                resp.close()
                 if challenge is not None and self._answer_challenge(ref, challenge, scopes, authorization):
                     answered_challenge = True
                     continue
                 return resp
             if retry and resp.status_code in _TRANSIENT_STATUS and attempt < self._retries:
-                resp.close()
                 self._sleep_before_retry(attempt, resp)
                 attempt += 1
                 continue
@@ -363,35 +452,66 @@ class RegistryClient:
                 del self._tokens[key]
         return True
 
+    def _plain_http(self, host: str) -> bool:
+        """Whether pybuild speaks plain HTTP to `host` (host[:port]): a
+        loopback address, or one the user listed as insecure."""
+        return Reference(host, "_").is_loopback or host in self._insecure
+
+    def _check_realm(self, ref: Reference, realm: str, what: str) -> None:
+        """A token realm gets the registry's credentials (docker's token
+        flow) and hands out tokens: it must be HTTPS, unless the registry
+        itself is reached over plain HTTP and the realm's host is one
+        pybuild would speak plain HTTP to as well (loopback, insecure).
+        Docker checks neither; an HTTPS registry naming an http:// realm
+        would have the credentials cross the network in the clear."""
+        parts = urlsplit(realm)
+        if parts.scheme == "https" and parts.hostname:
+            return
+        if parts.scheme != "http" or not parts.hostname:
+            raise RegistryError(f"{what}: the registry sent an invalid token realm {realm!r}")
+        realm_host = parts.netloc.rpartition("@")[2]
+        if not (self._plain_http(ref.registry) and self._plain_http(realm_host)):
+            raise RegistryError(f"{what}: refusing a plain-HTTP token realm: credentials and tokens go to "
+                                f"a realm over HTTPS only (plain HTTP only when the registry and the realm's "
+                                f"host {realm_host} are both loopback or insecure registries)")
+
     def _fetch_token(self, ref: Reference, challenge: Challenge, scopes: tuple[str, ...]) -> str:
         """Docker's token flow: GET realm?service=..&scope=.. with basic
         credentials when we have them (anonymous otherwise), or the OAuth
-        refresh-token POST for identity tokens."""
+        refresh-token POST for identity tokens. The credentials go to the
+        realm's origin only, never where it redirects."""
         realm = challenge.params["realm"]
         service = challenge.params.get("service")
         wanted = scopes or tuple(filter(None, [challenge.params.get("scope")]))
         creds = self._creds(ref)
-        what = f"cannot get a token for {ref.name} from {realm}"
+        what = f"cannot get a token for {ref.name} from {redact_url(realm)}"
+        self._check_realm(ref, realm, what)
         try:
             if creds is not None and creds.identity_token:
                 form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
                         "client_id": "pybuild", "scope": " ".join(wanted)}
                 if service:
                     form["service"] = service
-                resp = self._session().post(realm, data=form, timeout=self._timeout)
+                resp = self._send("POST", realm, headers={}, authorization=None, body=lambda: form, verify=True)
             else:
                 params = ([("service", service)] if service else []) + [("scope", s) for s in wanted]
-                basic = (creds.username, creds.password) if creds is not None else None
-                resp = self._session().get(realm, params=params, auth=basic, timeout=self._timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+                url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}" if params else realm
+                basic = _basic_authorization(creds) if creds is not None else None
+                resp = self._send("GET", url, headers={}, authorization=basic, body=None, verify=True)
+            _preload(resp, MAX_TOKEN_SIZE,
+                     lambda: RegistryError(f"{what}: token response larger than {MAX_TOKEN_SIZE} bytes"))
+            if resp.status_code != 200:
+                raise self._refused(resp, what, ref)
+            data = resp.content
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise RegistryError(f"{what}: {_oserror_reason(exc)}", transient=True) from exc
-        if resp.status_code != 200:
-            raise self._refused(resp, what, ref)
+        except requests.RequestException as exc:
+            raise RegistryError(f"{what}: {exc}") from exc
         try:
-            answer = resp.json()
+            answer = json.loads(data)
             token = answer.get("token") or answer["access_token"]
             lifetime = int(answer.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RegistryError(f"{what}: invalid token response") from exc
         with self._lock:
             # Renew a little early so a token never expires in flight.
@@ -404,17 +524,14 @@ class RegistryClient:
                       what: str) -> tuple[Descriptor, dict]:
         """Fetch, verify and store one manifest or index by tag or digest."""
         url = f"{self._base(ref)}{ref.repository}/manifests/{obj}"
-        resp = self._request("GET", ref, url, (_pull_scope(ref),), headers={"Accept": MANIFEST_ACCEPT})
-        with resp:
-            if resp.status_code != 200:
-                raise self._refused(resp, what, ref)
-            if int(resp.headers.get("Content-Length") or 0) > MAX_MANIFEST_SIZE:
-                raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
-            data = resp.content
-            header_digest = resp.headers.get("Docker-Content-Digest")
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        if len(data) > MAX_MANIFEST_SIZE:
-            raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
+        resp = self._request("GET", ref, url, (_pull_scope(ref),), headers={"Accept": MANIFEST_ACCEPT},
+                             limit=MAX_MANIFEST_SIZE,
+                             too_large=lambda: RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes"))
+        if resp.status_code != 200:
+            raise self._refused(resp, what, ref)
+        data = resp.content
+        header_digest = resp.headers.get("Docker-Content-Digest")
+        content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         # What we asked for by digest must hash to it; for a tag, the
         # registry's Docker-Content-Digest is the best claim there is.
         try:
@@ -627,7 +744,7 @@ class RegistryClient:
             with self._store.open(desc.digest) as blob:
                 resp = self._request("PUT", ref, _with_query(location, digest=str(desc.digest)), scopes,
                                      headers={"Content-Type": "application/octet-stream"},
-                                     body=lambda: blob, retry=False)
+                                     body=lambda: _from_start(blob), retry=False)
         else:
             location = self._upload_chunks(ref, desc, location, scopes, what)
             resp = self._request("PUT", ref, _with_query(location, digest=str(desc.digest)), scopes,
