@@ -93,6 +93,7 @@ def build(
     insecure_registries: Sequence[str] = (),
     registry_hosts=None,  # builder.registry_config.RegistryHosts; None: the config file pybuild finds
     gc_policy: Sequence = (),  # the config file's [[gc.policy]] (builder.gc.gc_rules)
+    size_limits=None,  # builder.config.SizeLimits, the config file's [limits]; None: no cap
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
     squash: bool = False,
@@ -142,6 +143,7 @@ def build(
             build_contexts=named_contexts,
         )
         session.limits = limits
+        session.size_limits = size_limits
         session.observer = observer
         early = None
         try:

@@ -26,17 +26,16 @@ from typing import Callable
 
 from builder.cache_config import CACHE_CONFIG_MEDIA_TYPE, INLINE_KEY, CacheConfig, CacheConfigError, CacheLayer
 from builder.cache_spec import CacheSpec, CacheType
-from builder.compression import Compression, decompressing_reader
+from builder.compression import Compression, DecompressionError, decompressing_reader
 from builder.errors import PybuildError, RegistryError
 from builder.image import Descriptor
+from builder.layers import LayerMismatch, LayerTooLarge, check_layer_size, extract_layer
 from builder.layout_input import LayoutError, copy_blob, tagged_entries
 from builder.reference import Reference
 from cache.digest import Digest
 from cache.index import LayerRecord
 from cache.keys import chain_id
 from runtime import layer as layer_tar
-
-_CHUNK = 1 << 20
 
 
 class CacheImportError(PybuildError):
@@ -48,6 +47,7 @@ class ImportedCache:
     name: str  # for messages: the ref or directory
     config: CacheConfig
     fetch: Callable[[Descriptor], None]  # put one blob into the local store
+    max_layer_size: int | None = None  # the config file's [limits] max_layer_size
 
 
 def load_caches(specs: list[CacheSpec], session, reporter, platform: str) -> list[ImportedCache]:
@@ -55,9 +55,14 @@ def load_caches(specs: list[CacheSpec], session, reporter, platform: str) -> lis
     for spec in specs:
         try:
             if spec.type is CacheType.REGISTRY:
-                caches.append(_from_registry(spec, session, platform))
+                cache = _from_registry(spec, session, platform)
             elif spec.type is CacheType.LOCAL:
-                caches.append(_from_layout(spec, session.worker.store))
+                cache = _from_layout(spec, session.worker.store)
+            else:
+                continue
+            limits = session.size_limits
+            cache.max_layer_size = limits.max_layer_size if limits is not None else None
+            caches.append(cache)
         except (RegistryError, CacheConfigError, CacheImportError) as exc:
             reporter.warning(f"failed to import cache {spec}: {exc}")
     return caches
@@ -123,7 +128,7 @@ class ImportingResults:
             layers = cache.config.chain_of(key)
             try:
                 chain = tuple(self._materialise(cache, layer, layers[: i + 1]) for i, layer in enumerate(layers))
-            except (RegistryError, CacheImportError) as exc:
+            except (RegistryError, CacheImportError, LayerMismatch, LayerTooLarge, DecompressionError) as exc:
                 # The step can still run: a broken cache only costs time.
                 self._reporter.warning(f"cache {cache.name}: {exc}; running the step instead")
                 self._caches.remove(cache)
@@ -153,21 +158,10 @@ class ImportingResults:
         cid = Digest.parse(chain_id([str(l.diff_id) for l in below]))
         snapshot = worker.index.get_base(cid)
         if snapshot is None or not worker.snapshots.exists(snapshot):
+            check_layer_size(layer.descriptor, cache.max_layer_size, "the cache")
             cache.fetch(layer.descriptor)
-            snapshot = worker.snapshots.create()
-            try:
-                with worker.store.open(layer.descriptor.digest) as raw:
-                    compression = Compression.of_media_type(layer.descriptor.media_type)
-                    stream = _DiffIdReader(decompressing_reader(raw, compression))
-                    layer_tar.apply_layer(stream, worker.snapshots.fs_path(snapshot))
-                    stream.check(layer.diff_id, cache.name)
-            except BaseException:
-                worker.snapshots.remove(snapshot)
-                raise
-            winner = worker.index.put_base(cid, snapshot)
-            if winner != snapshot:  # another process extracted it first
-                worker.snapshots.remove(snapshot)
-            snapshot = winner
+            snapshot = extract_layer(worker.store, worker.index, worker.snapshots, layer.descriptor, layer.diff_id,
+                                     cid, what="the cache", max_size=cache.max_layer_size)
         # "base:" marks the blob a snapshot came from: LayerMaker reuses it.
         desc = layer.descriptor
         record_key = f"base:{desc.digest}"
@@ -175,26 +169,6 @@ class ImportingResults:
             worker.index.put_layer(LayerRecord(snapshot, record_key, layer.diff_id, desc.digest, desc.size,
                                                desc.media_type, layer.empty))
         return snapshot
-
-
-class _DiffIdReader:
-    """Hashes the uncompressed tar as it is extracted: a cache config that
-    lies about a diff_id must not poison the chain ID table."""
-
-    def __init__(self, inner):
-        self._inner = inner
-        self._hash = Digest.of_bytes(b"").hasher()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self._hash.update(data)
-        return data
-
-    def check(self, expected: Digest, where: str) -> None:
-        for chunk in iter(lambda: self.read(_CHUNK), b""):
-            pass  # the tar's trailing padding, which extraction may not read
-        if self._hash.hexdigest() != expected.hex:
-            raise CacheImportError(f"cache {where}: layer does not match its diff_id {expected}")
 
 
 def restore_cache_mounts(caches: list[ImportedCache], worker, reporter) -> int:

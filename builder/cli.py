@@ -368,7 +368,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
                     network="host" if network == "default" else network, no_cache=no_cache, pull=pull,
                     no_cache_filter=no_cache_filter, explain=explain, cache_to=cache_to, cache_from=cache_from,
                     secrets=secrets, ssh=ssh, registry_hosts=settings.registry_hosts,
-                    gc_policy=settings.config.gc_policy,
+                    gc_policy=settings.config.gc_policy, size_limits=settings.config.limits,
                     labels=label_map, reporter=reporter, observer=observer, **extra)
                 _write_result_files(result, iidfile, metadata_file)
                 if not quiet:

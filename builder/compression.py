@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from builder import image as media
+from builder.errors import PybuildError
 
 
 class Compression(enum.Enum):
@@ -145,30 +146,45 @@ def compressing_writer(out: BinaryIO, compression: Compression, level: int | Non
     return _PlainWriter(out)
 
 
+class DecompressionError(PybuildError):
+    """A compressed layer that does not decompress: corrupt or cut short."""
+
+
+# At most this much is inflated per call: a layer of zeros compressing
+# 1000:1 costs time, never more memory than this (zlib's max_length).
+_INFLATE_OUT = 1 << 20
+_INFLATE_IN = 64 << 10
+
+
 class _GzipReader:
+    """A gzip stream of one or more members (pigz and some registries write
+    several), inflated piece by piece."""
+
     def __init__(self, raw: BinaryIO):
         self._raw = raw
         self._z = zlib.decompressobj(47)  # auto-detect gzip/zlib header
+        self._fed = False  # the current member has been given input
+        self._input = b""  # compressed bytes zlib has not taken yet
         self._pending = b""
         self._offset = 0
 
     def _fill(self) -> bool:
-        """Decompress the next piece into the buffer; False at the end."""
+        """Inflate the next piece into the buffer; False at the end."""
         while True:
-            if self._z.eof:
-                # A gzip stream may hold several members (pigz and some
-                # registries write them); continue with the next one.
-                rest = self._z.unused_data or self._raw.read(1 << 20)
-                if not rest:
+            if not self._input:
+                self._input = self._raw.read(_INFLATE_IN)
+                if not self._input:
+                    if self._fed and not self._z.eof:
+                        raise DecompressionError("gzip stream ends before its end (truncated)")
                     return False
-                self._z = zlib.decompressobj(47)
-            else:
-                rest = self._raw.read(1 << 20)
-                if not rest:
-                    tail = self._z.flush()
-                    self._pending, self._offset = tail, 0
-                    return bool(tail)
-            data = self._z.decompress(rest)
+            if self._z.eof:
+                self._z, self._fed = zlib.decompressobj(47), False
+            try:
+                data = self._z.decompress(self._input, _INFLATE_OUT)
+            except zlib.error as exc:
+                raise DecompressionError(f"invalid gzip stream: {exc}") from None
+            self._fed = True
+            self._input = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
             if data:
                 self._pending, self._offset = data, 0
                 return True
@@ -187,11 +203,27 @@ class _GzipReader:
         return b"".join(parts)
 
 
+class _ZstdReader:
+    """zstandard's stream reader (its output per read is what was asked for;
+    its window is capped at the library's default, 128 MiB, as the zstd
+    tool's), with its errors in pybuild's words."""
+
+    def __init__(self, raw: BinaryIO):
+        import zstandard  # only zstd layers pay for the import
+
+        self._error = zstandard.ZstdError
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except self._error as exc:
+            raise DecompressionError(f"invalid zstd stream: {exc}") from None
+
+
 def decompressing_reader(raw: BinaryIO, compression: Compression) -> BinaryIO:
     if compression is Compression.GZIP:
         return _GzipReader(raw)
     if compression is Compression.ZSTD:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return _ZstdReader(raw)
     return raw

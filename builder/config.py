@@ -22,6 +22,10 @@ files are not merged):
     filters = ["type==exec.cachemount"]
     all = false
 
+    [limits]                     # sizes of what a build downloads (default: none, as docker)
+    max_layer_size = "20GiB"     # a base image layer, compressed or uncompressed
+    max_add_url_size = "1GiB"    # the file an `ADD <url>` downloads
+
 The names follow buildkitd.toml where there is one (`[registry."host"]`
 with `mirrors`, `[[...gcpolicy]]` with `keepBytes`/`keepDuration`), in
 snake case as the rest of this file.
@@ -82,6 +86,18 @@ class GCPolicy:
 
 
 @dataclass(frozen=True)
+class SizeLimits:
+    """`[limits]`: caps on what a build downloads, in bytes (None: no cap).
+
+    `max_layer_size` refuses a base image or imported cache layer whose
+    blob is larger (before it is downloaded) or whose tar is (while it is
+    extracted); `max_add_url_size` an `ADD <url>` download."""
+
+    max_layer_size: int | None = None
+    max_add_url_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None  # the file read, None when there was none
     root: Path | None = None
@@ -89,6 +105,7 @@ class Config:
     progress: ProgressMode | None = None
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     gc_policy: tuple[GCPolicy, ...] = ()
+    limits: SizeLimits = SizeLimits()
 
     @property
     def insecure_registries(self) -> tuple[str, ...]:
@@ -146,7 +163,7 @@ def load_config(path: Path | None) -> Config:
 
 def parse_config(data: Mapping, path: Path | None = None) -> Config:
     where = f"config file {path}" if path else "config"
-    unknown = set(data) - {"root", "isolation", "progress", "registry", "gc"}
+    unknown = set(data) - {"root", "isolation", "progress", "registry", "gc", "limits"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     root = data.get("root")
@@ -159,6 +176,7 @@ def parse_config(data: Mapping, path: Path | None = None) -> Config:
         progress=_enum(ProgressMode, data.get("progress"), "progress", where),
         registries=_registries(data.get("registry", {}), where),
         gc_policy=_gc(data.get("gc", {}), where),
+        limits=_limits(data.get("limits", {}), where),
     )
 
 
@@ -215,6 +233,21 @@ def _gc(table, where: str) -> tuple[GCPolicy, ...]:
             all=bool(entry.get("all", False)),
         ))
     return tuple(policies)
+
+
+def _limits(table, where: str) -> SizeLimits:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [limits] must be a table")
+    unknown = set(table) - {"max_layer_size", "max_add_url_size"}
+    if unknown:
+        raise ConfigError(f"{where}: [limits]: unknown key {sorted(unknown)[0]!r}")
+    sizes = {}
+    for key, value in table.items():
+        size = parse_size(value, f"{where}: [limits] {key}")
+        if size <= 0:
+            raise ConfigError(f"{where}: [limits] {key} must be more than 0 bytes")
+        sizes[key] = size
+    return SizeLimits(**sizes)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)

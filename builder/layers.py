@@ -1,10 +1,17 @@
-"""Snapshots become layer blobs here, once per compression, and are remembered.
+"""Snapshots become layer blobs here, once per compression, and are remembered;
+and layer blobs become snapshots (`extract_layer`), verified.
 
 One streaming pass per layer: the tar that runtime.layer writes is hashed
 (the diff_id) and compressed into the content store at the same time.
 Base image layers are never re-tarred: their original blobs are reused, or
 recompressed from those blobs when an export forces another compression, so
 their diff_ids never change.
+
+The other way, a blob of a base image or an imported cache is hashed while
+it is extracted and must match the diff_id its config claims before its
+snapshot is recorded under its chain ID: the snapshots of a root are shared
+by every build, so an image claiming another one's diff_ids over other
+bytes would otherwise poison every later `FROM` of that other image.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from cache.digest import Digest
 from cache.index import Index, LayerRecord
 from cache.store import ContentStore
 from builder.compression import Compression, compressing_writer, decompressing_reader
+from builder.errors import PybuildError
 from runtime import layer as layer_tar
 
 _CHUNK = 1 << 20
@@ -227,6 +235,91 @@ class LayerMaker:
                              compression.media_type(), original.empty)
         self._index.put_layer(record)
         return record
+
+
+class LayerMismatch(PybuildError):
+    """A layer whose uncompressed bytes are not the diff_id claimed for it."""
+
+
+class LayerTooLarge(PybuildError):
+    """A layer over the configured `[limits] max_layer_size`."""
+
+
+def _too_large(what: str, digest, max_size: int) -> LayerTooLarge:
+    return LayerTooLarge(f"layer {digest} of {what} is larger than {max_size} bytes "
+                         "(the config file's [limits] max_layer_size)")
+
+
+def check_layer_size(desc, max_size: int | None, what: str) -> None:
+    """Refuse a layer blob over the cap before anything downloads it."""
+    if max_size is not None and desc.size > max_size:
+        raise _too_large(what, desc.digest, max_size)
+
+
+class _VerifyingReader:
+    """Hashes the uncompressed tar as the extractor reads it, and counts it
+    against the size cap while it does."""
+
+    def __init__(self, inner, expected: Digest, blob: Digest, max_size: int | None, what: str):
+        self._inner = inner
+        self._algorithm = expected.algorithm
+        self._hash = expected.hasher()
+        self._blob, self._max, self._what = blob, max_size, what
+        self.size = 0
+
+    def _seen(self, data) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        if self._max is not None and self.size > self._max:
+            raise _too_large(self._what, self._blob, self._max)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size if size is not None and size >= 0 else _CHUNK)
+        self._seen(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def finish(self) -> Digest:
+        """Read what the extractor left (the tar's end blocks and anything
+        after them: docker's diff_id covers the whole stream) and return
+        the digest of it all."""
+        while self.read(_CHUNK):
+            pass
+        return Digest(self._algorithm, self._hash.hexdigest())
+
+
+def extract_layer(store: ContentStore, index: Index, snapshots, desc, diff_id: Digest, chain: Digest, *,
+                  what: str, max_size: int | None = None) -> str:
+    """Extract the stored blob `desc` into a new snapshot and record it as
+    the snapshot of chain ID `chain`; returns the snapshot recorded (another
+    process's, when it extracted the same chain first). `what` names the
+    image or cache in messages: "layer L of {what} ...".
+
+    The uncompressed stream must hash to `diff_id`: otherwise the snapshot
+    is removed and nothing is recorded (LayerMismatch). `max_size` caps
+    the uncompressed bytes (LayerTooLarge)."""
+    check_layer_size(desc, max_size, what)
+    snapshot = snapshots.create()
+    try:
+        with store.open(desc.digest) as raw:
+            stream = _VerifyingReader(decompressing_reader(raw, Compression.of_media_type(desc.media_type)),
+                                      diff_id, desc.digest, max_size, what)
+            layer_tar.apply_layer(stream, snapshots.fs_path(snapshot))
+            actual = stream.finish()
+        if actual != diff_id:
+            raise LayerMismatch(f"layer {desc.digest} of {what} does not match its diff_id {diff_id} "
+                                f"(its uncompressed content is {actual})")
+    except BaseException:
+        snapshots.remove(snapshot)
+        raise
+    winner = index.put_base(chain, snapshot)
+    if winner != snapshot:  # another process extracted the same layer first
+        snapshots.remove(snapshot)
+    return winner
 
 
 class EarlyLayers:

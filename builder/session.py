@@ -85,6 +85,7 @@ class BuildSession:
     _executor: object = None
     _stats: object = None  # the context's StatCache, closed with the session
     limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
+    size_limits: object = None  # builder.config.SizeLimits of what the build downloads ([limits])
     observer: object = None  # builder.memo.Observer, when this build may be memoised
     build_contexts: dict = None  # --build-context: name -> builder.context_input.NamedContextInput
     _named_dirs: dict = None  # context name -> BuildContext of a named local directory

@@ -225,7 +225,9 @@ class HttpImpl:
     def _fetch(self) -> tuple[Path, str, str]:
         if self._download is None:
             path = self.session.tmp / f"download-{self.vertex[7:23]}"
-            name, digest = fetch_url(self.op.url, path, self.op.checksum or None, filename=self.op.filename)
+            limits = self.session.size_limits
+            name, digest = fetch_url(self.op.url, path, self.op.checksum or None, filename=self.op.filename,
+                                     max_size=limits.max_add_url_size if limits is not None else None)
             self._download = (path, name, str(digest))
         return self._download
 

@@ -44,8 +44,11 @@ class FetchError(PybuildError):
 
 
 def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *,
-              filename: str = "", session: requests.Session | None = None) -> tuple[str, Digest]:
-    """Download `url` to `dest_file`; returns (file name for the image, sha256)."""
+              filename: str = "", session: requests.Session | None = None,
+              max_size: int | None = None) -> tuple[str, Digest]:
+    """Download `url` to `dest_file`; returns (file name for the image, sha256).
+    More than `max_size` bytes (`[limits] max_add_url_size`) fail the
+    download, checked on Content-Length first and then on the bytes read."""
     # Imported here: every build imports this module (for its op), few fetch
     # a URL, and requests costs ~0.13 s of CPU to import (docs/benchmarks.md).
     import requests
@@ -61,6 +64,8 @@ def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *
     with response:
         if response.status_code < 200 or response.status_code >= 400:
             raise FetchError(f"failed to fetch {shown}: invalid response status {response.status_code}")
+        if max_size is not None and _content_length(response) > max_size:
+            raise _too_large(shown, max_size)
         fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=dest_file.parent)
         tmp = Path(tmp_name)
         try:
@@ -68,7 +73,11 @@ def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *
             verify = hashlib.new(expected_alg) if expected_alg and expected_alg != "sha256" else sha256
             with os.fdopen(fd, "wb") as out:
                 try:
+                    written = 0
                     for chunk in response.iter_content(_CHUNK):
+                        written += len(chunk)
+                        if max_size is not None and written > max_size:
+                            raise _too_large(shown, max_size)
                         sha256.update(chunk)
                         if verify is not sha256:
                             verify.update(chunk)
@@ -86,6 +95,18 @@ def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *
             tmp.unlink(missing_ok=True)
         name = filename or _filename_from(response.headers.get("Content-Disposition", ""), url)
     return name, Digest("sha256", sha256.hexdigest())
+
+
+def _too_large(shown: str, max_size: int) -> FetchError:
+    return FetchError(f"failed to fetch {shown}: larger than {max_size} bytes "
+                      "(the config file's [limits] max_add_url_size)")
+
+
+def _content_length(response) -> int:
+    try:
+        return int(response.headers.get("Content-Length") or 0)
+    except ValueError:
+        return 0  # the bytes read are counted anyway
 
 
 def redact(url: str) -> str:

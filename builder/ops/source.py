@@ -6,15 +6,16 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from builder.compression import Compression, decompressing_reader
+from builder.errors import RegistryError
 from builder.image import Descriptor
+from builder.layers import check_layer_size, extract_layer
 from builder.reference import Reference
 from builder.solver import Cancelled
 from cache.digest import Digest
+from cache.errors import InvalidDigest
 from cache.index import LayerRecord
 from cache.keys import cache_key, chain_id
 from frontend.ops import ContextSource, ImageSource, Scratch
-from runtime import layer as layer_tar
 
 PULL_WORKERS = 4
 
@@ -78,6 +79,8 @@ class ImageImpl:
         chain_ids = [Digest.parse(chain_id(diff_ids[: n + 1])) for n in range(len(diff_ids))]
         extracted = [self._extracted(cid) for cid in chain_ids]
         missing = [desc for desc, snapshot in zip(layers, extracted) if snapshot is None]
+        for desc in missing:
+            check_layer_size(desc, self._max_layer_size(), f"image {ref}")
         chain = []
         # Blobs download in parallel (bounded); layers extract in order as
         # soon as their blob is there, so extraction overlaps the downloads.
@@ -89,7 +92,7 @@ class ImageImpl:
                         downloads[desc.digest].result()
                         if cancel.is_set():
                             raise Cancelled()
-                        snapshot = self._extract(desc, cid)
+                        snapshot = self._extract(ref, desc, diff_id, cid)
                     self._remember_blob(snapshot, desc, diff_id)
                     chain.append(snapshot)
             except BaseException:
@@ -108,20 +111,20 @@ class ImageImpl:
             raise Cancelled()
         self.session.registry.fetch_blob(ref, desc, progress=self.session.reporter.progress_hook(self.vertex))
 
-    def _extract(self, desc: Descriptor, cid: Digest) -> str:
+    def _max_layer_size(self) -> int | None:
+        limits = self.session.size_limits
+        return limits.max_layer_size if limits is not None else None
+
+    def _extract(self, ref, desc: Descriptor, diff_id: str, cid: Digest) -> str:
+        """The layer's snapshot, made only if its content is the diff_id the
+        image's config claims (builder.layers.extract_layer)."""
         worker = self.session.worker
-        snapshot = worker.snapshots.create()
         try:
-            with worker.store.open(desc.digest) as raw:
-                stream = decompressing_reader(raw, Compression.of_media_type(desc.media_type))
-                layer_tar.apply_layer(stream, worker.snapshots.fs_path(snapshot))
-        except BaseException:
-            worker.snapshots.remove(snapshot)
-            raise
-        winner = worker.index.put_base(cid, snapshot)
-        if winner != snapshot:  # another process extracted the same layer first
-            worker.snapshots.remove(snapshot)
-        return winner
+            expected = Digest.parse(diff_id)
+        except InvalidDigest:
+            raise RegistryError(f"image {ref}: its config has an invalid diff_id {diff_id!r}") from None
+        return extract_layer(worker.store, worker.index, worker.snapshots, desc, expected, cid,
+                             what=f"image {ref}", max_size=self._max_layer_size())
 
     def _remember_blob(self, snapshot: str, desc: Descriptor, diff_id: str) -> None:
         worker = self.session.worker
@@ -137,6 +140,4 @@ class ImageImpl:
 
 
 def raise_mismatch(ref, layers: int, diff_ids: int):
-    from builder.errors import RegistryError
-
     raise RegistryError(f"image {ref}: manifest lists {layers} layers but its config {diff_ids} diff_ids")

@@ -1,0 +1,255 @@
+"""A registry (or a URL) cannot exhaust pybuild's memory (issue 14, attack
+11), and what a build downloads has configurable caps.
+
+Each attack runs the real `pybuild` in a subprocess against the real
+registry fixture, and its peak memory is read from wait4's ru_maxrss:
+- a gzip layer of 5 GiB of zeros (5 MB compressed, written streamed here)
+  is inflated a bounded piece at a time: pulled whole under 200 MB, or
+  refused by `[limits] max_layer_size`;
+- a 50 MB manifest is refused on its size before it is read;
+- `ADD <url>` past `[limits] max_add_url_size` fails and leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+from builder.registry import MAX_MANIFEST_SIZE
+from cache.digest import Digest
+from fixtures import busybox
+from fixtures.proxy import FaultProxy
+
+GIB = 1 << 30
+MIB = 1 << 20
+ZEROS_SIZE = 5 * GIB
+# sha256 and crc32 of 5 GiB of zeros, computed once with hashlib and zlib
+# (hashing 5 GiB here would cost the test 10 s; pybuild hashes it anyway,
+# and a wrong constant fails the pull with a diff_id mismatch).
+ZEROS_SHA256 = "7f06c62352aebd8125b2a1841e2b9e1ffcbed602f381c3dcb3200200e383d1d5"
+ZEROS_CRC32 = 423114947
+PEAK_LIMIT = 200 * MIB
+
+
+def _env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_") and k != "SOURCE_DATE_EPOCH"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
+    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
+    return env
+
+
+# Forks and execs the command, then writes its peak RSS (KiB) from wait4.
+# A process started straight from pytest would not do: at exec, Linux
+# keeps the high-water RSS of the memory it leaves, which for a child made
+# by vfork or fork from pytest is pytest's own (the proxies and servers of
+# these tests hold 50 MB bodies in it).
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measured_build(tmp_path: Path, dockerfile: str, *, config: str | None = None,
+                   root: Path | None = None) -> tuple[int, str, int]:
+    """Run `pybuild build` on a context holding `dockerfile`; returns its
+    exit status, its stderr and its peak resident memory in bytes."""
+    work = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+    (work / "ctx").mkdir(parents=True)
+    (work / "ctx" / "Dockerfile").write_text(dockerfile)
+    extra = []
+    if config is not None:
+        (work / "config.toml").write_text(config)
+        extra = ["--config", str(work / "config.toml")]
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(work / "peak"), "pybuild", "build",
+                           "--root", str(root or work / "root"), "--progress", "plain", *extra, str(work / "ctx")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600,
+                          env=_env(tmp_path))
+    return done.returncode, done.stderr, int((work / "peak").read_text()) * 1024
+
+
+def _write_blob(layout: Path, data: bytes) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    path = layout / "blobs" / "sha256" / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def gzip_of_zeros(size: int, crc32: int):
+    """The pieces of a single-member gzip of `size` zero bytes (a multiple
+    of 1 MiB), never more than one MiB of zeros in memory.
+
+    Each MiB is one deflate segment ended by a full flush, which resets the
+    compressor: every segment is the same ~1 KB, so the stream is that
+    segment repeated."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = deflate.compress(bytes(MIB)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    finish = deflate.flush(zlib.Z_FINISH)
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    for _ in range(size // MIB):
+        yield segment
+    yield finish + struct.pack("<II", crc32, size & 0xFFFFFFFF)
+
+
+def write_zeros_gzip(layout: Path) -> dict:
+    """ZEROS_SIZE zero bytes gzipped into a blob of the layout, streamed."""
+    tmp = layout / "zeros.gz.part"
+    digest, size = hashlib.sha256(), 0
+    with open(tmp, "wb") as out:
+        for data in gzip_of_zeros(ZEROS_SIZE, ZEROS_CRC32):
+            out.write(data)
+            digest.update(data)
+            size += len(data)
+    blob = layout / "blobs" / "sha256" / digest.hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, blob)
+    return {"digest": f"sha256:{digest.hexdigest()}", "size": size}
+
+
+@pytest.fixture(scope="module")
+def zeros_image(busybox_image, tmp_path_factory) -> str:
+    """busybox plus a layer of 5 GiB of zeros (an empty archive: its end
+    blocks, and zeros after them, all counted in its diff_id)."""
+    layout = tmp_path_factory.mktemp("zeros-layout")
+    base = (busybox_image.layout / "blobs" / "sha256" / busybox_image.layers[0].hex).read_bytes()
+    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **_write_blob(layout, base)},
+              {"mediaType": busybox.OCI_LAYER_GZIP, **write_zeros_gzip(layout)}]
+    config = json.dumps({"architecture": busybox.host_arch(), "os": "linux",
+                         "config": {"Env": [busybox.PATH_ENV], "Cmd": ["sh"]},
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": [str(busybox_image.diff_ids[0]), f"sha256:{ZEROS_SHA256}"]}})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
+                           "config": {"mediaType": busybox.OCI_CONFIG, **_write_blob(layout, config.encode())},
+                           "layers": layers}).encode()
+    stored = _write_blob(layout, manifest)
+    busybox.write_index(layout, busybox.OCI_MANIFEST, Digest.parse(stored["digest"]), stored["size"], "latest")
+    ref = f"{busybox_image.registry.host}/zeros:latest"
+    busybox.skopeo_push(layout, "latest", ref)
+    return ref
+
+
+def test_a_layer_inflating_to_5_gib_is_pulled_in_bounded_memory(tmp_path, zeros_image):
+    status, stderr, peak = measured_build(tmp_path, f"FROM {zeros_image}\n")
+    assert status == 0, stderr
+    assert peak < PEAK_LIMIT, f"peak RSS {peak / MIB:.0f} MiB"
+
+
+def test_max_layer_size_refuses_the_layer_while_it_inflates(tmp_path, zeros_image):
+    status, stderr, peak = measured_build(tmp_path, f"FROM {zeros_image}\n",
+                                          config='[limits]\nmax_layer_size = "1GiB"\n')
+    assert status == 1
+    assert f"is larger than {GIB} bytes (the config file's [limits] max_layer_size)" in stderr
+    assert "Traceback" not in stderr
+    assert peak < PEAK_LIMIT, f"peak RSS {peak / MIB:.0f} MiB"
+    # Its blob is 5 MB: a cap below that refuses it before the download.
+    status, stderr, _ = measured_build(tmp_path, f"FROM {zeros_image}\n",
+                                       config='[limits]\nmax_layer_size = "1MiB"\n')
+    assert status == 1 and f"is larger than {MIB} bytes" in stderr
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "no-length"])
+def test_a_50_mb_manifest_is_refused_before_it_is_read(tmp_path, busybox_image, sized):
+    # The registry itself refuses to store or serve a manifest over 4 MiB:
+    # the fault proxy in front of it grows busybox's to 50 MB on the way,
+    # with its Content-Length, or without one (the cap is then met while
+    # reading).
+    proxy = FaultProxy(busybox_image.registry.host)
+    proxy.faults.pad_manifests = 50 * MIB
+    proxy.faults.unsized_manifests = not sized
+    try:
+        status, stderr, peak = measured_build(tmp_path, f"FROM {proxy.host}/busybox:latest\n")
+    finally:
+        proxy.close()
+    assert status == 1
+    assert f"manifest larger than {MAX_MANIFEST_SIZE} bytes" in stderr
+    assert "Traceback" not in stderr
+    # The old client read all 50 MB first (152 MB peak); pybuild's own
+    # footprint is about 60 MB.
+    assert peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
+
+
+class _Streaming(http.server.BaseHTTPRequestHandler):
+    """8 MiB of bytes, with a Content-Length or (path /chunked) without one;
+    /gzip-bomb: 1 GiB of zeros in 1 MB, as `Content-Encoding: gzip`."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/gzip-bomb":
+            self.send_header("Content-Encoding", "gzip")
+            pieces = gzip_of_zeros(GIB, _crc32_of_zeros(GIB))
+        else:
+            pieces = [b"z" * (64 << 10)] * 128
+        if self.path == "/sized":
+            self.send_header("Content-Length", str(8 * MIB))
+        else:
+            self.send_header("Connection", "close")  # no length: the end is the connection's
+        self.end_headers()
+        for piece in pieces:
+            try:
+                self.wfile.write(piece)
+            except OSError:
+                return  # the client gave up: what the cap is for
+
+
+def _crc32_of_zeros(size: int) -> int:
+    crc, block = 0, bytes(MIB)
+    for _ in range(size // MIB):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+@pytest.fixture
+def streaming_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Streaming)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("path", ["/sized", "/chunked"])
+def test_add_url_over_max_add_url_size_fails_and_leaves_nothing(tmp_path, busybox_image, streaming_server, path):
+    root = tmp_path / "root"
+    config = '[limits]\nmax_add_url_size = "1MiB"\n'
+    status, stderr, _ = measured_build(tmp_path, f"FROM {busybox_image.ref}\nADD {streaming_server}{path} /big\n",
+                                       config=config, root=root)
+    assert status == 1, stderr
+    assert f"larger than {MIB} bytes (the config file's [limits] max_add_url_size)" in stderr
+    assert "Traceback" not in stderr
+    assert [p for p in (root / "tmp").rglob("*")] == []
+    # Without the cap the same download is fine (8 MiB).
+    status, stderr, _ = measured_build(tmp_path, f"FROM {busybox_image.ref}\nADD {streaming_server}{path} /big\n",
+                                       root=root)
+    assert status == 0, stderr
+
+
+def test_add_url_gzip_bomb_is_decoded_in_bounded_memory(tmp_path, busybox_image, streaming_server):
+    # requests decodes a Content-Encoding itself (as Go's client does for
+    # BuildKit): urllib3 >= 2.6 inflates no more per read than was asked.
+    status, stderr, peak = measured_build(tmp_path, f"FROM {busybox_image.ref}\nADD {streaming_server}/gzip-bomb /z\n",
+                                          config='[limits]\nmax_add_url_size = "64MiB"\n')
+    assert status == 1 and f"larger than {64 * MIB} bytes" in stderr, stderr
+    assert peak < PEAK_LIMIT, f"peak RSS {peak / MIB:.0f} MiB"
