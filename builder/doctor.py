@@ -15,7 +15,12 @@ What a root promises (docs/architecture.md) and what is checked here:
 
 `fix=True` removes what is broken or orphaned; a removed result or layer
 record is simply rebuilt by the next build. Run it when no build uses the
-root: a running build's fresh snapshots and temp files look orphaned.
+root: a running build's fresh snapshots and temp files look orphaned (its
+mounts and merged views do not: their maker's lease shows it alive).
+
+What a pybuild killed by SIGKILL leaves is taken back by the next command
+that opens the root (builder/reclaim.py, through `remove_leftovers`), so
+doctor should rarely find any of it.
 """
 
 from __future__ import annotations
@@ -65,12 +70,38 @@ def check(worker, *, fix: bool = False) -> list[Problem]:
     return doctor.problems
 
 
+def remove_leftovers(worker) -> list[Problem]:
+    """Remove what only a crash leaves (stale mounts, temporary
+    directories, snapshots nothing records, temp files), returned as fixed
+    problems. Right only while no other process uses the root, which
+    builder.reclaim makes sure of. A remote context being fetched
+    (ROOT/tmp/context-*) is kept: the CLI fetches it before it opens the
+    root, so its maker holds no lease yet."""
+    doctor = _Doctor(worker, fix=True, spare=lambda path: path.parent == doctor.root / "tmp"
+                     and path.name.startswith("context-"))
+    doctor.mounts()
+    doctor.orphans()
+    doctor.temp_files()
+    return doctor.problems
+
+
 class _Doctor:
-    def __init__(self, worker, fix: bool):
+    def __init__(self, worker, fix: bool, spare=lambda path: False):
         self.worker = worker
         self.root = Path(worker.root).resolve()
         self.fix = fix
+        self.spare = spare
         self.problems: list[Problem] = []
+
+    def _in_use(self, path: Path) -> bool:
+        """A merged view (or a mount in it) of a live process."""
+        snapshots = self.worker.snapshots
+        try:
+            name = path.relative_to(Path(snapshots.root).resolve()).parts[0]
+        except (ValueError, IndexError):
+            return False
+        owner = snapshots.made_by(name)
+        return owner is not None and snapshots.leases.alive(owner)
 
     def _found(self, kind: Kind, detail: str, repair=None) -> None:
         fixed = False
@@ -90,6 +121,8 @@ class _Doctor:
                 if point.startswith(prefix):
                     points.append(point)
         for point in sorted(points, reverse=True):
+            if self._in_use(Path(point)):
+                continue
             self._found(Kind.STALE_MOUNT, point, lambda p=point: linux.umount(p, linux.MNT_DETACH))
 
     def blobs(self) -> None:
@@ -160,8 +193,11 @@ class _Doctor:
         # directories that are no snapshot at all (a crash inside create())
         for entry in sorted(os.listdir(snapshots.root)):
             path = snapshots.root / entry
-            if entry.startswith((".mnt-", ".flat-")) or (
-                    not entry.startswith(".") and path.is_dir() and not snapshots.exists(entry)):
+            if snapshots.made_by(entry) is not None:
+                stray = not self._in_use(path.resolve())  # merged views, flattened lowers, probes
+            else:
+                stray = not entry.startswith(".") and path.is_dir() and not snapshots.exists(entry)
+            if stray:
                 self._found(Kind.STRAY_TEMP, f"snapshots/{entry}", lambda p=path: _remove(p))
 
     def temp_files(self) -> None:
@@ -170,7 +206,8 @@ class _Doctor:
                 continue
             for entry in sorted(os.listdir(directory)):
                 path = directory / entry
-                self._found(Kind.STRAY_TEMP, str(path.relative_to(self.root)), lambda p=path: _remove(p))
+                if not self.spare(path):
+                    self._found(Kind.STRAY_TEMP, str(path.relative_to(self.root)), lambda p=path: _remove(p))
 
 
 def _remove(path: Path) -> None:

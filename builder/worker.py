@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cache.errors import CacheError
 from cache.index import Index
 from cache.store import ContentStore
+from runtime.errors import RuntimeFailure
 
 
 def default_root() -> Path:
@@ -41,26 +43,43 @@ class Worker:
     index: Index
     snapshots: object  # runtime Snapshotter
     isolation: str
+    _closed: bool = False
 
     @classmethod
     def open(cls, root: Path | None = None, isolation: str | None = None) -> "Worker":
+        """The root's objects, with this process's lease on the root held
+        until `close`, after taking back what dead processes left in it
+        (builder/reclaim.py)."""
+        from builder.reclaim import reclaim
         from runtime.executor import default_isolation
         from runtime.snapshot import default_snapshotter
 
-        from runtime.executor import remove_stale_scratch
-
         root = Path(root) if root else default_root()
         root.mkdir(parents=True, exist_ok=True)
-        remove_stale_scratch()  # what a pybuild killed by SIGKILL left on /dev/shm
         (root / "tmp").mkdir(exist_ok=True)
         snapshots = default_snapshotter(root / "snapshots")
-        return cls(
-            root=root,
-            store=ContentStore(root / "content", _LayerTars(root, snapshots)),
-            index=Index(root / "index.db"),
-            snapshots=snapshots,
-            isolation=isolation or default_isolation(),
-        )
+        snapshots.leases.hold()
+        try:
+            worker = cls(
+                root=root,
+                store=ContentStore(root / "content", _LayerTars(root, snapshots)),
+                index=Index(root / "index.db"),
+                snapshots=snapshots,
+                isolation=isolation or default_isolation(),
+            )
+        except BaseException:
+            snapshots.leases.release()
+            raise
+        try:
+            reclaim(worker)
+        except (OSError, RuntimeFailure, CacheError):
+            # What could not be taken back stays for `pybuild doctor` to
+            # show; it must not fail the command asked for (doctor included).
+            pass
+        except BaseException:
+            worker.close()
+            raise
+        return worker
 
     @property
     def cache_mounts(self) -> Path:
@@ -73,3 +92,6 @@ class Worker:
 
     def close(self) -> None:
         self.index.close()
+        if not self._closed:
+            self._closed = True
+            self.snapshots.leases.release()

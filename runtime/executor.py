@@ -10,9 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import selectors
-import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -21,8 +19,10 @@ from typing import Callable, Iterable
 
 from runtime.errors import ExecCancelled, RuntimeFailure
 from runtime.fsutil import remove_tree
+from runtime.lease import Leases, is_token
 from runtime.sandbox import DEFAULT_PATH, resolve_in_root
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
+from runtime.supervise import stop_container
 from runtime.users import User
 
 __all__ = [
@@ -224,6 +224,9 @@ _MEMORY_BACKED = Path("/dev/shm")
 
 
 _SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-", "pybuild-ssh-")
+# Who made each scratch dir, so that what a pybuild killed by SIGKILL left
+# (its name carries the process's token) is told apart: runtime/lease.py.
+_SCRATCH_LEASES = Leases(_MEMORY_BACKED, "pybuild-lease-")
 
 
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
@@ -231,51 +234,55 @@ def scratch_dir(parent: Path | None, prefix: str) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     elif _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK):
         parent = _MEMORY_BACKED
-        # The owner's pid in the name: what a killed pybuild left behind can
-        # be told apart and removed (remove_stale_scratch).
-        prefix = f"{prefix}{os.getpid()}-"
+        prefix = f"{prefix}{_SCRATCH_LEASES.keep()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def remove_stale_scratch() -> int:
-    """Remove the step scratch dirs (configs, hosts files, secrets) that a
-    pybuild killed with SIGKILL left on the tmpfs; returns how many."""
+    """Remove the step scratch dirs (configs, hosts files, secrets, OCI
+    bundles) whose maker has died, first stopping the container of each
+    bundle; returns how many. Only our own directories are considered: a
+    bundle planted by another user would have us run the runtime on a
+    state of their making."""
     removed = 0
     try:
         names = os.listdir(_MEMORY_BACKED)
     except OSError:
         return 0
+    dead: set[str] = set()
     for name in names:
         prefix = next((p for p in _SCRATCH_PREFIXES if name.startswith(p)), None)
         if prefix is None:
             continue
-        if not left_by_dead_process(name[len(prefix):], "-"):
+        owner = name[len(prefix):].split("-", 1)[0]
+        path = _MEMORY_BACKED / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
             continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or not _left_by_dead(owner):
+            continue
+        dead.add(owner)
         if prefix == "pybuild-oci-":
-            _stop_containers(_MEMORY_BACKED / name / "state")
-        remove_tree(_MEMORY_BACKED / name)
+            _stop_containers(path)
+        remove_tree(path)
         removed += 1
+    for owner in dead.union(_SCRATCH_LEASES.dead()):
+        _SCRATCH_LEASES.drop(owner)
     return removed
 
 
-def _stop_containers(state: Path) -> None:
-    """The OCI runtime outlives a pybuild killed by SIGKILL, and so does the
-    step it runs: the bundle's state dir still names the container, and
-    `delete --force` kills everything in it. Either runtime may have made
-    it; the other one fails quietly."""
-    try:
-        containers = os.listdir(state)
-    except OSError:
-        return
-    for runtime in ("runc", "crun"):
-        if shutil.which(runtime) is None:
-            continue
-        for container in containers:
-            try:
-                subprocess.run([runtime, "--root", str(state), "delete", "--force", container],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
+def _left_by_dead(owner: str) -> bool:
+    if is_token(owner):
+        return not _SCRATCH_LEASES.alive(owner)
+    # named by a pybuild from before leases, with its pid
+    return left_by_dead_process(owner, "-")
+
+
+def _stop_containers(bundle: Path) -> None:
+    """The container of a dead pybuild's step, if its supervisor (which
+    stops it when pybuild dies) was killed too."""
+    stop_container(str(bundle))
 
 
 def left_by_dead_process(rest: str, sep: str) -> bool:

@@ -4,8 +4,10 @@ Each run writes `config.json` into a temporary bundle directory (outside the
 rootfs, whose path is `root.path`), keeps the runtime's state under a `--root`
 of its own in that directory, and runs `RUNTIME run --bundle DIR ID` in the
 foreground, so that the step's stdout and stderr are the runtime's: a pipe we
-read. What the spec holds follows docker's defaults (moby oci/defaults.go)
-as BuildKit's runc executor uses them.
+read. The runtime runs under runtime/supervise.py, which stops the
+container when pybuild cancels the step or dies. What the spec holds
+follows docker's defaults (moby oci/defaults.go) as BuildKit's runc
+executor uses them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import resource
 import shutil
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from runtime.executor import (
 )
 from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, resolve_in_root
 from runtime.limits import OutOfMemory, oci_resources, oci_rlimits
+from runtime.lifeline import Supervised
+from runtime.supervise import write_record
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
 
@@ -47,7 +50,6 @@ __all__ = ["OciExecutor", "find_runtime", "build_config"]
 RUNTIMES = ("runc", "crun")
 _NOFILE = 1048576
 _CAP_SYS_RESOURCE = 24
-_KILL_TIMEOUT = 10.0
 
 _CAP_NAMES = {
     0: "CAP_CHOWN",
@@ -113,33 +115,31 @@ class OciExecutor:
             remove_tree(bundle)
 
     def _supervise(self, spec: ExecSpec, bundle: Path, output: OutputSink) -> None:
-        container = _Container(self.runtime, bundle / "state", "pybuild-" + uuid.uuid4().hex[:16],
-                               bundle / "runtime.log")
+        container_id = "pybuild-" + uuid.uuid4().hex[:16]
+        write_record(str(bundle), self.runtime, container_id)
+        # The runtime's own log goes to a file, as BuildKit has it: the step's
+        # output then shows a failure as one plain line ("runc run failed:
+        # ..."), not as a logrus `time=... level=error msg=...` record.
+        command = [self.runtime, "--root", str(bundle / "state"), "--log", str(bundle / "runtime.log"),
+                   "--log-format", "json", "run", "--bundle", str(bundle), container_id]
         out_read, out_write = os.pipe()
         try:
-            process = subprocess.Popen(
-                container.command("run", "--bundle", str(bundle), container.id),
-                stdin=subprocess.DEVNULL,
-                stdout=out_write,
-                stderr=out_write,
-            )
+            # under the supervisor: stop() (a cancel) or pybuild's death,
+            # even by SIGKILL, stops the container
+            process = Supervised(command, bundle=bundle, stdin=subprocess.DEVNULL, stdout=out_write,
+                                 stderr=out_write)
         except OSError as exc:
             os.close(out_read)
             raise SandboxFailed(f"starting {self.runtime}: {exc}") from exc
         finally:
             os.close(out_write)
-        container.process = process
-        token = self._runs.add(container.kill)
+        token = self._runs.add(process.stop)
         tail = Tail()
-        finished = False
         try:
             pump(out_read, output, tail)
-            process.wait()
-            finished = True
         finally:
-            if not finished:
-                container.kill()
-            container.close()
+            process.stop()  # after the runtime exited, this only closes our end
+            process.wait()
             os.close(out_read)
             cancelled = self._runs.remove(token)
         if cancelled:
@@ -153,59 +153,6 @@ class OciExecutor:
                 # a SIGKILL nobody here sent is the OOM killer's, most likely
                 raise OutOfMemory(spec.args, 137, None, tail.text(), spec.limits.memory, certain=False)
             raise ExecFailed(spec.args, process.returncode, None, tail.text())
-
-
-class _Container:
-    """One `runtime run` and the commands that stop it."""
-
-    def __init__(self, runtime: str, state: Path, container_id: str, log: Path):
-        self.runtime = runtime
-        self.state = state
-        self.id = container_id
-        self.log = log
-        self.process: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._killed = False
-        self._closed = False
-
-    def command(self, *args: str) -> list[str]:
-        # The runtime's own log goes to a file, as BuildKit has it: the step's
-        # output then shows a failure as one plain line ("runc run failed:
-        # ..."), not as a logrus `time=... level=error msg=...` record.
-        return [self.runtime, "--root", str(self.state), "--log", str(self.log), "--log-format", "json", *args]
-
-    def kill(self) -> None:
-        """SIGKILL the container's processes; safe from any thread, once,
-        and never after `close` (a late `delete` would recreate the state
-        directory)."""
-        with self._lock:
-            if self._killed or self._closed or self.process is None:
-                return
-            self._killed = True
-            # `kill` reaches the container's init; `delete --force` also
-            # kills whatever else is in its cgroup and removes the state,
-            # even when the foreground runtime is gone
-            self._quietly("kill", self.id, "KILL")
-            self._quietly("delete", "--force", self.id)
-            if self.process.returncode is None:
-                self.process.kill()
-
-    def close(self) -> None:
-        """Wait for the runtime, and for a kill in progress in another thread."""
-        if self.process is not None:
-            self.process.wait()
-        with self._lock:
-            self._closed = True
-
-    def _quietly(self, *args: str) -> None:
-        subprocess.run(
-            self.command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=_KILL_TIMEOUT,
-            check=False,
-        )
 
 
 def _lookup_without_path(rootfs: Path, spec: ExecSpec) -> list[str]:

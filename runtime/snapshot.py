@@ -5,9 +5,14 @@ Layout under `root` (ROOT/snapshots):
     <id>/fs       the snapshot's files (whiteouts: 0/0 char devices, opaque
                   directories: trusted.overlay.opaque=y)
     <id>/work     overlay's workdir, only while <id> is mounted as upper
-    .mnt-XXXX     a merged view while mounted
-    .flat-XXXX    a temporary flattened lower (see "Deep chains" below)
+    .mnt-T-XXXX   a merged view while mounted
+    .flat-T-XXXX  a temporary flattened lower (see "Deep chains" below)
     .empty        an empty directory, the second lower overlay insists on
+    .leases/T     the lease of each live process using the snapshots
+
+T is the token of the process that made the directory (runtime/lease.py):
+one that died without cleaning up (SIGKILL) is found by its free lease,
+and `remove_left_by` unmounts and removes what it left.
 
 Ids are mkdtemp names: 8 characters, unique across processes, and short
 because overlay's options must fit in one page.
@@ -41,11 +46,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from runtime import linux
 from runtime.errors import MountFailed, RuntimeFailure
 from runtime.fsutil import copy_metadata, copy_node, remove_tree
+from runtime.lease import Leases
 
 _CLONE_FS = 0x00000200
 # fs/overlayfs/params.h: OVL_MAX_STACK
@@ -58,6 +64,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # to copying, so the upper gets full copies. index=off: no inode index, so
 # the upper is not tied to these particular lower directories.
 _OVERLAY_FLAGS = "index=off,redirect_dir=off,metacopy=off"
+# Entries of the snapshot root that only live while a process uses them.
+_TEMPORARY = (".mnt-", ".flat-", ".probe-")
 _ID_RE = re.compile(r"[a-z0-9_]{1,64}")
 # Notes live beside "fs" and "work", so neither name is one.
 _NOTE_RE = re.compile(r"note-[a-z0-9_.-]{1,80}")
@@ -85,6 +93,7 @@ class _SnapshotStore:
         os.chmod(self.root, 0o700)
         self._empty = self.root / ".empty"
         self._empty.mkdir(mode=0o755, exist_ok=True)
+        self.leases = lease_dir(self.root)
 
     def create(self) -> str:
         path = tempfile.mkdtemp(prefix="", dir=self.root)
@@ -154,6 +163,33 @@ class _SnapshotStore:
         if not self.exists(snapshot_id):
             raise UnknownSnapshot(snapshot_id)
 
+    def made_by(self, name: str) -> str | None:
+        """The token of the process that made the temporary entry `name`
+        (a merged view, a flattened lower, a probe), if it is one."""
+        for kind in _TEMPORARY:
+            if name.startswith(kind):
+                return name[len(kind):].split("-", 1)[0]
+        return None
+
+    def remove_left_by(self, owners: Iterable[str]) -> list[str]:
+        """Unmount and remove the merged views, flattened lowers and probes
+        that the processes with these tokens (dead ones: their leases are
+        free) left; returns their names. Nothing else is touched, so this
+        is safe while other processes use the snapshots."""
+        owners = set(owners)
+        removed = []
+        for name in sorted(os.listdir(self.root)):
+            if self.made_by(name) not in owners:
+                continue
+            path = os.path.join(self.root, name)
+            for point in sorted(mount_points_below(path), reverse=True):
+                _detach(point)
+            if mount_points_below(path):
+                continue  # never remove files through a mount
+            remove_tree(path)
+            removed.append(name)
+        return removed
+
 
 class OverlaySnapshotter(_SnapshotStore):
     # `volatile` (Linux 5.10+) makes unmounting skip the sync of the whole
@@ -167,7 +203,14 @@ class OverlaySnapshotter(_SnapshotStore):
         lowers = list(lowers)
         for snapshot_id in lowers + ([upper] if upper else []):
             self._require(snapshot_id)
-        target = tempfile.mkdtemp(prefix=".mnt-", dir=self.root)
+        owner = self.leases.hold()
+        try:
+            yield from self._mounted(lowers, upper, owner)
+        finally:
+            self.leases.release()
+
+    def _mounted(self, lowers: list[str], upper: str | None, owner: str) -> Iterator[Path]:
+        target = tempfile.mkdtemp(prefix=f".mnt-{owner}-", dir=self.root)
         flat: str | None = None
         mounted = False
         workdir = self.root / upper / "work" if upper else None
@@ -180,7 +223,7 @@ class OverlaySnapshotter(_SnapshotStore):
                 if workdir is not None:
                     remove_tree(workdir)  # left over from a crash, maybe
                     workdir.mkdir()
-                options, flat = self._options(lowers, upper)
+                options, flat = self._options(lowers, upper, owner)
                 _mount_overlay(str(self.root), target, options, readonly=upper is None)
                 mounted = True
             yield Path(target)
@@ -193,7 +236,7 @@ class OverlaySnapshotter(_SnapshotStore):
             if workdir is not None:
                 remove_tree(workdir)
 
-    def _options(self, lowers: list[str], upper: str | None) -> tuple[str, str | None]:
+    def _options(self, lowers: list[str], upper: str | None, owner: str) -> tuple[str, str | None]:
         """The mount data, and the flattened lower made for it if any."""
         tail = f",upperdir={upper}/fs,workdir={upper}/work" if upper else ""
         tail += "," + _OVERLAY_FLAGS
@@ -205,7 +248,7 @@ class OverlaySnapshotter(_SnapshotStore):
         budget = _PAGE - 1 - len("lowerdir=") - len(tail)
         if len(paths) <= _OVERLAY_MAX_LOWERS and sum(len(p) + 1 for p in paths) - 1 <= budget:
             return "lowerdir=" + ":".join(reversed(paths)) + tail, None
-        flat = tempfile.mkdtemp(prefix=".flat-", dir=self.root)
+        flat = tempfile.mkdtemp(prefix=f".flat-{owner}-", dir=self.root)
         name = os.path.basename(flat)
         try:
             # Keep as many of the top lowers as fit next to the flat one.
@@ -237,7 +280,14 @@ class CopySnapshotter(_SnapshotStore):
         lowers = list(lowers)
         for snapshot_id in lowers + ([upper] if upper else []):
             self._require(snapshot_id)
-        target = tempfile.mkdtemp(prefix=".mnt-", dir=self.root)
+        owner = self.leases.hold()
+        try:
+            yield from self._copied(lowers, upper, owner)
+        finally:
+            self.leases.release()
+
+    def _copied(self, lowers: list[str], upper: str | None, owner: str) -> Iterator[Path]:
+        target = tempfile.mkdtemp(prefix=f".mnt-{owner}-", dir=self.root)
         try:
             merge_layers(target, [str(self.fs_path(i)) for i in lowers], link_files=False)
             if upper is None:
@@ -322,10 +372,50 @@ def _unmount(target: str) -> None:
         linux.umount(target, linux.MNT_DETACH)
 
 
+def lease_dir(root: str | os.PathLike) -> Leases:
+    """The leases of the processes using the snapshots under `root`."""
+    return Leases(Path(root) / ".leases", gated=True)
+
+
+def mount_points_below(path: str) -> list[str]:
+    """The mount points at or below `path` in this mount namespace."""
+    found = []
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = _unescape(line.split()[4])
+            if point == path or point.startswith(prefix):
+                found.append(point)
+    return found
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def _detach(point: str) -> None:
+    try:
+        linux.umount(point, linux.MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
+            raise MountFailed(f"unmount {point}: {exc}") from exc
+
+
 def _overlay_works(root: str, extra: str) -> bool:
     """Mount a tiny overlay, delete a lower file and replace a lower
     directory: whiteouts and opaque xattrs must land in the upper."""
-    probe = tempfile.mkdtemp(prefix=".probe-", dir=root)
+    leases = lease_dir(root)
+    owner = leases.hold()
+    try:
+        return _probe(tempfile.mkdtemp(prefix=f".probe-{owner}-", dir=root), extra)
+    finally:
+        leases.release()
+
+
+def _probe(probe: str, extra: str) -> bool:
     try:
         for name in ("lower/d", "upper", "work", "merged"):
             os.makedirs(os.path.join(probe, name))

@@ -9,9 +9,11 @@ stops it when the build ends.
 
 The agent is started on the first step that mounts its ID, so a build that
 never uses it never runs one. Its socket lives in a private 0700 directory
-under the system temp dir (not under the root: a socket path must stay
-within 108 bytes), and keys are fed to `ssh-add -` on stdin, so they are
-never copied to disk and ssh-add's file permission check does not apply.
+with the steps' scratch on /dev/shm (not under the root: a socket path
+must stay within 108 bytes), and keys are fed to `ssh-add -` on stdin, so
+they are never copied to disk and ssh-add's file permission check does not
+apply. The agent runs under runtime/supervise.py: it dies with pybuild,
+even one killed by SIGKILL.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from builder.errors import PybuildError
+from runtime.executor import scratch_dir
+from runtime.lifeline import Supervised
 
 _START_TIMEOUT = 10.0  # seconds for ssh-agent to create its socket
 _STOP_TIMEOUT = 5.0
@@ -51,11 +54,13 @@ class _KeyAgent:
         add = shutil.which("ssh-add")
         if agent is None or add is None:
             raise SshAgentError(f"ssh {ssh_id}: loading key files needs ssh-agent and ssh-add (openssh-client)")
-        self.dir = Path(tempfile.mkdtemp(prefix="pybuild-ssh-"))  # 0700
+        # 0700, and like the agent, taken back if pybuild dies (SIGKILL
+        # included): runtime.lifeline, runtime.executor.remove_stale_scratch
+        self.dir = scratch_dir(None, "pybuild-ssh-")
         self.socket = str(self.dir / "agent.sock")
         self.process: subprocess.Popen | None = None
         try:
-            self.process = subprocess.Popen(
+            self.process = Supervised(
                 [agent, "-D", "-a", self.socket], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE)  # fmt: skip
             self._wait_for_socket(ssh_id)

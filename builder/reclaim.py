@@ -1,0 +1,52 @@
+"""Taking back what dead pybuild processes left in a root.
+
+A pybuild killed by SIGKILL (how CI runners cancel jobs) cleans up
+nothing: its overlay mounts stay mounted, its snapshot of the step that
+ran stays unrecorded, its half-written blobs and per-build scratch stay,
+and its step scratch stays on /dev/shm. (Its processes do not stay: the
+builtin sandbox dies with it through PR_SET_PDEATHSIG, an OCI step through
+runtime/supervise.py.)
+
+Every process using a root holds a lease on it (runtime/lease.py, in
+ROOT/snapshots/.leases) from `Worker.open` to `Worker.close`, and names
+its merged views with its token. The next process to open the root finds
+the dead ones by their free leases, and:
+- unmounts and removes the merged views and flattened lowers named with
+  a dead token. Nobody else uses them, so this is done whatever else runs;
+- when no other process holds a lease on the root (the leases' gate keeps
+  new ones out meanwhile) and this one uses it nowhere else, removes what
+  carries no name to tell its maker by: snapshots no cache record refers
+  to, overlay workdirs, stray mounts, half-written blobs, ROOT/tmp. These
+  are a dead process's: any live one would hold a lease. Otherwise they
+  wait for the next open when the root is quiet (or for prune), and the
+  dead leases stay to say so.
+Step scratch on /dev/shm, and the container of an OCI step whose
+supervisor was killed as well, are reclaimed by
+runtime.executor.remove_stale_scratch, by the same kind of lease.
+"""
+
+from __future__ import annotations
+
+from builder.doctor import Problem, remove_leftovers
+from runtime.executor import remove_stale_scratch
+
+
+def reclaim(worker) -> list[Problem]:
+    """Take back what dead processes left in the worker's root (see the
+    module docstring); returns what was removed besides their merged
+    views. The caller holds the worker's lease."""
+    remove_stale_scratch()
+    snapshots = worker.snapshots
+    leases = snapshots.leases
+    dead = leases.dead()
+    if not dead:
+        return []
+    with leases.gate():
+        dead = leases.dead()
+        snapshots.remove_left_by(dead)
+        if leases.others_alive() or leases.holders_here() > 1:
+            return []  # someone may be between making a snapshot and recording it
+        removed = remove_leftovers(worker)
+        for owner in dead:
+            leases.drop(owner)
+    return removed
