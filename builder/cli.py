@@ -357,9 +357,11 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
             observer = memo.Observer() if memoisable else None
             if observer is not None:
                 reporter = memo.RecordingReporter(reporter)
+                observer.look_file(prepared.directory)
                 observer.look_file(dockerfile_path or prepared.directory / "Dockerfile")
+                observer.look_build_contexts(build_contexts)
                 if settings.config.path is not None:
-                    observer.look_file(settings.config.path)
+                    observer.look_file(settings.config.path, read_ns=observer.started_ns)  # read at the start
             try:
                 result = run_build(
                     prepared.directory, dockerfile=dockerfile_path, dockerfile_text=dockerfile_text, tags=tags,
@@ -374,12 +376,11 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
                 if not quiet:
                     memo.announce(reporter, result.tags, result.image_id, result.duration)
                 if observer is not None:
-                    memo.record(_root_dir(settings), memo.memo_key(memo.ARGV, os.getcwd(), dict(os.environ),
-                                                                   sys.stderr.isatty()),
-                                observer, progress=settings.progress.value, quiet=quiet, iidfile=iidfile,
-                                image_id=result.image_id, manifest=result.manifest_digest, tags=result.tags,
-                                warnings=reporter.warnings,
-                                config_path=str(settings.config.path) if settings.config.path else None)
+                    memo.record(_root_dir(settings), memo.ARGV, observer, progress=settings.progress.value,
+                                quiet=quiet, iidfile=iidfile, image_id=result.image_id,
+                                manifest=result.manifest_digest, tags=result.tags, warnings=reporter.warnings,
+                                config_path=str(settings.config.path) if settings.config.path else None,
+                                secrets=secrets, ssh=ssh, debug=debug)
             finally:
                 reporter.close()
         if quiet:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import atexit
 import gc
 import sys
+import time
 
 
 def main() -> None:
+    started_ns = time.time_ns()
     # One process runs one command, and nearly everything the imports create
     # lives until it exits; the cyclic GC would still rescan all of it during
     # the build (~40 ms for a small one) and at exit (~50 ms).
@@ -17,13 +19,15 @@ def main() -> None:
     from builder import memo
 
     argv = sys.argv[1:]
-    try:
-        if memo.replay(argv):
-            sys.exit(0)
-    except KeyboardInterrupt:
-        print("ERROR: interrupted", file=sys.stderr)
-        sys.exit(130)
-    memo.ARGV = argv
+    if memo.enabled():
+        try:
+            status = memo.replay(argv)
+        except KeyboardInterrupt:
+            print("ERROR: interrupted", file=sys.stderr)
+            sys.exit(130)
+        if status is not None:
+            sys.exit(status)
+        memo.ARGV, memo.STARTED_NS = argv, started_ns
     from builder.cli import main as cli_main
 
     gc.freeze()

@@ -3,7 +3,7 @@
 docker's client answers a fully cached build in ~0.1 s because its daemon is
 already running. A `pybuild` process pays ~0.3 s of imports (networkx, click,
 the frontend) before it can even ask its cache. So after a successful build
-whose result depends only on things that `stat` and a few index lookups can
+whose result depends only on things that `lstat` and a few index lookups can
 check, pybuild writes a memo, ROOT/memo/KEY, keyed by the exact command line,
 working directory, terminal and the environment variables that can change a
 build. The next identical command (builder.entry) reads the memo first and,
@@ -11,24 +11,47 @@ when every check holds, prints what the full cached build would have printed
 (every step CACHED, the same warnings, the same image ID) and stops.
 
 What a memo checks, all of which must hold, else the full build runs:
-- every path the build read, as the build saw it: the Dockerfile and ignore
-  files, every context directory it listed and every entry it selected, and
-  the path components on the way (lstat: type, mode, owner, size, inode,
-  mtime, ctime; ctime changes on any write, chmod or rename, and userland
-  cannot set it). An entry whose times were within RACY_NS of the build's
-  start could change again without changing its times, so for those the memo
-  holds a content digest (files) or the sorted names (directories) instead.
+- every path the build read, as the build reached it: the context directory,
+  the Dockerfile, ignore and config files and every named context as given
+  on the command line, each component on the way, every symlink met (lstat
+  and its target) and followed as the kernel follows it (inside a context,
+  as the build does: confined to the context); every context directory the
+  build listed and every entry it selected. A final path or a listed
+  directory is compared on type, mode, owner, size, device, inode, mtime
+  and ctime (ctime changes on any write, chmod or rename and userland
+  cannot set it); a plain directory on the way on its identity only (type,
+  device, inode), so unrelated files next to it do not matter.
 - pybuild's own source files and the config file (a new pybuild or setting
   gets a full build);
-- each base image tag still resolves, in this root, to the digest used;
+- each base image tag still resolves, in this root, to the digest used, and
+  each base's manifest and config are still in the store (else a full build
+  would ask the registry);
 - each step's cache record still exists (so `pybuild prune` is honoured:
   a pruned step runs again, as it would without the memo), and the image
   and its tags are still in the store.
 
-Only builds with nothing outside those checks are memoised: the local image
-store as the only output, no --push, --pull, --no-cache, --cache-to,
---cache-from, --explain or --metadata-file, a local directory context, and
-no ADD of a URL or a git repository (BuildKit checks those every build).
+A memo is written only when those checks are exact for this build:
+- every path is re-read at the end of the build and must be as it was
+  when the build reached it;
+- no checked entry may have changed (its ctime) within RACY_NS of the time
+  the build read it (RACY_COARSE_NS on a filesystem with whole-second
+  times): such an entry could be rewritten, same size, in the same
+  timestamp tick, after the build read it, without anything `lstat` shows
+  changing. Any later change to a settled entry moves its ctime, which the
+  end of the build or the replay sees. The next run of the command, once
+  the entry has settled, writes the memo.
+- the local image store is the only output: no --push, --pull, --no-cache,
+  --cache-to, --cache-from, --explain or --metadata-file, a local directory
+  context, and no ADD of a URL or a git repository (BuildKit checks those
+  every build).
+Writing a memo never fails a build: any error only leaves it unwritten.
+
+A replay does what a full build does besides the build itself: it reads the
+`--secret` and `--ssh` sources the same way (a missing one sends the command
+to the full build, which reports it), holds the root's shared lock while it
+checks and answers (so prune cannot remove what it vouches for), and runs
+automatic GC when a full build would. $PYBUILD_NO_MEMO set to anything but
+empty turns memos off: nothing is read or written.
 """
 
 from __future__ import annotations
@@ -40,21 +63,31 @@ import re
 import stat
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
-MEMO_VERSION = 1
+MEMO_VERSION = 2
+NO_MEMO_ENV = "PYBUILD_NO_MEMO"
 # The command line as the console script received it (builder.entry sets
 # it); None when the CLI runs some other way, and then nothing is memoised.
 ARGV: list[str] | None = None
+# When the console script started (builder.entry sets it): what the build
+# read before its Observer existed (the config file) was read after it.
+STARTED_NS: int | None = None
 RACY_NS = 100_000_000
 RACY_COARSE_NS = 2_000_000_000
 MAX_MEMOS = 32
+_MAX_SYMLINKS = 40  # as the kernel's path walk
 # Variables that change what a build means or prints, besides those the
 # command line names (`--build-arg NAME` takes NAME from the environment).
 _ENV_PREFIXES = ("PYBUILD_", "BUILDKIT_", "DOCKER_", "XDG_", "SOURCE_DATE_EPOCH", "HOME", "NO_COLOR", "TERM",
                  "COLUMNS")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PACKAGES = ("builder", "frontend", "cache", "runtime")
+
+
+def enabled() -> bool:
+    return not os.environ.get(NO_MEMO_ENV)
 
 
 def memo_key(argv: list[str], cwd: str, env: dict[str, str], tty: bool) -> str:
@@ -79,11 +112,7 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def _stamp(st: os.stat_result | None) -> list | None:
-    if st is None:
-        return None
-    return [st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid]
-
+# -- what a path looks like -------------------------------------------------------------
 
 def _lstat(path: str) -> os.stat_result | None:
     try:
@@ -92,107 +121,233 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
-def _racy(st: os.stat_result, started_ns: int) -> bool:
-    """Could this entry change again, before the build's end, without its
-    times changing? Times are kept at the kernel tick (a few ms) on ext4,
-    xfs, btrfs and tmpfs; a whole-second time marks a filesystem whose
-    granularity may be as coarse as 2 s."""
-    latest = max(st.st_mtime_ns, st.st_ctime_ns)
-    coarse = st.st_mtime_ns % 1_000_000_000 == 0 and st.st_ctime_ns % 1_000_000_000 == 0
-    return latest >= started_ns - (RACY_COARSE_NS if coarse else RACY_NS)
+def _print(st: os.stat_result | None, path: str, full: bool) -> list | None:
+    """What is compared for one path: all of lstat (and a symlink's target)
+    for a path the build read, the identity for a directory passed through."""
+    if st is None:
+        return None
+    if not full:
+        return [stat.S_IFMT(st.st_mode), st.st_dev, st.st_ino]
+    link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    return [st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid,
+            link]
 
 
-def _content(path: str, st: os.stat_result) -> str:
-    """What stands in for times that are too recent to trust."""
-    if stat.S_ISDIR(st.st_mode):
-        return hashlib.sha256("\0".join(sorted(os.listdir(path))).encode()).hexdigest()
-    if stat.S_ISREG(st.st_mode):
-        from cache.statcache import hash_file
-
-        return str(hash_file(path)[0])
-    return os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+def _settled(fingerprint: list | None, read_ns: int) -> bool:
+    """Had this entry last changed long enough before the build read it
+    that any later change must move its ctime? Times are kept at the kernel
+    tick (a few ms) on ext4, xfs, btrfs and tmpfs; a whole-second ctime marks
+    a filesystem whose granularity may be as coarse as 2 s. mtime is not
+    consulted: userland sets it at will, a change always moves ctime."""
+    if fingerprint is None:
+        return True
+    ctime = fingerprint[5]
+    window = RACY_COARSE_NS if ctime % 1_000_000_000 == 0 else RACY_NS
+    return ctime < read_ns - window
 
 
 class Observer:
-    """What one build read; filled in by the build, written by `record`."""
+    """What one build read; filled in by the build, written by `record`.
+
+    Each path is noted when the build reads it, give or take a few ms
+    (well within RACY_NS), or with the time it was read (`read_ns`). Its
+    methods never raise into the build: anything odd refuses the memo."""
 
     def __init__(self):
-        self.started_ns = time.time_ns()
-        self.paths: dict[str, os.stat_result | None] = {}
+        self.started_ns = STARTED_NS or time.time_ns()
+        # path -> (full, fingerprint, when the build read it)
+        self.paths: dict[str, tuple[bool, list | None, int]] = {}
         self.resolved: dict[tuple[str, str], str] = {}  # (tag reference, platform) -> manifest digest
+        self.blobs: set[str] = set()  # each base's manifest and config: a full build reads them
         self.eligible = True
+        self.refused_because: str | None = None
         self.target_key: str | None = None  # the one result a cached build looks up
         self.steps: list[list[str]] = []  # [vertex, name], in the solver's order
 
+    def refuse(self, why: str = "the build depends on something a memo cannot check") -> None:
+        if self.eligible:
+            self.eligible, self.refused_because = False, why
+
+    def _note(self, path: str, full: bool, st: os.stat_result | None = None, *, given: bool = False,
+              read_ns: int | None = None) -> None:
+        known = self.paths.get(path)
+        if known is not None and (known[0] or not full):
+            return  # already held at least as closely; the end of the build checks it again
+        try:
+            if not given:
+                st = _lstat(path)
+            self.paths[path] = (full, _print(st, path, full), read_ns or time.time_ns())
+        except Exception as exc:  # noqa: BLE001 - a memo is only a shortcut
+            self.refuse(f"cannot read {path}: {exc}")
+
     def saw(self, path, st: os.stat_result | None) -> None:
-        self.paths[os.fspath(path)] = st
+        """An entry the build listed, with the lstat it took."""
+        self._note(os.fspath(path), True, st, given=True)
 
     def look(self, path) -> None:
         """lstat a path the build depends on (present or not)."""
-        path = os.fspath(path)
-        self.paths[path] = _lstat(path)
+        self._note(os.fspath(path), True)
 
-    def look_file(self, path) -> None:
-        """A file read by following symlinks (the Dockerfile, ignore files)."""
-        self.look(path)
-        if os.path.islink(path):
-            self.look(os.path.realpath(path))
+    def look_file(self, path, read_ns: int | None = None) -> None:
+        """A path the build reaches by name (the context directory, the
+        Dockerfile, ignore and config files): every component on the way and
+        every symlink followed, as the kernel resolves it; and its name also
+        as the build reads a Dockerfile or ignore file, resolved inside the
+        directory as if it were `/` (builder.context.open_context_file)."""
+        try:
+            path = os.path.join(os.getcwd(), os.fspath(path))
+            self._trace("/", path, read_ns)
+            directory, name = os.path.split(path)
+            directory = self._trace("/", directory, read_ns)
+            if directory is not None:
+                self._trace(directory, name, read_ns)
+        except Exception as exc:  # noqa: BLE001
+            self.refuse(f"cannot follow {path}: {exc}")
+
+    def look_build_contexts(self, values) -> None:
+        """The paths of `--build-context NAME=DIR` and `NAME=oci-layout://PATH`
+        as given: the build resolves them once, at its start."""
+        for value in values:
+            source = value.partition("=")[2]
+            if source.startswith("oci-layout://"):
+                layout = source.removeprefix("oci-layout://").partition("@")[0].partition(":")[0]
+                self.look_file(os.path.join(layout, "index.json"))
+            elif source and not source.startswith("docker-image://"):
+                self.look_file(source)
 
     def look_along(self, root, relpath: str) -> None:
-        """Each component of a path below `root`: a symlink swapped on the way
-        changes where the build reads, and that component's lstat."""
-        current = os.fspath(root)
-        for part in relpath.split("/"):
-            if part in ("", "."):
-                continue
-            current = os.path.join(current, part)
-            if current not in self.paths:
-                self.look(current)
+        """A path inside a context, resolved as the build resolves it there
+        (runtime.fsutil.resolve_in_root: absolute targets and `..` stay
+        inside): a symlink swapped on the way changes where the build reads."""
+        try:
+            self._trace(os.fspath(root), relpath)
+        except Exception as exc:  # noqa: BLE001
+            self.refuse(f"cannot follow {relpath} in {root}: {exc}")
 
-    def refuse(self) -> None:
-        """This build depends on something a memo cannot check."""
-        self.eligible = False
+    def _trace(self, root: str, path: str, read_ns: int | None = None) -> str | None:
+        """Note each component of `path` below `root` as it is resolved
+        there; returns the path it resolves to (None: it does not exist)."""
+        pending = deque(path.split("/"))
+        resolved: list[str] = []
+        followed = 0
+        while pending:
+            name = pending.popleft()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = os.path.join(root, *resolved, name)
+            st = _lstat(candidate)
+            final = all(part in ("", ".") for part in pending)
+            is_link = st is not None and stat.S_ISLNK(st.st_mode)
+            # A directory is held by identity: the build lists one, if ever,
+            # through `look`, which holds its times.
+            self._note(candidate, is_link or (final and not (st is not None and stat.S_ISDIR(st.st_mode))), st,
+                       given=True, read_ns=read_ns)
+            if st is None:
+                return None  # what follows does not exist either: its appearing changes this entry
+            if not is_link:
+                resolved.append(name)
+                continue
+            followed += 1
+            if followed > _MAX_SYMLINKS:
+                self.refuse(f"too many levels of symbolic links in {path}")
+                return None
+            seen = self.paths.get(candidate, (False, None, 0))[1]
+            target = seen[-1] if seen is not None and len(seen) > 3 else None
+            if target is None:  # not the symlink it was earlier in this build
+                self.refuse(f"{candidate} changed during the build")
+                return None
+            if target.startswith("/"):
+                resolved = []
+            pending.extendleft(reversed(target.split("/")))
+        return os.path.join(root, *resolved)
+
+    def used_image(self, ref, platform: str, manifest, config) -> None:
+        """A base image the build read from the store (a tag resolved in the
+        index, or a pinned digest)."""
+        if ref.digest is None:
+            self.resolved[(str(ref), platform)] = str(manifest)
+        self.blobs.update((str(manifest), str(config)))
+
+    def unchanged_since(self) -> str | None:
+        """Why the paths cannot vouch for this build, or None: each must be
+        as the build found it, and settled."""
+        for path, (full, fingerprint, read_ns) in self.paths.items():
+            if _print(_lstat(path), path, full) != fingerprint:
+                return f"{path} changed during the build"
+            if full and not _settled(fingerprint, read_ns):
+                return f"{path} changed just before the build read it"
+        return None
 
     def entries(self) -> list[list]:
-        out = []
-        for path in sorted(self.paths):
-            st = self.paths[path]
-            check = None
-            if st is not None and _racy(st, self.started_ns):
-                check = _content(path, st)
-            out.append([path, _stamp(st), check])
-        return out
+        return [[path, full, fingerprint] for path, (full, fingerprint, _) in sorted(self.paths.items())]
 
 
-def record(root: Path, key: str, observer: Observer, *, progress: str, quiet: bool, iidfile: str | None,
-           image_id: str, manifest: str, tags: tuple[str, ...], warnings: list[str],
-           config_path: str | None) -> None:
-    """Write the memo atomically; a failure to write only costs the next run its shortcut."""
-    if not observer.eligible or observer.target_key is None:
-        return
+def record(root: Path, argv: list[str], observer: Observer, *, progress: str, quiet: bool, iidfile: str | None,
+           image_id: str, manifest: str, tags: tuple[str, ...], warnings: list[str], config_path: str | None,
+           secrets: tuple[str, ...] = (), ssh: tuple[str, ...] = (), debug: bool = False) -> None:
+    """Write the memo atomically. Never raises: a build that succeeded stays
+    successful, and a memo not written only costs the next run its shortcut."""
+    try:
+        why = _record(root, argv, observer, progress=progress, quiet=quiet, iidfile=iidfile, image_id=image_id,
+                      manifest=manifest, tags=tags, warnings=warnings, config_path=config_path, secrets=secrets,
+                      ssh=ssh)
+    except Exception as exc:  # noqa: BLE001
+        why = f"{type(exc).__name__}: {exc}"
+    if why is not None and debug:
+        try:
+            print(f"DEBUG: no-op memo not written: {why}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - not even a closed stderr fails the build
+            pass
+
+
+def _record(root: Path, argv: list[str], observer: Observer, *, progress, quiet, iidfile, image_id, manifest, tags,
+            warnings, config_path, secrets, ssh) -> str | None:
+    if not observer.eligible:
+        return observer.refused_because
+    if observer.target_key is None:
+        return "the build named no target result"
+    why = observer.unchanged_since()
+    if why is not None:
+        return why
     body = {
         "version": MEMO_VERSION, "code": code_fingerprint(), "root": str(root), "config": config_path,
-        "progress": progress, "quiet": quiet, "iidfile": os.path.abspath(iidfile) if iidfile else None,
+        "progress": progress, "quiet": quiet, "iidfile": iidfile, "secrets": list(secrets), "ssh": list(ssh),
         "image_id": image_id, "manifest": manifest, "tags": list(tags), "target": observer.target_key,
         "resolved": [[ref, platform, digest] for (ref, platform), digest in sorted(observer.resolved.items())],
-        "paths": observer.entries(), "steps": observer.steps, "warnings": warnings,
+        "blobs": sorted(observer.blobs), "paths": observer.entries(), "steps": observer.steps,
+        "warnings": warnings,
     }
+    key = memo_key(argv, os.getcwd(), dict(os.environ), sys.stderr.isatty())
     directory = root / "memo"
+    directory.mkdir(exist_ok=True)
+    _keep_newest(directory, MAX_MEMOS - 1)
+    tmp = directory / f".{key}.{os.getpid()}"
     try:
-        directory.mkdir(exist_ok=True)
-        _keep_newest(directory, MAX_MEMOS - 1)
-        tmp = directory / f".{key}.{os.getpid()}"
         tmp.write_text(json.dumps(body, separators=(",", ":")))
         os.replace(tmp, directory / key)
-    except OSError:
-        pass
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return None
 
 
 def _keep_newest(directory: Path, count: int) -> None:
     """A command line that changes every time (--build-arg SHA=...) must not
     grow the root: only the most recent memos are kept."""
+    def age(entry):
+        try:
+            return entry.stat(follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
     with os.scandir(directory) as it:
-        memos = sorted(it, key=lambda e: e.stat().st_mtime_ns, reverse=True)
+        memos = sorted(it, key=age, reverse=True)
     for entry in memos[count:]:
         try:
             os.unlink(entry.path)
@@ -217,12 +372,11 @@ def forget(root: Path) -> None:
 
 # -- the fast path ---------------------------------------------------------------------
 
-def _root_and_config(argv: list[str]) -> tuple[Path, str | None]:
-    """The root and config file exactly as builder.cli resolves them; only
-    the long forms are read here (anything else falls back to the full CLI,
-    whose memo then lives where it belongs and is simply not found)."""
+def _settings(argv: list[str]):
+    """The settings exactly as builder.cli resolves them; only the long
+    forms are read here (anything else falls back to the full CLI, whose
+    memo then lives where it belongs and is simply not found)."""
     from builder.config import load_settings
-    from builder.worker import default_root
 
     flags = {}
     for i, arg in enumerate(argv):
@@ -231,17 +385,12 @@ def _root_and_config(argv: list[str]) -> tuple[Path, str | None]:
                 flags[name] = argv[i + 1]
             elif arg.startswith(name + "="):
                 flags[name] = arg.split("=", 1)[1]
-    settings = load_settings(flags.get("--config"), os.environ, root=flags.get("--root"))
-    config_path = settings.config.path
-    return settings.root or default_root(), str(config_path) if config_path else None
+    return load_settings(flags.get("--config"), os.environ, root=flags.get("--root"))
 
 
 def _unchanged(entries: list[list]) -> bool:
-    for path, stamp, check in entries:
-        st = _lstat(path)
-        if _stamp(st) != stamp:
-            return False
-        if check is not None and _content(path, st) != check:
+    for path, full, fingerprint in entries:
+        if _print(_lstat(path), path, full) != fingerprint:
             return False
     return True
 
@@ -252,7 +401,7 @@ def _store_agrees(root: Path, body: dict) -> bool:
     from cache.store import ContentStore
 
     store = ContentStore(root / "content")
-    if not (store.has(Digest.parse(body["manifest"])) and store.has(Digest.parse(body["image_id"]))):
+    if not all(store.has(Digest.parse(d)) for d in (body["manifest"], body["image_id"], *body["blobs"])):
         return False
     index = Index(root / "index.db")
     try:
@@ -274,6 +423,21 @@ def _store_agrees(root: Path, body: dict) -> bool:
     return True
 
 
+def _sources_present(body: dict) -> bool:
+    """The --secret and --ssh sources as a full build reads them first."""
+    if not (body["secrets"] or body["ssh"]):
+        return True
+    from builder.errors import PybuildError
+    from builder.secrets import parse_secrets, parse_ssh
+
+    try:
+        parse_secrets(body["secrets"])
+        parse_ssh(body["ssh"])
+    except PybuildError:
+        return False  # the full build reports it
+    return True
+
+
 def announce(reporter, tags, image_id: str, duration: float) -> None:
     """The last lines of a build, replayed or not."""
     for tag in tags:
@@ -281,22 +445,35 @@ def announce(reporter, tags, image_id: str, duration: float) -> None:
     reporter.message(f"writing image {image_id} done ({duration:.1f}s)")
 
 
-def replay(argv: list[str]) -> bool:
-    """Finish an identical, unchanged build from its memo; False: run the build."""
+def replay(argv: list[str]) -> int | None:
+    """Finish an identical, unchanged build from its memo: the exit status,
+    or None to run the build."""
     started = time.monotonic()
+    lock = None
     try:
-        root, config_path = _root_and_config(argv)
+        settings = _settings(argv)
+        root = settings.root or _default_root()
+        config_path = str(settings.config.path) if settings.config.path else None
         key = memo_key(argv, os.getcwd(), dict(os.environ), sys.stderr.isatty())
         try:
             body = json.loads((root / "memo" / key).read_text())
         except FileNotFoundError:
-            return False
+            return None
         if (body.get("version") != MEMO_VERSION or body["root"] != str(root) or body["config"] != config_path
-                or body["code"] != code_fingerprint() or not _unchanged(body["paths"])
-                or not _store_agrees(root, body)):
-            return False
+                or body["code"] != code_fingerprint() or not _sources_present(body)):
+            return None
+        from builder.gc import RootLock
+
+        lock = RootLock(root, exclusive=False)  # as a build: prune waits, and we wait for prune
+        if not (_unchanged(body["paths"]) and _store_agrees(root, body)):
+            lock.release()
+            return None
+        if body["iidfile"]:
+            Path(body["iidfile"]).write_text(body["image_id"])
     except Exception:  # a memo is only a shortcut: anything odd means "build"
-        return False
+        if lock is not None:
+            lock.release()
+        return None
     from builder.progress import make_reporter
 
     reporter = make_reporter("quiet" if body["quiet"] else body["progress"])
@@ -306,15 +483,58 @@ def replay(argv: list[str]) -> bool:
             reporter.warning(text)
         for vertex, _ in body["steps"]:
             reporter.planned(vertex, True)
-        if body["iidfile"]:
-            Path(body["iidfile"]).write_text(body["image_id"])
+        lock.release()
+        if not _collect(root, settings, reporter):
+            return 1
         if not body["quiet"]:
             announce(reporter, body["tags"], body["image_id"], time.monotonic() - started)
     finally:
+        lock.release()
         reporter.close()
     if body["quiet"]:
         print(body["image_id"])
+    return 0
+
+
+def _default_root() -> Path:
+    from builder.worker import default_root
+
+    return default_root()
+
+
+def _collect(root: Path, settings, reporter) -> bool:
+    """Automatic GC, as after a full build (builder.gc.auto_gc, which most
+    of the time decides from one stat that nothing is due)."""
+    from builder.gc import auto_gc
+
+    worker = _LazyWorker(root, settings.isolation)
+    try:
+        auto_gc(worker, reporter, settings.config.gc_policy)
+    except Exception as exc:  # noqa: BLE001 - as builder.cli reports a failing build
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return False
+    finally:
+        worker.close()
     return True
+
+
+class _LazyWorker:
+    """The root's Worker for auto_gc, opened only if it goes past the root
+    path (a collection is due): opening one costs more than the replay."""
+
+    def __init__(self, root: Path, isolation: str | None):
+        self.root, self._isolation, self._worker = root, isolation, None
+
+    def __getattr__(self, name):
+        if self._worker is None:
+            from builder.worker import Worker
+
+            self._worker = Worker.open(self.root, self._isolation)
+        return getattr(self._worker, name)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
 
 
 class _Named:

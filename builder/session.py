@@ -215,8 +215,8 @@ class BuildSession:
             resolved = self.resolve_manifest(ref, platform)
             manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
         config = json.loads(self.worker.store.read_bytes(config_digest))
-        if self.observer is not None and ref.digest is None:
-            self.observer.resolved[(str(ref), platform_key)] = str(manifest_digest)
+        if self.observer is not None:
+            self.observer.used_image(ref, platform_key, manifest_digest, config_digest)
         name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
         return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
 

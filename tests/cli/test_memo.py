@@ -13,6 +13,7 @@ import time
 import pytest
 
 from builder import memo
+from builder.memo import NO_MEMO_ENV
 from cli_helpers import write_context
 
 DOCKERFILE = """\
@@ -31,6 +32,7 @@ def built(cli, busybox_image, tmp_path, monkeypatch):
     """A context built once by the console script, and the same command's
     argv, run here in-process against the memo."""
     context = write_context(tmp_path / "ctx", DOCKERFILE.format(base=busybox_image.ref), FILES)
+    time.sleep(0.3)  # settled: the build writes its memo
     args = ["--progress=plain", "-t", "memo-app", "--build-arg", "FLAVOUR", str(context)]
     env = {"FLAVOUR": "vanilla"}
     monkeypatch.chdir(tmp_path)  # the working directory is part of a memo's key
@@ -43,7 +45,7 @@ def built(cli, busybox_image, tmp_path, monkeypatch):
 
 def replays(built, capsys) -> bool:
     capsys.readouterr()
-    return memo.replay(built["argv"])
+    return memo.replay(built["argv"]) == 0
 
 
 def image_id(text: str) -> str:
@@ -58,7 +60,7 @@ def slow_rebuild(built) -> subprocess.CompletedProcess:
 
 
 def test_a_no_op_replays_what_the_full_cached_build_prints(built, capsys):
-    assert memo.replay(built["argv"]) is True
+    assert memo.replay(built["argv"]) == 0
     replayed = capsys.readouterr().err
     full = slow_rebuild(built)
     assert full.returncode == 0, full.stderr.decode()
@@ -158,28 +160,64 @@ def test_a_build_that_adds_a_url_is_not_memoised(cli, busybox_image, tmp_path, h
     assert (set(os.listdir(memos)) if memos.exists() else set()) == before
 
 
-def test_recent_times_are_backed_by_content(tmp_path):
-    """A file written just before the build could be written again within
-    the same clock tick: its memo entry holds its digest."""
+def _record(root, observer) -> list[str]:
+    """memo.record of a build that read what `observer` holds; the memos
+    written."""
+    observer.target_key = "sha256:" + "0" * 64
+    root.mkdir(exist_ok=True)
+    memo.record(root, ["build", "."], observer, progress="plain", quiet=True, iidfile=None,
+                image_id="sha256:" + "1" * 64, manifest="sha256:" + "2" * 64, tags=(), warnings=[], config_path=None)
+    return os.listdir(root / "memo") if (root / "memo").is_dir() else []
+
+
+def test_a_file_rewritten_in_the_tick_the_build_read_it_is_not_vouched_for(tmp_path):
+    """A file written just before the build read it can be written again,
+    same size, within the same timestamp tick: nothing lstat shows changes.
+    (The memo used to hash such a file after the build, and so vouched for
+    the rewrite the build never saw.) No memo is written for such a build."""
     path = tmp_path / "f.txt"
     path.write_text("one\n")
     observer = memo.Observer()
-    observer.look(path)
-    (entry,) = observer.entries()
-    assert entry[2] is not None  # too recent: content recorded
-    assert memo._unchanged([entry])
-    path.write_text("two\n")
-    entry[1] = memo._stamp(os.lstat(path))  # as if the times had not moved
-    assert not memo._unchanged([entry])
+    observer.look(path)  # the build reads "one"
+    before = os.lstat(path)
+    path.write_text("two\n")  # while it runs, same size, the mtime put back
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert observer.unchanged_since() is not None
+    assert _record(tmp_path / "root", observer) == []
 
-    old = tmp_path / "old.txt"
-    old.write_text("old\n")
-    past = time.time_ns() - 10_000_000_000
-    os.utime(old, ns=(past, past))
+
+def test_a_settled_file_is_held_by_its_times(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("one\n")
+    time.sleep(memo.RACY_NS / 1e9 * 2)
     observer = memo.Observer()
-    observer.started_ns = os.lstat(old).st_ctime_ns + 5_000_000_000
-    observer.look(old)
-    assert observer.entries()[0][2] is None  # old enough: stat alone decides
+    observer.look(path)
+    assert observer.unchanged_since() is None
+    assert len(_record(tmp_path / "root", observer)) == 1
+    entries = observer.entries()
+    assert memo._unchanged(entries)
+    before = os.lstat(path)
+    path.write_text("two\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not memo._unchanged(entries)  # ctime moved: userland cannot put it back
+
+
+def test_recording_never_raises(tmp_path):
+    """What the build read vanishes before the memo is written; the memo's
+    directory cannot be made: the build that succeeded still succeeds."""
+    path = tmp_path / "f.txt"
+    path.write_text("one\n")
+    link = tmp_path / "link"
+    link.symlink_to("f.txt")
+    observer = memo.Observer()
+    observer.look(path)
+    observer.look_file(link)
+    path.unlink()
+    link.unlink()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "memo").write_text("a file where the directory goes")
+    assert _record(root, observer) == []  # and nothing raised
 
 
 def test_memos_do_not_pile_up(tmp_path):
@@ -190,3 +228,23 @@ def test_memos_do_not_pile_up(tmp_path):
         os.utime(directory / f"m{i}", ns=(i * 10**9, i * 10**9))
     memo._keep_newest(directory, memo.MAX_MEMOS)
     assert sorted(os.listdir(directory)) == sorted(f"m{i}" for i in range(5, memo.MAX_MEMOS + 5))
+
+
+def test_a_symlink_inside_the_context_is_followed_as_the_build_follows_it(cli, busybox_image, tmp_path):
+    """`data -> /dirs/current` resolves inside the context (as BuildKit
+    resolves it), through `dirs/current -> v1`: repointing the second link
+    changes what COPY reads, though neither `data` nor any file changed."""
+    context = write_context(tmp_path / "ctx", f"FROM {busybox_image.ref}\nCOPY data/file.txt /file.txt\n",
+                            {"dirs/v1/file.txt": "one\n", "dirs/v2/file.txt": "two\n"})
+    (context / "dirs/current").symlink_to("v1")
+    (context / "data").symlink_to("/dirs/current")
+    time.sleep(0.3)  # settled: the first build writes its memo
+    first = cli.build("-q", str(context))
+    assert first.returncode == 0, first.stderr.decode()
+    assert cli.build("-q", str(context)).stdout == first.stdout
+    (context / "dirs/next").symlink_to("v2")
+    os.rename(context / "dirs/next", context / "dirs/current")
+    again = cli.build("-q", str(context))
+    full = cli.build("-q", str(context), env={NO_MEMO_ENV: "1"})
+    assert full.returncode == 0, full.stderr.decode()
+    assert again.stdout == full.stdout != first.stdout
