@@ -28,10 +28,16 @@ import ctypes
 import errno
 import os
 import stat
-from typing import Iterable
+# The sandbox helper loads this module on every RUN: typing (which imports
+# re and enum) or collections.abc would be most of its import time, for
+# annotations only. Type checkers take a TYPE_CHECKING of one's own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _SYS_OPENAT2 = 437  # x86_64 and every other arch with the generic table
 _RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_IN_ROOT = 0x10
 _MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -59,10 +65,11 @@ class Refused(OSError):
         return f"{self.path}: {self.why}"
 
 
-def _openat2(dir_fd: int, path: bytes, flags: int, mode: int = 0) -> int:
+def _openat2(dir_fd: int, path: bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
     # openat2 refuses a mode without O_CREAT or O_TMPFILE (open(2) ignores it).
     takes_mode = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if takes_mode else 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if takes_mode else 0,
+                   _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS | resolve)
     # EAGAIN: a rename elsewhere in the tree raced the walk; the kernel asks
     # for a retry rather than risk a wrong answer.
     for _ in range(64):
@@ -268,6 +275,88 @@ class Tree:
             rest = "/".join(os.fsdecode(p) for p in parts[depth:])
             return os.path.normpath(os.path.join(found, rest)) if rest else found
         return "/"
+
+    def join(self, path: str | bytes) -> str:
+        """The image path `path` names in the tree, as continuity's
+        fs.RootPath (securejoin) has it: every symlink on the way followed
+        inside the tree, a dangling one to what it points at; components
+        past a missing one, or past a non-directory, kept as written (with
+        their '..' applied). Where a mount point or a file for `path` would
+        be made; nothing is opened but directories, with O_NOFOLLOW."""
+        pending = _parts(path)
+        done: list[bytes] = []
+        # fds[i] is the directory done[:i]; done outruns fds past a missing
+        # component or a non-directory
+        fds = [os.dup(self.fd)]
+        followed = 0
+        try:
+            while pending:
+                name = pending.pop(0)
+                if name == b"..":
+                    if done:
+                        done.pop()
+                    while len(fds) > len(done) + 1:
+                        os.close(fds.pop())
+                    continue
+                if len(fds) < len(done) + 1:
+                    done.append(name)
+                    continue
+                try:
+                    st = os.lstat(name, dir_fd=fds[-1])
+                except (FileNotFoundError, NotADirectoryError):
+                    done.append(name)
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    followed += 1
+                    if followed > _MAX_SYMLINKS:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
+                    target = os.readlink(name, dir_fd=fds[-1])
+                    if target.startswith(b"/"):
+                        done.clear()
+                        while len(fds) > 1:
+                            os.close(fds.pop())
+                    pending[:0] = _parts(target)
+                    continue
+                done.append(name)
+                if stat.S_ISDIR(st.st_mode):
+                    fds.append(os.open(name, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=fds[-1]))
+            return _image_path(done)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def open_exact(self, path: str | bytes, flags: int = os.O_PATH) -> int:
+        """os.open of `path` only as it stands: ELOOP if any component, the
+        final one too, is a symlink; '..' is Refused. For checking that what
+        was made at a path is still there, not for following the image."""
+        parts = _parts(path)
+        if b".." in parts:
+            raise Refused(_image_path(parts), "'..' in an exact path")
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+        if not parts:
+            fd = os.open(".", flags, dir_fd=self.fd)
+        elif HAVE_OPENAT2:
+            fd = _openat2(self.fd, b"/".join(parts), flags, resolve=_RESOLVE_NO_SYMLINKS)
+        else:
+            parent = os.dup(self.fd)
+            try:
+                for name in parts[:-1]:
+                    try:
+                        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+                    except NotADirectoryError:
+                        if stat.S_ISLNK(os.lstat(name, dir_fd=parent).st_mode):
+                            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), _image_path(parts)) from None
+                        raise
+                    os.close(parent)
+                    parent = fd
+                fd = os.open(parts[-1], flags, dir_fd=parent)
+            finally:
+                os.close(parent)
+        # O_PATH|O_NOFOLLOW opens a final symlink itself rather than failing
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), _image_path(parts))
+        return fd
 
     def image_path_of(self, fd: int) -> str:
         """The image path of an fd opened inside this tree."""

@@ -4,6 +4,7 @@ Each test plants the attack and checks a victim outside the tree."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -208,3 +209,67 @@ def test_check_name_refuses(name):
 
 def test_check_name_accepts_plain():
     assert check_name("file.tar.gz") == b"file.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("links", "path", "expected"),
+    [
+        ({}, "/etc/passwd", "/etc/passwd"),
+        ({"etc": "/private/etc"}, "/etc/passwd", "/private/etc/passwd"),
+        ({"etc": "../../../../private"}, "/etc/passwd", "/private/passwd"),
+        ({"a": "/"}, "/a/a/a/b", "/b"),
+        ({"a": "b", "b": "/c"}, "/a/x", "/c/x"),
+        ({}, "/../../x/./y/..", "/x"),
+        ({"d": "/made/later"}, "d/sub", "/made/later/sub"),  # dangling: to what it points at
+        ({"etc": "/private/etc"}, "/missing/../etc/x", "/private/etc/x"),
+        ({"up": "../../../../.."}, "up/up/tmp", "/tmp"),
+    ],
+)
+def test_join_resolves_inside(mode, tree, links, path, expected):
+    for name, target in links.items():
+        os.symlink(target, os.path.join(tree.path, name))
+    assert tree.join(path) == expected
+
+
+def test_join_through_real_dirs_files_and_links_to_the_host(mode, tree, victim):
+    os.makedirs(os.path.join(tree.path, "private", "etc"))
+    os.symlink("../private/etc", os.path.join(tree.path, "private", "up"))
+    open(os.path.join(tree.path, "file"), "w").close()
+    os.symlink(str(victim), os.path.join(tree.path, "host"))
+    before = _state(victim)
+    assert tree.join("private/up/hosts") == "/private/etc/hosts"
+    assert tree.join("file/x/../y") == "/file/y"  # past a non-directory: as written
+    assert tree.join("host/secret") == str(victim) + "/secret"  # inside the tree, not the host's
+    assert _state(victim) == before
+
+
+def test_join_loop_is_an_error(mode, tree):
+    os.symlink("b", os.path.join(tree.path, "a"))
+    os.symlink("a", os.path.join(tree.path, "b"))
+    with pytest.raises(OSError):
+        tree.join("a/x")
+
+
+def test_open_exact_refuses_every_symlink(mode, tree, victim):
+    os.makedirs(os.path.join(tree.path, "a", "b"))
+    open(os.path.join(tree.path, "a", "b", "f"), "w").close()
+    os.symlink("a", os.path.join(tree.path, "link"))
+    os.symlink("f", os.path.join(tree.path, "a", "b", "final"))
+    os.symlink(str(victim), os.path.join(tree.path, "host"))
+    fd = tree.open_exact("/a/b/f")
+    try:
+        assert os.fstat(fd).st_ino == os.lstat(os.path.join(tree.path, "a", "b", "f")).st_ino
+    finally:
+        os.close(fd)
+    for path in ("link/b/f", "a/b/final", "host/secret", "host"):
+        for flags in (os.O_PATH, os.O_RDONLY):
+            with pytest.raises(OSError) as refused:
+                tree.open_exact(path, flags)
+            assert refused.value.errno == errno.ELOOP, (path, flags)
+    with pytest.raises(Refused):
+        tree.open_exact("a/../a/b")
+    fd = tree.open_exact("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert os.fstat(fd).st_ino == os.fstat(tree.fd).st_ino
+    finally:
+        os.close(fd)
