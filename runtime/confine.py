@@ -455,6 +455,22 @@ def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int |
                  follow_symlinks=False)
 
 
+def set_fd_metadata(fd: int, *, uid: int | None = None, gid: int | None = None, mode: int | None = None,
+                    mtime_ns: int | None = None, atime_ns: int | None = None,
+                    xattrs: Iterable[tuple[str, bytes]] = ()) -> None:
+    """As set_metadata, in the same order, through an fd of the file or
+    directory itself (opened for reading or writing, not O_PATH): no name is
+    looked up, so nothing swapped in under one can receive it. The cheap
+    form for a file just written or a directory just opened."""
+    if uid is not None or gid is not None:
+        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+    if mode is not None:
+        os.fchmod(fd, mode & 0o7777)
+    for key, value in xattrs:
+        os.setxattr(fd, key, value)
+    if mtime_ns is not None:
+        os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
+
 def remove(dir_fd: int, name: bytes) -> None:
     """rm -rf of `name` in `dir_fd`: symlinks are unlinked, never followed;
     directories are emptied through their own fds (opened O_NOFOLLOW), and

@@ -22,8 +22,10 @@ import tarfile
 import zlib
 from typing import BinaryIO
 
+from runtime import confine
 from runtime.errors import RuntimeFailure, UnsafeLayer
-from runtime.fsutil import read_xattrs, remove_tree
+from runtime.fsutil import read_xattrs
+from runtime.unpack import Unpacker
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -339,254 +341,100 @@ def layer_is_empty(fs) -> bool:
 
 # ---------------------------------------------------------------- applying
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 def apply_layer(stream: BinaryIO, fs) -> None:
     """Extract the uncompressed OCI layer `stream` into the empty snapshot
-    directory `fs`, turning `.wh.` entries back into overlay whiteouts."""
-    root_fd = os.open(fs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    directory `fs`, turning `.wh.` entries back into overlay whiteouts.
+    Refused with UnsafeLayer: names with `..` or a leading `/`, a path
+    through a symlink or a non-directory, hard links to anything but an
+    earlier non-directory entry, malformed whiteouts and archives;
+    `trusted.overlay.*` xattrs are dropped (runtime.unpack has the rest)."""
     try:
-        _Extractor(root_fd).run(stream)
-    finally:
-        os.close(root_fd)
+        with confine.Tree(fs) as tree:
+            _LayerUnpacker(tree).run(tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape"))
+    except tarfile.TarError as exc:
+        raise UnsafeLayer(f"apply layer: malformed archive: {exc}") from exc
 
 
-class _Extractor:
-    def __init__(self, root_fd: int):
-        self._root = root_fd
-        self._dirs: dict[tuple[bytes, ...], int] = {}  # open parent fds by path
-        self._extracted: set[tuple[bytes, ...]] = set()  # non-directories, for hardlinks
-        self._dir_times: dict[tuple[bytes, ...], int] = {}
+class _LayerUnpacker(Unpacker):
+    """A layer's policy: every name is a plain path below the snapshot, and
+    nothing on the way may be a symlink (a layer has no business writing
+    through one: the snapshot is its own, not yet merged with lower ones)."""
 
-    def run(self, stream: BinaryIO) -> None:
+    whiteout_prefix = _WHITEOUT_PREFIX_B
+
+    def member_parts(self, name: str) -> tuple[bytes, ...]:
+        raw = os.fsencode(name)
+        if raw.startswith(b"/"):
+            raise self.refuse(name, "absolute member name")
+        parts = tuple(part for part in raw.split(b"/") if part not in (b"", b"."))
+        if b".." in parts:
+            raise self.refuse(name, "member name contains '..'")
+        return parts
+
+    def refuse(self, member_name: str, why: str) -> Exception:
+        return UnsafeLayer(f"apply layer: {member_name!r}: {why}")
+
+    def root_member(self, member: tarfile.TarInfo) -> None:
+        if not member.isdir():
+            raise self.refuse(member.name, "not a directory at the root")
+        self.set_root_metadata(member)
+
+    def open_parent(self, parts, member):
+        # From the deepest directory already open, one O_NOFOLLOW open (or
+        # mkdir) per component; iterative: a path may be 2000 levels deep.
+        depth = len(parts) - 1
+        while depth and parts[:depth] not in self.open_dirs:
+            depth -= 1
+        fd, real = self.cached_dir(parts[:depth], member)
+        for depth in range(depth, len(parts)):
+            if depth:
+                self.open_dirs[parts[:depth]] = (fd, real)  # an intermediate one: cached too
+            fd = self._open_child(fd, parts[depth], member, parts[:depth + 1])
+            real = b"/" + b"/".join(parts[:depth + 1])
+        return fd, real
+
+    def _open_child(self, dir_fd: int, name: bytes, member, path) -> int:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape")
-            while (member := tar.next()) is not None:
-                self._member(tar, member)
-                tar.members.clear()  # stream mode would keep every TarInfo
-            self._restore_dir_times()
-        except tarfile.TarError as exc:
-            raise UnsafeLayer(f"apply layer: malformed archive: {exc}") from exc
-        finally:
-            self._close_dirs()
-
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        if len(self._dirs) > 256:
-            # Bound the open fds; only here, where no fd is held by a caller.
-            self._close_dirs()
-        parts = _member_parts(member.name)
-        if not parts:
-            if member.isdir():
-                self._set_metadata(self._root, None, member, is_dir=True)
-                self._dir_times[()] = _mtime_ns(member)
-                return
-            raise UnsafeLayer(f"apply layer: {member.name!r}: not a directory at the root")
-        parent = parts[:-1]
-        name = parts[-1]
-        parent_fd = self._open_dir(parent, member.name)
-        if name.startswith(b".wh."):
-            self._whiteout(parent_fd, parent, name, member)
-            return
-        existing = _lstat_at(parent_fd, name)
-        if member.isdir():
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                self._remove(parent_fd, parts, existing)
-                os.mkdir(name, 0o700, dir_fd=parent_fd)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
             try:
-                self._set_metadata(fd, None, member, is_dir=True)
-            finally:
-                os.close(fd)
-            self._dir_times[parts] = _mtime_ns(member)
-            return
-        self._remove(parent_fd, parts, existing)
-        if member.isreg():
-            self._regular(tar, member, parent_fd, name)
-        elif member.issym():
-            if not member.linkname:  # symlink(2) refuses it with ENOENT
-                raise UnsafeLayer(f"apply layer: {member.name!r}: symlink with an empty target")
-            os.symlink(os.fsencode(member.linkname), name, dir_fd=parent_fd)
-            self._set_metadata(parent_fd, name, member, is_link=True)
-        elif member.islnk():
-            self._hardlink(member, parent_fd, name)
-        elif member.ischr() or member.isblk():
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=parent_fd)
-            self._set_metadata(parent_fd, name, member)
-        elif member.isfifo():
-            os.mkfifo(name, 0o600, dir_fd=parent_fd)
-            self._set_metadata(parent_fd, name, member)
-        else:
-            raise UnsafeLayer(f"apply layer: {member.name!r}: unsupported entry type {member.type!r}")
-        self._extracted.add(parts)
+                return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                os.mkdir(name, 0o755, dir_fd=dir_fd)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                os.fchmod(fd, 0o755)  # not the umask's
+                return fd
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self.refuse(member.name, "path goes through a symlink or non-directory "
+                                               f"{os.fsdecode(b'/'.join(path))!r}") from exc
+            raise
 
-    def _whiteout(self, parent_fd: int, parent: tuple[bytes, ...], name: bytes, member) -> None:
+    def whiteout(self, member, parent_fd: int, parent_real: bytes, parts) -> None:
+        name = parts[-1]
         if name == _OPAQUE_MARKER_B:
             os.setxattr(parent_fd, _OPAQUE_XATTR, b"y")
             return
-        hidden = name[len(WHITEOUT_PREFIX):]
-        if hidden in (b"", b".", b"..") or hidden.startswith(b".wh."):
-            raise UnsafeLayer(f"apply layer: {member.name!r}: invalid whiteout")
-        self._remove(parent_fd, parent + (hidden,), _lstat_at(parent_fd, hidden))
+        hidden = name[len(_WHITEOUT_PREFIX_B):]
+        if hidden in (b"", b".", b"..") or hidden.startswith(_WHITEOUT_PREFIX_B):
+            raise self.refuse(member.name, "invalid whiteout")
+        existing = _lstat_at(parent_fd, hidden)
+        if existing is not None:
+            self.remove(parent_fd, parent_real, hidden, existing)
         # The form overlayfs itself writes: a 0/0 character device, mode 0.
         os.mknod(hidden, stat.S_IFCHR, 0, dir_fd=parent_fd)
 
-    def _regular(self, tar, member, parent_fd: int, name: bytes) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent_fd)
-        try:
-            source = tar.extractfile(member)
-            if member.sparse is not None:
-                self._sparse(source, member, fd)
-                self._set_metadata(fd, None, member)
-                return
-            remaining = member.size
-            while remaining > 0:
-                chunk = source.read(min(remaining, _CHUNK))
-                if not chunk:
-                    raise UnsafeLayer(f"apply layer: {member.name!r}: archive ends inside the file")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                remaining -= len(chunk)
-            self._set_metadata(fd, None, member)
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _sparse(source, member, fd: int) -> None:
-        """A GNU/PAX sparse member: only its data regions are written, the
-        holes stay holes. Why: a 1 TiB sparse file is a 10 KiB layer, and
-        writing its zeros would fill the disk under the root."""
-        for offset, length in member.sparse:
-            if offset < 0 or length < 0 or offset + length > member.size:
-                raise UnsafeLayer(f"apply layer: {member.name!r}: sparse map beyond the file's size")
-            if not length:
-                continue
-            # The unbuffered reader: tarfile's buffered one asks the stream
-            # whether it can seek. Forward only: the map is in archive order.
-            source.raw.seek(offset)
-            while length > 0:
-                chunk = source.raw.read(min(length, _CHUNK))
-                if not chunk:
-                    raise UnsafeLayer(f"apply layer: {member.name!r}: archive ends inside the file")
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view, offset = view[written:], offset + written
-                length -= len(chunk)
-        os.ftruncate(fd, member.size)
-
-    def _hardlink(self, member, parent_fd: int, name: bytes) -> None:
-        target = _member_parts(member.linkname)
-        if not target or target not in self._extracted:
-            raise UnsafeLayer(f"apply layer: {member.name!r}: hard link to {member.linkname!r}, not an earlier entry")
-        target_fd = self._open_dir(target[:-1], member.linkname)
-        os.link(target[-1], name, src_dir_fd=target_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
-
-    def _set_metadata(self, fd: int, name: bytes | None, member, *, is_dir=False, is_link=False) -> None:
-        """Owner, then mode (chown clears setuid), then xattrs (chown clears
-        security.capability), then times. With `name`, `fd` is its parent."""
-        if name is None:
-            os.chown(fd, member.uid, member.gid)
-            os.chmod(fd, member.mode & 0o7777)
-            target = fd
-        else:
-            os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
-            if not is_link:
-                os.chmod(name, member.mode & 0o7777, dir_fd=fd)
-            # setxattr has no *at form; the parent fd's /proc path is ours and
-            # the final component is not followed.
-            target = f"/proc/self/fd/{fd}/".encode() + name
+    def xattrs(self, member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+        found = []
         for key, value in member.pax_headers.items():
             if not key.startswith("SCHILY.xattr."):
                 continue
-            xname = key[len("SCHILY.xattr."):]
-            if xname.startswith(_OVERLAY_XATTR):
+            name = key[len("SCHILY.xattr."):]
+            if name.startswith(_OVERLAY_XATTR):
                 continue  # a layer must not forge overlay metadata
-            raw = value.encode("utf-8", "surrogateescape")
-            if name is None:
-                os.setxattr(fd, xname, raw)
-            else:
-                os.setxattr(target, xname, raw, follow_symlinks=False)
-        if is_dir:
-            return  # set after the directory's entries are written
-        mtime = _mtime_ns(member)
-        if name is None:
-            os.utime(fd, ns=(mtime, mtime))
-        else:
-            os.utime(name, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
-
-    def _remove(self, parent_fd: int, parts: tuple[bytes, ...], existing: os.stat_result | None) -> None:
-        if existing is None:
-            return
-        name = parts[-1]
-        # A hard link may only name what is still there: an entry replaced
-        # by a directory (or removed with one) is no link target any more.
-        if stat.S_ISDIR(existing.st_mode):
-            self._forget_dirs(parts)
-            depth = len(parts)
-            self._extracted = {p for p in self._extracted if p[:depth] != parts}
-            remove_tree(f"/proc/self/fd/{parent_fd}/".encode() + name)
-        else:
-            self._extracted.discard(parts)
-            os.unlink(name, dir_fd=parent_fd)
-
-    def _open_dir(self, parts: tuple[bytes, ...], member_name: str) -> int:
-        """An fd of the directory `parts`, created as a real directory where
-        missing; a symlink or file on the way is refused."""
-        if not parts:
-            return self._root
-        fd = self._dirs.get(parts)
-        if fd is not None:
-            return fd
-        parent_fd = self._open_dir(parts[:-1], member_name)
-        name = parts[-1]
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        except FileNotFoundError:
-            os.mkdir(name, 0o755, dir_fd=parent_fd)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise UnsafeLayer(
-                    f"apply layer: {member_name!r}: path goes through a symlink or non-directory "
-                    f"{os.fsdecode(b'/'.join(parts))!r}"
-                ) from exc
-            raise
-        self._dirs[parts] = fd
-        return fd
-
-    def _forget_dirs(self, parts: tuple[bytes, ...]) -> None:
-        depth = len(parts)
-        for key in [key for key in self._dirs if key[:depth] == parts]:
-            os.close(self._dirs.pop(key))
-        for key in [key for key in self._dir_times if key[:depth] == parts]:
-            del self._dir_times[key]
-
-    def _close_dirs(self) -> None:
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs.clear()
-
-    def _restore_dir_times(self) -> None:
-        # Deepest first: setting a directory's times never touches its parent.
-        for parts in sorted(self._dir_times, key=len, reverse=True):
-            if len(self._dirs) > 256:
-                self._close_dirs()
-            fd = self._open_dir(parts, os.fsdecode(b"/".join(parts)))
-            mtime = self._dir_times[parts]
-            os.utime(fd, ns=(mtime, mtime))
-
-
-def _member_parts(name: str) -> tuple[bytes, ...]:
-    """The components of an archive member name; '.' and empty components are
-    dropped, '..' and absolute names refused."""
-    raw = os.fsencode(name)
-    if raw.startswith(b"/"):
-        raise UnsafeLayer(f"apply layer: {name!r}: absolute member name")
-    parts = tuple(part for part in raw.split(b"/") if part not in (b"", b"."))
-    if b".." in parts:
-        raise UnsafeLayer(f"apply layer: {name!r}: member name contains '..'")
-    return parts
+            found.append((name, value.encode("utf-8", "surrogateescape")))
+        return found
 
 
 def _lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
@@ -594,7 +442,3 @@ def _lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
         return os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
-
-
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    return int(member.mtime * 1_000_000_000)

@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from runtime import confine
-from runtime.confine import Refused, Tree, check_name, remove, set_metadata
+from runtime.confine import Refused, Tree, check_name, remove, set_fd_metadata, set_metadata
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -172,6 +172,34 @@ def test_set_metadata_on_a_file(mode, tree):
     st = os.lstat(path)
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (5, 6, 0o4755, 2 * 10**9)
     assert os.getxattr(path, "user.k") == b"v"
+
+
+def test_set_fd_metadata_goes_to_the_opened_inode_only(mode, tree, victim):
+    # The name is swapped for a symlink to a host file after the open: the
+    # fd still names the file opened, and the host file is left alone.
+    path = os.path.join(tree.path, "f")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.rename(path, os.path.join(tree.path, "moved"))
+        os.symlink(str(victim / "secret"), path)
+        before = _state(victim)
+        set_fd_metadata(fd, uid=5, gid=6, mode=0o4755, mtime_ns=3 * 10**9, atime_ns=4 * 10**9,
+                        xattrs=[("user.k", b"v")])
+    finally:
+        os.close(fd)
+    assert _state(victim) == before
+    st = os.lstat(os.path.join(tree.path, "moved"))
+    # mode after owner: the setuid bit survives the chown
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (5, 6, 0o4755)
+    assert (st.st_mtime_ns, st.st_atime_ns) == (3 * 10**9, 4 * 10**9)
+    assert os.getxattr(os.path.join(tree.path, "moved"), "user.k") == b"v"
+    dir_fd = tree.make_dirs("d")
+    try:
+        set_fd_metadata(dir_fd, mode=0o1777, mtime_ns=10**9)
+    finally:
+        os.close(dir_fd)
+    st = os.lstat(os.path.join(tree.path, "d"))
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_uid) == (0o1777, 10**9, 0)
 
 
 def test_remove_unlinks_symlinks_and_keeps_their_targets(mode, tree, victim):
