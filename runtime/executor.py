@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import selectors
 import stat
 import tempfile
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from runtime.confine import Refused, Tree
 from runtime.errors import ExecCancelled, RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases, is_token
-from runtime.sandbox import DEFAULT_PATH, resolve_in_root
+from runtime.sandbox import DEFAULT_PATH, KERNEL_MOUNTS, not_ordinary_directory
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.supervise import stop_container
 from runtime.users import User
@@ -142,80 +144,155 @@ def make_workdir(rootfs: Path, cwd: str, uid: int, gid: int) -> None:
     MkdirAllAndChown(cwd, 0755, uid, gid): the directories it makes belong
     to the step's user, the existing ones are left as they are. Symlinks
     on the way resolve inside the rootfs."""
-    done = ""
-    for part in cwd.split("/"):
-        if part in ("", "."):
-            continue
-        done = f"{done}/{part}"
-        host = resolve_in_root(rootfs, done)
-        if os.path.lexists(host):
-            continue
-        os.mkdir(host, 0o755)
-        os.chown(host, uid, gid, follow_symlinks=False)
-        os.chmod(host, 0o755)  # whatever umask pybuild was started with
+    with Tree(rootfs) as tree:
+        try:
+            os.close(tree.make_dirs(cwd, mode=0o755, owner=(uid, gid)))
+        except OSError as exc:
+            reason = str(exc) if isinstance(exc, Refused) else exc.strerror
+            raise SandboxFailed(f"failed to create working directory {cwd}: {reason}") from None
 
 
-def mount_targets(spec: ExecSpec) -> list[str]:
-    """Every path either executor mounts over inside the rootfs."""
-    fixed = ["/proc", "/sys", "/dev", "/etc/hosts", "/etc/resolv.conf"]
-    return fixed + [mount.target for mount in spec.mounts]
+def mount_targets(spec: ExecSpec) -> list[tuple[str, str]]:
+    """Every path either executor mounts over inside the rootfs, with what
+    goes there: "kernel" (proc, sysfs, the /dev tmpfs: a real directory
+    only), "tmpfs", or a bind's "dir" or "file"."""
+    targets = [("/" + name, "kernel") for name, _, _ in KERNEL_MOUNTS]
+    targets += [("/etc/hosts", "file"), ("/etc/resolv.conf", "file")]
+    for mount in spec.mounts:
+        if isinstance(mount, BindMount):
+            targets.append((mount.target, "dir" if os.path.isdir(mount.source) else "file"))
+        else:
+            targets.append((mount.target, "tmpfs"))
+    return targets
 
 
 @dataclass(frozen=True)
 class Stubs:
-    """Mount points a run will create, and the times of the existing
-    directories they are created in (restored when the stubs go, so that an
-    untouched /etc is not part of the step's layer, as in BuildKit)."""
+    """The mount points made in a rootfs for a run, parents first, each by
+    image path and inode, and the times of the existing directories they
+    were made in (restored when the stubs go, so that an untouched /etc is
+    not part of the step's layer, as in BuildKit)."""
 
-    paths: tuple[str, ...]
-    parent_times: tuple[tuple[str, int, int], ...]
+    rootfs: str
+    made: tuple[tuple[str, int, int], ...]  # (image path, st_dev, st_ino)
+    parent_times: tuple[tuple[str, int, int, int, int], ...]  # (image path, dev, ino, atime_ns, mtime_ns)
 
 
-def missing_paths(rootfs: Path, targets: Iterable[str]) -> Stubs:
-    """Host paths, parents first, that mounting `targets` would create.
+def missing_paths(rootfs: Path, targets: Iterable[tuple[str, str]]) -> Stubs:
+    """Make the mount points `targets` (from mount_targets) lack, before the
+    run, as the runtime would: directories, an empty file for the bind of a
+    file, a tmpfs's directory 1777 (runc gives a tmpfs the mode of the
+    directory it covers, and a fresh tmpfs is 1777). remove_stubs removes
+    them after the run (BuildKit's MountStubsCleaner): a RUN with a bind on
+    /run/x must not leave an empty /run/x in its layer.
 
-    Taken before the run, they are the stubs to remove after it (BuildKit's
-    MountStubsCleaner): a RUN with a bind on /run/x must not leave an empty
-    /run/x in its layer."""
-    created: list[str] = []
-    parents: dict[str, tuple[int, int]] = {}
-    root = os.path.abspath(rootfs)
-    for target in targets:
-        path = resolve_in_root(root, target)
-        chain = []
-        while path != root and not os.path.lexists(path):
-            chain.append(path)
-            path = os.path.dirname(path)
-        if chain and path not in parents:
-            info = os.lstat(path)
-            parents[path] = (info.st_atime_ns, info.st_mtime_ns)
-        for item in reversed(chain):
-            if item not in created:
-                created.append(item)
-    return Stubs(tuple(created), tuple((p, a, m) for p, (a, m) in parents.items()))
+    Targets resolve inside the rootfs (a dangling symlink to what it points
+    at). /proc, /sys or /dev that is not a real directory fails the run, as
+    runc fails it for the first two. A target that cannot be made is left
+    to the runtime, which says why."""
+    made: list[tuple[str, int, int]] = []
+    times: dict[str, tuple[str, int, int, int, int]] = {}
+    with Tree(rootfs) as tree:
+        try:
+            for target, kind in targets:
+                if kind == "kernel":
+                    _check_kernel_dir(tree, target)
+                try:
+                    _make_stub(tree, tree.join(target), kind, made, times)
+                except OSError:
+                    continue
+        except BaseException:
+            _remove_made(tree, made, times.values())
+            raise
+    return Stubs(str(rootfs), tuple(made), tuple(times.values()))
+
+
+def _check_kernel_dir(tree: Tree, target: str) -> None:
+    found = tree.lstat(target)
+    if found is not None and not stat.S_ISDIR(found.st_mode):
+        name = target.strip("/")
+        _, source, fstype = next(mount for mount in KERNEL_MOUNTS if mount[0] == name)
+        raise SandboxFailed(not_ordinary_directory(name, source, fstype))
+
+
+def _make_stub(tree: Tree, path: str, kind: str, made: list, times: dict) -> None:
+    """mkdir -p of `path` (already resolved: no symlink on the way), its
+    last component as `kind` needs; each thing made is recorded in `made`,
+    and the times of the existing directory the first was made in."""
+    parts = [part for part in path.split("/") if part]
+    for depth in range(1, len(parts) + 1):
+        here = "/" + "/".join(parts[:depth])
+        if tree.lstat(here) is not None:
+            continue
+        parent_fd, name = tree.parent(here)
+        try:
+            above = posixpath.dirname(here)
+            if above not in times and not any(item[0] == above for item in made):
+                st = os.fstat(parent_fd)
+                times[above] = (above, st.st_dev, st.st_ino, st.st_atime_ns, st.st_mtime_ns)
+            last = depth == len(parts)
+            if last and kind == "file":
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755,
+                             dir_fd=parent_fd)
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            try:
+                # through the umask pybuild was started with otherwise
+                os.fchmod(fd, 0o1777 if last and kind == "tmpfs" else 0o755)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            made.append((here, st.st_dev, st.st_ino))
+        finally:
+            os.close(parent_fd)
 
 
 def remove_stubs(stubs: Stubs) -> None:
-    """Remove, deepest first, what `missing_paths` predicted if it is still
-    an empty directory or an empty regular file. Anything else was made or
-    filled by the step and stays."""
-    for path in reversed(stubs.paths):
+    """Remove, deepest first, the stubs `missing_paths` made, each only if
+    it is still that inode, at its path with no symlink on the way (a step
+    may have moved its parent and planted a symlink to a host directory
+    there), and an empty directory or an empty regular file. Anything else
+    was made, moved or filled by the step and stays."""
+    try:
+        tree = Tree(stubs.rootfs)
+    except OSError:
+        return  # the rootfs is gone: so are its stubs
+    with tree:
+        _remove_made(tree, stubs.made, stubs.parent_times)
+
+
+def _remove_made(tree: Tree, made: Iterable[tuple[str, int, int]],
+                 parent_times: Iterable[tuple[str, int, int, int, int]]) -> None:
+    for path, dev, ino in reversed(list(made)):
+        above, name = posixpath.split(path)
         try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            continue  # made inside another mount, or never made
-        try:
-            if stat.S_ISDIR(info.st_mode):
-                os.rmdir(path)
-            elif stat.S_ISREG(info.st_mode) and info.st_size == 0:
-                os.unlink(path)
+            parent_fd = tree.open_exact(above, os.O_PATH | os.O_DIRECTORY)
         except OSError:
-            continue  # not empty, or still in use: it belongs to the step now
-    for path, atime_ns, mtime_ns in stubs.parent_times:
+            continue  # moved away, or a symlink now
         try:
-            os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+            st = os.lstat(name, dir_fd=parent_fd)
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=parent_fd)
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(name, dir_fd=parent_fd)
         except OSError:
-            continue  # removed by the step: nothing to restore
+            continue  # gone, not empty, or still in use: it belongs to the step now
+        finally:
+            os.close(parent_fd)
+    for path, dev, ino, atime_ns, mtime_ns in parent_times:
+        try:
+            fd = tree.open_exact(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue  # removed or replaced by the step: nothing to restore
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.utime(fd, ns=(atime_ns, mtime_ns))
+        finally:
+            os.close(fd)
 
 
 # A step's config (its environment, secret env values included) is written

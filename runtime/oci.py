@@ -16,10 +16,12 @@ import json
 import os
 import resource
 import shutil
+import stat
 import subprocess
 import uuid
 from pathlib import Path
 
+from runtime.confine import Tree
 from runtime.errors import ExecFailed
 from runtime.executor import (
     DEFAULT_PATH,
@@ -38,7 +40,7 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, resolve_in_root
+from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS
 from runtime.limits import OutOfMemory, oci_resources, oci_rlimits
 from runtime.lifeline import Supervised
 from runtime.supervise import write_record
@@ -161,12 +163,21 @@ def _lookup_without_path(rootfs: Path, spec: ExecSpec) -> list[str]:
     args = list(spec.args)
     if "/" in args[0] or any(item.startswith("PATH=") for item in spec.env):
         return args
-    for directory in DEFAULT_PATH.split(":"):
-        candidate = f"{directory}/{args[0]}"
-        host = resolve_in_root(rootfs, candidate)
-        if os.path.isfile(host) and os.access(host, os.X_OK):
-            args[0] = candidate
-            break
+    with Tree(rootfs) as tree:
+        for directory in DEFAULT_PATH.split(":"):
+            candidate = f"{directory}/{args[0]}"
+            try:
+                fd = tree.open(candidate, os.O_PATH)  # symlinks followed inside the rootfs only
+            except OSError:
+                continue
+            try:
+                # through the magic link: that very inode, never a path the
+                # image could redirect
+                if stat.S_ISREG(os.fstat(fd).st_mode) and os.access(f"/proc/self/fd/{fd}", os.X_OK):
+                    args[0] = candidate
+                    break
+            finally:
+                os.close(fd)
     return args
 
 

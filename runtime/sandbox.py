@@ -21,16 +21,23 @@ host's standard library is out of reach. Start-up time matters (it is paid
 by every RUN), so the helper avoids what imports `re` or `enum`: no json,
 and the C modules `_signal` and `_socket` stand in for `signal`/`socket`.
 
-Imported as `runtime.sandbox`, this module offers `resolve_in_root` and the
-docker defaults (capabilities, masked and read-only paths, PATH) that the
-OCI executor writes into its config.json.
+The rootfs is untrusted: its image and earlier steps may have planted any
+symlink in it. Every mount point is resolved inside it by `confine.py`
+(loaded as a sibling file, like `linux.py`), opened O_PATH|O_NOFOLLOW once
+checked, and mounted on through its /proc/self/fd link, which names that
+very inode whatever the path says meanwhile (as runc does). /proc, /sys and
+/dev must be real directories, as runc insists for the first two; the masks
+bind the host's /dev/null, never a file the image could name.
+
+Imported as `runtime.sandbox`, this module offers the docker defaults
+(capabilities, masked and read-only paths, PATH) that the OCI executor
+writes into its config.json, and the kernel mounts both executors check.
 """
 
 from __future__ import annotations
 
 import _signal
 import _socket
-import errno
 import fcntl
 import marshal
 import os
@@ -40,43 +47,16 @@ import stat
 import struct
 import sys
 
-_MAX_SYMLINKS = 40
+# The kernel's filesystems and /dev, mounted at these top-level directories
+# of the rootfs: (name, source, filesystem type).
+KERNEL_MOUNTS = (("proc", "proc", "proc"), ("sys", "sysfs", "sysfs"), ("dev", "tmpfs", "tmpfs"))
 
 
-def resolve_in_root(root: str | os.PathLike, path: str) -> str:
-    """The host path of `path` as seen by a process chrooted at `root`.
-
-    Symlinks are followed as that process would follow them: absolute
-    targets and `..` stop at `root`, so the result is always inside it.
-    Components that do not exist are taken literally. The rootfs must not
-    change while the result is used (true while no step process runs)."""
-    root = os.path.abspath(root)
-    pending = [part for part in path.split("/") if part not in ("", ".")]
-    done: list[str] = []
-    followed = 0
-    while pending:
-        name = pending.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *done, name)
-        try:
-            mode = os.lstat(candidate).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(name)
-            continue
-        if not stat.S_ISLNK(mode):
-            done.append(name)
-            continue
-        followed += 1
-        if followed > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            done = []
-        pending[:0] = [part for part in target.split("/") if part not in ("", ".")]
-    return os.path.join(root, *done)
+def not_ordinary_directory(name: str, source: str, fstype: str) -> str:
+    """runc's refusal of a /proc or /sys that is a symlink or a file
+    (libcontainer/rootfs_linux.go), which pybuild extends to /dev."""
+    return (f'error mounting "{source}" to rootfs at "/{name}": '
+            f'filesystem "{fstype}" must be mounted on ordinary directory')
 
 
 # --- everything below runs in the helper process only ----------------------
@@ -143,71 +123,35 @@ def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def _ensure_target(root: str, target: str, is_dir: bool) -> str:
-    """Resolve `target` inside root and make it exist (a dir or an empty file)."""
-    host = resolve_in_root(root, target)
-    if is_dir:
-        _mkdirs(host)
-    elif not os.path.lexists(host):
-        _mkdirs(os.path.dirname(host))
-        os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-    return host
+# An fd that names one inode and nothing else: never a symlink followed.
+_O_POINT = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _mount_dev(linux, root: str) -> None:
-    # nodev everywhere a step can write, since there is no devices cgroup:
-    # with CAP_MKNOD the step may still make device nodes (images can hold
-    # them) but not open them. The few devices it gets are binds of the
-    # host's nodes, which keep the host /dev's flags.
-    dev = _ensure_target(root, "/dev", True)
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_STRICTATIME, "mode=755,size=65536k")
-    for name in _DEVICES:
-        target = os.path.join(dev, name)
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        linux.mount("/dev/" + name, target, None, linux.MS_BIND)
-    links = list(_DEV_LINKS)
-    if os.path.exists("/proc/kcore"):
-        # runc links /dev/core only when the kernel has a /proc/kcore
-        links.append(("core", "/proc/kcore"))
-    for name, target in links:
-        os.symlink(target, os.path.join(dev, name))
-    for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
-        os.mkdir(os.path.join(dev, name), mode)
-    linux.mount(
-        "devpts",
-        os.path.join(dev, "pts"),
-        "devpts",
-        linux.MS_NOSUID | linux.MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
-    )
-    secure = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    linux.mount("shm", os.path.join(dev, "shm"), "tmpfs", secure, "mode=1777,size=65536k")
-    linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", secure)
+class _Refused(OSError):
+    """A rootfs or mount the sandbox will not mount into; said as one line."""
 
 
-def _mount_sys(linux, root: str) -> None:
-    target = _ensure_target(root, "/sys", True)
-    flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+def _fd_path(fd: int) -> str:
+    """The magic link of `fd`: mount(2) on it reaches exactly that inode."""
+    return f"/proc/self/fd/{fd}"
+
+
+def _open_point(parent_fd: int, name) -> int:
+    """An O_PATH fd of `name` in `parent_fd`. Opened after a mount on that
+    name, it is the root of the topmost mount there: the lookup of a name
+    crosses mount points, where the magic link of an older fd would not."""
+    return os.open(name, _O_POINT, dir_fd=parent_fd)
+
+
+def _remount(linux, parent_fd: int, name, flags: int) -> None:
+    """Give the mount just made on `name` its per-mount flags. A remount
+    replaces them all: the source's ro/nosuid/noexec are kept."""
+    fd = _open_point(parent_fd, name)
     try:
-        linux.mount("sysfs", target, "sysfs", flags)
-    except PermissionError:
-        # a fresh sysfs needs a network namespace we own; fall back to the
-        # host's tree, read-only, as runc does in that case
-        linux.mount("/sys", target, None, linux.MS_BIND | linux.MS_REC)
-        linux.mount("", target, None, linux.MS_BIND | linux.MS_REMOUNT | flags)
-
-
-def _bind(linux, source: str, target: str, readonly: bool, sealed: bool = False) -> None:
-    """A recursive bind, made nodev (see _mount_dev), maybe read-only, and
-    nosuid+noexec when `sealed`. The remount replaces the per-mount flags:
-    keep the source's others."""
-    linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
-    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | _mount_flags(target)
-    if readonly:
-        flags |= linux.MS_RDONLY
-    if sealed:
-        flags |= linux.MS_NOSUID | linux.MS_NOEXEC
-    linux.mount("", target, None, flags)
+        path = _fd_path(fd)
+        linux.mount("", path, None, linux.MS_BIND | linux.MS_REMOUNT | flags | _mount_flags(path))
+    finally:
+        os.close(fd)
 
 
 def _mount_flags(path: str) -> int:
@@ -216,34 +160,214 @@ def _mount_flags(path: str) -> int:
     return os.statvfs(path).f_flag & (os.ST_RDONLY | os.ST_NOSUID | os.ST_NOEXEC)
 
 
-def _mount_spec(linux, root: str, mount: dict) -> None:
-    if mount["type"] == "tmpfs":
-        target = _ensure_target(root, mount["target"], True)
-        data = f"size={mount['size']}" if mount.get("size") else None
-        linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, data)
+def _kernel_point(root_fd: int, name: str, source: str, fstype: str) -> int:
+    """The O_PATH fd of /proc, /sys or /dev at the rootfs's top, made when
+    missing. Anything but a real directory is refused, as runc does: a
+    symlink followed would put the kernel's files (or the devices) where
+    the image chose, out of the masks' reach or out of the rootfs."""
+    try:
+        st = os.lstat(name, dir_fd=root_fd)
+    except FileNotFoundError:
+        os.mkdir(name, 0o755, dir_fd=root_fd)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            raise _Refused(not_ordinary_directory(name, source, fstype))
+    return os.open(name, _O_POINT | os.O_DIRECTORY, dir_fd=root_fd)
+
+
+def _target(tree, target: str, is_dir: bool) -> tuple[int, bytes]:
+    """(parent fd, name) of the mount point for `target`, resolved inside
+    the rootfs as runc resolves it (symlinks followed inside, a dangling one
+    to what it points at), made when missing: a directory, or an empty file
+    for a bind of a file."""
+    parent_fd, name = tree.make_target_parent(target)
+    try:
+        try:
+            if is_dir:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(name, flags, 0o755, dir_fd=parent_fd))
+        except FileExistsError:
+            pass
+        if stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode):
+            raise _Refused(f"mount target {target} is a symlink")  # planted after it was resolved
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    return parent_fd, name
+
+
+def _mount_proc(linux, root_fd: int) -> int:
+    """procfs on /proc; returns an fd of its root."""
+    point = _kernel_point(root_fd, "proc", "proc", "proc")
+    try:
+        linux.mount("proc", _fd_path(point), "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    finally:
+        os.close(point)
+    return _open_point(root_fd, "proc")
+
+
+def _mount_sys(linux, root_fd: int) -> int:
+    """sysfs on /sys, read-only; returns an fd of its root."""
+    point = _kernel_point(root_fd, "sys", "sysfs", "sysfs")
+    flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    try:
+        try:
+            linux.mount("sysfs", _fd_path(point), "sysfs", flags)
+        except PermissionError:
+            # a fresh sysfs needs a network namespace we own; fall back to
+            # the host's tree, read-only, as runc does in that case
+            linux.mount("/sys", _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
+            _remount(linux, root_fd, "sys", flags)
+    finally:
+        os.close(point)
+    return _open_point(root_fd, "sys")
+
+
+def _mount_dev(linux, root_fd: int) -> None:
+    # nodev everywhere a step can write, since there is no devices cgroup:
+    # with CAP_MKNOD the step may still make device nodes (images can hold
+    # them) but not open them. The few devices it gets are binds of the
+    # host's nodes, which keep the host /dev's flags.
+    point = _kernel_point(root_fd, "dev", "tmpfs", "tmpfs")
+    try:
+        linux.mount("tmpfs", _fd_path(point), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_STRICTATIME,
+                    "mode=755,size=65536k")
+    finally:
+        os.close(point)
+    # The fresh tmpfs: nothing of the image is in it, only this process
+    # writes to it.
+    dev = os.open("dev", _O_POINT | os.O_DIRECTORY, dir_fd=root_fd)
+    try:
+        inside = _fd_path(dev)
+        for name in _DEVICES:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=dev))
+            linux.mount("/dev/" + name, f"{inside}/{name}", None, linux.MS_BIND)
+        links = list(_DEV_LINKS)
+        if os.path.exists("/proc/kcore"):
+            # runc links /dev/core only when the kernel has a /proc/kcore
+            links.append(("core", "/proc/kcore"))
+        for name, target in links:
+            os.symlink(target, name, dir_fd=dev)
+        for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
+            os.mkdir(name, mode, dir_fd=dev)
+        linux.mount(
+            "devpts",
+            f"{inside}/pts",
+            "devpts",
+            linux.MS_NOSUID | linux.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        )
+        secure = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        linux.mount("shm", f"{inside}/shm", "tmpfs", secure, "mode=1777,size=65536k")
+        linux.mount("mqueue", f"{inside}/mqueue", "mqueue", secure)
+    finally:
+        os.close(dev)
+
+
+def _bind(linux, tree, source: str, target: str, readonly: bool, sealed: bool = False) -> None:
+    """A recursive bind of pybuild's `source` on `target` in the rootfs,
+    made nodev (see _mount_dev), maybe read-only, and nosuid+noexec when
+    `sealed`."""
+    # Sources are pybuild's (scratch files, cache dirs, views of snapshots
+    # resolved before the run, symlinks and all): one that is a symlink now
+    # was swapped in since, and is not followed.
+    src = os.open(source, _O_POINT)
+    try:
+        st = os.fstat(src)
+        if stat.S_ISLNK(st.st_mode):
+            raise _Refused(f"bind mount source {source} is a symlink")
+        parent_fd, name = _target(tree, target, stat.S_ISDIR(st.st_mode))
+        try:
+            point = _open_point(parent_fd, name)
+            try:
+                linux.mount(_fd_path(src), _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
+            finally:
+                os.close(point)
+            flags = linux.MS_NODEV
+            if readonly:
+                flags |= linux.MS_RDONLY
+            if sealed:
+                flags |= linux.MS_NOSUID | linux.MS_NOEXEC
+            _remount(linux, parent_fd, name, flags)
+        finally:
+            os.close(parent_fd)
+    finally:
+        os.close(src)
+
+
+def _mount_spec(linux, tree, mount: dict) -> None:
+    if mount["type"] != "tmpfs":
+        _bind(linux, tree, mount["source"], mount["target"], mount["readonly"], mount.get("sealed", False))
         return
-    source = mount["source"]
-    target = _ensure_target(root, mount["target"], os.path.isdir(source))
-    _bind(linux, source, target, mount["readonly"], mount.get("sealed", False))
+    parent_fd, name = _target(tree, mount["target"], True)
+    try:
+        point = _open_point(parent_fd, name)
+        try:
+            data = f"size={mount['size']}" if mount.get("size") else None
+            linux.mount("tmpfs", _fd_path(point), "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, data)
+        finally:
+            os.close(point)
+    finally:
+        os.close(parent_fd)
 
 
-def _mask_paths(linux, root: str) -> None:
-    null = os.path.join(root, "dev/null")
+def _locate(bases: dict, path: str) -> tuple[int, str] | None:
+    """(parent fd, name) of a masked or read-only path under the fresh
+    procfs or sysfs whose fds `bases` holds; None where the kernel lacks it."""
+    top, *rest = path.strip("/").split("/")
+    parent = os.dup(bases[top])
+    try:
+        for name in rest[:-1]:
+            fd = os.open(name, _O_POINT | os.O_DIRECTORY, dir_fd=parent)
+            os.close(parent)
+            parent = fd
+        os.lstat(rest[-1], dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
+        os.close(parent)
+        return None
+    except BaseException:
+        os.close(parent)
+        raise
+    return parent, rest[-1]
+
+
+def _mask_paths(linux, proc_fd: int, sys_fd: int) -> None:
+    bases = {"proc": proc_fd, "sys": sys_fd}
     for path in MASKED_PATHS:
-        host = root + path  # under /proc and /sys: no symlink of the image involved
-        if not os.path.exists(host):
+        found = _locate(bases, path)
+        if found is None:
             continue
-        if os.path.isdir(host):
-            linux.mount("tmpfs", host, "tmpfs", linux.MS_RDONLY, "size=0")
-        else:
-            linux.mount(null, host, None, linux.MS_BIND)
+        parent_fd, name = found
+        try:
+            point = _open_point(parent_fd, name)
+            try:
+                if stat.S_ISDIR(os.fstat(point).st_mode):
+                    linux.mount("tmpfs", _fd_path(point), "tmpfs", linux.MS_RDONLY, "size=0")
+                else:
+                    # the host's /dev/null: not one the image (or a mount
+                    # target it redirected) could have put at the rootfs's
+                    linux.mount("/dev/null", _fd_path(point), None, linux.MS_BIND)
+            finally:
+                os.close(point)
+        finally:
+            os.close(parent_fd)
+    flags = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     for path in READONLY_PATHS:
-        host = root + path
-        if not os.path.exists(host):
+        found = _locate(bases, path)
+        if found is None:
             continue
-        linux.mount(host, host, None, linux.MS_BIND | linux.MS_REC)
-        flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-        linux.mount("", host, None, flags)
+        parent_fd, name = found
+        try:
+            point = _open_point(parent_fd, name)
+            try:
+                linux.mount(_fd_path(point), _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
+            finally:
+                os.close(point)
+            _remount(linux, parent_fd, name, flags)
+        finally:
+            os.close(parent_fd)
 
 
 def _loopback_up() -> None:
@@ -256,30 +380,41 @@ def _loopback_up() -> None:
         sock.close()
 
 
-def _prepare_root(linux, config: dict) -> None:
+def _prepare_root(linux, confine, config: dict) -> None:
     root = config["rootfs"]
     linux.sethostname(config["hostname"])
     if config["network_none"]:
         _loopback_up()
-    # pivot_root wants the new root to be a mount point of its own
-    _bind(linux, root, root, False)
-    proc = _ensure_target(root, "/proc", True)
-    linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    _mount_sys(linux, root)
-    _mount_dev(linux, root)
-    # bind the generated files before the step's own mounts, as BuildKit's
-    # spec does, so that a step mounting over /etc/hosts wins
-    for name in ("hosts", "resolv.conf"):
-        target = _ensure_target(root, "/etc/" + name, False)
-        # BuildKit's options for these two (executor/oci/spec_linux.go
-        # withROBind): nosuid, noexec, nodev, rbind, ro
-        _bind(linux, config["etc"][name], target, True, sealed=True)
-    for mount in config["mounts"]:
-        _mount_spec(linux, root, mount)
-    _mask_paths(linux, root)
+    # pivot_root wants the new root to be a mount point of its own; `root`
+    # is pybuild's own path, what is under it is the image's
+    linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)
+    linux.mount("", root, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | _mount_flags(root))
+    # opened after the bind: its fd is the new mount's root, where the
+    # mounts below must go to be seen after pivot_root
+    with confine.Tree(root) as tree:
+        proc = _mount_proc(linux, tree.fd)
+        try:
+            sys_fd = _mount_sys(linux, tree.fd)
+            try:
+                _mount_dev(linux, tree.fd)
+                # bind the generated files before the step's own mounts, as
+                # BuildKit's spec does, so that a step mounting over
+                # /etc/hosts wins; BuildKit's options for these two
+                # (executor/oci/spec_linux.go withROBind): nosuid, noexec,
+                # nodev, rbind, ro
+                for name in ("hosts", "resolv.conf"):
+                    _bind(linux, tree, config["etc"][name], "/etc/" + name, True, sealed=True)
+                for mount in config["mounts"]:
+                    _mount_spec(linux, tree, mount)
+                # last: no mount of the step's may hide a mask
+                _mask_paths(linux, proc, sys_fd)
+            finally:
+                os.close(sys_fd)
+        finally:
+            os.close(proc)
+        os.fchdir(tree.fd)
     # after pivot_root(".", ".") the old root is stacked on the new one;
     # detaching it leaves nothing of the host reachable
-    os.chdir(root)
     linux.pivot_root(".", ".")
     linux.umount(".", linux.MNT_DETACH)
     os.chdir("/")
@@ -384,7 +519,7 @@ def _command(linux, config: dict) -> None:
     _exec(config)
 
 
-def _init(linux, config: dict, status_fd: int, lifeline: int) -> None:
+def _init(linux, confine, config: dict, status_fd: int, lifeline: int) -> None:
     """pid 1 of the sandbox; never returns."""
     linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
     # getppid() is 0 across a pid namespace: the helper holds the write end
@@ -396,7 +531,7 @@ def _init(linux, config: dict, status_fd: int, lifeline: int) -> None:
     # the step cannot kill its init with a stray SIGINT
     _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     try:
-        _prepare_root(linux, config)
+        _prepare_root(linux, confine, config)
     except OSError as exc:
         _report(status_fd, "error", f"preparing the sandbox: {exc}")
         os._exit(1)
@@ -417,11 +552,13 @@ def _init(linux, config: dict, status_fd: int, lifeline: int) -> None:
     os._exit(code)
 
 
-def _import_linux():
-    """`linux.py`, loaded as a sibling file (the package is not importable with -S)."""
+def _import_siblings():
+    """`linux.py` and `confine.py`, loaded as sibling files (the package is
+    not importable with -S); both are stdlib-only."""
+    import confine
     import linux
 
-    return linux
+    return linux, confine
 
 
 def main(argv: list[str]) -> int:
@@ -430,7 +567,7 @@ def main(argv: list[str]) -> int:
     # KeyboardInterrupt here would print a traceback into the step's output.
     # Its children set SIGINT back to SIG_DFL (_init, _command).
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-    linux = _import_linux()
+    linux, confine = _import_siblings()
     with open(argv[1], "rb") as handle:
         config = marshal.load(handle)
     status_fd = int(argv[2])
@@ -460,7 +597,7 @@ def main(argv: list[str]) -> int:
     init = os.fork()
     if init == 0:
         os.close(alive)
-        _init(linux, config, status_fd, lifeline)
+        _init(linux, confine, config, status_fd, lifeline)
     os.close(lifeline)
     _report(status_fd, "pid1", init)
     _, status = os.waitpid(init, 0)

@@ -29,12 +29,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.confine import Tree
 from runtime.errors import RuntimeFailure, UnknownUser
-from runtime.sandbox import resolve_in_root
 
 __all__ = ["User", "resolve_user", "resolve_chown", "UnknownGroup"]
 
 _MAX_ID = 2**31 - 1
+_MAX_FILE = 16 * 1024 * 1024  # of /etc/passwd or /etc/group: far more than any real one
 
 
 class UnknownGroup(UnknownUser):
@@ -146,19 +147,25 @@ def _home_of(rootfs: Path, uid: int) -> str:
 
 def _read_rootfs_file(rootfs: Path, path: str) -> list[list[str]]:
     """The colon-separated records of a file inside the rootfs; none when
-    the file is missing. Symlinks resolve inside the rootfs, never out."""
+    the file is missing or not a regular file. Symlinks resolve inside the
+    rootfs, never out; a fifo or device node is never opened (opening may
+    block, or do what the device does), and at most _MAX_FILE is read."""
     try:
-        host = resolve_in_root(rootfs, path)
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with Tree(rootfs) as tree:
+            found = tree.open(path, os.O_PATH)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return []
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return []  # a directory, fifo or device is no database
+    try:
+        if not stat.S_ISREG(os.fstat(found).st_mode):
+            return []  # a directory, fifo or device is no database
+        # the magic link reopens that very inode, now known to be a file
+        fd = os.open(f"/proc/self/fd/{found}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    finally:
+        os.close(found)
     with open(fd, "rb") as handle:
-        text = handle.read(16 * 1024 * 1024).decode(errors="replace")
+        text = handle.read(_MAX_FILE).decode(errors="replace")
     records = []
     for line in text.splitlines():
         line = line.strip()

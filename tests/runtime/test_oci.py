@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -119,18 +120,23 @@ def test_resolv_conf_rules():
     assert "nameserver 8.8.8.8" in resolv_conf("", NetworkMode.HOST)
 
 
-def test_stubs_are_only_what_did_not_exist(tmp_path):
+def test_stubs_are_what_did_not_exist_and_only_they_are_removed(tmp_path):
     tmp_path = tmp_path / "fs"
     tmp_path.mkdir()
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "hosts").write_text("keep")
     (tmp_path / "link").symlink_to("/etc")
     os.utime(tmp_path / "etc", ns=(5_000_000_000, 7_000_000_000))
-    stubs = missing_paths(tmp_path, ["/etc/hosts", "/run/a/b", "/link/resolv.conf", "/run/a/c"])
-    assert list(stubs.paths) == [str(tmp_path / p) for p in ("run", "run/a", "run/a/b", "etc/resolv.conf", "run/a/c")]
-    (tmp_path / "run" / "a" / "b").mkdir(parents=True)
-    (tmp_path / "run" / "a" / "c").write_text("the step wrote this")
-    (tmp_path / "etc" / "resolv.conf").touch()
+    stubs = missing_paths(tmp_path, [("/etc/hosts", "file"), ("/run/a/b", "tmpfs"), ("/link/resolv.conf", "file"),
+                                     ("/run/a/c", "dir"), ("/run/a/d", "dir")])
+    assert [path for path, _, _ in stubs.made] == ["/run", "/run/a", "/run/a/b", "/etc/resolv.conf", "/run/a/c",
+                                                   "/run/a/d"]
+    assert (tmp_path / "etc" / "resolv.conf").is_file() and (tmp_path / "run" / "a" / "c").is_dir()
+    # a fresh tmpfs is 1777, and runc gives a tmpfs the mode of what it covers
+    assert stat.S_IMODE((tmp_path / "run" / "a" / "b").stat().st_mode) == 0o1777
+    (tmp_path / "run" / "a" / "c" / "x").write_text("the step wrote this")
+    (tmp_path / "run" / "a" / "d").rename(tmp_path / "run" / "a" / "moved")  # empty, but not where it was
+    (tmp_path / "run" / "a" / "d").mkdir()  # the step's own: another inode
     remove_stubs(stubs)
     # The directory a stub was made in gets its times back (BuildKit does too).
     assert (tmp_path / "etc").stat().st_mtime_ns == 7_000_000_000
@@ -141,7 +147,17 @@ def test_stubs_are_only_what_did_not_exist(tmp_path):
         "run",
         "run/a",
         "run/a/c",
+        "run/a/c/x",
+        "run/a/d",
+        "run/a/moved",
     ]
+
+
+def test_kernel_mount_points_must_be_real_directories(tmp_path):
+    (tmp_path / "proc").symlink_to("/tmp")
+    with pytest.raises(RuntimeFailure, match='filesystem "proc" must be mounted on ordinary directory'):
+        missing_paths(tmp_path, [("/etc/hosts", "file"), ("/proc", "kernel")])
+    assert sorted(os.listdir(tmp_path)) == ["proc"]  # the stubs made before are gone
 
 
 def test_choosing_an_executor():

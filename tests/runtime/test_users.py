@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from runtime.errors import UnknownUser
-from runtime.sandbox import resolve_in_root
 from runtime.users import UnknownGroup, User, resolve_chown, resolve_user
 
 
@@ -121,25 +122,19 @@ def test_chown_unknown_names_fail(root):
         resolve_chown(root, "app:ghosts")
 
 
-@pytest.mark.parametrize(
-    ("links", "path", "expected"),
-    [
-        ({}, "/etc/passwd", "etc/passwd"),
-        ({"etc": "/private/etc"}, "/etc/passwd", "private/etc/passwd"),
-        ({"etc": "../../../../private"}, "/etc/passwd", "private/passwd"),
-        ({"a": "/"}, "/a/a/a/b", "b"),
-        ({"a": "b", "b": "/c"}, "/a/x", "c/x"),
-        ({}, "/../../x/./y/..", "x"),
-    ],
-)
-def test_resolve_in_root(tmp_path, links, path, expected):
-    for name, target in links.items():
-        (tmp_path / name).symlink_to(target)
-    assert resolve_in_root(tmp_path, path) == str(tmp_path / expected)
-
-
-def test_resolve_in_root_loops(tmp_path):
-    (tmp_path / "a").symlink_to("b")
-    (tmp_path / "b").symlink_to("a")
-    with pytest.raises(OSError):
-        resolve_in_root(tmp_path, "/a/x")
+@pytest.mark.parametrize("plant", ["host-symlink", "fifo", "device"])
+def test_passwd_is_read_only_from_a_regular_file_inside_the_rootfs(tmp_path, plant):
+    host = tmp_path / "host-passwd"
+    host.write_text("hostuser:x:4242:4242::/:/bin/sh\n")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    passwd = rootfs / "etc" / "passwd"
+    if plant == "host-symlink":
+        passwd.symlink_to(host)  # resolves to rootfs/<host path>: absent
+    elif plant == "fifo":
+        os.mkfifo(passwd)  # opened for reading, it would block for a writer
+    else:
+        os.mknod(passwd, 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero: endless
+    with pytest.raises(UnknownUser):
+        resolve_user(rootfs, "hostuser")
+    assert resolve_user(rootfs, "4242:4242") == User(4242, 4242, (), "/")

@@ -1,0 +1,246 @@
+"""RUN isolation against hostile rootfs layouts, through real builds with
+both executors: an image whose /proc, /sys or /dev is not a real directory,
+and a step that replaces a mount point's parent with a symlink to a host
+directory before pybuild removes the mount stubs. Each victim is a file or
+directory of the test's own, outside the pybuild root; it is checked after
+the build.
+
+Never does a test write to /proc/sys or to any real host file: if the fix
+failed, the step could reach the host's.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.progress import BuildReporter
+from e2e.helpers import BUILD_ERRORS, ISOLATIONS, build_image
+from runtime import sandbox
+from security import hostile
+from security.hostile import layer, member
+
+_CLIMB = "../" * 40  # more `..` than any host path is deep: lands at the host's /
+
+
+class _Output(BuildReporter):
+    """Keeps what the steps printed (runc's own errors end up there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.data = bytearray()
+
+    def output(self, vertex: str, data: bytes) -> None:
+        self.data += data
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+def _state(path: Path) -> dict:
+    """Names, types, modes, sizes, mtimes and contents under `path`."""
+    found = {}
+    for item in [path, *sorted(path.rglob("*"))]:
+        st = os.lstat(item)
+        content = item.read_bytes() if stat.S_ISREG(st.st_mode) else None
+        found[str(item.relative_to(path))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size,
+                                              st.st_mtime_ns, content)
+    return found
+
+
+def _failure(tmp_path, dockerfile: str, isolation: str, **kwargs) -> str:
+    """Build, expect a failure; its message and the steps' output."""
+    output = _Output()
+    with pytest.raises(BUILD_ERRORS) as failed:
+        build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False, local=False,
+                    reporter=output, **kwargs)
+    return f"{failed.value}\n{output.text()}"
+
+
+# --- /proc, /sys and /dev must be real directories -------------------------------
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize(("name", "fstype"), [("proc", "proc"), ("sys", "sysfs")])
+def test_proc_or_sys_as_a_symlink_is_refused(tmp_path, busybox_image, isolation, name, fstype):
+    # Followed, the symlink takes the kernel filesystem elsewhere: every mask
+    # of /proc (or /sys) is skipped and /proc/sys is writable, i.e. the
+    # host's kernel.core_pattern. runc refuses such a rootfs; so must we.
+    archive = layer(member(name, tarfile.SYMTYPE, link=f"/tmp/{name}-elsewhere"))
+    dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /\nRUN cat /proc/timer_list\n"
+    message = _failure(tmp_path, dockerfile, isolation, files={"evil.tar": archive})
+    if isolation == "builtin":
+        assert f'filesystem "{fstype}" must be mounted on ordinary directory' in message
+        assert "Traceback" not in message
+    elif name == "proc":
+        assert "must be mounted on ordinary directory" in message  # runc's words
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_dev_that_is_not_a_directory(tmp_path, busybox_image, isolation, kind):
+    made = member("dev", data=b"not a directory\n") if kind == "file" else member(
+        "dev", tarfile.SYMTYPE, link="/tmp/dev-elsewhere")
+    dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /\nRUN cat /proc/timer_list\n"
+    message = _failure(tmp_path, dockerfile, isolation, files={"evil.tar": layer(made)})
+    if isolation == "builtin":
+        assert 'rootfs at "/dev": filesystem "tmpfs" must be mounted on ordinary directory' in message
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_dev_climbing_out_to_a_host_null_never_reaches_it(tmp_path, registry, busybox_image, isolation):
+    # The image's /dev climbs out of the rootfs into a directory whose `null`
+    # is a symlink to a host file. A sandbox that joins root + "dev/null" as
+    # a string binds that file, read-write, over the masked /proc files; runc
+    # 1.1 follows it out too, making /dev's symlinks (fd, ptmx...) in the
+    # host directory. pybuild refuses such a rootfs for both.
+    victim = tmp_path / "victim"
+    victim.write_text("host file\n")
+    os.chmod(victim, 0o600)
+    sibling = tmp_path / "sibling"
+    sibling.mkdir()
+    (sibling / "null").symlink_to(victim)
+    before = _state(sibling), os.lstat(victim)
+    ref = hostile.push_image(registry, tmp_path / "layout", [layer(
+        member("dev", tarfile.SYMTYPE, link=_CLIMB + str(sibling).lstrip("/")),
+    )])
+    dockerfile = (f"FROM {ref}\n"
+                  "RUN echo pwned > /proc/timer_list; echo pwned > /proc/interrupts; cat /proc/timer_list\n")
+    message = _failure(tmp_path, dockerfile, isolation)
+    assert 'rootfs at "/dev": filesystem "tmpfs" must be mounted on ordinary directory' in message
+    after = os.lstat(victim)
+    assert victim.read_bytes() == b"host file\n"
+    assert (after.st_mode, after.st_mtime_ns) == (before[1].st_mode, before[1].st_mtime_ns)
+    assert _state(sibling) == before[0]
+
+
+@pytest.mark.parametrize(("name", "fstype"), [("proc", "proc"), ("sys", "sysfs"), ("dev", "tmpfs")])
+def test_the_sandbox_helper_refuses_by_itself(tmp_path, name, fstype):
+    # A run checks the rootfs before it starts the helper (missing_paths);
+    # the helper checks again, where it mounts. Run it on such a rootfs.
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / name).symlink_to(f"/tmp/{name}-elsewhere")
+    etc = {}
+    for file in ("hosts", "resolv.conf"):
+        (tmp_path / file).write_text("")
+        etc[file] = str(tmp_path / file)
+    config = tmp_path / "config"
+    config.write_bytes(marshal.dumps({
+        "parent": os.getpid(), "rootfs": str(rootfs), "hostname": "h", "network_none": True, "etc": etc,
+        "mounts": [], "args": ["true"], "env": [], "cwd": "/", "uid": 0, "gid": 0, "groups": [],
+        "no_new_privs": False, "nofile": 0, "rlimits": [],
+    }))
+    status_read, status_write = os.pipe()
+    helper = subprocess.Popen([sys.executable, "-S", "-E", sandbox.__file__, str(config), str(status_write)],
+                              pass_fds=(status_write,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.close(status_write)
+    with os.fdopen(status_read, "rb") as status:
+        lines = status.read().decode().splitlines()
+    output = helper.communicate(timeout=30)[0]
+    assert helper.returncode != 0 and output == b""
+    assert lines[-1] == f"error preparing the sandbox: {sandbox.not_ordinary_directory(name, fstype, fstype)}"
+    assert not os.path.lexists(f"/tmp/{name}-elsewhere")
+
+
+# --- masks in an ordinary build ------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_masked_and_read_only_paths(tmp_path, busybox_image, isolation):
+    # Read only: busybox's `test -w` says yes to root whatever the mount, and
+    # nothing here may write to a kernel file in case a mask is missing.
+    script = ("for f in /proc/timer_list /proc/interrupts /proc/kcore /proc/keys; do "
+              "[ -e $f ] && echo \"$f $(cat $f | wc -c)\" >> /out; done; "
+              "ls -A /sys/firmware | wc -l >> /out; "
+              "awk '$5 ~ /^\\/proc\\/(sys|sysrq-trigger|bus|fs|irq)$/ {print $5, substr($6, 1, 3)}' "
+              "/proc/self/mountinfo | sort >> /out")
+    built = build_image(tmp_path, tmp_path / "root",
+                        f"FROM {busybox_image.ref}\nARG ISOLATION\nRUN {script}\n",
+                        isolation=isolation, export=False, build_args={"ISOLATION": isolation})
+    lines = built.read_text("/out").splitlines()
+    masked = [f for f in ("/proc/timer_list", "/proc/interrupts", "/proc/kcore", "/proc/keys") if os.path.exists(f)]
+    read_only = sorted(f"{p} ro," for p in ("/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq")
+                       if os.path.exists(p))
+    assert lines == [f"{f} 0" for f in masked] + ["0"] + read_only
+
+
+# --- mount stub cleanup never follows a planted symlink ----------------------------
+
+
+@pytest.fixture
+def host_dir(tmp_path) -> Path:
+    """A host directory holding empty files and directories, as the
+    stubs pybuild removes after a RUN would be: every one must survive."""
+    path = tmp_path / "host-dir"
+    path.mkdir()
+    for name in ("hosts", "resolv.conf", "f"):
+        (path / name).touch()
+    (path / "c").mkdir()
+    (path / "keep").mkdir()
+    return path
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_stub_cleanup_without_mounts_in_an_image_lacking_etc(tmp_path, busybox_image, host_dir, isolation):
+    # /etc/hosts and /etc/resolv.conf are mount points; with no /etc in the
+    # image, pybuild makes /etc and both files, and removes them after the
+    # step. The step moves /etc away and puts a symlink to a host directory
+    # in its place.
+    before = _state(host_dir)
+    dockerfile = (f"FROM {busybox_image.ref} AS tools\n"
+                  "FROM scratch\n"
+                  "COPY --from=tools /bin /bin\n"
+                  f"RUN mv /etc /moved-etc && ln -s {host_dir} /etc\n")
+    built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False)
+    assert _state(host_dir) == before
+    assert os.readlink(built.path("/etc")) == str(host_dir)
+    # moved by the step, the stubs are its own files now: they stay
+    assert sorted(os.listdir(built.path("/moved-etc"))) == ["hosts", "resolv.conf"]
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_stub_cleanup_with_mounts(tmp_path, busybox_image, host_dir, isolation):
+    before = _state(host_dir)
+    dockerfile = (f"FROM {busybox_image.ref}\n"
+                  "RUN --mount=type=tmpfs,target=/a/b/c --mount=type=bind,source=empty,target=/a/b/f "
+                  f"mv /a/b /a/moved && ln -s {host_dir} /a/b\n")
+    built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False,
+                        files={"empty": ""})
+    assert _state(host_dir) == before
+    assert os.readlink(built.path("/a/b")) == str(host_dir)
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_stubs_are_removed_when_left_alone(tmp_path, busybox_image, isolation):
+    dockerfile = (f"FROM {busybox_image.ref} AS tools\n"
+                  "FROM scratch\n"
+                  "COPY --from=tools /bin /bin\n"
+                  "RUN --mount=type=tmpfs,target=/a/b/c --mount=type=bind,from=tools,source=/etc/passwd,target=/x/p "
+                  "test -d /a/b/c && test -s /x/p && test -f /etc/hosts\n")
+    built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False)
+    assert sorted(os.listdir(built.rootfs)) == ["bin"]
+
+
+# --- reading the image's /etc/passwd and /etc/group --------------------------------
+
+
+@pytest.mark.parametrize("plant", ["host-symlink", "fifo", "device"])
+def test_user_lookup_reads_only_regular_files_of_the_image(tmp_path, busybox_image, plant):
+    host_passwd = tmp_path / "host-passwd"
+    host_passwd.write_text("hostuser:x:4242:4242::/:/bin/sh\n")
+    make = {
+        "host-symlink": f"ln -sf {host_passwd} /etc/passwd",
+        "fifo": "rm /etc/passwd && mkfifo /etc/passwd",
+        "device": "rm /etc/passwd && mknod /etc/passwd c 1 5",
+    }[plant]
+    dockerfile = f"FROM {busybox_image.ref}\nRUN {make}\nUSER hostuser\nRUN true\n"
+    message = _failure(tmp_path, dockerfile, "builtin")
+    assert "unable to find user hostuser" in message
