@@ -91,10 +91,24 @@ def enabled() -> bool:
 
 
 def memo_key(argv: list[str], cwd: str, env: dict[str, str], tty: bool) -> str:
-    named = {m for arg in argv for m in _NAME.findall(arg)}
+    """The command's identity. A `--secret` spec's words are left out: a
+    secret's value must not reach the root, not even hashed into a memo's
+    name, and it changes no build result (a replay checks it is there)."""
+    named = {m for arg in _outside_secrets(argv) for m in _NAME.findall(arg)}
     relevant = sorted((k, v) for k, v in env.items() if k in named or k.startswith(_ENV_PREFIXES))
     text = json.dumps([MEMO_VERSION, argv, cwd, tty, relevant])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _outside_secrets(argv: list[str]):
+    value_next = False
+    for arg in argv:
+        if value_next:
+            value_next = False
+        elif arg == "--secret":
+            value_next = True
+        elif not arg.startswith("--secret="):
+            yield arg
 
 
 def code_fingerprint() -> str:

@@ -177,3 +177,20 @@ def test_a_replay_runs_automatic_gc_when_a_build_would(own, context, busybox_ima
     assert "garbage collection: freed" in replay.stderr.decode()
     assert checked.stat().st_mtime > past + 3000
     assert not memo_files(own.root)  # a collection drops the memos, as after a full build
+
+
+def test_a_secret_value_reaches_no_memo(cli, context):
+    """`--secret id=TOKEN` reads $TOKEN: its value must not be under the
+    root in any form, not even hashed into a memo's name. A new value
+    changes no step (as BuildKit, secrets are not in cache keys), so the
+    memo still answers."""
+    args = ("--secret", "id=TOKEN", str(context))
+    image = memoised(cli, *args, env={"TOKEN": "hunter2-first"})
+    names = memo_files(cli.root)
+    scratch = (cli.root / "tmp").stat().st_mtime_ns
+    again = cli.build("-q", *args, env={"TOKEN": "hunter2-second"})
+    assert again.returncode == 0 and again.stdout.decode().strip() == image, again.stderr.decode()
+    assert (cli.root / "tmp").stat().st_mtime_ns == scratch, "answered from the memo"
+    assert memo_files(cli.root) == names
+    for name in names:
+        assert "hunter2" not in (cli.root / "memo" / name).read_text()
