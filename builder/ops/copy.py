@@ -19,11 +19,14 @@ Semantics are BuildKit's file op (solver/llbsolver/file + fsutil `copy`):
 - Symlinks are copied as symlinks; hard links between copied files are kept
   within one source path or wildcard match (BuildKit's fsutil copy keeps an
   inode table per match), not across them; devices and fifos are recreated.
-- Writes never leave the rootfs: `dest` is resolved with `resolve_in_root`
-  (a symlink to `/` or `../..` in the image means the image's `/`), and
-  below it nothing is followed: every entry is created with lstat checks and
-  O_NOFOLLOW|O_EXCL, and an existing symlink where a directory is to be
-  merged is an error, as in BuildKit ("cannot copy to non-directory").
+- Writes never leave the rootfs (runtime.confine): `dest` is resolved inside
+  it by the kernel (openat2 RESOLVE_IN_ROOT; a symlink to `/` or `../..` in
+  the image means the image's `/`, a dangling one leads to what it points
+  at, as BuildKit's fs.RootPath). Below it nothing is followed: every entry
+  is made relative to its parent's fd with O_NOFOLLOW|O_EXCL, its metadata
+  set through its own fd; a file or symlink in a new file's way is
+  replaced, and an existing symlink where a directory is to be merged is an
+  error, as in BuildKit ("cannot copy to non-directory").
 - ADD extracts a local tar archive (recognised by content, not by name) into
   `dest` (see builder/ops/archive.py); URLs are fetched by
   builder/ops/http.py and are not extracted.
@@ -31,12 +34,14 @@ Semantics are BuildKit's file op (solver/llbsolver/file + fsutil `copy`):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
 import re
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,7 +50,8 @@ from builder.context import BuildContext, Entry, Match, Selection
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile
-from runtime.fsutil import copy_file, read_xattrs, resolve_in_root
+from runtime.confine import Refused, Tree, set_metadata
+from runtime.fsutil import copy_data, read_xattrs
 from runtime.users import resolve_chown
 
 Owner = tuple[int, int]
@@ -93,25 +99,55 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
     owner, mode_fn, into_dir = _checked_options(rootfs, selection, dest, chown, chmod, instruction)
     if not selection.matches:
         return  # wildcards that matched nothing: BuildKit does nothing at all
-    copier = _Copier(Path(rootfs), owner, mode_fn, selection.preserve_ownership)
     dest_clean = posixpath.normpath("/" + dest)
-    dest_path = resolve_in_root(rootfs, dest_clean)
-    if into_dir or parents or dest_clean == "/":
-        copier.mkdir_all(dest_path)
-    else:
-        copier.mkdir_all(dest_path.parent)
-    for match in selection.matches:
-        if unpack and stat.S_ISREG(match.root.stat.st_mode) and archive.is_archive(match.root.path):
-            copier.mkdir_all(dest_path)
+    with Tree(rootfs) as tree:
+        copier = _Copier(tree, owner, mode_fn, selection.preserve_ownership)
+        with _confined(dest_clean):
+            if into_dir or parents or dest_clean == "/" or _extracts(selection.matches[0], unpack):
+                dest_fd, target = copier.make_dirs(dest_clean), None
+            else:
+                # One source (_checked_options saw to it): `dest` names it,
+                # or an existing directory to put it in.
+                dest_fd = copier.existing_dir(dest_clean)
+                target = None if dest_fd is not None else copier.make_target_parent(dest_clean)
+        if target is not None:
+            parent_fd, name = target
             try:
-                archive.extract(match.root.path, dest_path, owner=owner)
-            except archive.ArchiveError as exc:
-                raise CopyError(f"{instruction} failed: {match.name}: {exc}") from exc
-            continue
-        if parents:
-            copier.copy_match_with_parents(match, dest_path, selection.tree)
-        else:
-            copier.copy_match(match, dest_path)
+                copier.copy_match_to(selection.matches[0], parent_fd, name)
+            finally:
+                os.close(parent_fd)
+            return
+        try:
+            for match in selection.matches:
+                if _extracts(match, unpack):
+                    try:
+                        archive.extract(match.root.path, copier.host_path(dest_fd), owner=owner)
+                    except archive.ArchiveError as exc:
+                        raise CopyError(f"{instruction} failed: {match.name}: {exc}") from exc
+                elif parents:
+                    copier.copy_match_with_parents(match, dest_fd, selection.tree)
+                else:
+                    copier.copy_match_into(match, dest_fd)
+        finally:
+            os.close(dest_fd)
+
+
+def _extracts(match: Match, unpack: bool) -> bool:
+    """ADD of a local archive (recognised by content, not by name)."""
+    return unpack and stat.S_ISREG(match.root.stat.st_mode) and archive.is_archive(match.root.path)
+
+
+@contextlib.contextmanager
+def _confined(dest: str):
+    """The errors of resolving `dest` in the image, as COPY reports them."""
+    try:
+        yield
+    except Refused as exc:
+        raise CopyError(f"cannot create directory {exc.path}: {exc.why}") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise CopyError(f"cannot resolve {dest}: too many levels of symbolic links") from None
 
 
 @dataclass(frozen=True)
@@ -123,19 +159,32 @@ class DirectCopy:
     lower entry can be shadowed there, so the upper ends up as overlay would
     have left it. `plan_direct` made the directory, through the mount."""
 
-    dest_rel: str  # the destination directory, relative to the rootfs
+    dest_rel: str  # the destination directory, relative to the rootfs, symlinks resolved
     owner: Owner | None
     mode_fn: ModeFn | None
     preserve_ownership: bool
 
     def run(self, upper: Path, selection: Selection, reuse=None) -> None:
         """Copy `selection` into `upper` (the snapshot's fs, not mounted)."""
-        target = resolve_in_root(upper, self.dest_rel, follow_final=False)
-        if not stat.S_ISDIR(os.lstat(target).st_mode):  # lstat: never through a symlink
-            raise CopyError(f"cannot copy to non-directory: /{self.dest_rel}")
-        copier = _Copier(Path(upper), self.owner, self.mode_fn, self.preserve_ownership, reuse=reuse)
-        for match in selection.matches:
-            copier.copy_match(match, target)
+        try:
+            with Tree(upper) as tree:
+                try:
+                    # The view resolved every symlink on the way: the upper
+                    # holds plain directories there, and O_NOFOLLOW keeps it so.
+                    target = tree.open(self.dest_rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                        raise
+                    raise CopyError(f"cannot copy to non-directory: /{self.dest_rel}") from None
+                try:
+                    copier = _Copier(tree, self.owner, self.mode_fn, self.preserve_ownership, reuse=reuse)
+                    for match in selection.matches:
+                        copier.copy_match_into(match, target)
+                finally:
+                    os.close(target)
+        finally:
+            if reuse is not None:
+                reuse.close()
 
 
 def plan_direct(rootfs: Path, selection: Selection, dest: str, *, chown: str = "", chmod: str = "",
@@ -150,29 +199,39 @@ def plan_direct(rootfs: Path, selection: Selection, dest: str, *, chown: str = "
         return None
     if not into_dir and not all(match.is_dir for match in selection.matches):
         return None  # a file copied to a file name: one create, through the view
-    rootfs = Path(rootfs)
-    copier = _Copier(rootfs, owner, mode_fn, selection.preserve_ownership)
-    dest_path = resolve_in_root(rootfs, posixpath.normpath("/" + dest))
-    if dest_path == rootfs:
+    dest_clean = posixpath.normpath("/" + dest)
+    with Tree(rootfs) as tree, _confined(dest_clean):
+        copier = _Copier(tree, owner, mode_fn, selection.preserve_ownership)
+        target = copier.existing_dir(dest_clean)
+        if target is None:
+            parent_fd, name = copier.make_target_parent(dest_clean)
+            try:
+                target = copier.make_dir_at(parent_fd, name)
+            except CopyError:
+                return None  # not a directory: copy_into reports it
+            finally:
+                os.close(parent_fd)
+        else:
+            try:
+                if os.listdir(target):
+                    return None  # lower entries to merge with: the view knows them
+            except BaseException:
+                os.close(target)
+                raise
+            # Make overlay copy the (empty) lower directory up now, as creating
+            # the first file through the view would, so the upper has it with
+            # its lower metadata. The probe is upper-only: no whiteout is left.
+            probe = f".pybuild-probe-{os.getpid()}-{threading.get_ident()}"
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                             dir_fd=target))
+            os.unlink(probe, dir_fd=target)
+        try:
+            dest_image = tree.image_path_of(target)
+        finally:
+            os.close(target)
+    if dest_image == "/":
         return None  # the root is never empty
-    copier.mkdir_all(dest_path.parent)
-    try:
-        st = os.lstat(dest_path)
-    except FileNotFoundError:
-        copier.mkdir_all(dest_path)
-    else:
-        if not stat.S_ISDIR(st.st_mode):
-            return None  # copy_into reports it
-        with os.scandir(dest_path) as entries:
-            if next(entries, None) is not None:
-                return None  # lower entries to merge with: the view knows them
-        # Make overlay copy the (empty) lower directory up now, as creating
-        # the first file through the view would, so the upper has it with
-        # its lower metadata. The probe is upper-only: no whiteout is left.
-        probe = tempfile.mkstemp(prefix=".pybuild-", dir=dest_path)
-        os.close(probe[0])
-        os.unlink(probe[1])
-    return DirectCopy(os.path.relpath(dest_path, rootfs), owner, mode_fn, selection.preserve_ownership)
+    return DirectCopy(dest_image.lstrip("/"), owner, mode_fn, selection.preserve_ownership)
 
 
 def write_files(rootfs: Path, files: Sequence[InlineFile], dest: str, *, chown: str = "", chmod: str = "",
@@ -196,14 +255,18 @@ def write_files(rootfs: Path, files: Sequence[InlineFile], dest: str, *, chown: 
         copy_into(rootfs, selection, dest, chown=chown, chmod=chmod)
 
 
-def make_dir(rootfs: Path, path: str, *, user: str = "") -> Path:
+def make_dir(rootfs: Path, path: str, *, user: str = "") -> str:
     """WORKDIR: mkdir -p inside the rootfs; the directories it creates are
     owned by `user` (BuildKit passes the stage's USER), existing ones are
-    left alone. Returns the host path."""
+    left alone. Returns the image path it made, symlinks resolved."""
     owner = _resolve_owner(rootfs, user) if user else (0, 0)
-    target = resolve_in_root(rootfs, posixpath.normpath("/" + path))
-    _Copier(Path(rootfs), owner, None, False).mkdir_all(target)
-    return target
+    clean = posixpath.normpath("/" + path)
+    with Tree(rootfs) as tree, _confined(clean):
+        fd = _Copier(tree, owner, None, False).make_dirs(clean)
+        try:
+            return tree.image_path_of(fd)
+        finally:
+            os.close(fd)
 
 
 # --chmod ------------------------------------------------------------------------
@@ -270,176 +333,298 @@ def _perm_bits(perms: str, current: int, is_dir: bool) -> int:
 
 # the copier -----------------------------------------------------------------------
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TOLERATED_XATTR_ERRORS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
 class _Copier:
-    def __init__(self, rootfs: Path, owner: Owner | None, mode_fn: ModeFn | None, preserve_ownership: bool,
+    """Writes into one confined Tree. Destinations are resolved once, inside
+    the tree (runtime.confine); below them every entry is made relative to
+    its parent directory's fd, never following a name (O_NOFOLLOW|O_EXCL,
+    follow_symlinks=False), and its metadata is set through its own fd."""
+
+    def __init__(self, tree: Tree, owner: Owner | None, mode_fn: ModeFn | None, preserve_ownership: bool,
                  *, reuse=None):
-        self.rootfs = rootfs
+        self.tree = tree
         self.owner = owner
         self.mode_fn = mode_fn
         self.preserve_ownership = preserve_ownership
         # builder.ops.copy_reuse.CopyReuse: files of an earlier result of
         # the same COPY that may be linked instead of copied.
         self.reuse = reuse
-        self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of a source -> its first copy
+        self._links: dict[tuple[int, int], str] = {}  # (dev, ino) of a source -> image path of its first copy
 
-    # destination directories
-    def mkdir_all(self, path: Path) -> None:
-        """mkdir -p below the rootfs, never through a symlink: `path` comes
-        from resolve_in_root, so a symlink met here was planted meanwhile."""
-        rel = os.path.relpath(path, self.rootfs)
-        if rel == ".":
-            return
-        if rel.startswith(".."):
-            raise CopyError(f"destination escapes the root filesystem: {path}")
-        current = self.rootfs
-        for name in rel.split("/"):
-            current = current / name
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                os.chmod(current, 0o755)  # no umask
-                uid, gid = self.owner or (0, 0)
-                os.chown(current, uid, gid, follow_symlinks=False)
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise CopyError(f"cannot create directory {self._image_path(current)}: not a directory")
+    # destinations
+    def make_dirs(self, path: str) -> int:
+        """mkdir -p inside the tree: created directories 0755, owned by the
+        --chown owner or root (BuildKit's MkdirAll)."""
+        return self.tree.make_dirs(path, mode=0o755, owner=self.owner or (0, 0))
+
+    def make_target_parent(self, path: str) -> tuple[int, bytes]:
+        return self.tree.make_target_parent(path, mode=0o755, owner=self.owner or (0, 0))
+
+    def existing_dir(self, path: str) -> int | None:
+        """An fd of the directory `path` leads to inside the tree, if it is one."""
+        try:
+            return self.tree.open_dir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def make_dir_at(self, parent_fd: int, name: bytes) -> int:
+        """The directory `name` in `parent_fd`, made as make_dirs would when absent."""
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            return self._open_dir(parent_fd, name)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        os.fchmod(fd, 0o755)  # no umask
+        os.fchown(fd, *(self.owner or (0, 0)))
+        return fd
+
+    def host_path(self, fd: int) -> str:
+        """The host path of a directory fd of the tree, for code that takes
+        paths (ADD's archive extraction confines itself below it)."""
+        return os.path.join(self.tree.path, self.tree.image_path_of(fd).lstrip("/"))
 
     # one match
-    def copy_match(self, match: Match, dest_path: Path) -> None:
+    def copy_match_into(self, match: Match, dir_fd: int) -> None:
+        """A match into the directory `dir_fd`: a directory's contents, or a
+        file under its own base name."""
         # BuildKit runs one fsutil copy per source path and per wildcard
         # match, each with its own inode table: files hard-linked in the
         # source stay linked only when one match copies them all (a
         # directory), never across two sources of one COPY.
         self._links.clear()
         if match.is_dir:
-            target = dest_path
-            try:
-                st = os.lstat(target)
-            except FileNotFoundError:
-                self.mkdir_all(target)
-            else:
-                if not stat.S_ISDIR(st.st_mode):
-                    raise CopyError(f"cannot copy to non-directory: {self._image_path(target)}")
             # The destination directory itself keeps (or gets) mkdir's
             # metadata: BuildKit copies a directory's contents, not itself.
-            self._copy_tree(match, target, copy_root_metadata=False)
-            return
-        try:
-            dest_is_dir = stat.S_ISDIR(os.lstat(dest_path).st_mode)
-        except FileNotFoundError:
-            dest_is_dir = False
-        target = dest_path / posixpath.basename(match.name) if dest_is_dir else dest_path
-        self._copy_tree(match, target, copy_root_metadata=True)
+            self._copy_tree(match, dir_fd, None, copy_root_metadata=False, rel="")
+        else:
+            name = posixpath.basename(match.name)
+            self._copy_tree(match, dir_fd, os.fsencode(name), copy_root_metadata=True, rel=name)
 
-    def copy_match_with_parents(self, match: Match, dest_path: Path, tree: Path) -> None:
+    def copy_match_to(self, match: Match, parent_fd: int, name: bytes) -> None:
+        """A match to the name `name` in `parent_fd` (which is no directory
+        yet): a directory's contents into a new directory there, or the file."""
+        self._links.clear()
+        if match.is_dir:
+            fd = self.make_dir_at(parent_fd, name)
+            try:
+                self._copy_tree(match, fd, None, copy_root_metadata=False, rel="")
+            finally:
+                os.close(fd)
+        else:
+            self._copy_tree(match, parent_fd, name, copy_root_metadata=True, rel=os.fsdecode(name))
+
+    def copy_match_with_parents(self, match: Match, dest_fd: int, source_tree: Path) -> None:
         """--parents: the path below the pivot is kept; directories between
         `dest` and the match are copies of the source's directories."""
-        self._links.clear()  # one inode table per match, as in copy_match
+        self._links.clear()  # one inode table per match, as in copy_match_into
         parts = [p for p in match.parents_path.split("/") if p]
-        current = dest_path
         source_dir = match.name[: len(match.name) - len(match.parents_path)].rstrip("/")
-        dirs_made = []
-        for name in parts[:-1]:
-            source_dir = f"{source_dir}/{name}" if source_dir else name
-            current = current / name
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                src_st = os.stat(resolve_in_root(tree, source_dir))
-                os.mkdir(current, 0o700)
-                dirs_made.append((current, src_st))
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                raise CopyError(f"cannot copy to non-directory: {self._image_path(current)}")
-        target = current / parts[-1] if parts else dest_path
-        self._copy_tree(match, target, copy_root_metadata=bool(parts))
-        for path, src_st in reversed(dirs_made):
-            self._set_metadata(None, path, src_st, apply_chmod=False)
-
-    def _copy_tree(self, match: Match, target: Path, *, copy_root_metadata: bool) -> None:
-        pending_dirs: list[tuple[Entry, str]] = []
-        base = os.fspath(target)
-        for entry in match.entries:
-            sub = match.subpath(entry)
-            # Plain strings: a Path per entry costs more than the syscalls.
-            dst = f"{base}/{sub}" if sub else base
-            if stat.S_ISDIR(entry.stat.st_mode):
-                self._make_dir_entry(dst)
-                if sub or copy_root_metadata:
-                    pending_dirs.append((entry, dst))
+        opened: list[int] = []
+        made: list[tuple[int, os.stat_result]] = []
+        current = dest_fd
+        try:
+            with Tree(source_tree) as source:
+                for name in parts[:-1]:
+                    source_dir = f"{source_dir}/{name}" if source_dir else name
+                    raw = os.fsencode(name)
+                    try:
+                        os.mkdir(raw, 0o700, dir_fd=current)
+                    except FileExistsError:
+                        current = self._open_dir(current, raw)
+                        opened.append(current)
+                        continue
+                    current = os.open(raw, _DIR_FLAGS, dir_fd=current)
+                    opened.append(current)
+                    made.append((current, _source_stat(source, source_dir)))
+            if parts:
+                self._copy_tree(match, current, os.fsencode(parts[-1]), copy_root_metadata=True, rel="")
             else:
-                self._copy_node(entry, dst)
-        # Directories last and deepest first: adding children bumps a
-        # directory's mtime, and a read-only mode would stop the copy.
-        for entry, dst in reversed(pending_dirs):
-            self._set_metadata(entry, dst, entry.stat)
+                self._copy_tree(match, current, None, copy_root_metadata=False, rel="")
+            for fd, src_st in reversed(made):
+                self._set_fd_metadata(fd, None, src_st, apply_chmod=False)
+        finally:
+            for fd in opened:
+                os.close(fd)
 
-    def _make_dir_entry(self, dst: str) -> None:
-        try:
-            st = os.lstat(dst)
-        except FileNotFoundError:
-            os.mkdir(dst, 0o700)
+    def _copy_tree(self, match: Match, parent_fd: int, name: bytes | None, *, copy_root_metadata: bool,
+                   rel: str) -> None:
+        """The match's entries at `name` in `parent_fd` (None: into
+        `parent_fd` itself, which must then be a directory match). `rel` is
+        where that lands below the copy's destination, for the reuse note."""
+        entries = match.entries
+        root = entries[0]
+        if not stat.S_ISDIR(root.stat.st_mode):
+            if name is None:
+                raise CopyError(f"cannot replace to directory {self._image_path(parent_fd)} with file")
+            self._copy_node(root, parent_fd, name, rel)
             return
-        if not stat.S_ISDIR(st.st_mode):
-            raise CopyError(f"cannot copy to non-directory: {self._image_path(dst)}")
-
-    def _copy_node(self, entry: Entry, dst: str) -> None:
-        st = entry.stat
-        if self.reuse is not None and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
-            if self._link_previous(entry, dst):
-                return
+        top = os.dup(parent_fd) if name is None else self._make_dir_entry(parent_fd, name)
+        # Open directories from the copy's top down to the current entry's
+        # parent: (path below the match root, fd, the entry whose metadata
+        # to set on leaving it). Directories get their metadata last and
+        # deepest first: adding children bumps a directory's mtime, and a
+        # read-only mode would stop the copy.
+        stack: list[tuple[str, int, Entry | None]] = [("", top, root if copy_root_metadata else None)]
+        made: dict[str, Entry] = {}
+        prefix = f"{rel}/" if rel else ""
         try:
-            existing = os.lstat(dst)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None:
-            if stat.S_ISDIR(existing.st_mode):
-                raise CopyError(f"cannot replace to directory {self._image_path(dst)} with file")
-            os.unlink(dst)
-            if self.reuse is not None:
-                self.reuse.replaced(dst)
+            for entry in entries[1:]:
+                sub = match.subpath(entry)
+                parent, _, leaf = sub.rpartition("/")
+                dir_fd = self._enter(stack, parent, made)
+                raw = os.fsencode(leaf)
+                if stat.S_ISDIR(entry.stat.st_mode):
+                    stack.append((sub, self._make_dir_entry(dir_fd, raw), entry))
+                    made[sub] = entry
+                else:
+                    self._copy_node(entry, dir_fd, raw, prefix + sub)
+            while stack:
+                self._leave(stack)
+        finally:
+            for _, fd, _ in stack:
+                os.close(fd)
+
+    def _enter(self, stack: list, parent: str, made: dict[str, Entry]) -> int:
+        """The fd of the directory `parent` (below the match root), leaving
+        the directories on the stack that do not hold it."""
+        while len(stack) > 1 and not (parent == stack[-1][0] or parent.startswith(stack[-1][0] + "/")):
+            self._leave(stack)
+        here = stack[-1][0]
+        if parent != here:
+            # Entries come depth first, so this is only reached for an order
+            # that returns to a directory already left: open it again.
+            below = parent[len(here) + 1:] if here else parent
+            for part in below.split("/"):
+                here = f"{here}/{part}" if here else part
+                stack.append((here, self._open_dir(stack[-1][1], os.fsencode(part)), made.get(here)))
+        return stack[-1][1]
+
+    def _leave(self, stack: list) -> None:
+        _, fd, entry = stack.pop()
+        try:
+            if entry is not None:
+                self._set_fd_metadata(fd, entry, entry.stat)
+        finally:
+            os.close(fd)
+
+    def _make_dir_entry(self, dir_fd: int, name: bytes) -> int:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            return self._open_dir(dir_fd, name)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+
+    def _open_dir(self, dir_fd: int, name: bytes) -> int:
+        """An existing directory to merge into; a symlink or file there is an
+        error, as in BuildKit, never followed."""
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        raise CopyError(f"cannot copy to non-directory: {self._image_path(dir_fd, name)}")
+
+    def _copy_node(self, entry: Entry, dir_fd: int, name: bytes, rel: str) -> None:
+        st = entry.stat
         mode = st.st_mode
         if stat.S_ISREG(mode):
+            if self.reuse is not None and st.st_nlink == 1 and self._link_previous(entry, dir_fd, name, rel):
+                return
             key = (st.st_dev, st.st_ino)
-            first = self._links.get(key) if st.st_nlink > 1 else None
-            if first is not None:
-                try:
-                    os.link(first, dst, follow_symlinks=False)
-                    return  # same inode: its metadata is already set
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.ENOENT):
-                        raise
-            after = copy_file(entry.path, dst, st.st_size)
             if st.st_nlink > 1:
-                self._links[key] = dst
-            has_xattrs = self._set_metadata(entry, dst, st)
+                first = self._links.get(key)
+                if first is not None and self._link_first(first, dir_fd, name, rel):
+                    return  # same inode: its metadata is already set
+            src = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                dst = self._create(dir_fd, name, rel, lambda: os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd))
+                try:
+                    copy_data(src, dst, st.st_size)
+                    after = os.fstat(src)
+                    has_xattrs = self._set_fd_metadata(dst, entry, st)
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+            if st.st_nlink > 1:
+                self._links[key] = self._image_path(dir_fd, name)
             if self.reuse is not None and st.st_nlink == 1 and not has_xattrs:
-                self.reuse.copied(entry, dst, after)
+                self.reuse.copied(entry, rel, after)
             return
-        elif stat.S_ISLNK(mode):
-            os.symlink(os.readlink(entry.path), dst)
+        if stat.S_ISLNK(mode):
+            target = os.readlink(os.fsencode(entry.path))
+            self._create(dir_fd, name, rel, lambda: os.symlink(target, name, dir_fd=dir_fd))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            os.mknod(dst, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+            self._create(dir_fd, name, rel,
+                         lambda: os.mknod(name, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dir_fd))
         elif stat.S_ISFIFO(mode):
-            os.mkfifo(dst, 0o600)
+            self._create(dir_fd, name, rel, lambda: os.mkfifo(name, 0o600, dir_fd=dir_fd))
         elif stat.S_ISSOCK(mode):
-            os.mknod(dst, stat.S_IFSOCK | 0o600)
-        self._set_metadata(entry, dst, st)
+            self._create(dir_fd, name, rel, lambda: os.mknod(name, stat.S_IFSOCK | 0o600, dir_fd=dir_fd))
+        else:
+            return
+        uid, gid = self._owner_of(st)
+        perm = None if stat.S_ISLNK(mode) else self._perm_of(st)
+        xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS)
+        # Owner, then mode (chown clears setuid bits), xattrs (chown clears
+        # security.capability), then times.
+        set_metadata(dir_fd, name, uid=uid, gid=gid, mode=perm)
+        for key, value in xattrs:
+            try:
+                set_metadata(dir_fd, name, xattrs=[(key, value)])
+            except OSError as exc:
+                if exc.errno not in _TOLERATED_XATTR_ERRORS:
+                    raise
+        set_metadata(dir_fd, name, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
 
-    def _link_previous(self, entry: Entry, dst: str) -> bool:
-        """Hard-link `dst` to the earlier result's file when that inode is
+    def _create(self, dir_fd: int, name: bytes, rel: str, make):
+        """`make()` a new entry `name`; what is already there (a file or a
+        symlink, never followed) is replaced, a directory is an error."""
+        try:
+            return make()
+        except FileExistsError:
+            pass
+        if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+            raise CopyError(f"cannot replace to directory {self._image_path(dir_fd, name)} with file")
+        os.unlink(name, dir_fd=dir_fd)
+        if self.reuse is not None:
+            self.reuse.replaced(rel)
+        return make()
+
+    def _link_first(self, first: str, dir_fd: int, name: bytes, rel: str) -> bool:
+        """Hard-link `name` to the first copy of the same source inode."""
+        try:
+            src_fd, src_name = self.tree.parent(first)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            self._create(dir_fd, name, rel, lambda: os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=dir_fd,
+                                                            follow_symlinks=False))
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.ENOENT):
+                raise
+            return False
+        finally:
+            os.close(src_fd)
+        return True
+
+    def _link_previous(self, entry: Entry, dir_fd: int, name: bytes, rel: str) -> bool:
+        """Hard-link `name` to the earlier result's file when that inode is
         exactly what copying `entry` would make: same content digest, and
         owner, mode, size and mtime checked on the inode itself. Snapshots
         are never written in place once made, so sharing is safe, and a
         layer tar never shows links between snapshots. False: copy it (also
-        when `dst` exists already, which the normal path deals with)."""
-        found = self.reuse.previous_file(entry, dst)
+        when `name` exists already, which the normal path deals with)."""
+        found = self.reuse.previous_file(entry, rel)
         if found is None:
             return False
-        previous, rel = found
+        previous_dir, previous_name = found
         try:
-            have = os.lstat(previous)
+            have = os.lstat(previous_name, dir_fd=previous_dir)
         except FileNotFoundError:
             return False
         st = entry.stat
@@ -449,7 +634,7 @@ class _Copier:
                 and have.st_gid == gid and have.st_size == st.st_size and have.st_mtime_ns == st.st_mtime_ns):
             return False
         try:
-            os.link(previous, dst, follow_symlinks=False)
+            os.link(previous_name, name, src_dir_fd=previous_dir, dst_dir_fd=dir_fd, follow_symlinks=False)
         except OSError as exc:
             # ENOENT: the previous result was removed meanwhile.
             if exc.errno in (errno.EMLINK, errno.EXDEV, errno.EEXIST, errno.ENOENT):
@@ -468,29 +653,37 @@ class _Copier:
     def _perm_of(self, st: os.stat_result, apply_chmod: bool = True) -> int:
         return self.mode_fn(st.st_mode) if (self.mode_fn and apply_chmod) else stat.S_IMODE(st.st_mode)
 
-    def _set_metadata(self, entry: Entry | None, dst: str | Path, st: os.stat_result, *,
-                      apply_chmod: bool = True) -> bool:
+    def _set_fd_metadata(self, fd: int, entry: Entry | None, st: os.stat_result, *, apply_chmod: bool = True
+                         ) -> bool:
         """Owner, then mode (chown clears setuid bits), xattrs (chown clears
-        security.capability), then times (every other change bumps ctime only).
-        Returns whether the source had xattrs to copy."""
-        uid, gid = self._owner_of(st)
-        os.chown(dst, uid, gid, follow_symlinks=False)
-        is_link = stat.S_ISLNK(st.st_mode)
-        if not is_link:
-            os.chmod(dst, self._perm_of(st, apply_chmod))
-        xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS) if entry is not None else []
-        if xattrs:
-            for name, value in xattrs:
-                try:
-                    os.setxattr(dst, name, value, follow_symlinks=False)
-                except OSError as exc:
-                    # BuildKit logs and goes on: a trusted.* or security.*
-                    # attribute the destination filesystem refuses is not fatal.
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        security.capability), then times (every other change bumps ctime
+        only), all through the new file's or directory's own fd. Returns
+        whether the source had xattrs to copy."""
+        os.fchown(fd, *self._owner_of(st))
+        os.fchmod(fd, self._perm_of(st, apply_chmod))
+        xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS) if entry is not None else []
+        for key, value in xattrs:
+            try:
+                os.setxattr(fd, key, value)
+            except OSError as exc:
+                # BuildKit logs and goes on: a trusted.* or security.*
+                # attribute the destination filesystem refuses is not fatal.
+                if exc.errno not in _TOLERATED_XATTR_ERRORS:
+                    raise
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         return bool(xattrs)
 
-    def _image_path(self, path: Path) -> str:
-        rel = os.path.relpath(path, self.rootfs)
-        return "/" if rel == "." else "/" + rel
+    def _image_path(self, dir_fd: int, name: bytes | None = None) -> str:
+        base = self.tree.image_path_of(dir_fd)
+        if name is None:
+            return base
+        return posixpath.join(base, os.fsdecode(name))
+
+
+def _source_stat(source: Tree, path: str) -> os.stat_result:
+    """stat of a source directory, symlinks followed inside the source tree."""
+    fd = source.open(path, os.O_PATH)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)

@@ -29,8 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import tempfile
 from pathlib import Path
+
+from runtime.confine import Tree
 
 NOTE_VERSION = "pybuild.copy-reuse.v1"
 
@@ -43,22 +46,25 @@ def note_name(op_canonical: dict, parent_chain: tuple[str, ...]) -> str:
 
 class CopyReuse:
     """What one COPY run may link from its previous result, and the note
-    that it writes for the next one."""
+    that it writes for the next one. Paths are relative to the COPY's
+    destination directory; the previous result is read through
+    runtime.confine, its directory fds kept while files come from one
+    directory."""
 
     def __init__(self, snapshots, note: str, stat_cache):
         self._snapshots = snapshots
         self._note = note
         self._stat_cache = stat_cache
-        self._previous_root: str | None = None
+        self._previous_fs: Path | None = None
+        self._previous_dest = ""
         self._previous: dict[str, str] = {}  # path below the destination -> digest
-        self._root = ""  # the new result's destination directory, with a trailing "/"
+        self._tree: Tree | None = None
+        self._dir: tuple[str, int] | None = None  # (path below the destination, fd) last read
         self._files: dict[str, str] = {}
         self.linked_count = 0
 
-    def start(self, upper: Path, dest_rel: str) -> None:
-        """Load the newest previous result's note with the same destination;
-        `upper` is the new snapshot's fs."""
-        self._root = os.path.join(os.fspath(upper), dest_rel) + "/"
+    def start(self, dest_rel: str) -> None:
+        """Load the newest previous result's note with the same destination."""
         for snapshot in self._snapshots.with_note(self._note):
             try:
                 with open(self._snapshots.note_path(snapshot, self._note), encoding="utf-8") as f:
@@ -67,60 +73,79 @@ class CopyReuse:
                 continue
             if note.get("version") != NOTE_VERSION or note.get("dest") != dest_rel:
                 continue
-            self._previous_root = os.path.join(os.fspath(self._snapshots.fs_path(snapshot)), dest_rel) + "/"
+            self._previous_fs = self._snapshots.fs_path(snapshot)
+            self._previous_dest = dest_rel
             self._previous = note.get("files") or {}
             return
-
-    def _relative(self, dst) -> str | None:
-        text = os.fspath(dst)
-        return text[len(self._root):] if text.startswith(self._root) else None
 
     def _digest(self, entry) -> str | None:
         digest = self._stat_cache.known_digest(entry.path, entry.stat)
         return None if digest is None else digest.hex
 
-    def previous_file(self, entry, dst) -> tuple[str, str] | None:
-        """(the previous result's file at `dst`'s place, `dst`'s path below
-        the destination) if that file's content is the entry's; the caller
-        checks the inode's metadata."""
+    def previous_file(self, entry, rel: str) -> tuple[int, bytes] | None:
+        """(fd of the directory, name) of the previous result's file at
+        `rel` if that file's content is the entry's; the caller checks the
+        inode's metadata, and leaves the fd open (it is this object's)."""
         if not self._previous:
-            return None
-        rel = self._relative(dst)
-        if rel is None:
             return None
         digest = self._previous.get(rel)
         if digest is None or digest != self._digest(entry):
             return None
         if _has_xattrs(entry.path):
             return None
-        return self._previous_root + rel, rel
+        parent, _, name = rel.rpartition("/")
+        fd = self._dir_fd(parent)
+        return None if fd is None else (fd, os.fsencode(name))
+
+    def _dir_fd(self, parent: str) -> int | None:
+        if self._dir is not None and self._dir[0] == parent:
+            return self._dir[1]
+        self._close_dir()
+        try:
+            if self._tree is None:
+                self._tree = Tree(self._previous_fs)
+            fd = self._tree.open_dir(posixpath.join(self._previous_dest, parent))
+        except OSError:
+            return None  # removed meanwhile: copy
+        self._dir = (parent, fd)
+        return fd
+
+    def _close_dir(self) -> None:
+        if self._dir is not None:
+            os.close(self._dir[1])
+            self._dir = None
+
+    def close(self) -> None:
+        """Done reading the previous result (save() closes too)."""
+        self._close_dir()
+        if self._tree is not None:
+            self._tree.close()
+            self._tree = None
 
     def linked(self, rel: str) -> None:
         """The file at `rel` was linked to what previous_file returned."""
         self._files[rel] = self._previous[rel]
         self.linked_count += 1
 
-    def replaced(self, dst) -> None:
-        """A later source overwrote `dst`: what was listed for it is gone."""
-        rel = self._relative(dst)
-        if rel is not None:
-            self._files.pop(rel, None)
+    def replaced(self, rel: str) -> None:
+        """A later source overwrote `rel`: what was listed for it is gone."""
+        self._files.pop(rel, None)
 
-    def copied(self, entry, dst, after: os.stat_result) -> None:
-        """`dst` was copied from `entry`; `after` is the source's fstat once
+    def copied(self, entry, rel: str, after: os.stat_result) -> None:
+        """`rel` was copied from `entry`; `after` is the source's fstat once
         copied. Listed only if the bytes copied are the ones hashed."""
         st = entry.stat
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino) != (
                 st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
             return
-        rel = self._relative(dst)
         digest = self._digest(entry)
-        if rel is not None and digest is not None:
+        if digest is not None:
             self._files[rel] = digest
 
     def save(self, snapshot: str, dest_rel: str) -> None:
         """Write the new result's note (atomically: a half-written note
         is never read)."""
+        self.close()
         path = self._snapshots.note_path(snapshot, self._note)
         fd, tmp = tempfile.mkstemp(prefix=".note-", dir=path.parent)
         try:

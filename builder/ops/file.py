@@ -116,7 +116,7 @@ class CopyImpl(_SnapshotStep):
             stat_cache = self.session.context_for(self._source_op()).stat_cache if self._from_context() else None
             if stat_cache is not None:
                 reuse = CopyReuse(snapshots, note_name(op.canonical(), chain), stat_cache)
-                reuse.start(upper, direct.dest_rel)
+                reuse.start(direct.dest_rel)
             direct.run(upper, selection, reuse)
             if reuse is not None:
                 reuse.save(snapshot, direct.dest_rel)

@@ -142,7 +142,7 @@ def _copy_reusing(snaps, base, selection, dest, stats) -> tuple[str, CopyReuse]:
     snapshot = snaps.create()
     with snaps.mount([base], snapshot) as rootfs:
         plan = plan_direct(rootfs, selection, dest)
-    reuse.start(snaps.fs_path(snapshot), plan.dest_rel)
+    reuse.start(plan.dest_rel)
     plan.run(snaps.fs_path(snapshot), selection, reuse)
     reuse.save(snapshot, plan.dest_rel)
     snaps.commit(snapshot)
