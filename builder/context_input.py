@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import os
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +29,7 @@ from typing import BinaryIO, Iterator
 
 from builder import git
 from builder.errors import PybuildError
+from builder.ops import archive
 from frontend.errors import ContextError
 from frontend.parser import read_dockerfile
 from runtime.fsutil import resolve_in_root
@@ -118,11 +119,14 @@ def _unpack_or_dockerfile(raw: Path, scratch: Path, kind: ContextKind, what: str
     (docker's DetectArchiveReader / "unable to prepare context" rules)."""
     directory = scratch / "context"
     directory.mkdir()
-    if raw.stat().st_size and tarfile.is_tarfile(raw):
+    if raw.stat().st_size and archive.is_archive(raw):
+        # The same confined unpacking as ADD's (runtime.unpack): planted
+        # symlinks are followed as if the context were `/`, never out of it,
+        # and absolute symlinks are kept as docker keeps them. The owners
+        # are the extracting user's, as docker's context upload makes them.
         try:
-            with tarfile.open(raw) as archive:
-                archive.extractall(directory, filter=_context_member)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+            archive.extract(raw, directory, owner=(os.getuid(), os.getgid()))
+        except archive.ArchiveError as exc:
             raise ContextInputError(f"unable to unpack the context from {what}: {exc}") from None
         raw.unlink()
         return PreparedContext(kind, directory)
@@ -133,16 +137,6 @@ def _unpack_or_dockerfile(raw: Path, scratch: Path, kind: ContextKind, what: str
         raise ContextInputError(f"{what} is neither a tar archive nor a Dockerfile: {exc}") from None
     raw.unlink()
     return PreparedContext(kind, directory, dockerfile_text=text)
-
-
-def _context_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's `data` filter refuses absolute names, escapes, links out of
-    the context and device files; unlike it, keep the modes the archive
-    gives (COPY keeps them too), and drop the archive's owners."""
-    checked = tarfile.data_filter(member, dest)
-    if member.isreg() or member.isdir():
-        return checked.replace(mode=member.mode & 0o7777, deep=False)
-    return checked
 
 
 def _from_url(url: str, scratch: Path) -> PreparedContext:
