@@ -86,7 +86,9 @@ _OWN_ATTRS = {
     OutputType.REGISTRY: {"name", "push", "registry.insecure"},
     OutputType.OCI: {"name", "dest", "tar"},
     OutputType.DOCKER: {"name", "dest", "tar"},
-    OutputType.LOCAL: {"dest"},
+    # preserve-special: a local export writes the image's owners, setuid and
+    # setgid bits, device nodes and xattrs (builder/export/rootfs.py).
+    OutputType.LOCAL: {"dest", "preserve-special"},
     OutputType.TAR: {"dest"},
 }
 _IMAGE_ATTRS = {"compression", "compression-level", "force-compression", "oci-mediatypes", "rewrite-timestamp"}

@@ -127,11 +127,14 @@ def copy_data(src_fd: int, dst_fd: int, size: int) -> None:
             view = view[os.write(dst_fd, view):]
 
 
-def read_xattrs(path: str | bytes, *, skip_prefix: tuple[str, ...] = ()) -> list[tuple[str, bytes]]:
-    """All extended attributes of `path` (not following a final symlink),
-    sorted by name, minus those starting with one of `skip_prefix`."""
+def read_xattrs(path: str | bytes | int, *, skip_prefix: tuple[str, ...] = ()) -> list[tuple[str, bytes]]:
+    """All extended attributes of `path` (not following a final symlink) or
+    of an open fd, sorted by name, minus those starting with one of
+    `skip_prefix`."""
+    # An fd takes no follow_symlinks (it is the file itself).
+    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **follow)
     except OSError as exc:
         # Filesystems without xattr support simply have none.
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -142,7 +145,7 @@ def read_xattrs(path: str | bytes, *, skip_prefix: tuple[str, ...] = ()) -> list
         if name.startswith(skip_prefix):
             continue
         try:
-            result.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            result.append((name, os.getxattr(path, name, **follow)))
         except OSError as exc:
             if exc.errno != errno.ENODATA:  # removed meanwhile
                 raise

@@ -51,7 +51,7 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
             from builder.export.rootfs import export_rootfs
 
             export_rootfs(session.worker.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
-                          tmp=session.tmp)
+                          preserve_special=spec.flag("preserve-special"))
         else:
             if spec.type is OutputType.IMAGE and spec.flag("store", True):
                 for name in names:

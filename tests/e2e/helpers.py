@@ -130,7 +130,9 @@ def build_image(
     if layout is not None:
         specs.append(f"type=oci,dest={layout},tar=false")
     if rootfs is not None:
-        specs.append(f"type=local,dest={rootfs}")
+        # The image's files as they are (owners, setuid bits, devices), not
+        # as a local export writes them for the invoking user.
+        specs.append(f"type=local,dest={rootfs},preserve-special=true")
     result = build(context, dockerfile_text=text, root=root, outputs=specs, **kwargs)
     return Built(result, context, layout, rootfs)
 
