@@ -190,22 +190,11 @@ class Tree:
     def make_target_parent(self, path: str | bytes, *, mode: int = 0o755, owner: tuple[int, int] | None = None
                            ) -> tuple[int, bytes]:
         """As `make_parent`, with a final symlink followed too (inside the
-        tree): the name returned is where `path` leads, absent or not a
-        symlink. A dangling symlink leads to what it points at, as
+        tree): the name returned is where `path` leads (`join`), absent or
+        not a symlink. A dangling symlink leads to what it points at, as
         continuity's fs.RootPath resolves a COPY destination. Refused when
-        that is the root or ends in '..'."""
-        for _ in range(_MAX_SYMLINKS + 1):
-            parent_fd, name = self.make_parent(path, mode=mode, owner=owner)
-            try:
-                target = self._follow_final(parent_fd, name)
-            except BaseException:
-                os.close(parent_fd)
-                raise
-            if target is None:
-                return parent_fd, name
-            os.close(parent_fd)
-            path = target
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
+        that is the root."""
+        return self.make_parent(self.join(path), mode=mode, owner=owner)
 
     def make_dirs(self, path: str | bytes, *, mode: int = 0o755, owner: tuple[int, int] | None = None) -> int:
         """An fd of the directory `path`, made with its missing parents.
