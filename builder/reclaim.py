@@ -20,9 +20,10 @@ the dead ones by their free leases, and:
   are a dead process's: any live one would hold a lease. Otherwise they
   wait for the next open when the root is quiet (or for prune), and the
   dead leases stay to say so.
-Step scratch on /dev/shm, and the container of an OCI step whose
-supervisor was killed as well, are reclaimed by
-runtime.executor.remove_stale_scratch, by the same kind of lease.
+Step scratch on /dev/shm, the container of an OCI step whose supervisor
+was killed as well and the cgroups of a builtin step with limits are
+reclaimed by runtime.executor.remove_stale_scratch, by the same kind of
+lease.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from runtime.executor import (
 )
 from runtime.limits import OutOfMemory, StepCgroup, sandbox_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
+from runtime.supervise import write_record
 from runtime.users import User, resolve_user
 
 __all__ = ["BuiltinExecutor"]
@@ -76,6 +77,8 @@ class BuiltinExecutor:
             if spec.limits and spec.limits.needs_cgroup:
                 cgroup = StepCgroup(spec.limits)
                 config["cgroups"] = cgroup.procs_files
+                # what a pybuild killed meanwhile leaves: its reclaim removes them
+                write_record(str(work), "-", "-", [os.path.dirname(path) for path in cgroup.procs_files])
             config_path = work / "config"
             config_path.write_bytes(marshal.dumps(config))
             try:

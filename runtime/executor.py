@@ -339,9 +339,9 @@ def remove_stale_scratch() -> int:
             continue
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or not _left_by_dead(owner):
             continue
+        if not _stop_containers(path):
+            continue  # its record stays, for the next one to try again
         dead.add(owner)
-        if prefix == "pybuild-oci-":
-            _stop_containers(path)
         remove_tree(path)
         removed += 1
     for owner in dead.union(_SCRATCH_LEASES.dead()):
@@ -356,10 +356,12 @@ def _left_by_dead(owner: str) -> bool:
     return left_by_dead_process(owner, "-")
 
 
-def _stop_containers(bundle: Path) -> None:
-    """The container of a dead pybuild's step, if its supervisor (which
-    stops it when pybuild dies) was killed too."""
-    stop_container(str(bundle))
+def _stop_containers(scratch: Path) -> bool:
+    """The container of a dead pybuild's OCI step, if its supervisor (which
+    stops it when pybuild dies) was killed too; the cgroups of a builtin
+    step with limits (its processes died with pybuild, they did not).
+    False if a cgroup is still there."""
+    return stop_container(str(scratch))
 
 
 def left_by_dead_process(rest: str, sep: str) -> bool:

@@ -15,9 +15,9 @@ name, then renamed), and it exists before anything carries its token, so
 a missing lease file also means a dead owner.
 
 A "gated" directory (a root's) also has a gate, a flock on the directory
-itself: `hold` takes it shared while it makes a lease, `gate` exclusively,
-so that whoever holds the gate sees every process that will use the
-directory's things afterwards.
+itself: `hold` takes it shared while it makes a lease, `gate` exclusively.
+While a process holds the gate, no other process can begin to use what
+the leases guard, so what it finds unowned stays unowned meanwhile.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ BUNDLE/container, written by pybuild before the start (`write_record`),
 names the runtime, the container and its cgroup directories: the next
 pybuild that finds the bundle of a dead process runs the same
 `stop_container` on it, should the supervisor have been killed as well.
+The builtin executor records the cgroups it makes for a step's limits in
+its scratch directory the same way (they outlive a killed pybuild, empty).
 
 Like sandbox.py, the supervisor imports only the standard library and
 `linux.py` (about 10 ms to start, paid by every OCI step); importable as
@@ -46,9 +48,14 @@ _SWEEP_TIMEOUT = 5.0  # seconds to empty the container's cgroups
 # --- the container's record ------------------------------------------------
 
 
-def write_record(bundle: str, runtime: str, container_id: str) -> None:
-    """Name what `stop_container` needs, in the bundle, before the start."""
-    lines = [runtime, container_id, *_cgroup_dirs(container_id)]
+def write_record(bundle: str, runtime: str, container_id: str, cgroups: list[str] | None = None) -> None:
+    """Name what `stop_container` needs, in the bundle, before the start:
+    the runtime and the container, or "-" for a step of the builtin
+    sandbox, and the step's cgroups (for a container, where the runtime
+    will make them)."""
+    if cgroups is None:
+        cgroups = _cgroup_dirs(container_id)
+    lines = [runtime, container_id, *cgroups]
     with open(os.path.join(bundle, RECORD), "w") as handle:
         handle.write("\n".join(lines) + "\n")
 
@@ -91,53 +98,61 @@ def _unescape(field: str) -> str:
     return field
 
 
-def stop_container(bundle: str) -> None:
+def stop_container(bundle: str) -> bool:
     """Kill and remove the container of `bundle` (its record and its state
-    directory, `BUNDLE/state`), and every process its cgroups still hold."""
+    directory, `BUNDLE/state`), and every process its cgroups still hold;
+    then remove them. False if some cgroup could not be removed."""
     try:
         with open(os.path.join(bundle, RECORD)) as handle:
             runtime, container_id, *cgroups = handle.read().split("\n")
     except (OSError, ValueError):
-        return
-    import subprocess  # only now: it is slow to import, and rarely needed
+        return True  # no record, nothing to stop
+    if runtime != "-":
+        import subprocess  # only now: it is slow to import, and rarely needed
 
-    try:
-        subprocess.run([runtime, "--root", os.path.join(bundle, "state"), "delete", "--force", container_id],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=_DELETE_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        pass  # the cgroups still hold its processes: killed below
-    kill_cgroups([path for path in cgroups if path])
+        try:
+            subprocess.run([runtime, "--root", os.path.join(bundle, "state"), "delete", "--force", container_id],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=_DELETE_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # the cgroups still hold its processes: killed below
+    return kill_cgroups([path for path in cgroups if path])
 
 
-def kill_cgroups(directories: list[str]) -> None:
-    """SIGKILL every process in these cgroups until they are empty, then
-    remove them. The container has its own pid namespace: once its init
-    dies, the kernel kills the rest, so a fork bomb cannot outrun this."""
+def kill_cgroups(directories: list[str]) -> bool:
+    """SIGKILL every process in these cgroups and remove them; False if one
+    is still there after a few seconds. The container has its own pid
+    namespace: once its init dies, the kernel kills the rest, so a fork
+    bomb cannot outrun this. A killed process holds its cgroup until its
+    parent reaps it (pid 1 of the host, for the orphans of a dead pybuild),
+    so removal is retried meanwhile."""
     deadline = time.monotonic() + _SWEEP_TIMEOUT
-    for directory in directories:
-        if not os.path.isdir(directory):
-            continue
+    left = [directory for directory in directories if os.path.isdir(directory)]
+    for directory in left:
         try:
             with open(os.path.join(directory, "cgroup.kill"), "w") as handle:
                 handle.write("1")  # cgroup v2, Linux 5.14+: all at once
         except OSError:
             pass
-        while time.monotonic() < deadline:
-            pids = _procs(directory)
-            if not pids:
-                break
-            for pid in pids:
+    while left:
+        for directory in list(left):
+            for pid in _procs(directory):
                 try:
                     os.kill(pid, _signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass  # the runtime removed it
+            except OSError:
+                continue  # still populated
+            left.remove(directory)
+        if left:
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.01)
-    for directory in directories:
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass  # gone already (the runtime removed it), or not empty yet
+    return True
 
 
 def _procs(directory: str) -> list[int]:

@@ -148,9 +148,9 @@ def _leases_of(root: Path, pid: int) -> list[str]:
 
 
 def _step_cgroups(pid: int) -> list[str]:
-    """The cgroup directories an OCI step of this pybuild runs in."""
-    records = [Path("/dev/shm", name, "container") for name in _left_on_tmpfs(pid)
-               if name.startswith("pybuild-oci-")]
+    """The cgroup directories the steps of this pybuild run in (their
+    scratch dirs record them), if any."""
+    records = [Path("/dev/shm", name, "container") for name in _left_on_tmpfs(pid)]
     return [line for record in records if record.exists() for line in record.read_text().split("\n")[2:] if line]
 
 
@@ -168,24 +168,29 @@ def _started(root: Path, mark: str, name: str = "started"):
                     and any(line.startswith("sleep ") for line in _marked(mark).values()))
 
 
+@pytest.mark.parametrize("limits", [(), ("--memory", "64m", "--pids-limit", "100")], ids=["", "limits"])
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_kill_during_a_run_step_kills_the_step_and_its_daemon(tmp_path, busybox_image, isolation):
+def test_kill_during_a_run_step_kills_the_step_and_its_daemon(tmp_path, busybox_image, isolation, limits):
+    """With limits, a builtin step has cgroups of its own too: they go."""
     _require(isolation)
     root = tmp_path / "root"
     mark = uuid.uuid4().hex
     build = Build(tmp_path, root, _context(tmp_path, f"FROM {busybox_image.ref}\n{_env(mark)}{RUNNING_STEP}"),
-                  isolation, mark=mark)
+                  isolation, *limits, mark=mark)
     _wait_until(_started(root, mark), what="the step")
     _wait_until(lambda: any("sleep 1001" in line for line in _marked(mark).values()), what="the daemon")
     cgroups = _step_cgroups(build.pid)
-    assert (isolation == "oci") == bool(cgroups)
+    assert bool(cgroups) == (isolation == "oci" or bool(limits))
+    assert all(os.path.isdir(d) for d in cgroups)
     died = build.kill()
     _assert_nothing_survives(build, died)
-    assert not [d for d in cgroups if os.path.isdir(d)], "the step's cgroups are removed"
+    if isolation == "oci":
+        assert not [d for d in cgroups if os.path.isdir(d)], "the supervisor removed the step's cgroups"
     assert _mounts_under(root), "the killed build's overlay stays mounted until the next command"
     _next_command(root, "build", "--isolation", isolation,
                   str(_context(tmp_path, f"FROM {busybox_image.ref}\nRUN echo quick\n")))
     _assert_reclaimed(root, build)
+    assert not [d for d in cgroups if os.path.isdir(d)], "the step's cgroups are removed"
 
 
 def test_kill_of_pybuild_supervisor_and_runtime_then_the_next_command_stops_the_step(
