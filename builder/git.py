@@ -11,6 +11,18 @@ a submodule cannot copy a local repository of the host into the image, nor
 run a command through `ext::`. A URL or ref starting with `-` is refused,
 and both are passed after `--`, so git never reads them as options
 (`#--upload-pack=...`).
+
+Git runs with an environment of its own, so that a repository a Dockerfile
+names gets none of the host user's git credentials (BuildKit's git source
+has none to give: it runs in the daemon): HOME is an empty private
+directory (libcurl reads `~/.netrc` there, git `~/.gitconfig`), no system
+or global config is read, `credential.helper` is emptied on the command
+line, nothing is prompted for, and of the host's GIT_* variables only the
+ssh and TLS transport ones pass (GIT_ALLOW_PROTOCOL would overrule the
+refused transports, GIT_CONFIG_* add config). The rest of the host's
+environment passes: proxies (http_proxy, https_proxy, no_proxy...),
+SSH_AUTH_SOCK and GIT_SSH_COMMAND, so ssh URLs work as before (ssh finds
+`~/.ssh` from the password database, not $HOME).
 """
 
 from __future__ import annotations
@@ -19,30 +31,45 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from builder.errors import PybuildError
 
 _TIMEOUT = 600  # seconds for one git command
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_CONFINED = ("-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never")
+_CONFINED = ("-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never", "-c", "credential.helper=")
+# Transport settings, no credentials: the ssh command and agent, a CA bundle.
+_HOST_GIT_VARIABLES = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_CAINFO",
+                                 "GIT_SSL_CAPATH", "GIT_SSL_NO_VERIFY"})
 
 
 class GitError(PybuildError):
     pass
 
 
+def _environment(home: str) -> dict[str, str]:
+    # NETRC and XDG_CONFIG_HOME name credential files of the host's user
+    # elsewhere than HOME (a netrc, git's XDG config and credential store).
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("NETRC", "XDG_CONFIG_HOME")
+           and (not name.startswith("GIT_") or name in _HOST_GIT_VARIABLES)}
+    # Ask nothing: a missing credential is an error, not a prompt (nor
+    # SSH_ASKPASS's helper, which git would otherwise ask for a password).
+    return {**env, "HOME": home, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+
+
 def _git(args: list[str], cwd: Path, url: str) -> str:
-    # Ask nothing on a terminal: a missing credential is an error, not a prompt.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    try:
-        # subprocess.run kills git if we are interrupted (Ctrl-C) meanwhile.
-        done = subprocess.run(["git", *_CONFINED, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=_TIMEOUT)
-    except FileNotFoundError:
-        raise GitError("fetching a git repository needs git on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {args[0]} {url}: timed out") from None
+    with tempfile.TemporaryDirectory(prefix="pybuild-git-home-") as home:
+        try:
+            # subprocess.run kills git if we are interrupted (Ctrl-C) meanwhile.
+            done = subprocess.run(["git", *_CONFINED, *args], cwd=cwd, env=_environment(home),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_TIMEOUT)
+        except FileNotFoundError:
+            raise GitError("fetching a git repository needs git on PATH") from None
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} {url}: timed out") from None
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         # git's first fatal line holds the cause; a submodule's retries end

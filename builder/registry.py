@@ -46,6 +46,10 @@ from cache.store import ContentStore
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 # containerd's limit: a manifest is metadata, never megabytes.
 MAX_MANIFEST_SIZE = 4 << 20
+# An image config is metadata too. containerd and BuildKit read one whole
+# with no limit; containers/image (Podman, CRI-O, skopeo) refuses one over
+# 4 MiB (MaxConfigBodySize), which years of real images have stayed under.
+MAX_CONFIG_SIZE = 4 << 20
 # Token answers and other bodies are small too: a registry or token server
 # sending more is refused (or, for bodies never used, cut) at this size
 # instead of filling memory.
@@ -128,6 +132,48 @@ def select_platform(manifests: Iterable[Mapping], platform) -> Descriptor | None
     return fallback
 
 
+class Session(requests.Session):
+    """A requests session that never reads `~/.netrc` (or `$NETRC`).
+
+    requests looks a netrc entry up for every request sent without `auth=`
+    (it then replaces an Authorization header set by hand) and for every
+    redirect's new host. A registry's credentials come from the docker
+    config (builder.auth) and an `ADD <url>`'s from its URL only, as in
+    BuildKit, whose HTTP clients read no netrc: the host's netrc entry for
+    a server a Dockerfile names must never reach it. Everything else
+    `trust_env` gives stays: the proxies of HTTP_PROXY, HTTPS_PROXY and
+    NO_PROXY (re-read for each redirect's host) and REQUESTS_CA_BUNDLE;
+    requests reads those in `request()` and `send()`, not here.
+    """
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        # In prepare_request, trust_env decides the netrc lookup and nothing else.
+        trust_env, self.trust_env = self.trust_env, False
+        try:
+            return super().prepare_request(request)
+        finally:
+            self.trust_env = trust_env
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # requests' own: drop Authorization when the redirect leaves the
+        # host; then it would add the new host's netrc entry, which we never do.
+        url = prepared_request.url
+        if "Authorization" in prepared_request.headers and self.should_strip_auth(response.request.url, url):
+            del prepared_request.headers["Authorization"]
+
+
+def _json_object(data: bytes) -> dict:
+    """`data` parsed as a JSON object; ValueError for anything else,
+    a nesting too deep for the parser (RecursionError) included."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def _oserror_reason(exc: BaseException) -> str:
     """The socket error at the bottom of requests' exception chain, in the
     words `connect(2)` uses: `connection refused`, `no route to host`."""
@@ -197,10 +243,10 @@ def _response_error(resp: requests.Response, what: str) -> RegistryError:
     """A distribution error body (`{"errors": [{"code", "message"}]}`) as one line."""
     code = message = None
     try:
-        errors = resp.json().get("errors") or []
-    except (ValueError, AttributeError):
+        errors = _json_object(resp.content).get("errors") or []
+    except ValueError:
         errors = []
-    if errors and isinstance(errors[0], Mapping):
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
         code, message = errors[0].get("code"), errors[0].get("message")
     status = resp.status_code
     if status == 404:
@@ -310,7 +356,7 @@ class RegistryClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = Session()
             session.headers["User-Agent"] = "pybuild/0.1"
         return session
 
@@ -508,10 +554,10 @@ class RegistryClient:
         except requests.RequestException as exc:
             raise RegistryError(f"{what}: {exc}") from exc
         try:
-            answer = json.loads(data)
+            answer = _json_object(data)
             token = answer.get("token") or answer["access_token"]
             lifetime = int(answer.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"{what}: invalid token response") from exc
         with self._lock:
             # Renew a little early so a token never expires in flight.
@@ -552,9 +598,9 @@ class RegistryClient:
         if expected is not None and len(data) != expected.size:
             raise RegistryError(f"{what}: manifest {claimed} has {len(data)} bytes, expected {expected.size}")
         try:
-            body = json.loads(data)
+            body = _json_object(data)
         except ValueError as exc:
-            raise RegistryError(f"{what}: manifest is not valid JSON") from exc
+            raise RegistryError(f"{what}: manifest is not valid JSON: {exc}") from exc
         media_type = body.get("mediaType") or content_type
         if media_type not in MANIFEST_TYPES + INDEX_TYPES:
             # An OCI manifest may omit mediaType; its shape tells.
@@ -619,11 +665,18 @@ class RegistryClient:
             layers = tuple(Descriptor.from_json(layer) for layer in manifest_json.get("layers") or ())
         except (KeyError, TypeError, ValueError, InvalidDigest) as exc:
             raise RegistryError(f"{what}: malformed manifest {manifest.digest}: {exc}") from exc
+        too_large = RegistryError(f"{what}: image config {config.digest} is larger than {MAX_CONFIG_SIZE} bytes")
+        if config.size > MAX_CONFIG_SIZE:
+            raise too_large  # before a byte is downloaded
         self.fetch_blob(ref, config)
+        with self._store.open(config.digest) as stored:
+            data = stored.read(MAX_CONFIG_SIZE + 1)
+        if len(data) > MAX_CONFIG_SIZE:
+            raise too_large
         try:
-            config_json = json.loads(self._store.read_bytes(config.digest))
+            config_json = _json_object(data)
         except ValueError as exc:
-            raise RegistryError(f"{what}: image config {config.digest} is not valid JSON") from exc
+            raise RegistryError(f"{what}: image config {config.digest} is not valid JSON: {exc}") from exc
         return ResolvedManifest(ref.with_digest(top.digest), manifest, manifest_json, config, config_json,
                                 layers, index)
 

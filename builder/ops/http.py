@@ -9,6 +9,10 @@
 - `checksum` (ADD --checksum=sha256:...) is verified before the file is
   published; a mismatch leaves nothing behind.
 - Only responses 200-399 are accepted (requests follows redirects).
+- Credentials are the URL's own (`https://user:pass@host/...`) and nobody
+  else's: the host's `~/.netrc` is never read (builder.registry.Session),
+  as BuildKit's http source reads none; proxies come from HTTP_PROXY,
+  HTTPS_PROXY and NO_PROXY, as in BuildKit.
 
 The download goes to a temp file next to `dest_file` and is renamed into
 place, so a reader never sees a partial file.
@@ -44,8 +48,7 @@ class FetchError(PybuildError):
 
 
 def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *,
-              filename: str = "", session: requests.Session | None = None,
-              max_size: int | None = None) -> tuple[str, Digest]:
+              filename: str = "", max_size: int | None = None) -> tuple[str, Digest]:
     """Download `url` to `dest_file`; returns (file name for the image, sha256).
     More than `max_size` bytes (`[limits] max_add_url_size`) fail the
     download, checked on Content-Length first and then on the bytes read."""
@@ -53,14 +56,24 @@ def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *
     # a URL, and requests costs ~0.13 s of CPU to import (docs/benchmarks.md).
     import requests
 
+    from builder.registry import Session
+
     expected_alg, expected_hex = _parse_checksum(checksum)
     dest_file = Path(dest_file)
-    http = session or requests
     shown = redact(url)
-    try:
-        response = http.get(url, stream=True, timeout=_TIMEOUT)
-    except requests.RequestException as exc:
-        raise FetchError(f"failed to fetch {shown}: {exc}") from exc
+    with Session() as http:
+        try:
+            response = http.get(url, stream=True, timeout=_TIMEOUT)
+        except requests.RequestException as exc:
+            raise FetchError(f"failed to fetch {shown}: {exc}") from exc
+        return _save(response, shown, url, dest_file, expected_alg, expected_hex, filename, max_size)
+
+
+def _save(response: requests.Response, shown: str, url: str, dest_file: Path, expected_alg: str,
+          expected_hex: str, filename: str, max_size: int | None) -> tuple[str, Digest]:
+    """The response's body written to `dest_file` (see fetch_url)."""
+    import requests
+
     with response:
         if response.status_code < 200 or response.status_code >= 400:
             raise FetchError(f"failed to fetch {shown}: invalid response status {response.status_code}")

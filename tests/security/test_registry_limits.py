@@ -7,6 +7,10 @@ registry fixture, and its peak memory is read from wait4's ru_maxrss:
   is inflated a bounded piece at a time: pulled whole under 200 MB, or
   refused by `[limits] max_layer_size`;
 - a 50 MB manifest is refused on its size before it is read;
+- a 200 MB image config is refused on its descriptor's size before it is
+  downloaded, and one whose descriptor understates it while it is read;
+  a config nested too deeply for the JSON parser, or not an object, is
+  one clear error;
 - `ADD <url>` past `[limits] max_add_url_size` fails and leaves nothing.
 """
 
@@ -22,10 +26,13 @@ import sys
 import threading
 import zlib
 from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urljoin
 
 import pytest
+import requests
 
-from builder.registry import MAX_MANIFEST_SIZE
+from builder.registry import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
 from cache.digest import Digest
 from fixtures import busybox
 from fixtures.proxy import FaultProxy
@@ -183,6 +190,98 @@ def test_a_50_mb_manifest_is_refused_before_it_is_read(tmp_path, busybox_image, 
     # The old client read all 50 MB first (152 MB peak); pybuild's own
     # footprint is about 60 MB.
     assert peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
+
+
+def push_blob(registry_url: str, repository: str, pieces: Callable[[], Iterable[bytes]]) -> dict:
+    """Upload the blob `pieces()` yields straight through the distribution
+    API (skopeo reads a config whole, and refuses one over 4 MiB), never
+    holding it whole: it is hashed in a first pass, then streamed."""
+    digest, size = hashlib.sha256(), 0
+    for piece in pieces():
+        digest.update(piece)
+        size += len(piece)
+    started = requests.post(f"{registry_url}/v2/{repository}/blobs/uploads/", timeout=30)
+    assert started.status_code == 202, started.text
+    location = urljoin(registry_url, started.headers["Location"])
+    done = requests.put(f"{location}{'&' if '?' in location else '?'}digest=sha256:{digest.hexdigest()}",
+                        data=iter(pieces()), headers={"Content-Type": "application/octet-stream"}, timeout=300)
+    assert done.status_code == 201, done.text
+    return {"digest": f"sha256:{digest.hexdigest()}", "size": size}
+
+
+def push_image(registry_url: str, repository: str, config: dict, tag: str = "latest") -> str:
+    """A manifest with no layers and the config descriptor `config`."""
+    manifest = {"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
+                "config": {"mediaType": busybox.OCI_CONFIG, **config}, "layers": []}
+    done = requests.put(f"{registry_url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest),
+                        headers={"Content-Type": busybox.OCI_MANIFEST}, timeout=30)
+    assert done.status_code == 201, done.text
+    return f"{registry_url.split('://', 1)[1]}/{repository}:{tag}"
+
+
+def _config_of(size: int):
+    """A valid image config padded to `size` bytes with a list of zeros, in 1 MiB pieces."""
+    head = json.dumps({"architecture": busybox.host_arch(), "os": "linux",
+                       "rootfs": {"type": "layers", "diff_ids": []}})[:-1].encode() + b',"x":['
+    tail = b"0]}"
+    body = size - len(head) - len(tail)
+    assert body % 2 == 0
+
+    def pieces():
+        yield head
+        for _ in range(body // MIB):
+            yield b"0," * (MIB // 2)
+        yield b"0," * (body % MIB // 2)
+        yield tail
+    return pieces
+
+
+@pytest.fixture(scope="module")
+def huge_config(registry) -> dict:
+    """A 200 MB image config in the registry (repository "huge-config")."""
+    return push_blob(registry.url, "huge-config", _config_of(200 * MIB))
+
+
+def _no_large_file(root: Path) -> bool:
+    return all(p.stat().st_size <= MAX_CONFIG_SIZE for p in root.rglob("*") if p.is_file())
+
+
+def test_a_200_mb_config_is_refused_before_it_is_downloaded(tmp_path, registry, huge_config):
+    ref = push_image(registry.url, "huge-config", huge_config)
+    root = tmp_path / "root"
+    status, stderr, peak = measured_build(tmp_path, f"FROM {ref}\n", root=root)
+    assert status == 1, stderr
+    assert f"image config {huge_config['digest']} is larger than {MAX_CONFIG_SIZE} bytes" in stderr
+    assert "Traceback" not in stderr
+    # The old client stored all 200 MB, read them whole and parsed them
+    # (1.9 GB peak), and built the image.
+    assert peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
+    assert _no_large_file(root)
+
+
+def test_a_config_larger_than_its_descriptor_says_is_cut_while_it_is_read(tmp_path, registry, huge_config):
+    # The manifest names the 200 MB blob's digest with a size under the cap:
+    # the download stops at the size the descriptor allows.
+    ref = push_image(registry.url, "huge-config", {**huge_config, "size": 1000}, tag="lying")
+    root = tmp_path / "root"
+    status, stderr, peak = measured_build(tmp_path, f"FROM {ref}\n", root=root)
+    assert status == 1, stderr
+    assert "blob is larger than the 1000 bytes expected" in stderr
+    assert "Traceback" not in stderr
+    assert peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
+    assert _no_large_file(root)
+
+
+@pytest.mark.parametrize("body, detail", [
+    (b"[" * (1 << 20) + b"]" * (1 << 20), "nested too deeply"),
+    (b'["architecture", "os"]', "not a JSON object"),
+], ids=["nested", "list"])
+def test_a_config_json_cannot_crash_the_build(tmp_path, registry, body, detail):
+    ref = push_image(registry.url, "odd-config", push_blob(registry.url, "odd-config", lambda: [body]))
+    status, stderr, _ = measured_build(tmp_path, f"FROM {ref}\n")
+    assert status == 1, stderr
+    assert f"is not valid JSON: {detail}" in stderr
+    assert "Traceback" not in stderr
 
 
 class _Streaming(http.server.BaseHTTPRequestHandler):
