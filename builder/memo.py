@@ -20,7 +20,11 @@ What a memo checks, all of which must hold, else the full build runs:
   directory is compared on type, mode, owner, size, device, inode, mtime
   and ctime (ctime changes on any write, chmod or rename and userland
   cannot set it); a plain directory on the way on its identity only (type,
-  device, inode), so unrelated files next to it do not matter.
+  device, inode), so unrelated files next to it do not matter. One write
+  escapes this: bytes stored through a writable shared mmap after the
+  page's first write fault (until the kernel writes the page back) move
+  neither mtime nor ctime, so the stat cache (cache/statcache.py) and this
+  memo can both miss them, as BuildKit's stat-based context sync does.
 - pybuild's own source files and the config file (a new pybuild or setting
   gets a full build);
 - each base image tag still resolves, in this root, to the digest used, and
