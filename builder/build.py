@@ -126,7 +126,8 @@ def build(
     target_platform = parse_platform(platform)
     cache_control = CacheControl.parse(no_cache=no_cache, no_cache_filter=no_cache_filter, explain=explain,
                                        cache_to=cache_to, cache_from=cache_from)
-    worker = Worker.open(Path(root) if root else None, isolation)
+    # absolute from here on, as the CLI's (builder.config.resolve)
+    worker = Worker.open(Path(os.path.abspath(root)) if root else None, isolation)
     lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
     try:
         session = BuildSession.start(

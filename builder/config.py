@@ -291,7 +291,10 @@ def load_settings(config_file: str | os.PathLike | None, env: Mapping[str, str],
 
 def resolve(*, config: Config, env: Mapping[str, str], root: str | None = None, isolation: str | None = None,
             progress: str | None = None, insecure: tuple[str, ...] = ()) -> Settings:
-    """Combine flag values (None when not given), the environment and the file."""
+    """Combine flag values (None when not given), the environment and the file.
+    A relative root is taken from the working directory, once, here: the
+    snapshotter mounts from helper threads with a working directory of their
+    own (runtime.snapshot), where a relative path would name another place."""
     root_value = root or env.get(ENV_ROOT) or config.root
     progress_value = progress or env.get(ENV_PROGRESS) or config.progress or ProgressMode.AUTO
     try:
@@ -301,5 +304,5 @@ def resolve(*, config: Config, env: Mapping[str, str], root: str | None = None, 
                           + ", ".join(m.value for m in ProgressMode)) from None
     isolation_value = isolation or (config.isolation.value if config.isolation else None)
     merged_insecure = tuple(dict.fromkeys((*insecure, *config.insecure_registries)))
-    return Settings(config, Path(root_value) if root_value else None, isolation_value, progress_mode,
-                    merged_insecure)
+    return Settings(config, Path(os.path.abspath(root_value)) if root_value else None, isolation_value,
+                    progress_mode, merged_insecure)

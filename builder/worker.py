@@ -14,7 +14,7 @@ from runtime.errors import RuntimeFailure
 
 def default_root() -> Path:
     if os.environ.get("PYBUILD_ROOT"):
-        return Path(os.environ["PYBUILD_ROOT"])
+        return Path(os.path.abspath(os.environ["PYBUILD_ROOT"]))  # as builder.config.resolve
     if os.geteuid() == 0:
         return Path("/var/lib/pybuild")
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
