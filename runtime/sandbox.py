@@ -26,8 +26,9 @@ symlink in it. Every mount point is resolved inside it by `confine.py`
 (loaded as a sibling file, like `linux.py`), opened O_PATH|O_NOFOLLOW once
 checked, and mounted on through its /proc/self/fd link, which names that
 very inode whatever the path says meanwhile (as runc does). /proc, /sys and
-/dev must be real directories, as runc insists for the first two; the masks
-bind the host's /dev/null, never a file the image could name.
+/dev must be real directories, as runc insists for the first two; no mount
+point may lead inside /proc, but for runc's few exceptions; the masks bind
+the host's /dev/null, never a file the image could name.
 
 Imported as `runtime.sandbox`, this module offers the docker defaults
 (capabilities, masked and read-only paths, PATH) that the OCI executor
@@ -55,8 +56,44 @@ KERNEL_MOUNTS = (("proc", "proc", "proc"), ("sys", "sysfs", "sysfs"), ("dev", "t
 def not_ordinary_directory(name: str, source: str, fstype: str) -> str:
     """runc's refusal of a /proc or /sys that is a symlink or a file
     (libcontainer/rootfs_linux.go), which pybuild extends to /dev."""
-    return (f'error mounting "{source}" to rootfs at "/{name}": '
-            f'filesystem "{fstype}" must be mounted on ordinary directory')
+    return mount_error(source, f"/{name}", f'filesystem "{fstype}" must be mounted on ordinary directory')
+
+
+def mount_error(source: str, target: str, reason: str) -> str:
+    """runc's words for a mount it could not make: the mount as the config
+    asked for it, then why."""
+    return f'error mounting "{source}" to rootfs at "{target}": {reason}'
+
+
+# The files under /proc runc lets a mount cover (checkProcMount in
+# libcontainer/rootfs_linux.go): those lxcfs emulates, so that free, top or
+# uptime in a container show its own figures.
+PROC_MOUNTABLE = frozenset((
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+    "/proc/sys/crypto/fips_enabled",
+))
+
+
+def proc_refusal(resolved: str) -> str | None:
+    """Why runc refuses a mount point at `resolved` (where the target leads
+    inside the rootfs, symlinks followed), or None. Inside /proc a mount
+    could cover what confines the step (/proc/self/attr for the LSMs, the
+    read-only /proc/sys): runc allows only a fresh procfs on /proc itself,
+    which no step mount is, and PROC_MOUNTABLE below it. /sys is allowed."""
+    if resolved == "/proc":
+        return f'"{resolved}" cannot be mounted because it is not of type proc'
+    if resolved.startswith("/proc/") and resolved not in PROC_MOUNTABLE:
+        return f'"{resolved}" cannot be mounted because it is inside /proc'
+    return None
 
 
 # --- everything below runs in the helper process only ----------------------
@@ -175,12 +212,19 @@ def _kernel_point(root_fd: int, name: str, source: str, fstype: str) -> int:
     return os.open(name, _O_POINT | os.O_DIRECTORY, dir_fd=root_fd)
 
 
-def _target(tree, target: str, is_dir: bool) -> tuple[int, bytes]:
+def _target(tree, target: str, what: str) -> tuple[int, bytes]:
     """(parent fd, name) of the mount point for `target`, resolved inside
     the rootfs as runc resolves it (symlinks followed inside, a dangling one
     to what it points at), made when missing: a directory, or an empty file
-    for a bind of a file."""
-    parent_fd, name = tree.make_target_parent(target)
+    for a bind of a file (`what` is "file"). Refused, as runc refuses it,
+    inside /proc; and where the image has a directory for a file or the
+    other way round, which mount(2) would only answer with ENOTDIR."""
+    resolved = tree.join(target)
+    refusal = proc_refusal(resolved)
+    if refusal is not None:
+        raise _Refused(refusal)
+    is_dir = what != "file"
+    parent_fd, name = tree.make_parent(resolved)
     try:
         try:
             if is_dir:
@@ -190,8 +234,12 @@ def _target(tree, target: str, is_dir: bool) -> tuple[int, bytes]:
                 os.close(os.open(name, flags, 0o755, dir_fd=parent_fd))
         except FileExistsError:
             pass
-        if stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode):
+        mode = os.lstat(name, dir_fd=parent_fd).st_mode
+        if stat.S_ISLNK(mode):
             raise _Refused(f"mount target {target} is a symlink")  # planted after it was resolved
+        if stat.S_ISDIR(mode) != is_dir:
+            found = "a directory" if stat.S_ISDIR(mode) else "not a directory"
+            raise _Refused(f'"{resolved}" is {found} in the image: a {what} cannot be mounted on it')
     except BaseException:
         os.close(parent_fd)
         raise
@@ -278,7 +326,7 @@ def _bind(linux, tree, source: str, target: str, readonly: bool, sealed: bool = 
         st = os.fstat(src)
         if stat.S_ISLNK(st.st_mode):
             raise _Refused(f"bind mount source {source} is a symlink")
-        parent_fd, name = _target(tree, target, stat.S_ISDIR(st.st_mode))
+        parent_fd, name = _target(tree, target, "directory" if stat.S_ISDIR(st.st_mode) else "file")
         try:
             point = _open_point(parent_fd, name)
             try:
@@ -297,11 +345,24 @@ def _bind(linux, tree, source: str, target: str, readonly: bool, sealed: bool = 
         os.close(src)
 
 
-def _mount_spec(linux, tree, mount: dict) -> None:
+def _mount_spec(linux, confine, tree, mount: dict) -> None:
+    """One mount of the config; whatever fails it is said as runc says it,
+    naming the mount and its target in the image."""
+    try:
+        _mount_one(linux, tree, mount)
+    except OSError as exc:
+        if isinstance(exc, (_Refused, confine.Refused)):
+            reason = str(exc)
+        else:  # the call's own words; the fd link it was made on means nothing to the user
+            reason = exc.strerror or str(exc)
+        raise _Refused(mount_error(mount.get("source", "tmpfs"), mount["target"], reason)) from None
+
+
+def _mount_one(linux, tree, mount: dict) -> None:
     if mount["type"] != "tmpfs":
         _bind(linux, tree, mount["source"], mount["target"], mount["readonly"], mount.get("sealed", False))
         return
-    parent_fd, name = _target(tree, mount["target"], True)
+    parent_fd, name = _target(tree, mount["target"], "tmpfs")
     try:
         point = _open_point(parent_fd, name)
         try:
@@ -403,9 +464,10 @@ def _prepare_root(linux, confine, config: dict) -> None:
                 # (executor/oci/spec_linux.go withROBind): nosuid, noexec,
                 # nodev, rbind, ro
                 for name in ("hosts", "resolv.conf"):
-                    _bind(linux, tree, config["etc"][name], "/etc/" + name, True, sealed=True)
+                    _mount_spec(linux, confine, tree, {"type": "bind", "source": config["etc"][name],
+                                                       "target": "/etc/" + name, "readonly": True, "sealed": True})
                 for mount in config["mounts"]:
-                    _mount_spec(linux, tree, mount)
+                    _mount_spec(linux, confine, tree, mount)
                 # last: no mount of the step's may hide a mask
                 _mask_paths(linux, proc, sys_fd)
             finally:

@@ -150,6 +150,119 @@ def test_the_sandbox_helper_refuses_by_itself(tmp_path, name, fstype):
     assert not os.path.lexists(f"/tmp/{name}-elsewhere")
 
 
+# --- no mount point inside /proc ------------------------------------------------------
+#
+# runc refuses a mount whose target leads inside /proc (checkProcMount), where
+# it could cover what confines the step: /proc/self/attr (the LSM labels),
+# the read-only /proc/sys. Both isolations refuse it before the step runs:
+# the step's command would leave a file in a cache mount of its own.
+
+_MARKED_RUN = "RUN --mount=type=cache,id=ran,target=/ran {mounts} touch /ran/step-ran\n"
+
+
+def _step_ran(root: Path) -> bool:
+    return any((root / "cachemounts").rglob("step-ran"))
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize(("name", "link", "lands"), [
+    ("etc/hosts", "/proc/sys/kernel/core_pattern", "/proc/sys/kernel/core_pattern"),
+    ("etc/hosts", "../proc/sys/kernel/core_pattern", "/proc/sys/kernel/core_pattern"),
+    # through procfs's own `self` link: where the step's LSM label is set
+    ("etc/resolv.conf", "/proc/self/attr/exec", "/attr/exec"),
+])
+def test_a_planted_symlink_never_takes_a_mount_inside_proc(tmp_path, busybox_image, isolation, name, link, lands):
+    archive = layer(member("etc", tarfile.DIRTYPE, mode=0o755), member(name, tarfile.SYMTYPE, link=link))
+    dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /\n" + _MARKED_RUN.format(mounts="")
+    message = _failure(tmp_path, dockerfile, isolation, files={"evil.tar": archive})
+    assert f'to rootfs at "/{name}": ' in message
+    assert f'{lands}" cannot be mounted because it is inside /proc' in message
+    assert "Traceback" not in message
+    assert not _step_ran(tmp_path / "root")
+
+
+@pytest.mark.parametrize(("isolation", "mount", "reason"), [
+    *((isolation, mount, reason) for isolation in ISOLATIONS for mount, reason in (
+        ("type=cache,target=/proc/pybuild-cache", '/proc/pybuild-cache" cannot be mounted because it is inside /proc'),
+        ("type=bind,source=empty,target=/proc/self/attr/current", "cannot be mounted because it is inside /proc"),
+    )),
+    # runc checks a tmpfs too since 1.1.14 (CVE-2024-45310's rework of its
+    # mount points); Debian 12's runc 1.1.5, which the oci isolation runs
+    # here, lets one in, so these are builtin's alone
+    ("builtin", "type=tmpfs,target=/proc/sys", '"/proc/sys" cannot be mounted because it is inside /proc'),
+    ("builtin", "type=tmpfs,target=/proc", '"/proc" cannot be mounted because it is not of type proc'),
+])
+def test_a_step_mount_inside_proc_is_refused(tmp_path, busybox_image, isolation, mount, reason):
+    dockerfile = f"FROM {busybox_image.ref}\n" + _MARKED_RUN.format(mounts=f"--mount={mount}")
+    message = _failure(tmp_path, dockerfile, isolation, files={"empty": ""})
+    target = mount.rpartition("target=")[2]
+    assert f'to rootfs at "{target}": ' in message
+    assert reason in message
+    assert not _step_ran(tmp_path / "root")
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_mounts_runc_allows_under_proc_and_sys(tmp_path, busybox_image, isolation):
+    # lxcfs-style files under /proc, and anything under /sys, as runc allows
+    dockerfile = (f"FROM {busybox_image.ref}\n"
+                  "RUN --mount=type=bind,source=uptime,target=/proc/uptime "
+                  "--mount=type=tmpfs,target=/sys/kernel/mm "
+                  "cat /proc/uptime > /out && awk '$5 == \"/sys/kernel/mm\" {print $9}' /proc/self/mountinfo >> /out\n")
+    built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False,
+                        files={"uptime": "42.00 7.00\n"})
+    assert built.read_text("/out") == "42.00 7.00\ntmpfs\n"
+
+
+# --- a mount point of the wrong type in the image ----------------------------------
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize(("plant", "mount", "target", "builtin_reason"), [
+    (member("etc/hosts", tarfile.DIRTYPE, mode=0o755), "", "/etc/hosts",
+     '"/etc/hosts" is a directory in the image: a file cannot be mounted on it'),
+    (member("etc/hosts", tarfile.SYMTYPE, link="/srv/dir"), "", "/etc/hosts",
+     '"/srv/dir" is a directory in the image: a file cannot be mounted on it'),
+    (None, "--mount=type=bind,source=dir,target=/etc/passwd", "/etc/passwd",
+     '"/etc/passwd" is not a directory in the image: a directory cannot be mounted on it'),
+    (None, "--mount=type=tmpfs,target=/etc/group", "/etc/group",
+     '"/etc/group" is not a directory in the image: a tmpfs cannot be mounted on it'),
+])
+def test_a_mount_point_of_the_wrong_type_is_named(tmp_path, busybox_image, isolation, plant, mount, target,
+                                                  builtin_reason):
+    # An image whose /etc/hosts is a directory: runc (so BuildKit) fails the
+    # step with mount(2)'s ENOTDIR, 'error mounting "<hosts file>" to rootfs
+    # at "/etc/hosts": mount ...: not a directory'; builtin says which is
+    # which, naming the path in the image.
+    members = [member("etc", tarfile.DIRTYPE, mode=0o755), member("srv/dir", tarfile.DIRTYPE, mode=0o755)]
+    members += [plant] if plant else []
+    dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /\n" + _MARKED_RUN.format(mounts=mount)
+    message = _failure(tmp_path, dockerfile, isolation, files={"evil.tar": layer(*members), "dir/f": "f\n"})
+    assert 'error mounting "' in message and f'to rootfs at "{target}": ' in message
+    if isolation == "builtin":
+        assert builtin_reason in message
+        assert "Errno" not in message and "/proc/self/fd" not in message
+    else:
+        assert "not a directory" in message
+    assert not _step_ran(tmp_path / "root")
+
+
+def test_the_cli_names_a_directory_where_the_image_needs_a_file(tmp_path, busybox_image):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "evil.tar").write_bytes(layer(member("etc/hosts", tarfile.DIRTYPE, mode=0o755)))
+    (context / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nADD evil.tar /\nRUN true\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYBUILD_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config-home"), PYTHONPATH=str(Path(__file__).parents[2]))
+    result = subprocess.run(["pybuild", "build", "--root", str(tmp_path / "root"), "--isolation", "builtin",
+                             "--progress", "plain", str(context)], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and errors[0].endswith(
+        'to rootfs at "/etc/hosts": "/etc/hosts" is a directory in the image: a file cannot be mounted on it')
+    assert "Traceback" not in result.stderr
+
+
 # --- masks in an ordinary build ------------------------------------------------------
 
 
