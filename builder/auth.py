@@ -11,12 +11,14 @@ import binascii
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 from builder.errors import RegistryError
+from runtime import lifeline
 
 # The key `docker login` uses for Docker Hub, a relic of the v1 API.
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
@@ -111,11 +113,13 @@ def _from_helper(helper: str, server: str) -> Credentials | None:
     """Run `docker-credential-<helper> get`, the credential helper protocol:
     the server URL on stdin, `{"Username", "Secret"}` on stdout."""
     program = f"docker-credential-{helper}"
+    path = shutil.which(program)
+    if path is None:
+        raise RegistryError(f"credential helper {program} not found in PATH")
     try:
-        done = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
-                              timeout=_HELPER_TIMEOUT, check=False)
-    except FileNotFoundError as exc:
-        raise RegistryError(f"credential helper {program} not found in PATH") from exc
+        # under the supervisor: a helper waiting on a keyring dies with
+        # pybuild, however pybuild dies
+        done = lifeline.run([path, "get"], input=server.encode(), timeout=_HELPER_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         raise RegistryError(f"credential helper {program} did not answer in {_HELPER_TIMEOUT}s") from exc
     if done.returncode != 0:

@@ -15,7 +15,8 @@ and both are passed after `--`, so git never reads them as options
 Git runs with an environment of its own, so that a repository a Dockerfile
 names gets none of the host user's git credentials (BuildKit's git source
 has none to give: it runs in the daemon): HOME is an empty private
-directory (libcurl reads `~/.netrc` there, git `~/.gitconfig`), no system
+directory (libcurl reads `~/.netrc` there, git `~/.gitconfig`; made by
+mkdtemp, 0700, so no other user can have planted one), no system
 or global config is read, `credential.helper` is emptied on the command
 line, nothing is prompted for, and of the host's GIT_* variables only the
 ssh and TLS transport ones pass (GIT_ALLOW_PROTOCOL would overrule the
@@ -23,6 +24,15 @@ refused transports, GIT_CONFIG_* add config). The rest of the host's
 environment passes: proxies (http_proxy, https_proxy, no_proxy...),
 SSH_AUTH_SOCK and GIT_SSH_COMMAND, so ssh URLs work as before (ssh finds
 `~/.ssh` from the password database, not $HOME).
+
+Git must not outlive pybuild, however pybuild dies: a `git fetch` and what
+it starts (git-remote-http, ssh, index-pack) run under the supervisor
+(runtime.lifeline), which kills them all when pybuild dies, and the HOME
+is step scratch on /dev/shm named with the process's lease token, which
+the next command takes back after a SIGKILL
+(runtime.executor.remove_stale_scratch). Git's automatic maintenance is
+off: the repository is thrown away, and a detached `git gc` would leave
+the process group.
 """
 
 from __future__ import annotations
@@ -31,14 +41,16 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from builder.errors import PybuildError
+from runtime import lifeline
+from runtime.fsutil import remove_tree
 
 _TIMEOUT = 600  # seconds for one git command
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_CONFINED = ("-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never", "-c", "credential.helper=")
+_CONFINED = ("-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never", "-c", "credential.helper=",
+             "-c", "maintenance.auto=false", "-c", "gc.auto=0")
 # Transport settings, no credentials: the ssh command and agent, a CA bundle.
 _HOST_GIT_VARIABLES = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_CAINFO",
                                  "GIT_SSL_CAPATH", "GIT_SSL_NO_VERIFY"})
@@ -61,15 +73,19 @@ def _environment(home: str) -> dict[str, str]:
 
 
 def _git(args: list[str], cwd: Path, url: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="pybuild-git-home-") as home:
-        try:
-            # subprocess.run kills git if we are interrupted (Ctrl-C) meanwhile.
-            done = subprocess.run(["git", *_CONFINED, *args], cwd=cwd, env=_environment(home),
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_TIMEOUT)
-        except FileNotFoundError:
-            raise GitError("fetching a git repository needs git on PATH") from None
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} {url}: timed out") from None
+    from runtime.executor import scratch_dir  # ~20 ms to import, for a build that runs git
+
+    program = shutil.which("git")
+    if program is None:
+        raise GitError("fetching a git repository needs git on PATH")
+    home = scratch_dir(None, "pybuild-git-")
+    try:
+        done = lifeline.run([program, *_CONFINED, *args], cwd=cwd, env=_environment(str(home)), text=True,
+                            timeout=_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]} {url}: timed out") from None
+    finally:
+        remove_tree(home, ignore_errors=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         # git's first fatal line holds the cause; a submodule's retries end

@@ -300,7 +300,7 @@ def _remove_made(tree: Tree, made: Iterable[tuple[str, int, int]],
 _MEMORY_BACKED = Path("/dev/shm")
 
 
-_SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-", "pybuild-ssh-")
+_SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-", "pybuild-ssh-", "pybuild-git-")
 # Who made each scratch dir, so that what a pybuild killed by SIGKILL left
 # (its name carries the process's token) is told apart: runtime/lease.py.
 _SCRATCH_LEASES = Leases(_MEMORY_BACKED, "pybuild-lease-")

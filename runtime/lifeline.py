@@ -2,12 +2,15 @@
 
 PR_SET_PDEATHSIG cannot be given to a child from pybuild: forking a
 threaded interpreter to set it (preexec_fn) is unsafe, and it would fire
-when the *thread* that started the child ends. So a command that must not
-outlive pybuild (an OCI runtime, an ssh-agent holding keys) is started
-under runtime/supervise.py, with the read end of a pipe whose write end
-only this process holds: the lifeline. It reads EOF when `stop()` closes
-it or when pybuild dies, SIGKILL included, and the supervisor then kills
-the command (and, given a bundle, stops its container).
+when the *thread* that started the child ends; nor would it reach the
+child's own children. So a command that must not outlive pybuild (an OCI
+runtime, an ssh-agent holding keys, git and its remote helpers, a
+credential helper) is started under runtime/supervise.py, with the read
+end of a pipe whose write end only this process holds: the lifeline. It
+reads EOF when `stop()` closes it or when pybuild dies, SIGKILL included,
+and the supervisor then kills the command and everything in its process
+group (and, given a bundle, stops its container). The command runs in a
+session of its own, without a controlling terminal.
 """
 
 from __future__ import annotations
@@ -18,16 +21,17 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["Supervised"]
+__all__ = ["Supervised", "run"]
 
 _SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
 
 
 class Supervised(subprocess.Popen):
-    """`subprocess.Popen(args, **kwargs)`, under the supervisor. `bundle`:
-    an OCI bundle whose container (see supervise.write_record) is stopped
-    along with the command. terminate() and kill() stop it the same way;
-    its exit status is the command's."""
+    """`subprocess.Popen(args, **kwargs)`, under the supervisor; `args[0]`
+    is a path (no PATH lookup). `bundle`: an OCI bundle whose container
+    (see supervise.write_record) is stopped along with the command.
+    terminate() and kill() stop it the same way; its exit status is the
+    command's."""
 
     def __init__(self, args, *, bundle: str | os.PathLike | None = None, **kwargs):
         lifeline, self._lifeline = os.pipe()  # both close-on-exec
@@ -67,3 +71,19 @@ class Supervised(subprocess.Popen):
         if code is not None:
             self.stop()
         return code
+
+
+def run(args, *, input=None, timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, input=input, capture_output=True,
+    timeout=timeout, **kwargs)` under the supervisor: on a timeout, on an
+    exception meanwhile (Ctrl-C) and when pybuild dies, the command and
+    what it started are killed. stdin is empty without `input`."""
+    stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
+    with Supervised(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except BaseException:  # TimeoutExpired included, as subprocess.run
+            process.kill()
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)

@@ -12,13 +12,21 @@ starts such commands as (runtime/lifeline.py)
 LIFELINE is the read end of a pipe whose only write end pybuild holds: it
 reads EOF once pybuild closes it (to stop the command) or dies, however it
 dies and whichever of its threads started the command. The supervisor
-forks the command (with a parent-death signal: it dies with the
-supervisor) and waits for either event. When the command exits first, the
-supervisor exits with its status. When the lifeline ends first, it kills
-the command; given a BUNDLE, it then runs `RUNTIME delete --force` on the
-container (which kills every process of the step, daemons in their own
-sessions included) and kills whatever the container's cgroups still hold
-(a container whose runtime was killed before it recorded its state).
+forks the command in a session of its own (with a parent-death signal: it
+dies with the supervisor) and waits for either event. When the lifeline
+ends first, it kills the command's whole process group: what the command
+started (git's remote helpers and index-pack, ssh) dies with it, not only
+the command. When the command exits first, whatever of its group is left
+is killed likewise and the supervisor exits with the command's status.
+Given a BUNDLE, a lifeline's end is followed by `RUNTIME delete --force`
+on the container (which kills every process of the step, daemons in their
+own sessions included) and by a kill of whatever the container's cgroups
+still hold (a container whose runtime was killed before it recorded its
+state).
+
+Its own session also keeps the command out of the terminal's process
+group: Ctrl-C reaches pybuild, which decides (it closes the lifeline), and
+nothing the command runs can stop to read the terminal.
 
 BUNDLE/container, written by pybuild before the start (`write_record`),
 names the runtime, the container and its cgroup directories: the next
@@ -179,6 +187,7 @@ def _start(linux, command: list[str]) -> int:
         linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)  # the supervisor is already gone
+        os.setsid()  # its group is the child's pid: see _kill_group
         # Python ignores these, and an ignored signal survives execve
         for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
             _signal.signal(signum, _signal.SIG_DFL)
@@ -215,14 +224,26 @@ def main(argv: list[str]) -> int:
     child = _start(linux, command)
     pidfd = os.pidfd_open(child)
     ready = select.select([lifeline, pidfd], [], [])[0]
+    _kill_group(child)
+    _, status = os.waitpid(child, 0)
     if pidfd not in ready:
-        os.kill(child, _signal.SIGKILL)
-        os.waitpid(child, 0)
         if bundle != "-":
             stop_container(bundle)
         return 128 + _signal.SIGKILL
-    _, status = os.waitpid(child, 0)
     return _exit_like(status)
+
+
+def _kill_group(child: int) -> None:
+    """SIGKILL the child, then the process group it leads. Done before the
+    child is reaped: until then its pid cannot be reused, so the group is
+    the child's, even when the child has exited. The child first: once it
+    is killed it neither forks nor reaches its setsid, so the group is
+    complete when it is killed."""
+    os.kill(child, _signal.SIGKILL)
+    try:
+        os.killpg(child, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # killed before its setsid: it had no group
 
 
 if __name__ == "__main__":
