@@ -346,8 +346,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
         from builder.build import build as run_build
         from builder.progress import make_reporter
 
-        with prepare_context(context, scratch_parent=_root_dir(settings) / "tmp",
-                             stdin=sys.stdin.buffer) as prepared:
+        with prepare_context(context, root=_root_dir(settings), stdin=sys.stdin.buffer) as prepared:
             dockerfile_path, dockerfile_text = _dockerfile_for(prepared, dockerfile, stdin_text)
             state["dockerfile_text"] = dockerfile_text
             reporter = make_reporter("quiet" if quiet else settings.progress)

@@ -12,6 +12,10 @@
 
 Remote and stdin contexts are written under ROOT/tmp and removed when the
 `with` block ends. As in docker, `-f` names a file inside such a context.
+They are fetched while this process holds its lease on the root, into a
+directory named with its token (`context-TOKEN-XXXXXXXX`), so that the
+next command to open the root removes what a pybuild killed meanwhile
+left (builder/reclaim.py).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.errors import ContextError
 from frontend.parser import read_dockerfile
-from runtime.fsutil import resolve_in_root
+from runtime import lease
+from runtime.fsutil import remove_tree, resolve_in_root
 
 _COPY_CHUNK = 1 << 20
+SCRATCH_PREFIX = "context-"  # in ROOT/tmp, followed by the maker's lease token
 _SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 
 
@@ -84,27 +90,43 @@ def is_git_url(spec: str) -> bool:
 
 
 @contextlib.contextmanager
-def prepare_context(spec: str, *, scratch_parent: Path, stdin: BinaryIO | None = None) -> Iterator[PreparedContext]:
-    """Yield the context as a local directory; remove what was fetched after."""
+def prepare_context(spec: str, *, root: Path, stdin: BinaryIO | None = None) -> Iterator[PreparedContext]:
+    """Yield the context as a local directory; remove what was fetched after.
+    A remote or stdin context is fetched under `root`, with the root open."""
     kind = classify(spec)
     if kind is ContextKind.DIRECTORY:
         if not Path(spec).is_dir():
             raise ContextInputError(f"unable to prepare context: path {spec!r} not found")
         yield PreparedContext(kind, Path(spec))
         return
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="context-", dir=scratch_parent))
+    from builder.worker import Worker
+
+    # Opening the root takes this process's lease on it (held until close)
+    # after taking back what dead processes left, as every command does.
+    worker = Worker.open(root, "builtin")
     try:
-        if kind is ContextKind.STDIN:
-            if stdin is None:
-                raise ContextInputError("context '-' needs data on stdin")
-            yield _from_stream(stdin, scratch, "stdin")
-        elif kind is ContextKind.GIT:
-            yield PreparedContext(kind, _clone(spec, scratch))
-        else:
-            yield _from_url(spec, scratch)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{lease.token()}-", dir=worker.root / "tmp"))
+        try:
+            if kind is ContextKind.STDIN:
+                if stdin is None:
+                    raise ContextInputError("context '-' needs data on stdin")
+                yield _from_stream(stdin, scratch, "stdin")
+            elif kind is ContextKind.GIT:
+                yield PreparedContext(kind, _clone(spec, scratch))
+            else:
+                yield _from_url(spec, scratch)
+        finally:
+            remove_tree(scratch, ignore_errors=True)  # an unpacked archive's 0555 directories too
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        worker.close()
+
+
+def scratch_owner(name: str) -> str | None:
+    """The lease token in the name of a context's scratch directory."""
+    if not name.startswith(SCRATCH_PREFIX):
+        return None
+    owner = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+    return owner if lease.is_token(owner) else None
 
 
 def _from_stream(stream: BinaryIO, scratch: Path, what: str) -> PreparedContext:

@@ -74,9 +74,9 @@ def remove_leftovers(worker) -> list[Problem]:
     """Remove what only a crash leaves (stale mounts, temporary
     directories, snapshots nothing records, temp files), returned as fixed
     problems. Right only while no other process uses the root, which
-    builder.reclaim makes sure of. A remote context being fetched
-    (ROOT/tmp/context-*) is kept: the CLI fetches it before it opens the
-    root, so its maker holds no lease yet."""
+    builder.reclaim makes sure of. A fetched remote context
+    (ROOT/tmp/context-*) is kept: it is named with its maker's token, and
+    builder.reclaim removes those of dead makers only."""
     doctor = _Doctor(worker, fix=True, spare=lambda path: path.parent == doctor.root / "tmp"
                      and path.name.startswith("context-"))
     doctor.mounts()

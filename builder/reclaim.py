@@ -9,10 +9,12 @@ runtime/supervise.py.)
 
 Every process using a root holds a lease on it (runtime/lease.py, in
 ROOT/snapshots/.leases) from `Worker.open` to `Worker.close`, and names
-its merged views with its token. The next process to open the root finds
-the dead ones by their free leases, and:
+its merged views and the remote context it fetches (ROOT/tmp/context-*,
+builder/context_input.py) with its token. The next process to open the
+root finds the dead ones by their free leases, and:
 - unmounts and removes the merged views and flattened lowers named with
-  a dead token. Nobody else uses them, so this is done whatever else runs;
+  a dead token, and removes the contexts named with one. Nobody else uses
+  them, so this is done whatever else runs;
 - when no other process holds a lease on the root (the leases' gate keeps
   new ones out meanwhile) and this one uses it nowhere else, removes what
   carries no name to tell its maker by: snapshots no cache record refers
@@ -20,16 +22,20 @@ the dead ones by their free leases, and:
   are a dead process's: any live one would hold a lease. Otherwise they
   wait for the next open when the root is quiet (or for prune), and the
   dead leases stay to say so.
-Step scratch on /dev/shm, the container of an OCI step whose supervisor
-was killed as well and the cgroups of a builtin step with limits are
-reclaimed by runtime.executor.remove_stale_scratch, by the same kind of
-lease.
+Step scratch on /dev/shm (git's HOME included), the container of an OCI
+step whose supervisor was killed as well and the cgroups of a builtin step
+with limits are reclaimed by runtime.executor.remove_stale_scratch, by the
+same kind of lease.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from builder.doctor import Problem, remove_leftovers
 from runtime.executor import remove_stale_scratch
+from runtime.fsutil import remove_tree
 
 
 def reclaim(worker) -> list[Problem]:
@@ -45,9 +51,23 @@ def reclaim(worker) -> list[Problem]:
     with leases.gate():
         dead = leases.dead()
         snapshots.remove_left_by(dead)
+        _remove_contexts(Path(worker.root) / "tmp", set(dead))
         if leases.others_alive() or leases.holders_here() > 1:
             return []  # someone may be between making a snapshot and recording it
         removed = remove_leftovers(worker)
         for owner in dead:
             leases.drop(owner)
     return removed
+
+
+def _remove_contexts(tmp: Path, owners: set[str]) -> None:
+    """The fetched contexts of these (dead) processes."""
+    from builder.context_input import scratch_owner
+
+    try:
+        names = os.listdir(tmp)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if scratch_owner(name) in owners:
+            remove_tree(tmp / name, ignore_errors=True)

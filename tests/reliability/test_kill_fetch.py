@@ -1,8 +1,8 @@
-"""`kill -9` of pybuild while it fetches: `ADD <git url>`, a registry's
-credentials from a credential helper. The servers stall on loopback, so
-the kill lands while git (and git-remote-http) or the helper (and its
-child) wait. Within a second nothing the build started is alive, and
-after the next command no git HOME, mount or lease of the dead build is
+"""`kill -9` of pybuild while it fetches: a git context, `ADD <git url>`,
+a registry's credentials from a credential helper. The servers stall on loopback, so the kill
+lands while git (and git-remote-http) or the helper (and its child) wait.
+Within a second nothing the build started is alive, and after the next
+command no fetched context, git HOME, mount or lease of the dead build is
 left and `pybuild doctor` is clean without --fix. The helpers, and the
 marker in the environment that finds the build's processes, are
 test_kill's.
@@ -13,7 +13,9 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -67,9 +69,47 @@ def _waiting_git(server: StallingServer, mark: str):
     return lambda: server.connections and any("remote-http" in line for line in _marked(mark).values())
 
 
+def _contexts(root: Path) -> list[str]:
+    tmp = root / "tmp"
+    return sorted(name for name in os.listdir(tmp) if name.startswith("context-")) if tmp.is_dir() else []
+
+
 def _git_homes_in_tmp() -> set[str]:
     """Where git's HOME was made before it moved to /dev/shm."""
     return {name for name in os.listdir("/tmp") if name.startswith("pybuild-git")}
+
+
+def _git_home(mark: str) -> Path:
+    """The HOME of the build's git fetch, from the git process itself."""
+    for pid, line in _marked(mark).items():
+        if line.startswith(("git ", "/usr/bin/git ")) and " fetch " in f"{line} ":
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            return Path(next(v for v in environ if v.startswith(b"HOME=")).decode()[5:])
+    raise AssertionError(f"no git fetch among {_marked(mark)}")
+
+
+def test_kill_during_a_git_context_fetch(tmp_path, stalling_server):
+    root = tmp_path / "root"
+    mark = uuid.uuid4().hex
+    homes_before = _git_homes_in_tmp()
+    build = Build(tmp_path, root, f"{stalling_server.url}/{mark}/repo.git#main", "builtin", mark=mark)
+    _wait_until(_waiting_git(stalling_server, mark), what="git to fetch")
+    home = _git_home(mark)
+    info, inside = home.lstat(), os.listdir(home)
+    died = build.kill()
+    _assert_nothing_survives(build, died)
+    # git's HOME, where it reads .gitconfig and .netrc: pybuild's own, made
+    # by mkdtemp (a name nobody could have made first), private, and named
+    # with the build's token for the next command to take back (any
+    # pybuild command may have done so already: /dev/shm is shared)
+    assert home.parent == Path("/dev/shm") and re.fullmatch(rf"pybuild-git-{build.pid}_[0-9a-f]{{8}}-\w+", home.name)
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
+    assert inside == []
+    assert _contexts(root), "the fetched context stays until the next command"
+    _next_command(root, "du")
+    _assert_reclaimed(root, build)
+    assert _contexts(root) == []
+    assert _git_homes_in_tmp() <= homes_before
 
 
 def test_kill_during_add_of_a_git_url(tmp_path, busybox_image, stalling_server):
