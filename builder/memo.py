@@ -54,8 +54,11 @@ A replay does what a full build does besides the build itself: it reads the
 `--secret` and `--ssh` sources the same way (a missing one sends the command
 to the full build, which reports it), holds the root's shared lock while it
 checks and answers (so prune cannot remove what it vouches for), and runs
-automatic GC when a full build would. $PYBUILD_NO_MEMO set to anything but
-empty turns memos off: nothing is read or written.
+automatic GC when a full build would. It does not open the root, which
+takes back what a pybuild killed by SIGKILL left (builder/reclaim.py):
+when a lease on the root is dead, the full build runs, and reclaims.
+$PYBUILD_NO_MEMO set to anything but empty turns memos off: nothing is
+read or written.
 """
 
 from __future__ import annotations
@@ -478,7 +481,7 @@ def replay(argv: list[str]) -> int | None:
         except FileNotFoundError:
             return None
         if (body.get("version") != MEMO_VERSION or body["root"] != str(root) or body["config"] != config_path
-                or body["code"] != code_fingerprint() or not _sources_present(body)):
+                or body["code"] != code_fingerprint() or not _sources_present(body) or _left_over(root)):
             return None
         from builder.gc import RootLock
 
@@ -512,6 +515,14 @@ def replay(argv: list[str]) -> int | None:
     if body["quiet"]:
         print(body["image_id"])
     return 0
+
+
+def _left_over(root: Path) -> bool:
+    """Whether a dead process's lease on the root (runtime.snapshot's
+    lease_dir, not imported: ~13 ms) says it may have left something."""
+    from runtime.lease import Leases
+
+    return bool(Leases(root / "snapshots" / ".leases").dead())
 
 
 def _default_root() -> Path:

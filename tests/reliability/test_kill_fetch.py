@@ -1,5 +1,6 @@
 """`kill -9` of pybuild while it fetches: a git context, `ADD <git url>`,
-a registry's credentials from a credential helper. The servers stall on loopback, so the kill
+a registry's credentials from a credential helper; and a no-op memo
+replayed after a killed build. The servers stall on loopback, so the kill
 lands while git (and git-remote-http) or the helper (and its child) wait.
 Within a second nothing the build started is alive, and after the next
 command no fetched context, git HOME, mount or lease of the dead build is
@@ -17,6 +18,7 @@ import re
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from runtime.lifeline import Supervised
-from reliability.test_kill import (Build, _assert_nothing_survives, _assert_reclaimed, _context, _left_on_tmpfs,
-                                   _marked, _next_command, _wait_until)
+from reliability.test_kill import (ROOT, RUNNING_STEP, Build, _assert_nothing_survives, _assert_reclaimed, _context,
+                                   _env, _left_on_tmpfs, _marked, _mounts_under, _next_command, _started,
+                                   _wait_until)
 
 
 class StallingServer:
@@ -202,3 +205,39 @@ def _running(pid: int) -> bool:
         return "sleep" in Path(f"/proc/{pid}/cmdline").read_text()  # a zombie's is empty
     except FileNotFoundError:
         return False
+
+
+def test_a_memo_replay_after_a_killed_build_reclaims_first(tmp_path, busybox_image):
+    """A no-op memo'd command does not open the root, which is where a
+    killed build's leftovers are taken back: after a kill on the same root
+    the identical command runs the full build instead, which reclaims."""
+    root = tmp_path / "root"
+    memoised = _context(tmp_path, f"FROM {busybox_image.ref}\nCOPY Dockerfile /Dockerfile\n")
+    time.sleep(0.3)  # settled: the build writes its memo (builder.memo.RACY_NS)
+    env = {key: value for key, value in os.environ.items() if key != "PYBUILD_NO_MEMO"}
+
+    def console_script() -> None:
+        """The command as the `pybuild` console script runs it: memo first."""
+        done = subprocess.run([sys.executable, "-c", "from builder.entry import main; main()", "--root", str(root),
+                               "--progress", "plain", "--isolation", "builtin", str(memoised)],
+                              capture_output=True, timeout=120, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+
+    def memo_inode() -> int:
+        [memo] = (root / "memo").iterdir()
+        return memo.stat().st_ino
+
+    console_script()
+    written = memo_inode()
+    console_script()
+    assert memo_inode() == written, "replayed from the memo (a full build writes it anew)"
+    mark = uuid.uuid4().hex
+    killed = Build(tmp_path, root, _context(tmp_path, f"FROM {busybox_image.ref}\n{_env(mark)}{RUNNING_STEP}"),
+                   "builtin", mark=mark)
+    _wait_until(_started(root, mark), what="the step")
+    died = killed.kill()
+    _assert_nothing_survives(killed, died)
+    assert _mounts_under(root) and _left_on_tmpfs(killed.pid), "the killed build's overlay and scratch stay"
+    console_script()
+    _assert_reclaimed(root, killed)
+    assert memo_inode() != written, "the full build ran"
