@@ -27,10 +27,11 @@ from builder.compression import Compression, compressing_writer
 from builder.errors import ExportError
 from builder.image import OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
 from builder.layers import LayerMaker
-from builder.ops.cachemount import _instance_dir
+from builder.ops.cachemount import _instance_dir, held_for_export
 from builder.reference import Reference
 from frontend import ops
 from runtime import layer as layer_tar
+from runtime.errors import RuntimeFailure
 
 
 class CacheExporter:
@@ -75,34 +76,48 @@ class CacheExporter:
             config.add_record(key, [self._layer(s) for s in chain], cached.created)
         return config
 
-    def add_cache_mounts(self, config: CacheConfig, store, scratch: Path) -> None:
+    def add_cache_mounts(self, config: CacheConfig, store, scratch: Path, reporter=None) -> None:
         """Tar the cache mount directories this build's RUN steps used."""
         base = self._worker.cache_mounts
-        for name in sorted(self._mount_dirs()):
+        for name, cache_id in sorted(self._mount_dirs().items()):
             path = base / name
             if not path.is_dir():
                 continue
-            # This build's steps are done; another build sharing the root
-            # may still write to it. A cache mount is only ever a hint to
-            # the tools using it, so a slightly torn copy is acceptable.
-            with store.writer() as blob:
+            waiting = None if reporter is None else (
+                lambda: reporter.message(f"waiting for cache mount {cache_id!r}: a step of another build holds it"))
+            # This build's steps are done; a `locked` step of another build
+            # is waited for, a `shared` one may still write. The directory
+            # is read as a live tree (runtime.layer): whatever such a step
+            # swaps in, nothing outside the directory is ever read, and an
+            # entry it removes meanwhile is left out, as tar would. A cache
+            # mount is only ever a hint to the tools using it, so a torn
+            # copy is acceptable.
+            with held_for_export(path, waiting), store.writer() as blob:
                 compressor = compressing_writer(blob, Compression.GZIP)
-                layer_tar.write_layer(path, _Flushable(compressor))
+                try:
+                    left_out = layer_tar.write_layer(path, _Flushable(compressor), live=True)
+                except RuntimeFailure as exc:
+                    raise ExportError(f"export cache mount {cache_id!r}: {exc}") from exc
                 compressor.close()
                 digest = blob.commit()
                 size = blob.size
+            if left_out and reporter is not None:
+                reporter.message(f"cache mount {cache_id!r} changed while it was exported: "
+                                 f"{left_out} entries left out")
             desc = Descriptor(CACHE_MOUNT_MEDIA_TYPE, digest, size)
             config.mounts[name] = config.add_layer(CacheLayer(desc, digest))
 
-    def _mount_dirs(self) -> set[str]:
-        names = set()
+    def _mount_dirs(self) -> dict[str, str]:
+        """Directory name under ROOT/cachemounts -> cache id."""
+        names = {}
         graph = self._definition.graph
         for vertex in self._solution.keys:
             op = graph.nodes[vertex]["op"]
             if isinstance(op, ops.Exec):
                 for mount in op.mounts:
                     if mount.type is ops.MountType.CACHE:
-                        names.add(_instance_dir(Path("."), mount.cache_id or mount.target, 0).name)
+                        cache_id = mount.cache_id or mount.target
+                        names[_instance_dir(Path("."), cache_id, 0).name] = cache_id
         return names
 
 
@@ -143,7 +158,7 @@ def export_cache(spec: CacheSpec, exporter: CacheExporter, session, reporter) ->
     store = session.worker.store
     config = exporter.collect(spec.mode)
     if spec.cache_mounts:
-        exporter.add_cache_mounts(config, store, session.tmp)
+        exporter.add_cache_mounts(config, store, session.tmp, reporter)
     artifact = cache_manifest(store, config)
     if spec.type is CacheType.REGISTRY:
         ref = Reference.parse(spec.ref)

@@ -6,6 +6,8 @@ in depth-first order with each directory's entries sorted by their bytes
 records only where ustar fields cannot hold a value or for xattrs. Headers
 are formatted here rather than with tarfile, both to pin every byte and
 because per-file Python overhead is what bounds the speed on many small files.
+It reads the tree only through directory fds, never by path, so that it can
+also copy a tree something else still writes to (`live`, a cache mount).
 
 apply_layer reads a layer (tarfile, streaming) into an empty snapshot. Every
 filesystem call goes through a directory fd opened component by component
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import errno
 import io
+import operator
 import os
+import resource
 import stat
 import tarfile
 import zlib
+from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 from typing import BinaryIO
 
 from runtime import confine
@@ -57,26 +62,320 @@ class UnportableSnapshot(RuntimeFailure):
 
 # ---------------------------------------------------------------- writing
 
+# The tree is read through directory fds, every name relative to its
+# parent's fd and never followed. A path string would be resolved again by
+# every call, through whatever a build that still writes to the tree (a
+# cache mount shared with another build's RUN) swapped in meanwhile: a
+# directory replaced by a symlink to a host directory between two calls.
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK, O_NOCTTY: should a fifo or a terminal stand where lstat saw a
+# regular file, the open neither hangs nor gives pybuild a controlling tty.
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OPEN_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a name answers once it no longer is what its listing saw: gone, or
+# now a symlink (ELOOP), a non-directory (ENOTDIR), a non-symlink (EINVAL
+# from readlink).
+_CHANGED = frozenset((errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL))
 
-def write_layer(fs, out: BinaryIO, *, clamp_mtime: int | None = None) -> None:
+
+class TreeChanged(RuntimeFailure):
+    """An entry changed while a layer was written from a tree that should
+    have held still."""
+
+
+def write_layer(fs, out: BinaryIO, *, clamp_mtime: int | None = None, live: bool = False) -> int:
     """Write the snapshot directory `fs` to `out` as an uncompressed OCI layer.
 
     `out.write` may keep the object it is given (to hash or write it on
-    another thread): no buffer is changed once handed over."""
+    another thread): no buffer is changed once handed over.
+
+    `live`: something may change the tree meanwhile (a cache mount another
+    build's RUN writes to). An entry that vanishes or changes type between
+    its directory's listing and its own reading is then left out, as tar
+    leaves out a file removed before it could read it, and a name is opened
+    for reading only once an O_PATH fd showed it a regular file (a device
+    node swapped in is never opened). Without `live` such a change fails
+    with TreeChanged. Errors name entries by their path in the layer,
+    never by a host path. Returns the number of entries left out."""
     writer = _TarWriter(out, clamp_mtime)
-    hardlinks: dict[tuple[int, int], bytes] = {}
-    # Depth-first with an explicit stack of per-directory iterators rather
-    # than recursion: a path may be 2000 directories deep.
-    stack = [iter(writer.list_dir(os.fsencode(os.fspath(fs)), b""))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        subdir = writer.write_entry(entry, hardlinks)
-        if subdir is not None:
-            stack.append(iter(writer.list_dir(*subdir)))
+    walk = _Walk(writer, live)
+    try:
+        walk.run(fs)
+    finally:
+        walk.close()
     writer.finish()
+    return walk.skipped
+
+
+class _Frame:
+    """A directory whose entries are being written: its fd (-1 while closed
+    to stay within the fd budget), the entries still to write, and what
+    reopens it (its name in its parent, its (st_dev, st_ino))."""
+
+    __slots__ = ("fd", "entries", "name", "arcname", "ident")
+
+    def __init__(self, fd: int, name: bytes, arcname: bytes, ident: tuple[int, int]):
+        self.fd = fd
+        self.entries = iter(())
+        self.name = name
+        self.arcname = arcname
+        self.ident = ident
+
+
+class _Walk:
+    """Depth-first, with an explicit stack of directory frames rather than
+    recursion: a path may be thousands of directories deep. A frame holds
+    its directory's fd while its entries are written; past the fd budget
+    the shallowest frames give theirs up and are reopened from the root,
+    name by name, when the walk comes back to them."""
+
+    def __init__(self, writer: "_TarWriter", live: bool):
+        self.writer = writer
+        self.live = live
+        self.skipped = 0
+        self.hardlinks: dict[tuple[int, int], bytes] = {}
+        self.budget = _fd_budget()
+        self.frames: list[_Frame] = []
+        # frames[1:low] are closed, frames[low:] open; frames[0], the root, always is.
+        self.low = 1
+
+    def run(self, fs) -> None:
+        fd = os.open(fs, _OPEN_DIR)
+        root = _Frame(fd, b"", b"", (0, 0))
+        frames = self.frames
+        frames.append(root)
+        root.entries = iter(self.list_dir(fd, b""))
+        write_entry = self.write_entry
+        while frames:
+            frame = frames[-1]
+            entry = next(frame.entries, None)
+            if entry is None:
+                frames.pop()
+                if frame.fd >= 0:
+                    os.close(frame.fd)
+                    frame.fd = -1
+                if self.low > len(frames):
+                    self.low = len(frames)
+                continue
+            if frame.fd < 0:
+                self.reopen(len(frames) - 1)
+                if frame.fd < 0:
+                    self.skipped += 1
+                    continue
+            write_entry(frame.fd, entry)
+
+    def close(self) -> None:
+        for frame in self.frames:
+            if frame.fd >= 0:
+                os.close(frame.fd)
+                frame.fd = -1
+
+    # -- reading the tree
+
+    def list_dir(self, fd: int, prefix: bytes) -> list:
+        """The directory's entries sorted by archive name: (archive name,
+        name, lstat or None for a whiteout, xattrs or None when they are
+        to be read through the entry's own fd)."""
+        entries = []
+        proc = None
+        for text in os.listdir(fd):
+            name = os.fsencode(text)
+            try:
+                st = os.lstat(name, dir_fd=fd)
+                mode = st.st_mode
+                if S_ISDIR(mode) or S_ISREG(mode) and st.st_size:
+                    xattrs = None
+                elif S_ISSOCK(mode):
+                    xattrs = []  # never archived
+                else:
+                    # Nothing to read them through without opening the
+                    # entry, which a device node must never be: the name
+                    # under its directory's fd link, itself not followed.
+                    if proc is None:
+                        proc = b"/proc/self/fd/%d/" % fd
+                    xattrs = read_xattrs(proc + name)
+            except OSError as exc:
+                self.changed(prefix + name, exc)
+                continue
+            # The kernel takes a 0/0 character device, or (6.7+) an empty
+            # regular file carrying the xwhiteout xattr, for a whiteout.
+            if (S_ISCHR(mode) and st.st_rdev == 0
+                    or xattrs and S_ISREG(mode) and _has_xattr(xattrs, _XWHITEOUT_XATTR)):
+                entries.append((prefix + _WHITEOUT_PREFIX_B + name, name, None, ()))
+            else:
+                entries.append((prefix + name, name, st, xattrs))
+        entries.sort(key=_first)
+        return entries
+
+    def write_entry(self, dir_fd: int, entry) -> None:
+        arcname, name, st, xattrs = entry
+        writer = self.writer
+        if st is None:
+            # Whiteouts carry no metadata worth keeping; fixed values keep
+            # the bytes independent of when the file was deleted.
+            writer.marker(arcname)
+            return
+        mode = st.st_mode
+        if S_ISDIR(mode):
+            self.enter(dir_fd, name, arcname)
+            return
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                writer.node(arcname, _LNK, st, (), first)
+                return
+            if xattrs is not None:  # a regular file records itself once open
+                self.hardlinks[key] = arcname
+        if S_ISREG(mode):
+            if xattrs is None:
+                self.write_file(dir_fd, name, arcname)
+            else:
+                writer.node(arcname, _REG, st, _portable(arcname, xattrs))
+        elif S_ISLNK(mode):
+            try:
+                target = os.readlink(name, dir_fd=dir_fd)
+            except OSError as exc:
+                self.changed(arcname, exc)
+                return
+            writer.node(arcname, _SYM, st, _portable(arcname, xattrs), target)
+        elif S_ISCHR(mode) or S_ISBLK(mode):
+            writer.node(arcname, _CHR if S_ISCHR(mode) else _BLK, st, _portable(arcname, xattrs))
+        elif S_ISFIFO(mode):
+            writer.node(arcname, _FIFO, st, _portable(arcname, xattrs))
+        # Sockets are skipped, as tar does: they cannot be archived.
+
+    def write_file(self, dir_fd: int, name: bytes, arcname: bytes) -> None:
+        try:
+            fd = self.open_file(dir_fd, name)
+        except OSError as exc:
+            self.changed(arcname, exc)
+            return
+        try:
+            # The header describes the very inode whose bytes follow it.
+            st = os.fstat(fd)
+            if not S_ISREG(st.st_mode):
+                self.changed(arcname, OSError(errno.EINVAL, "no longer a regular file"))
+                return
+            if st.st_nlink > 1:
+                self.hardlinks[(st.st_dev, st.st_ino)] = arcname
+            self.writer.node(arcname, _REG, st, _portable(arcname, read_xattrs(fd)))
+            self.writer.data(fd, st.st_size)
+        finally:
+            os.close(fd)
+
+    def open_file(self, dir_fd: int, name: bytes) -> int:
+        if not self.live:
+            return os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+        path_fd = os.open(name, _OPEN_PATH, dir_fd=dir_fd)
+        try:
+            if not S_ISREG(os.fstat(path_fd).st_mode):
+                raise OSError(errno.EINVAL, "no longer a regular file")
+            # Reopened through the O_PATH fd's link: that very inode.
+            return os.open(b"/proc/self/fd/%d" % path_fd, os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            os.close(path_fd)
+
+    def enter(self, dir_fd: int, name: bytes, arcname: bytes) -> None:
+        """Write a directory's header and make it the frame whose entries
+        come next."""
+        try:
+            fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
+        except OSError as exc:
+            self.changed(arcname, exc)
+            return
+        try:
+            st = os.fstat(fd)
+            xattrs = read_xattrs(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        frame = _Frame(fd, name, arcname, (st.st_dev, st.st_ino))
+        frames = self.frames
+        frames.append(frame)
+        if len(frames) - self.low > self.budget:
+            shallowest = frames[self.low]
+            os.close(shallowest.fd)
+            shallowest.fd = -1
+            self.low += 1
+        self.writer.node(arcname + b"/", _DIR, st, _portable(arcname, xattrs))
+        if _has_xattr(xattrs, _OPAQUE_XATTR, b"y"):
+            # Right after the directory, before its entries, so extractors
+            # applying entries in order hide the lower contents first.
+            self.writer.marker(arcname + b"/" + _OPAQUE_MARKER_B)
+        frame.entries = iter(self.list_dir(fd, arcname + b"/"))
+
+    def reopen(self, depth: int) -> None:
+        """Open frames[1..depth] again from the root, one O_NOFOLLOW name at
+        a time, each checked to be the directory it was; keep the deepest
+        `budget` of them open."""
+        frames = self.frames
+        keep = max(1, depth + 1 - self.budget)
+        parent = frames[0].fd
+        for level in range(1, depth + 1):
+            frame = frames[level]
+            error = None
+            try:
+                fd = os.open(frame.name, _OPEN_DIR, dir_fd=parent)
+            except OSError as exc:
+                fd, error = -1, exc
+            else:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != frame.ident:
+                    os.close(fd)
+                    fd, error = -1, OSError(errno.ENOENT, "replaced by another directory")
+            if level - 1 >= 1 and level - 1 < keep:
+                os.close(parent)
+            if error is not None:
+                self.lose(keep, level, depth, error)
+                return
+            if level >= keep:
+                frame.fd = fd
+            parent = fd
+        self.low = keep
+
+    def lose(self, kept: int, level: int, depth: int, error: OSError) -> None:
+        """frames[level] is no longer where it was: the rest of it and of
+        the frames below it cannot be written."""
+        frames = self.frames
+        for frame in frames[kept:level]:
+            os.close(frame.fd)
+            frame.fd = -1
+        self.low = len(frames)
+        self.changed(frames[level].arcname, error, lost=0)  # its header is written already
+        for frame in frames[level:depth + 1]:
+            self.skipped += operator.length_hint(frame.entries)
+            frame.entries = iter(())
+
+    def changed(self, arcname: bytes, exc: OSError, lost: int = 1) -> None:
+        """An entry that is not what its listing saw: left out of a live
+        tree, an error otherwise."""
+        path = "/" + arcname.decode(errors="replace")
+        if exc.errno not in _CHANGED:
+            raise RuntimeFailure(f"write layer: {path}: {exc.strerror}") from exc
+        if not self.live:
+            raise TreeChanged(f"write layer: {path} changed while the layer was written ({exc.strerror})") from exc
+        self.skipped += lost
+
+
+def _portable(arcname: bytes, xattrs) -> list:
+    """The xattrs a layer carries: overlay's own dropped, and a snapshot
+    whose overlay metadata a tar cannot express refused."""
+    if not xattrs:
+        return xattrs
+    for name, _ in xattrs:
+        if name.startswith(_UNPORTABLE_XATTRS):
+            raise UnportableSnapshot(f"write layer: /{arcname.decode(errors='replace')} carries {name}")
+    return [(n, v) for n, v in xattrs if not n.startswith(_OVERLAY_XATTR)]
+
+
+def _fd_budget() -> int:
+    """How many directory fds one walk may hold: a quarter of the soft
+    RLIMIT_NOFILE, leaving the rest to the build's other threads."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(4, soft // 4)
 
 
 class _TarWriter:
@@ -86,71 +385,23 @@ class _TarWriter:
         self._buffer = bytearray()
         self._out_fd = _raw_fd(out)
 
-    def list_dir(self, host_dir: bytes, prefix: bytes) -> list:
-        """A directory's entries sorted by archive name:
-        (archive name, host path, lstat or None for a whiteout, xattrs)."""
-        entries = []
-        for name in os.listdir(host_dir):
-            host = host_dir + b"/" + name
-            st = os.lstat(host)
-            xattrs = read_xattrs(host) if _may_have_xattrs(st) else []
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 or _has_xattr(xattrs, _XWHITEOUT_XATTR):
-                entries.append((prefix + _WHITEOUT_PREFIX_B + name, host, None, ()))
-            else:
-                entries.append((prefix + name, host, st, xattrs))
-        entries.sort(key=_first)
-        return entries
+    def marker(self, arcname: bytes) -> None:
+        """An empty entry with fixed metadata: a whiteout or opaque marker."""
+        self._entry(arcname, _REG, 0, 0, 0, 0, 0, b"", 0, 0, ())
 
-    def write_entry(self, entry, hardlinks) -> tuple[bytes, bytes] | None:
-        """Write one entry; for a directory return (host path, archive
-        prefix) of its contents, which must come next."""
-        arcname, host, st, xattrs = entry
-        if st is None:
-            # Whiteouts carry no metadata worth keeping; fixed values keep
-            # the bytes independent of when the file was deleted.
-            self._entry(arcname, _REG, 0, 0, 0, 0, 0, b"", 0, 0, ())
-            return None
-        for name, _ in xattrs:
-            if name.startswith(_UNPORTABLE_XATTRS):
-                raise UnportableSnapshot(f"write layer: {host.decode(errors='replace')} carries {name}")
-        kept = [(n, v) for n, v in xattrs if not n.startswith(_OVERLAY_XATTR)]
-        self._write_node(arcname, host, st, kept, hardlinks)
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        if _has_xattr(xattrs, _OPAQUE_XATTR, b"y"):
-            # Right after the directory, before its entries, so extractors
-            # applying entries in order hide the lower contents first.
-            self._entry(arcname + b"/" + _OPAQUE_MARKER_B, _REG, 0, 0, 0, 0, 0, b"", 0, 0, ())
-        return host, arcname + b"/"
-
-    def _write_node(self, arcname: bytes, host: bytes, st: os.stat_result, xattrs, hardlinks) -> None:
-        mode = st.st_mode
-        perm = stat.S_IMODE(mode)
+    def node(self, arcname: bytes, kind: bytes, st: os.stat_result, xattrs, linkname: bytes = b"") -> None:
+        """The header of one entry; a regular file's data follows with `data`."""
         mtime = st.st_mtime_ns // 1_000_000_000
         if self._clamp is not None and mtime > self._clamp:
             mtime = self._clamp
-        uid, gid = st.st_uid, st.st_gid
-        if stat.S_ISDIR(mode):
-            self._entry(arcname + b"/", _DIR, perm, uid, gid, 0, mtime, b"", 0, 0, xattrs)
-            return
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = hardlinks.get(key)
-            if first is not None:
-                self._entry(arcname, _LNK, perm, uid, gid, 0, mtime, first, 0, 0, ())
-                return
-            hardlinks[key] = arcname
-        if stat.S_ISREG(mode):
-            self._entry(arcname, _REG, perm, uid, gid, st.st_size, mtime, b"", 0, 0, xattrs)
-            self._file_data(host, st.st_size)
-        elif stat.S_ISLNK(mode):
-            self._entry(arcname, _SYM, perm, uid, gid, 0, mtime, os.readlink(host), 0, 0, xattrs)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = _CHR if stat.S_ISCHR(mode) else _BLK
-            self._entry(arcname, kind, perm, uid, gid, 0, mtime, b"", os.major(st.st_rdev), os.minor(st.st_rdev), xattrs)
-        elif stat.S_ISFIFO(mode):
-            self._entry(arcname, _FIFO, perm, uid, gid, 0, mtime, b"", 0, 0, xattrs)
-        # Sockets are skipped, as tar does: they cannot be archived.
+        if kind == _REG:
+            size, major, minor = st.st_size, 0, 0
+        elif kind == _CHR or kind == _BLK:
+            size, major, minor = 0, os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            size, major, minor = 0, 0, 0
+        self._entry(arcname, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, mtime, linkname,
+                    major, minor, xattrs)
 
     def _entry(self, name, kind, perm, uid, gid, size, mtime, linkname, major, minor, xattrs) -> None:
         pax: list[tuple[bytes, bytes]] = []
@@ -189,24 +440,20 @@ class _TarWriter:
         if len(buffer) >= _CHUNK:
             self._flush()
 
-    def _file_data(self, host: bytes, size: int) -> None:
+    def data(self, fd: int, size: int) -> None:
+        """A regular file's data: exactly the `size` its header announced,
+        zero-padded should the file have shrunk since."""
         if size == 0:
             return
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            if size <= _SMALL_FILE:
-                data = os.read(fd, size)
-                # A file that changed size since lstat still gets exactly the
-                # size its header announced.
-                self._buffer += data
-                remaining = size - len(data)
-            else:
-                self._flush()
-                remaining = self._stream(fd, size)
-            if remaining:
-                self._buffer += bytes(remaining)
-        finally:
-            os.close(fd)
+        if size <= _SMALL_FILE:
+            data = os.read(fd, size)
+            self._buffer += data
+            remaining = size - len(data)
+        else:
+            self._flush()
+            remaining = self._stream(fd, size)
+        if remaining:
+            self._buffer += bytes(remaining)
         self._buffer += bytes(-size % _BLOCK)
         if len(self._buffer) >= _CHUNK:
             self._flush()
@@ -261,10 +508,6 @@ def _raw_fd(out) -> int | None:
 
 def _first(entry):
     return entry[0]
-
-
-def _may_have_xattrs(st: os.stat_result) -> bool:
-    return not stat.S_ISSOCK(st.st_mode)
 
 
 def _has_xattr(xattrs, name: str, value: bytes | None = None) -> bool:

@@ -4,7 +4,10 @@ Each cache id has a directory under ROOT/cachemounts. `sharing=locked`
 takes an exclusive flock on the id for the step's whole run, which also
 serialises two pybuild processes; `private` takes the first instance not
 in use (making a new one when all are busy); `shared` never waits.
-Their contents never enter a cache key.
+Their contents never enter a cache key. `--cache-to ...,cache-mounts=true`
+copies an instance out under `held_for_export`, which waits for a
+`locked` or `private` step using it; a `shared` step of another build may
+still be writing it meanwhile (runtime.layer reads it as a live tree).
 """
 
 from __future__ import annotations
@@ -64,6 +67,28 @@ def cache_mount_dir(base: Path, spec: MountSpec, seed=None):
         finally:
             lock.__exit__(None, None, None)
         return
+
+
+@contextlib.contextmanager
+def held_for_export(path: Path, on_wait=None):
+    """Hold the cache instance `path` as a `locked` step holds it while it
+    runs, so that no such step (nor a `private` one, which then takes
+    another instance) writes it while it is copied out; a `shared` step
+    starting meanwhile waits too (it takes the lock to make the directory),
+    one already running does not. `on_wait()` is called first when the
+    lock is taken."""
+    try:
+        lock = _locked(path, blocking=False)
+        lock.__enter__()
+    except BlockingIOError:
+        if on_wait is not None:
+            on_wait()
+        lock = _locked(path, blocking=True)
+        lock.__enter__()
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
