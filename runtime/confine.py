@@ -102,6 +102,12 @@ def _parts(path: str | bytes) -> list[bytes]:
     return [part for part in raw.split(b"/") if part not in (b"", b".")]
 
 
+def _names_a_directory(target: bytes) -> bool:
+    """A symlink target whose last component is empty or `.` (`d/`, `d/.`):
+    only a directory can be what it names."""
+    return target.rsplit(b"/", 1)[-1] in (b"", b".")
+
+
 def _image_path(parts: Iterable[bytes]) -> str:
     return "/" + os.fsdecode(b"/".join(parts))
 
@@ -155,6 +161,9 @@ class Tree:
             finally:
                 os.close(parent_fd)
             parts = _parts(target)
+            if _names_a_directory(target):
+                # `f/.` or `f/`: the kernel wants a directory there (ENOTDIR)
+                flags |= os.O_DIRECTORY
             if not parts:
                 return os.open(".", flags | os.O_CLOEXEC, dir_fd=self.fd)
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
@@ -200,36 +209,87 @@ class Tree:
         """An fd of the directory `path`, made with its missing parents.
         A dangling symlink on the way is followed (inside the tree) and its
         target made, as mkdir -p through it would; a non-directory in the way
-        is Refused."""
+        is Refused. Iterative, one fd held at a time: `path` may be thousands
+        of directories deep."""
         parts = _parts(path)
-        try:
-            return self.open_dir(b"/".join(parts) or b".")
-        except FileNotFoundError:
-            pass
-        except NotADirectoryError:
-            raise Refused(_image_path(parts), "not a directory") from None
-        parent_fd = self.make_dirs(b"/".join(parts[:-1]), mode=mode, owner=owner)
-        name = parts[-1]
-        try:
-            if name == b"..":
-                return self.open_dir(b"/".join(parts))
+        followed = 0
+        while True:
             try:
-                os.mkdir(name, mode, dir_fd=parent_fd)
-            except FileExistsError:
-                st = os.lstat(name, dir_fd=parent_fd)
-                if not stat.S_ISLNK(st.st_mode):
-                    raise Refused(_image_path(parts), "not a directory") from None
-                # A dangling symlink: make what it points at.
-                target = self._follow_final(parent_fd, name)
-                return self.make_dirs(target, mode=mode, owner=owner)
-            fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+                return self.open_dir(b"/".join(parts) or b".")
+            except FileNotFoundError:
+                pass
+            except NotADirectoryError:
+                raise Refused(_image_path(parts), "not a directory") from None
+            fd, start = self._open_deepest_dir(parts)
+            try:
+                for depth in range(start, len(parts)):
+                    name = parts[depth]
+                    if name == b"..":
+                        # Below a directory just made: it exists now.
+                        parent = self.open_dir(b"/".join(parts[:depth + 1]))
+                    else:
+                        parent = self._make_child_dir(fd, name, parts[:depth + 1], mode, owner)
+                    if parent is None:
+                        # A dangling symlink: make what it points at, then the rest below it.
+                        followed += 1
+                        if followed > _MAX_SYMLINKS:
+                            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
+                        parts = _parts(self._follow_final(fd, name)) + parts[depth + 1:]
+                        break
+                    os.close(fd)
+                    fd = parent
+                else:
+                    made, fd = fd, -1
+                    return made
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def _open_deepest_dir(self, parts: list[bytes]) -> tuple[int, int]:
+        """(fd, n): the longest prefix parts[:n] that opens as a directory,
+        parts itself not. Found by bisection: a prefix of one that resolves
+        resolves too, and one through a missing name fails likewise."""
+        low, high = 0, len(parts) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            try:
+                os.close(self.open_dir(b"/".join(parts[:middle])))
+            except FileNotFoundError:
+                high = middle - 1
+            except NotADirectoryError:
+                raise Refused(_image_path(parts[:middle]), "not a directory") from None
+            else:
+                low = middle
+        try:
+            return self.open_dir(b"/".join(parts[:low]) or b"."), low
+        except NotADirectoryError:
+            raise Refused(_image_path(parts[:low]), "not a directory") from None
+
+    @staticmethod
+    def _make_child_dir(parent_fd: int, name: bytes, parts: list[bytes], mode: int,
+                        owner: tuple[int, int] | None) -> int | None:
+        """An fd of the new directory `name` in `parent_fd`; None when a
+        symlink holds the name."""
+        try:
+            os.mkdir(name, mode, dir_fd=parent_fd)
+        except FileExistsError:
+            st = os.lstat(name, dir_fd=parent_fd)
+            if stat.S_ISLNK(st.st_mode):
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                raise Refused(_image_path(parts), "not a directory") from None
+            # made meanwhile by someone else: as mkdir -p, use it as it is
+            return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+        try:
             # mkdir's mode went through the umask.
             os.fchmod(fd, mode)
             if owner is not None:
                 os.fchown(fd, *owner)
-            return fd
-        finally:
-            os.close(parent_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def lstat(self, path: str | bytes) -> os.stat_result | None:
         """lstat of `path` (parents resolved inside the tree), None if absent."""
@@ -415,11 +475,13 @@ class Tree:
 
 def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int | None = None,
                  mode: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None,
-                 xattrs: Iterable[tuple[str, bytes]] = ()) -> None:
+                 xattrs: Iterable[tuple[str, bytes]] = (), skip_unsupported_xattrs: bool = False) -> None:
     """Owner, then mode (chown clears setuid bits), then xattrs (chown clears
     security.capability), then times, of `name` in `dir_fd` itself: a
     symlink gets its own owner, xattrs and times, and no mode (Linux has
-    none for symlinks)."""
+    none for symlinks). `skip_unsupported_xattrs`: an xattr the filesystem
+    does not support (EOPNOTSUPP) is left out, as containerd's archive
+    extraction does; any other refusal is an OSError naming the xattr."""
     if uid is not None or gid is not None:
         os.chown(name, -1 if uid is None else uid, -1 if gid is None else gid, dir_fd=dir_fd,
                  follow_symlinks=False)
@@ -432,11 +494,11 @@ def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int |
             # swapped in after the open cannot redirect it.
             if mode is not None and not is_link:
                 os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
-            for key, value in xattrs:
-                if is_link:
-                    os.setxattr(f"/proc/self/fd/{dir_fd}/".encode() + name, key, value, follow_symlinks=False)
-                else:
-                    os.setxattr(f"/proc/self/fd/{fd}", key, value)
+            if is_link:
+                _set_xattrs(f"/proc/self/fd/{dir_fd}/".encode() + name, xattrs, skip_unsupported_xattrs,
+                            follow_symlinks=False)
+            else:
+                _set_xattrs(f"/proc/self/fd/{fd}", xattrs, skip_unsupported_xattrs)
         finally:
             os.close(fd)
     if mtime_ns is not None:
@@ -446,7 +508,7 @@ def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int |
 
 def set_fd_metadata(fd: int, *, uid: int | None = None, gid: int | None = None, mode: int | None = None,
                     mtime_ns: int | None = None, atime_ns: int | None = None,
-                    xattrs: Iterable[tuple[str, bytes]] = ()) -> None:
+                    xattrs: Iterable[tuple[str, bytes]] = (), skip_unsupported_xattrs: bool = False) -> None:
     """As set_metadata, in the same order, through an fd of the file or
     directory itself (opened for reading or writing, not O_PATH): no name is
     looked up, so nothing swapped in under one can receive it. The cheap
@@ -455,12 +517,22 @@ def set_fd_metadata(fd: int, *, uid: int | None = None, gid: int | None = None, 
         os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
     if mode is not None:
         os.fchmod(fd, mode & 0o7777)
-    for key, value in xattrs:
-        os.setxattr(fd, key, value)
+    _set_xattrs(fd, xattrs, skip_unsupported_xattrs)
     if mtime_ns is not None:
         os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
 
-def remove(dir_fd: int, name: bytes) -> None:
+
+def _set_xattrs(target, xattrs: Iterable[tuple[str, bytes]], skip_unsupported: bool, **how) -> None:
+    for key, value in xattrs:
+        try:
+            os.setxattr(target, key, value, **how)
+        except OSError as exc:
+            if skip_unsupported and exc.errno == errno.EOPNOTSUPP:
+                continue
+            # The fd or /proc path in the message would say nothing.
+            raise OSError(exc.errno, f"setxattr {key}: {exc.strerror}") from None
+
+def remove(dir_fd: int, name: bytes | str) -> None:
     """rm -rf of `name` in `dir_fd`: symlinks are unlinked, never followed;
     directories are emptied through their own fds (opened O_NOFOLLOW), and
     made searchable first where a mode 000 directory stops that."""
@@ -471,11 +543,9 @@ def remove(dir_fd: int, name: bytes) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
         return
-    try:
-        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except PermissionError:
-        set_metadata(dir_fd, name, mode=0o700)
-        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    fd = _open_dir_at(dir_fd, name, open_up=True)
+    if fd is None:
+        return
     try:
         empty_dir(fd)
     finally:
@@ -485,8 +555,108 @@ def remove(dir_fd: int, name: bytes) -> None:
 
 def empty_dir(fd: int) -> None:
     """Remove everything inside the directory `fd`, never following a symlink."""
-    for entry in os.listdir(fd):
-        remove(fd, os.fsencode(entry))
+    for parent, name, is_dir in walk(fd, open_up=True):
+        if is_dir is None:
+            _remove_name(os.rmdir, parent, name)
+        elif not is_dir:
+            _remove_name(os.unlink, parent, name)
+
+
+def _remove_name(remove_call, dir_fd: int, name: str) -> None:
+    try:
+        remove_call(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        # A 0555 directory (a layer may carry one), for a user without
+        # CAP_DAC_OVERRIDE: open it up, as rm -rf would need to.
+        os.fchmod(dir_fd, 0o700)
+        remove_call(name, dir_fd=dir_fd)
+
+
+# -- walking a tree of any depth
+
+# fds a walk holds below its top: an ancestor further up is closed and
+# opened again through `..` of its child when the walk returns to it.
+_WALK_OPEN_DIRS = 32
+
+
+def walk(top_fd: int, *, open_up: bool = False):
+    """Every entry below the directory `top_fd`, depth first, never
+    following a symlink: yields (fd of its directory, name, is_dir) for
+    each entry, and, once the walk has been through a directory's entries,
+    (fd of its directory, its name, None). The fds are the walk's own,
+    valid until the next step; the consumer may remove what it is given
+    (a directory's entries are listed when the walk enters it). Iterative,
+    with at most _WALK_OPEN_DIRS fds: a tree may be any number of levels
+    deep. `open_up`: a directory that cannot be opened for lack of
+    permission is made 0700 first (for removing it).
+
+    An ancestor opened again must be the very directory left (st_dev,
+    st_ino): one moved meanwhile is an OSError, never a walk elsewhere."""
+    # frames: [fd (-1 while closed), entries left, name in its parent, (st_dev, st_ino)]
+    frames = [[top_fd, _listing(top_fd), None, None]]
+    try:
+        while True:
+            frame = frames[-1]
+            if frame[1]:
+                name, is_dir = frame[1].pop()
+                yield frame[0], name, is_dir
+                if not is_dir:
+                    continue
+                fd = _open_dir_at(frame[0], name, open_up)
+                if fd is None:  # gone meanwhile
+                    yield frame[0], name, None
+                    continue
+                frames.append([fd, None, name, None])
+                frames[-1][1] = _listing(fd)
+                if len(frames) > _WALK_OPEN_DIRS + 1:
+                    far = frames[-_WALK_OPEN_DIRS - 2]
+                    if far[0] >= 0 and far is not frames[0]:
+                        info = os.fstat(far[0])
+                        far[3] = (info.st_dev, info.st_ino)
+                        os.close(far[0])
+                        far[0] = -1
+                continue
+            if len(frames) == 1:
+                return
+            parent = frames[-2]
+            if parent[0] < 0:
+                parent[0] = _reopen_parent(frame[0], parent[3])
+            frames.pop()
+            os.close(frame[0])
+            yield parent[0], frame[2], None
+    finally:
+        for frame in frames[1:]:
+            if frame[0] >= 0:
+                os.close(frame[0])
+
+
+def _listing(fd: int) -> list[tuple[str, bool]]:
+    # d_type where the filesystem gives it, an fstatat where it does not
+    with os.scandir(fd) as entries:
+        return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+
+
+def _open_dir_at(dir_fd: int, name: str | bytes, open_up: bool) -> int | None:
+    try:
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        if not open_up:
+            raise
+    set_metadata(dir_fd, os.fsencode(name), mode=0o700)
+    return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+
+
+def _reopen_parent(child_fd: int, identity: tuple[int, int]) -> int:
+    fd = os.open("..", _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=child_fd)
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != identity:
+        os.close(fd)
+        raise OSError(errno.ESTALE, "a directory moved while its tree was walked")
+    return fd
 
 
 def check_name(name: str | bytes) -> bytes:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections import deque
 from pathlib import Path
 
+from runtime import confine
 from runtime.errors import RuntimeFailure
 
 # Linux's own limit on symlinks followed during one lookup (MAXSYMLINKS).
@@ -73,32 +73,28 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool = True) -> Path
     return root.joinpath(*resolved)
 
 
-def remove_tree(path: Path | str) -> None:
+def remove_tree(path: Path | str, *, ignore_errors: bool = False) -> None:
     """rm -rf: symlinks are removed, never followed; directories without
     write or search permission (overlay's work/work is mode 000, layers may
-    carry 0555 dirs) are opened up first when that is what stops removal."""
-    path = os.fspath(path)
+    carry 0555 dirs) are opened up first when that is what stops removal.
+    Iterative through directory fds (runtime.confine.remove): a tree of any
+    depth or path length goes, as rm -rf removes it. `ignore_errors`: an
+    OSError leaves the rest where it is, for best-effort cleanup."""
+    head, name = os.path.split(os.fspath(path).rstrip("/"))
+    if not name:
+        raise ValueError(f"remove_tree: no name to remove in {os.fspath(path)!r}")
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-    try:
-        shutil.rmtree(path)
-    except PermissionError:
-        _open_up_dirs(path)
-        shutil.rmtree(path)
-
-
-def _open_up_dirs(top: str) -> None:
-    # Only matters without CAP_DAC_OVERRIDE; top-down so each directory is
-    # made searchable before os.walk tries to list it.
-    os.chmod(top, 0o700)
-    for dirpath, dirnames, _ in os.walk(top):
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+        try:
+            parent = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there to remove
+        try:
+            confine.remove(parent, name)
+        finally:
+            os.close(parent)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 def copy_data(src_fd: int, dst_fd: int, size: int) -> None:

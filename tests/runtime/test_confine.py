@@ -301,3 +301,127 @@ def test_open_exact_refuses_every_symlink(mode, tree, victim):
         assert os.fstat(fd).st_ino == os.fstat(tree.fd).st_ino
     finally:
         os.close(fd)
+
+
+# -- what the kernel says where the walk must say it too (no openat2)
+
+@pytest.mark.parametrize("path", ["dot", "slash", "chain", "f/f/a", "f/a", "lf/a"])
+def test_a_file_where_a_directory_is_needed_is_enotdir(mode, tree, path):
+    open(os.path.join(tree.path, "f"), "w").close()
+    os.symlink("f/.", os.path.join(tree.path, "dot"))
+    os.symlink("f/", os.path.join(tree.path, "slash"))
+    os.symlink("dot", os.path.join(tree.path, "chain"))
+    os.symlink("f", os.path.join(tree.path, "lf"))
+    for flags in (os.O_RDONLY, os.O_PATH):
+        with pytest.raises(NotADirectoryError):
+            os.close(tree.open(path, flags))
+
+
+# -- trees deeper than Python's recursion limit, with few fds
+
+DEEP = 1500
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _make_deep(top: str, name: str, depth: int, files: tuple[str, ...] = ()) -> None:
+    """top/name/name/... `depth` levels, `files` in the deepest (os.makedirs
+    recurses once per level)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        for file in files:
+            os.close(os.open(file, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_make_dirs_of_a_deep_path_through_dangling_links(mode, tree, victim):
+    deep = "/".join(["a"] * DEEP)
+    os.makedirs(os.path.join(tree.path, "a", "a"))
+    os.symlink(str(victim / "made"), os.path.join(tree.path, "a", "a", "a"))  # dangling, absolute
+    before, fds = _state(victim), _open_fds()
+    fd = tree.make_dirs(deep, mode=0o750, owner=(7, 8))
+    try:
+        assert tree.image_path_of(fd) == str(victim) + "/made/" + "/".join(["a"] * (DEEP - 3))
+        assert (os.fstat(fd).st_uid, stat.S_IMODE(os.fstat(fd).st_mode)) == (7, 0o750)
+    finally:
+        os.close(fd)
+    assert _open_fds() == fds and _state(victim) == before
+    fd = tree.make_dirs(deep)  # there now: opened as it is
+    os.close(fd)
+    remove(tree.fd, b"a")
+    remove(tree.fd, os.fsencode(str(victim).lstrip("/").split("/")[0]))
+    assert os.listdir(tree.path) == []
+
+
+def test_make_dirs_gives_up_on_a_long_chain_of_dangling_links(mode, tree):
+    for n in range(100):
+        os.symlink(f"/l{n + 1}", os.path.join(tree.path, f"l{n}"))
+    with pytest.raises(OSError) as failed:
+        tree.make_dirs("l0/x")
+    assert failed.value.errno == errno.ELOOP
+
+
+def test_remove_a_deep_tree_with_a_locked_directory_and_links_out(mode, tree, victim):
+    _make_deep(tree.path, "d", DEEP, ("f",))
+    os.symlink(str(victim), os.path.join(tree.path, *["d"] * DEEP, "to-host"))
+    middle = os.path.join(tree.path, *["d"] * (DEEP // 2))
+    os.chmod(middle, 0)
+    before, fds = _state(victim), _open_fds()
+    remove(tree.fd, b"d")
+    assert os.listdir(tree.path) == [] and _state(victim) == before and _open_fds() == fds
+
+
+def test_walk_holds_few_fds_and_sees_everything(tree):
+    _make_deep(tree.path, "w", DEEP, ("f",))
+    open(os.path.join(tree.path, "top"), "w").close()
+    fds, most, seen, left = _open_fds(), 0, [], 0
+    for parent, name, is_dir in confine.walk(tree.fd):
+        most = max(most, _open_fds())
+        if is_dir is None:
+            left += 1
+        else:
+            seen.append((name, is_dir))
+    assert sorted(seen) == sorted([("w", True)] * DEEP + [("f", False), ("top", False)])
+    assert left == DEEP
+    assert most - fds <= confine._WALK_OPEN_DIRS + 2 and _open_fds() == fds
+    remove(tree.fd, b"w")
+
+
+def test_walk_never_returns_to_a_directory_moved_away(tree):
+    # A directory taken elsewhere while the walk is below it: the walk,
+    # back to an ancestor whose fd it closed, finds `..` is not that
+    # ancestor and stops rather than go on in the wrong directory.
+    _make_deep(tree.path, "m", 100)
+    moved = os.path.join(tree.path, *["m"] * 50)
+    depth = 0
+    with pytest.raises(OSError) as failed:
+        for parent, name, is_dir in confine.walk(tree.fd):
+            depth += 1 if is_dir else -1 if is_dir is None else 0
+            if depth == 100:  # far below the fds the walk holds
+                os.rename(moved, os.path.join(tree.path, "elsewhere"))
+    assert failed.value.errno == errno.ESTALE
+    remove(tree.fd, b"m")
+    remove(tree.fd, b"elsewhere")
+
+
+def test_set_metadata_names_a_refused_xattr_and_skips_an_unsupported_one(tree):
+    os.symlink("t", os.path.join(tree.path, "s"))
+    with pytest.raises(PermissionError, match="setxattr user.x"):
+        set_metadata(tree.fd, b"s", xattrs=[("user.x", b"v")])
+    fd = os.open(os.path.join(tree.path, "f"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError, match="setxattr bogus.name") as failed:
+            set_fd_metadata(fd, xattrs=[("bogus.name", b"v")])
+        assert failed.value.errno == errno.EOPNOTSUPP
+        set_fd_metadata(fd, xattrs=[("bogus.name", b"v"), ("user.k", b"kept")], skip_unsupported_xattrs=True)
+    finally:
+        os.close(fd)
+    assert os.listxattr(os.path.join(tree.path, "f")) == ["user.k"]

@@ -72,3 +72,23 @@ def test_remove_tree_handles_locked_dirs_and_never_follows_links(scratch):
     os.symlink(outside, scratch / "toplink")
     remove_tree(scratch / "toplink")
     assert outside.is_dir()
+
+
+def test_remove_tree_of_any_depth_and_path_length(scratch):
+    # 1500 levels of 9-byte names: deeper than Python's recursion limit and
+    # a path three times PATH_MAX, which only directory fds can reach.
+    fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(1500):
+            os.mkdir("deeper-id", dir_fd=fd)
+            child = os.open("deeper-id", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+        os.symlink(str(scratch / "outside"), "link", dir_fd=fd)
+    finally:
+        os.close(fd)
+    (scratch / "outside").mkdir()
+    remove_tree(scratch / "deeper-id")
+    assert os.listdir(scratch) == ["outside"]
+    remove_tree(scratch / "missing" / "below")  # a parent absent: nothing to do
