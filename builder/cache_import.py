@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +35,7 @@ from cache.digest import Digest
 from cache.index import LayerRecord
 from cache.keys import chain_id
 from runtime import layer as layer_tar
+from runtime.fsutil import remove_tree
 
 
 class CacheImportError(PybuildError):
@@ -191,14 +191,14 @@ def restore_cache_mounts(caches: list[ImportedCache], worker, reporter) -> int:
                     continue
                 cache.fetch(desc)
                 fresh = path.with_name(path.name + ".import")
-                shutil.rmtree(fresh, ignore_errors=True)
+                remove_tree(fresh, ignore_errors=True)
                 fresh.mkdir()
                 try:
                     with worker.store.open(desc.digest) as raw:
                         layer_tar.apply_layer(decompressing_reader(raw, Compression.GZIP), fresh)
                     os.replace(fresh, path)
                 except BaseException:
-                    shutil.rmtree(fresh, ignore_errors=True)
+                    remove_tree(fresh, ignore_errors=True)
                     raise
                 restored += 1
             finally:

@@ -585,18 +585,9 @@ def _version() -> str:
 
 def _tree_size(root: Path) -> int:
     """Bytes used under root, each inode once (snapshots hardlink files)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += info.st_blocks * 512
-    return total
+    from builder.gc import tree_size
+
+    return tree_size(root)
 
 
 def _has_overlayfs() -> bool:

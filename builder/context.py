@@ -238,33 +238,55 @@ class BuildContext:
         parents_path = name[len(pivot):].lstrip("/") if pivot else name
         return Match(pattern, name, parents_path, root, entries)
 
-    def _walk(self, rel_dir: str, abs_dir: str | Path, exclude: "_PatternSet", sub_dir: str = "") -> list[Entry]:
-        """The visible tree below a directory, sorted, symlinks not followed."""
+    def _walk(self, rel_dir: str, abs_dir: str | Path, exclude: "_PatternSet") -> list[Entry]:
+        """The visible tree below a directory, sorted, symlinks not followed.
+        Depth first with an explicit stack: an image's tree may be deeper
+        than Python's recursion limit."""
         out: list[Entry] = []
         observer = self.observer
-        if observer is not None:
-            observer.look(abs_dir)  # its times change when an entry is added, removed or renamed
-        with os.scandir(abs_dir) as it:
-            children = sorted(it, key=lambda d: d.name)
-        for child in children:
-            rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
-            sub = f"{sub_dir}/{child.name}" if sub_dir else child.name
-            st = child.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if exclude.excluded(sub) and not (is_dir and exclude.may_reinclude_below(sub)):
-                continue
-            ignored = self._ignore.excluded(rel)
-            if ignored and not (is_dir and self._ignore.may_reinclude_below(rel)):
-                continue  # pruned: nothing below can come back
-            path = child.path
-            below = self._walk(rel, path, exclude, sub) if is_dir else []
-            if (ignored or exclude.excluded(sub)) and not below:
-                continue
-            out.append(Entry(rel, path, st))
-            if observer is not None:
-                observer.saw(child.path, st)
-            out.extend(below)
+        # Per directory being walked: its sorted children left, its relpath,
+        # its path relative to the walk's top (what `exclude` matches), and
+        # for the ones below the top (where its entry sits in `out`, whether
+        # it only stays with something below it, its path, its lstat).
+        stack = [(self._children(abs_dir), rel_dir, "", None)]
+        while stack:
+            children, rel_dir, sub_dir, placed = stack[-1]
+            for child in children:
+                rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+                sub = f"{sub_dir}/{child.name}" if sub_dir else child.name
+                st = child.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if exclude.excluded(sub) and not (is_dir and exclude.may_reinclude_below(sub)):
+                    continue
+                ignored = self._ignore.excluded(rel)
+                if ignored and not (is_dir and self._ignore.may_reinclude_below(rel)):
+                    continue  # pruned: nothing below can come back
+                conditional = ignored or exclude.excluded(sub)
+                path = child.path
+                if is_dir:
+                    out.append(Entry(rel, path, st))
+                    stack.append((self._children(path), rel, sub, (len(out) - 1, conditional, path, st)))
+                    break  # its entries next; this loop resumes where it left off
+                if conditional:
+                    continue
+                out.append(Entry(rel, path, st))
+                if observer is not None:
+                    observer.saw(path, st)
+            else:
+                stack.pop()
+                if placed is not None:
+                    at, conditional, path, st = placed
+                    if conditional and len(out) == at + 1:
+                        del out[at]  # excluded, and nothing below it came back
+                    elif observer is not None:
+                        observer.saw(path, st)
         return out
+
+    def _children(self, path: str | Path):
+        if self.observer is not None:
+            self.observer.look(path)  # its times change when an entry is added, removed or renamed
+        with os.scandir(path) as it:
+            return iter(sorted(it, key=lambda d: d.name))
 
     def _visible(self, rel: str, path: Path, st: os.stat_result) -> bool:
         if not rel or not self._ignore.excluded(rel):

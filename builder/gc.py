@@ -30,10 +30,10 @@ tries the lock and skips when another build is running.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,8 @@ from pathlib import Path
 from builder.errors import PybuildError
 from builder.image import INDEX_TYPES
 from cache.digest import Digest
+from runtime.confine import walk
+from runtime.fsutil import remove_tree
 
 LOCK_NAME = "gc.lock"
 KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above this size
@@ -115,19 +117,32 @@ class RootLock:
 # sizes ----------------------------------------------------------------------------
 
 def tree_size(path: Path, seen: set | None = None) -> int:
-    """Bytes allocated below `path`, each inode once (hard links)."""
+    """Bytes allocated below `path`, each inode once (hard links). Walked
+    through directory fds, never following a symlink: a snapshot may be
+    any number of levels deep (runtime.confine.walk)."""
     seen = set() if seen is None else seen
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return 0  # nothing below: absent, or no directory (a symlink is not followed)
+        raise
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
+    try:
+        for parent, name, is_dir in walk(top):
+            if is_dir is None:
+                continue
             try:
-                st = os.lstat(os.path.join(dirpath, name))
+                st = os.lstat(name, dir_fd=parent)
             except FileNotFoundError:
                 continue
-            if (st.st_dev, st.st_ino) in seen:
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            seen.add(key)
             total += st.st_blocks * 512
+    finally:
+        os.close(top)
     return total
 
 
@@ -278,14 +293,14 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
         for entry in worker.cache_mounts.iterdir():
             if entry.is_dir():
                 done.freed += tree_size(entry)
-                shutil.rmtree(entry)
+                remove_tree(entry)
                 done.cache_mounts += 1
     # Scratch of builds that died (no build runs while we hold the lock).
     tmp = worker.root / "tmp"
     if tmp.is_dir():
         for entry in tmp.iterdir():
             if entry.name.startswith("build-"):
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry, ignore_errors=True)
     return done
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from builder.reference import Reference
 from cache.digest import Digest
 from frontend import ops
 from frontend.definition import Definition, NamedContext, ResolvedImage
+from runtime.fsutil import remove_tree
 from runtime.spec import NetworkMode
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class BuildSession:
         self.ssh.close()  # stops the ssh-agents this build started
         if self._stats is not None:
             self._stats.close()  # every thread's connection to index.db
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tree(self.tmp, ignore_errors=True)
 
     @property
     def results(self) -> IndexResults:

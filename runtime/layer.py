@@ -626,18 +626,9 @@ class _LayerUnpacker(Unpacker):
         self.set_root_metadata(member)
 
     def open_parent(self, parts, member):
-        # From the deepest directory already open, one O_NOFOLLOW open (or
-        # mkdir) per component; iterative: a path may be 2000 levels deep.
-        depth = len(parts) - 1
-        while depth and parts[:depth] not in self.open_dirs:
-            depth -= 1
-        fd, real = self.cached_dir(parts[:depth], member)
-        for depth in range(depth, len(parts)):
-            if depth:
-                self.open_dirs[parts[:depth]] = (fd, real)  # an intermediate one: cached too
-            fd = self._open_child(fd, parts[depth], member, parts[:depth + 1])
-            real = b"/" + b"/".join(parts[:depth + 1])
-        return fd, real
+        # One O_NOFOLLOW open (or mkdir) per component, with a bounded
+        # number of fds: a path may be 2000 levels deep.
+        return self.open_below(parts, member, self._open_child)
 
     def _open_child(self, dir_fd: int, name: bytes, member, path) -> int:
         try:

@@ -497,50 +497,68 @@ def merge_layers(dest: str, layers: Sequence[str], *, link_files: bool) -> None:
 
 
 def _merge_dir(src: str, dst: str, link_files: bool, links: dict) -> None:
-    for name in os.listdir(src):
-        src_path = os.path.join(src, name)
-        dst_path = os.path.join(dst, name)
-        st = os.lstat(src_path)
-        existing = _lstat_or_none(dst_path)
-        if _is_whiteout(st):
+    # Depth first with an explicit stack (a layer may be thousands of
+    # directories deep); a directory's metadata once its entries are in.
+    stack = [(src, dst, iter(os.listdir(src)), None)]
+    while stack:
+        src_dir, dst_dir, names, done = stack[-1]
+        for name in names:
+            src_path = os.path.join(src_dir, name)
+            dst_path = os.path.join(dst_dir, name)
+            st = os.lstat(src_path)
+            existing = _lstat_or_none(dst_path)
+            if _is_whiteout(st):
+                if existing is not None:
+                    remove_tree(dst_path)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _is_opaque(src_path)):
+                    remove_tree(dst_path)
+                    existing = None
+                if existing is None:
+                    os.mkdir(dst_path, 0o700)
+                stack.append((src_path, dst_path, iter(os.listdir(src_path)), (src_path, dst_path, st)))
+                break  # its entries next; this loop resumes where it left off
             if existing is not None:
                 remove_tree(dst_path)
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _is_opaque(src_path)):
-                remove_tree(dst_path)
-                existing = None
-            if existing is None:
-                os.mkdir(dst_path, 0o700)
-            _merge_dir(src_path, dst_path, link_files, links)
-            copy_metadata(src_path, dst_path, st, skip_xattrs=_OVERLAY_XATTRS)
-            continue
-        if existing is not None:
-            remove_tree(dst_path)
-        if link_files:
-            os.link(src_path, dst_path, follow_symlinks=False)
-            continue
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in links:
-            os.link(links[key], dst_path, follow_symlinks=False)
-            continue
-        copy_node(src_path, dst_path, st, skip_xattrs=_OVERLAY_XATTRS)
-        if st.st_nlink > 1:
-            links[key] = dst_path
+            if link_files:
+                os.link(src_path, dst_path, follow_symlinks=False)
+                continue
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                os.link(links[key], dst_path, follow_symlinks=False)
+                continue
+            copy_node(src_path, dst_path, st, skip_xattrs=_OVERLAY_XATTRS)
+            if st.st_nlink > 1:
+                links[key] = dst_path
+        else:
+            stack.pop()
+            if done is not None:
+                copy_metadata(*done, skip_xattrs=_OVERLAY_XATTRS)
 
 
 # ---------------------------------------------------------------- diffing
 
 
-def _walk(top: str, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, lstat) of everything under `top`, parents first."""
+def _walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, lstat) of everything under `top`, parents first,
+    each directory's entries sorted; iterative, for trees of any depth."""
+    stack = [_sorted_entries(top, "")]
+    while stack:
+        found = next(stack[-1], None)
+        if found is None:
+            stack.pop()
+            continue
+        rel, st = found
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(_sorted_entries(top, rel))
+
+
+def _sorted_entries(top: str, rel: str) -> Iterator[tuple[str, os.stat_result]]:
     with os.scandir(os.path.join(top, rel) if rel else top) as entries:
         children = [(entry.name, entry.stat(follow_symlinks=False)) for entry in entries]
-    for name, st in sorted(children):
-        child = f"{rel}/{name}" if rel else name
-        yield child, st
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(top, child)
+    return iter([(f"{rel}/{name}" if rel else name, st) for name, st in sorted(children)])
 
 
 def _index(top: str) -> dict[str, bool]:
@@ -558,9 +576,12 @@ def _write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper
     current_dirs: set[str] = {""}
 
     def ensure_parents(rel: str) -> None:
+        missing = []
         parent = os.path.dirname(rel)
-        if parent and not os.path.isdir(os.path.join(diff, parent)):
-            ensure_parents(parent)
+        while parent and not os.path.isdir(os.path.join(diff, parent)):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for parent in reversed(missing):
             os.mkdir(os.path.join(diff, parent), 0o700)
             written_dirs.append(parent)
 

@@ -106,6 +106,12 @@ class Unpacker:
             while (member := tar.next()) is not None:
                 try:
                     self._member(tar, member)
+                except UnreadableArchive:
+                    raise
+                except OSError as exc:
+                    # What the filesystem refused (a name too long, a file
+                    # too large, an xattr): one error naming the member.
+                    raise self.refuse(member.name, exc.strerror or str(exc)) from exc
                 finally:
                     tar.members.clear()  # stream mode would keep every TarInfo
                     if self._retired:
@@ -151,7 +157,8 @@ class Unpacker:
                                  lambda: os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent_fd))
             try:
                 self._write(tar, member, fd)
-                confine.set_fd_metadata(fd, uid=uid, gid=gid, mode=member.mode, mtime_ns=mtime, xattrs=xattrs)
+                confine.set_fd_metadata(fd, uid=uid, gid=gid, mode=member.mode, mtime_ns=mtime, xattrs=xattrs,
+                                        skip_unsupported_xattrs=True)
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -164,7 +171,7 @@ class Unpacker:
             # The link's own header sets the inode's metadata (no mode for a
             # symlink: confine.set_metadata never follows it).
             confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=member.mode, mtime_ns=mtime,
-                                 xattrs=xattrs)
+                                 xattrs=xattrs, skip_unsupported_xattrs=True)
         else:
             mode = None if kind == tarfile.SYMTYPE else member.mode
             if kind == tarfile.SYMTYPE:
@@ -176,7 +183,8 @@ class Unpacker:
                 node = (stat.S_IFCHR if kind == tarfile.CHRTYPE else stat.S_IFBLK) | 0o600
                 device = os.makedev(member.devmajor, member.devminor)
                 self._replacing(parent_fd, parent_real, name, lambda: os.mknod(name, node, device, dir_fd=parent_fd))
-            confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=mode, mtime_ns=mtime, xattrs=xattrs)
+            confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=mode, mtime_ns=mtime, xattrs=xattrs,
+                                 skip_unsupported_xattrs=True)
             st = os.lstat(name, dir_fd=parent_fd)
         self._inodes[parts] = (st.st_dev, st.st_ino)
 
@@ -205,7 +213,8 @@ class Unpacker:
         real = _join(parent_real, name)
         try:
             uid, gid = self._owner(member)
-            confine.set_fd_metadata(fd, uid=uid, gid=gid, mode=member.mode, xattrs=self.xattrs(member))
+            confine.set_fd_metadata(fd, uid=uid, gid=gid, mode=member.mode, xattrs=self.xattrs(member),
+                                    skip_unsupported_xattrs=True)
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
@@ -221,7 +230,8 @@ class Unpacker:
         """The destination's own owner, mode and xattrs from `member`, and its
         times at the end."""
         uid, gid = self._owner(member)
-        confine.set_fd_metadata(self.tree.fd, uid=uid, gid=gid, mode=member.mode, xattrs=self.xattrs(member))
+        confine.set_fd_metadata(self.tree.fd, uid=uid, gid=gid, mode=member.mode, xattrs=self.xattrs(member),
+                                skip_unsupported_xattrs=True)
         st = os.fstat(self.tree.fd)
         self._dir_times[(st.st_dev, st.st_ino)] = (b"/", _mtime_ns(member))
 
@@ -264,7 +274,7 @@ class Unpacker:
             return
         remaining = member.size
         while remaining > 0:
-            chunk = source.read(min(remaining, _CHUNK))
+            chunk = _read(source.read, min(remaining, _CHUNK))
             if not chunk:
                 raise self.refuse(member.name, "archive ends inside the file")
             view = memoryview(chunk)
@@ -283,9 +293,9 @@ class Unpacker:
                 continue
             # The unbuffered reader: tarfile's buffered one asks the stream
             # whether it can seek. Forward only: the map is in archive order.
-            source.raw.seek(offset)
+            _read(source.raw.seek, offset)
             while length > 0:
-                chunk = source.raw.read(min(length, _CHUNK))
+                chunk = _read(source.raw.read, min(length, _CHUNK))
                 if not chunk:
                     raise self.refuse(member.name, "archive ends inside the file")
                 view = memoryview(chunk)
@@ -296,6 +306,31 @@ class Unpacker:
         os.ftruncate(fd, member.size)
 
     # -- what subclasses build on
+
+    def open_below(self, parts: Parts, member: tarfile.TarInfo, open_child) -> tuple[int, bytes]:
+        """(fd, real image path) of the member directory `parts`, from the
+        deepest one cached, one component at a time: open_child(dir_fd,
+        name, member, path so far) returns the next fd. Iterative, and the
+        directories passed are cached only while half the cache is free,
+        the deepest first (the next members are most likely beside this
+        one); the others are closed: a member may be thousands of
+        directories deep, and one fd per level would run out of fds."""
+        start = len(parts) - 1
+        while start and parts[:start] not in self.open_dirs:
+            start -= 1
+        fd, real = self.cached_dir(parts[:start], member)
+        room = max(0, _MAX_OPEN_DIRS // 2 - len(self.open_dirs))
+        for depth in range(start, len(parts)):
+            try:
+                child = open_child(fd, parts[depth], member, parts[:depth + 1])
+            finally:
+                if depth > start:  # an fd opened here, not the cache's
+                    if len(parts) - depth <= room:
+                        self.open_dirs[parts[:depth]] = (fd, real)
+                    else:
+                        os.close(fd)
+            fd, real = child, _join(real, parts[depth])
+        return fd, real
 
     def cached_dir(self, parts: Parts, member: tarfile.TarInfo) -> tuple[int, bytes]:
         """(fd, real image path) of the member directory `parts`; the
@@ -338,13 +373,28 @@ class Unpacker:
             except OSError as exc:
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                     continue  # not there as extracted: nothing to set
-                raise
+                # ENAMETOOLONG: deeper than a path can name, where
+                # containerd's extraction fails too
+                raise self.refuse(os.fsdecode(real.lstrip(b"/")), exc.strerror or str(exc)) from exc
             try:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) == (dev, ino):
                     os.utime(fd, ns=(mtime, mtime))
             finally:
                 os.close(fd)
+
+
+class UnreadableArchive(OSError):
+    """The archive's own bytes could not be read (I/O, decompression): an
+    error of the stream, for the caller to report as before, not of a
+    member."""
+
+
+def _read(call, argument):
+    try:
+        return call(argument)
+    except OSError as exc:
+        raise UnreadableArchive(*exc.args) from exc
 
 
 def _lstat(dir_fd: int, name: bytes) -> os.stat_result | None:
