@@ -23,6 +23,7 @@ DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzi
 
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
 

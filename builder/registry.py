@@ -26,6 +26,7 @@ import requests
 from builder.auth import Challenge, CredentialSource, Credentials, DockerConfigAuth, parse_challenge
 from builder.errors import RegistryError
 from builder.image import (
+    CONFIG_TYPES,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     INDEX_TYPES,
@@ -35,6 +36,7 @@ from builder.image import (
     Descriptor,
     Image,
 )
+from builder.image_schema import SchemaError, check_config, check_index, check_manifest
 from builder.reference import Reference
 from builder.registry_config import RegistryHosts
 from cache.digest import Digest
@@ -655,12 +657,17 @@ class RegistryClient:
         manifest, manifest_json = top, top_json
         if top.media_type in INDEX_TYPES:
             index = top
+            try:
+                check_index(top_json)
+            except SchemaError as exc:
+                raise RegistryError(f"{what}: malformed index {top.digest}: {exc}") from None
             child = select_platform(top_json.get("manifests") or [], platform)
             if child is None:
                 wanted = "/".join(parse_platform(platform).values())
                 raise RegistryError(f"{what}: no match for platform {wanted} in manifest list")
             manifest, manifest_json = self._get_manifest(ref, str(child.digest), child, what)
         try:
+            check_manifest(manifest_json)
             config = Descriptor.from_json(manifest_json["config"])
             layers = tuple(Descriptor.from_json(layer) for layer in manifest_json.get("layers") or ())
         except (KeyError, TypeError, ValueError, InvalidDigest) as exc:
@@ -677,6 +684,12 @@ class RegistryClient:
             config_json = _json_object(data)
         except ValueError as exc:
             raise RegistryError(f"{what}: image config {config.digest} is not valid JSON: {exc}") from exc
+        if config.media_type in CONFIG_TYPES:
+            # Other config types (a pybuild cache's) are their reader's to check.
+            try:
+                check_config(config_json)
+            except SchemaError as exc:
+                raise RegistryError(f"{what}: invalid image config {config.digest}: {exc}") from None
         return ResolvedManifest(ref.with_digest(top.digest), manifest, manifest_json, config, config_json,
                                 layers, index)
 

@@ -1,0 +1,217 @@
+"""Image configs, manifests and indexes that parse as JSON but have fields
+of the wrong type (issue 14 follow-up, red-team finding): `FROM` such an
+image is one `ERROR:` line naming the field, exit status 1, no traceback,
+and the root stays clean for `doctor`. The bad configs are pushed raw to
+the real registry fixture (which checks digests, not config types); the
+bad indexes, which the registry would refuse on push, are served by a
+hostile server on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from fixtures import busybox
+
+PYBUILD = ["pybuild"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYBUILD_", "SUDO_")) and k != "SOURCE_DATE_EPOCH"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
+    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def _pybuild(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*PYBUILD, *args], capture_output=True, text=True, timeout=180,
+                          env=env or _env(tmp_path))
+
+
+def _build(tmp_path: Path, root: Path, dockerfile: str, *args: str, env: dict | None = None):
+    context = tmp_path / f"ctx-{len(list(tmp_path.glob('ctx-*')))}"
+    context.mkdir()
+    (context / "Dockerfile").write_text(dockerfile)
+    return _pybuild(tmp_path, "build", "--root", str(root), "--progress", "plain", *args, str(context), env=env)
+
+
+def _refused(done: subprocess.CompletedProcess, *words: str) -> None:
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, out
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def _doctor_clean(tmp_path: Path, root: Path) -> None:
+    done = _pybuild(tmp_path, "doctor", "--root", str(root))
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _put_blob(host: str, repo: str, data: bytes) -> dict:
+    start = requests.post(f"http://{host}/v2/{repo}/blobs/uploads/", timeout=30)
+    start.raise_for_status()
+    location = start.headers["Location"]
+    location = location if location.startswith("http") else f"http://{host}{location}"
+    sep = "&" if "?" in location else "?"
+    requests.put(f"{location}{sep}digest={_digest(data)}", data=data, timeout=30,
+                 headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+    return {"digest": _digest(data), "size": len(data)}
+
+
+@pytest.fixture(scope="module")
+def busybox_parts(tmp_path_factory):
+    """busybox's gzip layer and its diff_id."""
+    layout = tmp_path_factory.mktemp("malformed-busybox")
+    image = busybox.build_busybox_layout(layout)
+    layer = (layout / "blobs" / "sha256" / image.layers[0].hex).read_bytes()
+    return layer, str(image.diff_ids[0])
+
+
+def _push_config(registry, repo: str, config: bytes, layer: bytes) -> str:
+    """Push an image of busybox's layer whose config blob is `config`, as is."""
+    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **_put_blob(registry.host, repo, layer)}]
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
+                           "config": {"mediaType": busybox.OCI_CONFIG, **_put_blob(registry.host, repo, config)},
+                           "layers": layers}).encode()
+    requests.put(f"http://{registry.host}/v2/{repo}/manifests/latest", data=manifest, timeout=30,
+                 headers={"Content-Type": busybox.OCI_MANIFEST}).raise_for_status()
+    return f"{registry.host}/{repo}:latest"
+
+
+def _config(diff_id: str, **fields) -> bytes:
+    body = {"architecture": busybox.host_arch(), "os": "linux",
+            "config": {"Env": [busybox.PATH_ENV], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "history": [{"created_by": "busybox"}]}
+    for name, value in fields.items():
+        if name in ("Env", "User", "WorkingDir", "Cmd"):
+            body["config"][name] = value
+        else:
+            body[name] = value
+    return json.dumps(body).encode()
+
+
+CONFIG_CASES = {
+    "env-ints": ({"Env": [1, 2]}, "config.Env[0] must be a string"),
+    "env-string": ({"Env": "A=B"}, "config.Env must be a list"),
+    "rootfs-string": ({"rootfs": "x"}, "rootfs must be an object"),
+    "diff-ids-int": ({"rootfs": {"type": "layers", "diff_ids": 5}}, "rootfs.diff_ids must be a list"),
+    "user-object": ({"User": {}}, "config.User must be a string"),
+    "workdir-int": ({"WorkingDir": 5}, "config.WorkingDir must be a string"),
+    "history-string": ({"history": "x"}, "history must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_a_config_field_of_the_wrong_type(tmp_path, registry, busybox_parts, case):
+    layer, diff_id = busybox_parts
+    fields, message = CONFIG_CASES[case]
+    ref = _push_config(registry, f"malformed-{case}", _config(diff_id, **fields), layer)
+    root = tmp_path / "root"
+    _refused(_build(tmp_path, root, f"FROM {ref}\nRUN echo $A; pwd\n"), ref.rsplit(":", 1)[0], message)
+    _doctor_clean(tmp_path, root)
+
+
+def test_a_lone_surrogate_in_a_config_string(tmp_path, registry, busybox_parts):
+    layer, diff_id = busybox_parts
+    config = _config(diff_id).replace(busybox.PATH_ENV.encode(), b"A=\\ud800")
+    assert b"\\ud800" in config
+    ref = _push_config(registry, "malformed-surrogate", config, layer)
+    root = tmp_path / "root"
+    _refused(_build(tmp_path, root, f"FROM {ref}\nRUN true\n"), "config.Env[0] is not valid UTF-8")
+    _doctor_clean(tmp_path, root)
+
+
+def test_a_well_typed_config_still_builds(tmp_path, registry, busybox_parts):
+    """The control: the same pushes with the right types build."""
+    layer, diff_id = busybox_parts
+    ref = _push_config(registry, "malformed-control", _config(diff_id, Env=["A=B", busybox.PATH_ENV]), layer)
+    done = _build(tmp_path, tmp_path / "root", f"FROM {ref}\nRUN test \"$A\" = B\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+class _HostileRegistry(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, manifests: dict[str, bytes]):
+        self.manifests = manifests
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        parts = self.path.split("?")[0].split("/")
+        body, media_type = b"", "application/json"
+        if self.path == "/v2/":
+            status = 200
+        elif len(parts) == 5 and parts[3] == "manifests" and parts[2] in self.server.manifests:
+            status, body, media_type = 200, self.server.manifests[parts[2]], busybox.OCI_INDEX
+        else:
+            status = 404
+        self.send_response(status)
+        self.send_header("Content-Type", media_type)
+        self.send_header("Content-Length", str(len(body)))
+        if body:
+            self.send_header("Docker-Content-Digest", _digest(body))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+
+@pytest.fixture
+def hostile_registry():
+    server = _HostileRegistry({})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+_ENTRY = {"mediaType": busybox.OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 100}
+INDEX_CASES = {
+    "manifests-object": ({"a": 1}, "manifests must be a list"),
+    "platform-string": ([{**_ENTRY, "platform": "linux/amd64"}], "manifests[0].platform must be an object"),
+    "entry-int": ([5], "manifests[0] must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_CASES))
+def test_an_index_of_the_wrong_shape(tmp_path, hostile_registry, case):
+    manifests, message = INDEX_CASES[case]
+    name = f"index-{case}"
+    hostile_registry.manifests[name] = json.dumps(
+        {"schemaVersion": 2, "mediaType": busybox.OCI_INDEX, "manifests": manifests}).encode()
+    host = f"127.0.0.1:{hostile_registry.server_address[1]}"
+    root = tmp_path / "root"
+    _refused(_build(tmp_path, root, f"FROM {host}/{name}\nRUN true\n"), f"{host}/{name}", message)
+    _doctor_clean(tmp_path, root)
