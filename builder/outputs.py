@@ -53,6 +53,7 @@ def parse_output(text: str) -> OutputSpec:
     """`type=oci,dest=out.tar`; a bare path means `type=local,dest=PATH`,
     and `-` a tar on stdout, as in buildx."""
     if "=" not in text.split(",")[0]:
+        _check_owner()
         if text == "-":
             return OutputSpec(OutputType.TAR, {"dest": "-"})
         return OutputSpec(OutputType.LOCAL, {"dest": text})
@@ -77,7 +78,17 @@ def parse_output(text: str) -> OutputSpec:
     if output_type in (OutputType.OCI, OutputType.DOCKER, OutputType.LOCAL, OutputType.TAR) and not attrs.get("dest"):
         if output_type is not OutputType.DOCKER:
             raise OutputError(f"output type={kind} needs dest=PATH")
+    if output_type in (OutputType.LOCAL, OutputType.TAR):
+        _check_owner()
     return OutputSpec(output_type, attrs)
+
+
+def _check_owner() -> None:
+    """Refuse a SUDO_UID/SUDO_GID the export could not chown to now,
+    before the build, rather than partway through writing the output."""
+    from builder.export.rootfs import invoking_owner
+
+    invoking_owner()
 
 
 # Attributes each output type understands besides its export options.

@@ -110,12 +110,24 @@ def invoking_owner() -> tuple[int, int]:
     """Who a local export's files belong to: buildx's client writes them as
     itself; pybuild runs as root, mostly through sudo, so as the user sudo
     ran it for."""
-    if os.getuid() == 0:
-        try:
-            return int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
-        except (KeyError, ValueError):
-            pass
+    if os.getuid() == 0 and ("SUDO_UID" in os.environ or "SUDO_GID" in os.environ):
+        return _sudo_id("SUDO_UID"), _sudo_id("SUDO_GID")
     return os.getuid(), os.getgid()
+
+
+# uid_t is 32 bits and (uid_t)-1 means "leave the owner as it is" to
+# chown(2): an owner of 4294967295 would silently keep root's files root's.
+_MAX_ID = 4294967294
+
+
+def _sudo_id(name: str) -> int:
+    """A user or group id sudo set, refused unless it is one chown can give;
+    the local and tar outputs check it before the build (builder.outputs),
+    so nothing is written under an owner that cannot be."""
+    text = os.environ.get(name, "")
+    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_ID:
+        raise ExportError(f"{name}={text!r} is not a valid id (0 to {_MAX_ID}): cannot choose the owner of the output")
+    return int(text)
 
 
 def write_local(source: Path, dest: Path, *, owner: tuple[int, int] | None, preserve_special: bool) -> None:

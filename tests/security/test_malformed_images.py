@@ -215,3 +215,28 @@ def test_an_index_of_the_wrong_shape(tmp_path, hostile_registry, case):
     root = tmp_path / "root"
     _refused(_build(tmp_path, root, f"FROM {host}/{name}\nRUN true\n"), f"{host}/{name}", message)
     _doctor_clean(tmp_path, root)
+
+
+@pytest.mark.parametrize("uid", ["-5", "99999999999", "4294967295", "12ab", ""])
+def test_a_sudo_uid_chown_cannot_give(tmp_path, busybox_image, uid):
+    """A local export's owner comes from SUDO_UID/SUDO_GID: one that is no
+    uid (negative, past 32 bits, (uid_t)-1 which chown takes for "keep
+    root") is refused before the build, and nothing is written."""
+    dest = tmp_path / "out"
+    for name in ("SUDO_UID", "SUDO_GID"):
+        env = _env(tmp_path, SUDO_UID="1000", SUDO_GID="1000")
+        env[name] = uid
+        done = _build(tmp_path, tmp_path / "root", f"FROM {busybox_image.ref}\nRUN true\n",
+                      "-o", f"type=local,dest={dest}", env=env)
+        _refused(done, name, "not a valid id")
+        assert not dest.exists()
+
+
+def test_a_sudo_uid_owns_the_local_export(tmp_path, busybox_image):
+    """The control: a valid SUDO_UID/SUDO_GID owns what the export wrote."""
+    dest = tmp_path / "out"
+    done = _build(tmp_path, tmp_path / "root", f"FROM {busybox_image.ref}\nRUN true\n",
+                  "-o", f"type=local,dest={dest}", env=_env(tmp_path, SUDO_UID="4294967294", SUDO_GID="1234"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (os.stat(dest).st_uid, os.stat(dest).st_gid) == (4294967294, 1234)
+    assert os.stat(dest / "bin" / "busybox").st_uid == 4294967294
