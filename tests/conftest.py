@@ -164,7 +164,8 @@ def fault_proxy(registry) -> FaultProxy:
 def _leftover_temp_files(root: Path) -> list[str]:
     found = []
     for path in root.rglob("*"):
-        if path.is_file() and (path.parent.name == "ingest" or ".tmp" in path.name):
+        if path.name.startswith(".pybuild-export-") or (
+                path.is_file() and (path.parent.name == "ingest" or ".tmp" in path.name)):
             found.append(str(path.relative_to(root)))
     return sorted(found)
 

@@ -18,17 +18,18 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from builder.errors import ExportError, InvalidReference
+from builder.export import scratch
 from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
 from builder.reference import Reference
 from cache.digest import Digest
 from cache.errors import BlobNotFound
 from cache.store import ContentStore
+from runtime.fsutil import remove_tree
 
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -153,57 +154,34 @@ def write_directory(store: ContentStore, entries: Sequence[Entry], root: Path) -
             target.write_bytes(entry.data)
 
 
-def _scratch_prefix(dest: Path) -> str:
-    """The name of a temp file or directory beside `dest`, up to its random
-    part: it carries our pid, so that the next export to `dest` can remove
-    what an exporter killed by SIGKILL left there."""
-    return f".{dest.name}.{os.getpid()}."
-
-
-def _remove_stale_beside(dest: Path) -> None:
-    from runtime.executor import left_by_dead_process
-
-    start = f".{dest.name}."
-    try:
-        names = os.listdir(dest.parent)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(start) or not (name.endswith(".tmp") or name.endswith(".tmp.old")):
-            continue
-        if left_by_dead_process(name[len(start):], "."):
-            path = dest.parent / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-
-
 def atomic_file(dest: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `dest` through a temp file beside it, fsynced, then renamed."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_dir():
-            raise ExportError(f"cannot write {dest}: is a directory")
-        _remove_stale_beside(dest)
-        fd, name = tempfile.mkstemp(prefix=_scratch_prefix(dest), suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
-        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    tmp = Path(name)
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-        done = True
-    except OSError as exc:
-        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
+    """Write `dest` through a temp file beside it (builder/export/scratch.py),
+    fsynced, then renamed: a symlink at dest is replaced, never followed."""
+    with scratch.exporting():
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir():
+                raise ExportError(f"cannot write {dest}: is a directory")
+            scratch.remove_left_over_in(dest.parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            name, fd = scratch.make(lambda n: os.open(dest.parent / n, flags, 0o600), dest.parent)
+        except OSError as exc:
+            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        tmp = dest.parent / name
+        done = False
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+                out.flush()
+                os.fchmod(out.fileno(), 0o644)
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+            done = True
+        except OSError as exc:
+            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        finally:
+            if not done:
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
@@ -216,31 +194,34 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
         raise ExportError(f"cannot write {dest}: exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not (dest / OCI_LAYOUT_FILE).is_file():
         raise ExportError(f"cannot write {dest}: exists and is not an OCI layout")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_beside(dest)
-        tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(dest), suffix=".tmp", dir=dest.parent))
-    except OSError as exc:
-        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    old = None
-    done = False
-    try:
-        tmp.chmod(0o755)
-        fill(tmp)
-        if dest.exists():
-            old = dest.with_name(f"{tmp.name}.old")
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        done = True
-    except OSError as exc:
-        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    finally:
-        if not done:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and not dest.exists():
-                os.rename(old, dest)
-        elif old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with scratch.exporting():
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            scratch.remove_left_over_in(dest.parent)
+            name, _ = scratch.make(lambda n: os.mkdir(dest.parent / n, 0o700), dest.parent)
+        except OSError as exc:
+            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        tmp = dest.parent / name
+        old = None
+        done = False
+        try:
+            tmp.chmod(0o755)
+            fill(tmp)
+            if dest.exists():
+                # the name is ours alone: its random part was fresh for tmp
+                old = dest.with_name(name + scratch.OLD)
+                os.rename(dest, old)
+            os.rename(tmp, dest)
+            done = True
+        except OSError as exc:
+            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        finally:
+            if not done:
+                remove_tree(tmp, ignore_errors=True)
+                if old is not None and not dest.exists():
+                    os.rename(old, dest)
+            elif old is not None:
+                remove_tree(old, ignore_errors=True)
 
 
 def stream_oci_archive(store: ContentStore, image: Image, out: BinaryIO, *,

@@ -32,10 +32,10 @@ import errno
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from builder.errors import PybuildError
+from builder.export import scratch
 from runtime import layer as layer_tar
 from runtime.confine import Tree, remove, set_metadata
 from runtime.fsutil import copy_data, read_xattrs
@@ -70,17 +70,29 @@ def _write_tar(merged: Path, dest: Path) -> None:
         raise ExportError(f"destination file {dest} is a directory")
     owner = invoking_owner()
     _make_dirs(dest.parent, owner)
-    fd, name = tempfile.mkstemp(prefix=".pybuild-", dir=dest.parent)
+    with scratch.exporting():
+        _write_tar_beside(merged, dest, owner)
+
+
+def _write_tar_beside(merged: Path, dest: Path, owner: tuple[int, int]) -> None:
+    parent_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with os.fdopen(fd, "wb") as out:
-            layer_tar.write_layer(merged, out)
-            # As buildx's client creates it: the user's, 0666 less the umask.
-            os.fchown(out.fileno(), *owner)
-            os.fchmod(out.fileno(), 0o666 & ~_umask())
-        os.replace(name, dest)  # replaces a symlink at dest, never follows it
-    except BaseException:
-        os.unlink(name)
-        raise
+        scratch.remove_left_over(parent_fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        name, fd = scratch.make(lambda n: os.open(n, flags, 0o600, dir_fd=parent_fd), dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                layer_tar.write_layer(merged, out)
+                # As buildx's client creates it: the user's, 0666 less the umask.
+                os.fchown(out.fileno(), *owner)
+                os.fchmod(out.fileno(), 0o666 & ~_umask())
+            # replaces a symlink at dest, never follows it
+            os.replace(name, dest.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        except BaseException:
+            os.unlink(name, dir_fd=parent_fd)
+            raise
+    finally:
+        os.close(parent_fd)
 
 
 def _umask() -> int:
@@ -138,7 +150,7 @@ def write_local(source: Path, dest: Path, *, owner: tuple[int, int] | None, pres
     _make_dirs(dest, invoking_owner() if owner is None else owner)
     src_fd = os.open(source, _DIR_FLAGS)
     try:
-        with Tree(os.path.realpath(dest)) as tree:
+        with scratch.exporting(), Tree(os.path.realpath(dest)) as tree:
             _LocalWriter(tree, owner, preserve_special).run(src_fd)
     finally:
         os.close(src_fd)
@@ -150,7 +162,6 @@ class _LocalWriter:
         self.owner = owner
         self.preserve_special = preserve_special
         self._links: dict[tuple[int, int], str] = {}  # source inode -> path of its first copy in dest
-        self._tmp_count = 0
 
     def run(self, src_root: int) -> None:
         # Depth first with an explicit stack (an image's tree may be deeper
@@ -158,6 +169,7 @@ class _LocalWriter:
         # names left to copy, the source directory's stat for its metadata).
         stack = [(os.dup(src_root), os.dup(self.tree.fd), "", _names(src_root), None)]
         try:
+            scratch.remove_left_over(self.tree.fd)
             while stack:
                 src_fd, dst_fd, path, names, st = stack[-1]
                 name = next(names, None)
@@ -180,6 +192,7 @@ class _LocalWriter:
                         os.close(child_src)
                         raise
                     stack.append((child_src, child_dst, child, _names(child_src), child_st))
+                    scratch.remove_left_over(child_dst)
                 else:
                     self._node(src_fd, dst_fd, name, child_st, child)
         finally:
@@ -211,15 +224,15 @@ class _LocalWriter:
             return  # tar cannot hold sockets either
         if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and not self.preserve_special:
             return
-        tmp = self._tmp_name()
         if stat.S_ISREG(mode):
-            if st.st_nlink > 1 and self._link(st, dst_fd, tmp):
-                self._replace(dst_fd, tmp, name)
+            linked = self._link(st, dst_fd) if st.st_nlink > 1 else None
+            if linked is not None:
+                self._replace(dst_fd, linked, name)
                 return
             src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
             try:
-                dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                              dir_fd=dst_fd)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                tmp, dst = scratch.make(lambda n: os.open(n, flags, 0o600, dir_fd=dst_fd), path)
                 try:
                     copy_data(src, dst, st.st_size)
                     self._set_fd_metadata(dst, st, self._xattrs(src))
@@ -234,11 +247,13 @@ class _LocalWriter:
                 self._links[(st.st_dev, st.st_ino)] = path
         else:
             if stat.S_ISLNK(mode):
-                os.symlink(os.readlink(name, dir_fd=src_fd), tmp, dir_fd=dst_fd)
+                target = os.readlink(name, dir_fd=src_fd)
+                tmp, _ = scratch.make(lambda n: os.symlink(target, n, dir_fd=dst_fd), path)
             elif stat.S_ISFIFO(mode):
-                os.mkfifo(tmp, 0o600, dir_fd=dst_fd)
+                tmp, _ = scratch.make(lambda n: os.mkfifo(n, 0o600, dir_fd=dst_fd), path)
             else:
-                os.mknod(tmp, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dst_fd)
+                tmp, _ = scratch.make(
+                    lambda n: os.mknod(n, stat.S_IFMT(mode) | 0o600, st.st_rdev, dir_fd=dst_fd), path)
             try:
                 self._set_name_metadata(dst_fd, tmp, st, self._name_xattrs(src_fd, name))
             except BaseException:
@@ -246,7 +261,8 @@ class _LocalWriter:
                 raise
         self._replace(dst_fd, tmp, name)
 
-    def _replace(self, dst_fd: int, tmp: bytes, name: bytes) -> None:
+    def _replace(self, dst_fd: int, tmp: str, name: bytes) -> None:
+        tmp = os.fsencode(tmp)
         try:
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
             return
@@ -262,25 +278,23 @@ class _LocalWriter:
             os.unlink(tmp, dir_fd=dst_fd)
             raise
 
-    def _link(self, st: os.stat_result, dst_fd: int, tmp: bytes) -> bool:
-        """Hard-link `tmp` to the first copy of the same inode, if any."""
+    def _link(self, st: os.stat_result, dst_fd: int) -> str | None:
+        """A temporary name in dst_fd hard-linked to the first copy of the
+        same inode; None when there is none to link to."""
         first = self._links.get((st.st_dev, st.st_ino))
         if first is None:
-            return False
+            return None
         parent_fd, first_name = self.tree.parent(first)
         try:
-            os.link(first_name, tmp, src_dir_fd=parent_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+            tmp, _ = scratch.make(lambda n: os.link(first_name, n, src_dir_fd=parent_fd, dst_dir_fd=dst_fd,
+                                                    follow_symlinks=False), first)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.EMLINK):
                 raise
-            return False  # the first copy was replaced meanwhile, or too many links: copy
+            return None  # the first copy was replaced meanwhile, or too many links: copy
         finally:
             os.close(parent_fd)
-        return True
-
-    def _tmp_name(self) -> bytes:
-        self._tmp_count += 1
-        return f".pybuild-export-{os.getpid()}-{self._tmp_count}".encode()
+        return tmp
 
     def _owner(self, st: os.stat_result) -> tuple[int, int]:
         return (st.st_uid, st.st_gid) if self.owner is None else self.owner

@@ -252,13 +252,13 @@ def test_kill_during_export(tmp_path, busybox_image):
     context = _context(tmp_path, f"FROM {busybox_image.ref}\n"
                                  "RUN dd if=/dev/urandom of=/big bs=1M count=48 2>/dev/null\n")
     build = Build(tmp_path, root, context, "builtin", "-o", f"type=oci,dest={out}", mark=uuid.uuid4().hex)
-    _wait_until(lambda: any(p.name.startswith(f".{out.name}.{build.pid}.") for p in tmp_path.iterdir()),
+    _wait_until(lambda: any(p.name.startswith(f".pybuild-export-{build.pid}_") for p in tmp_path.iterdir()),
                 what="the export's temp file")
     died = build.kill()
     _assert_nothing_survives(build, died)
     _next_command(root, "build", "--isolation", "builtin", "-o", f"type=oci,dest={out}", str(context))
     _assert_reclaimed(root, build)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pybuild-")]
 
 
 def test_kill_at_random_points(tmp_path, busybox_image):
