@@ -9,6 +9,7 @@ from pathlib import Path
 
 from builder.errors import PybuildError
 from builder.image import REF_NAME_ANNOTATION
+from builder.image_schema import SchemaError, check_index
 from cache.digest import Digest
 from cache.errors import DigestMismatch, SizeMismatch
 
@@ -25,6 +26,10 @@ def tagged_entries(root: Path, tag: str) -> list[dict]:
         raise LayoutError(f"{root} is not an OCI layout (no index.json)") from None
     except (OSError, ValueError) as exc:
         raise LayoutError(f"cannot read {root}/index.json: {exc}") from None
+    try:
+        check_index(index)
+    except SchemaError as exc:
+        raise LayoutError(f"{root}/index.json is not a valid OCI index: {exc}") from None
     return [m for m in index.get("manifests") or [] if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) == tag]
 
 

@@ -240,3 +240,14 @@ def test_a_sudo_uid_owns_the_local_export(tmp_path, busybox_image):
     assert done.returncode == 0, done.stdout + done.stderr
     assert (os.stat(dest).st_uid, os.stat(dest).st_gid) == (4294967294, 1234)
     assert os.stat(dest / "bin" / "busybox").st_uid == 4294967294
+
+
+def test_an_oci_layout_context_whose_index_is_of_the_wrong_shape(tmp_path):
+    layout = tmp_path / "layout"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [5]}))
+    root = tmp_path / "root"
+    done = _build(tmp_path, root, "FROM base\nRUN true\n", "--build-context", f"base=oci-layout://{layout}:latest")
+    _refused(done, "manifests[0] must be an object")
+    _doctor_clean(tmp_path, root)
