@@ -10,14 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
 from pathlib import Path
 
 from runtime import confine
 from runtime.errors import RuntimeFailure
-
-# Linux's own limit on symlinks followed during one lookup (MAXSYMLINKS).
-_MAX_SYMLINKS = 40
 
 _COPY_CHUNK = 1 << 20
 
@@ -29,48 +25,31 @@ class SymlinkLoop(RuntimeFailure):
 
 
 def resolve_in_root(root: Path, path: str, *, follow_final: bool = True) -> Path:
-    """The host path of the image path `path` inside the rootfs `root`.
+    """The host path of the image path `path` inside the rootfs `root`, for
+    code that hands a path on (a bind mount source, a context entry to hash).
 
-    Symlinks met on the way are followed as the kernel would inside a
-    container whose `/` is `root`: an absolute target restarts at `root`, and
-    `..` never climbs above it (so `ln -s ../../.. x` stays inside). Missing
-    components are kept literally, so the result may not exist yet (COPY and
-    WORKDIR create it). With follow_final=False a symlink in the last
-    component is returned itself, not its target.
+    Symlinks are followed as the kernel would inside a container whose `/`
+    is `root` (runtime.confine.Tree.join: absolute targets and `..` stay
+    inside, a dangling link leads to what it points at); missing components
+    are kept literally, so the result may not exist yet. With
+    follow_final=False a symlink in the last component is returned itself.
     """
     root = Path(root)
-    pending = deque(path.split("/"))
-    resolved: list[str] = []
-    followed = 0
-    while pending:
-        name = pending.popleft()
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        is_final = all(part in ("", ".") for part in pending)
-        candidate = root.joinpath(*resolved, name)
-        if is_final and not follow_final:
-            resolved.append(name)
-            continue
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(name)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(name)
-            continue
-        followed += 1
-        if followed > _MAX_SYMLINKS:
-            raise SymlinkLoop(path)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extendleft(reversed(target.split("/")))
-    return root.joinpath(*resolved)
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    final = None
+    if not follow_final and parts and parts[-1] != "..":
+        final = parts.pop()
+    try:
+        # The root itself is pybuild's to name (a context given as a
+        # symlink, say); what is inside it is not.
+        with confine.Tree(os.path.realpath(root)) as tree:
+            inside = tree.join("/".join(parts))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkLoop(path) from None
+        raise
+    host = root.joinpath(inside.lstrip("/"))
+    return host / final if final is not None else host
 
 
 def remove_tree(path: Path | str, *, ignore_errors: bool = False) -> None:
