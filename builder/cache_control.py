@@ -142,7 +142,8 @@ class _InlineCacheAssembler:
 class _ForcingResults:
     """A forced step's new result replaces the old one under its key (the
     index otherwise keeps the first result recorded for a key, and the
-    re-run would be thrown away).
+    re-run would be thrown away). The old record is kept under a key no
+    lookup uses (index.retire_result), for GC to drop as it drops any.
 
     The solver never looks a forced step up, so a key recorded without a
     lookup belongs to a forced step."""
@@ -164,7 +165,7 @@ class _ForcingResults:
         if self._forced and key not in self._looked_up:
             cached = self._index.get_result(key)
             if cached is not None and tuple(cached.chain) != tuple(result):
-                self._index.drop_result(key)
+                self._index.retire_result(key, cached.chain)
         return self._inner.record(key, result)
 
     def created(self, key):

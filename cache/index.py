@@ -16,6 +16,7 @@ Tables
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -115,6 +116,16 @@ class Index:
     def drop_result(self, key: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM results WHERE key=?", (key,))
+
+    def retire_result(self, key: str, chain: tuple[str, ...]) -> None:
+        """Move the result recorded for `key`, if it is still `chain`, to a
+        key nothing looks up, to make room for a forced step's new result.
+        As BuildKit's cache keeps the record a --no-cache run replaced, the
+        old chain stays referred to (a running build may use it) until GC
+        drops it, least recently used first."""
+        retired = f"{key}#replaced-{os.urandom(8).hex()}"
+        with self._tx() as db:
+            db.execute("UPDATE results SET key=? WHERE key=? AND chain=?", (retired, key, json.dumps(list(chain))))
 
     def all_results(self) -> list[CachedResult]:
         rows = self._db().execute("SELECT key, chain, created FROM results").fetchall()
