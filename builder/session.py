@@ -196,6 +196,8 @@ class BuildSession:
         return self._stats
 
     def resolve_image(self, text: str, platform: ops.Platform) -> ResolvedImage:
+        from builder.image_schema import check_config, check_manifest
+
         ref = Reference.parse(text)
         platform_key = str(platform)
         manifest_digest = ref.digest
@@ -210,11 +212,13 @@ class BuildSession:
             resolved = self.resolve_manifest(ref, platform)
             manifest_digest = resolved.manifest.digest
             manifest = resolved.manifest_json
+        _check_stored(ref, "manifest", check_manifest, manifest)
         config_digest = Digest.parse(manifest["config"]["digest"])
         if not self.worker.store.has(config_digest):
             resolved = self.resolve_manifest(ref, platform)
             manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
         config = json.loads(self.worker.store.read_bytes(config_digest))
+        _check_stored(ref, "image config", check_config, config)
         if self.observer is not None:
             self.observer.used_image(ref, platform_key, manifest_digest, config_digest)
         name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
@@ -268,3 +272,15 @@ class BuildSession:
         from builder.export.run import run_outputs
 
         return run_outputs(self, assembler, chain, tags, specs, push)
+
+
+def _check_stored(ref: Reference, what: str, check, body) -> None:
+    """The store holds documents from OCI layouts and older pybuilds too,
+    not only what passed the registry client's checks."""
+    from builder.errors import RegistryError
+    from builder.image_schema import SchemaError
+
+    try:
+        check(body)
+    except SchemaError as exc:
+        raise RegistryError(f"image {ref}: invalid {what}: {exc}") from None

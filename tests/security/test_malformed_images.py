@@ -251,3 +251,28 @@ def test_an_oci_layout_context_whose_index_is_of_the_wrong_shape(tmp_path):
     done = _build(tmp_path, root, "FROM base\nRUN true\n", "--build-context", f"base=oci-layout://{layout}:latest")
     _refused(done, "manifests[0] must be an object")
     _doctor_clean(tmp_path, root)
+
+
+def test_an_oci_layout_context_whose_config_is_of_the_wrong_type(tmp_path, busybox_parts):
+    """A layout's image reaches the build through the store, not the
+    registry client: its config is checked there too."""
+    layer, diff_id = busybox_parts
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict:
+        (blobs / _digest(data)[7:]).write_bytes(data)
+        return {"digest": _digest(data), "size": len(data)}
+
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
+                           "config": {"mediaType": busybox.OCI_CONFIG, **put(_config(diff_id, Env=[1, 2]))},
+                           "layers": [{"mediaType": busybox.OCI_LAYER_GZIP, **put(layer)}]}).encode()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": busybox.OCI_MANIFEST, **put(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    root = tmp_path / "root"
+    done = _build(tmp_path, root, "FROM base\nRUN true\n", "--build-context", f"base=oci-layout://{layout}:latest")
+    _refused(done, "config.Env[0] must be a string")
+    _doctor_clean(tmp_path, root)
