@@ -581,6 +581,63 @@ def _remove_name(remove_call, dir_fd: int, name: str) -> None:
 _WALK_OPEN_DIRS = 32
 
 
+class DirStack:
+    """The directory fds of a depth-first walk, from where it started down
+    to where it is, each with the caller's data: at most _WALK_OPEN_DIRS+1
+    of them open, however deep the walk goes. Going deeper closes the fd
+    of an ancestor far up; coming back to it opens it again through `..`
+    of the directory left, which must be the very directory closed
+    (st_dev, st_ino): one moved meanwhile is an OSError (ESTALE), never a
+    walk going on elsewhere. The stack owns its fds."""
+
+    def __init__(self, fd: int, data=None):
+        self._fds = [fd]  # -1 while closed
+        self._ids: list[tuple[int, int] | None] = [None]  # (st_dev, st_ino) of a closed one
+        self._data = [data]
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    @property
+    def fd(self) -> int:
+        """The directory the walk is in (always open)."""
+        return self._fds[-1]
+
+    @property
+    def data(self):
+        return self._data[-1]
+
+    def push(self, fd: int, data=None) -> None:
+        """Go into the directory `fd` (the stack's from now on)."""
+        self._fds.append(fd)
+        self._ids.append(None)
+        self._data.append(data)
+        far = len(self._fds) - _WALK_OPEN_DIRS - 2
+        if far > 0 and self._fds[far] >= 0:
+            info = os.fstat(self._fds[far])
+            self._ids[far] = (info.st_dev, info.st_ino)
+            os.close(self._fds[far])
+            self._fds[far] = -1
+
+    def pop(self) -> tuple[int, object]:
+        """Leave the directory the walk is in: (its fd, now the caller's to
+        close, its data). The one below is open again on return."""
+        fd = self._fds[-1]
+        if len(self._fds) > 1 and self._fds[-2] < 0:
+            self._fds[-2] = _reopen_parent(fd, self._ids[-2])
+        self._fds.pop()
+        self._ids.pop()
+        return fd, self._data.pop()
+
+    def close(self) -> None:
+        while self._fds:
+            fd = self._fds.pop()
+            if fd >= 0:
+                os.close(fd)
+        self._ids.clear()
+        self._data.clear()
+
+
 def walk(top_fd: int, *, open_up: bool = False):
     """Every entry below the directory `top_fd`, depth first, never
     following a symlink: yields (fd of its directory, name, is_dir) for
@@ -588,48 +645,37 @@ def walk(top_fd: int, *, open_up: bool = False):
     (fd of its directory, its name, None). The fds are the walk's own,
     valid until the next step; the consumer may remove what it is given
     (a directory's entries are listed when the walk enters it). Iterative,
-    with at most _WALK_OPEN_DIRS fds: a tree may be any number of levels
-    deep. `open_up`: a directory that cannot be opened for lack of
-    permission is made 0700 first (for removing it).
-
-    An ancestor opened again must be the very directory left (st_dev,
-    st_ino): one moved meanwhile is an OSError, never a walk elsewhere."""
-    # frames: [fd (-1 while closed), entries left, name in its parent, (st_dev, st_ino)]
-    frames = [[top_fd, _listing(top_fd), None, None]]
+    on a DirStack: a tree may be any number of levels deep. `open_up`: a
+    directory that cannot be opened for lack of permission is made 0700
+    first (for removing it)."""
+    top = os.dup(top_fd)
+    try:
+        stack = DirStack(top, (None, _listing(top)))
+    except BaseException:
+        os.close(top)
+        raise
     try:
         while True:
-            frame = frames[-1]
-            if frame[1]:
-                name, is_dir = frame[1].pop()
-                yield frame[0], name, is_dir
+            entries = stack.data[1]
+            if entries:
+                name, is_dir = entries.pop()
+                yield stack.fd, name, is_dir
                 if not is_dir:
                     continue
-                fd = _open_dir_at(frame[0], name, open_up)
+                fd = _open_dir_at(stack.fd, name, open_up)
                 if fd is None:  # gone meanwhile
-                    yield frame[0], name, None
+                    yield stack.fd, name, None
                     continue
-                frames.append([fd, None, name, None])
-                frames[-1][1] = _listing(fd)
-                if len(frames) > _WALK_OPEN_DIRS + 1:
-                    far = frames[-_WALK_OPEN_DIRS - 2]
-                    if far[0] >= 0 and far is not frames[0]:
-                        info = os.fstat(far[0])
-                        far[3] = (info.st_dev, info.st_ino)
-                        os.close(far[0])
-                        far[0] = -1
+                stack.push(fd, (name, []))
+                stack.data[1].extend(_listing(fd))
                 continue
-            if len(frames) == 1:
+            if len(stack) == 1:
                 return
-            parent = frames[-2]
-            if parent[0] < 0:
-                parent[0] = _reopen_parent(frame[0], parent[3])
-            frames.pop()
-            os.close(frame[0])
-            yield parent[0], frame[2], None
+            fd, (name, _) = stack.pop()
+            os.close(fd)
+            yield stack.fd, name, None
     finally:
-        for frame in frames[1:]:
-            if frame[0] >= 0:
-                os.close(frame[0])
+        stack.close()
 
 
 def _listing(fd: int) -> list[tuple[str, bool]]:

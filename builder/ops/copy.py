@@ -50,7 +50,7 @@ from builder.context import BuildContext, Entry, Match, Selection
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile
-from runtime.confine import Refused, Tree, set_metadata
+from runtime.confine import DirStack, Refused, Tree, set_metadata
 from runtime.fsutil import copy_data, read_xattrs
 from runtime.users import resolve_chown
 
@@ -463,12 +463,13 @@ class _Copier:
             self._copy_node(root, parent_fd, name, rel)
             return
         top = os.dup(parent_fd) if name is None else self._make_dir_entry(parent_fd, name)
-        # Open directories from the copy's top down to the current entry's
-        # parent: (path below the match root, fd, the entry whose metadata
-        # to set on leaving it). Directories get their metadata last and
-        # deepest first: adding children bumps a directory's mtime, and a
-        # read-only mode would stop the copy.
-        stack: list[tuple[str, int, Entry | None]] = [("", top, root if copy_root_metadata else None)]
+        # Directories from the copy's top down to the current entry's
+        # parent, each with (its path below the match root, the entry whose
+        # metadata to set on leaving it), on a DirStack: a tree thousands of
+        # levels deep holds a bounded number of fds. Directories get their
+        # metadata last and deepest first: adding children bumps a
+        # directory's mtime, and a read-only mode would stop the copy.
+        stack = DirStack(top, ("", root if copy_root_metadata else None))
         made: dict[str, Entry] = {}
         prefix = f"{rel}/" if rel else ""
         try:
@@ -478,33 +479,32 @@ class _Copier:
                 dir_fd = self._enter(stack, parent, made)
                 raw = os.fsencode(leaf)
                 if stat.S_ISDIR(entry.stat.st_mode):
-                    stack.append((sub, self._make_dir_entry(dir_fd, raw), entry))
+                    stack.push(self._make_dir_entry(dir_fd, raw), (sub, entry))
                     made[sub] = entry
                 else:
                     self._copy_node(entry, dir_fd, raw, prefix + sub)
             while stack:
                 self._leave(stack)
         finally:
-            for _, fd, _ in stack:
-                os.close(fd)
+            stack.close()
 
-    def _enter(self, stack: list, parent: str, made: dict[str, Entry]) -> int:
+    def _enter(self, stack: DirStack, parent: str, made: dict[str, Entry]) -> int:
         """The fd of the directory `parent` (below the match root), leaving
         the directories on the stack that do not hold it."""
-        while len(stack) > 1 and not (parent == stack[-1][0] or parent.startswith(stack[-1][0] + "/")):
+        while len(stack) > 1 and not (parent == stack.data[0] or parent.startswith(stack.data[0] + "/")):
             self._leave(stack)
-        here = stack[-1][0]
+        here = stack.data[0]
         if parent != here:
             # Entries come depth first, so this is only reached for an order
             # that returns to a directory already left: open it again.
             below = parent[len(here) + 1:] if here else parent
             for part in below.split("/"):
                 here = f"{here}/{part}" if here else part
-                stack.append((here, self._open_dir(stack[-1][1], os.fsencode(part)), made.get(here)))
-        return stack[-1][1]
+                stack.push(self._open_dir(stack.fd, os.fsencode(part)), (here, made.get(here)))
+        return stack.fd
 
-    def _leave(self, stack: list) -> None:
-        _, fd, entry = stack.pop()
+    def _leave(self, stack: DirStack) -> None:
+        fd, (_, entry) = stack.pop()
         try:
             if entry is not None:
                 self._set_fd_metadata(fd, entry, entry.stat)

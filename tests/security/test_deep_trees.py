@@ -158,11 +158,12 @@ def test_add_of_a_deep_archive(tmp_path, busybox_image):
 
 
 def test_a_stdin_context_holding_a_deep_tree(tmp_path, busybox_image):
+    # With fewer fds than levels: COPY holds a bounded number.
     root, out = tmp_path / "root", tmp_path / "out.tar"
     context = _deep_tar("c", b"from the context\n",
                         extra={"Dockerfile": f"FROM {busybox_image.ref}\nCOPY c /c\n".encode()})
     done = _pybuild(tmp_path, "build", "--root", str(root), "--progress", "plain", "-o", f"type=tar,dest={out}",
-                    "-", stdin=context)
+                    "-", stdin=context, max_fds=512)
     _ok(done)
     assert _tar_files(out)[f"c/{_deep('c', DEPTH - 1)}/f"] == b"from the context\n"
     _assert_root_reclaimable(tmp_path, root)
@@ -182,7 +183,7 @@ def test_a_base_image_with_a_deep_layer(tmp_path, busybox_image):
     assert _tar_files(out)[f"{deep}/f"] == b"deep\nmore\n"
     out = tmp_path / "copy.tar"
     done = _build(tmp_path, root, f"FROM {busybox_image.ref}\nCOPY --from={ref} /a /x\n",
-                  "-o", f"type=tar,dest={out}")
+                  "-o", f"type=tar,dest={out}", max_fds=512)
     _ok(done)
     assert _tar_files(out)[f"x/{_deep('a', DEPTH - 1)}/f"] == b"deep\n"
     _assert_root_reclaimable(tmp_path, root)
