@@ -171,7 +171,7 @@ class ExecImpl:
             source = resolve_in_root(view, spec.source)
             if not source.is_dir():
                 return False
-            shutil.copytree(source, fresh, symlinks=True, dirs_exist_ok=True)
+            _copy_tree(source, fresh)
             info = source.stat()
             os.chmod(fresh, info.st_mode & 0o7777)
             os.chown(fresh, info.st_uid, info.st_gid)
@@ -217,6 +217,29 @@ class ExecImpl:
                             mode=spec.mode if spec.mode is not None else 0o600)
         stack.callback(proxy.close)
         return BindMount(holder / "agent.sock", target, readonly=False)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True) with
+    an explicit stack instead of recursion: a stage may hold a tree deeper
+    than Python's recursion limit."""
+    stack = [(os.fspath(source), os.fspath(dest), iter(os.listdir(source)))]
+    while stack:
+        src_dir, dst_dir, names = stack[-1]
+        for name in names:
+            src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), dst)
+                shutil.copystat(src, dst, follow_symlinks=False)
+            elif os.path.isdir(src):
+                os.makedirs(dst, exist_ok=True)
+                stack.append((src, dst, iter(os.listdir(src))))
+                break  # its entries next; this loop resumes where it left off
+            else:
+                shutil.copy2(src, dst)
+        else:
+            stack.pop()
+            shutil.copystat(src_dir, dst_dir)
 
 
 def _check_target(target: str) -> str:

@@ -1,12 +1,12 @@
 """Trees deeper than Python's recursion limit (1000) never break a build or
-a root: a RUN making one, a deep WORKDIR, an ADD of a deep archive, a
-stdin context holding one, a base image whose layer is one, through FROM,
-RUN and COPY --from. Each builds as docker builds it, and afterwards
-`doctor` is clean, `du`, `info` and `prune -a` work and leave nothing of
-the tree behind. A deep member unpacks with few fds, and what a
-filesystem refuses in a layer (a name too long, a file too large, an
-xattr) is one error naming the member, where containerd's extraction
-would fail too.
+a root: a RUN making one, a cache mount seeded from one, a deep WORKDIR,
+an ADD of a deep archive, a stdin context holding one, a base image whose
+layer is one, through FROM, RUN and COPY --from. Each builds as docker
+builds it, and afterwards `doctor` is clean, `du`, `info` and `prune -a`
+work and leave nothing of the tree behind. A deep member unpacks, and a
+deep tree is copied, with few fds; what a filesystem refuses in a layer
+(a name too long, a file too large, an xattr) is one error naming the
+member, where containerd's extraction would fail too.
 
 Every build is the real CLI in a child process: exit status, stderr and
 the root are what a user would see."""
@@ -126,6 +126,20 @@ def test_a_run_making_a_deep_tree_then_another_run(tmp_path, busybox_image):
     files = _tar_files(out)
     assert files[f"{deep}/f"] == b"one\ntwo\n" and files["seen"] == b"one\n"
     _assert_root_reclaimable(tmp_path, root)
+
+
+def test_a_cache_mount_seeded_from_a_deep_stage(tmp_path, busybox_image):
+    root, out = tmp_path / "root", tmp_path / "out.tar"
+    deep = _deep("s")
+    done = _build(tmp_path, root,
+                  f"FROM {busybox_image.ref} AS seed\n"
+                  f"RUN mkdir -p /seed/{deep} && echo seeded > /seed/{deep}/f\n"
+                  f"FROM {busybox_image.ref}\n"
+                  f"RUN --mount=type=cache,target=/c,id=deep,from=seed,source=/seed cat /c/{deep}/f > /seen\n",
+                  "-o", f"type=tar,dest={out}")
+    _ok(done)
+    assert _tar_files(out)["seen"] == b"seeded\n"
+    _assert_root_reclaimable(tmp_path, root)  # prune -a removes the deep cache mount
 
 
 def test_a_deep_workdir(tmp_path, busybox_image):
