@@ -37,7 +37,7 @@ from pathlib import Path
 from builder.errors import PybuildError
 from builder.export import scratch
 from runtime import layer as layer_tar
-from runtime.confine import Tree, remove, set_metadata
+from runtime.confine import DirStack, Tree, remove, set_metadata
 from runtime.fsutil import copy_data, read_xattrs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -164,17 +164,24 @@ class _LocalWriter:
         self._links: dict[tuple[int, int], str] = {}  # source inode -> path of its first copy in dest
 
     def run(self, src_root: int) -> None:
-        # Depth first with an explicit stack (an image's tree may be deeper
-        # than Python's recursion): (source fd, dest fd, path in dest,
-        # names left to copy, the source directory's stat for its metadata).
-        stack = [(os.dup(src_root), os.dup(self.tree.fd), "", _names(src_root), None)]
+        # Depth first on two DirStacks walked in step (an image's tree may
+        # be deeper than Python's recursion, and than the fds a process
+        # may hold): the source's directories, each with (path in dest,
+        # names left to copy, its stat for the metadata), and the dest's.
+        source = DirStack(os.dup(src_root), ("", _names(src_root), None))
+        dest = DirStack(os.dup(self.tree.fd))
         try:
-            scratch.remove_left_over(self.tree.fd)
-            while stack:
-                src_fd, dst_fd, path, names, st = stack[-1]
+            scratch.remove_left_over(dest.fd)
+            while source:
+                path, names, st = source.data
                 name = next(names, None)
                 if name is None:
-                    stack.pop()
+                    src_fd, _ = source.pop()
+                    try:
+                        dst_fd, _ = dest.pop()
+                    except BaseException:
+                        os.close(src_fd)
+                        raise
                     try:
                         if st is not None:
                             self._set_fd_metadata(dst_fd, st, self._xattrs(src_fd))
@@ -182,23 +189,27 @@ class _LocalWriter:
                         os.close(src_fd)
                         os.close(dst_fd)
                     continue
-                child_st = os.lstat(name, dir_fd=src_fd)
+                child_st = os.lstat(name, dir_fd=source.fd)
                 child = f"{path}/{os.fsdecode(name)}"
                 if stat.S_ISDIR(child_st.st_mode):
-                    child_src = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
+                    child_src = os.open(name, _DIR_FLAGS, dir_fd=source.fd)
                     try:
-                        child_dst = self._dir(dst_fd, name)
+                        child_dst = self._dir(dest.fd, name)
                     except BaseException:
                         os.close(child_src)
                         raise
-                    stack.append((child_src, child_dst, child, _names(child_src), child_st))
+                    try:
+                        source.push(child_src, (child, _names(child_src), child_st))
+                    except BaseException:
+                        os.close(child_dst)  # child_src is the stack's already
+                        raise
+                    dest.push(child_dst)
                     scratch.remove_left_over(child_dst)
                 else:
-                    self._node(src_fd, dst_fd, name, child_st, child)
+                    self._node(source.fd, dest.fd, name, child_st, child)
         finally:
-            for src_fd, dst_fd, *_ in stack:
-                os.close(src_fd)
-                os.close(dst_fd)
+            source.close()
+            dest.close()
 
     def _dir(self, dst_fd: int, name: bytes) -> int:
         """The directory `name` in dst_fd: an existing one is kept (merged

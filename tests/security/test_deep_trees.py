@@ -203,14 +203,18 @@ def test_a_base_image_with_a_deep_layer(tmp_path, busybox_image):
     _assert_root_reclaimable(tmp_path, root)
 
 
-def test_a_deep_member_unpacks_with_few_fds(tmp_path, busybox_image):
+def test_a_deep_member_unpacks_and_exports_with_few_fds(tmp_path, busybox_image):
     # One member 600 directories deep, none of them listed: one fd held
-    # per level would need more than the 512 this pybuild may open.
+    # per level would need more than the 512 this pybuild may open, and
+    # so would the local export's two per level.
     deep = _deep("b", 600)
     ref = hostile.push_image(busybox_image.registry, tmp_path / "layout", [layer(member(f"{deep}/f", data=b"x"))])
-    root = tmp_path / "root"
-    done = _build(tmp_path, root, f"FROM {ref}\nRUN test -f /{deep}/f\n", max_fds=512)
+    root, out = tmp_path / "root", tmp_path / "out"
+    done = _build(tmp_path, root, f"FROM {ref}\nRUN test -f /{deep}/f\n", "-o", f"type=local,dest={out}",
+                  max_fds=512)
     _ok(done)
+    with open(f"{out}/{deep}/f", "rb") as exported:
+        assert exported.read() == b"x"
     _assert_root_reclaimable(tmp_path, root)
 
 
