@@ -12,6 +12,7 @@ import pytest
 
 from runtime import confine
 from runtime.confine import Refused, Tree, check_name, remove, set_fd_metadata, set_metadata
+from fixtures.victims import tree_state
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -33,19 +34,6 @@ def victim(tmp_path):
     return host
 
 
-def _state(path):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            data = open(full, "rb").read() if stat.S_ISREG(st.st_mode) else None
-            out[full] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data)
-    st = os.lstat(path)
-    out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, None)
-    return out
-
-
 @pytest.fixture
 def tree(tmp_path):
     root = tmp_path / "tree"
@@ -58,7 +46,7 @@ def test_absolute_and_climbing_symlinks_resolve_inside(mode, tree, victim):
     root = tree.path
     os.symlink(str(victim), os.path.join(root, "abs"))
     os.symlink("../../../../host", os.path.join(root, "up"))
-    before = _state(victim)
+    before = tree_state(victim)
     for link in ("abs", "up"):
         fd, name = tree.make_parent(f"{link}/secret")
         try:
@@ -67,7 +55,7 @@ def test_absolute_and_climbing_symlinks_resolve_inside(mode, tree, victim):
             os.close(out)
         finally:
             os.close(fd)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     # Both links were followed as if the tree were `/`: abs -> /host..., up -> /host.
     assert open(os.path.join(root, str(victim).lstrip("/"), "secret"), "rb").read() == b"inside"
     assert open(os.path.join(root, "host", "secret"), "rb").read() == b"inside"
@@ -100,10 +88,10 @@ def test_symlink_loop_is_an_error(mode, tree):
 
 def test_make_dirs_follows_dangling_link_inside(mode, tree, victim):
     os.symlink(str(victim / "newdir"), os.path.join(tree.path, "d"))
-    before = _state(victim)
+    before = tree_state(victim)
     fd = tree.make_dirs("d/sub", mode=0o750, owner=(12, 34))
     os.close(fd)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     made = os.path.join(tree.path, str(victim).lstrip("/"), "newdir", "sub")
     st = os.lstat(made)
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750 and (st.st_uid, st.st_gid) == (12, 34)
@@ -115,7 +103,7 @@ def test_make_target_parent_follows_final_links_inside(mode, tree, victim, link)
     os.symlink(str(victim / "secret"), os.path.join(root, "abs"))  # dangling inside the tree
     os.symlink("../../../host/secret", os.path.join(root, "up"))
     os.symlink("up", os.path.join(root, "chain"))
-    before = _state(victim)
+    before = tree_state(victim)
     fd, name = tree.make_target_parent(link, owner=(5, 6))
     try:
         out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
@@ -123,7 +111,7 @@ def test_make_target_parent_follows_final_links_inside(mode, tree, victim, link)
         landed = tree.image_path_of(fd) + "/" + name.decode()
     finally:
         os.close(fd)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     assert landed == (str(victim) if link == "abs" else "/host") + "/secret"
     assert os.lstat(os.path.join(root, landed.lstrip("/").split("/")[0])).st_uid == 5  # made, with the owner
 
@@ -148,14 +136,14 @@ def test_make_dirs_refuses_a_file_in_the_way(mode, tree):
 
 def test_set_metadata_never_reaches_through_a_symlink(mode, tree, victim):
     os.symlink(str(victim / "secret"), os.path.join(tree.path, "s"))
-    before = _state(victim)
+    before = tree_state(victim)
     fd, name = tree.parent("s")
     try:
         set_metadata(fd, name, uid=1234, gid=1234, mode=0o6777, mtime_ns=10**9,
                      xattrs=[("trusted.test", b"x")])
     finally:
         os.close(fd)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     st = os.lstat(os.path.join(tree.path, "s"))
     assert stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) == (1234, 1234)
     assert os.getxattr(os.path.join(tree.path, "s"), "trusted.test", follow_symlinks=False) == b"x"
@@ -182,12 +170,12 @@ def test_set_fd_metadata_goes_to_the_opened_inode_only(mode, tree, victim):
     try:
         os.rename(path, os.path.join(tree.path, "moved"))
         os.symlink(str(victim / "secret"), path)
-        before = _state(victim)
+        before = tree_state(victim)
         set_fd_metadata(fd, uid=5, gid=6, mode=0o4755, mtime_ns=3 * 10**9, atime_ns=4 * 10**9,
                         xattrs=[("user.k", b"v")])
     finally:
         os.close(fd)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     st = os.lstat(os.path.join(tree.path, "moved"))
     # mode after owner: the setuid bit survives the chown
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (5, 6, 0o4755)
@@ -207,10 +195,10 @@ def test_remove_unlinks_symlinks_and_keeps_their_targets(mode, tree, victim):
     os.symlink(str(victim), os.path.join(tree.path, "d", "sub", "to-host"))
     os.symlink(str(victim), os.path.join(tree.path, "top"))
     os.chmod(os.path.join(tree.path, "d", "sub"), 0)
-    before = _state(victim)
+    before = tree_state(victim)
     for name in (b"d", b"top"):
         remove(tree.fd, name)
-    assert _state(victim) == before
+    assert tree_state(victim) == before
     assert os.listdir(tree.path) == []
 
 
@@ -264,11 +252,11 @@ def test_join_through_real_dirs_files_and_links_to_the_host(mode, tree, victim):
     os.symlink("../private/etc", os.path.join(tree.path, "private", "up"))
     open(os.path.join(tree.path, "file"), "w").close()
     os.symlink(str(victim), os.path.join(tree.path, "host"))
-    before = _state(victim)
+    before = tree_state(victim)
     assert tree.join("private/up/hosts") == "/private/etc/hosts"
     assert tree.join("file/x/../y") == "/file/y"  # past a non-directory: as written
     assert tree.join("host/secret") == str(victim) + "/secret"  # inside the tree, not the host's
-    assert _state(victim) == before
+    assert tree_state(victim) == before
 
 
 def test_join_loop_is_an_error(mode, tree):
@@ -346,14 +334,14 @@ def test_make_dirs_of_a_deep_path_through_dangling_links(mode, tree, victim):
     deep = "/".join(["a"] * DEEP)
     os.makedirs(os.path.join(tree.path, "a", "a"))
     os.symlink(str(victim / "made"), os.path.join(tree.path, "a", "a", "a"))  # dangling, absolute
-    before, fds = _state(victim), _open_fds()
+    before, fds = tree_state(victim), _open_fds()
     fd = tree.make_dirs(deep, mode=0o750, owner=(7, 8))
     try:
         assert tree.image_path_of(fd) == str(victim) + "/made/" + "/".join(["a"] * (DEEP - 3))
         assert (os.fstat(fd).st_uid, stat.S_IMODE(os.fstat(fd).st_mode)) == (7, 0o750)
     finally:
         os.close(fd)
-    assert _open_fds() == fds and _state(victim) == before
+    assert _open_fds() == fds and tree_state(victim) == before
     fd = tree.make_dirs(deep)  # there now: opened as it is
     os.close(fd)
     remove(tree.fd, b"a")
@@ -374,9 +362,9 @@ def test_remove_a_deep_tree_with_a_locked_directory_and_links_out(mode, tree, vi
     os.symlink(str(victim), os.path.join(tree.path, *["d"] * DEEP, "to-host"))
     middle = os.path.join(tree.path, *["d"] * (DEEP // 2))
     os.chmod(middle, 0)
-    before, fds = _state(victim), _open_fds()
+    before, fds = tree_state(victim), _open_fds()
     remove(tree.fd, b"d")
-    assert os.listdir(tree.path) == [] and _state(victim) == before and _open_fds() == fds
+    assert os.listdir(tree.path) == [] and tree_state(victim) == before and _open_fds() == fds
 
 
 def test_walk_holds_few_fds_and_sees_everything(tree):

@@ -23,30 +23,9 @@ from runtime.errors import UnsafeLayer
 from runtime.layer import apply_layer
 from security import hostile
 from security.hostile import layer, member
+from fixtures.victims import tree_state
 
 T = 1_500_000_000
-
-
-def snapshot(top: Path, skip: Path | None = None) -> dict:
-    """lstat and content of everything under `top` (itself included), but
-    `skip` and what is below it."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        if skip is not None:
-            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != str(skip)]
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.normpath(os.path.join(dirpath, name))
-            if name != "." and path == str(skip):
-                continue
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                body = open(path, "rb").read()
-            elif stat.S_ISLNK(st.st_mode):
-                body = os.readlink(path)
-            else:
-                body = None
-            out[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, st.st_nlink, body)
-    return out
 
 
 @pytest.fixture
@@ -120,39 +99,39 @@ def check_extracted(dest: Path, attack: str, host: Path, *, owners: bool) -> Non
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_add_extractor_never_changes_host_files(tmp_path, host, confine_mode, attack):
-    before = snapshot(host)
+    before = tree_state(host)
     dest = tmp_path / "dest"
     add_directly(tmp_path, layer(*ATTACKS[attack](host)), dest)
-    assert snapshot(host) == before
+    assert tree_state(host) == before
     check_extracted(dest, attack, host, owners=True)
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_layer_extractor_never_changes_host_files(tmp_path, host, confine_mode, attack):
-    before = snapshot(host)
+    before = tree_state(host)
     dest = tmp_path / "dest"
     layer_directly(layer(*ATTACKS[attack](host)), dest)
-    assert snapshot(host) == before
+    assert tree_state(host) == before
     check_extracted(dest, attack, host, owners=True)
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_add_in_a_build_never_changes_host_files(tmp_path, host, busybox_image, attack):
-    before = snapshot(host)
+    before = tree_state(host)
     check = ("test -L /d/h && test \"$(readlink /d/h)\" = " + str(host / "file")
              if attack == "hardlink-to-host-symlink" else "test -L /d/d && test ! -e /d/d/x")
     build_image(tmp_path, tmp_path / "root", f"FROM {busybox_image.ref}\nADD evil.tar /d/\nRUN {check}\n",
                 files={"evil.tar": layer(*ATTACKS[attack](host))}, export=False, local=False)
-    assert snapshot(host) == before
+    assert tree_state(host) == before
 
 
 def test_base_layer_in_a_build_never_changes_host_files(tmp_path, host, registry, busybox_image):
-    before = snapshot(host)
+    before = tree_state(host)
     members = hardlink_to_host_symlink(host) + dir_replaced_by_symlink(host)
     ref = hostile.push_image(registry, tmp_path / "layout", [layer(*members)])
     build_image(tmp_path, tmp_path / "root", f"FROM {ref}\nRUN test -L /h && test -L /d && test ! -e /d/x\n",
                 export=False, local=False)
-    assert snapshot(host) == before
+    assert tree_state(host) == before
 
 
 # --- more of the same family, straight through both extractors ------------------------
@@ -203,7 +182,7 @@ def test_hostile_members_never_reach_the_host(tmp_path, host, confine_mode, case
     members, add_does, layer_does = _cases(host)[case]
     data = layer(*members)
     dest = tmp_path / "dest"
-    before = snapshot(tmp_path, skip=dest)
+    before = tree_state(tmp_path, skip=dest)
     expected = add_does if extractor == "add" else layer_does
     refusal = archive.ArchiveError if extractor == "add" else UnsafeLayer
     if expected == "refused":
@@ -211,7 +190,7 @@ def test_hostile_members_never_reach_the_host(tmp_path, host, confine_mode, case
             add_directly(tmp_path, data, dest) if extractor == "add" else layer_directly(data, dest)
     else:
         add_directly(tmp_path, data, dest) if extractor == "add" else layer_directly(data, dest)
-    after = snapshot(tmp_path, skip=dest)
+    after = tree_state(tmp_path, skip=dest)
     # tmp_path's own mtime moves with dest's creation; nothing else may
     before.pop(str(tmp_path)), after.pop(str(tmp_path))
     assert after == before
@@ -225,10 +204,10 @@ def test_add_hard_link_to_a_file_not_from_the_archive_is_refused(tmp_path, host)
     dest.mkdir()
     (dest / "mine").write_text("image file\n")
     os.chmod(dest / "mine", 0o600)
-    before = snapshot(dest)
+    before = tree_state(dest)
     with pytest.raises(archive.ArchiveError, match="not an earlier"):
         add_directly(tmp_path, layer(member("h", tarfile.LNKTYPE, link="mine", mode=0o4777, uid=9)), dest)
-    assert snapshot(dest) == before
+    assert tree_state(dest) == before
 
 
 def test_add_refusal_in_a_build_is_one_clear_error(tmp_path, host, busybox_image):

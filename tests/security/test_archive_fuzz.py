@@ -24,7 +24,7 @@ from builder.ops import archive
 from runtime import confine
 from runtime.errors import UnsafeLayer
 from runtime.layer import apply_layer
-from security.test_archive_attacks import snapshot
+from fixtures.victims import tree_state
 
 # Unusual names, so that one appearing at the host's / or /tmp is ours.
 _PARTS = ["fz_a", "fz_b", "fz_s"]
@@ -157,7 +157,7 @@ def test_no_member_sequence_changes_anything_outside_the_destination(tmp_path, c
             dest.mkdir()
         source = work / "archive.tar"
         source.write_bytes(_tar(members, work / "sentinel", dests[0]))
-        before = _outside(snapshot(work), dests)
+        before = _outside(tree_state(work), dests)
         try:
             archive.extract(source, dests[0])
         except archive.ArchiveError:
@@ -166,7 +166,7 @@ def test_no_member_sequence_changes_anything_outside_the_destination(tmp_path, c
             apply_layer(io.BytesIO(source.read_bytes()), dests[1])
         except UnsafeLayer:
             pass
-        assert _outside(snapshot(work), dests) == before
+        assert _outside(tree_state(work), dests) == before
         _nothing_at_host_root()
     finally:
         shutil.rmtree(work)

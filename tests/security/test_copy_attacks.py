@@ -22,18 +22,7 @@ from e2e.helpers import build_image
 from frontend.ops import InlineFile
 from security import hostile
 from security.hostile import layer, member
-
-
-def state(top: Path) -> dict:
-    """lstat and content of everything under `top`, itself included."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.normpath(os.path.join(dirpath, name))
-            st = os.lstat(path)
-            body = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
-            out[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, body)
-    return out
+from fixtures.victims import tree_state
 
 
 @pytest.fixture
@@ -43,9 +32,9 @@ def victims(tmp_path):
     top.mkdir()
     (top / "file").write_text("host data\n")
     os.chmod(top / "file", 0o600)
-    before = state(top)
+    before = tree_state(top)
     yield top, top / "file"
-    assert state(top) == before, "a victim on the host changed"
+    assert tree_state(top) == before, "a victim on the host changed"
 
 
 def _climb(path: Path) -> str:

@@ -20,17 +20,7 @@ from builder.errors import PybuildError
 from builder.export.rootfs import write_local
 from security import hostile
 from security.hostile import layer, member
-
-
-def state(top: Path) -> dict:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.normpath(os.path.join(dirpath, name))
-            st = os.lstat(path)
-            body = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
-            out[path] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino, body)
-    return out
+from fixtures.victims import tree_state
 
 
 @pytest.fixture
@@ -40,9 +30,9 @@ def victims(tmp_path):
     (top / "dir").mkdir(parents=True)
     (top / "file").write_text("host data\n")
     os.chmod(top / "file", 0o644)
-    before = state(top)
+    before = tree_state(top)
     yield top / "dir", top / "file"
-    assert state(top) == before, "a victim on the host changed"
+    assert tree_state(top) == before, "a victim on the host changed"
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import stat
 import subprocess
 import sys
 import tarfile
@@ -26,6 +25,7 @@ from e2e.helpers import BUILD_ERRORS, ISOLATIONS, build_image
 from runtime import sandbox
 from security import hostile
 from security.hostile import layer, member
+from fixtures.victims import tree_state
 
 _CLIMB = "../" * 40  # more `..` than any host path is deep: lands at the host's /
 
@@ -42,17 +42,6 @@ class _Output(BuildReporter):
 
     def text(self) -> str:
         return self.data.decode(errors="replace")
-
-
-def _state(path: Path) -> dict:
-    """Names, types, modes, sizes, mtimes and contents under `path`."""
-    found = {}
-    for item in [path, *sorted(path.rglob("*"))]:
-        st = os.lstat(item)
-        content = item.read_bytes() if stat.S_ISREG(st.st_mode) else None
-        found[str(item.relative_to(path))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_size,
-                                              st.st_mtime_ns, content)
-    return found
 
 
 def _failure(tmp_path, dockerfile: str, isolation: str, **kwargs) -> str:
@@ -107,7 +96,7 @@ def test_dev_climbing_out_to_a_host_null_never_reaches_it(tmp_path, registry, bu
     sibling = tmp_path / "sibling"
     sibling.mkdir()
     (sibling / "null").symlink_to(victim)
-    before = _state(sibling), os.lstat(victim)
+    before = tree_state(sibling), os.lstat(victim)
     ref = hostile.push_image(registry, tmp_path / "layout", [layer(
         member("dev", tarfile.SYMTYPE, link=_CLIMB + str(sibling).lstrip("/")),
     )])
@@ -118,7 +107,7 @@ def test_dev_climbing_out_to_a_host_null_never_reaches_it(tmp_path, registry, bu
     after = os.lstat(victim)
     assert victim.read_bytes() == b"host file\n"
     assert (after.st_mode, after.st_mtime_ns) == (before[1].st_mode, before[1].st_mtime_ns)
-    assert _state(sibling) == before[0]
+    assert tree_state(sibling) == before[0]
 
 
 @pytest.mark.parametrize(("name", "fstype"), [("proc", "proc"), ("sys", "sysfs"), ("dev", "tmpfs")])
@@ -307,13 +296,13 @@ def test_stub_cleanup_without_mounts_in_an_image_lacking_etc(tmp_path, busybox_i
     # image, pybuild makes /etc and both files, and removes them after the
     # step. The step moves /etc away and puts a symlink to a host directory
     # in its place.
-    before = _state(host_dir)
+    before = tree_state(host_dir)
     dockerfile = (f"FROM {busybox_image.ref} AS tools\n"
                   "FROM scratch\n"
                   "COPY --from=tools /bin /bin\n"
                   f"RUN mv /etc /moved-etc && ln -s {host_dir} /etc\n")
     built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False)
-    assert _state(host_dir) == before
+    assert tree_state(host_dir) == before
     assert os.readlink(built.path("/etc")) == str(host_dir)
     # moved by the step, the stubs are its own files now: they stay
     assert sorted(os.listdir(built.path("/moved-etc"))) == ["hosts", "resolv.conf"]
@@ -321,13 +310,13 @@ def test_stub_cleanup_without_mounts_in_an_image_lacking_etc(tmp_path, busybox_i
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_stub_cleanup_with_mounts(tmp_path, busybox_image, host_dir, isolation):
-    before = _state(host_dir)
+    before = tree_state(host_dir)
     dockerfile = (f"FROM {busybox_image.ref}\n"
                   "RUN --mount=type=tmpfs,target=/a/b/c --mount=type=bind,source=empty,target=/a/b/f "
                   f"mv /a/b /a/moved && ln -s {host_dir} /a/b\n")
     built = build_image(tmp_path, tmp_path / "root", dockerfile, isolation=isolation, export=False,
                         files={"empty": ""})
-    assert _state(host_dir) == before
+    assert tree_state(host_dir) == before
     assert os.readlink(built.path("/a/b")) == str(host_dir)
 
 
