@@ -18,6 +18,7 @@ from typing import Sequence
 from runtime import confine
 
 _OPAQUE = "trusted.overlay.opaque"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
@@ -28,9 +29,12 @@ def _xattrs(path: str) -> dict[str, bytes]:
     return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith("trusted.overlay.")}
 
 
-def _is_opaque(path: str) -> bool:
+def _is_opaque(target: str | int) -> bool:
+    """Whether the directory `target` (a path, not followed, or an fd) is opaque."""
     try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
+        if isinstance(target, int):
+            return os.getxattr(target, _OPAQUE) == b"y"
+        return os.getxattr(target, _OPAQUE, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
@@ -69,36 +73,62 @@ def _visible_below(rel: str, lowers_top_first: Sequence[Path]) -> os.stat_result
 def prune_unchanged_dirs(upper: Path, lowers_top_first: Sequence[Path]) -> int:
     """Remove, deepest first, empty upper directories identical (mode, owner,
     mtime, xattrs) to the lower directory they cover. Returns how many.
-    The upper is walked through directory fds (runtime.confine.walk): a
-    step may leave a tree of any depth."""
+    The upper is walked through directory fds on a runtime.confine.DirStack:
+    a step may leave a tree of any depth."""
     removed = 0
-    top = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    path: list[str] = []  # names from `upper` down to the directory the walk is in
-    kept = [0]  # per directory on the way: entries it still holds
-    new = [False]  # per directory on the way: opaque, or below an opaque one (the lowers show nothing)
+    top = os.open(upper, _DIR_FLAGS)
     try:
-        for parent_fd, name, is_dir in confine.walk(top):
-            if is_dir:
+        # Per directory on the way down: [its name, its subdirectories not
+        # visited yet, the entries it still holds once they are, whether the
+        # lowers show nothing there (it or a parent of it is opaque)].
+        stack = confine.DirStack(top, ["", *_listing(top), False])
+    except BaseException:
+        os.close(top)
+        raise
+    path: list[str] = []  # names from `upper` down to the directory the walk is in
+    try:
+        while True:
+            here = stack.data
+            if here[1]:
+                name = here[1].pop()
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=stack.fd)
+                except FileNotFoundError:
+                    continue
+                stack.push(fd, [name, [], 0, here[3]])
                 path.append(name)
-                kept.append(0)
-                new.append(new[-1] or _is_opaque(_at(parent_fd, name)))
+                stack.data[1:3] = _listing(fd)
+                stack.data[3] = here[3] or _is_opaque(fd)
                 continue
-            if is_dir is not None:
-                kept[-1] += 1
-                continue
+            if len(stack) == 1:
+                return removed
+            fd, (name, _, kept, new) = stack.pop()
+            os.close(fd)
             rel = "/".join(path)
             path.pop()
-            if kept.pop() == 0 and not new.pop() and _unchanged(parent_fd, name, rel, lowers_top_first):
-                times = os.fstat(parent_fd)
-                os.rmdir(name, dir_fd=parent_fd)
+            if kept == 0 and not new and _unchanged(stack.fd, name, rel, lowers_top_first):
+                times = os.fstat(stack.fd)
+                os.rmdir(name, dir_fd=stack.fd)
                 # Removing a child touches the parent: keep its times comparable.
-                os.utime(parent_fd, ns=(times.st_atime_ns, times.st_mtime_ns))
+                os.utime(stack.fd, ns=(times.st_atime_ns, times.st_mtime_ns))
                 removed += 1
             else:
-                kept[-1] += 1
+                stack.data[2] += 1
     finally:
-        os.close(top)
-    return removed
+        stack.close()
+
+
+def _listing(fd: int) -> tuple[list[str], int]:
+    """(the subdirectories of the directory `fd`, how many other entries)."""
+    subdirs: list[str] = []
+    others = 0
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                others += 1
+    return subdirs, others
 
 
 def _at(dir_fd: int, name: str) -> str:
