@@ -334,9 +334,10 @@ class Tree:
         be made; nothing is opened but directories, with O_NOFOLLOW."""
         pending = _parts(path)
         done: list[bytes] = []
-        # fds[i] is the directory done[:i]; done outruns fds past a missing
-        # component or a non-directory
-        fds = [os.dup(self.fd)]
+        # The directories done[:i] for i < len(dirs); done outruns dirs past
+        # a missing component or a non-directory. A DirStack: a path may be
+        # thousands of directories deep.
+        dirs = DirStack(os.dup(self.fd))
         followed = 0
         try:
             while pending:
@@ -344,14 +345,14 @@ class Tree:
                 if name == b"..":
                     if done:
                         done.pop()
-                    while len(fds) > len(done) + 1:
-                        os.close(fds.pop())
+                    if len(dirs) > len(done) + 1:
+                        dirs.truncate(len(done) + 1)
                     continue
-                if len(fds) < len(done) + 1:
+                if len(dirs) < len(done) + 1:
                     done.append(name)
                     continue
                 try:
-                    st = os.lstat(name, dir_fd=fds[-1])
+                    st = os.lstat(name, dir_fd=dirs.fd)
                 except (FileNotFoundError, NotADirectoryError):
                     done.append(name)
                     continue
@@ -359,20 +360,18 @@ class Tree:
                     followed += 1
                     if followed > _MAX_SYMLINKS:
                         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(path))
-                    target = os.readlink(name, dir_fd=fds[-1])
+                    target = os.readlink(name, dir_fd=dirs.fd)
                     if target.startswith(b"/"):
                         done.clear()
-                        while len(fds) > 1:
-                            os.close(fds.pop())
+                        dirs.truncate(1)
                     pending[:0] = _parts(target)
                     continue
                 done.append(name)
                 if stat.S_ISDIR(st.st_mode):
-                    fds.append(os.open(name, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=fds[-1]))
+                    dirs.push(os.open(name, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=dirs.fd))
             return _image_path(done)
         finally:
-            for fd in fds:
-                os.close(fd)
+            dirs.close()
 
     def open_exact(self, path: str | bytes, flags: int = os.O_PATH) -> int:
         """os.open of `path` only as it stands: ELOOP if any component, the
@@ -420,7 +419,7 @@ class Tree:
         return self._walk(parts[:-1]), parts[-1]
 
     def _walk(self, parts: list[bytes]) -> int:
-        stack = [os.dup(self.fd)]
+        dirs = DirStack(os.dup(self.fd))
         pending = list(parts)
         followed = 0
         try:
@@ -429,32 +428,30 @@ class Tree:
                 if name in (b"", b"."):
                     continue
                 if name == b"..":
-                    if len(stack) > 1:
-                        os.close(stack.pop())
+                    if len(dirs) > 1:
+                        dirs.truncate(len(dirs) - 1)
                     continue
                 try:
-                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=stack[-1])
+                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dirs.fd)
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
-                    st = os.lstat(name, dir_fd=stack[-1])
+                    st = os.lstat(name, dir_fd=dirs.fd)
                     if not stat.S_ISLNK(st.st_mode):
                         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
                                                  os.fsdecode(name)) from None
                     followed += 1
                     if followed > _MAX_SYMLINKS:
                         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(name)) from None
-                    target = os.readlink(name, dir_fd=stack[-1])
+                    target = os.readlink(name, dir_fd=dirs.fd)
                     if target.startswith(b"/"):
-                        while len(stack) > 1:
-                            os.close(stack.pop())
+                        dirs.truncate(1)
                     pending[:0] = _parts(target)
                     continue
-                stack.append(fd)
-            return stack.pop()
+                dirs.push(fd)
+            return dirs.pop()[0]
         finally:
-            for fd in stack:
-                os.close(fd)
+            dirs.close()
 
     def _follow_final(self, parent_fd: int, name: bytes) -> bytes | None:
         """The image path a final symlink `name` points at, None when it is
@@ -628,6 +625,23 @@ class DirStack:
         self._fds.pop()
         self._ids.pop()
         return fd, self._data.pop()
+
+    def truncate(self, size: int) -> None:
+        """Go back up to the directory `size` levels from the start (1: where
+        the stack started), closing those below it; it is open again on
+        return, reopened upwards from the nearest open one if need be."""
+        top = size - 1
+        if self._fds[top] < 0:
+            # Closed ones are the shallowest below the start: open ones are below them.
+            below = next(level for level in range(top + 1, len(self._fds)) if self._fds[level] >= 0)
+            for level in range(below - 1, top - 1, -1):
+                self._fds[level] = _reopen_parent(self._fds[level + 1], self._ids[level])
+        while len(self._fds) > size:
+            fd = self._fds.pop()
+            self._ids.pop()
+            self._data.pop()
+            if fd >= 0:
+                os.close(fd)
 
     def close(self) -> None:
         while self._fds:

@@ -4,8 +4,10 @@ Each test plants the attack and checks a victim outside the tree."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import stat
 
 import pytest
@@ -365,6 +367,35 @@ def test_remove_a_deep_tree_with_a_locked_directory_and_links_out(mode, tree, vi
     before, fds = tree_state(victim), _open_fds()
     remove(tree.fd, b"d")
     assert os.listdir(tree.path) == [] and tree_state(victim) == before and _open_fds() == fds
+
+
+@contextlib.contextmanager
+def _few_fds(headroom: int = 60):
+    """RLIMIT_NOFILE just above the fds this process holds: an operation
+    holding one fd per level of a deep path fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + headroom, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_deep_paths_resolve_with_few_fds(mode, tree):
+    _make_deep(tree.path, "a", DEEP, ("f",))
+    os.symlink("/a", os.path.join(tree.path, *["a"] * 1000, "up"))
+    deep = "/".join(["a"] * DEEP)
+    with _few_fds():
+        assert tree.join(deep + "/f") == "/" + deep + "/f"
+        assert tree.join("/".join(["a"] * 1000) + "/up/" + "/".join(["a"] * 400)) == "/" + "/".join(["a"] * 401)
+        assert tree.join("/".join(["a"] * 1200) + "/../../x") == "/" + "/".join(["a"] * 1198) + "/x"
+        fd = tree.open(deep + "/f")
+        os.close(fd)
+        fd = tree.open_dir("/".join(["a"] * 1000) + "/up/" + "/".join(["a"] * 400) + "/..")
+        assert tree.image_path_of(fd) == "/" + "/".join(["a"] * 400)
+        os.close(fd)
+    remove(tree.fd, b"a")
 
 
 def test_walk_holds_few_fds_and_sees_everything(tree):
