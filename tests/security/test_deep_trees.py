@@ -117,6 +117,12 @@ def _assert_root_reclaimable(tmp_path: Path, root: Path) -> None:
 def test_a_run_making_a_deep_tree_then_another_run(tmp_path, busybox_image):
     root, out = tmp_path / "root", tmp_path / "out.tar"
     deep = _deep("a")
+    # A step that fails after making the tree: its snapshot goes, and the
+    # next command finds nothing to reclaim.
+    failed = _build(tmp_path, root, f"FROM {busybox_image.ref}\nRUN mkdir -p /{deep} && exit 3\n")
+    err = failed.stderr.decode(errors="replace")
+    assert failed.returncode == 1 and "exit code: 3" in err and "Traceback" not in err, err[-2000:]
+    assert _snapshots(root) != [] and _depth_below(root) < 10
     done = _build(tmp_path, root,
                   f"FROM {busybox_image.ref}\n"
                   f"RUN mkdir -p /{deep} && echo one > /{deep}/f\n"
