@@ -41,8 +41,6 @@ from pathlib import Path
 from builder.errors import PybuildError
 from builder.image import INDEX_TYPES
 from cache.digest import Digest
-from runtime.confine import walk
-from runtime.fsutil import remove_tree
 
 LOCK_NAME = "gc.lock"
 KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above this size
@@ -120,6 +118,10 @@ def tree_size(path: Path, seen: set | None = None) -> int:
     """Bytes allocated below `path`, each inode once (hard links). Walked
     through directory fds, never following a symlink: a snapshot may be
     any number of levels deep (runtime.confine.walk)."""
+    # Imported here, as remove_tree below: the no-op memo's replay imports
+    # this module for RootLock and auto_gc, which seldom walk (ctypes: ~4 ms).
+    from runtime.confine import walk
+
     seen = set() if seen is None else seen
     try:
         top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -232,6 +234,7 @@ def prune(worker, *, all: bool = False, keep_storage: int | None = None, until: 
 
 def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
     from builder.memo import forget
+    from runtime.fsutil import remove_tree
 
     forget(worker.root)  # tiny, and re-made by the next full build of each command
     index, snapshots, store = worker.index, worker.snapshots, worker.store
