@@ -584,8 +584,6 @@ def layer_is_empty(fs) -> bool:
 
 # ---------------------------------------------------------------- applying
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 def apply_layer(stream: BinaryIO, fs) -> None:
     """Extract the uncompressed OCI layer `stream` into the empty snapshot
@@ -633,10 +631,10 @@ class _LayerUnpacker(Unpacker):
     def _open_child(self, dir_fd: int, name: bytes, member, path) -> int:
         try:
             try:
-                return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                return os.open(name, _OPEN_DIR, dir_fd=dir_fd)
             except FileNotFoundError:
                 os.mkdir(name, 0o755, dir_fd=dir_fd)
-                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
                 os.fchmod(fd, 0o755)  # not the umask's
                 return fd
         except OSError as exc:
@@ -653,9 +651,7 @@ class _LayerUnpacker(Unpacker):
         hidden = name[len(_WHITEOUT_PREFIX_B):]
         if hidden in (b"", b".", b"..") or hidden.startswith(_WHITEOUT_PREFIX_B):
             raise self.refuse(member.name, "invalid whiteout")
-        existing = _lstat_at(parent_fd, hidden)
-        if existing is not None:
-            self.remove(parent_fd, parent_real, hidden, existing)
+        self.clear(parent_fd, parent_real, hidden)
         # The form overlayfs itself writes: a 0/0 character device, mode 0.
         os.mknod(hidden, stat.S_IFCHR, 0, dir_fd=parent_fd)
 
@@ -669,10 +665,3 @@ class _LayerUnpacker(Unpacker):
                 continue  # a layer must not forge overlay metadata
             found.append((name, value.encode("utf-8", "surrogateescape")))
         return found
-
-
-def _lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
-    try:
-        return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None

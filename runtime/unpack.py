@@ -164,9 +164,7 @@ class Unpacker:
                 os.close(fd)
         elif kind == tarfile.LNKTYPE:
             # Whatever holds the name goes first: a link may name itself.
-            existing = _lstat(parent_fd, name)
-            if existing is not None:
-                self.remove(parent_fd, parent_real, name, existing)
+            self.clear(parent_fd, parent_real, name)
             st = self._hardlink(member, link_target, parent_fd, name)
             # The link's own header sets the inode's metadata (no mode for a
             # symlink: confine.set_metadata never follows it).
@@ -353,6 +351,12 @@ class Unpacker:
         self._dir_times = {inode: entry for inode, entry in self._dir_times.items()
                            if not _is_within(entry[0], gone)}
         confine.remove(parent_fd, name)
+
+    def clear(self, parent_fd: int, parent_real: bytes, name: bytes) -> None:
+        """`remove` whatever holds `name`, if anything does."""
+        existing = _lstat(parent_fd, name)
+        if existing is not None:
+            self.remove(parent_fd, parent_real, name, existing)
 
     def _retire_dirs(self) -> None:
         # The caller may still hold one of these fds for the current member.
