@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.servers import LoopbackServer
 from runtime.lifeline import Supervised
 from reliability.test_kill import (ROOT, RUNNING_STEP, Build, _assert_nothing_survives, _assert_reclaimed, _context,
                                    _env, _left_on_tmpfs, _marked, _mounts_under, _next_command, _started,
@@ -153,11 +154,8 @@ def test_kill_while_a_credential_helper_runs(tmp_path, monkeypatch):
     """docker's config names a credential helper for the registry, and the
     helper (a shell waiting on a child, as `pass` waits on gpg) never
     answers: it dies with pybuild, its child too."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
-    thread = threading.Thread(target=server.serve_forever, name="unauthorized-registry", daemon=True)
-    thread.start()
-    try:
-        registry = f"127.0.0.1:{server.server_address[1]}"
+    with LoopbackServer(_Unauthorized) as server:
+        registry = server.host
         helpers = tmp_path / "bin"
         helpers.mkdir()
         helper = helpers / "docker-credential-stall"
@@ -176,10 +174,6 @@ def test_kill_while_a_credential_helper_runs(tmp_path, monkeypatch):
         _assert_nothing_survives(build, died)
         _next_command(root, "du")
         _assert_reclaimed(root, build)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.mark.parametrize("how", ["stopped", "exited"])

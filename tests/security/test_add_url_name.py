@@ -9,13 +9,13 @@ landed: in the image, and in no snapshot directory beside its `fs/`.
 from __future__ import annotations
 
 import http.server
-import threading
 from pathlib import Path
 
 import pytest
 
 from builder.ops.http import _filename_from
 from e2e.helpers import build_image
+from fixtures.servers import LoopbackServer
 from frontend.convert import _url_file_name
 
 BODY = b"hostile-download-body\n"
@@ -35,13 +35,8 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with LoopbackServer(_Hostile) as server:
+        yield server.url
 
 
 def _files_holding(top: Path, data: bytes) -> list[Path]:

@@ -25,8 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ from builder.errors import RegistryError
 from builder.reference import Reference
 from builder.registry import RegistryClient
 from fixtures.proxy import FaultProxy
+from fixtures.servers import RecordingServer, send
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "ci", "hunter2-host-secret"
@@ -43,61 +42,20 @@ BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 PRIVATE = b"private-artifact-bytes\n"
 
 
-class Server:
-    """A ThreadingHTTPServer on `address`, recording every request's path
-    and Authorization header; `answer(handler)` answers each."""
-
-    def __init__(self, answer, address: str = "127.0.0.1"):
-        self.seen: list[tuple[str, str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                server.seen.append((self.command, self.path, self.headers.get("Authorization")))
-                answer(self)
-
-            do_GET = do_POST = _handle
-
-        self._httpd = ThreadingHTTPServer((address, 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://{address}:{self._httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-    def saw_credentials(self) -> bool:
-        return any(auth == BASIC for _, _, auth in self.seen)
-
-
-def _send(handler, status: int, body: bytes = b"", headers: dict | None = None) -> None:
-    handler.send_response(status)
-    for key, value in (headers or {}).items():
-        handler.send_header(key, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    if handler.command != "HEAD":
-        handler.wfile.write(body)
+def _saw_credentials(server: RecordingServer) -> bool:
+    return any(auth == BASIC for _, _, auth in server.requests)
 
 
 def _protected(handler) -> None:
     if handler.headers.get("Authorization") != BASIC:
-        _send(handler, 401, headers={"WWW-Authenticate": 'Basic realm="private"'})
+        send(handler, 401, headers={"WWW-Authenticate": 'Basic realm="private"'})
     else:
-        _send(handler, 200, PRIVATE)
+        send(handler, 200, PRIVATE)
 
 
 @pytest.fixture
 def protected():
-    server = Server(_protected)
+    server = RecordingServer(_protected)
     yield server
     server.close()
 
@@ -140,13 +98,13 @@ def test_add_url_sends_no_netrc_credentials(tmp_path, busybox_image, protected, 
     assert done.returncode == 1, done.stderr
     assert f"failed to fetch {protected.url}/artifact: invalid response status 401" in done.stderr
     assert "Traceback" not in done.stderr
-    assert protected.seen and not protected.saw_credentials()
+    assert protected.requests and not _saw_credentials(protected)
 
 
 def test_a_redirect_to_a_netrc_host_gets_no_credentials(tmp_path, busybox_image, protected, netrc_env):
     # The Dockerfile names a server the netrc knows nothing of (another
     # loopback address); it redirects to the one it knows.
-    attacker = Server(lambda h: _send(h, 302, headers={"Location": f"{protected.url}/artifact"}),
+    attacker = RecordingServer(lambda h: send(h, 302, headers={"Location": f"{protected.url}/artifact"}),
                       address="127.0.0.2")
     try:
         done = _pybuild(tmp_path, f"FROM {busybox_image.ref}\nADD {attacker.url}/x /a\n", env=netrc_env)
@@ -154,8 +112,8 @@ def test_a_redirect_to_a_netrc_host_gets_no_credentials(tmp_path, busybox_image,
         attacker.close()
     assert done.returncode == 1, done.stderr
     assert "invalid response status 401" in done.stderr
-    assert attacker.seen and protected.seen
-    assert not protected.saw_credentials() and not attacker.saw_credentials()
+    assert attacker.requests and protected.requests
+    assert not _saw_credentials(protected) and not _saw_credentials(attacker)
 
 
 def test_add_url_keeps_the_credentials_of_its_own_url(tmp_path, busybox_image, protected, netrc_env):
@@ -170,8 +128,8 @@ def test_add_url_keeps_the_credentials_of_its_own_url(tmp_path, busybox_image, p
 def test_add_url_goes_through_the_environments_proxy_except_for_no_proxy(tmp_path, busybox_image):
     # A forward proxy answers for a host that does not exist; NO_PROXY sends
     # the registry and the direct server past it.
-    proxy = Server(lambda h: _send(h, 200, b"via-proxy\n"))
-    direct = Server(lambda h: _send(h, 200, b"direct\n"), address="127.0.0.2")
+    proxy = RecordingServer(lambda h: send(h, 200, b"via-proxy\n"))
+    direct = RecordingServer(lambda h: send(h, 200, b"direct\n"), address="127.0.0.2")
     out = tmp_path / "out"
     try:
         done = _pybuild(tmp_path, f"FROM {busybox_image.ref}\nADD http://pybuild-proxied.invalid/p /p\n"
@@ -184,8 +142,8 @@ def test_add_url_goes_through_the_environments_proxy_except_for_no_proxy(tmp_pat
     assert done.returncode == 0, done.stderr
     assert (out / "p").read_bytes() == b"via-proxy\n"
     assert (out / "d").read_bytes() == b"direct\n"
-    assert [path for _, path, _ in proxy.seen] == ["http://pybuild-proxied.invalid/p"]
-    assert [path for _, path, _ in direct.seen] == ["/d"]
+    assert [path for _, path, _ in proxy.requests] == ["http://pybuild-proxied.invalid/p"]
+    assert [path for _, path, _ in direct.requests] == ["/d"]
 
 
 # -- the registry client --------------------------------------------------------------
@@ -230,12 +188,12 @@ class GitServer:
 
     def __init__(self, base: Path):
         self.base = base
-        self.server = Server(self._answer)
+        self.server = RecordingServer(self._answer)
         self.url = self.server.url
 
     def _answer(self, handler) -> None:
         if handler.headers.get("Authorization") != BASIC:
-            _send(handler, 401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+            send(handler, 401, headers={"WWW-Authenticate": 'Basic realm="git"'})
             return
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         path, _, query = handler.path.partition("?")
@@ -253,7 +211,7 @@ class GitServer:
                 status = int(value.split()[0])
             elif key:
                 headers[key] = value
-        _send(handler, status, data, headers)
+        send(handler, status, data, headers)
 
     def close(self) -> None:
         self.server.close()
@@ -300,16 +258,16 @@ def test_git_sources_use_none_of_the_hosts_git_credentials(tmp_path, busybox_ima
     # The attack is live: git as the host user runs it clones with these credentials.
     plain = _git("ls-remote", url, cwd=tmp_path, env={**host_env, "HOME": str(git_home), "GIT_TERMINAL_PROMPT": "0"})
     assert plain.returncode == 0, plain.stderr
-    assert private_repo.server.saw_credentials()
-    private_repo.server.seen.clear()
+    assert _saw_credentials(private_repo.server)
+    private_repo.server.requests.clear()
     for dockerfile, args in ((None, (f"{url}#main",)),
                              (f"FROM {busybox_image.ref}\nADD {url}#main /src/\n", ())):
         done = _pybuild(tmp_path, dockerfile, *args, env={"HOME": str(git_home)})
         assert done.returncode == 1, done.stderr
         assert f"Authentication failed for '{url}/'" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
-    assert private_repo.server.seen
-    assert not private_repo.server.saw_credentials()
+    assert private_repo.server.requests
+    assert not _saw_credentials(private_repo.server)
     assert not [p for p in Path(tmp_path / "root").rglob("private.txt")]
 
 

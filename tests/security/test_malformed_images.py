@@ -14,13 +14,13 @@ import http.server
 import json
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
 from fixtures import busybox
+from fixtures.servers import LoopbackServer
 
 PYBUILD = ["pybuild"]
 
@@ -148,14 +148,6 @@ def test_a_well_typed_config_still_builds(tmp_path, registry, busybox_parts):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-class _HostileRegistry(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, manifests: dict[str, bytes]):
-        self.manifests = manifests
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -186,15 +178,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_registry():
-    server = _HostileRegistry({})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    """A registry serving the manifests its `httpd.manifests` holds by tag."""
+    with LoopbackServer(_Handler) as server:
+        server.httpd.manifests = {}
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 _ENTRY = {"mediaType": busybox.OCI_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 100}
@@ -209,9 +196,9 @@ INDEX_CASES = {
 def test_an_index_of_the_wrong_shape(tmp_path, hostile_registry, case):
     manifests, message = INDEX_CASES[case]
     name = f"index-{case}"
-    hostile_registry.manifests[name] = json.dumps(
+    hostile_registry.httpd.manifests[name] = json.dumps(
         {"schemaVersion": 2, "mediaType": busybox.OCI_INDEX, "manifests": manifests}).encode()
-    host = f"127.0.0.1:{hostile_registry.server_address[1]}"
+    host = hostile_registry.host
     root = tmp_path / "root"
     _refused(_build(tmp_path, root, f"FROM {host}/{name}\nRUN true\n"), f"{host}/{name}", message)
     _doctor_clean(tmp_path, root)

@@ -23,8 +23,6 @@ import base64
 import json
 import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -38,63 +36,37 @@ from fixtures import busybox
 from fixtures.images import make_image
 from fixtures.proxy import FaultProxy
 from fixtures.registry import remove_registry, start_registry
-from fixtures.tls import TEST_ADDRESS, address_on_loopback, make_certificates
+from fixtures.servers import RecordingServer, send
+from fixtures.tls import address_on_loopback, make_certificates
 
 USER, PASSWORD = "builder", "realm-must-not-see-this"
 
 
-class Recorder:
-    """An HTTP server that records every request and its Authorization
-    header: a token realm that hands out tokens to anyone, and serves any
-    blob of `blobs` (a directory of sha256 blobs) it is asked for."""
+def _realm(blobs: Path | None = None):
+    """How the recording server answers: as a token realm that hands out
+    tokens to anyone, serving any blob of `blobs` (a directory of sha256
+    blobs) it is asked for, and 401 to the rest."""
 
-    def __init__(self, address: str = "127.0.0.1", blobs: Path | None = None):
-        self.requests: list[tuple[str, str, str | None]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                recorder.requests.append((self.command, self.path, self.headers.get("Authorization")))
-                status, body = 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"recorded"}]}'
-                if self.path.startswith("/token"):
-                    status, body = 200, json.dumps({"token": "stolen", "expires_in": 300}).encode()
-                elif "/blobs/sha256:" in self.path and blobs is not None:
-                    path = blobs / self.path.rsplit("sha256:", 1)[1].split("?")[0]
-                    if path.is_file():
-                        status, body = 200, path.read_bytes()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _answer
-
-        self._server = ThreadingHTTPServer((address, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="recorder", daemon=True)
-        self._thread.start()
-        self.url = f"http://{address}:{self._server.server_address[1]}"
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+    def answer(handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length:
+            handler.rfile.read(length)
+        status, body = 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"recorded"}]}'
+        if handler.path.startswith("/token"):
+            status, body = 200, json.dumps({"token": "stolen", "expires_in": 300}).encode()
+        elif "/blobs/sha256:" in handler.path and blobs is not None:
+            path = blobs / handler.path.rsplit("sha256:", 1)[1].split("?")[0]
+            if path.is_file():
+                status, body = 200, path.read_bytes()
+        send(handler, status, body, {"Content-Type": "application/json"})
+    return answer
 
 
-def _docker_config(tmp_path: Path, host: str) -> Path:
+def _docker_config(tmp_path: Path, host: str, user: str = USER, password: str = PASSWORD) -> Path:
+    """A docker config.json holding `user`'s credentials for `host`."""
     directory = tmp_path / "docker-config"
     directory.mkdir(exist_ok=True)
-    pair = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
     (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": pair}}}))
     return directory
 
@@ -122,7 +94,7 @@ def _token_registry(root: Path, realm: str, **kwargs):
 
 
 def test_an_https_registry_naming_a_plain_http_realm_gets_no_credentials(tmp_path):
-    recorder = Recorder()
+    recorder = RecordingServer(_realm())
     try:
         with address_on_loopback() as address:
             registry = _token_registry(tmp_path, f"{recorder.url}/token", address=address,
@@ -143,7 +115,7 @@ def test_an_https_registry_naming_a_plain_http_realm_gets_no_credentials(tmp_pat
 
 def test_a_loopback_registry_naming_a_plain_http_realm_on_another_host_gets_no_credentials(tmp_path):
     with address_on_loopback() as address:
-        recorder = Recorder(address)
+        recorder = RecordingServer(_realm(), address)
         registry = _token_registry(tmp_path, f"{recorder.url}/token")
         try:
             ref, creds = f"{registry.host}/busybox:latest", _docker_config(tmp_path, registry.host)
@@ -174,11 +146,11 @@ def pushed_to_auth_registry(auth_registry, busybox_image):
 
 
 def test_a_blob_redirected_to_another_port_gets_no_credentials(tmp_path, auth_registry, pushed_to_auth_registry):
-    recorder = Recorder(blobs=pushed_to_auth_registry.layout / "blobs" / "sha256")
+    recorder = RecordingServer(_realm(pushed_to_auth_registry.layout / "blobs" / "sha256"))
     proxy = FaultProxy(auth_registry.host)
     proxy.faults.redirect_blobs_to = recorder.url
     try:
-        config = _docker_config_for(tmp_path, proxy.host, auth_registry)
+        config = _docker_config(tmp_path, proxy.host, auth_registry.username, auth_registry.password)
         done = _pybuild(tmp_path, "pull", "--root", str(tmp_path / "root"), f"{proxy.host}/redirected:latest",
                         docker_config=config)
     finally:
@@ -192,16 +164,8 @@ def test_a_blob_redirected_to_another_port_gets_no_credentials(tmp_path, auth_re
     assert any(headers.get("Authorization", "").startswith("Basic ") for _, _, headers in proxy.requests)
 
 
-def _docker_config_for(tmp_path: Path, host: str, registry) -> Path:
-    directory = tmp_path / "docker-config"
-    directory.mkdir(exist_ok=True)
-    pair = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
-    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": pair}}}))
-    return directory
-
-
 def test_an_upload_location_on_another_port_gets_no_credentials(tmp_path, store, auth_registry):
-    recorder = Recorder()
+    recorder = RecordingServer(_realm())
     proxy = FaultProxy(auth_registry.host)
     proxy.faults.upload_location_to = recorder.url
     creds = {proxy.host: Credentials(auth_registry.username, auth_registry.password)}

@@ -23,7 +23,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import zlib
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,6 +35,7 @@ from builder.registry import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
 from cache.digest import Digest
 from fixtures import busybox
 from fixtures.proxy import FaultProxy
+from fixtures.servers import LoopbackServer
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -319,14 +319,8 @@ def _crc32_of_zeros(size: int) -> int:
 
 @pytest.fixture
 def streaming_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Streaming)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with LoopbackServer(_Streaming) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize("path", ["/sized", "/chunked"])
