@@ -339,8 +339,12 @@ def remove_stale_scratch() -> int:
             continue
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or not _left_by_dead(owner):
             continue
-        if not _stop_containers(path):
-            continue  # its record stays, for the next one to try again
+        # The container of a dead pybuild's OCI step, if its supervisor
+        # (which stops it when pybuild dies) was killed too; the cgroups of
+        # a builtin step with limits (its processes died with pybuild, they
+        # did not).
+        if not stop_container(str(path)):
+            continue  # a cgroup is still there: its record stays, for the next one to try again
         dead.add(owner)
         remove_tree(path)
         removed += 1
@@ -353,22 +357,7 @@ def _left_by_dead(owner: str) -> bool:
     if is_token(owner):
         return not _SCRATCH_LEASES.alive(owner)
     # named by a pybuild from before leases, with its pid
-    return left_by_dead_process(owner, "-")
-
-
-def _stop_containers(scratch: Path) -> bool:
-    """The container of a dead pybuild's OCI step, if its supervisor (which
-    stops it when pybuild dies) was killed too; the cgroups of a builtin
-    step with limits (its processes died with pybuild, they did not).
-    False if a cgroup is still there."""
-    return stop_container(str(scratch))
-
-
-def left_by_dead_process(rest: str, sep: str) -> bool:
-    """`rest` of a scratch name begins with the pid of the process that made
-    it, up to `sep`: True when that process is gone (and so is its use)."""
-    pid = rest.split(sep, 1)[0]
-    return pid.isdigit() and not _alive(int(pid))
+    return owner.isdigit() and not _alive(int(owner))
 
 
 def _alive(pid: int) -> bool:
