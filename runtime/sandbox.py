@@ -328,21 +328,28 @@ def _bind(linux, tree, source: str, target: str, readonly: bool, sealed: bool = 
             raise _Refused(f"bind mount source {source} is a symlink")
         parent_fd, name = _target(tree, target, "directory" if stat.S_ISDIR(st.st_mode) else "file")
         try:
-            point = _open_point(parent_fd, name)
-            try:
-                linux.mount(_fd_path(src), _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
-            finally:
-                os.close(point)
             flags = linux.MS_NODEV
             if readonly:
                 flags |= linux.MS_RDONLY
             if sealed:
                 flags |= linux.MS_NOSUID | linux.MS_NOEXEC
-            _remount(linux, parent_fd, name, flags)
+            _bind_on(linux, parent_fd, name, flags, _fd_path(src))
         finally:
             os.close(parent_fd)
     finally:
         os.close(src)
+
+
+def _bind_on(linux, parent_fd: int, name, flags: int, source: str | None = None) -> None:
+    """A recursive bind of `source` (None: the mount point itself, to give
+    it flags of its own) on `name` in `parent_fd`, then `flags` for it."""
+    point = _open_point(parent_fd, name)
+    try:
+        linux.mount(_fd_path(point) if source is None else source, _fd_path(point), None,
+                    linux.MS_BIND | linux.MS_REC)
+    finally:
+        os.close(point)
+    _remount(linux, parent_fd, name, flags)
 
 
 def _mount_spec(linux, confine, tree, mount: dict) -> None:
@@ -421,12 +428,7 @@ def _mask_paths(linux, proc_fd: int, sys_fd: int) -> None:
             continue
         parent_fd, name = found
         try:
-            point = _open_point(parent_fd, name)
-            try:
-                linux.mount(_fd_path(point), _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
-            finally:
-                os.close(point)
-            _remount(linux, parent_fd, name, flags)
+            _bind_on(linux, parent_fd, name, flags)
         finally:
             os.close(parent_fd)
 
