@@ -52,6 +52,7 @@ from runtime import linux
 from runtime.errors import MountFailed, RuntimeFailure
 from runtime.fsutil import copy_metadata, copy_node, remove_tree
 from runtime.lease import Leases
+from runtime.supervise import unescape_mountinfo
 
 _CLONE_FS = 0x00000200
 # fs/overlayfs/params.h: OVL_MAX_STACK
@@ -383,17 +384,10 @@ def mount_points_below(path: str) -> list[str]:
     prefix = path.rstrip("/") + "/"
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
-            point = _unescape(line.split()[4])
+            point = unescape_mountinfo(line.split()[4])
             if point == path or point.startswith(prefix):
                 found.append(point)
     return found
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    for code in ("\\040", "\\011", "\\012", "\\134"):
-        field = field.replace(code, chr(int(code[1:], 8)))
-    return field
 
 
 def _detach(point: str) -> None:

@@ -37,7 +37,8 @@ its scratch directory the same way (they outlive a killed pybuild, empty).
 
 Like sandbox.py, the supervisor imports only the standard library and
 `linux.py` (about 10 ms to start, paid by every OCI step); importable as
-`runtime.supervise` for `write_record` and `stop_container`.
+`runtime.supervise` for `write_record`, `stop_container` and
+`unescape_mountinfo`.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _cgroup_dirs(name: str) -> list[str]:
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
             fields = line.split()
-            mount_root, point = _unescape(fields[3]), _unescape(fields[4])
+            mount_root, point = unescape_mountinfo(fields[3]), unescape_mountinfo(fields[4])
             tail = line.split(" - ", 1)[1].split()
             fstype, options = tail[0], set(tail[2].split(",")) if len(tail) > 2 else set()
             for controllers, path in own.items():
@@ -99,8 +100,9 @@ def _cgroup_dirs(name: str) -> list[str]:
     return found
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
+def unescape_mountinfo(field: str) -> str:
+    """A path field of /proc/self/mountinfo as the path it is: space, tab,
+    newline and backslash are escaped there as octal."""
     for code in ("\\040", "\\011", "\\012", "\\134"):
         field = field.replace(code, chr(int(code[1:], 8)))
     return field
