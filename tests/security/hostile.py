@@ -4,13 +4,20 @@ so that pybuild pulls and extracts them exactly as it would a real image."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import json
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urljoin
 
-from fixtures.busybox import OCI_MANIFEST, busybox_layer_tar, host_arch, skopeo_push, write_image, write_index
+import requests
+
+from fixtures.busybox import (OCI_CONFIG, OCI_MANIFEST, busybox_layer_tar, host_arch, skopeo_push, write_image,
+                              write_index)
 
 _NAMES = itertools.count(1)
 
@@ -48,12 +55,44 @@ def sparse_layer(work: Path, name: str, size: int, data: bytes) -> bytes:
         path.unlink()
 
 
-def push_image(registry, layout_dir: Path, layers: list[bytes], *, with_busybox: bool = True) -> str:
-    """Push busybox (optional) + `layers` as a new repository; returns the ref."""
+def push_image(registry, layout_dir: Path, layers: list[bytes], *, with_busybox: bool = True,
+               diff_ids: list[str] | None = None) -> str:
+    """Push busybox (optional) + `layers` as a new repository, its config
+    claiming `diff_ids` if given (else the true ones); returns the ref."""
     name = f"hostile-{next(_NAMES)}-{layout_dir.name.lower()}"[:60].strip("-_.")
     tars = ([busybox_layer_tar()] if with_busybox else []) + list(layers)
-    image = write_image(layout_dir, tars, arch=host_arch())
+    image = write_image(layout_dir, tars, arch=host_arch(), diff_ids=diff_ids)
     write_index(layout_dir, OCI_MANIFEST, image.manifest, image.manifest_size, "latest")
     ref = f"{registry.host}/{name}:latest"
     skopeo_push(layout_dir, "latest", ref)
     return ref
+
+
+def push_blob(registry_url: str, repository: str, pieces: Callable[[], Iterable[bytes]]) -> dict:
+    """Upload the blob `pieces()` yields straight through the distribution
+    API, as it is (skopeo reads a config whole, and refuses one over 4 MiB),
+    never holding it whole: it is hashed in a first pass, then streamed.
+    Returns its descriptor's digest and size."""
+    digest, size = hashlib.sha256(), 0
+    for piece in pieces():
+        digest.update(piece)
+        size += len(piece)
+    started = requests.post(f"{registry_url}/v2/{repository}/blobs/uploads/", timeout=30)
+    assert started.status_code == 202, started.text
+    location = urljoin(registry_url, started.headers["Location"])
+    done = requests.put(f"{location}{'&' if '?' in location else '?'}digest=sha256:{digest.hexdigest()}",
+                        data=iter(pieces()), headers={"Content-Type": "application/octet-stream"}, timeout=300)
+    assert done.status_code == 201, done.text
+    return {"digest": f"sha256:{digest.hexdigest()}", "size": size}
+
+
+def push_manifest(registry_url: str, repository: str, config: dict, layers: list[dict] = (),
+                  tag: str = "latest") -> str:
+    """Push a manifest of the config descriptor `config` and these layer
+    descriptors (blobs pushed already), as it is; returns the ref."""
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"mediaType": OCI_CONFIG, **config},
+                "layers": list(layers)}
+    done = requests.put(f"{registry_url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest),
+                        headers={"Content-Type": OCI_MANIFEST}, timeout=30)
+    assert done.status_code == 201, done.text
+    return f"{registry_url.split('://', 1)[1]}/{repository}:{tag}"

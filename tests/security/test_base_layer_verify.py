@@ -4,25 +4,24 @@ it is extracted and must equal its diff_id, or the pull fails and nothing
 is recorded under the chain ID — the snapshot a later `FROM` of the real
 image would reuse.
 
-The hostile images are written here as OCI layouts, their configs claiming
-diff_ids of our choosing, and pushed to the real registry fixture with
-skopeo (which copies blobs as they are: it checks digests, not diff_ids).
+The hostile images are written as OCI layouts (security/hostile.py), their
+configs claiming diff_ids of our choosing, and pushed to the real registry
+fixture with skopeo (which copies blobs as they are: it checks digests,
+not diff_ids).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
-import json
 import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 from builder.worker import Worker
-from cache.digest import Digest
 from fixtures import busybox
+from security.hostile import push_image
 
 PYBUILD = ["pybuild"]
 
@@ -42,32 +41,6 @@ def _pybuild(tmp_path: Path, root: Path, dockerfile: str, *args: str) -> subproc
     (context / "Dockerfile").write_text(dockerfile)
     return subprocess.run([*PYBUILD, "build", "--root", str(root), "--progress", "plain", *args, str(context)],
                           capture_output=True, text=True, timeout=180, env=_env(tmp_path))
-
-
-def _put(layout: Path, data: bytes) -> dict:
-    digest = hashlib.sha256(data).hexdigest()
-    path = layout / "blobs" / "sha256" / digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
-def push_claiming(registry, layout: Path, name: str, layer_tars: list[bytes], diff_ids: list[str]) -> str:
-    """Push an image of these gzip layers whose config claims `diff_ids`."""
-    layout.mkdir(parents=True)
-    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **_put(layout, gzip.compress(tar, mtime=0))}
-              for tar in layer_tars]
-    config = json.dumps({"architecture": busybox.host_arch(), "os": "linux",
-                         "config": {"Env": [busybox.PATH_ENV], "Cmd": ["sh"]},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
-                           "config": {"mediaType": busybox.OCI_CONFIG, **_put(layout, config)},
-                           "layers": layers}).encode()
-    stored = _put(layout, manifest)
-    busybox.write_index(layout, busybox.OCI_MANIFEST, Digest.parse(stored["digest"]), stored["size"], "latest")
-    ref = f"{registry.host}/{name}:latest"
-    busybox.skopeo_push(layout, "latest", ref)
-    return ref
 
 
 def _tampered_busybox() -> bytes:
@@ -94,7 +67,8 @@ def _snapshots(root: Path) -> list[str]:
 def test_a_layer_claiming_busybox_diff_id_is_refused_and_busybox_stays_busybox(tmp_path, busybox_image):
     registry = busybox_image.registry
     diff_id = str(busybox_image.diff_ids[0])
-    hostile = push_claiming(registry, tmp_path / "layout", "claims-busybox", [_tampered_busybox()], [diff_id])
+    hostile = push_image(registry, tmp_path / "claims-busybox", [_tampered_busybox()], with_busybox=False,
+                         diff_ids=[diff_id])
     root = tmp_path / "root"
 
     failed = _pybuild(tmp_path, root, f"FROM {hostile}\n")
@@ -129,10 +103,10 @@ def test_trailing_bytes_after_the_archive_count_in_the_diff_id(tmp_path, busybox
     data = busybox.busybox_layer_tar()
     small = _with_trailing_bytes(_small_layer({"data/kept": b"kept\n"}))
     true_ids = [str(busybox_image.diff_ids[0]), "sha256:" + hashlib.sha256(small).hexdigest()]
-    honest = push_claiming(registry, tmp_path / "honest", "trailing-honest", [data, small], true_ids)
+    honest = push_image(registry, tmp_path / "honest", [data, small], with_busybox=False, diff_ids=true_ids)
     without_tail = "sha256:" + hashlib.sha256(small.split(b"trailing bytes", 1)[0]).hexdigest()
-    lying = push_claiming(registry, tmp_path / "lying", "trailing-lying", [data, small],
-                          [true_ids[0], without_tail])
+    lying = push_image(registry, tmp_path / "lying", [data, small], with_busybox=False,
+                       diff_ids=[true_ids[0], without_tail])
     root = tmp_path / "root"
 
     refused = _pybuild(tmp_path, root, f"FROM {lying}\n")

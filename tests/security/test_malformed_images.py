@@ -17,10 +17,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 from fixtures import busybox
 from fixtures.servers import LoopbackServer
+from security.hostile import push_blob, push_manifest
 
 PYBUILD = ["pybuild"]
 
@@ -66,17 +66,6 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _put_blob(host: str, repo: str, data: bytes) -> dict:
-    start = requests.post(f"http://{host}/v2/{repo}/blobs/uploads/", timeout=30)
-    start.raise_for_status()
-    location = start.headers["Location"]
-    location = location if location.startswith("http") else f"http://{host}{location}"
-    sep = "&" if "?" in location else "?"
-    requests.put(f"{location}{sep}digest={_digest(data)}", data=data, timeout=30,
-                 headers={"Content-Type": "application/octet-stream"}).raise_for_status()
-    return {"digest": _digest(data), "size": len(data)}
-
-
 @pytest.fixture(scope="module")
 def busybox_parts(tmp_path_factory):
     """busybox's gzip layer and its diff_id."""
@@ -88,13 +77,8 @@ def busybox_parts(tmp_path_factory):
 
 def _push_config(registry, repo: str, config: bytes, layer: bytes) -> str:
     """Push an image of busybox's layer whose config blob is `config`, as is."""
-    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **_put_blob(registry.host, repo, layer)}]
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
-                           "config": {"mediaType": busybox.OCI_CONFIG, **_put_blob(registry.host, repo, config)},
-                           "layers": layers}).encode()
-    requests.put(f"http://{registry.host}/v2/{repo}/manifests/latest", data=manifest, timeout=30,
-                 headers={"Content-Type": busybox.OCI_MANIFEST}).raise_for_status()
-    return f"{registry.host}/{repo}:latest"
+    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **push_blob(registry.url, repo, lambda: [layer])}]
+    return push_manifest(registry.url, repo, push_blob(registry.url, repo, lambda: [config]), layers)
 
 
 def _config(diff_id: str, **fields) -> bytes:

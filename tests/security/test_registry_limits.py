@@ -25,17 +25,14 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Callable, Iterable
-from urllib.parse import urljoin
 
 import pytest
-import requests
 
 from builder.registry import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
-from cache.digest import Digest
 from fixtures import busybox
 from fixtures.proxy import FaultProxy
 from fixtures.servers import LoopbackServer
+from security.hostile import push_blob, push_manifest
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -91,14 +88,6 @@ def measured_build(tmp_path: Path, dockerfile: str, *, config: str | None = None
     return done.returncode, done.stderr, int((work / "peak").read_text()) * 1024
 
 
-def _write_blob(layout: Path, data: bytes) -> dict:
-    digest = hashlib.sha256(data).hexdigest()
-    path = layout / "blobs" / "sha256" / digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
 def gzip_of_zeros(size: int, crc32: int):
     """The pieces of a single-member gzip of `size` zero bytes (a multiple
     of 1 MiB), never more than one MiB of zeros in memory.
@@ -136,17 +125,11 @@ def zeros_image(busybox_image, tmp_path_factory) -> str:
     blocks, and zeros after them, all counted in its diff_id)."""
     layout = tmp_path_factory.mktemp("zeros-layout")
     base = (busybox_image.layout / "blobs" / "sha256" / busybox_image.layers[0].hex).read_bytes()
-    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **_write_blob(layout, base)},
+    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **busybox.put_blob(layout, base)},
               {"mediaType": busybox.OCI_LAYER_GZIP, **write_zeros_gzip(layout)}]
-    config = json.dumps({"architecture": busybox.host_arch(), "os": "linux",
-                         "config": {"Env": [busybox.PATH_ENV], "Cmd": ["sh"]},
-                         "rootfs": {"type": "layers",
-                                    "diff_ids": [str(busybox_image.diff_ids[0]), f"sha256:{ZEROS_SHA256}"]}})
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
-                           "config": {"mediaType": busybox.OCI_CONFIG, **_write_blob(layout, config.encode())},
-                           "layers": layers}).encode()
-    stored = _write_blob(layout, manifest)
-    busybox.write_index(layout, busybox.OCI_MANIFEST, Digest.parse(stored["digest"]), stored["size"], "latest")
+    image = busybox.write_manifest(layout, layers, [str(busybox_image.diff_ids[0]), f"sha256:{ZEROS_SHA256}"],
+                                   arch=busybox.host_arch())
+    busybox.write_index(layout, busybox.OCI_MANIFEST, image.manifest, image.manifest_size, "latest")
     ref = f"{busybox_image.registry.host}/zeros:latest"
     busybox.skopeo_push(layout, "latest", ref)
     return ref
@@ -192,33 +175,6 @@ def test_a_50_mb_manifest_is_refused_before_it_is_read(tmp_path, busybox_image, 
     assert peak < 100 * MIB, f"peak RSS {peak / MIB:.0f} MiB"
 
 
-def push_blob(registry_url: str, repository: str, pieces: Callable[[], Iterable[bytes]]) -> dict:
-    """Upload the blob `pieces()` yields straight through the distribution
-    API (skopeo reads a config whole, and refuses one over 4 MiB), never
-    holding it whole: it is hashed in a first pass, then streamed."""
-    digest, size = hashlib.sha256(), 0
-    for piece in pieces():
-        digest.update(piece)
-        size += len(piece)
-    started = requests.post(f"{registry_url}/v2/{repository}/blobs/uploads/", timeout=30)
-    assert started.status_code == 202, started.text
-    location = urljoin(registry_url, started.headers["Location"])
-    done = requests.put(f"{location}{'&' if '?' in location else '?'}digest=sha256:{digest.hexdigest()}",
-                        data=iter(pieces()), headers={"Content-Type": "application/octet-stream"}, timeout=300)
-    assert done.status_code == 201, done.text
-    return {"digest": f"sha256:{digest.hexdigest()}", "size": size}
-
-
-def push_image(registry_url: str, repository: str, config: dict, tag: str = "latest") -> str:
-    """A manifest with no layers and the config descriptor `config`."""
-    manifest = {"schemaVersion": 2, "mediaType": busybox.OCI_MANIFEST,
-                "config": {"mediaType": busybox.OCI_CONFIG, **config}, "layers": []}
-    done = requests.put(f"{registry_url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest),
-                        headers={"Content-Type": busybox.OCI_MANIFEST}, timeout=30)
-    assert done.status_code == 201, done.text
-    return f"{registry_url.split('://', 1)[1]}/{repository}:{tag}"
-
-
 def _config_of(size: int):
     """A valid image config padded to `size` bytes with a list of zeros, in 1 MiB pieces."""
     head = json.dumps({"architecture": busybox.host_arch(), "os": "linux",
@@ -247,7 +203,7 @@ def _no_large_file(root: Path) -> bool:
 
 
 def test_a_200_mb_config_is_refused_before_it_is_downloaded(tmp_path, registry, huge_config):
-    ref = push_image(registry.url, "huge-config", huge_config)
+    ref = push_manifest(registry.url, "huge-config", huge_config)
     root = tmp_path / "root"
     status, stderr, peak = measured_build(tmp_path, f"FROM {ref}\n", root=root)
     assert status == 1, stderr
@@ -262,7 +218,7 @@ def test_a_200_mb_config_is_refused_before_it_is_downloaded(tmp_path, registry, 
 def test_a_config_larger_than_its_descriptor_says_is_cut_while_it_is_read(tmp_path, registry, huge_config):
     # The manifest names the 200 MB blob's digest with a size under the cap:
     # the download stops at the size the descriptor allows.
-    ref = push_image(registry.url, "huge-config", {**huge_config, "size": 1000}, tag="lying")
+    ref = push_manifest(registry.url, "huge-config", {**huge_config, "size": 1000}, tag="lying")
     root = tmp_path / "root"
     status, stderr, peak = measured_build(tmp_path, f"FROM {ref}\n", root=root)
     assert status == 1, stderr
@@ -277,7 +233,7 @@ def test_a_config_larger_than_its_descriptor_says_is_cut_while_it_is_read(tmp_pa
     (b'["architecture", "os"]', "not a JSON object"),
 ], ids=["nested", "list"])
 def test_a_config_json_cannot_crash_the_build(tmp_path, registry, body, detail):
-    ref = push_image(registry.url, "odd-config", push_blob(registry.url, "odd-config", lambda: [body]))
+    ref = push_manifest(registry.url, "odd-config", push_blob(registry.url, "odd-config", lambda: [body]))
     status, stderr, _ = measured_build(tmp_path, f"FROM {ref}\n")
     assert status == 1, stderr
     assert f"is not valid JSON: {detail}" in stderr
