@@ -37,12 +37,11 @@ from pathlib import Path
 from builder.errors import PybuildError
 from builder.export import scratch
 from runtime import layer as layer_tar
-from runtime.confine import DirStack, Tree, remove, set_metadata
+from runtime.confine import DirStack, Tree, remove, set_fd_metadata, set_metadata
 from runtime.fsutil import copy_data, read_xattrs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID
-_TOLERATED_XATTR_ERRORS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
 class ExportError(PybuildError):
@@ -326,28 +325,15 @@ class _LocalWriter:
         return [(k, v) for k, v in read_xattrs(f"/proc/self/fd/{dir_fd}/".encode() + name) if self._keep_xattr(k)]
 
     def _set_fd_metadata(self, fd: int, st: os.stat_result, xattrs) -> None:
-        # Owner, then mode (chown clears setuid bits), xattrs, then times.
-        os.fchown(fd, *self._owner(st))
-        os.fchmod(fd, self._mode(st))
-        for key, value in xattrs:
-            try:
-                os.setxattr(fd, key, value)
-            except OSError as exc:
-                if exc.errno not in _TOLERATED_XATTR_ERRORS:
-                    raise
-        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        uid, gid = self._owner(st)
+        set_fd_metadata(fd, uid=uid, gid=gid, mode=self._mode(st), xattrs=xattrs, skip_refused_xattrs=True,
+                        atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
 
     def _set_name_metadata(self, dir_fd: int, name: bytes, st: os.stat_result, xattrs) -> None:
         uid, gid = self._owner(st)
         is_link = stat.S_ISLNK(st.st_mode)
-        set_metadata(dir_fd, name, uid=uid, gid=gid, mode=None if is_link else self._mode(st))
-        for key, value in xattrs:
-            try:
-                set_metadata(dir_fd, name, xattrs=[(key, value)])
-            except OSError as exc:
-                if exc.errno not in _TOLERATED_XATTR_ERRORS:
-                    raise
-        set_metadata(dir_fd, name, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+        set_metadata(dir_fd, name, uid=uid, gid=gid, mode=None if is_link else self._mode(st), xattrs=xattrs,
+                     skip_refused_xattrs=True, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
 
 
 def _names(dir_fd: int):

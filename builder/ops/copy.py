@@ -50,7 +50,7 @@ from builder.context import BuildContext, Entry, Match, Selection
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile
-from runtime.confine import DirStack, Refused, Tree, set_metadata
+from runtime.confine import DirStack, Refused, Tree, set_fd_metadata, set_metadata
 from runtime.fsutil import copy_data, read_xattrs
 from runtime.users import resolve_chown
 
@@ -335,7 +335,6 @@ def _perm_bits(perms: str, current: int, is_dir: bool) -> int:
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_TOLERATED_XATTR_ERRORS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
 class _Copier:
@@ -569,17 +568,11 @@ class _Copier:
             return
         uid, gid = self._owner_of(st)
         perm = None if stat.S_ISLNK(mode) else self._perm_of(st)
+        # BuildKit logs and goes on: a trusted.* or security.* attribute the
+        # destination filesystem refuses is not fatal.
         xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS)
-        # Owner, then mode (chown clears setuid bits), xattrs (chown clears
-        # security.capability), then times.
-        set_metadata(dir_fd, name, uid=uid, gid=gid, mode=perm)
-        for key, value in xattrs:
-            try:
-                set_metadata(dir_fd, name, xattrs=[(key, value)])
-            except OSError as exc:
-                if exc.errno not in _TOLERATED_XATTR_ERRORS:
-                    raise
-        set_metadata(dir_fd, name, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+        set_metadata(dir_fd, name, uid=uid, gid=gid, mode=perm, xattrs=xattrs, skip_refused_xattrs=True,
+                     atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
 
     def _create(self, dir_fd: int, name: bytes, rel: str, make):
         """`make()` a new entry `name`; what is already there (a file or a
@@ -659,18 +652,10 @@ class _Copier:
         security.capability), then times (every other change bumps ctime
         only), all through the new file's or directory's own fd. Returns
         whether the source had xattrs to copy."""
-        os.fchown(fd, *self._owner_of(st))
-        os.fchmod(fd, self._perm_of(st, apply_chmod))
+        uid, gid = self._owner_of(st)
         xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS) if entry is not None else []
-        for key, value in xattrs:
-            try:
-                os.setxattr(fd, key, value)
-            except OSError as exc:
-                # BuildKit logs and goes on: a trusted.* or security.*
-                # attribute the destination filesystem refuses is not fatal.
-                if exc.errno not in _TOLERATED_XATTR_ERRORS:
-                    raise
-        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        set_fd_metadata(fd, uid=uid, gid=gid, mode=self._perm_of(st, apply_chmod), xattrs=xattrs,
+                        skip_refused_xattrs=True, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
         return bool(xattrs)
 
     def _image_path(self, dir_fd: int, name: bytes | None = None) -> str:

@@ -2,9 +2,12 @@
 
 import io
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tarfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,11 +19,13 @@ from builder.export import (
     write_docker_archive,
     write_oci_layout,
 )
+from builder.export.rootfs import _LocalWriter
 from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image
 from cache.store import ContentStore
 from fixtures.busybox import skopeo_inspect
 from fixtures.images import make_image
 from fixtures.tools import require_tools
+from runtime.confine import Tree, set_metadata
 
 
 @pytest.fixture
@@ -186,3 +191,20 @@ def test_docker_archive_layout(tmp_path, store, busybox):
 def test_invalid_name_is_an_export_error(tmp_path, store, busybox):
     with pytest.raises(ExportError, match="invalid image name: .*must be lowercase"):
         write_oci_layout(store, busybox, tmp_path / "x.tar", tar=True, ref_names=["App:1"])
+
+
+def test_local_writer_leaves_out_an_xattr_the_filesystem_refuses(tmp_path):
+    """As BuildKit's copy: an xattr refused with EPERM (user.* on a symlink)
+    is left out, and the rest of the entry's metadata is still set."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink("target", out / "s")
+    st = SimpleNamespace(st_mode=stat.S_IFLNK | 0o777, st_uid=os.getuid(), st_gid=os.getgid(), st_atime_ns=0,
+                         st_mtime_ns=1_000_000_000)
+    with Tree(str(out)) as tree:
+        writer = _LocalWriter(tree, None, preserve_special=True)
+        with pytest.raises(PermissionError):  # what the filesystem says without the skip
+            set_metadata(tree.fd, b"s", xattrs=[("user.x", b"v")])
+        writer._set_name_metadata(tree.fd, b"s", st, [("user.x", b"v")])
+    assert os.lstat(out / "s").st_mtime == 1
+    assert os.listxattr(out / "s", follow_symlinks=False) == []
