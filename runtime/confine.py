@@ -307,24 +307,6 @@ class Tree:
         finally:
             os.close(parent_fd)
 
-    def resolve(self, path: str | bytes) -> str:
-        """The image path the kernel reaches for `path` inside the tree (all
-        symlinks followed, inside it); missing components are kept as
-        written. For messages and keys, never for opening on the host."""
-        parts = _parts(path)
-        for depth in range(len(parts), -1, -1):
-            try:
-                fd = self.open(b"/".join(parts[:depth]) or b".", os.O_PATH)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                found = self.image_path_of(fd)
-            finally:
-                os.close(fd)
-            rest = "/".join(os.fsdecode(p) for p in parts[depth:])
-            return os.path.normpath(os.path.join(found, rest)) if rest else found
-        return "/"
-
     def join(self, path: str | bytes) -> str:
         """The image path `path` names in the tree, as continuity's
         fs.RootPath (securejoin) has it: every symlink on the way followed
