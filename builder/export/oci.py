@@ -20,7 +20,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from builder.errors import ExportError, InvalidReference
 from builder.export import scratch
@@ -36,6 +36,7 @@ CREATED_ANNOTATION = "org.opencontainers.image.created"
 OCI_LAYOUT_FILE = "oci-layout"
 OCI_LAYOUT_BODY = {"imageLayoutVersion": "1.0.0"}
 _COPY_CHUNK = 1 << 20
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -157,17 +158,11 @@ def write_directory(store: ContentStore, entries: Sequence[Entry], root: Path) -
 def atomic_file(dest: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write `dest` through a temp file beside it (builder/export/scratch.py),
     fsynced, then renamed: a symlink at dest is replaced, never followed."""
+    if dest.is_dir():
+        raise ExportError(f"cannot write {dest}: is a directory")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     with scratch.exporting():
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.is_dir():
-                raise ExportError(f"cannot write {dest}: is a directory")
-            scratch.remove_left_over_in(dest.parent)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            name, fd = scratch.make(lambda n: os.open(dest.parent / n, flags, 0o600), dest.parent)
-        except OSError as exc:
-            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-        tmp = dest.parent / name
+        tmp, fd = _make_beside(dest, lambda path: os.open(path, flags, 0o600))
         done = False
         try:
             with os.fdopen(fd, "wb") as out:
@@ -184,6 +179,19 @@ def atomic_file(dest: Path, write: Callable[[BinaryIO], None]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
+def _make_beside(dest: Path, create: Callable[[Path], _T]) -> tuple[Path, _T]:
+    """A temporary `create(path)` makes beside `dest`, under a fresh name
+    (builder/export/scratch.py), once the dead exports' there are removed;
+    the path and what `create` returned."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        scratch.remove_left_over_in(dest.parent)
+        name, made = scratch.make(lambda n: create(dest.parent / n), dest.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    return dest.parent / name, made
+
+
 def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
     """Build a directory beside `dest` and swap it into place.
 
@@ -195,13 +203,7 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
     if dest.is_dir() and any(dest.iterdir()) and not (dest / OCI_LAYOUT_FILE).is_file():
         raise ExportError(f"cannot write {dest}: exists and is not an OCI layout")
     with scratch.exporting():
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            scratch.remove_left_over_in(dest.parent)
-            name, _ = scratch.make(lambda n: os.mkdir(dest.parent / n, 0o700), dest.parent)
-        except OSError as exc:
-            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-        tmp = dest.parent / name
+        tmp, _ = _make_beside(dest, lambda path: os.mkdir(path, 0o700))
         old = None
         done = False
         try:
@@ -209,7 +211,7 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
             fill(tmp)
             if dest.exists():
                 # the name is ours alone: its random part was fresh for tmp
-                old = dest.with_name(name + scratch.OLD)
+                old = dest.with_name(tmp.name + scratch.OLD)
                 os.rename(dest, old)
             os.rename(tmp, dest)
             done = True
