@@ -21,18 +21,10 @@ from pathlib import Path
 
 from builder.worker import Worker
 from fixtures import busybox
+from fixtures.pybuild import pybuild_env
 from security.hostile import push_image
 
 PYBUILD = ["pybuild"]
-
-
-def _env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_") and k != "SOURCE_DATE_EPOCH"}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")  # no config file but the test's
-    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    # The pybuild of this tree, whatever the installed one is.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
-    return env
 
 
 def _pybuild(tmp_path: Path, root: Path, dockerfile: str, *args: str) -> subprocess.CompletedProcess:
@@ -40,7 +32,7 @@ def _pybuild(tmp_path: Path, root: Path, dockerfile: str, *args: str) -> subproc
     context.mkdir()
     (context / "Dockerfile").write_text(dockerfile)
     return subprocess.run([*PYBUILD, "build", "--root", str(root), "--progress", "plain", *args, str(context)],
-                          capture_output=True, text=True, timeout=180, env=_env(tmp_path))
+                          capture_output=True, text=True, timeout=180, env=pybuild_env(tmp_path))
 
 
 def _tampered_busybox() -> bytes:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.pybuild import SOURCE, pybuild_env
 from runtime.fsutil import remove_tree
 from security import hostile
 from security.hostile import layer, member
 
-SOURCE = Path(__file__).resolve().parents[2]
 DEPTH = 1500  # beyond the recursion limit, well within PATH_MAX for one-letter names
 
 
@@ -45,21 +45,13 @@ def _deep_trees_go(tmp_path):
             remove_tree(tmp_path / entry)
 
 
-def _env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_") and k != "SOURCE_DATE_EPOCH"}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
-    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE), env.get("PYTHONPATH")]))
-    return env
-
-
 def _pybuild(tmp_path: Path, *args: str, stdin: bytes | None = None, max_fds: int | None = None,
              env: dict | None = None) -> subprocess.CompletedProcess:
     def limit_fds():
         resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
 
     return subprocess.run([sys.executable, "-m", "builder.cli", *args], input=stdin, capture_output=True,
-                          timeout=170, cwd=SOURCE, env={**_env(tmp_path), **(env or {})},
+                          timeout=170, cwd=SOURCE, env=pybuild_env(tmp_path, **(env or {})),
                           preexec_fn=limit_fds if max_fds else None)
 
 

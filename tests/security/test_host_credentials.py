@@ -34,6 +34,7 @@ from builder.errors import RegistryError
 from builder.reference import Reference
 from builder.registry import RegistryClient
 from fixtures.proxy import FaultProxy
+from fixtures.pybuild import pybuild_env
 from fixtures.servers import RecordingServer, send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +85,9 @@ def _pybuild(tmp_path: Path, dockerfile: str | None, *args: str, env: dict) -> s
     if dockerfile is not None:
         (context / "Dockerfile").write_text(dockerfile)
         args = (*args, str(context))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_") and k != "NETRC"}
     return subprocess.run([sys.executable, "-m", "builder.cli", "build", "--root", str(tmp_path / "root"),
                            "--progress", "plain", *args], capture_output=True, text=True, timeout=180,
-                          cwd=ROOT, env={**clean, **env})
+                          cwd=ROOT, env=pybuild_env(tmp_path, **env))
 
 
 # -- ADD <url> ---------------------------------------------------------------------

@@ -20,24 +20,15 @@ import pytest
 
 from fixtures import busybox
 from fixtures.servers import LoopbackServer
+from fixtures.pybuild import pybuild_env
 from security.hostile import push_blob, push_manifest
 
 PYBUILD = ["pybuild"]
 
 
-def _env(tmp_path: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYBUILD_", "SUDO_")) and k != "SOURCE_DATE_EPOCH"}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
-    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
 def _pybuild(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*PYBUILD, *args], capture_output=True, text=True, timeout=180,
-                          env=env or _env(tmp_path))
+                          env=env or pybuild_env(tmp_path))
 
 
 def _build(tmp_path: Path, root: Path, dockerfile: str, *args: str, env: dict | None = None):
@@ -195,7 +186,7 @@ def test_a_sudo_uid_chown_cannot_give(tmp_path, busybox_image, uid):
     root") is refused before the build, and nothing is written."""
     dest = tmp_path / "out"
     for name in ("SUDO_UID", "SUDO_GID"):
-        env = _env(tmp_path, SUDO_UID="1000", SUDO_GID="1000")
+        env = pybuild_env(tmp_path, SUDO_UID="1000", SUDO_GID="1000")
         env[name] = uid
         done = _build(tmp_path, tmp_path / "root", f"FROM {busybox_image.ref}\nRUN true\n",
                       "-o", f"type=local,dest={dest}", env=env)
@@ -207,7 +198,7 @@ def test_a_sudo_uid_owns_the_local_export(tmp_path, busybox_image):
     """The control: a valid SUDO_UID/SUDO_GID owns what the export wrote."""
     dest = tmp_path / "out"
     done = _build(tmp_path, tmp_path / "root", f"FROM {busybox_image.ref}\nRUN true\n",
-                  "-o", f"type=local,dest={dest}", env=_env(tmp_path, SUDO_UID="4294967294", SUDO_GID="1234"))
+                  "-o", f"type=local,dest={dest}", env=pybuild_env(tmp_path, SUDO_UID="4294967294", SUDO_GID="1234"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert (os.stat(dest).st_uid, os.stat(dest).st_gid) == (4294967294, 1234)
     assert os.stat(dest / "bin" / "busybox").st_uid == 4294967294

@@ -35,6 +35,7 @@ from builder.registry_config import RegistryHosts
 from fixtures import busybox
 from fixtures.images import make_image
 from fixtures.proxy import FaultProxy
+from fixtures.pybuild import pybuild_env
 from fixtures.registry import remove_registry, start_registry
 from fixtures.servers import RecordingServer, send
 from fixtures.tls import address_on_loopback, make_certificates
@@ -72,10 +73,8 @@ def _docker_config(tmp_path: Path, host: str, user: str = USER, password: str = 
 
 
 def _pybuild(tmp_path: Path, *args: str, docker_config: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config-home"), DOCKER_CONFIG=str(docker_config),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")])))
-    return subprocess.run(["pybuild", *args], capture_output=True, text=True, timeout=180, env=env)
+    return subprocess.run(["pybuild", *args], capture_output=True, text=True, timeout=180,
+                          env=pybuild_env(tmp_path, DOCKER_CONFIG=str(docker_config)))
 
 
 def _build_from(tmp_path: Path, ref: str, docker_config: Path, config: str = "") -> subprocess.CompletedProcess:

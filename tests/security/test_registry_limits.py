@@ -32,6 +32,7 @@ from builder.registry import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
 from fixtures import busybox
 from fixtures.proxy import FaultProxy
 from fixtures.servers import LoopbackServer
+from fixtures.pybuild import pybuild_env
 from security.hostile import push_blob, push_manifest
 
 GIB = 1 << 30
@@ -43,14 +44,6 @@ ZEROS_SIZE = 5 * GIB
 ZEROS_SHA256 = "7f06c62352aebd8125b2a1841e2b9e1ffcbed602f381c3dcb3200200e383d1d5"
 ZEROS_CRC32 = 423114947
 PEAK_LIMIT = 200 * MIB
-
-
-def _env(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBUILD_") and k != "SOURCE_DATE_EPOCH"}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config-home")
-    env["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
-    return env
 
 
 # Forks and execs the command, then writes its peak RSS (KiB) from wait4.
@@ -84,7 +77,7 @@ def measured_build(tmp_path: Path, dockerfile: str, *, config: str | None = None
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(work / "peak"), "pybuild", "build",
                            "--root", str(root or work / "root"), "--progress", "plain", *extra, str(work / "ctx")],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600,
-                          env=_env(tmp_path))
+                          env=pybuild_env(tmp_path))
     return done.returncode, done.stderr, int((work / "peak").read_text()) * 1024
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from builder.progress import BuildReporter
 from e2e.helpers import BUILD_ERRORS, ISOLATIONS, build_image
+from fixtures.pybuild import pybuild_env
 from runtime import sandbox
 from security import hostile
 from security.hostile import layer, member
@@ -240,11 +241,9 @@ def test_the_cli_names_a_directory_where_the_image_needs_a_file(tmp_path, busybo
     context.mkdir()
     (context / "evil.tar").write_bytes(layer(member("etc/hosts", tarfile.DIRTYPE, mode=0o755)))
     (context / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nADD evil.tar /\nRUN true\n")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYBUILD_")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config-home"), PYTHONPATH=str(Path(__file__).parents[2]))
     result = subprocess.run(["pybuild", "build", "--root", str(tmp_path / "root"), "--isolation", "builtin",
                              "--progress", "plain", str(context)], capture_output=True, text=True, timeout=300,
-                            env=env)
+                            env=pybuild_env(tmp_path))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == 1 and errors[0].endswith(
