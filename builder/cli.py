@@ -861,6 +861,7 @@ def pull(name, platform, insecure, root, config_file, debug):
       pybuild pull --platform linux/arm64 registry.local:5000/base:1
     """
     from builder.build import parse_platform
+    from builder.images import resolve_now
     from builder.reference import Reference
     from builder.registry import RegistryClient
 
@@ -869,7 +870,7 @@ def pull(name, platform, insecure, root, config_file, debug):
         hosts = _settings(config_file, insecure=insecure).registry_hosts
         client = RegistryClient(worker.store, hosts=hosts)
         # As a build's FROM reads it: aliases, and linux/arm meaning arm/v7.
-        resolved = client.resolve(ref, str(parse_platform(platform)))
+        resolved = resolve_now(worker, client, ref, str(parse_platform(platform)))
         for layer in resolved.layers:
             client.fetch_blob(ref, layer)
         worker.index.put_image(str(ref), resolved.manifest.digest)

@@ -50,6 +50,17 @@ def find(worker, name: str) -> StoredImage:
                        json.loads(worker.store.read_bytes(digest)))
 
 
+def resolve_now(worker, registry, ref: Reference, platform: str):
+    """Ask the registry what `ref` names now. A tag's answer becomes the one
+    this root's FROM, COPY --from and memo read until the next `--pull` or
+    `pybuild pull`: a pull that left it behind would keep building the old
+    image from a cache while a fresh root builds the new one."""
+    resolved = registry.resolve(ref, platform)
+    if ref.digest is None:
+        worker.index.put_resolved(str(ref), platform, resolved.manifest.digest)
+    return resolved
+
+
 def tag(worker, source: str, target: str) -> str:
     stored = find(worker, source)
     name = _normalise(target)

@@ -226,9 +226,10 @@ class BuildSession:
 
     def resolve_manifest(self, ref: Reference, platform: ops.Platform):
         from builder.errors import RegistryError
+        from builder.images import resolve_now
 
         try:
-            resolved = self.registry.resolve(ref, str(platform))
+            resolved = resolve_now(self.worker, self.registry, ref, str(platform))
         except RegistryError as exc:
             if str(ref) in str(exc):
                 raise
@@ -236,8 +237,6 @@ class BuildSession:
             # build wanted (BuildKit: "failed to resolve source metadata for REF")
             raise RegistryError(f"failed to resolve {ref}: {exc}", status=exc.status, code=exc.code,
                                 transient=exc.transient) from exc
-        if ref.digest is None:
-            self.worker.index.put_resolved(str(ref), str(platform), resolved.manifest.digest)
         return resolved
 
     # solver --------------------------------------------------------------
