@@ -50,6 +50,23 @@ def _split_domain(name: str) -> tuple[str, str]:
     return registry, path
 
 
+def _usable_domain(registry: str) -> bool:
+    """The grammar takes any digits as a port and any hex and colons as an
+    IPv6 address; a registry URL cannot be made of either (urllib refuses
+    it), so the name is refused here as a reference docker cannot use."""
+    host, port = registry, ""
+    if registry.startswith("["):
+        host, _, port = registry[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        port = port.removeprefix(":")
+    elif ":" in registry:
+        host, _, port = registry.partition(":")
+    return not port or 1 <= int(port) <= 65535
+
+
 @dataclass(frozen=True)
 class Reference:
     registry: str
@@ -79,6 +96,8 @@ class Reference:
                 f"invalid reference format: repository name must not be more than {_NAME_MAX} characters"
             )
         registry, repository = _split_domain(name)
+        if not _usable_domain(registry):
+            raise InvalidReference(f"invalid reference format: {text!r}")
         if repository != repository.lower() or not re.fullmatch(_PATH, repository):
             raise InvalidReference("invalid reference format: repository name must be lowercase")
         digest = None

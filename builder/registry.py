@@ -134,6 +134,21 @@ def select_platform(manifests: Iterable[Mapping], platform) -> Descriptor | None
     return fallback
 
 
+def checked_url(url: str, base: str = "") -> str:
+    """`url` (joined onto `base`, as a Location header is) once it parses,
+    its port included. urllib raises ValueError on `http://[::1/x` or a port
+    past 65535 and requests lets it through, from its own redirect handling
+    too: here it becomes requests' InvalidURL, which every caller of this
+    client reports as its own error like any other failed request."""
+    joined = url
+    try:
+        joined = urljoin(base, url) if base else url
+        urlsplit(joined).port
+    except ValueError as exc:
+        raise requests.exceptions.InvalidURL(f"invalid URL {redact_url(joined)!r}: {exc}") from None
+    return joined
+
+
 class Session(requests.Session):
     """A requests session that never reads `~/.netrc` (or `$NETRC`).
 
@@ -155,6 +170,16 @@ class Session(requests.Session):
             return super().prepare_request(request)
         finally:
             self.trust_env = trust_env
+
+    def request(self, method, url, *args, **kwargs) -> requests.Response:
+        return super().request(method, checked_url(url), *args, **kwargs)
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests reads the Location even of a redirect it does not follow.
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            checked_url(target, resp.url)
+        return target
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         # requests' own: drop Authorization when the redirect leaves the
@@ -198,7 +223,7 @@ def _oserror_reason(exc: BaseException) -> str:
 def _origin(url: str) -> tuple[str, str, int | None]:
     """Scheme, host and port: what must be equal for a URL to be the same
     server as another, to be sent its credentials."""
-    parts = urlsplit(url)
+    parts = urlsplit(checked_url(url))
     default = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
@@ -387,7 +412,7 @@ class RegistryClient:
             if not resp.is_redirect:
                 return resp
             resp.close()
-            url = urljoin(resp.url, resp.headers["Location"])
+            url = checked_url(resp.headers["Location"], resp.url)
             if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
                 method, body = "GET", None  # as browsers and requests do
         raise RegistryError(f"{method} {redact_url(url)}: more than {_MAX_REDIRECTS} redirects")
@@ -411,7 +436,11 @@ class RegistryClient:
         another server's challenge is never answered with them.
         """
         host = ref.api_host
-        registry_origin = _origin(self._base(ref))
+        try:
+            registry_origin = _origin(self._base(ref))  # a mirror's name comes from the config file
+            _origin(url)
+        except requests.exceptions.InvalidURL as exc:
+            raise RegistryError(f"registry {host}: {exc}") from None
         attempt = 0
         answered_challenge = False
         while True:
@@ -512,11 +541,14 @@ class RegistryClient:
         pybuild would speak plain HTTP to as well (loopback, insecure).
         Docker checks neither; an HTTPS registry naming an http:// realm
         would have the credentials cross the network in the clear."""
-        parts = urlsplit(realm)
-        if parts.scheme == "https" and parts.hostname:
-            return
-        if parts.scheme != "http" or not parts.hostname:
+        try:
+            parts = urlsplit(checked_url(realm))
+        except requests.exceptions.InvalidURL:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise RegistryError(f"{what}: the registry sent an invalid token realm {realm!r}")
+        if parts.scheme == "https":
+            return
         realm_host = parts.netloc.rpartition("@")[2]
         if not (self._plain_http(ref.registry) and self._plain_http(realm_host)):
             raise RegistryError(f"{what}: refusing a plain-HTTP token realm: credentials and tokens go to "
@@ -805,7 +837,7 @@ class RegistryClient:
                 return  # mounted from the origin repository
             if resp.status_code != 202 or "Location" not in resp.headers:
                 raise self._refused(resp, what, ref)
-            location = urljoin(resp.url, resp.headers["Location"])
+            location = self._upload_location(resp, resp.headers["Location"], what)
         if desc.size <= self._chunk_size:
             with self._store.open(desc.digest) as blob:
                 resp = self._request("PUT", ref, _with_query(location, digest=str(desc.digest)), scopes,
@@ -818,6 +850,13 @@ class RegistryClient:
         with resp:
             if resp.status_code != 201:
                 raise self._refused(resp, what, ref)
+
+    @staticmethod
+    def _upload_location(resp: requests.Response, location: str, what: str) -> str:
+        try:
+            return checked_url(location, resp.url)
+        except requests.exceptions.InvalidURL as exc:
+            raise RegistryError(f"{what}: the registry sent an invalid upload location: {exc}") from None
 
     def _upload_chunks(self, ref: Reference, desc: Descriptor, location: str, scopes: tuple[str, ...],
                        what: str) -> str:
@@ -832,7 +871,7 @@ class RegistryClient:
                 with resp:
                     if resp.status_code != 202:
                         raise self._refused(resp, what, ref)
-                    location = urljoin(resp.url, resp.headers.get("Location", location))
+                    location = self._upload_location(resp, resp.headers.get("Location", location), what)
                 offset = end + 1
         return location
 

@@ -320,7 +320,10 @@ def _url_file_name(url: str) -> str:
     `http://host/a/..`), which names the download's parent directory; here
     it is unnamed too, as are names with NUL."""
     unnamed = "__unnamed__"
-    path = urllib.parse.urlsplit(url).path
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:  # `http://[::1/x`: the download fails and says so
+        return unnamed
     if re.search(r"%(?![0-9A-Fa-f]{2})", path):
         return unnamed  # Go's url.Parse refuses a bad escape
     # Go's path.Base: trailing slashes go, "" is ".", all slashes are "/".

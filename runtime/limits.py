@@ -18,6 +18,7 @@ an empty cgroup2 at /sys/fs/cgroup/unified).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import resource
@@ -112,7 +113,9 @@ def cpus_to_quota(cpus: float | str) -> tuple[int, int]:
     try:
         value = float(cpus)
     except ValueError:
-        raise LimitError(f"invalid --cpus {cpus!r}: expected a number") from None
+        value = math.nan
+    if not math.isfinite(value):  # docker reads an exact rational: no nan, no inf, no 1e400
+        raise LimitError(f"invalid --cpus {cpus!r}: failed to parse {cpus} as a rational number")
     if value <= 0:
         raise LimitError(f"invalid --cpus {cpus!r}: must be positive")
     return max(1000, int(value * DEFAULT_CPU_PERIOD)), DEFAULT_CPU_PERIOD

@@ -124,7 +124,12 @@ def _content_length(response) -> int:
 
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port
+    except ValueError:  # unusable (fetching it fails): all that could be a password goes
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://xxxxx@{rest.rpartition('@')[2]}" if "@" in rest else url
     if parts.password is None:
         return url
     netloc = f"{parts.username}:xxxxx@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
