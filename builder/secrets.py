@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
 from builder.errors import PybuildError
+
+# BuildKit's secretsprovider.MaxSecretSize: a secret is a key or a token,
+# and each one is held in memory for the whole build.
+MAX_SECRET_SIZE = 500 * 1024
 
 
 class SecretError(PybuildError):
@@ -59,13 +62,30 @@ def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
         if env is not None:
             if env not in environ:
                 raise SecretError(f"secret {secret_id}: environment variable {env} is not set")
-            values[secret_id] = environ[env].encode()
+            values[secret_id] = _capped(secret_id, environ[env].encode())
         else:
-            try:
-                values[secret_id] = Path(src).read_bytes()
-            except OSError as exc:
-                raise SecretError(f"secret {secret_id}: cannot read {src}: {exc.strerror}") from exc
+            values[secret_id] = _capped(secret_id, _read_at_most(secret_id, src, MAX_SECRET_SIZE + 1))
     return Secrets(values)
+
+
+def _read_at_most(secret_id: str, src: str, limit: int) -> bytes:
+    """Up to `limit` bytes of `src`, whatever it is (a regular file, a pipe,
+    /dev/zero): never the whole of something endless."""
+    parts, size = [], 0
+    try:
+        with open(src, "rb") as source:
+            while size < limit and (chunk := source.read(limit - size)):
+                parts.append(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise SecretError(f"secret {secret_id}: cannot read {src}: {exc.strerror}") from exc
+    return b"".join(parts)
+
+
+def _capped(secret_id: str, value: bytes) -> bytes:
+    if len(value) > MAX_SECRET_SIZE:
+        raise SecretError(f"secret {secret_id} too big: max size 500KB ({MAX_SECRET_SIZE} bytes)")
+    return value
 
 
 def parse_ssh(specs, environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
