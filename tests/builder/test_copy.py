@@ -12,7 +12,6 @@ import lzma
 import os
 import stat
 import tarfile
-import threading
 
 import pytest
 import zstandard
@@ -22,6 +21,7 @@ import zstandard
 from builder.context import BuildContext  # noqa: E402
 from builder.ops.copy import CopyError, copy_into, make_dir, parse_chmod, write_files  # noqa: E402
 from builder.ops.http import FetchError, fetch_url  # noqa: E402
+from fixtures.servers import LoopbackServer  # noqa: E402
 from frontend.ops import InlineFile  # noqa: E402
 
 T_FILE = 1_600_000_000_000_000_000  # a fixed source mtime, in ns
@@ -379,13 +379,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with LoopbackServer(_Handler) as served:
+        yield served.url
 
 
 def test_fetch_url(server, tmp_path):
