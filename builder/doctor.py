@@ -36,6 +36,7 @@ from cache.digest import Digest
 from cache.errors import CacheError
 from runtime import linux
 from runtime.fsutil import remove_tree
+from runtime.snapshot import mount_points_below
 
 
 class Kind(enum.Enum):
@@ -113,13 +114,7 @@ class _Doctor:
     # --- checks ------------------------------------------------------------
 
     def mounts(self) -> None:
-        prefix = str(self.root) + "/"
-        points = []
-        with open("/proc/self/mountinfo") as handle:
-            for line in handle:
-                point = line.split()[4].replace("\\040", " ")
-                if point.startswith(prefix):
-                    points.append(point)
+        points = [p for p in mount_points_below(str(self.root)) if p != str(self.root)]
         for point in sorted(points, reverse=True):
             if self._in_use(Path(point)):
                 continue

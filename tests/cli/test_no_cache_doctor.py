@@ -4,6 +4,7 @@ stays clean (issue 14 follow-up, red-team finding)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,27 @@ def test_two_no_cache_builds_leave_doctor_clean(tmp_path, busybox_image):
 def _assert_doctor_clean(root: Path) -> None:
     doctor = _pybuild("doctor", "--root", str(root))
     assert doctor.returncode == 0 and doctor.stdout.strip() == "ok", doctor.stdout + doctor.stderr
+
+
+def test_doctor_names_a_stray_mount_under_the_root_and_fix_removes_it(tmp_path):
+    from builder import doctor
+    from builder.worker import Worker
+    from runtime import linux
+
+    worker = Worker.open(tmp_path / "root", "builtin")
+    try:
+        # A space and a tab in the name: mountinfo escapes both, and the
+        # check must still name the real path.
+        point = worker.root / "snapshots" / "stray mount\tpoint"
+        point.mkdir()
+        linux.mount("tmpfs", str(point), "tmpfs")
+        try:
+            found = [str(p) for p in doctor.check(worker)]
+            assert f"stale mount: {point.resolve()}" in found
+            doctor.check(worker, fix=True)
+            assert not os.path.ismount(point)
+        finally:
+            if os.path.ismount(point):
+                linux.umount(str(point), linux.MNT_DETACH)
+    finally:
+        worker.close()
