@@ -263,34 +263,48 @@ def test_kill_during_export(tmp_path, busybox_image):
 
 def test_kill_at_random_points(tmp_path, busybox_image):
     """Pull, RUN under either isolation, commit, export: wherever the kill
-    lands. PYBUILD_CRASH_SEED replays a run."""
+    lands, and two kills land under each isolation. A build that ends
+    before its delay is no kill: the next delay is drawn from below how
+    long that build took. PYBUILD_CRASH_SEED replays a run."""
     require_tools("runc")
     seed = int(os.environ.get("PYBUILD_CRASH_SEED", str(random.randrange(1 << 30))))
     chooser = random.Random(seed)
     out = tmp_path / "image.tar"
-    for attempt in range(4):
-        root = tmp_path / f"root{attempt % 2}"  # a root may hold an earlier kill's leftovers
-        isolation = ("builtin", "oci")[attempt % 2]
+    planned, max_attempts = 2, 10
+    kills = dict.fromkeys(ISOLATIONS, 0)
+    latest = dict.fromkeys(ISOLATIONS, 3.0)  # the latest a kill is tried after the build starts
+    for attempt in range(max_attempts):
+        if min(kills.values()) >= planned:
+            break
+        isolation = min(ISOLATIONS, key=kills.get)  # alternates while both are short
+        root = tmp_path / f"root-{isolation}"  # a root may hold an earlier kill's leftovers
         mark = uuid.uuid4().hex
         context = _context(tmp_path, f"FROM {busybox_image.ref}\n{_env(mark)}"
                                      "RUN setsid sh -c 'sleep 1001 </dev/null >/dev/null 2>&1 &'; sleep 0.5; "
                                      "dd if=/dev/urandom of=/big bs=1M count=16 2>/dev/null\n"
                                      "COPY Dockerfile /Dockerfile\n")
+        started = time.monotonic()
         build = Build(tmp_path, root, context, isolation, "-o", f"type=oci,dest={out}", mark=mark)
-        delay = chooser.uniform(0.2, 3.0)
-        time.sleep(delay)
+        delay = chooser.uniform(0.2, latest[isolation])
         why = f"seed {seed}, attempt {attempt}, {isolation}, killed after {delay:.2f} s"
-        if build.process.poll() is not None:
+        try:
+            build.process.wait(timeout=delay)
+            died = None
+        except subprocess.TimeoutExpired:
+            died = build.kill()
+        if build.process.returncode != -signal.SIGKILL:  # it finished first: nothing was killed
             assert build.process.returncode == 0, f"{why}: {build.output().decode(errors='replace')}"
-            continue  # it finished first: nothing to kill
-        died = build.kill()
+            latest[isolation] = max(0.2, 0.8 * (time.monotonic() - started))
+            continue
+        kills[isolation] += 1
         try:
             _assert_nothing_survives(build, died)
             _next_command(root, "du")
             _assert_reclaimed(root, build)
         except AssertionError as exc:
             raise AssertionError(f"{why}: {exc}") from None
-    _next_command(tmp_path / "root0", "build", "--isolation", "builtin", "-o", f"type=oci,dest={out}",
+    assert min(kills.values()) >= planned, f"seed {seed}: kills landed {kills} in {max_attempts} attempts"
+    _next_command(tmp_path / "root-builtin", "build", "--isolation", "builtin", "-o", f"type=oci,dest={out}",
                   str(_context(tmp_path, f"FROM {busybox_image.ref}\nRUN echo after\n")))
     with tarfile.open(out) as tar:
         assert "index.json" in tar.getnames()
