@@ -3,7 +3,6 @@ subprocess), with a root and a config home of its own."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,14 +27,6 @@ class Cli:
 
     def build(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self.run("--root", str(self.root), *args, **kwargs)
-
-
-def cli_env(tmp: Path) -> dict:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PYBUILD_") and key != "SOURCE_DATE_EPOCH"}
-    env["XDG_CONFIG_HOME"] = str(tmp / "config-home")  # no user config file but the test's
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
-    return env
 
 
 def write_context(directory: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:

@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # cli_helpers
 
-from cli_helpers import Cli, cli_env  # noqa: E402
+from cli_helpers import Cli  # noqa: E402
+from fixtures.pybuild import pybuild_env  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def shared_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cli(tmp_path, shared_root) -> Cli:
-    return Cli(shared_root, cli_env(tmp_path))
+    return Cli(shared_root, pybuild_env(tmp_path))
 
 
 @pytest.fixture

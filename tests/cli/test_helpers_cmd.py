@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from builder.cli import main
-from cli_helpers import PYBUILD, cli_env
+from cli_helpers import PYBUILD
+from fixtures.pybuild import pybuild_env
 
 COMMANDS = sorted(main.commands)
 
@@ -51,7 +52,7 @@ def test_usage_errors_exit_1(args, message):
 
 def test_usage_error_of_the_real_command_exits_1(tmp_path):
     done = subprocess.run([*PYBUILD, "--progress", "sparkly", "."], capture_output=True, text=True,
-                          env=cli_env(tmp_path), timeout=60)
+                          env=pybuild_env(tmp_path), timeout=60)
     assert done.returncode == 1
     assert "Invalid value for '--progress'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -78,7 +79,7 @@ def test_completion_scripts(shell, marker):
 
 
 def test_completion_completes_commands_and_flags(tmp_path):
-    env = {**cli_env(tmp_path), "_PYBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "pybuild ch", "COMP_CWORD": "1"}
+    env = {**pybuild_env(tmp_path), "_PYBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "pybuild ch", "COMP_CWORD": "1"}
     done = subprocess.run(PYBUILD, capture_output=True, text=True, env=env, timeout=60)
     assert "plain,check" in done.stdout.splitlines()
     env.update(COMP_WORDS="pybuild build --no-c", COMP_CWORD="2")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
-from cli_helpers import PYBUILD, cli_env, write_context
+from cli_helpers import PYBUILD, write_context
 from e2e.helpers import ISOLATIONS
+from fixtures.pybuild import pybuild_env
 
 
 def _config_root(env: dict, root: str) -> None:
@@ -28,7 +29,7 @@ def _config_root(env: dict, root: str) -> None:
 def test_a_relative_root_builds_a_run_step(tmp_path, busybox_image, isolation, given):
     work = tmp_path / "work"
     write_context(work / "ctx", f"FROM {busybox_image.ref}\nRUN echo ran > /ran\n")
-    env = cli_env(tmp_path)
+    env = pybuild_env(tmp_path)
     flags = []
     if given == "flag":
         flags = ["--root", "rel-root"]
