@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from builder.assemble import Assembler, ExportOptions
-from builder.cache_control import CacheControl
-from builder.context import read_dockerfile_at
+from builder.export.assemble import Assembler, ExportOptions
+from builder.remotecache.control import CacheControl
+from builder.context.trees import read_dockerfile_at
 from builder.errors import PybuildError
-from builder.gc import RootLock, auto_gc
+from builder.root.gc import RootLock, auto_gc
 from builder.image import Image
-from builder.layers import EarlyLayers, LayerMaker
-from builder.outputs import OutputSpec, parse_output
-from builder.progress import BuildReporter
-from builder.reference import Reference
-from builder.secrets import parse_secrets, parse_ssh
-from builder.session import BuildSession
-from builder.solver import Solver
-from builder.worker import Worker
+from builder.export.layers import EarlyLayers, LayerMaker
+from builder.export.outputs import OutputSpec, parse_output
+from builder.solver.progress import BuildReporter
+from builder.registry.reference import Reference
+from builder.solver.secrets import parse_secrets, parse_ssh
+from builder.solver.session import BuildSession
+from builder.solver.scheduler import Solver
+from builder.root.worker import Worker
 from frontend.ops import Platform
 from runtime.limits import Limits
 from runtime.spec import NetworkMode
@@ -91,8 +91,8 @@ def build(
     pids_limit: int | None = None,
     ulimits: Sequence[str] = (),
     insecure_registries: Sequence[str] = (),
-    registry_hosts=None,  # builder.registry_config.RegistryHosts; None: the config file pybuild finds
-    gc_policy: Sequence = (),  # the config file's [[gc.policy]] (builder.gc.gc_rules)
+    registry_hosts=None,  # builder.registry.hosts.RegistryHosts; None: the config file pybuild finds
+    gc_policy: Sequence = (),  # the config file's [[gc.policy]] (builder.root.gc.gc_rules)
     size_limits=None,  # builder.config.SizeLimits, the config file's [limits]; None: no cap
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
@@ -102,11 +102,11 @@ def build(
     reporter: BuildReporter | None = None,
     observer=None,
 ) -> BuildResult:
-    """`observer` (a builder.memo.Observer) is told what the build read.
+    """`observer` (a builder.root.memo.Observer) is told what the build read.
     `build_contexts`: `NAME=DIR`, `NAME=docker-image://REF` or
     `NAME=oci-layout://PATH[:TAG][@DIGEST]` (--build-context);
     `add_hosts`: `HOST:IP` (--add-host)."""
-    from builder.context_input import parse_build_contexts
+    from builder.context.inputs import parse_build_contexts
 
     started = time.monotonic()
     reporter = reporter or BuildReporter()

@@ -177,7 +177,7 @@ def _settings(config_file=None, *, root=None, isolation=None, progress=None, ins
 
 
 def _root_dir(settings) -> Path:
-    from builder.worker import default_root
+    from builder.root.worker import default_root
 
     return settings.root or default_root()
 
@@ -312,7 +312,7 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
       pybuild --build-context src=../src --build-context base=docker-image://alpine:3 -t app .
       pybuild --check .
     """
-    from builder.context_input import prepare_context
+    from builder.context.inputs import prepare_context
 
     if dockerfile == "-" and context == "-":
         raise click.UsageError("can't use stdin for both the build context and the Dockerfile")
@@ -342,9 +342,9 @@ def build(context, dockerfile, tags, build_args, target, platform, outputs, push
         extra["add_hosts"] = add_hosts
 
     def action():
-        from builder import memo
+        from builder.root import memo
         from builder.build import build as run_build
-        from builder.progress import make_reporter
+        from builder.solver.progress import make_reporter
 
         with prepare_context(context, root=_root_dir(settings), stdin=sys.stdin.buffer) as prepared:
             dockerfile_path, dockerfile_text = _dockerfile_for(prepared, dockerfile, stdin_text)
@@ -398,7 +398,7 @@ def _dockerfile_for(prepared, dockerfile: str | None, stdin_text: str | None) ->
         return None, stdin_text
     if prepared.dockerfile_text is not None:
         return None, prepared.dockerfile_text
-    from builder.context import read_dockerfile_at
+    from builder.context.trees import read_dockerfile_at
     from runtime.fsutil import resolve_in_root
 
     if dockerfile and prepared.is_remote and not Path(dockerfile).is_absolute():
@@ -470,7 +470,7 @@ def _checks(context, dockerfile, build_args, target, debug):
     """Print the build checks' warnings and summary; returns the warnings
     and the Dockerfile's check config. A Dockerfile that cannot be parsed or
     converted ends the command (exit 1)."""
-    from builder.context import dockerignore_patterns, read_dockerfile_at
+    from builder.context.trees import dockerignore_patterns, read_dockerfile_at
     from frontend.check import CheckConfig, check as run_check
     from frontend.parser import parse
 
@@ -552,7 +552,7 @@ def info(output_format, root, config_file, debug):
 def _host_info(settings) -> dict:
     import shutil
 
-    from builder.worker import Worker
+    from builder.root.worker import Worker
     from runtime.executor import available_executors, default_isolation
 
     root = _root_dir(settings)
@@ -585,7 +585,7 @@ def _version() -> str:
 
 def _tree_size(root: Path) -> int:
     """Bytes used under root, each inode once (snapshots hardlink files)."""
-    from builder.gc import tree_size
+    from builder.root.gc import tree_size
 
     return tree_size(root)
 
@@ -626,7 +626,7 @@ def completion(shell):
 
 
 def _with_worker(root, config_file, debug, fn):
-    from builder.worker import Worker
+    from builder.root.worker import Worker
 
     def action():
         settings = _settings(config_file, root=root)
@@ -650,7 +650,7 @@ def images(root, config_file, debug):
     Example:
       pybuild images
     """
-    from builder.assemble import load_image
+    from builder.export.assemble import load_image
 
     def show(worker):
         click.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>10}")
@@ -673,7 +673,7 @@ def du(root, config_file, debug):
     Example:
       pybuild du --root /var/lib/pybuild
     """
-    from builder.gc import disk_usage
+    from builder.root.gc import disk_usage
 
     def show(worker):
         usage = disk_usage(worker)
@@ -702,7 +702,7 @@ def prune(everything, keep_storage, filters, root, config_file, debug):
       pybuild prune --filter until=24h --keep-storage 5GB
       pybuild prune --all
     """
-    from builder.gc import GCError, parse_duration, parse_size, prune as run_prune
+    from builder.root.gc import GCError, parse_duration, parse_size, prune as run_prune
 
     def collect(worker):
         until = None
@@ -739,7 +739,7 @@ def inspect(image, root, config_file, debug):
     Example:
       pybuild inspect app:latest
     """
-    from builder.images import find
+    from builder.root.images import find
 
     def show(worker):
         stored = find(worker, image)
@@ -766,7 +766,7 @@ def history(image, root, config_file, debug):
     Example:
       pybuild history app
     """
-    from builder.images import find, history as image_history
+    from builder.root.images import find, history as image_history
 
     def show(worker):
         click.echo(f"{'CREATED':<30} {'CREATED BY':<60} {'SIZE':>10}  COMMENT")
@@ -792,7 +792,7 @@ def tag(source, target, root, config_file, debug):
     Example:
       pybuild tag app registry.local:5000/app:1
     """
-    from builder.images import tag as tag_image
+    from builder.root.images import tag as tag_image
 
     _with_worker(root, config_file, debug, lambda worker: tag_image(worker, source, target))
 
@@ -809,7 +809,7 @@ def rmi(names, root, config_file, debug):
     Example:
       pybuild rmi app:old app:older
     """
-    from builder.images import remove
+    from builder.root.images import remove
 
     def drop(worker):
         for name in names:
@@ -831,9 +831,9 @@ def push(name, insecure, root, config_file, debug):
     Example:
       pybuild push registry.local:5000/app:1
     """
-    from builder.images import compressed_for_push, find
-    from builder.reference import Reference
-    from builder.registry import RegistryClient
+    from builder.root.images import compressed_for_push, find
+    from builder.registry.reference import Reference
+    from builder.registry.client import RegistryClient
 
     def send(worker):
         stored = find(worker, name)
@@ -861,9 +861,9 @@ def pull(name, platform, insecure, root, config_file, debug):
       pybuild pull --platform linux/arm64 registry.local:5000/base:1
     """
     from builder.build import parse_platform
-    from builder.images import resolve_now
-    from builder.reference import Reference
-    from builder.registry import RegistryClient
+    from builder.root.images import resolve_now
+    from builder.registry.reference import Reference
+    from builder.registry.client import RegistryClient
 
     def fetch(worker):
         ref = Reference.parse(name)
@@ -893,7 +893,7 @@ def doctor(fix, root, config_file, debug):
     Example:
       pybuild doctor --fix
     """
-    from builder.doctor import check
+    from builder.root.doctor import check
 
     def examine(worker):
         problems = check(worker, fix=fix)
@@ -923,8 +923,8 @@ def login(registry, username, password, password_stdin, insecure, config_file, d
     Example:
       echo "$TOKEN" | pybuild login registry.local:5000 -u ci --password-stdin
     """
-    from builder.auth import Credentials, store_credentials
-    from builder.registry import RegistryClient
+    from builder.registry.auth import Credentials, store_credentials
+    from builder.registry.client import RegistryClient
 
     if password_stdin:
         if password:
@@ -961,7 +961,7 @@ def logout(registry, debug):
     Example:
       pybuild logout registry.local:5000
     """
-    from builder.auth import erase_credentials
+    from builder.registry.auth import erase_credentials
 
     def action():
         host = _registry_host(registry)

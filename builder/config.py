@@ -16,7 +16,7 @@ files are not merged):
     [registry."registry.internal:5000"]
     insecure = true              # plain HTTP, like --insecure-registry
 
-    [[gc.policy]]                # automatic GC after a build (builder.gc.gc_rules)
+    [[gc.policy]]                # automatic GC after a build (builder.root.gc.gc_rules)
     keep_storage = "10GB"
     keep_duration = "48h"
     filters = ["type==exec.cachemount"]
@@ -126,7 +126,7 @@ class Settings:
     def registry_hosts(self):
         """The registry client's per-host settings: this config file's
         mirrors and CA bundles, and every plain-HTTP host (flags included)."""
-        from builder.registry_config import RegistryHosts
+        from builder.registry.hosts import RegistryHosts
 
         hosts = RegistryHosts.from_config(self.config)
         return replace(hosts, insecure=hosts.insecure | frozenset(self.insecure_registries))

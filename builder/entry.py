@@ -1,5 +1,5 @@
 """The `pybuild` console script: a memoised no-op rebuild is answered before
-the CLI (click, the frontend, networkx) is even imported (builder.memo)."""
+the CLI (click, the frontend, networkx) is even imported (builder.root.memo)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main() -> None:
     # the build (~40 ms for a small one) and at exit (~50 ms).
     gc.disable()
     atexit.register(gc.freeze)  # registered first, so it runs last
-    from builder import memo
+    from builder.root import memo
 
     argv = sys.argv[1:]
     if memo.enabled():

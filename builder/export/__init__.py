@@ -1,14 +1,3 @@
-"""Exporters: turn an `Image` whose blobs are in the content store into an
-output on disk (OCI layout, docker archive). Pushing lives in
-`builder.registry`."""
-
-from builder.export.docker import stream_docker_archive, write_docker_archive
-from builder.export.oci import IMAGE_NAME_ANNOTATION, stream_oci_archive, write_oci_layout
-
-__all__ = [
-    "IMAGE_NAME_ANNOTATION",
-    "stream_docker_archive",
-    "stream_oci_archive",
-    "write_docker_archive",
-    "write_oci_layout",
-]
+"""Exporters: an `Image` is assembled from snapshots (assemble, layers,
+compression, squash) and written where `-o` asks (outputs: oci, docker,
+rootfs for local/tar); pushing is `builder.registry`'s."""

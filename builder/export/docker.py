@@ -16,7 +16,7 @@ from typing import BinaryIO, Mapping, Sequence
 
 from builder.export.oci import Entry, atomic_file, blob_path, layout_entries, parse_names, write_tar
 from builder.image import Image, canonical_json
-from builder.reference import Reference
+from builder.registry.reference import Reference
 from cache.store import ContentStore
 
 

@@ -25,7 +25,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping, Sequence, TypeVar
 from builder.errors import ExportError, InvalidReference
 from builder.export import scratch
 from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
-from builder.reference import Reference
+from builder.registry.reference import Reference
 from cache.digest import Digest
 from cache.errors import BlobNotFound
 from cache.store import ContentStore

@@ -133,7 +133,7 @@ _MAX_ID = 4294967294
 
 def _sudo_id(name: str) -> int:
     """A user or group id sudo set, refused unless it is one chown can give;
-    the local and tar outputs check it before the build (builder.outputs),
+    the local and tar outputs check it before the build (builder.export.outputs),
     so nothing is written under an owner that cannot be."""
     text = os.environ.get(name, "")
     if not (text.isascii() and text.isdigit()) or int(text) > _MAX_ID:

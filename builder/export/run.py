@@ -17,8 +17,8 @@ from pathlib import Path
 
 from builder.errors import PybuildError
 from builder.image import Image
-from builder.outputs import OutputSpec, OutputType, export_options
-from builder.reference import Reference
+from builder.export.outputs import OutputSpec, OutputType, export_options
+from builder.registry.reference import Reference
 
 _IMAGE_OUTPUTS = (OutputType.IMAGE, OutputType.REGISTRY, OutputType.OCI, OutputType.DOCKER)
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from builder.context import BuildContext, Entry, Match, Selection
+from builder.context.trees import BuildContext, Entry, Match, Selection
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.ops import InlineFile

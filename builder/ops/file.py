@@ -7,8 +7,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from builder import git
-from builder.context import BuildContext
+from builder.ops import git
+from builder.context.trees import BuildContext
 from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.ops.http import FetchError, fetch_url, redact

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from builder.errors import RegistryError
 from builder.image import Descriptor
-from builder.layers import check_layer_size, extract_layer
-from builder.reference import Reference
-from builder.solver import Cancelled
+from builder.export.layers import check_layer_size, extract_layer
+from builder.registry.reference import Reference
+from builder.solver.scheduler import Cancelled
 from cache.digest import Digest
 from cache.errors import InvalidDigest
 from cache.index import LayerRecord
@@ -119,7 +119,7 @@ class ImageImpl:
 
     def _extract(self, ref, desc: Descriptor, diff_id: str, cid: Digest) -> str:
         """The layer's snapshot, made only if its content is the diff_id the
-        image's config claims (builder.layers.extract_layer)."""
+        image's config claims (builder.export.layers.extract_layer)."""
         worker = self.session.worker
         try:
             expected = Digest.parse(diff_id)

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-import builder.compression as compression
-from builder.compression import Compression, compressing_writer, decompressing_reader
+import builder.export.compression as compression
+from builder.export.compression import Compression, compressing_writer, decompressing_reader
 
 BLOCK = compression._GZIP_BLOCK
 

@@ -9,7 +9,7 @@ import pytest
 
 
 
-from builder.context import BuildContext, Selection  # noqa: E402
+from builder.context.trees import BuildContext, Selection  # noqa: E402
 from cache.statcache import StatCache  # noqa: E402
 from frontend.errors import ContextError  # noqa: E402
 

@@ -18,7 +18,7 @@ import zstandard
 
 
 
-from builder.context import BuildContext  # noqa: E402
+from builder.context.trees import BuildContext  # noqa: E402
 from builder.ops.copy import CopyError, copy_into, make_dir, parse_chmod, write_files  # noqa: E402
 from builder.ops.http import FetchError, fetch_url  # noqa: E402
 from fixtures.servers import LoopbackServer  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.context import BuildContext
+from builder.context.trees import BuildContext
 from builder.ops.copy import CopyError, copy_into, plan_direct
 from builder.ops.copy_reuse import CopyReuse, note_name
 from cache.statcache import StatCache

@@ -12,13 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from builder.errors import ExportError
-from builder.export import (
-    IMAGE_NAME_ANNOTATION,
-    stream_docker_archive,
-    stream_oci_archive,
-    write_docker_archive,
-    write_oci_layout,
-)
+from builder.export.docker import stream_docker_archive, write_docker_archive
+from builder.export.oci import IMAGE_NAME_ANNOTATION, stream_oci_archive, write_oci_layout
 from builder.export.rootfs import _LocalWriter
 from builder.image import OCI_INDEX, REF_NAME_ANNOTATION, Descriptor, Image
 from cache.store import ContentStore

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from builder.compression import Compression
-from builder.layers import EarlyLayers, LayerMaker, SnapshotTars
+from builder.export.compression import Compression
+from builder.export.layers import EarlyLayers, LayerMaker, SnapshotTars
 from cache.errors import BlobNotFound, DigestMismatch
 from cache.index import Index
 from cache.store import ContentStore

@@ -1,7 +1,7 @@
 import pytest
 
 from builder.errors import InvalidReference
-from builder.reference import Reference
+from builder.registry.reference import Reference
 from cache.digest import Digest
 
 HEX = "a" * 64

@@ -8,11 +8,11 @@ import stat
 
 import pytest
 
-from builder.auth import Credentials, DockerConfigAuth, no_credentials, parse_challenge
+from builder.registry.auth import Credentials, DockerConfigAuth, no_credentials, parse_challenge
 from builder.errors import RegistryError
 from builder.image import OCI_INDEX, OCI_MANIFEST, Descriptor
-from builder.reference import Reference
-from builder.registry import RegistryClient, parse_platform, select_platform
+from builder.registry.reference import Reference
+from builder.registry.client import RegistryClient, parse_platform, select_platform
 from cache.digest import Digest
 from cache.store import ContentStore
 from fixtures.busybox import skopeo_inspect

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from builder.solver import Cancelled, Reporter, Solver
+from builder.solver.scheduler import Cancelled, Reporter, Solver
 from frontend.definition import build_graph
 from frontend.ops import Exec, Scratch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder.cache_config import CacheConfig, CacheConfigError, CacheLayer
-from builder.cache_spec import CacheMode, CacheSpecError, CacheType, parse_cache_spec
-from builder.gc import GCError, parse_duration, parse_size
+from builder.remotecache.config import CacheConfig, CacheConfigError, CacheLayer
+from builder.remotecache.spec import CacheMode, CacheSpecError, CacheType, parse_cache_spec
+from builder.root.gc import GCError, parse_duration, parse_size
 from builder.image import OCI_LAYER_GZIP, Descriptor
 from cache.digest import Digest
 

@@ -1,4 +1,4 @@
-"""The memo of a no-op rebuild (builder.memo): an identical command whose
+"""The memo of a no-op rebuild (builder.root.memo): an identical command whose
 inputs are unchanged is answered from it, and anything the build read that
 changes sends the command back to the full build."""
 
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from builder import memo
-from builder.memo import NO_MEMO_ENV
+from builder.root import memo
+from builder.root.memo import NO_MEMO_ENV
 from cli_helpers import write_context
 
 DOCKERFILE = """\

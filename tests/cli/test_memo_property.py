@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from builder.memo import NO_MEMO_ENV
+from builder.root.memo import NO_MEMO_ENV
 from cli_helpers import Cli
 from fixtures import busybox
 from fixtures.pybuild import pybuild_env

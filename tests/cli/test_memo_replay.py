@@ -1,5 +1,5 @@
 """A replay does every check a full build does, and the memo's bookkeeping
-never fails a build that succeeded (builder.memo)."""
+never fails a build that succeeded (builder.root.memo)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from builder.gc import RootLock
-from builder.memo import NO_MEMO_ENV
+from builder.root.gc import RootLock
+from builder.root.memo import NO_MEMO_ENV
 from cli_helpers import PYBUILD, Cli, write_context
 
 DOCKERFILE = "FROM {base}\nCOPY a.txt /a.txt\n"

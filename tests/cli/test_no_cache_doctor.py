@@ -39,8 +39,8 @@ def _assert_doctor_clean(root: Path) -> None:
 
 
 def test_doctor_names_a_stray_mount_under_the_root_and_fix_removes_it(tmp_path):
-    from builder import doctor
-    from builder.worker import Worker
+    from builder.root import doctor
+    from builder.root.worker import Worker
     from runtime import linux
 
     worker = Worker.open(tmp_path / "root", "builtin")

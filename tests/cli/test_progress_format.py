@@ -4,8 +4,8 @@ import io
 import json
 from dataclasses import dataclass
 
-from builder.progress import PlainReporter, RawJsonReporter, TtyReporter, human_size, make_reporter
-from builder.solver import Cancelled
+from builder.solver.progress import PlainReporter, RawJsonReporter, TtyReporter, human_size, make_reporter
+from builder.solver.scheduler import Cancelled
 from frontend.definition import VertexMeta
 
 

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from builder.context_input import ContextKind, classify, split_git_url
+from builder.context.inputs import ContextKind, classify, split_git_url
 
 
 @pytest.mark.parametrize("spec, kind", [

@@ -47,7 +47,7 @@ def test_a_secret_over_the_cap_is_refused_without_reading_it_whole(cli, tmp_path
 
 
 def test_a_secret_from_the_environment_over_the_cap_is_refused(tmp_path):
-    from builder.secrets import SecretError, parse_secrets
+    from builder.solver.secrets import SecretError, parse_secrets
 
     with pytest.raises(SecretError, match="secret x too big"):
         parse_secrets(["id=x,env=BIG"], {"BIG": "s" * (CAP + 1)})

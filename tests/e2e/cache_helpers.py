@@ -3,7 +3,7 @@ display names of started steps and the build's messages."""
 
 from __future__ import annotations
 
-from builder.progress import BuildReporter
+from builder.solver.progress import BuildReporter
 
 
 class Recorder(BuildReporter):

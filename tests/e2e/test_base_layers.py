@@ -46,8 +46,8 @@ def test_the_same_layer_gzipped_anew_elsewhere_claims_no_blob_it_lacks(registry,
     # One layer, two blobs: the image pushed again with another gzip level.
     # The second build reuses the layer extracted from the first blob and
     # never fetches the second; the store must not claim it has it.
-    from builder.doctor import check
-    from builder.worker import Worker
+    from builder.root.doctor import check
+    from builder.root.worker import Worker
 
     root = tmp_path / "root"  # its own: doctor checks the whole root
     layers = [busybox.busybox_layer_tar(), _layer({"data/a": b"same"})]

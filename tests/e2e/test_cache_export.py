@@ -12,7 +12,7 @@ import json
 import pytest
 
 from builder.build import build
-from builder.cache_spec import CacheSpecError, parse_cache_spec
+from builder.remotecache.spec import CacheSpecError, parse_cache_spec
 from e2e.cache_helpers import Recorder
 from e2e.helpers import write_context
 from fixtures import busybox

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from builder.assemble import load_image
+from builder.export.assemble import load_image
 from builder.build import build
-from builder.gc import RootLock, disk_usage, parse_duration, parse_size, prune
-from builder.worker import Worker
+from builder.root.gc import RootLock, disk_usage, parse_duration, parse_size, prune
+from builder.root.worker import Worker
 from e2e.cache_helpers import Recorder
 from e2e.helpers import write_context
 
@@ -100,7 +100,7 @@ def _collected(recorder) -> bool:
 
 def test_automatic_gc_follows_the_config_policies_at_most_once_a_minute(busybox_image, tmp_path, monkeypatch):
     from builder.config import GCPolicy
-    from builder.gc import GC_INTERVAL_S
+    from builder.root.gc import GC_INTERVAL_S
 
     monkeypatch.delenv("PYBUILD_GC_KEEP_STORAGE", raising=False)
     context, root = tmp_path / "ctx", tmp_path / "root"
@@ -121,7 +121,7 @@ def test_automatic_gc_follows_the_config_policies_at_most_once_a_minute(busybox_
 
 def test_automatic_gc_by_age_and_by_default(busybox_image, tmp_path, monkeypatch):
     from builder.config import GCPolicy
-    from builder.gc import DEFAULT_SHARE, Rule, gc_rules
+    from builder.root.gc import DEFAULT_SHARE, Rule, gc_rules
 
     monkeypatch.delenv("PYBUILD_GC_KEEP_STORAGE", raising=False)
     st = os.statvfs(tmp_path)
@@ -177,9 +177,9 @@ def test_prune_waits_for_a_running_build(busybox_image, tmp_path):
 def test_a_lazy_layer_shared_by_two_snapshots_outlives_either(tmp_path):
     """Identical steps give identical tars: one lazy blob, two snapshots.
     Removing the one its recipe names points the recipe at the other."""
-    from builder.compression import Compression
-    from builder.gc import before_removing_snapshots
-    from builder.layers import LayerMaker
+    from builder.export.compression import Compression
+    from builder.root.gc import before_removing_snapshots
+    from builder.export.layers import LayerMaker
 
     worker = Worker.open(tmp_path / "root")
     try:
@@ -202,7 +202,7 @@ def test_a_lazy_layer_shared_by_two_snapshots_outlives_either(tmp_path):
 
 
 def test_doctor_finds_an_image_whose_lazy_layer_lost_its_snapshot(busybox_image, tmp_path):
-    from builder.doctor import Kind, check
+    from builder.root.doctor import Kind, check
 
     with _tagged_build(busybox_image, tmp_path, "fragile:1") as (_, _, worker, image):
         assert check(worker) == []
@@ -215,7 +215,7 @@ def test_doctor_finds_an_image_whose_lazy_layer_lost_its_snapshot(busybox_image,
 
 
 def test_automatic_gc_skips_the_walk_when_the_whole_disk_fits_the_limit(busybox_image, tmp_path, monkeypatch):
-    from builder import gc
+    from builder.root import gc
 
     walks = []
     real = gc.disk_usage

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from builder.memo import Observer
+from builder.root.memo import Observer
 from e2e.helpers import BUILD_ERRORS, build_image, tar_bytes
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from builder.build import build
-from builder.layers import LayerMaker
+from builder.export.layers import LayerMaker
 from e2e.helpers import write_context
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from builder.worker import Worker
+from builder.root.worker import Worker
 from fixtures.busybox import skopeo_inspect
 
 

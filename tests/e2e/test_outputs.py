@@ -16,10 +16,10 @@ import pytest
 
 from builder.build import build
 from builder.errors import PybuildError
-from builder.assemble import load_image
+from builder.export.assemble import load_image
 from builder.image import (DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP,
                            OCI_LAYER_ZSTD, OCI_MANIFEST)
-from builder.worker import Worker
+from builder.root.worker import Worker
 from fixtures.busybox import skopeo_inspect
 from fixtures.tools import require_tools
 

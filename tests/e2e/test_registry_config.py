@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from builder.build import build
 from builder.config import load_config
-from builder.registry_config import RegistryHosts
+from builder.registry.hosts import RegistryHosts
 
 
 def test_base_image_is_pulled_from_a_mirror(busybox_image, tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from builder.doctor import check
-from builder.worker import Worker
+from builder.root.doctor import check
+from builder.root.worker import Worker
 from e2e.helpers import build_image
 
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from builder.doctor import check
-from builder.worker import Worker
+from builder.root.doctor import check
+from builder.root.worker import Worker
 from e2e.helpers import build_image
 
 

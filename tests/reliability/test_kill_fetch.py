@@ -207,7 +207,7 @@ def test_a_memo_replay_after_a_killed_build_reclaims_first(tmp_path, busybox_ima
     the identical command runs the full build instead, which reclaims."""
     root = tmp_path / "root"
     memoised = _context(tmp_path, f"FROM {busybox_image.ref}\nCOPY Dockerfile /Dockerfile\n")
-    time.sleep(0.3)  # settled: the build writes its memo (builder.memo.RACY_NS)
+    time.sleep(0.3)  # settled: the build writes its memo (builder.root.memo.RACY_NS)
     env = {key: value for key, value in os.environ.items() if key != "PYBUILD_NO_MEMO"}
 
     def console_script() -> None:

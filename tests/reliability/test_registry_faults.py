@@ -10,10 +10,10 @@ import time
 import pytest
 
 from builder.errors import RegistryError
-from builder.doctor import check
-from builder.reference import Reference
-from builder.registry import RegistryClient
-from builder.worker import Worker
+from builder.root.doctor import check
+from builder.registry.reference import Reference
+from builder.registry.client import RegistryClient
+from builder.root.worker import Worker
 from e2e.helpers import build_image
 
 

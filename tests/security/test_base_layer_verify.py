@@ -19,7 +19,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from builder.worker import Worker
+from builder.root.worker import Worker
 from fixtures import busybox
 from fixtures.pybuild import pybuild_env
 from security.hostile import push_image

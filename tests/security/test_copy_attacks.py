@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.context import BuildContext
+from builder.context.trees import BuildContext
 from builder.ops.copy import CopyError, copy_into, make_dir, plan_direct, write_files
 from e2e.helpers import build_image
 from frontend.ops import InlineFile

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.auth import Credentials, no_credentials
+from builder.registry.auth import Credentials, no_credentials
 from builder.errors import RegistryError
-from builder.reference import Reference
-from builder.registry import RegistryClient
+from builder.registry.reference import Reference
+from builder.registry.client import RegistryClient
 from fixtures.proxy import FaultProxy
 from fixtures.pybuild import pybuild_env
 from fixtures.servers import RecordingServer, send
@@ -280,7 +280,7 @@ def test_git_keeps_the_credentials_of_its_own_url(tmp_path, busybox_image, priva
 
 
 def test_git_runs_with_an_environment_of_its_own(tmp_path, monkeypatch):
-    from builder import git
+    from builder.ops import git
 
     # What the host's environment would otherwise hand git: a protocol
     # allow-list outranking the refused transports, config of its own.

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.auth import Credentials
+from builder.registry.auth import Credentials
 from builder.errors import RegistryError
-from builder.reference import Reference
-from builder.registry import RegistryClient
-from builder.registry_config import RegistryHosts
+from builder.registry.reference import Reference
+from builder.registry.client import RegistryClient
+from builder.registry.hosts import RegistryHosts
 from fixtures import busybox
 from fixtures.images import make_image
 from fixtures.proxy import FaultProxy

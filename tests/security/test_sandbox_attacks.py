@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.progress import BuildReporter
+from builder.solver.progress import BuildReporter
 from e2e.helpers import BUILD_ERRORS, ISOLATIONS, build_image
 from fixtures.pybuild import pybuild_env
 from runtime import sandbox

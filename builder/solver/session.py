@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from builder.errors import PybuildError
 from builder.image import Image
-from builder.reference import Reference
+from builder.registry.reference import Reference
 from cache.digest import Digest
 from frontend import ops
 from frontend.definition import Definition, NamedContext, ResolvedImage
@@ -19,7 +19,7 @@ from runtime.fsutil import remove_tree
 from runtime.spec import NetworkMode
 
 if TYPE_CHECKING:
-    from builder.registry import RegistryClient
+    from builder.registry.client import RegistryClient
 
 
 class IndexResults:
@@ -52,9 +52,9 @@ class IndexResults:
 
 
 class LazyRegistryClient:
-    """A builder.registry.RegistryClient made on first use: a fully cached
+    """A builder.registry.client.RegistryClient made on first use: a fully cached
     build never talks to a registry, and importing requests (which
-    builder.registry needs) costs ~0.13 s of CPU (docs/benchmarks.md)."""
+    builder.registry.client needs) costs ~0.13 s of CPU (docs/benchmarks.md)."""
 
     def __init__(self, store, *, insecure=(), hosts=None):
         self._store, self._insecure, self._hosts = store, tuple(insecure), hosts
@@ -62,7 +62,7 @@ class LazyRegistryClient:
 
     def __getattr__(self, name):
         if self._client is None:
-            from builder.registry import RegistryClient
+            from builder.registry.client import RegistryClient
 
             self._client = RegistryClient(self._store, insecure=self._insecure, hosts=self._hosts)
         return getattr(self._client, name)
@@ -86,8 +86,8 @@ class BuildSession:
     _stats: object = None  # the context's StatCache, closed with the session
     limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
     size_limits: object = None  # builder.config.SizeLimits of what the build downloads ([limits])
-    observer: object = None  # builder.memo.Observer, when this build may be memoised
-    build_contexts: dict = None  # --build-context: name -> builder.context_input.NamedContextInput
+    observer: object = None  # builder.root.memo.Observer, when this build may be memoised
+    build_contexts: dict = None  # --build-context: name -> builder.context.inputs.NamedContextInput
     _named_dirs: dict = None  # context name -> BuildContext of a named local directory
     _layouts: dict = None  # context name -> the pinned ref of its oci-layout image, once imported
     _platform: str = "linux/amd64"  # the target platform: what an oci-layout index is read for
@@ -126,7 +126,7 @@ class BuildSession:
     # frontend ------------------------------------------------------------
     def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool,
                 extra_hosts=()) -> Definition:
-        from builder.context import BuildContext, dockerignore_patterns
+        from builder.context.trees import BuildContext, dockerignore_patterns
         from frontend.convert import convert
 
         if self.observer is not None:
@@ -144,8 +144,8 @@ class BuildSession:
 
     def named_context(self, ref: str) -> NamedContext | None:
         """The --build-context that a stage name, FROM or --from means."""
-        from builder.context import BuildContext, ignore_file_patterns
-        from builder.context_input import context_name
+        from builder.context.trees import BuildContext, ignore_file_patterns
+        from builder.context.inputs import context_name
 
         try:
             found = (self.build_contexts or {}).get(context_name(ref))
@@ -172,7 +172,7 @@ class BuildSession:
     def _layout_image(self, found) -> str:
         """An oci-layout:// context as a reference pinned to a manifest now
         in the store: BuildKit's placeholder, the context's name @ digest."""
-        from builder.context_input import import_oci_layout
+        from builder.context.inputs import import_oci_layout
 
         if self.observer is not None:
             self.observer.look_file(found.layout / "index.json")  # a moved tag is a new image
@@ -226,7 +226,7 @@ class BuildSession:
 
     def resolve_manifest(self, ref: Reference, platform: ops.Platform):
         from builder.errors import RegistryError
-        from builder.images import resolve_now
+        from builder.root.images import resolve_now
 
         try:
             resolved = resolve_now(self.worker, self.registry, ref, str(platform))

@@ -22,7 +22,7 @@ import threading
 from cache.digest import Digest
 from cache.index import Index, LayerRecord
 from cache.store import ContentStore
-from builder.compression import Compression, compressing_writer, decompressing_reader
+from builder.export.compression import Compression, compressing_writer, decompressing_reader
 from builder.errors import PybuildError
 from runtime import layer as layer_tar
 
@@ -131,7 +131,7 @@ class SnapshotTars:
         return recipe.get("kind") == "snapshot-tar" and self._snapshots.exists(recipe["snapshot"])
 
     def make(self, recipe: dict, writer) -> bool:
-        from builder.gc import RootLock
+        from builder.root.gc import RootLock
 
         # A shared lease, as a build holds: prune must not remove the
         # snapshot while it is read (nothing more when this process has one).

@@ -22,7 +22,7 @@ def default_root() -> Path:
 
 
 class _LayerTars:
-    """builder.layers.SnapshotTars, imported when a lazy blob is first read."""
+    """builder.export.layers.SnapshotTars, imported when a lazy blob is first read."""
 
     def __init__(self, root: Path, snapshots):
         self._args = (root, snapshots)
@@ -30,7 +30,7 @@ class _LayerTars:
 
     def __getattr__(self, name):
         if self._tars is None:
-            from builder.layers import SnapshotTars
+            from builder.export.layers import SnapshotTars
 
             self._tars = SnapshotTars(*self._args)
         return getattr(self._tars, name)
@@ -49,8 +49,8 @@ class Worker:
     def open(cls, root: Path | None = None, isolation: str | None = None) -> "Worker":
         """The root's objects, with this process's lease on the root held
         until `close`, after taking back what dead processes left in it
-        (builder/reclaim.py)."""
-        from builder.reclaim import reclaim
+        (builder/root/reclaim.py)."""
+        from builder.root.reclaim import reclaim
         from runtime.executor import default_isolation
         from runtime.snapshot import default_snapshotter
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from builder.solver import Reporter
+from builder.solver.scheduler import Reporter
 
 TTY_LOG_LINES = 6  # output lines shown under a running step, as BuildKit
 _TTY_TICK = 0.1

@@ -55,7 +55,7 @@ A replay does what a full build does besides the build itself: it reads the
 to the full build, which reports it), holds the root's shared lock while it
 checks and answers (so prune cannot remove what it vouches for), and runs
 automatic GC when a full build would. It does not open the root, which
-takes back what a pybuild killed by SIGKILL left (builder/reclaim.py):
+takes back what a pybuild killed by SIGKILL left (builder/root/reclaim.py):
 when a lease on the root is dead, the full build runs, and reclaims.
 $PYBUILD_NO_MEMO set to anything but empty turns memos off: nothing is
 read or written.
@@ -214,7 +214,7 @@ class Observer:
         Dockerfile, ignore and config files): every component on the way and
         every symlink followed, as the kernel resolves it; and its name also
         as the build reads a Dockerfile or ignore file, resolved inside the
-        directory as if it were `/` (builder.context.open_context_file)."""
+        directory as if it were `/` (builder.context.trees.open_context_file)."""
         try:
             path = os.path.join(os.getcwd(), os.fspath(path))
             self._trace("/", path, read_ns)
@@ -449,7 +449,7 @@ def _sources_present(body: dict) -> bool:
     if not (body["secrets"] or body["ssh"]):
         return True
     from builder.errors import PybuildError
-    from builder.secrets import parse_secrets, parse_ssh
+    from builder.solver.secrets import parse_secrets, parse_ssh
 
     try:
         parse_secrets(body["secrets"])
@@ -483,7 +483,7 @@ def replay(argv: list[str]) -> int | None:
         if (body.get("version") != MEMO_VERSION or body["root"] != str(root) or body["config"] != config_path
                 or body["code"] != code_fingerprint() or not _sources_present(body) or _left_over(root)):
             return None
-        from builder.gc import RootLock
+        from builder.root.gc import RootLock
 
         lock = RootLock(root, exclusive=False)  # as a build: prune waits, and we wait for prune
         if not (_unchanged(body["paths"]) and _store_agrees(root, body)):
@@ -495,7 +495,7 @@ def replay(argv: list[str]) -> int | None:
         if lock is not None:
             lock.release()
         return None
-    from builder.progress import make_reporter
+    from builder.solver.progress import make_reporter
 
     reporter = make_reporter("quiet" if body["quiet"] else body["progress"])
     try:
@@ -526,15 +526,15 @@ def _left_over(root: Path) -> bool:
 
 
 def _default_root() -> Path:
-    from builder.worker import default_root
+    from builder.root.worker import default_root
 
     return default_root()
 
 
 def _collect(root: Path, settings, reporter) -> bool:
-    """Automatic GC, as after a full build (builder.gc.auto_gc, which most
+    """Automatic GC, as after a full build (builder.root.gc.auto_gc, which most
     of the time decides from one stat that nothing is due)."""
-    from builder.gc import auto_gc
+    from builder.root.gc import auto_gc
 
     worker = _LazyWorker(root, settings.isolation)
     try:
@@ -556,7 +556,7 @@ class _LazyWorker:
 
     def __getattr__(self, name):
         if self._worker is None:
-            from builder.worker import Worker
+            from builder.root.worker import Worker
 
             self._worker = Worker.open(self.root, self._isolation)
         return getattr(self._worker, name)

@@ -15,7 +15,7 @@ Remote and stdin contexts are written under ROOT/tmp and removed when the
 They are fetched while this process holds its lease on the root, into a
 directory named with its token (`context-TOKEN-XXXXXXXX`), so that the
 next command to open the root removes what a pybuild killed meanwhile
-left (builder/reclaim.py).
+left (builder/root/reclaim.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from builder import git
+from builder.ops import git
 from builder.errors import PybuildError
 from builder.ops import archive
 from frontend.errors import ContextError
@@ -99,7 +99,7 @@ def prepare_context(spec: str, *, root: Path, stdin: BinaryIO | None = None) -> 
             raise ContextInputError(f"unable to prepare context: path {spec!r} not found")
         yield PreparedContext(kind, Path(spec))
         return
-    from builder.worker import Worker
+    from builder.root.worker import Worker
 
     # Opening the root takes this process's lease on it (held until close)
     # after taking back what dead processes left, as every command does.
@@ -219,7 +219,7 @@ def context_name(text: str) -> str:
     or FROM reference up by (dockerui NamedContext): the familiar form
     without `:latest`, so `docker.io/library/alpine:latest` is `alpine`.
     Raises InvalidReference."""
-    from builder.reference import Reference
+    from builder.registry.reference import Reference
 
     return Reference.parse(text).familiar.removesuffix(":latest")
 
@@ -228,7 +228,7 @@ def parse_build_contexts(values) -> dict[str, NamedContextInput]:
     """`--build-context` values, keyed by context_name; a later value for a
     name replaces an earlier one."""
     from builder.errors import InvalidReference
-    from builder.reference import Reference
+    from builder.registry.reference import Reference
 
     contexts: dict[str, NamedContextInput] = {}
     for value in values:
@@ -272,7 +272,7 @@ def import_oci_layout(found: NamedContextInput, store, platform: str):
     """Copy the image an `oci-layout://` context names (by digest, else by
     tag) into the content store, this platform's manifest when it is an
     index; returns the manifest's Digest. Nothing is asked of a registry."""
-    from builder.layout_input import LayoutError
+    from builder.context.layout import LayoutError
 
     try:
         return _import_layout_image(found, store, platform)
@@ -281,8 +281,8 @@ def import_oci_layout(found: NamedContextInput, store, platform: str):
 
 
 def _import_layout_image(found: NamedContextInput, store, platform: str):
-    from builder.layout_input import copy_blob, tagged_entries
-    from builder.registry import select_platform
+    from builder.context.layout import copy_blob, tagged_entries
+    from builder.registry.client import select_platform
     from cache.digest import Digest
 
     where = f"--build-context {found.name}: {found.layout}"

@@ -1,6 +1,6 @@
 """`--cache-to`: write this build's cache records where other machines find them.
 
-What is exported (see builder/cache_config.py for the format):
+What is exported (see builder/remotecache/config.py for the format):
 - mode=min: every solved step whose result is a prefix of the final image's
   snapshot chain (the final stage's steps), with the final image's own
   layer blobs, so an importer's image has exactly the same layer digests;
@@ -8,7 +8,7 @@ What is exported (see builder/cache_config.py for the format):
 - cache-mounts=true: the contents of the RUN --mount=type=cache directories
   this build used, one tar+gzip blob each (BuildKit never exports these).
 
-Layer blobs are reused from the index (builder/layers.py); nothing is
+Layer blobs are reused from the index (builder/export/layers.py); nothing is
 re-tarred when the image was already exported.
 """
 
@@ -20,15 +20,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from builder.cache_config import (CACHE_CONFIG_MEDIA_TYPE, CACHE_MOUNT_MEDIA_TYPE, INLINE_KEY, CacheConfig,
+from builder.remotecache.config import (CACHE_CONFIG_MEDIA_TYPE, CACHE_MOUNT_MEDIA_TYPE, INLINE_KEY, CacheConfig,
                                   CacheLayer)
-from builder.cache_spec import CacheMode, CacheSpec, CacheType
-from builder.compression import Compression, compressing_writer
+from builder.remotecache.spec import CacheMode, CacheSpec, CacheType
+from builder.export.compression import Compression, compressing_writer
 from builder.errors import ExportError
 from builder.image import OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
-from builder.layers import LayerMaker
+from builder.export.layers import LayerMaker
 from builder.ops.cachemount import _instance_dir, held_for_export
-from builder.reference import Reference
+from builder.registry.reference import Reference
 from frontend import ops
 from runtime import layer as layer_tar
 from runtime.errors import RuntimeFailure

@@ -140,7 +140,7 @@ class BuildContext:
     def __init__(self, root: Path, excludes: Sequence[str] = (), stat_cache: StatCache | None = None,
                  *, preserve_ownership: bool = False, observer=None, remember: bool = False):
         self.root = Path(root).resolve()
-        self.observer = observer  # builder.memo.Observer: what this build read, or None
+        self.observer = observer  # builder.root.memo.Observer: what this build read, or None
         if not self.root.is_dir():
             raise ContextError(f"build context is not a directory: {root}")
         self.excludes = tuple(excludes)

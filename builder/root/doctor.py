@@ -19,7 +19,7 @@ root: a running build's fresh snapshots and temp files look orphaned (its
 mounts and merged views do not: their maker's lease shows it alive).
 
 What a pybuild killed by SIGKILL leaves is taken back by the next command
-that opens the root (builder/reclaim.py, through `remove_leftovers`), so
+that opens the root (builder/root/reclaim.py, through `remove_leftovers`), so
 doctor should rarely find any of it.
 """
 
@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.gc import before_removing_snapshots
+from builder.root.gc import before_removing_snapshots
 from cache.digest import Digest
 from cache.errors import CacheError
 from runtime import linux
@@ -75,9 +75,9 @@ def remove_leftovers(worker) -> list[Problem]:
     """Remove what only a crash leaves (stale mounts, temporary
     directories, snapshots nothing records, temp files), returned as fixed
     problems. Right only while no other process uses the root, which
-    builder.reclaim makes sure of. A fetched remote context
+    builder.root.reclaim makes sure of. A fetched remote context
     (ROOT/tmp/context-*) is kept: it is named with its maker's token, and
-    builder.reclaim removes those of dead makers only."""
+    builder.root.reclaim removes those of dead makers only."""
     doctor = _Doctor(worker, fix=True, spare=lambda path: path.parent == doctor.root / "tmp"
                      and path.name.startswith("context-"))
     doctor.mounts()

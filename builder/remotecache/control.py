@@ -1,10 +1,10 @@
 """The cache options of one build, and the hooks build() calls for them.
 
 --no-cache / --no-cache-filter decide which steps must run again;
---cache-from wraps the solver's result store (builder/cache_import.py);
+--cache-from wraps the solver's result store (builder/remotecache/importer.py);
 --cache-to writes the cache after the image is assembled
-(builder/cache_export.py); every build records its step descriptions for
---explain (builder/explain.py).
+(builder/remotecache/exporter.py); every build records its step descriptions for
+--explain (builder/solver/explain.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Sequence
 
 import networkx as nx
 
-from builder import explain as explaining
-from builder.cache_spec import CacheSpec, CacheType, parse_cache_spec
+from builder.solver import explain as explaining
+from builder.remotecache.spec import CacheSpec, CacheType, parse_cache_spec
 from builder.errors import PybuildError
 from frontend.ops import CopyParts, Exec, FileCopy, WriteFiles
 
@@ -49,7 +49,7 @@ class CacheControl:
     # before solving ----------------------------------------------------------
     def prepare(self, definition, session, reporter, platform: str):
         """Decide the forced steps; return the solver's ResultStore."""
-        from builder.cache_import import ImportingResults, load_caches, restore_cache_mounts
+        from builder.remotecache.importer import ImportingResults, load_caches, restore_cache_mounts
 
         graph = definition.graph
         needed = nx.ancestors(graph, definition.target) | {definition.target}
@@ -99,7 +99,7 @@ class CacheControl:
 
     def export(self, session, solution, definition, image, reporter) -> None:
         """Write every --cache-to but inline, reusing the image's layer blobs."""
-        from builder.cache_export import export_cache
+        from builder.remotecache.exporter import export_cache
 
         specs = [s for s in self.cache_to if s.type is not CacheType.INLINE]
         if specs:
@@ -109,8 +109,8 @@ class CacheControl:
 
     @staticmethod
     def _exporter(session, solution, definition, image):
-        from builder.cache_export import CacheExporter
-        from builder.layers import LayerMaker
+        from builder.remotecache.exporter import CacheExporter
+        from builder.export.layers import LayerMaker
 
         worker = session.worker
         return CacheExporter(worker, LayerMaker(worker.store, worker.index, worker.snapshots), definition,
@@ -127,7 +127,7 @@ class _InlineCacheAssembler:
         self._images = {}
 
     def image(self, options=None):
-        from builder.cache_export import with_inline_cache
+        from builder.remotecache.exporter import with_inline_cache
 
         plain = self._inner.image(options)
         if plain.manifest.digest not in self._images:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from cache.digest import Digest
 from builder import image as media
-from builder.compression import Compression
+from builder.export.compression import Compression
 from builder.errors import PybuildError
 from builder.image import Descriptor, Image, canonical_json
-from builder.layers import LayerMaker
+from builder.export.layers import LayerMaker
 from frontend.definition import StageImage
 
 
@@ -128,7 +128,7 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
                                       record.digest, record.size))
         diff_ids.append(str(record.diff_id))
     if options.squash and new_snapshots:
-        from builder.squash import squash_layers
+        from builder.export.squash import squash_layers
 
         records = [layers.layer_for(s, Compression.UNCOMPRESSED, clamp_mtime=clamp) for s in new_snapshots]
         for entry in new_entries:

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import requests
 
-from builder.auth import Challenge, CredentialSource, Credentials, DockerConfigAuth, parse_challenge
+from builder.registry.auth import Challenge, CredentialSource, Credentials, DockerConfigAuth, parse_challenge
 from builder.errors import RegistryError
 from builder.image import (
     CONFIG_TYPES,
@@ -37,8 +37,8 @@ from builder.image import (
     Image,
 )
 from builder.image_schema import SchemaError, check_config, check_index, check_manifest
-from builder.reference import Reference
-from builder.registry_config import RegistryHosts
+from builder.registry.reference import Reference
+from builder.registry.hosts import RegistryHosts
 from cache.digest import Digest
 from cache.errors import BlobNotFound, DigestMismatch, InvalidDigest, SizeMismatch
 from cache.store import ContentStore
@@ -155,7 +155,7 @@ class Session(requests.Session):
     requests looks a netrc entry up for every request sent without `auth=`
     (it then replaces an Authorization header set by hand) and for every
     redirect's new host. A registry's credentials come from the docker
-    config (builder.auth) and an `ADD <url>`'s from its URL only, as in
+    config (builder.registry.auth) and an `ADD <url>`'s from its URL only, as in
     BuildKit, whose HTTP clients read no netrc: the host's netrc entry for
     a server a Dockerfile names must never reach it. Everything else
     `trust_env` gives stays: the proxies of HTTP_PROXY, HTTPS_PROXY and
@@ -353,7 +353,7 @@ class RegistryClient:
                  timeout: tuple[float, float] = (10.0, 120.0), chunk_size: int = 32 << 20,
                  parallel: int = 4, hosts: RegistryHosts | None = None):
         self._store = store
-        # Mirrors, plain-HTTP hosts and CA bundles of the config file (builder.registry_config).
+        # Mirrors, plain-HTTP hosts and CA bundles of the config file (builder.registry.hosts).
         self._hosts = hosts if hosts is not None else RegistryHosts.from_environment()
         self._insecure = frozenset(insecure) | self._hosts.insecure
         self._pull_from: dict[str, str] = {}  # repository name -> the mirror (or origin) that answered

@@ -27,7 +27,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Sequence
 
-from builder.compression import Compression, compressing_writer
+from builder.export.compression import Compression, compressing_writer
 from cache.digest import Digest
 from cache.index import LayerRecord
 

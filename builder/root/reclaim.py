@@ -10,7 +10,7 @@ runtime/supervise.py.)
 Every process using a root holds a lease on it (runtime/lease.py, in
 ROOT/snapshots/.leases) from `Worker.open` to `Worker.close`, and names
 its merged views and the remote context it fetches (ROOT/tmp/context-*,
-builder/context_input.py) with its token. The next process to open the
+builder/context/inputs.py) with its token. The next process to open the
 root finds the dead ones by their free leases, and:
 - unmounts and removes the merged views and flattened lowers named with
   a dead token, and removes the contexts named with one. Nobody else uses
@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from builder.doctor import Problem, remove_leftovers
+from builder.root.doctor import Problem, remove_leftovers
 from runtime.executor import remove_stale_scratch
 from runtime.fsutil import remove_tree
 
@@ -62,7 +62,7 @@ def reclaim(worker) -> list[Problem]:
 
 def _remove_contexts(tmp: Path, owners: set[str]) -> None:
     """The fetched contexts of these (dead) processes."""
-    from builder.context_input import scratch_owner
+    from builder.context.inputs import scratch_owner
 
     try:
         names = os.listdir(tmp)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from builder.assemble import load_image
+from builder.export.assemble import load_image
 from builder.errors import PybuildError
 from builder.image import Image
-from builder.reference import Reference
+from builder.registry.reference import Reference
 
 
 class ImageNotFound(PybuildError):
@@ -92,9 +92,9 @@ def _gzipped_from_snapshot(worker, digest):
     """(digest, size) of the gzip layer made straight from the snapshot a
     lazy layer names (once: the index remembers it), or None. Never writes
     the uncompressed bytes that nothing else needs."""
-    from builder.compression import Compression
-    from builder.gc import RootLock
-    from builder.layers import LayerMaker
+    from builder.export.compression import Compression
+    from builder.root.gc import RootLock
+    from builder.export.layers import LayerMaker
 
     with RootLock(worker.root, exclusive=False, reentrant=True):  # prune keeps the snapshot meanwhile
         recipe = worker.store.recipe(digest) if worker.store.is_lazy(digest) else None
@@ -112,7 +112,7 @@ def compressed_for_push(worker, image: Image) -> Image:
     ID, stays the same."""
     import json
 
-    from builder.compression import Compression, compressing_writer
+    from builder.export.compression import Compression, compressing_writer
     from builder.image import OCI_LAYER, DOCKER_LAYER, Descriptor, canonical_json
 
     if not any(layer.media_type in (OCI_LAYER, DOCKER_LAYER) for layer in image.layers):

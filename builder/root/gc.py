@@ -233,7 +233,7 @@ def prune(worker, *, all: bool = False, keep_storage: int | None = None, until: 
 
 
 def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
-    from builder.memo import forget
+    from builder.root.memo import forget
     from runtime.fsutil import remove_tree
 
     forget(worker.root)  # tiny, and re-made by the next full build of each command
@@ -313,7 +313,7 @@ def before_removing_snapshots(worker, doomed: set[str]) -> None:
     same layer (identical steps give identical tars), or else, for a named
     image's layer, the bytes are written out (an image outlives the build
     cache). The rest go with their snapshots."""
-    from builder.layers import clamp_of_key, snapshot_recipe
+    from builder.export.layers import clamp_of_key, snapshot_recipe
 
     store = worker.store
     doomed_lazy = {}

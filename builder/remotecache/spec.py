@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from builder.errors import PybuildError
-from builder.reference import Reference
+from builder.registry.reference import Reference
 
 
 class CacheSpecError(PybuildError):

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from builder.cache_config import CACHE_CONFIG_MEDIA_TYPE, INLINE_KEY, CacheConfig, CacheConfigError, CacheLayer
-from builder.cache_spec import CacheSpec, CacheType
-from builder.compression import Compression, DecompressionError, decompressing_reader
+from builder.remotecache.config import CACHE_CONFIG_MEDIA_TYPE, INLINE_KEY, CacheConfig, CacheConfigError, CacheLayer
+from builder.remotecache.spec import CacheSpec, CacheType
+from builder.export.compression import Compression, DecompressionError, decompressing_reader
 from builder.errors import PybuildError, RegistryError
 from builder.image import Descriptor
-from builder.layers import LayerMismatch, LayerTooLarge, check_layer_size, extract_layer
-from builder.layout_input import LayoutError, copy_blob, tagged_entries
-from builder.reference import Reference
+from builder.export.layers import LayerMismatch, LayerTooLarge, check_layer_size, extract_layer
+from builder.context.layout import LayoutError, copy_blob, tagged_entries
+from builder.registry.reference import Reference
 from cache.digest import Digest
 from cache.index import LayerRecord
 from cache.keys import chain_id

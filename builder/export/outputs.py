@@ -123,7 +123,7 @@ def export_options(spec: OutputSpec, defaults):
     """
     from dataclasses import replace
 
-    from builder.compression import Compression
+    from builder.export.compression import Compression
 
     attrs = dict(spec.attrs)
     changes: dict[str, object] = {}

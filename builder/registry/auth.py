@@ -1,6 +1,6 @@
 """Registry credentials as `docker login` leaves them, and auth challenges.
 
-No HTTP here: `builder.registry` asks this module for credentials and for
+No HTTP here: `builder.registry.client` asks this module for credentials and for
 the meaning of a `WWW-Authenticate` header, and does the talking itself.
 """
 

@@ -37,7 +37,7 @@ class OpImpl(Protocol):
 
 
 class Reporter:
-    """No-op progress hooks; builder/progress.py has the real displays."""
+    """No-op progress hooks; builder/solver/progress.py has the real displays."""
 
     def planned(self, vertex_id: str, cached: bool) -> None: ...
     def started(self, vertex_id: str) -> None: ...
@@ -75,7 +75,7 @@ class Solver:
         return tuple(self._graph.nodes[vertex]["op"].inputs)
 
     def solve(self, target: str, *, force: Callable[[str], bool] = lambda v: False) -> Solution:
-        import networkx as nx  # not at import time: builder.progress needs Reporter, not the graph
+        import networkx as nx  # not at import time: builder.solver.progress needs Reporter, not the graph
 
         needed = nx.ancestors(self._graph, target) | {target}
         order = [v for v in nx.topological_sort(self._graph) if v in needed]
