@@ -42,6 +42,7 @@ from frontend.definition import (
 from frontend.errors import DockerfileError, Location
 from frontend.lexer import ExpansionError, Lexer, go_quote
 from frontend.ops import (
+    PROXY_ARGS,
     ContextSource,
     CopyPart,
     CopyParts,
@@ -66,10 +67,9 @@ from frontend.parser import Dockerfile, chomp_heredoc, parse, parse_heredoc
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
-_PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
 # Build args BuildKit never reports as unused.
 _BUILTIN_ARGS = frozenset(
-    [*_PROXY_ARGS, *(a.lower() for a in _PROXY_ARGS), "SOURCE_DATE_EPOCH", "BUILDKIT_INLINE_CACHE",
+    [*PROXY_ARGS, "SOURCE_DATE_EPOCH", "BUILDKIT_INLINE_CACHE",
      "BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE", "BUILDKIT_CACHE_MOUNT_NS",
      "BUILDKIT_CONTEXT_KEEP_GIT_DIR", "BUILDKIT_MULTI_PLATFORM", "BUILDKIT_SYNTAX"]
 )  # fmt: skip
@@ -960,7 +960,7 @@ class _Converter:
         present = {k.upper() for k in state.env}
         # Proxy build args reach RUN without an ARG, as in BuildKit.
         for key in sorted(self.build_args):
-            if key.upper() in _PROXY_ARGS and key.upper() not in present and key not in state.env:
+            if key.upper() in PROXY_ARGS and key.upper() not in present and key not in state.env:
                 env.append(f"{key}={self.build_args[key]}")
                 self.used_args.add(key)
         return tuple(env)

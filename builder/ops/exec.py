@@ -11,7 +11,7 @@ from pathlib import Path
 
 from builder.errors import PybuildError
 from builder.ops.cachemount import cache_mount_dir
-from cache.keys import cache_key
+from builder.solver.keys import cache_key
 from frontend.errors import ContextError
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
 from runtime.errors import ExecCancelled

@@ -12,7 +12,7 @@ from builder.context.trees import BuildContext
 from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.ops.http import FetchError, fetch_url, redact
-from cache.keys import cache_key
+from builder.solver.keys import cache_key
 from frontend.ops import (ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, NamedLocalSource,
                           WriteFiles)
 from runtime.confine import Refused, check_name

@@ -14,7 +14,8 @@ from builder.solver.scheduler import Cancelled
 from cache.digest import Digest
 from cache.errors import InvalidDigest
 from cache.index import LayerRecord
-from cache.keys import cache_key, chain_id
+from builder.solver.keys import cache_key
+from cache.keys import chain_id
 from frontend.ops import ContextSource, ImageSource, Scratch
 
 PULL_WORKERS = 4
