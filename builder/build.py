@@ -52,7 +52,7 @@ class BuildResult:
 
 def parse_platform(text: str | None) -> Platform:
     """`--platform`, read as the Dockerfile frontend reads `FROM --platform`."""
-    from frontend.convert import parse_platform as parse
+    from frontend.platforms import parse_platform as parse
 
     if not text:
         return Platform()

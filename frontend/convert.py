@@ -39,6 +39,7 @@ from frontend.definition import (
     Warning,
     build_graph,
 )
+from frontend.durations import format_duration
 from frontend.errors import DockerfileError, Location
 from frontend.lexer import ExpansionError, Lexer, go_quote
 from frontend.ops import (
@@ -63,6 +64,7 @@ from frontend.ops import (
     WriteFiles,
 )
 from frontend.parser import Dockerfile, chomp_heredoc, parse, parse_heredoc
+from frontend.platforms import parse_platform
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -151,32 +153,7 @@ def _prepare(dockerfile, *, path, build_args, target, platform, build_platform, 
     )
 
 
-# -- platforms -------------------------------------------------------------
-
-_KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris",
-                       "illumos", "aix", "android", "ios", "plan9", "dragonfly"})  # fmt: skip
-_ARCH_ALIASES = {"x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "aarch64": ("arm64", ""),
-                 "armhf": ("arm", "v7"), "armel": ("arm", "v6"), "i386": ("386", ""),
-                 "i686": ("386", "")}  # fmt: skip
-
-
-def parse_platform(text: str) -> Platform:
-    """containerd's platforms.Parse, reduced to what Dockerfiles use:
-    `os/arch[/variant]`, a bare `arch` or `os`, and the common aliases."""
-    parts = text.strip().lower().split("/")
-    if not all(parts) or len(parts) > 3:
-        raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
-    if len(parts) == 1 and parts[0] in _KNOWN_OS:
-        return Platform(os=parts[0], architecture=Platform().architecture)
-    os_name, rest = ("linux", parts) if len(parts) == 1 else (parts[0], parts[1:])
-    arch, variant = _ARCH_ALIASES.get(rest[0], (rest[0], ""))
-    if len(rest) > 1:
-        variant = rest[1]
-    if arch == "arm64" and variant in ("v8", "8"):
-        variant = ""  # containerd normalises arm64/v8 to arm64
-    if arch == "arm" and variant in ("", "7"):
-        variant = "v7"
-    return Platform(os=os_name, architecture=arch, variant=variant)
+# -- platform ARGs ---------------------------------------------------------
 
 
 def platform_args(target: Platform, build: Platform) -> dict[str, str]:
@@ -233,10 +210,10 @@ def _healthcheck_history(health: dict) -> str:
     """%+v of BuildKit's HealthcheckConfig."""
     return (
         "HEALTHCHECK {Test:" + _go_plain_list(health.get("Test", []))
-        + f" Interval:{ins.format_duration(health.get('Interval', 0))}"
-        + f" Timeout:{ins.format_duration(health.get('Timeout', 0))}"
-        + f" StartPeriod:{ins.format_duration(health.get('StartPeriod', 0))}"
-        + f" StartInterval:{ins.format_duration(health.get('StartInterval', 0))}"
+        + f" Interval:{format_duration(health.get('Interval', 0))}"
+        + f" Timeout:{format_duration(health.get('Timeout', 0))}"
+        + f" StartPeriod:{format_duration(health.get('StartPeriod', 0))}"
+        + f" StartInterval:{format_duration(health.get('StartInterval', 0))}"
         + f" Retries:{health.get('Retries', 0)}}}"
     )  # fmt: skip
 

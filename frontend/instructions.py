@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from frontend.durations import parse_duration
 from frontend.errors import DockerfileError, Location
 from frontend.ops import MountType, Sharing
 from frontend.parser import Dockerfile, Heredoc, Node, chomp_heredoc, parse_heredoc
@@ -258,67 +259,6 @@ def _parse_flags(raw: tuple[str, ...], allowed: dict[str, str]) -> dict[str, obj
     return values
 
 
-# -- durations (Go's time.ParseDuration and Duration.String) -------------
-
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
-          "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}  # fmt: skip
-_DURATION_PART = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> int:
-    """Nanoseconds of a Go duration string such as "1m30s" or "500ms"."""
-    orig = text
-    sign = 1
-    if text[:1] in "+-" and text:
-        sign = -1 if text[0] == "-" else 1
-        text = text[1:]
-    if text == "0":
-        return 0
-    if not text:
-        raise _Fail(f'time: invalid duration "{orig}"')
-    total = 0.0
-    pos = 0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if not match or match.group(1) in ("", "."):
-            if match is None and re.match(r"\d*\.?\d*$", text[pos:]):
-                raise _Fail(f'time: missing unit in duration "{orig}"')
-            raise _Fail(f'time: invalid duration "{orig}"')
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if total > 2**63 - 1:
-        raise _Fail(f'time: invalid duration "{orig}"')
-    return sign * int(round(total))
-
-
-def format_duration(ns: int) -> str:
-    """Go's Duration.String(): "0s", "1.5s", "500ms", "1h0m0s"."""
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _fraction(ns, size) + unit
-    hours, rem = divmod(ns, 3_600_000_000_000)
-    minutes, rem = divmod(rem, 60_000_000_000)
-    seconds = _fraction(rem, 1_000_000_000) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}"
-    return sign + seconds
-
-
-def _fraction(value: int, unit: int) -> str:
-    whole, frac = divmod(value, unit)
-    if not frac:
-        return str(whole)
-    digits = len(str(unit)) - 1
-    return f"{whole}.{str(frac).rjust(digits, '0').rstrip('0')}"
-
-
 # -- instruction parsing -------------------------------------------------
 
 
@@ -527,7 +467,10 @@ def _parse_healthcheck(node: Node, base: dict) -> Healthcheck:
         value = str(flags.get(flag, ""))
         if not value:
             return 0
-        ns = parse_duration(value)
+        try:
+            ns = parse_duration(value)
+        except ValueError as err:
+            raise _Fail(str(err)) from None
         if ns == 0:
             return 0
         if ns < _MIN_DURATION:
