@@ -553,7 +553,7 @@ def _host_info(settings) -> dict:
     import shutil
 
     from builder.root.worker import Worker
-    from runtime.executor import available_executors, default_isolation
+    from runtime.executors import available_executors, default_isolation
 
     root = _root_dir(settings)
     worker = Worker.open(root, settings.isolation)

@@ -1,4 +1,4 @@
-"""Choosing an executor, and what the builtin and OCI executors share.
+"""What the builtin and OCI executors share (runtime.executors chooses one).
 
 Shared: the files bound at /etc/hosts and /etc/resolv.conf, the clean-up of
 mount points a step's mounts made in its rootfs, the loop streaming a step's
@@ -27,15 +27,7 @@ from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.supervise import stop_container
 from runtime.users import User
 
-__all__ = [
-    "DEFAULT_PATH",
-    "ExecCancelled",
-    "SandboxFailed",
-    "UnknownExecutor",
-    "available_executors",
-    "default_isolation",
-    "get_executor",
-]
+__all__ = ["DEFAULT_PATH", "ExecCancelled", "SandboxFailed"]
 
 TAIL_LINES = 20
 _TAIL_BYTES = 16 * 1024
@@ -46,39 +38,6 @@ _FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:486
 
 class SandboxFailed(RuntimeFailure):
     """The sandbox or the OCI runtime failed before the step's process ran."""
-
-
-class UnknownExecutor(RuntimeFailure, ValueError):
-    pass
-
-
-# --- choosing ---------------------------------------------------------------
-
-
-def available_executors() -> dict[str, Callable[[], object]]:
-    """Executor name → factory, for the executors usable on this host."""
-    # imported here: both modules import this one for the shared helpers
-    from runtime.builtin import BuiltinExecutor
-    from runtime.oci import OciExecutor, find_runtime
-
-    found: dict[str, Callable[[], object]] = {"builtin": BuiltinExecutor}
-    runtime = find_runtime()
-    if runtime is not None:
-        found["oci"] = lambda: OciExecutor(runtime)
-    return found
-
-
-def default_isolation() -> str:
-    return "oci" if "oci" in available_executors() else "builtin"
-
-
-def get_executor(name: str):
-    factories = available_executors()
-    if name not in factories:
-        if name == "oci":
-            raise UnknownExecutor("executor oci needs runc or crun on PATH")
-        raise UnknownExecutor(f"unknown executor {name!r}: choose builtin or oci")
-    return factories[name]()
 
 
 # --- what a run needs besides the process -----------------------------------

@@ -51,7 +51,7 @@ class Worker:
         until `close`, after taking back what dead processes left in it
         (builder/root/reclaim.py)."""
         from builder.root.reclaim import reclaim
-        from runtime.executor import default_isolation
+        from runtime.executors import default_isolation
         from runtime.snapshot import default_snapshotter
 
         root = Path(root) if root else default_root()
@@ -86,7 +86,7 @@ class Worker:
         return self.root / "cachemounts"
 
     def executor(self):
-        from runtime.executor import get_executor
+        from runtime.executors import get_executor
 
         return get_executor(self.isolation)
 

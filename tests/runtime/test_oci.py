@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from runtime.builtin import BuiltinExecutor
-from runtime.executor import (
-    UnknownExecutor,
-    available_executors,
-    default_isolation,
-    get_executor,
-    missing_paths,
-    remove_stubs,
-    resolv_conf,
-)
+from runtime.executor import missing_paths, remove_stubs, resolv_conf
+from runtime.executors import UnknownExecutor, available_executors, default_isolation, get_executor
 from runtime.errors import RuntimeFailure
 from runtime.oci import DEFAULT_CAP_NAMES, OciExecutor, build_config
 from runtime.spec import BindMount, ExecSpec, NetworkMode, TmpfsMount
