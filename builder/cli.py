@@ -471,7 +471,8 @@ def _checks(context, dockerfile, build_args, target, debug):
     and the Dockerfile's check config. A Dockerfile that cannot be parsed or
     converted ends the command (exit 1)."""
     from builder.context.trees import dockerignore_patterns, read_dockerfile_at
-    from frontend.check import CheckConfig, check as run_check
+    from frontend.check import check as run_check
+    from frontend.lint import CheckConfig
     from frontend.parser import parse
 
     args = _key_values(build_args, "--build-arg")

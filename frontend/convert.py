@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from frontend import check as lint
+from frontend import lint
 from frontend import instructions as ins
 from frontend.dockerignore import Matcher
 from frontend.definition import (

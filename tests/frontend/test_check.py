@@ -6,7 +6,8 @@ import pytest
 from golden import FakeResolver
 
 from frontend import DockerfileError, convert
-from frontend.check import CheckConfig, check
+from frontend.check import check
+from frontend.lint import CheckConfig
 
 
 def rules(text: str, **kwargs) -> list[tuple[str, int]]:
