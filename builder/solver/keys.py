@@ -19,7 +19,15 @@ from frontend.ops import PROXY_ARGS, canonical_bytes
 KEY_VERSION = "pybuild.cachekey.v2"
 
 
-def cache_key(op_canonical: Mapping, input_keys: Sequence[str], content: str | None = None) -> str:
+class CacheKey(str):
+    """A step's cache key ("sha256:<hex>"), kept apart from vertex ids and
+    digests in signatures. A str, so that the index, the memo and --explain
+    records store and compare it exactly as the bare string they hold."""
+
+    __slots__ = ()
+
+
+def cache_key(op_canonical: Mapping, input_keys: Sequence[CacheKey], content: str | None = None) -> CacheKey:
     body = dict(op_canonical)
     body.pop("inputs", None)
     if "env" in body:
@@ -27,4 +35,4 @@ def cache_key(op_canonical: Mapping, input_keys: Sequence[str], content: str | N
     document = {"version": KEY_VERSION, "op": body, "inputs": list(input_keys)}
     if content is not None:
         document["content"] = content
-    return "sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest()
+    return CacheKey("sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest())
