@@ -16,7 +16,7 @@ import pytest
 from builder.ops.http import _filename_from
 from e2e.helpers import build_image
 from fixtures.servers import LoopbackServer
-from frontend.convert import _url_file_name
+from frontend.copy_instruction import url_file_name as _url_file_name
 
 BODY = b"hostile-download-body\n"
 
