@@ -20,7 +20,8 @@ from frontend.dockerignore import Matcher, parse_dockerignore
 from frontend.errors import ContextError, DockerfileError, FrontendError, Location
 from frontend.lexer import Lexer
 from frontend.ops import Platform
-from frontend.parser import Dockerfile, Node, parse
+from frontend.nodes import Dockerfile, Node
+from frontend.parser import parse
 
 __all__ = [
     "ContextError",

@@ -41,7 +41,8 @@ from frontend.image_config import base_config, base_history, empty_config, has_n
 from frontend.instruction_parsing import parse_stages
 from frontend.lexer import ExpansionError, Lexer
 from frontend.ops import PROXY_ARGS, ContextSource, FileCopy, ImageSource, NamedLocalSource, Op, Platform, Scratch
-from frontend.parser import Dockerfile, parse
+from frontend.nodes import Dockerfile
+from frontend.parser import parse
 from frontend.paths import join_workdir
 from frontend.stage_state import DEFAULT_PATH, DEFAULT_SHELL, HISTORY_COMMENT, NON_ENV_ARGS, StageState
 from frontend.stages import StageGraph, check_reference, pinned

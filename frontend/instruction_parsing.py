@@ -37,7 +37,8 @@ from frontend.instructions import (
     Workdir,
 )
 from frontend.mounts import parse_mount
-from frontend.parser import Dockerfile, Node, chomp_heredoc, parse_heredoc
+from frontend.nodes import Dockerfile, Node
+from frontend.parser import chomp_heredoc, parse_heredoc
 from frontend.suggest import closest, with_suggestion
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")

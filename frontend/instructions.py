@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frontend.errors import Location
-from frontend.parser import Heredoc
+from frontend.nodes import Heredoc
 
 INSTRUCTIONS = (
     "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck",

@@ -24,7 +24,7 @@ from frontend.definition import Warning
 from frontend.errors import Location
 from frontend.lexer import ProcessResult, go_quote
 from frontend.ops import Platform
-from frontend.parser import Dockerfile
+from frontend.nodes import Dockerfile
 
 RULES: dict[str, str] = {
     "ConsistentInstructionCasing": "All commands within the Dockerfile should use the same casing (either upper or lower)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from frontend.definition import ResolvedImage
-from frontend.parser import Dockerfile, Node
+from frontend.nodes import Dockerfile, Node
 
 
 def node_summary(node: Node) -> dict:
