@@ -22,7 +22,8 @@ from runtime.confine import Refused, Tree
 from runtime.errors import ExecCancelled, RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases, is_token
-from runtime.sandbox import DEFAULT_PATH, KERNEL_MOUNTS, not_ordinary_directory
+from runtime.sandbox_mounts import KERNEL_MOUNTS, not_ordinary_directory
+from runtime.sandbox import DEFAULT_PATH
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.supervise import stop_container
 from runtime.users import User

@@ -40,7 +40,8 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.sandbox import DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS
+from runtime.sandbox_mounts import MASKED_PATHS, READONLY_PATHS
+from runtime.sandbox import DEFAULT_CAPS
 from runtime.limits import OutOfMemory, oci_resources, oci_rlimits
 from runtime.lifeline import Supervised
 from runtime.supervise import write_record

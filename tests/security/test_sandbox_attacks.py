@@ -23,7 +23,7 @@ import pytest
 from builder.solver.progress import BuildReporter
 from e2e.helpers import BUILD_ERRORS, ISOLATIONS, build_image
 from fixtures.pybuild import pybuild_env
-from runtime import sandbox
+from runtime import sandbox, sandbox_mounts
 from security import hostile
 from security.hostile import layer, member
 from fixtures.victims import tree_state
@@ -136,7 +136,7 @@ def test_the_sandbox_helper_refuses_by_itself(tmp_path, name, fstype):
         lines = status.read().decode().splitlines()
     output = helper.communicate(timeout=30)[0]
     assert helper.returncode != 0 and output == b""
-    assert lines[-1] == f"error preparing the sandbox: {sandbox.not_ordinary_directory(name, fstype, fstype)}"
+    assert lines[-1] == f"error preparing the sandbox: {sandbox_mounts.not_ordinary_directory(name, fstype, fstype)}"
     assert not os.path.lexists(f"/tmp/{name}-elsewhere")
 
 
