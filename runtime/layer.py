@@ -3,10 +3,8 @@
 write_layer produces the same bytes for the same files, every time: entries
 in depth-first order with each directory's entries sorted by their bytes
 (what `tar --sort=name` does), numeric owners only, no atime/ctime, and PAX
-records only where ustar fields cannot hold a value or for xattrs. Headers
-are formatted here rather than with tarfile, both to pin every byte and
-because per-file Python overhead is what bounds the speed on many small files.
-It reads the tree only through directory fds, never by path, so that it can
+records only where ustar fields cannot hold a value or for xattrs (headers
+formatted by runtime.tarwriter). It reads the tree only through directory fds, never by path, so that it can
 also copy a tree something else still writes to (`live`, a cache mount).
 
 apply_layer reads a layer (tarfile, streaming) into an empty snapshot. Every
@@ -17,42 +15,28 @@ with O_NOFOLLOW, so no member, however named, can write outside the snapshot.
 from __future__ import annotations
 
 import errno
-import io
 import operator
 import os
 import resource
 import stat
 import tarfile
-import zlib
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 from typing import BinaryIO
 
 from runtime import confine
 from runtime.errors import RuntimeFailure, UnsafeLayer
 from runtime.fsutil import read_xattrs
+from runtime.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarWriter
 from runtime.unpack import Unpacker
+from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _WHITEOUT_PREFIX_B = WHITEOUT_PREFIX.encode()
 _OPAQUE_MARKER_B = OPAQUE_MARKER.encode()
-
-_OVERLAY_XATTR = "trusted.overlay."
-_OPAQUE_XATTR = "trusted.overlay.opaque"
 # Overlay xattrs that make an upperdir mean more than its plain files; the
 # snapshotter mounts with redirect_dir=off,metacopy=off so they never appear.
 _UNPORTABLE_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 # Kernel 6.7+ "xwhiteout": a regular file standing for a whiteout.
 _XWHITEOUT_XATTR = "trusted.overlay.whiteout"
-
-_BLOCK = 512
-_CHUNK = 1 << 20
-_SMALL_FILE = 1 << 16  # read whole into the output buffer below this size
-_MAX_OCTAL_7 = 0o7777777
-_MAX_OCTAL_11 = 0o77777777777
-
-_REG, _LNK, _SYM, _CHR, _BLK, _DIR, _FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
-_PAX = b"x"
 
 
 class UnportableSnapshot(RuntimeFailure):
@@ -97,7 +81,7 @@ def write_layer(fs, out: BinaryIO, *, clamp_mtime: int | None = None, live: bool
     node swapped in is never opened). Without `live` such a change fails
     with TreeChanged. Errors name entries by their path in the layer,
     never by a host path. Returns the number of entries left out."""
-    writer = _TarWriter(out, clamp_mtime)
+    writer = TarWriter(out, clamp_mtime)
     walk = _Walk(writer, live)
     try:
         walk.run(fs)
@@ -129,7 +113,7 @@ class _Walk:
     the shallowest frames give theirs up and are reopened from the root,
     name by name, when the walk comes back to them."""
 
-    def __init__(self, writer: "_TarWriter", live: bool):
+    def __init__(self, writer: "TarWriter", live: bool):
         self.writer = writer
         self.live = live
         self.skipped = 0
@@ -223,7 +207,7 @@ class _Walk:
             key = (st.st_dev, st.st_ino)
             first = self.hardlinks.get(key)
             if first is not None:
-                writer.node(arcname, _LNK, st, (), first)
+                writer.node(arcname, LNKTYPE, st, (), first)
                 return
             if xattrs is not None:  # a regular file records itself once open
                 self.hardlinks[key] = arcname
@@ -231,18 +215,18 @@ class _Walk:
             if xattrs is None:
                 self.write_file(dir_fd, name, arcname)
             else:
-                writer.node(arcname, _REG, st, _portable(arcname, xattrs))
+                writer.node(arcname, REGTYPE, st, _portable(arcname, xattrs))
         elif S_ISLNK(mode):
             try:
                 target = os.readlink(name, dir_fd=dir_fd)
             except OSError as exc:
                 self.changed(arcname, exc)
                 return
-            writer.node(arcname, _SYM, st, _portable(arcname, xattrs), target)
+            writer.node(arcname, SYMTYPE, st, _portable(arcname, xattrs), target)
         elif S_ISCHR(mode) or S_ISBLK(mode):
-            writer.node(arcname, _CHR if S_ISCHR(mode) else _BLK, st, _portable(arcname, xattrs))
+            writer.node(arcname, CHRTYPE if S_ISCHR(mode) else BLKTYPE, st, _portable(arcname, xattrs))
         elif S_ISFIFO(mode):
-            writer.node(arcname, _FIFO, st, _portable(arcname, xattrs))
+            writer.node(arcname, FIFOTYPE, st, _portable(arcname, xattrs))
         # Sockets are skipped, as tar does: they cannot be archived.
 
     def write_file(self, dir_fd: int, name: bytes, arcname: bytes) -> None:
@@ -259,7 +243,7 @@ class _Walk:
                 return
             if st.st_nlink > 1:
                 self.hardlinks[(st.st_dev, st.st_ino)] = arcname
-            self.writer.node(arcname, _REG, st, _portable(arcname, read_xattrs(fd)))
+            self.writer.node(arcname, REGTYPE, st, _portable(arcname, read_xattrs(fd)))
             self.writer.data(fd, st.st_size)
         finally:
             os.close(fd)
@@ -298,8 +282,8 @@ class _Walk:
             os.close(shallowest.fd)
             shallowest.fd = -1
             self.low += 1
-        self.writer.node(arcname + b"/", _DIR, st, _portable(arcname, xattrs))
-        if _has_xattr(xattrs, _OPAQUE_XATTR, b"y"):
+        self.writer.node(arcname + b"/", DIRTYPE, st, _portable(arcname, xattrs))
+        if _has_xattr(xattrs, OPAQUE_XATTR, b"y"):
             # Right after the directory, before its entries, so extractors
             # applying entries in order hide the lower contents first.
             self.writer.marker(arcname + b"/" + _OPAQUE_MARKER_B)
@@ -366,7 +350,7 @@ def _portable(arcname: bytes, xattrs) -> list:
     for name, _ in xattrs:
         if name.startswith(_UNPORTABLE_XATTRS):
             raise UnportableSnapshot(f"write layer: /{arcname.decode(errors='replace')} carries {name}")
-    return [(n, v) for n, v in xattrs if not n.startswith(_OVERLAY_XATTR)]
+    return [(n, v) for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIX)]
 
 
 def _fd_budget() -> int:
@@ -378,134 +362,6 @@ def _fd_budget() -> int:
     return max(4, soft // 4)
 
 
-class _TarWriter:
-    def __init__(self, out: BinaryIO, clamp_mtime: int | None):
-        self._out = out
-        self._clamp = clamp_mtime
-        self._buffer = bytearray()
-        self._out_fd = _raw_fd(out)
-
-    def marker(self, arcname: bytes) -> None:
-        """An empty entry with fixed metadata: a whiteout or opaque marker."""
-        self._entry(arcname, _REG, 0, 0, 0, 0, 0, b"", 0, 0, ())
-
-    def node(self, arcname: bytes, kind: bytes, st: os.stat_result, xattrs, linkname: bytes = b"") -> None:
-        """The header of one entry; a regular file's data follows with `data`."""
-        mtime = st.st_mtime_ns // 1_000_000_000
-        if self._clamp is not None and mtime > self._clamp:
-            mtime = self._clamp
-        if kind == _REG:
-            size, major, minor = st.st_size, 0, 0
-        elif kind == _CHR or kind == _BLK:
-            size, major, minor = 0, os.major(st.st_rdev), os.minor(st.st_rdev)
-        else:
-            size, major, minor = 0, 0, 0
-        self._entry(arcname, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, mtime, linkname,
-                    major, minor, xattrs)
-
-    def _entry(self, name, kind, perm, uid, gid, size, mtime, linkname, major, minor, xattrs) -> None:
-        pax: list[tuple[bytes, bytes]] = []
-        ustar_name, prefix = _split_name(name)
-        if ustar_name is None:
-            pax.append((b"path", name))
-            ustar_name, prefix = name[:100], b""
-        if len(linkname) > 100:
-            pax.append((b"linkpath", linkname))
-            linkname = linkname[:100]
-        if uid > _MAX_OCTAL_7:
-            pax.append((b"uid", b"%d" % uid))
-            uid = 0
-        if gid > _MAX_OCTAL_7:
-            pax.append((b"gid", b"%d" % gid))
-            gid = 0
-        if size > _MAX_OCTAL_11:
-            pax.append((b"size", b"%d" % size))
-            size_field = 0
-        else:
-            size_field = size
-        if mtime < 0 or mtime > _MAX_OCTAL_11:
-            pax.append((b"mtime", b"%d" % mtime))
-            mtime = 0
-        if pax and any(not _is_utf8(value) for key, value in pax if key in (b"path", b"linkpath")):
-            pax.insert(0, (b"hdrcharset", b"BINARY"))
-        for xname, xvalue in xattrs:
-            pax.append((b"SCHILY.xattr." + xname.encode(), xvalue))
-        buffer = self._buffer
-        if pax:
-            records = b"".join(_pax_record(key, value) for key, value in pax)
-            buffer += _ustar(b"././@PaxHeader", 0o644, 0, 0, len(records), 0, _PAX, b"", 0, 0, b"")
-            buffer += records
-            buffer += bytes(-len(records) % _BLOCK)
-        buffer += _ustar(ustar_name, perm, uid, gid, size_field, mtime, kind, linkname, major, minor, prefix)
-        if len(buffer) >= _CHUNK:
-            self._flush()
-
-    def data(self, fd: int, size: int) -> None:
-        """A regular file's data: exactly the `size` its header announced,
-        zero-padded should the file have shrunk since."""
-        if size == 0:
-            return
-        if size <= _SMALL_FILE:
-            data = os.read(fd, size)
-            self._buffer += data
-            remaining = size - len(data)
-        else:
-            self._flush()
-            remaining = self._stream(fd, size)
-        if remaining:
-            self._buffer += bytes(remaining)
-        self._buffer += bytes(-size % _BLOCK)
-        if len(self._buffer) >= _CHUNK:
-            self._flush()
-
-    def _stream(self, fd: int, size: int) -> int:
-        remaining = size
-        if self._out_fd is not None:
-            try:
-                while remaining > 0:
-                    sent = os.sendfile(self._out_fd, fd, None, min(remaining, 1 << 30))
-                    if sent == 0:
-                        break
-                    remaining -= sent
-                return remaining
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS) or remaining != size:
-                    raise
-                self._out_fd = None  # not a sendfile target; fall back for good
-        write = self._out.write
-        while remaining > 0:
-            # A fresh object per chunk: `out` may keep it (see write_layer).
-            chunk = os.read(fd, min(remaining, _CHUNK))
-            if not chunk:
-                break
-            write(chunk)
-            remaining -= len(chunk)
-        return remaining
-
-    def _flush(self) -> None:
-        if self._buffer:
-            self._out.write(self._buffer)
-            self._buffer = bytearray()
-        if self._out_fd is not None:
-            self._out.flush()
-
-    def finish(self) -> None:
-        self._buffer += bytes(2 * _BLOCK)
-        self._flush()
-        self._out.flush()
-
-
-def _raw_fd(out) -> int | None:
-    """The fd to sendfile() into, when `out` is a plain file object whose
-    bytes nobody else needs to see (a hashing wrapper has no fileno)."""
-    if not isinstance(out, (io.FileIO, io.BufferedWriter, io.BufferedRandom)):
-        return None
-    try:
-        return out.fileno()
-    except (OSError, io.UnsupportedOperation):
-        return None
-
-
 def _first(entry):
     return entry[0]
 
@@ -515,65 +371,6 @@ def _has_xattr(xattrs, name: str, value: bytes | None = None) -> bool:
         if key == name:
             return value is None or val == value
     return False
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _split_name(name: bytes) -> tuple[bytes | None, bytes]:
-    """ustar's name (100) + prefix (155) split, or (None, b"") for PAX."""
-    if len(name) <= 100:
-        return name, b""
-    if len(name) > 256:
-        return None, b""
-    # The prefix is everything before some '/', the name what follows it.
-    cut = name.find(b"/", len(name) - 101)
-    while cut != -1:
-        if cut <= 155 and 0 < len(name) - cut - 1 <= 100:
-            return name[cut + 1:], name[:cut]
-        cut = name.find(b"/", cut + 1)
-    return None, b""
-
-
-def _pax_record(key: bytes, value: bytes) -> bytes:
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + len(str(len(body)))
-    if len(str(length)) > len(str(len(body))):
-        length += 1
-    return b"%d" % length + body
-
-
-def _ustar(name, mode, uid, gid, size, mtime, kind, linkname, major, minor, prefix) -> bytes:
-    header = b"".join((
-        name.ljust(100, b"\0"),
-        b"%07o\0" % mode,
-        b"%07o\0" % uid,
-        b"%07o\0" % gid,
-        b"%011o\0" % size,
-        b"%011o\0" % mtime,
-        b"        ",  # checksum, counted as spaces
-        kind,
-        linkname.ljust(100, b"\0"),
-        b"ustar\x0000",
-        bytes(64),  # uname, gname: numeric owners only
-        b"%07o\0" % major,
-        b"%07o\0" % minor,
-        prefix.ljust(155, b"\0"),
-        bytes(12),
-    ))
-    return header[:148] + b"%06o\0 " % _byte_sum(header) + header[156:]
-
-
-def _byte_sum(header: bytes) -> int:
-    """sum(header) for a 512-byte header, in C: adler32's low half is 1 +
-    the byte sum modulo 65521, and 256 bytes sum to at most 65280, so for
-    each half it is exact (sum() costs 2 us a header: 40 ms a 20k-file layer)."""
-    return (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
 
 
 def layer_is_empty(fs) -> bool:
@@ -646,7 +443,7 @@ class _LayerUnpacker(Unpacker):
     def whiteout(self, member, parent_fd: int, parent_real: bytes, parts) -> None:
         name = parts[-1]
         if name == _OPAQUE_MARKER_B:
-            os.setxattr(parent_fd, _OPAQUE_XATTR, b"y")
+            os.setxattr(parent_fd, OPAQUE_XATTR, b"y")
             return
         hidden = name[len(_WHITEOUT_PREFIX_B):]
         if hidden in (b"", b".", b"..") or hidden.startswith(_WHITEOUT_PREFIX_B):
@@ -661,7 +458,7 @@ class _LayerUnpacker(Unpacker):
             if not key.startswith("SCHILY.xattr."):
                 continue
             name = key[len("SCHILY.xattr."):]
-            if name.startswith(_OVERLAY_XATTR):
+            if name.startswith(OVERLAY_XATTR_PREFIX):
                 continue  # a layer must not forge overlay metadata
             found.append((name, value.encode("utf-8", "surrogateescape")))
         return found

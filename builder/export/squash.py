@@ -30,9 +30,8 @@ from typing import Sequence
 from builder.export.compression import Compression, compressing_writer
 from cache.digest import Digest
 from cache.index import LayerRecord
+from runtime.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
-OPAQUE = ".wh..wh..opq"
-WHITEOUT = ".wh."
 _CHUNK = 1 << 20
 
 
@@ -70,7 +69,7 @@ def _under(path: str, top: str) -> bool:
 def _sort_key(path: str) -> tuple[str, ...]:
     # Parents before children; an opaque marker first among its siblings,
     # right after its directory, as runtime.layer writes it.
-    return tuple("\0" if part == OPAQUE else part for part in path.split("/"))
+    return tuple("\0" if part == OPAQUE_MARKER else part for part in path.split("/"))
 
 
 class _Merge:
@@ -92,12 +91,12 @@ class _Merge:
         if not path:
             return  # the root directory itself: the base image's stays
         parent, base = posixpath.split(path)
-        if base == OPAQUE:
+        if base == OPAQUE_MARKER:
             self._drop_under(parent, including=False)
             self.opaque.add(parent)
             return
-        if base.startswith(WHITEOUT):
-            target = posixpath.join(parent, base[len(WHITEOUT):])
+        if base.startswith(WHITEOUT_PREFIX):
+            target = posixpath.join(parent, base[len(WHITEOUT_PREFIX):])
             self._drop_under(target, including=True)
             self.whiteouts.add(target)
             return
@@ -125,9 +124,9 @@ def squash_layers(store, records: Sequence[LayerRecord], compression: Compressio
             by_layer.append(members)
         items: list[tuple[tuple[str, ...], str, str]] = []
         items += [(_sort_key(p), "entry", p) for p in merge.entries]
-        items += [(_sort_key(posixpath.join(posixpath.dirname(p), WHITEOUT + posixpath.basename(p))),
+        items += [(_sort_key(posixpath.join(posixpath.dirname(p), WHITEOUT_PREFIX + posixpath.basename(p))),
                    "whiteout", p) for p in merge.whiteouts]
-        items += [(_sort_key(posixpath.join(p, OPAQUE)), "opaque", p) for p in merge.opaque]
+        items += [(_sort_key(posixpath.join(p, OPAQUE_MARKER)), "opaque", p) for p in merge.opaque]
         if not items:
             return None
         items.sort()
@@ -139,10 +138,10 @@ def squash_layers(store, records: Sequence[LayerRecord], compression: Compressio
                 written: dict[str, tuple[int, tarfile.TarInfo]] = {}
                 for _, kind, path in items:
                     if kind == "whiteout":
-                        name = posixpath.join(posixpath.dirname(path), WHITEOUT + posixpath.basename(path))
+                        name = posixpath.join(posixpath.dirname(path), WHITEOUT_PREFIX + posixpath.basename(path))
                         out.addfile(_marker(name))
                     elif kind == "opaque":
-                        out.addfile(_marker(posixpath.join(path, OPAQUE)))
+                        out.addfile(_marker(posixpath.join(path, OPAQUE_MARKER)))
                     else:
                         layer, member = merge.entries[path]
                         _write_entry(out, tars, by_layer, written, layer, member, path, clamp_mtime)
