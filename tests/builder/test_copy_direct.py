@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder.context.trees import BuildContext
-from builder.ops.copy import CopyError, copy_into, plan_direct
+from builder.ops.copy import copy_into, plan_direct
+from builder.ops.copy_options import CopyError
 from builder.ops.copy_reuse import CopyReuse, note_name
 from cache.statcache import StatCache
 from runtime import layer as layer_tar

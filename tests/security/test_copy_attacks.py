@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from builder.context.trees import BuildContext
-from builder.ops.copy import CopyError, copy_into, make_dir, plan_direct, write_files
+from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
+from builder.ops.copy_options import CopyError
 from e2e.helpers import build_image
 from frontend.ops import InlineFile
 from security import hostile
@@ -230,7 +231,7 @@ def test_a_directory_swapped_for_a_link_mid_copy_is_not_written_through(rootfs, 
                 swapped.append(True)
         return run
 
-    import builder.ops.copy as copy_module
+    import builder.ops.copier as copy_module
     import runtime.fsutil as fsutil_module
     for module in (copy_module, fsutil_module):
         if hasattr(module, "copy_data"):
