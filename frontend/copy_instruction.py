@@ -36,16 +36,7 @@ def _copy_like(conv: Converter, state: StageState, cmd, is_add: bool) -> None:
     chown = conv.expand_checked(cmd.chown, state, cmd) if cmd.chown else ""
     chmod = conv.expand_checked(cmd.chmod, state, cmd) if cmd.chmod else ""
     excludes = tuple(conv.expand(e, env, loc) for e in cmd.excludes)
-    heredoc_lexer = Lexer("\\", skip_quotes=True)
-    contents = []
-    for content in cmd.contents:
-        data = content.data
-        if content.expand:
-            try:
-                data = heredoc_lexer.process_word(data, env)
-            except ExpansionError as err:
-                raise DockerfileError(err.message, loc) from None
-        contents.append((content.path, data))
+    contents = _heredoc_contents(cmd, env)
     if chmod:
         try:
             _check_chmod(chmod)
@@ -61,8 +52,7 @@ def _copy_like(conv: Converter, state: StageState, cmd, is_add: bool) -> None:
         if dest_raw in ("", ".") and dest != "/":
             dest += "/"
 
-    word = "ADD" if is_add else "COPY"
-    created_by = word
+    created_by = "ADD" if is_add else "COPY"
     if parents:
         created_by += " --parents"
     if chown:
@@ -71,16 +61,7 @@ def _copy_like(conv: Converter, state: StageState, cmd, is_add: bool) -> None:
         created_by += f" --chmod={chmod}"
     created_by += "".join(" " + s for s in sources) + "".join(" <<" + p for p, _ in contents)
     created_by += " " + dest_raw
-
-    if checksum:
-        if len(sources) != 1:
-            raise DockerfileError("checksum can't be specified for multiple sources", loc)
-        if not (_is_http(sources[0]) or _is_git(sources[0])):
-            raise DockerfileError("checksum requires HTTP(S) or Git sources", loc)
-    remote = [s for s in sources if _is_http(s) or _is_git(s)]
-    if remote and not is_add:
-        kind = "a git ref" if _is_git(remote[0]) else "a URL"
-        raise DockerfileError(f"source can't be {kind} for COPY", loc)
+    remote = _remote_sources(sources, is_add, checksum, loc)
 
     name = conv.step_name(state, conv.display_text(state, cmd))
     explicit_unpack = bool(cmd.unpack) if is_add and cmd.unpack is not None else None
@@ -124,6 +105,37 @@ def _copy_like(conv: Converter, state: StageState, cmd, is_add: bool) -> None:
         )
     state.rootfs = conv.add(op, name, loc, state.display)
     conv.commit(state, created_by, layer=True, buildkit_suffix=True)
+
+
+def _heredoc_contents(cmd, env) -> list[tuple[str, str]]:
+    """(name, text) of each heredoc source, expanded unless its delimiter
+    was quoted; quotes in the text are kept, as in BuildKit."""
+    heredoc_lexer = Lexer("\\", skip_quotes=True)
+    contents = []
+    for content in cmd.contents:
+        data = content.data
+        if content.expand:
+            try:
+                data = heredoc_lexer.process_word(data, env)
+            except ExpansionError as err:
+                raise DockerfileError(err.message, cmd.location) from None
+        contents.append((content.path, data))
+    return contents
+
+
+def _remote_sources(sources: list[str], is_add: bool, checksum: str, loc) -> list[str]:
+    """The URL and git sources, checked: only ADD takes them, and a
+    --checksum needs exactly one."""
+    if checksum:
+        if len(sources) != 1:
+            raise DockerfileError("checksum can't be specified for multiple sources", loc)
+        if not (_is_http(sources[0]) or _is_git(sources[0])):
+            raise DockerfileError("checksum requires HTTP(S) or Git sources", loc)
+    remote = [s for s in sources if _is_http(s) or _is_git(s)]
+    if remote and not is_add:
+        kind = "a git ref" if _is_git(remote[0]) else "a URL"
+        raise DockerfileError(f"source can't be {kind} for COPY", loc)
+    return remote
 
 
 def _copy_parts(cmd, rootfs: str, sources: list[str], contents: list[tuple[str, str]], dest: str,
