@@ -17,19 +17,22 @@ def main() -> None:
     gc.disable()
     atexit.register(gc.freeze)  # registered first, so it runs last
     from builder.root import memo
+    from builder.root.replay import replay
 
     argv = sys.argv[1:]
-    if memo.enabled():
+    memoising = memo.enabled()
+    if memoising:
         try:
-            status = memo.replay(argv)
+            status = replay(argv)
         except KeyboardInterrupt:
             print("ERROR: interrupted", file=sys.stderr)
             sys.exit(130)
         if status is not None:
             sys.exit(status)
-        memo.ARGV, memo.STARTED_NS = argv, started_ns
     from builder.cli import main as cli_main
+    from builder.cli.shared import Invocation
 
     gc.freeze()
     gc.enable()
-    cli_main()
+    # A build memoises its result under exactly this command line.
+    cli_main(obj=Invocation(tuple(argv), started_ns) if memoising else None)

@@ -22,6 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
+from builder.solver.keys import CacheKey
+
 if TYPE_CHECKING:
     import networkx as nx
 
@@ -29,7 +31,7 @@ Result = tuple  # a snapshot chain, bottom to top
 
 
 class OpImpl(Protocol):
-    def cache_key(self, input_keys: Sequence[str]) -> str:
+    def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
         """The key of this op given its inputs' keys (may hash context files)."""
 
     def execute(self, inputs: Sequence[Result], cancel: threading.Event) -> Result:
@@ -46,14 +48,14 @@ class Reporter:
 
 
 class ResultStore(Protocol):
-    def lookup(self, key: str) -> Result | None: ...
-    def record(self, key: str, result: Result) -> Result: ...
+    def lookup(self, key: CacheKey) -> Result | None: ...
+    def record(self, key: CacheKey, result: Result) -> Result: ...
 
 
 @dataclass(frozen=True)
 class Solution:
     result: Result
-    keys: Mapping[str, str]  # vertex id -> cache key
+    keys: Mapping[str, CacheKey]  # vertex id -> cache key
     cached: frozenset[str]  # vertices served from the cache
     executed: frozenset[str]
 
@@ -80,13 +82,12 @@ class Solver:
         needed = nx.ancestors(self._graph, target) | {target}
         order = [v for v in nx.topological_sort(self._graph) if v in needed]
         impls = {v: self._impl_for(v) for v in order}
-        keys: dict[str, str] = {}
+        keys: dict[str, CacheKey] = {}
         for vertex in order:
             try:
                 keys[vertex] = impls[vertex].cache_key([keys[i] for i in self.inputs_of(vertex)])
             except Exception as exc:  # e.g. a COPY source that is not in the context
-                _blame(exc, vertex)
-                raise
+                raise _blame(exc, vertex)
 
         known: dict[str, Result] = {}
         to_run: set[str] = set()
@@ -137,8 +138,7 @@ class Solver:
                     if error is None:
                         known[vertex] = future.result()
                     elif failure is None:
-                        failure = error
-                        _blame(error, vertex)
+                        failure = _blame(error, vertex)
                         self._cancel(cancel)
         except BaseException:
             # Ctrl-C or an internal error: let every running step clean up.
@@ -154,7 +154,7 @@ class Solver:
         cancel.set()
         self._on_cancel()  # e.g. kill the processes of running steps
 
-    def _execute(self, vertex, impl, key, inputs, cancel) -> Result:
+    def _execute(self, vertex: str, impl: OpImpl, key: CacheKey, inputs, cancel: threading.Event) -> Result:
         if cancel.is_set():
             raise Cancelled()
         self._reporter.started(vertex)
@@ -172,13 +172,19 @@ class Solver:
 
 
 
-def _blame(error: BaseException, vertex: str) -> None:
-    """Name the step that failed on its error, so the CLI can show where in
-    the Dockerfile it is (as BuildKit prints the instruction's lines)."""
-    try:
-        error.vertex = vertex
-    except AttributeError:
-        pass  # an exception type with __slots__: reported without the place
+def _blame(error: BaseException, vertex: str) -> BaseException:
+    """The error to raise for a step that failed with `error`: a StepFailed
+    naming the step, so the build can show where in the Dockerfile it is (as
+    BuildKit prints the instruction's lines). A bug (an error no input or
+    host can cause) stays as it is, with its own traceback."""
+    from builder.errors import StepFailed, expected_errors
+
+    if isinstance(error, StepFailed) or not isinstance(error, expected_errors()):
+        return error
+    failed = StepFailed(vertex, None, error)
+    failed.__cause__ = error  # as `raise ... from error`: the traceback shows both
+    return failed
+
 
 class Cancelled(Exception):
     """A step that did not start, or was stopped, because another failed."""

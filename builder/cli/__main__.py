@@ -1,0 +1,5 @@
+"""`python -m builder.cli`: the CLI without the console script's memo."""
+
+from builder.cli import main
+
+main()

@@ -1,0 +1,189 @@
+"""The local image store: `images`, `inspect`, `history`, `tag`, `rmi`,
+and `push`/`pull` between it and a registry."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from builder.cli.shared import (config_option, debug_option, human, insecure_option, load_settings, root_option,
+                                with_worker)
+
+
+@click.command()
+@root_option
+@config_option
+@debug_option
+def images(root, config_file, debug):
+    """List the images in the local store.
+
+    \b
+    Example:
+      pybuild images
+    """
+    from builder.export.assemble import load_image
+
+    def show(worker):
+        click.echo(f"{'NAME':<60} {'IMAGE ID':<14} {'SIZE':>10}")
+        for name, digest, _ in worker.index.images():
+            image = load_image(worker.store, digest)
+            size = sum(layer.size for layer in image.layers)
+            click.echo(f"{name:<60} {image.config.digest.short:<14} {human(size):>10}")
+
+    with_worker(root, config_file, debug, show)
+
+
+@click.command()
+@click.argument("image")
+@root_option
+@config_option
+@debug_option
+def inspect(image, root, config_file, debug):
+    """Show an image's manifest and config as JSON.
+
+    \b
+    Example:
+      pybuild inspect app:latest
+    """
+    from builder.root.images import find
+
+    def show(worker):
+        stored = find(worker, image)
+        click.echo(json.dumps({
+            "Name": stored.name,
+            "Id": str(stored.image.config.digest),
+            "Digest": str(stored.image.manifest.digest),
+            "Manifest": stored.manifest,
+            "Config": stored.config,
+        }, indent=2, sort_keys=True))
+
+    with_worker(root, config_file, debug, show)
+
+
+@click.command()
+@click.argument("image")
+@root_option
+@config_option
+@debug_option
+def history(image, root, config_file, debug):
+    """Show the history of an image, newest first.
+
+    \b
+    Example:
+      pybuild history app
+    """
+    from builder.root.images import find, history as image_history
+
+    def show(worker):
+        click.echo(f"{'CREATED':<30} {'CREATED BY':<60} {'SIZE':>10}  COMMENT")
+        for row in image_history(find(worker, image)):
+            created_by = row["created_by"].replace("\n", " ")
+            if len(created_by) > 60:
+                created_by = created_by[:57] + "..."
+            click.echo(f"{row['created']:<30} {created_by:<60} {human(row['size']):>10}  {row['comment']}")
+
+    with_worker(root, config_file, debug, show)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@root_option
+@config_option
+@debug_option
+def tag(source, target, root, config_file, debug):
+    """Give an image another name.
+
+    \b
+    Example:
+      pybuild tag app registry.local:5000/app:1
+    """
+    from builder.root.images import tag as tag_image
+
+    with_worker(root, config_file, debug, lambda worker: tag_image(worker, source, target))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@root_option
+@config_option
+@debug_option
+def rmi(names, root, config_file, debug):
+    """Remove image names from the local store (blobs go with `prune`).
+
+    \b
+    Example:
+      pybuild rmi app:old app:older
+    """
+    from builder.root.images import remove
+
+    def drop(worker):
+        for name in names:
+            click.echo(f"Untagged: {remove(worker, name)}")
+
+    with_worker(root, config_file, debug, drop)
+
+
+@click.command()
+@click.argument("name")
+@insecure_option
+@root_option
+@config_option
+@debug_option
+def push(name, insecure, root, config_file, debug):
+    """Push an image from the local store to its registry.
+
+    \b
+    Example:
+      pybuild push registry.local:5000/app:1
+    """
+    from builder.registry.client import RegistryClient
+    from builder.registry.reference import Reference
+    from builder.root.images import compressed_for_push, find
+
+    def send(worker):
+        stored = find(worker, name)
+        ref = Reference.parse(name)
+        hosts = load_settings(config_file, insecure=insecure).registry_hosts
+        image = compressed_for_push(worker, stored.image)
+        digest = RegistryClient(worker.store, hosts=hosts).push(ref, image)
+        click.echo(f"{ref}: digest: {digest}")
+
+    with_worker(root, config_file, debug, send)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--platform", help="os/arch[/variant] to select from an index.")
+@insecure_option
+@root_option
+@config_option
+@debug_option
+def pull(name, platform, insecure, root, config_file, debug):
+    """Pull an image into the local store.
+
+    \b
+    Example:
+      pybuild pull --platform linux/arm64 registry.local:5000/base:1
+    """
+    from builder.build import parse_platform
+    from builder.registry.client import RegistryClient
+    from builder.registry.reference import Reference
+    from builder.root.images import resolve_now
+
+    def fetch(worker):
+        ref = Reference.parse(name)
+        hosts = load_settings(config_file, insecure=insecure).registry_hosts
+        client = RegistryClient(worker.store, hosts=hosts)
+        # As a build's FROM reads it: aliases, and linux/arm meaning arm/v7.
+        resolved = resolve_now(worker, client, ref, str(parse_platform(platform)))
+        for layer in resolved.layers:
+            client.fetch_blob(ref, layer)
+        worker.index.put_image(str(ref), resolved.manifest.digest)
+        click.echo(f"{ref}: digest: {resolved.manifest.digest}")
+
+    with_worker(root, config_file, debug, fetch)
+
+
+COMMANDS = (images, inspect, history, tag, rmi, push, pull)
