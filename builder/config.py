@@ -126,10 +126,22 @@ class Settings:
     def registry_hosts(self):
         """The registry client's per-host settings: this config file's
         mirrors and CA bundles, and every plain-HTTP host (flags included)."""
+        # Imported when used: the no-op memo's replay reads the settings, never a registry.
         from builder.registry.hosts import RegistryHosts
 
         hosts = RegistryHosts.from_config(self.config)
         return replace(hosts, insecure=hosts.insecure | frozenset(self.insecure_registries))
+
+
+def default_root() -> Path:
+    """The root a command uses when neither its flag, the environment nor
+    the file names one (Settings.root None)."""
+    if os.environ.get(ENV_ROOT):
+        return Path(os.path.abspath(os.environ[ENV_ROOT]))  # as resolve
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "pybuild"
 
 
 def config_candidates(env: Mapping[str, str]) -> list[Path]:
@@ -159,6 +171,16 @@ def load_config(path: Path | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     return parse_config(data, path)
+
+
+def file_registry_hosts():
+    """The registry settings of the config file pybuild would read
+    ($PYBUILD_CONFIG, ~/.config/pybuild/config.toml, /etc/pybuild/config.toml),
+    for a registry client given none; none when there is no file."""
+    from builder.registry.hosts import RegistryHosts
+
+    path = find_config(None, os.environ)
+    return RegistryHosts.from_config(load_config(path)) if path else RegistryHosts()
 
 
 def parse_config(data: Mapping, path: Path | None = None) -> Config:

@@ -24,6 +24,7 @@ from cache.index import Index, LayerRecord
 from cache.store import ContentStore
 from builder.export.compression import Compression, compressing_writer, decompressing_reader
 from builder.errors import PybuildError
+from builder.root.lock import RootLock
 from runtime import layer as layer_tar
 
 _CHUNK = 1 << 20
@@ -131,8 +132,6 @@ class SnapshotTars:
         return recipe.get("kind") == "snapshot-tar" and self._snapshots.exists(recipe["snapshot"])
 
     def make(self, recipe: dict, writer) -> bool:
-        from builder.root.gc import RootLock
-
         # A shared lease, as a build holds: prune must not remove the
         # snapshot while it is read (nothing more when this process has one).
         with RootLock(self._root, exclusive=False, reentrant=True):

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.root.gc import before_removing_snapshots
+from builder.root.scratch import is_context_scratch
 from cache.digest import Digest
 from cache.errors import CacheError
 from runtime import linux
 from runtime.fsutil import remove_tree
-from runtime.snapshot import mount_points_below
+from runtime.mounts import mount_points_below
 
 
 class Kind(enum.Enum):
@@ -79,7 +80,7 @@ def remove_leftovers(worker) -> list[Problem]:
     (ROOT/tmp/context-*) is kept: it is named with its maker's token, and
     builder.root.reclaim removes those of dead makers only."""
     doctor = _Doctor(worker, fix=True, spare=lambda path: path.parent == doctor.root / "tmp"
-                     and path.name.startswith("context-"))
+                     and is_context_scratch(path.name))
     doctor.mounts()
     doctor.orphans()
     doctor.temp_files()

@@ -31,7 +31,6 @@ tries the lock and skips when another build is running.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import time
@@ -40,9 +39,9 @@ from pathlib import Path
 
 from builder.errors import PybuildError
 from builder.image import INDEX_TYPES
+from builder.root.lock import RootLock
 from cache.digest import Digest
 
-LOCK_NAME = "gc.lock"
 KEEP_STORAGE_ENV = "PYBUILD_GC_KEEP_STORAGE"  # automatic GC after a build above this size
 
 
@@ -72,46 +71,6 @@ def parse_duration(text: str) -> float:
         raise GCError(str(exc)) from None
 
 
-# locking ------------------------------------------------------------------------
-
-class RootLock:
-    """A flock on ROOT/gc.lock: shared for builds, exclusive for GC.
-
-    With `reentrant=True`, a process that already holds the root's lock
-    (either kind) takes nothing more: a second flock from the same process
-    would wait for its own exclusive lock."""
-
-    _held_here: dict[Path, int] = {}  # root -> locks this process holds on it
-
-    def __init__(self, root: Path, exclusive: bool, blocking: bool = True, reentrant: bool = False):
-        self._root = Path(root).resolve()
-        self._fd = -1
-        self.held = False
-        if reentrant and self._held_here.get(self._root):
-            return
-        self._fd = os.open(self._root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        try:
-            fcntl.flock(self._fd, mode | (0 if blocking else fcntl.LOCK_NB))
-            self.held = True
-            self._held_here[self._root] = self._held_here.get(self._root, 0) + 1
-        except BlockingIOError:
-            pass
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the only descriptor drops the flock
-            self._fd = -1
-            if self.held:
-                self._held_here[self._root] -= 1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
 # sizes ----------------------------------------------------------------------------
 
 def tree_size(path: Path, seen: set | None = None) -> int:
@@ -119,7 +78,7 @@ def tree_size(path: Path, seen: set | None = None) -> int:
     through directory fds, never following a symlink: a snapshot may be
     any number of levels deep (runtime.confine.walk)."""
     # Imported here, as remove_tree below: the no-op memo's replay imports
-    # this module for RootLock and auto_gc, which seldom walk (ctypes: ~4 ms).
+    # this module for auto_gc, which seldom walks (ctypes: ~4 ms).
     from runtime.confine import walk
 
     seen = set() if seen is None else seen
@@ -399,10 +358,26 @@ def auto_gc(worker, reporter, policies=()) -> PruneResult | None:
     holds more than its size, or a result was unused for longer than its
     duration. Checked after every build when $PYBUILD_GC_KEEP_STORAGE is
     set, otherwise at most once a minute."""
-    if not os.environ.get(KEEP_STORAGE_ENV) and not _due(worker.root):
-        return None
+    rules = due_rules(worker.root, policies)
+    return apply_rules(worker, rules, reporter) if rules else None
+
+
+def due_rules(root: Path, policies=()) -> tuple[Rule, ...]:
+    """The rules of gc_rules that automatic GC must look into now, from the
+    root's path alone: none when no check is due; of the others, those a
+    statvfs cannot settle (a size the filesystem might exceed, or a
+    duration). Only these need the root opened: the no-op memo's replay
+    opens it for them alone (builder/root/replay.py)."""
+    if not os.environ.get(KEEP_STORAGE_ENV) and not _due(root):
+        return ()
+    return tuple(rule for rule in gc_rules(root, policies) if rule.keep_duration is not None
+                 or (rule.keep_storage is not None and not _surely_within(root, rule.keep_storage)))
+
+
+def apply_rules(worker, rules: tuple[Rule, ...], reporter) -> PruneResult | None:
+    """Collect for each of `rules` (from due_rules) in turn, as auto_gc does."""
     done = usage = None
-    for rule in gc_rules(worker.root, policies):
+    for rule in rules:
         budget = None
         if rule.keep_storage is not None and not _surely_within(worker.root, rule.keep_storage):
             usage = usage or disk_usage(worker)  # a walk of the root: again only after a prune

@@ -93,7 +93,7 @@ def _gzipped_from_snapshot(worker, digest):
     lazy layer names (once: the index remembers it), or None. Never writes
     the uncompressed bytes that nothing else needs."""
     from builder.export.compression import Compression
-    from builder.root.gc import RootLock
+    from builder.root.lock import RootLock
     from builder.export.layers import LayerMaker
 
     with RootLock(worker.root, exclusive=False, reentrant=True):  # prune keeps the snapshot meanwhile

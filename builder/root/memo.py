@@ -8,7 +8,8 @@ check, pybuild writes a memo, ROOT/memo/KEY, keyed by the exact command line,
 working directory, terminal and the environment variables that can change a
 build. The next identical command (builder.entry) reads the memo first and,
 when every check holds, prints what the full cached build would have printed
-(every step CACHED, the same warnings, the same image ID) and stops.
+(every step CACHED, the same warnings, the same image ID) and stops
+(builder/root/replay.py).
 
 What a memo checks, all of which must hold, else the full build runs:
 - every path the build read, as the build reached it: the context directory,
@@ -50,15 +51,9 @@ A memo is written only when those checks are exact for this build:
   every build).
 Writing a memo never fails a build: any error only leaves it unwritten.
 
-A replay does what a full build does besides the build itself: it reads the
-`--secret` and `--ssh` sources the same way (a missing one sends the command
-to the full build, which reports it), holds the root's shared lock while it
-checks and answers (so prune cannot remove what it vouches for), and runs
-automatic GC when a full build would. It does not open the root, which
-takes back what a pybuild killed by SIGKILL left (builder/root/reclaim.py):
-when a lease on the root is dead, the full build runs, and reclaims.
-$PYBUILD_NO_MEMO set to anything but empty turns memos off: nothing is
-read or written.
+The replay itself, and what it does besides answering, is
+builder/root/replay.py. $PYBUILD_NO_MEMO set to anything but empty turns
+memos off: nothing is read or written.
 """
 
 from __future__ import annotations
@@ -71,16 +66,11 @@ import stat
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 MEMO_VERSION = 2
 NO_MEMO_ENV = "PYBUILD_NO_MEMO"
-# The command line as the console script received it (builder.entry sets
-# it); None when the CLI runs some other way, and then nothing is memoised.
-ARGV: list[str] | None = None
-# When the console script started (builder.entry sets it): what the build
-# read before its Observer existed (the config file) was read after it.
-STARTED_NS: int | None = None
 RACY_NS = 100_000_000
 RACY_COARSE_NS = 2_000_000_000
 MAX_MEMOS = 32
@@ -174,8 +164,10 @@ class Observer:
     (well within RACY_NS), or with the time it was read (`read_ns`). Its
     methods never raise into the build: anything odd refuses the memo."""
 
-    def __init__(self):
-        self.started_ns = STARTED_NS or time.time_ns()
+    def __init__(self, started_ns: int | None = None):
+        # When the command started (builder.cli.shared.Invocation): what the
+        # build read before this Observer existed (the config file) was read after it.
+        self.started_ns = started_ns or time.time_ns()
         # path -> (full, fingerprint, when the build read it)
         self.paths: dict[str, tuple[bool, list | None, int]] = {}
         self.resolved: dict[tuple[str, str], str] = {}  # (tag reference, platform) -> manifest digest
@@ -307,15 +299,30 @@ class Observer:
         return [[path, full, fingerprint] for path, (full, fingerprint, _) in sorted(self.paths.items())]
 
 
-def record(root: Path, argv: list[str], observer: Observer, *, progress: str, quiet: bool, iidfile: str | None,
-           image_id: str, manifest: str, tags: tuple[str, ...], warnings: list[str], config_path: str | None,
-           secrets: tuple[str, ...] = (), ssh: tuple[str, ...] = (), debug: bool = False) -> None:
+@dataclass(frozen=True)
+class Answer:
+    """What a replay gives back for the command besides what the Observer
+    saw: the full build's image, names and warnings, how it was asked to
+    print them, and the settings a replay checks again (the config file
+    read, the --secret and --ssh sources)."""
+
+    image_id: str
+    manifest: str
+    tags: tuple[str, ...]
+    warnings: list[str]
+    progress: str
+    quiet: bool
+    iidfile: str | None
+    config_path: str | None
+    secrets: tuple[str, ...] = ()
+    ssh: tuple[str, ...] = ()
+
+
+def record(root: Path, argv: list[str], observer: Observer, answer: Answer, *, debug: bool = False) -> None:
     """Write the memo atomically. Never raises: a build that succeeded stays
     successful, and a memo not written only costs the next run its shortcut."""
     try:
-        why = _record(root, argv, observer, progress=progress, quiet=quiet, iidfile=iidfile, image_id=image_id,
-                      manifest=manifest, tags=tags, warnings=warnings, config_path=config_path, secrets=secrets,
-                      ssh=ssh)
+        why = _record(root, argv, observer, answer)
     except Exception as exc:  # noqa: BLE001
         why = f"{type(exc).__name__}: {exc}"
     if why is not None and debug:
@@ -325,8 +332,7 @@ def record(root: Path, argv: list[str], observer: Observer, *, progress: str, qu
             pass
 
 
-def _record(root: Path, argv: list[str], observer: Observer, *, progress, quiet, iidfile, image_id, manifest, tags,
-            warnings, config_path, secrets, ssh) -> str | None:
+def _record(root: Path, argv: list[str], observer: Observer, answer: Answer) -> str | None:
     if not observer.eligible:
         return observer.refused_because
     if observer.target_key is None:
@@ -335,12 +341,13 @@ def _record(root: Path, argv: list[str], observer: Observer, *, progress, quiet,
     if why is not None:
         return why
     body = {
-        "version": MEMO_VERSION, "code": code_fingerprint(), "root": str(root), "config": config_path,
-        "progress": progress, "quiet": quiet, "iidfile": iidfile, "secrets": list(secrets), "ssh": list(ssh),
-        "image_id": image_id, "manifest": manifest, "tags": list(tags), "target": observer.target_key,
+        "version": MEMO_VERSION, "code": code_fingerprint(), "root": str(root), "config": answer.config_path,
+        "progress": answer.progress, "quiet": answer.quiet, "iidfile": answer.iidfile,
+        "secrets": list(answer.secrets), "ssh": list(answer.ssh), "image_id": answer.image_id,
+        "manifest": answer.manifest, "tags": list(answer.tags), "target": observer.target_key,
         "resolved": [[ref, platform, digest] for (ref, platform), digest in sorted(observer.resolved.items())],
         "blobs": sorted(observer.blobs), "paths": observer.entries(), "steps": observer.steps,
-        "warnings": warnings,
+        "warnings": list(answer.warnings),
     }
     key = memo_key(argv, os.getcwd(), dict(os.environ), sys.stderr.isatty())
     directory = root / "memo"
@@ -391,71 +398,11 @@ def forget(root: Path) -> None:
             pass
 
 
-# -- the fast path ---------------------------------------------------------------------
-
-def _settings(argv: list[str]):
-    """The settings exactly as builder.cli resolves them; only the long
-    forms are read here (anything else falls back to the full CLI, whose
-    memo then lives where it belongs and is simply not found)."""
-    from builder.config import load_settings
-
-    flags = {}
-    for i, arg in enumerate(argv):
-        for name in ("--root", "--config"):
-            if arg == name and i + 1 < len(argv):
-                flags[name] = argv[i + 1]
-            elif arg.startswith(name + "="):
-                flags[name] = arg.split("=", 1)[1]
-    return load_settings(flags.get("--config"), os.environ, root=flags.get("--root"))
-
-
-def _unchanged(entries: list[list]) -> bool:
+def unchanged(entries: list[list]) -> bool:
+    """Whether every path of a memo (Observer.entries) is still as recorded."""
     for path, full, fingerprint in entries:
         if _print(_lstat(path), path, full) != fingerprint:
             return False
-    return True
-
-
-def _store_agrees(root: Path, body: dict) -> bool:
-    from cache.digest import Digest
-    from cache.index import Index
-    from cache.store import ContentStore
-
-    store = ContentStore(root / "content")
-    if not all(store.has(Digest.parse(d)) for d in (body["manifest"], body["image_id"], *body["blobs"])):
-        return False
-    index = Index(root / "index.db")
-    try:
-        for ref, platform, digest in body["resolved"]:
-            if str(index.get_resolved(ref, platform)) != digest:
-                return False
-        for tag in body["tags"]:
-            if str(index.get_image(tag)) != body["manifest"]:
-                return False
-        # As the solver does for a cached build: one lookup, of the target's
-        # key, whose snapshots must all be there (Snapshotter.exists, without
-        # importing the runtime: ~13 ms); and it counts as a use.
-        cached = index.get_result(body["target"])
-        if cached is None or not all((root / "snapshots" / s / "fs").is_dir() for s in cached.chain):
-            return False
-        index.touch_results([body["target"]])
-    finally:
-        index.close()
-    return True
-
-
-def _sources_present(body: dict) -> bool:
-    """The --secret and --ssh sources as a full build reads them first."""
-    if not (body["secrets"] or body["ssh"]):
-        return True
-    from builder.errors import PybuildError
-    from builder.solver.secrets import parse_secrets, parse_ssh
-
-    try:
-        parse_secrets(body["secrets"])
-        parse_ssh(body["ssh"])
-    except PybuildError:
-        return False  # the full build reports it
     return True
 
 
@@ -466,124 +413,41 @@ def announce(reporter, tags, image_id: str, duration: float) -> None:
     reporter.message(f"writing image {image_id} done ({duration:.1f}s)")
 
 
-def replay(argv: list[str]) -> int | None:
-    """Finish an identical, unchanged build from its memo: the exit status,
-    or None to run the build."""
-    started = time.monotonic()
-    lock = None
-    try:
-        settings = _settings(argv)
-        root = settings.root or _default_root()
-        config_path = str(settings.config.path) if settings.config.path else None
-        key = memo_key(argv, os.getcwd(), dict(os.environ), sys.stderr.isatty())
-        try:
-            body = json.loads((root / "memo" / key).read_text())
-        except FileNotFoundError:
-            return None
-        if (body.get("version") != MEMO_VERSION or body["root"] != str(root) or body["config"] != config_path
-                or body["code"] != code_fingerprint() or not _sources_present(body) or _left_over(root)):
-            return None
-        from builder.root.gc import RootLock
-
-        lock = RootLock(root, exclusive=False)  # as a build: prune waits, and we wait for prune
-        if not (_unchanged(body["paths"]) and _store_agrees(root, body)):
-            lock.release()
-            return None
-        if body["iidfile"]:
-            Path(body["iidfile"]).write_text(body["image_id"])
-    except Exception:  # a memo is only a shortcut: anything odd means "build"
-        if lock is not None:
-            lock.release()
-        return None
-    from builder.solver.progress import make_reporter
-
-    reporter = make_reporter("quiet" if body["quiet"] else body["progress"])
-    try:
-        reporter.set_names({vertex: _Named(name) for vertex, name in body["steps"]})
-        for text in body["warnings"]:
-            reporter.warning(text)
-        for vertex, _ in body["steps"]:
-            reporter.planned(vertex, True)
-        lock.release()
-        if not _collect(root, settings, reporter):
-            return 1
-        if not body["quiet"]:
-            announce(reporter, body["tags"], body["image_id"], time.monotonic() - started)
-    finally:
-        lock.release()
-        reporter.close()
-    if body["quiet"]:
-        print(body["image_id"])
-    return 0
-
-
-def _left_over(root: Path) -> bool:
-    """Whether a dead process's lease on the root (runtime.snapshot's
-    lease_dir, not imported: ~13 ms) says it may have left something."""
-    from runtime.lease import Leases
-
-    return bool(Leases(root / "snapshots" / ".leases").dead())
-
-
-def _default_root() -> Path:
-    from builder.root.worker import default_root
-
-    return default_root()
-
-
-def _collect(root: Path, settings, reporter) -> bool:
-    """Automatic GC, as after a full build (builder.root.gc.auto_gc, which most
-    of the time decides from one stat that nothing is due)."""
-    from builder.root.gc import auto_gc
-
-    worker = _LazyWorker(root, settings.isolation)
-    try:
-        auto_gc(worker, reporter, settings.config.gc_policy)
-    except Exception as exc:  # noqa: BLE001 - as builder.cli reports a failing build
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return False
-    finally:
-        worker.close()
-    return True
-
-
-class _LazyWorker:
-    """The root's Worker for auto_gc, opened only if it goes past the root
-    path (a collection is due): opening one costs more than the replay."""
-
-    def __init__(self, root: Path, isolation: str | None):
-        self.root, self._isolation, self._worker = root, isolation, None
-
-    def __getattr__(self, name):
-        if self._worker is None:
-            from builder.root.worker import Worker
-
-            self._worker = Worker.open(self.root, self._isolation)
-        return getattr(self._worker, name)
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-
-
-class _Named:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-
 class RecordingReporter:
-    """Passes every call to the real reporter and keeps the warnings, which
-    a cached build prints again."""
+    """A builder.solver.progress.BuildReporter that passes every call to the
+    real one and keeps the warnings, which a cached build prints again."""
 
     def __init__(self, inner):
         self._inner = inner
         self.warnings: list[str] = []
 
-    def warning(self, text):
+    def warning(self, text: str) -> None:
         self.warnings.append(text)
-        return self._inner.warning(text)
+        self._inner.warning(text)
 
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
+    def message(self, text: str) -> None:
+        self._inner.message(text)
+
+    def set_names(self, names) -> None:
+        self._inner.set_names(names)
+
+    def name_of(self, vertex: str) -> str:
+        return self._inner.name_of(vertex)
+
+    def planned(self, vertex: str, cached: bool) -> None:
+        self._inner.planned(vertex, cached)
+
+    def started(self, vertex: str) -> None:
+        self._inner.started(vertex)
+
+    def output(self, vertex: str, data: bytes) -> None:
+        self._inner.output(vertex, data)
+
+    def finished(self, vertex: str, error: BaseException | None, duration: float) -> None:
+        self._inner.finished(vertex, error, duration)
+
+    def progress_hook(self, vertex: str):
+        return self._inner.progress_hook(vertex)
+
+    def close(self) -> None:
+        self._inner.close()

@@ -10,7 +10,7 @@ runtime/supervise.py.)
 Every process using a root holds a lease on it (runtime/lease.py, in
 ROOT/snapshots/.leases) from `Worker.open` to `Worker.close`, and names
 its merged views and the remote context it fetches (ROOT/tmp/context-*,
-builder/context/inputs.py) with its token. The next process to open the
+builder/root/scratch.py) with its token. The next process to open the
 root finds the dead ones by their free leases, and:
 - unmounts and removes the merged views and flattened lowers named with
   a dead token, and removes the contexts named with one. Nobody else uses
@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from builder.root.doctor import Problem, remove_leftovers
+from builder.root.scratch import scratch_owner
 from runtime.executor import remove_stale_scratch
 from runtime.fsutil import remove_tree
 
@@ -62,8 +63,6 @@ def reclaim(worker) -> list[Problem]:
 
 def _remove_contexts(tmp: Path, owners: set[str]) -> None:
     """The fetched contexts of these (dead) processes."""
-    from builder.context.inputs import scratch_owner
-
     try:
         names = os.listdir(tmp)
     except FileNotFoundError:

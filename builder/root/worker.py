@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.config import default_root
+from builder.export.layers import SnapshotTars
+from builder.root.reclaim import reclaim
 from cache.errors import CacheError
 from cache.index import Index
 from cache.store import ContentStore
 from runtime.errors import RuntimeFailure
-
-
-def default_root() -> Path:
-    if os.environ.get("PYBUILD_ROOT"):
-        return Path(os.path.abspath(os.environ["PYBUILD_ROOT"]))  # as builder.config.resolve
-    if os.geteuid() == 0:
-        return Path("/var/lib/pybuild")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data_home) / "pybuild"
-
-
-class _LayerTars:
-    """builder.export.layers.SnapshotTars, imported when a lazy blob is first read."""
-
-    def __init__(self, root: Path, snapshots):
-        self._args = (root, snapshots)
-        self._tars = None
-
-    def __getattr__(self, name):
-        if self._tars is None:
-            from builder.export.layers import SnapshotTars
-
-            self._tars = SnapshotTars(*self._args)
-        return getattr(self._tars, name)
 
 
 @dataclass
@@ -50,7 +28,6 @@ class Worker:
         """The root's objects, with this process's lease on the root held
         until `close`, after taking back what dead processes left in it
         (builder/root/reclaim.py)."""
-        from builder.root.reclaim import reclaim
         from runtime.executors import default_isolation
         from runtime.snapshot import default_snapshotter
 
@@ -62,7 +39,8 @@ class Worker:
         try:
             worker = cls(
                 root=root,
-                store=ContentStore(root / "content", _LayerTars(root, snapshots)),
+                # Lazy layers are made from their snapshots when first read.
+                store=ContentStore(root / "content", SnapshotTars(root, snapshots)),
                 index=Index(root / "index.db"),
                 snapshots=snapshots,
                 isolation=isolation or default_isolation(),

@@ -14,6 +14,7 @@ import pytest
 
 from builder.root import memo
 from builder.root.memo import NO_MEMO_ENV
+from builder.root.replay import replay
 from cli_helpers import write_context
 
 DOCKERFILE = """\
@@ -45,7 +46,7 @@ def built(cli, busybox_image, tmp_path, monkeypatch):
 
 def replays(built, capsys) -> bool:
     capsys.readouterr()
-    return memo.replay(built["argv"]) == 0
+    return replay(built["argv"]) == 0
 
 
 def image_id(text: str) -> str:
@@ -60,7 +61,7 @@ def slow_rebuild(built) -> subprocess.CompletedProcess:
 
 
 def test_a_no_op_replays_what_the_full_cached_build_prints(built, capsys):
-    assert memo.replay(built["argv"]) == 0
+    assert replay(built["argv"]) == 0
     replayed = capsys.readouterr().err
     full = slow_rebuild(built)
     assert full.returncode == 0, full.stderr.decode()
@@ -165,8 +166,9 @@ def _record(root, observer) -> list[str]:
     written."""
     observer.target_key = "sha256:" + "0" * 64
     root.mkdir(exist_ok=True)
-    memo.record(root, ["build", "."], observer, progress="plain", quiet=True, iidfile=None,
-                image_id="sha256:" + "1" * 64, manifest="sha256:" + "2" * 64, tags=(), warnings=[], config_path=None)
+    memo.record(root, ["build", "."], observer, memo.Answer(
+        progress="plain", quiet=True, iidfile=None, image_id="sha256:" + "1" * 64, manifest="sha256:" + "2" * 64,
+        tags=(), warnings=[], config_path=None))
     return os.listdir(root / "memo") if (root / "memo").is_dir() else []
 
 
@@ -195,11 +197,11 @@ def test_a_settled_file_is_held_by_its_times(tmp_path):
     assert observer.unchanged_since() is None
     assert len(_record(tmp_path / "root", observer)) == 1
     entries = observer.entries()
-    assert memo._unchanged(entries)
+    assert memo.unchanged(entries)
     before = os.lstat(path)
     path.write_text("two\n")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert not memo._unchanged(entries)  # ctime moved: userland cannot put it back
+    assert not memo.unchanged(entries)  # ctime moved: userland cannot put it back
 
 
 def test_recording_never_raises(tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from builder.root.gc import RootLock
+from builder.root.lock import RootLock
 from builder.root.memo import NO_MEMO_ENV
 from cli_helpers import PYBUILD, Cli, write_context
 

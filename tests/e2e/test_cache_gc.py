@@ -7,7 +7,8 @@ from contextlib import contextmanager
 
 from builder.export.assemble import load_image
 from builder.build import build
-from builder.root.gc import RootLock, disk_usage, parse_duration, parse_size, prune
+from builder.root.gc import disk_usage, parse_duration, parse_size, prune
+from builder.root.lock import RootLock
 from builder.root.worker import Worker
 from e2e.cache_helpers import Recorder
 from e2e.helpers import write_context
