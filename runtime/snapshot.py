@@ -45,7 +45,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from runtime import upperdir
 from runtime.errors import MountFailed, RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases
@@ -241,6 +240,10 @@ class OverlaySnapshotter(_SnapshotStore):
         budget = _PAGE - 1 - len("lowerdir=") - len(tail)
         if len(paths) <= _OVERLAY_MAX_LOWERS and sum(len(p) + 1 for p in paths) - 1 <= budget:
             return "lowerdir=" + ":".join(reversed(paths)) + tail, None
+        # Imported here, as in CopySnapshotter: a chain this deep is rare, and
+        # a build on overlayfs need not load the merging code for it.
+        from runtime import upperdir
+
         flat = tempfile.mkdtemp(prefix=f".flat-{owner}-", dir=self.root)
         name = os.path.basename(flat)
         try:
@@ -280,6 +283,8 @@ class CopySnapshotter(_SnapshotStore):
             self.leases.release()
 
     def _copied(self, lowers: list[str], upper: str | None, owner: str) -> Iterator[Path]:
+        from runtime import upperdir  # only this snapshotter needs it on every mount
+
         target = tempfile.mkdtemp(prefix=f".mnt-{owner}-", dir=self.root)
         try:
             upperdir.merge_layers(target, [str(self.fs_path(i)) for i in lowers], link_files=False)

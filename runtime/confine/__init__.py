@@ -21,11 +21,11 @@ Paths given to this module are image paths ("/etc/passwd", "a/b"): relative
 ones are taken from the tree's root. Every error is an OSError or a
 `Refused` carrying the image path.
 
-This module resolves paths (`Tree`); setting an entry's metadata
-(`set_metadata`, `set_fd_metadata`: .metadata) and walking or removing a
-tree (`walk`, `remove`, `empty_dir`, `DirStack`: .walker) live beside it
-and are used from here. The package imports the standard library only:
-the sandbox helper loads it as a sibling of its own file.
+This module resolves paths (`Tree`); acting on entries (`set_metadata`,
+`set_fd_metadata`) and walking or removing a tree (`walk`, `remove`,
+`empty_dir`, `DirStack`) live beside it in .entries, and are used from
+here. The package imports the standard library only: the sandbox helper
+loads it as a sibling of its own file.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-from .metadata import set_fd_metadata, set_metadata
-from .walker import DirStack, empty_dir, remove, walk
+from .entries import DirStack, empty_dir, remove, set_fd_metadata, set_metadata, walk
 
 __all__ = ["DirStack", "Refused", "Tree", "check_name", "empty_dir", "remove", "set_fd_metadata",
            "set_metadata", "walk"]

@@ -14,7 +14,7 @@ import pytest
 
 from runtime import confine
 from runtime.confine import Refused, Tree, check_name, remove, set_fd_metadata, set_metadata
-from runtime.confine import walker
+from runtime.confine import entries
 from fixtures.victims import tree_state
 
 
@@ -411,7 +411,7 @@ def test_walk_holds_few_fds_and_sees_everything(tree):
             seen.append((name, is_dir))
     assert sorted(seen) == sorted([("w", True)] * DEEP + [("f", False), ("top", False)])
     assert left == DEEP
-    assert most - fds <= walker._WALK_OPEN_DIRS + 2 and _open_fds() == fds
+    assert most - fds <= entries._WALK_OPEN_DIRS + 2 and _open_fds() == fds
     remove(tree.fd, b"w")
 
 
