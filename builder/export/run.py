@@ -50,12 +50,12 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
             from builder.export.rootfs import export_rootfs
 
-            export_rootfs(session.worker.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
+            export_rootfs(session.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
                           preserve_special=spec.flag("preserve-special"))
         else:
             if spec.type is OutputType.IMAGE and spec.flag("store", True):
                 for name in names:
-                    session.worker.index.put_image(str(Reference.parse(name)), image.manifest.digest)
+                    session.index.put_image(str(Reference.parse(name)), image.manifest.digest)
             if _pushes(spec):
                 if not names:
                     raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
@@ -93,7 +93,7 @@ def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotati
     from builder.export.oci import (atomic_directory, parse_names, stream_oci_archive, write_directory,
                                     write_oci_layout)
 
-    store = session.worker.store
+    store = session.store
     dest = spec.dest
     if not dest:
         raise PybuildError(f"type={spec.type.value} needs dest=FILE (no docker daemon is used)")

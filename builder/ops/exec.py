@@ -8,19 +8,39 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import PybuildError
 from builder.ops.cachemount import cache_mount_dir
-from builder.solver.keys import cache_key
+from builder.solver.keys import CacheKey, cache_key
 from frontend.errors import ContextError
-from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode
+from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode, Op
 from runtime.errors import ExecCancelled
 from runtime.executor import scratch_dir
 from runtime.fsutil import remove_tree, resolve_in_root
 from runtime.prune import prune_unchanged_dirs
 from runtime.spec import BindMount, ExecSpec, NetworkMode as RuntimeNetwork, TmpfsMount
 
+if TYPE_CHECKING:
+    from builder.solver.session import BuildSession
+
 SECRET_DIR = "/run/secrets"
+
+# The one place the frontend's NetworkMode (what `RUN --network` and the
+# build's --network ask for) becomes the runtime's (the namespace a process
+# gets); frontend/ and runtime/ never import each other, so each keeps its
+# own enum. `default` is the host's network: pybuild has no bridge network,
+# and a step's `default` is the build's --network (runtime_network).
+RUNTIME_NETWORK = {
+    NetworkMode.DEFAULT: RuntimeNetwork.HOST,
+    NetworkMode.HOST: RuntimeNetwork.HOST,
+    NetworkMode.NONE: RuntimeNetwork.NONE,
+}
+
+
+def runtime_network(step: NetworkMode, build: NetworkMode) -> RuntimeNetwork:
+    """The network a RUN gets: its own --network, else the build's."""
+    return RUNTIME_NETWORK[build if step is NetworkMode.DEFAULT else step]
 
 
 class MountError(PybuildError):
@@ -28,23 +48,24 @@ class MountError(PybuildError):
 
 
 class ExecImpl:
-    def __init__(self, op: Exec, vertex: str, session):
+    def __init__(self, op: Exec, vertex: str, input_ops: Sequence[Op], session: BuildSession):
         self.op = op
         self.vertex = vertex
+        self.input_ops = tuple(input_ops)
         self.session = session
 
-    def cache_key(self, input_keys):
+    def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
         content = None
         context_mounts = [m for m in self.op.mounts if m.type is MountType.BIND and self._is_context(m.input)]
         if context_mounts:
             # A bind mount of the context reads files: their content is part of the step.
-            context = self.session.context
+            context = self.session.contexts.main
             content = ",".join(str(context.checksum(self._context_selection(m))) for m in context_mounts)
         return cache_key(self.op.canonical(), input_keys, content)
 
     def _context_selection(self, spec: MountSpec):
         try:
-            return self.session.context.select([spec.source])
+            return self.session.contexts.main.select([spec.source])
         except ContextError:
             # BuildKit fails on the checksum of the mount's source; the
             # context's own error speaks of COPY, which this is not
@@ -53,10 +74,10 @@ class ExecImpl:
     def _is_context(self, index) -> bool:
         if index is None:
             return False
-        return isinstance(self.session.definition.op(self.op.inputs[index]), ContextSource)
+        return isinstance(self.input_ops[index], ContextSource)
 
     def execute(self, inputs, cancel: threading.Event):
-        snapshots = self.session.worker.snapshots
+        snapshots = self.session.snapshots
         chain = tuple(inputs[0])
         snapshot = snapshots.create()
         try:
@@ -87,9 +108,9 @@ class ExecImpl:
                     env=tuple(env),
                     cwd=self.op.cwd or "/",
                     user=self.op.user,
-                    network=self._network(),
+                    network=runtime_network(self.op.network, self.session.options.network),
                     mounts=tuple(mounts),
-                    limits=self.session.limits,
+                    limits=self.session.options.limits,
                     extra_hosts=self.op.extra_hosts,
                 )
                 if cancel.is_set():
@@ -103,12 +124,6 @@ class ExecImpl:
             raise
         return chain + (snapshot,)
 
-    def _network(self) -> RuntimeNetwork:
-        mode = self.op.network
-        if mode is NetworkMode.DEFAULT:
-            return self.session.network
-        return RuntimeNetwork(mode.value)
-
     def _mount(self, spec: MountSpec, inputs, env: list, stack: contextlib.ExitStack):
         if spec.type is MountType.BIND:
             return self._bind(spec, inputs, stack)
@@ -116,7 +131,7 @@ class ExecImpl:
             seed = None
             if spec.input is not None:
                 seed = lambda fresh: self._seed_cache(spec, inputs, fresh)
-            path = stack.enter_context(cache_mount_dir(self.session.worker.cache_mounts, spec, seed))
+            path = stack.enter_context(cache_mount_dir(self.session.cache_mounts, spec, seed))
             return BindMount(path, _check_target(spec.target), readonly=spec.readonly)
         if spec.type is MountType.TMPFS:
             _check_target(spec.target)
@@ -128,8 +143,8 @@ class ExecImpl:
     def _source_view(self, spec: MountSpec, inputs, stack, writable: bool) -> Path:
         """A host directory holding the mount's `from` filesystem."""
         if self._is_context(spec.input):
-            return self.session.context.root
-        snapshots = self.session.worker.snapshots
+            return self.session.contexts.main.root
+        snapshots = self.session.snapshots
         chain = tuple(inputs[spec.input]) if spec.input is not None else tuple(inputs[0])
         if writable:
             # rw bind mounts see the source but their writes are thrown away.
@@ -147,7 +162,7 @@ class ExecImpl:
             # show ignored files, and take writes when rw).
             from builder.ops.copy import copy_into
 
-            copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.session.worker.root / "tmp")))
+            copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.session.tmp)))
             selection = self._context_selection(spec)
             if not selection:
                 raise MountError(f"bind mount source {spec.source} does not exist")
@@ -179,7 +194,7 @@ class ExecImpl:
 
     def _secret(self, spec: MountSpec, env: list, stack):
         secret_id = spec.secret_id or os.path.basename(spec.target or "")
-        value = self.session.secrets.values.get(secret_id)
+        value = self.session.options.secrets.values.get(secret_id)
         if value is None:
             if spec.required:
                 raise MountError(f"secret {secret_id} not found: pass it with --secret id={secret_id},src=FILE")

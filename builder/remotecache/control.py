@@ -10,14 +10,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import networkx as nx
 
 from builder.solver import explain as explaining
 from builder.remotecache.spec import CacheSpec, CacheType, parse_cache_spec
 from builder.errors import PybuildError
+from builder.solver.keys import CacheKey
 from frontend.ops import CopyParts, Exec, FileCopy, WriteFiles
+
+if TYPE_CHECKING:
+    from builder.export.assemble import Assembler, ExportOptions
+    from builder.image import Image
+    from builder.root.worker import Worker
+    from builder.solver.session import BuildSession
 
 
 # BuildKit's frontend marks only RUN, COPY and ADD to ignore the cache;
@@ -47,8 +54,9 @@ class CacheControl:
                    tuple(parse_cache_spec(s, export=False) for s in cache_from))
 
     # before solving ----------------------------------------------------------
-    def prepare(self, definition, session, reporter, platform: str):
-        """Decide the forced steps; return the solver's ResultStore."""
+    def prepare(self, definition, session: BuildSession, worker: Worker, reporter, platform: str):
+        """Decide the forced steps; return the solver's ResultStore. The
+        remote caches are read into `worker`'s root (session's store)."""
         from builder.remotecache.importer import ImportingResults, load_caches, restore_cache_mounts
 
         graph = definition.graph
@@ -75,58 +83,60 @@ class CacheControl:
                 self._forced.setdefault(later, "a step it depends on was forced to run again")
         caches = load_caches(list(self.cache_from), session, reporter, platform) if self.cache_from else []
         if caches:
-            restore_cache_mounts(caches, session.worker, reporter)
-        self._results = _ForcingResults(ImportingResults(session.results, caches, session.worker, reporter),
-                                        session.worker.index, self._forced)
+            restore_cache_mounts(caches, worker, reporter)
+        self._results = _ForcingResults(ImportingResults(session.results, caches, worker, reporter),
+                                        session.index, self._forced)
         return self._results
 
     def force(self, vertex: str) -> bool:
         return vertex in self._forced
 
     # after solving -----------------------------------------------------------
-    def after_solve(self, definition, session, solution, reporter, build_args, target) -> dict[str, str]:
-        key = explaining.build_id(session.context_dir, session.dockerfile_path, target)
+    def after_solve(self, definition, session: BuildSession, solution, reporter, build_args, target
+                    ) -> dict[str, str]:
+        contexts = session.contexts
+        key = explaining.build_id(contexts.context_dir, contexts.dockerfile_path, target)
         forced = {explaining.step_name(definition.metadata[v]): why
                   for v, why in self._forced.items() if v in definition.metadata}
-        return explaining.report(definition, solution, session, reporter, build_args or {}, forced,
-                                 self.explain, key)
+        return explaining.report(definition, solution, session.index, contexts, reporter, build_args or {},
+                                 forced, self.explain, key)
 
-    def wrap_assembler(self, assembler, session, solution, definition):
+    def wrap_assembler(self, assembler: Assembler, worker: Worker, solution, definition):
         """With --cache-to type=inline, every image gets its cache records."""
         if not any(s.type is CacheType.INLINE for s in self.cache_to):
             return assembler
-        return _InlineCacheAssembler(assembler, lambda image: self._exporter(session, solution, definition, image))
+        return _InlineCacheAssembler(assembler, lambda image: self._exporter(worker, solution, definition, image))
 
-    def export(self, session, solution, definition, image, reporter) -> None:
+    def export(self, session: BuildSession, worker: Worker, solution, definition, image, reporter) -> None:
         """Write every --cache-to but inline, reusing the image's layer blobs."""
         from builder.remotecache.exporter import export_cache
 
         specs = [s for s in self.cache_to if s.type is not CacheType.INLINE]
         if specs:
-            exporter = self._exporter(session, solution, definition, image)
+            exporter = self._exporter(worker, solution, definition, image)
             for spec in specs:
                 export_cache(spec, exporter, session, reporter)
 
     @staticmethod
-    def _exporter(session, solution, definition, image):
+    def _exporter(worker: Worker, solution, definition, image):
         from builder.remotecache.exporter import CacheExporter
         from builder.export.layers import LayerMaker
 
-        worker = session.worker
         return CacheExporter(worker, LayerMaker(worker.store, worker.index, worker.snapshots), definition,
                              solution, image)
 
 
 class _InlineCacheAssembler:
-    """Assembler's interface; each image it makes carries its inline cache."""
+    """What builder.export.run asks of an Assembler (`defaults`, `image`);
+    each image it makes carries its inline cache records."""
 
-    def __init__(self, inner, exporter_for):
+    def __init__(self, inner: Assembler, exporter_for):
         self._inner = inner
         self._exporter_for = exporter_for
         self.defaults = inner.defaults
         self._images = {}
 
-    def image(self, options=None):
+    def image(self, options: ExportOptions | None = None) -> Image:
         from builder.remotecache.exporter import with_inline_cache
 
         plain = self._inner.image(options)
@@ -134,9 +144,6 @@ class _InlineCacheAssembler:
             exporter = self._exporter_for(plain)
             self._images[plain.manifest.digest] = with_inline_cache(exporter.store, plain, exporter)
         return self._images[plain.manifest.digest]
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
 
 
 class _ForcingResults:
@@ -152,21 +159,21 @@ class _ForcingResults:
         self._inner = inner
         self._index = index
         self._forced = forced
-        self._looked_up: set[str] = set()
+        self._looked_up: set[CacheKey] = set()
 
-    def lookup(self, key):
+    def lookup(self, key: CacheKey):
         self._looked_up.add(key)
         hit = self._inner.lookup(key)
         if hit is not None:
             self._index.touch_results([key])  # prune --keep-storage drops the least recently used
         return hit
 
-    def record(self, key, result):
+    def record(self, key: CacheKey, result):
         if self._forced and key not in self._looked_up:
             cached = self._index.get_result(key)
             if cached is not None and tuple(cached.chain) != tuple(result):
                 self._index.retire_result(key, cached.chain)
         return self._inner.record(key, result)
 
-    def created(self, key):
+    def created(self, key: CacheKey) -> float:
         return self._inner.created(key)

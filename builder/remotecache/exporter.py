@@ -155,7 +155,7 @@ def cache_manifest(store, config: CacheConfig) -> Image:
 
 def export_cache(spec: CacheSpec, exporter: CacheExporter, session, reporter) -> None:
     """One --cache-to (registry or local; inline is `with_inline_cache`)."""
-    store = session.worker.store
+    store = session.store
     config = exporter.collect(spec.mode)
     if spec.cache_mounts:
         exporter.add_cache_mounts(config, store, session.tmp, reporter)

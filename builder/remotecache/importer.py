@@ -57,10 +57,10 @@ def load_caches(specs: list[CacheSpec], session, reporter, platform: str) -> lis
             if spec.type is CacheType.REGISTRY:
                 cache = _from_registry(spec, session, platform)
             elif spec.type is CacheType.LOCAL:
-                cache = _from_layout(spec, session.worker.store)
+                cache = _from_layout(spec, session.store)
             else:
                 continue
-            limits = session.size_limits
+            limits = session.options.size_limits
             cache.max_layer_size = limits.max_layer_size if limits is not None else None
             caches.append(cache)
         except (RegistryError, CacheConfigError, CacheImportError) as exc:

@@ -49,7 +49,7 @@ def _slot(name: str) -> str:
     return " ".join(match.groups()) if match else ""
 
 
-def describe(definition, session, solution, build_args: Mapping[str, str], previous: dict | None = None) -> dict:
+def describe(definition, contexts, solution, build_args: Mapping[str, str], previous: dict | None = None) -> dict:
     """This build's record: step name -> what decided its key. A COPY whose
     key the previous record already holds read the same files, so its file
     map is taken from there instead of walking the context again."""
@@ -74,7 +74,7 @@ def describe(definition, session, solution, build_args: Mapping[str, str], previ
             if same.get("key") == key and "files" in same:
                 step["files"] = same["files"]
             else:
-                step["files"] = _file_map(session, selections, op)
+                step["files"] = _file_map(contexts, selections, op)
         steps[step_name(meta)] = step
     return {"version": RECORD_VERSION, "build_args": dict(build_args), "steps": steps}
 
@@ -93,11 +93,12 @@ def _context_selections(definition, op) -> list[tuple[object, tuple[str, ...]]]:
     return [(source, paths) for source, paths in found if isinstance(source, (ops.ContextSource, ops.NamedLocalSource))]
 
 
-def _file_map(session, selections, op) -> dict[str, str]:
-    """path -> short digest of what the COPY reads of it (kind, mode, bytes)."""
+def _file_map(contexts, selections, op) -> dict[str, str]:
+    """path -> short digest of what the COPY reads of it (kind, mode, bytes),
+    through `contexts` (builder.solver.contexts.LocalContexts)."""
     files = {}
     for source, paths in selections:
-        context = session.context_for(source)
+        context = contexts.context_for(source)
         for entry in context.select(paths, excludes=op.excludes, follow_symlinks=op.follow_symlinks).entries:
             st = entry.stat
             if stat.S_ISREG(st.st_mode):
@@ -189,12 +190,11 @@ def _digest(ref: str | None) -> str:
     return ref.rsplit("@", 1)[1][:19]
 
 
-def report(definition, solution, session, reporter, build_args, forced: Mapping[str, str],
+def report(definition, solution, index, contexts, reporter, build_args, forced: Mapping[str, str],
            explain_wanted: bool, record_key: str) -> dict[str, str]:
-    """Store this build's record; with --explain, print why steps ran."""
-    index = session.worker.index
+    """Store this build's record in `index`; with --explain, print why steps ran."""
     previous = index.get_build(record_key)
-    current = describe(definition, session, solution, build_args, previous)
+    current = describe(definition, contexts, solution, build_args, previous)
     index.put_build(record_key, current)
     if not explain_wanted:
         return {}

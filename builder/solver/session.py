@@ -1,251 +1,195 @@
-"""One build's state: its context, registry access, secrets and op impls."""
+"""One build's session: what its steps use, all given when it opens.
+
+The op implementations (builder/ops) take their op, its inputs' ops and
+the session, and use only the typed services it holds: the root's content
+store, index and snapshots, the build's executor, registry access, image
+resolver and local contexts, its SSH agents, reporter, options and
+scratch directory. Nothing is set on a session after it opens.
+"""
 
 from __future__ import annotations
 
-import json
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from builder.errors import PybuildError
-from builder.image import Image
-from builder.registry.reference import Reference
-from cache.digest import Digest
+from builder.solver.contexts import LocalContexts
+from builder.solver.keys import CacheKey
+from builder.solver.resolver import ImageResolver, RegistryAccess
 from frontend import ops
-from frontend.definition import Definition, NamedContext, ResolvedImage
+from frontend.definition import Definition
 from runtime.fsutil import remove_tree
-from runtime.spec import NetworkMode
 
 if TYPE_CHECKING:
-    from builder.registry.client import RegistryClient
+    from builder.config import SizeLimits
+    from builder.context.inputs import NamedContextInput
+    from builder.image import Image
+    from builder.ops.ssh_agent import SshAgents
+    from builder.registry.hosts import RegistryHosts
+    from builder.root.memo import Observer
+    from builder.root.worker import Worker
+    from builder.solver.progress import BuildReporter
+    from builder.solver.scheduler import OpImpl, Result
+    from builder.solver.secrets import Secrets
+    from cache.index import Index
+    from cache.store import ContentStore
+    from runtime.limits import Limits
+    from runtime.snapshot import CopySnapshotter, OverlaySnapshotter
+    from runtime.spec import ExecSpec, Executor, OutputSink
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where a build reads from: its context and Dockerfile, the
+    --build-context names, and how base images are found."""
+
+    context_dir: Path
+    dockerfile_path: Path
+    platform: ops.Platform  # the target platform
+    named_contexts: Mapping[str, NamedContextInput] = field(default_factory=dict)
+    pull: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    registry_hosts: RegistryHosts | None = None  # None: the config file pybuild finds
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """What the command line gives the build's steps."""
+
+    network: ops.NetworkMode  # --network: what a RUN without --network gets (builder.ops.exec)
+    secrets: Secrets
+    limits: Limits | None = None  # every RUN's (--memory, --pids-limit...)
+    size_limits: SizeLimits | None = None  # of what the build downloads ([limits])
+
+
+class BuildExecutor:
+    """The build's one executor, made on its first RUN (a cached build needs
+    none, and the oci one needs runc or crun), so that `cancel` reaches every
+    run in flight."""
+
+    def __init__(self, make: Callable[[], Executor]):
+        self._make = make
+        self._executor: Executor | None = None
+        self._lock = threading.Lock()
+
+    def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
+        with self._lock:
+            if self._executor is None:
+                self._executor = self._make()
+            executor = self._executor
+        executor.run(spec, rootfs, output)
+
+    def cancel(self) -> None:
+        with self._lock:
+            executor = self._executor
+        if executor is not None:
+            executor.cancel()
 
 
 class IndexResults:
     """The solver's ResultStore on the sqlite index: a hit only counts when
     every snapshot of its chain is still on disk."""
 
-    def __init__(self, worker):
-        self._worker = worker
+    def __init__(self, index: Index, snapshots: OverlaySnapshotter | CopySnapshotter):
+        self._index = index
+        self._snapshots = snapshots
 
-    def lookup(self, key: str):
-        cached = self._worker.index.get_result(key)
+    def lookup(self, key: CacheKey):
+        cached = self._index.get_result(key)
         if cached is None:
             return None
-        if not all(self._worker.snapshots.exists(s) for s in cached.chain):
-            self._worker.index.drop_result(key)
+        if not all(self._snapshots.exists(s) for s in cached.chain):
+            self._index.drop_result(key)
             return None
         return cached.chain
 
-    def record(self, key: str, result):
-        stored = self._worker.index.put_result(key, tuple(result))
+    def record(self, key: CacheKey, result):
+        stored = self._index.put_result(key, tuple(result))
         if stored.chain != tuple(result) and result:
             # Another process recorded this key first: keep theirs, drop ours.
             if result[-1] not in stored.chain:
-                self._worker.snapshots.remove(result[-1])
+                self._snapshots.remove(result[-1])
         return stored.chain
 
-    def created(self, key: str) -> float:
-        cached = self._worker.index.get_result(key)
+    def created(self, key: CacheKey) -> float:
+        cached = self._index.get_result(key)
         return cached.created if cached else time.time()
 
 
-class LazyRegistryClient:
-    """A builder.registry.client.RegistryClient made on first use: a fully cached
-    build never talks to a registry, and importing requests (which
-    builder.registry.client needs) costs ~0.13 s of CPU (docs/benchmarks.md)."""
-
-    def __init__(self, store, *, insecure=(), hosts=None):
-        self._store, self._insecure, self._hosts = store, tuple(insecure), hosts
-        self._client = None
-
-    def __getattr__(self, name):
-        if self._client is None:
-            from builder.registry.client import RegistryClient
-
-            self._client = RegistryClient(self._store, insecure=self._insecure, hosts=self._hosts)
-        return getattr(self._client, name)
-
-
-@dataclass
+@dataclass(frozen=True)
 class BuildSession:
-    worker: object
-    context_dir: Path
-    dockerfile_path: Path
-    reporter: object
-    network: NetworkMode
-    secrets: object
-    ssh: object  # builder.ops.ssh_agent.SshAgents
-    registry: "RegistryClient | LazyRegistryClient"
-    pull: bool
-    tmp: Path
-    definition: Definition | None = None
-    context: object = None
-    _executor: object = None
-    _stats: object = None  # the context's StatCache, closed with the session
-    limits: object = None  # runtime.limits.Limits of every RUN (--memory, --pids-limit...)
-    size_limits: object = None  # builder.config.SizeLimits of what the build downloads ([limits])
-    observer: object = None  # builder.root.memo.Observer, when this build may be memoised
-    build_contexts: dict = None  # --build-context: name -> builder.context.inputs.NamedContextInput
-    _named_dirs: dict = None  # context name -> BuildContext of a named local directory
-    _layouts: dict = None  # context name -> the pinned ref of its oci-layout image, once imported
-    _platform: str = "linux/amd64"  # the target platform: what an oci-layout index is read for
-
-    @property
-    def executor(self):
-        """One executor per build, so that cancel() reaches all its runs."""
-        if self._executor is None:
-            self._executor = self.worker.executor()
-        return self._executor
-
-    def cancel_running(self) -> None:
-        if self._executor is not None:
-            self._executor.cancel()
+    store: ContentStore
+    index: Index
+    snapshots: OverlaySnapshotter | CopySnapshotter
+    cache_mounts: Path  # RUN --mount=type=cache directories (builder.ops.cachemount)
+    executor: BuildExecutor
+    registry: RegistryAccess
+    images: ImageResolver
+    contexts: LocalContexts
+    ssh: SshAgents
+    reporter: BuildReporter
+    options: StepOptions
+    tmp: Path  # the build's scratch under ROOT/tmp, removed by close()
 
     @classmethod
-    def start(cls, *, worker, context_dir, dockerfile_path, reporter, network, secrets, ssh,
-              insecure_registries, pull, registry_hosts=None, build_contexts=None) -> "BuildSession":
+    def open(cls, worker: Worker, reporter: BuildReporter, sources: SourceOptions, options: StepOptions,
+             ssh: Mapping[str, Sequence[str]], observer: Observer | None = None) -> BuildSession:
+        """`ssh`: builder.solver.secrets.parse_ssh's IDs and what each names.
+        `observer` is told what the build read, when it may be memoised
+        (builder.root.memo)."""
         from builder.ops.ssh_agent import SshAgents
 
-        tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
-        registry = LazyRegistryClient(worker.store, insecure=insecure_registries, hosts=registry_hosts)
-        return cls(worker, Path(context_dir), Path(dockerfile_path), reporter, network, secrets,
-                   SshAgents(ssh), registry, pull, tmp, build_contexts=dict(build_contexts or {}))
+        registry = RegistryAccess(worker.store, insecure=sources.insecure_registries, hosts=sources.registry_hosts)
+        contexts = LocalContexts(sources.context_dir, sources.dockerfile_path, sources.platform,
+                                 sources.named_contexts, store=worker.store, stats_path=worker.root / "index.db",
+                                 observer=observer)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix="build-", dir=worker.root / "tmp"))
+        except BaseException:
+            contexts.close()
+            raise
+        return cls(store=worker.store, index=worker.index, snapshots=worker.snapshots,
+                   cache_mounts=worker.cache_mounts, executor=BuildExecutor(worker.executor), registry=registry,
+                   images=ImageResolver(worker, registry, pull=sources.pull, observer=observer),
+                   contexts=contexts, ssh=SshAgents(ssh), reporter=reporter, options=options, tmp=tmp)
 
     def close(self) -> None:
         self.ssh.close()  # stops the ssh-agents this build started
-        if self._stats is not None:
-            self._stats.close()  # every thread's connection to index.db
+        self.contexts.close()
         remove_tree(self.tmp, ignore_errors=True)
 
     @property
     def results(self) -> IndexResults:
-        return IndexResults(self.worker)
+        return IndexResults(self.index, self.snapshots)
 
     # frontend ------------------------------------------------------------
-    def convert(self, text: str, *, path: str, build_args, target, platform, explicit_platform: bool,
+    def convert(self, text: str, *, path: str, build_args, target, explicit_platform: bool,
                 extra_hosts=()) -> Definition:
-        from builder.context.trees import BuildContext, dockerignore_patterns
+        """The Dockerfile as a Definition for this session's platform, its
+        images resolved and its named contexts looked up through the session."""
         from frontend.convert import convert
 
-        if self.observer is not None:
-            self.observer.look_file(self.dockerfile_path.with_name(self.dockerfile_path.name + ".dockerignore"))
-            self.observer.look_file(self.context_dir / ".dockerignore")
-        excludes = dockerignore_patterns(self.context_dir, self.dockerfile_path)
-        self._platform = str(platform)
-        self.context = BuildContext(self.context_dir, excludes, self._stat_cache(), observer=self.observer,
-                                    remember=True)
-        self.definition = convert(
-            text, path=path, build_args=build_args, target=target, platform=platform,
-            explicit_platform=explicit_platform, resolve_image=self.resolve_image, excludes=excludes,
-            named_context=self.named_context, extra_hosts=extra_hosts)
-        return self.definition
-
-    def named_context(self, ref: str) -> NamedContext | None:
-        """The --build-context that a stage name, FROM or --from means."""
-        from builder.context.trees import BuildContext, ignore_file_patterns
-        from builder.context.inputs import context_name
-
-        try:
-            found = (self.build_contexts or {}).get(context_name(ref))
-        except PybuildError:
-            return None  # not a reference: not a context name either
-        if found is None:
-            return None
-        if found.layout is not None:
-            return NamedContext(found.name, image=self._layout_image(found))
-        if found.directory is None:
-            return NamedContext(found.name, image=found.image)
-        if self._named_dirs is None:
-            self._named_dirs = {}
-        if found.name not in self._named_dirs:
-            # BuildKit (dockerui namedcontext.go, "local"): a named directory
-            # is read through its own .dockerignore.
-            if self.observer is not None:
-                self.observer.look_file(found.directory / ".dockerignore")
-            excludes = ignore_file_patterns(found.directory) or ()
-            self._named_dirs[found.name] = BuildContext(found.directory, excludes, self._stats,
-                                                         observer=self.observer, remember=True)
-        return NamedContext(found.name, excludes=self._named_dirs[found.name].excludes)
-
-    def _layout_image(self, found) -> str:
-        """An oci-layout:// context as a reference pinned to a manifest now
-        in the store: BuildKit's placeholder, the context's name @ digest."""
-        from builder.context.inputs import import_oci_layout
-
-        if self.observer is not None:
-            self.observer.look_file(found.layout / "index.json")  # a moved tag is a new image
-        if self._layouts is None:
-            self._layouts = {}
-        if found.name not in self._layouts:
-            digest = import_oci_layout(found, self.worker.store, self._platform)
-            self._layouts[found.name] = f"{Reference.parse(found.name).name}@{digest}"
-        return self._layouts[found.name]
-
-    def context_for(self, source: ops.ContextSource | ops.NamedLocalSource):
-        """The BuildContext a source op reads: the build context, or a named directory."""
-        if isinstance(source, ops.NamedLocalSource):
-            return self._named_dirs[source.name]
-        return self.context
-
-    def _stat_cache(self):
-        from cache.statcache import StatCache
-
-        self._stats = StatCache(self.worker.root / "index.db")
-        return self._stats
-
-    def resolve_image(self, text: str, platform: ops.Platform) -> ResolvedImage:
-        from builder.image_schema import check_config, check_manifest
-
-        ref = Reference.parse(text)
-        platform_key = str(platform)
-        manifest_digest = ref.digest
-        if manifest_digest is None and not self.pull:
-            manifest_digest = self.worker.index.get_resolved(str(ref), platform_key)
-        manifest = None
-        if manifest_digest is not None and self.worker.store.has(manifest_digest):
-            manifest = json.loads(self.worker.store.read_bytes(manifest_digest))
-            if "config" not in manifest:  # an index pinned by digest: select below
-                manifest = None
-        if manifest is None:
-            resolved = self.resolve_manifest(ref, platform)
-            manifest_digest = resolved.manifest.digest
-            manifest = resolved.manifest_json
-        _check_stored(ref, "manifest", check_manifest, manifest)
-        config_digest = Digest.parse(manifest["config"]["digest"])
-        if not self.worker.store.has(config_digest):
-            resolved = self.resolve_manifest(ref, platform)
-            manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
-        config = json.loads(self.worker.store.read_bytes(config_digest))
-        _check_stored(ref, "image config", check_config, config)
-        if self.observer is not None:
-            self.observer.used_image(ref, platform_key, manifest_digest, config_digest)
-        name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
-        return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
-
-    def resolve_manifest(self, ref: Reference, platform: ops.Platform):
-        from builder.errors import RegistryError
-        from builder.root.images import resolve_now
-
-        try:
-            resolved = resolve_now(self.worker, self.registry, ref, str(platform))
-        except RegistryError as exc:
-            if str(ref) in str(exc):
-                raise
-            # "cannot reach registry HOST" alone does not say which image the
-            # build wanted (BuildKit: "failed to resolve source metadata for REF")
-            raise RegistryError(f"failed to resolve {ref}: {exc}", status=exc.status, code=exc.code,
-                                transient=exc.transient) from exc
-        return resolved
+        return convert(
+            text, path=path, build_args=build_args, target=target, platform=self.contexts.platform,
+            explicit_platform=explicit_platform, resolve_image=self.images.resolve_image,
+            excludes=self.contexts.main.excludes, named_context=self.contexts.named_context,
+            extra_hosts=extra_hosts)
 
     # solver --------------------------------------------------------------
-    def impl_for(self, vertex: str):
+    def op_impls(self, definition: Definition) -> Callable[[str], OpImpl]:
+        """The solver's `impl_for`: each vertex's op implementation, given its
+        op, the ops of its inputs and this session."""
         from builder.ops.exec import ExecImpl
-        from builder.ops.file import CopyImpl, CopyPartsImpl, GitImpl, MakeDirImpl, WriteFilesImpl, HttpImpl
-        from builder.ops.source import ContextImpl, ImageImpl, ScratchImpl
+        from builder.ops.file import CopyImpl, CopyPartsImpl, MakeDirImpl, WriteFilesImpl
+        from builder.ops.source.git import GitImpl
+        from builder.ops.source.http import HttpImpl
+        from builder.ops.source.image import ImageImpl
+        from builder.ops.source.local import ContextImpl, ScratchImpl
 
-        op = self.definition.op(vertex)
         kinds = {
             ops.Scratch: ScratchImpl,
             ops.ContextSource: ContextImpl,
@@ -259,27 +203,20 @@ class BuildSession:
             ops.CopyParts: CopyPartsImpl,
             ops.MakeDir: MakeDirImpl,
         }
-        impl = kinds.get(type(op))
-        if impl is None:
-            raise PybuildError(f"{type(op).__name__} is not supported yet")
-        return impl(op, vertex, self)
+
+        def impl_for(vertex: str) -> OpImpl:
+            op = definition.op(vertex)
+            impl = kinds.get(type(op))
+            if impl is None:
+                raise PybuildError(f"{type(op).__name__} is not supported yet")
+            return impl(op, vertex, tuple(definition.op(i) for i in op.inputs), self)
+
+        return impl_for
 
     # outputs -------------------------------------------------------------
-    def export(self, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+    def export(self, assembler, chain: Result, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
         """Write every output, each from the image its options ask for
         (builder.export.run); returns the build's image and what was pushed."""
         from builder.export.run import run_outputs
 
         return run_outputs(self, assembler, chain, tags, specs, push)
-
-
-def _check_stored(ref: Reference, what: str, check, body) -> None:
-    """The store holds documents from OCI layouts and older pybuilds too,
-    not only what passed the registry client's checks."""
-    from builder.errors import RegistryError
-    from builder.image_schema import SchemaError
-
-    try:
-        check(body)
-    except SchemaError as exc:
-        raise RegistryError(f"image {ref}: invalid {what}: {exc}") from None

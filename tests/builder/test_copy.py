@@ -21,7 +21,7 @@ import zstandard
 from builder.context.trees import BuildContext  # noqa: E402
 from builder.ops.copy import copy_into, make_dir, write_files  # noqa: E402
 from builder.ops.copy_options import CopyError, parse_chmod  # noqa: E402
-from builder.ops.http import FetchError, fetch_url  # noqa: E402
+from builder.ops.source.http import FetchError, fetch_url  # noqa: E402
 from fixtures.servers import LoopbackServer  # noqa: E402
 from frontend.ops import InlineFile  # noqa: E402
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.ops.http import _filename_from
+from builder.ops.source.http import _filename_from
 from e2e.helpers import build_image
 from fixtures.servers import LoopbackServer
 from frontend.copy_instruction import url_file_name as _url_file_name

@@ -280,7 +280,7 @@ def test_git_keeps_the_credentials_of_its_own_url(tmp_path, busybox_image, priva
 
 
 def test_git_runs_with_an_environment_of_its_own(tmp_path, monkeypatch):
-    from builder.ops import git
+    from builder.ops.source import git
 
     # What the host's environment would otherwise hand git: a protocol
     # allow-list outranking the refused transports, config of its own.

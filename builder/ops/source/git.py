@@ -1,4 +1,4 @@
-"""Fetching one ref of a git repository, for git contexts and `ADD <git url>`.
+"""Fetching one ref of a git repository, for git contexts, and `ADD <git url>` (`GitImpl`).
 
 As BuildKit's git source: a shallow fetch of exactly one ref (a branch, a
 tag or a commit), submodules included, `.git` left out unless asked for.
@@ -42,10 +42,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import PybuildError
+from builder.solver.keys import CacheKey, cache_key
+from frontend.ops import GitSource, Op
 from runtime import lifeline
 from runtime.fsutil import remove_tree
+
+if TYPE_CHECKING:
+    from builder.solver.session import BuildSession
 
 _TIMEOUT = 600  # seconds for one git command
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -130,3 +136,30 @@ def checkout(url: str, ref: str, dest: Path, *, keep_git_dir: bool = False) -> N
         _git(["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"], dest, url)
     if not keep_git_dir:
         shutil.rmtree(dest / ".git", ignore_errors=True)
+
+
+class GitImpl:
+    """ADD <git url>: the tree of one ref, alone in a snapshot, for a
+    FileCopy to read. The key holds the commit the ref names now, so a new
+    commit on a branch rebuilds, as BuildKit's git source does."""
+
+    def __init__(self, op: GitSource, vertex: str, input_ops: Sequence[Op], session: BuildSession):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+        self._commit: str | None = None
+
+    def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
+        self._commit = resolve_commit(self.op.remote, self.op.ref, self.session.tmp)
+        return cache_key(self.op.canonical(), input_keys, self._commit)
+
+    def execute(self, inputs, cancel):
+        snapshots = self.session.snapshots
+        snapshot = snapshots.create()
+        try:
+            checkout(self.op.remote, self._commit or self.op.ref, snapshots.fs_path(snapshot),
+                     keep_git_dir=self.op.keep_git_dir)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return (snapshot,)

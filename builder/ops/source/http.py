@@ -1,4 +1,5 @@
-"""ADD https://...: download one file, as BuildKit's http source does.
+"""ADD https://...: download one file, as BuildKit's http source does
+(`fetch_url`, which URL contexts use too), alone in a snapshot (`HttpImpl`).
 
 - The file is written with mode 0600 (BuildKit's default, and docker's) and
   its mtime is the response's Last-Modified, or the Unix epoch without one,
@@ -24,14 +25,18 @@ import email.utils
 import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
 import urllib.parse
 from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import PybuildError
+from builder.solver.keys import CacheKey, cache_key
 from cache.digest import Digest
+from frontend.ops import HttpSource, Op
+from runtime.confine import Refused, check_name
 
 FILE_MODE = 0o600
 DEFAULT_FILENAME = "download"
@@ -41,6 +46,8 @@ _ALGORITHMS = ("sha256", "sha384", "sha512")
 
 if TYPE_CHECKING:
     import requests
+
+    from builder.solver.session import BuildSession
 
 
 class FetchError(PybuildError):
@@ -174,3 +181,47 @@ def _filename_from(content_disposition: str, url: str) -> str:
     if base in ("", ".", ".."):
         return DEFAULT_FILENAME
     return base
+
+
+class HttpImpl:
+    """The downloaded file, alone in a snapshot, for a FileCopy to read.
+
+    Without --checksum the content decides the key, so the file is fetched
+    while keying (as BuildKit re-checks a URL on every build)."""
+
+    def __init__(self, op: HttpSource, vertex: str, input_ops: Sequence[Op], session: BuildSession):
+        self.op = op
+        self.vertex = vertex
+        self.session = session
+        self._download: tuple[Path, str, str] | None = None
+
+    def _fetch(self) -> tuple[Path, str, str]:
+        if self._download is None:
+            path = self.session.tmp / f"download-{self.vertex[7:23]}"
+            limits = self.session.options.size_limits
+            name, digest = fetch_url(self.op.url, path, self.op.checksum or None, filename=self.op.filename,
+                                     max_size=limits.max_add_url_size if limits is not None else None)
+            self._download = (path, name, str(digest))
+        return self._download
+
+    def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
+        content = self.op.checksum or self._fetch()[2]
+        return cache_key(self.op.canonical(), input_keys, content)
+
+    def execute(self, inputs, cancel):
+        path, name, _ = self._fetch()
+        try:
+            # The frontend names the file; a name that is not plain (`..`)
+            # would put the download beside the snapshot, not in it.
+            check_name(name)
+        except Refused:
+            raise FetchError(f"ADD {redact(self.op.url)}: {name!r} is not a plain file name") from None
+        snapshots = self.session.snapshots
+        snapshot = snapshots.create()
+        try:
+            target = snapshots.fs_path(snapshot) / name
+            shutil.copy2(path, target)
+        except BaseException:
+            snapshots.remove(snapshot)
+            raise
+        return (snapshot,)

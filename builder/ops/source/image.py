@@ -1,10 +1,11 @@
-"""Sources: base images (pull and extract), scratch, and the build context."""
+"""FROM <image>: a base image's layers, pulled and extracted once per root."""
 
 from __future__ import annotations
 
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import RegistryError
 from builder.image import Descriptor
@@ -14,67 +15,38 @@ from builder.solver.scheduler import Cancelled
 from cache.digest import Digest
 from cache.errors import InvalidDigest
 from cache.index import LayerRecord
-from builder.solver.keys import cache_key
+from builder.solver.keys import CacheKey, cache_key
 from cache.keys import chain_id
-from frontend.ops import ContextSource, ImageSource, Scratch
+from frontend.ops import ImageSource, Op
+
+if TYPE_CHECKING:
+    from builder.solver.session import BuildSession
 
 PULL_WORKERS = 4
-
-
-class ScratchImpl:
-    def __init__(self, op: Scratch, vertex: str, session):
-        self.op = op
-
-    def cache_key(self, input_keys):
-        return cache_key(self.op.canonical(), input_keys)
-
-    def execute(self, inputs, cancel):
-        return ()
-
-
-class ContextImpl:
-    """The context (or a named local context) is read by the steps that
-    select from it; the source itself produces no snapshot."""
-
-    def __init__(self, op: ContextSource, vertex: str, session):
-        self.op = op
-
-    def cache_key(self, input_keys):
-        # Every step reading the context adds the checksum of what it
-        # selects, and that selection already applies .dockerignore; keying
-        # on the patterns too would rebuild everything after an edit that
-        # leaves the selected files alone (BuildKit keys those steps on
-        # content, so they stay cached).
-        body = self.op.canonical()
-        body.pop("excludes", None)
-        return cache_key(body, input_keys)
-
-    def execute(self, inputs, cancel):
-        return ()
 
 
 class ImageImpl:
     """Pulls the layers of a pinned image and extracts each one, once per
     chain ID, into a snapshot that every build of the root shares."""
 
-    def __init__(self, op: ImageSource, vertex: str, session):
+    def __init__(self, op: ImageSource, vertex: str, input_ops: Sequence[Op], session: BuildSession):
         self.op = op
         self.vertex = vertex
         self.session = session
 
-    def cache_key(self, input_keys):
+    def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
         return cache_key(self.op.canonical(), input_keys)
 
     def execute(self, inputs, cancel: threading.Event):
-        worker = self.session.worker
+        store = self.session.store
         ref = Reference.parse(self.op.ref)
         manifest_digest = ref.digest
-        if not worker.store.has(manifest_digest):
-            self.session.resolve_manifest(ref, self.op.platform)
+        if not store.has(manifest_digest):
+            self.session.images.resolve_manifest(ref, self.op.platform)
         # Both type-checked already: the frontend pinned this manifest through
-        # BuildSession.resolve_image, which checks what it reads, store or not.
-        manifest = json.loads(worker.store.read_bytes(manifest_digest))
-        config = json.loads(worker.store.read_bytes(Digest.parse(manifest["config"]["digest"])))
+        # ImageResolver.resolve_image, which checks what it reads, store or not.
+        manifest = json.loads(store.read_bytes(manifest_digest))
+        config = json.loads(store.read_bytes(Digest.parse(manifest["config"]["digest"])))
         diff_ids = config["rootfs"]["diff_ids"]
         layers = [Descriptor.from_json(l) for l in manifest.get("layers") or ()]
         if len(diff_ids) != len(layers):
@@ -105,9 +77,8 @@ class ImageImpl:
         return tuple(chain)
 
     def _extracted(self, cid: Digest) -> str | None:
-        worker = self.session.worker
-        snapshot = worker.index.get_base(cid)
-        return snapshot if snapshot is not None and worker.snapshots.exists(snapshot) else None
+        snapshot = self.session.index.get_base(cid)
+        return snapshot if snapshot is not None and self.session.snapshots.exists(snapshot) else None
 
     def _fetch(self, ref, desc: Descriptor, cancel: threading.Event) -> None:
         if cancel.is_set():
@@ -115,30 +86,30 @@ class ImageImpl:
         self.session.registry.fetch_blob(ref, desc, progress=self.session.reporter.progress_hook(self.vertex))
 
     def _max_layer_size(self) -> int | None:
-        limits = self.session.size_limits
+        limits = self.session.options.size_limits
         return limits.max_layer_size if limits is not None else None
 
     def _extract(self, ref, desc: Descriptor, diff_id: str, cid: Digest) -> str:
         """The layer's snapshot, made only if its content is the diff_id the
         image's config claims (builder.export.layers.extract_layer)."""
-        worker = self.session.worker
+        session = self.session
         try:
             expected = Digest.parse(diff_id)
         except InvalidDigest:
             raise RegistryError(f"image {ref}: its config has an invalid diff_id {diff_id!r}") from None
-        return extract_layer(worker.store, worker.index, worker.snapshots, desc, expected, cid,
+        return extract_layer(session.store, session.index, session.snapshots, desc, expected, cid,
                              what=f"image {ref}", max_size=self._max_layer_size())
 
     def _remember_blob(self, snapshot: str, desc: Descriptor, diff_id: str) -> None:
-        worker = self.session.worker
-        if not worker.store.has(desc.digest):
+        store, index = self.session.store, self.session.index
+        if not store.has(desc.digest):
             # The layer was extracted before from another blob of the same
             # diff_id (the image pushed again elsewhere, gzipped anew): this
             # one was never fetched, so the index must not claim it.
             return
         key = f"base:{desc.digest}"
-        if worker.index.get_layer(snapshot, key) is None:
-            worker.index.put_layer(LayerRecord(snapshot, key, Digest.parse(diff_id), desc.digest, desc.size,
+        if index.get_layer(snapshot, key) is None:
+            index.put_layer(LayerRecord(snapshot, key, Digest.parse(diff_id), desc.digest, desc.size,
                                                desc.media_type, False))
 
 
