@@ -1,23 +1,41 @@
 """The Python API: one call builds an image (the CLI is a thin layer on it).
 
-    from builder import build
-    result = build("testdata/hello", tags=["app"], root="/tmp/pb")
-    print(result.image_id)
+A `BuildRequest` says what to build and how; `build` runs it and returns a
+`BuildResult`:
+
+    from builder.build import BuildRequest, build
+
+    request = BuildRequest("testdata/hello", tags=("hello",), root="/tmp/pb",
+                           build_args={"BASE": "127.0.0.1:5000/busybox:latest"})
+    result = build(request)
+    print(result.image_id, result.manifest_digest, result.executed_steps)
+
+`build(context, **fields)` is short for `build(BuildRequest(context, **fields))`:
+
+    from builder.build import build
+
+    again = build("testdata/hello", tags=["hello"], root="/tmp/pb",
+                  build_args={"BASE": "127.0.0.1:5000/busybox:latest"})
+    assert again.executed_steps == 0  # everything came from the cache
+
+Errors are PybuildErrors (builder.errors): a step that failed is a
+`StepFailed` naming the step, its Dockerfile lines and the cause.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from builder.export.assemble import Assembler, ExportOptions
 from builder.remotecache.control import CacheControl
 from builder.context.trees import read_dockerfile_at
-from builder.errors import PybuildError
-from builder.root.gc import RootLock, auto_gc
+from builder.errors import PybuildError, StepFailed, translated_errors
+from builder.root.gc import auto_gc
+from builder.root.lock import RootLock
 from builder.image import Image
 from builder.export.layers import EarlyLayers, LayerMaker
 from builder.export.outputs import OutputSpec, parse_output
@@ -29,6 +47,58 @@ from builder.solver.scheduler import Solver
 from builder.root.worker import Worker
 from frontend.ops import NetworkMode, Platform
 from runtime.limits import Limits
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a build is given, by the CLI's flags and configuration or
+    by a Python caller; the values are as the flags spell them."""
+
+    context: str | os.PathLike  # a local directory (the CLI fetches a remote one first)
+
+    # The Dockerfile and what it is given.
+    dockerfile: str | os.PathLike | None = None  # default: CONTEXT/Dockerfile, shown as "Dockerfile"
+    dockerfile_text: str | None = None  # its text when already read (stdin, a remote context)
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    platform: str | None = None  # os/arch[/variant]; default: this host's
+    build_contexts: Sequence[str] = ()  # NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://PATH[:TAG][@DIGEST]
+
+    # What RUN steps get.
+    network: str = "host"  # host, none, or default (= host)
+    secrets: Sequence[str] = ()  # id=ID,src=FILE|env=VAR
+    ssh: Sequence[str] = ()  # default|ID=PATH
+    add_hosts: Sequence[str] = ()  # HOST:IP
+    memory: str | int | None = None  # 512m, 1g, or bytes
+    cpus: float | str | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    pids_limit: int | None = None
+    ulimits: Sequence[str] = ()  # nofile=1024:2048
+
+    # The cache.
+    no_cache: bool = False
+    no_cache_filter: str | Sequence[str] = ()  # stages, or STAGE[,STAGE]
+    explain: bool = False
+    cache_to: Sequence[str] = ()
+    cache_from: Sequence[str] = ()
+    pull: bool = False
+
+    # The image and where it goes.
+    tags: Sequence[str] = ()
+    outputs: Sequence[str | OutputSpec] = ()  # none: the local store
+    push: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    squash: bool = False
+
+    # The root and the configuration (the CLI reads them from its config file).
+    root: str | os.PathLike | None = None
+    isolation: str | None = None  # builtin or oci; default: oci when runc/crun exists
+    insecure_registries: Sequence[str] = ()
+    registry_hosts: object = None  # builder.registry.hosts.RegistryHosts; None: the config file pybuild finds
+    gc_policy: Sequence = ()  # the config file's [[gc.policy]] (builder.root.gc.gc_rules)
+    size_limits: object = None  # builder.config.SizeLimits, the config file's [limits]; None: no cap
 
 
 @dataclass(frozen=True)
@@ -61,88 +131,66 @@ def parse_platform(text: str | None) -> Platform:
         raise PybuildError(f"invalid platform: {exc}") from None  # the message quotes the value
 
 
-def build(
-    context: str | os.PathLike,
-    *,
-    dockerfile: str | os.PathLike | None = None,
-    dockerfile_text: str | None = None,
-    tags: Sequence[str] = (),
-    build_args: Mapping[str, str] | None = None,
-    target: str | None = None,
-    platform: str | None = None,
-    outputs: Sequence[str | OutputSpec] = (),
-    push: bool = False,
-    root: str | os.PathLike | None = None,
-    isolation: str | None = None,
-    network: str = "host",
-    no_cache: bool = False,
-    no_cache_filter: str | Sequence[str] = (),
-    explain: bool = False,
-    cache_to: Sequence[str] = (),
-    cache_from: Sequence[str] = (),
-    pull: bool = False,
-    secrets: Sequence[str] = (),
-    ssh: Sequence[str] = (),
-    memory: str | int | None = None,
-    cpus: float | str | None = None,
-    cpu_quota: int | None = None,
-    cpu_period: int | None = None,
-    pids_limit: int | None = None,
-    ulimits: Sequence[str] = (),
-    insecure_registries: Sequence[str] = (),
-    registry_hosts=None,  # builder.registry.hosts.RegistryHosts; None: the config file pybuild finds
-    gc_policy: Sequence = (),  # the config file's [[gc.policy]] (builder.root.gc.gc_rules)
-    size_limits=None,  # builder.config.SizeLimits, the config file's [limits]; None: no cap
-    labels: Mapping[str, str] | None = None,
-    annotations: Mapping[str, str] | None = None,
-    squash: bool = False,
-    build_contexts: Sequence[str] = (),
-    add_hosts: Sequence[str] = (),
-    reporter: BuildReporter | None = None,
-    observer=None,
-) -> BuildResult:
-    """`observer` (a builder.root.memo.Observer) is told what the build read.
-    `build_contexts`: `NAME=DIR`, `NAME=docker-image://REF` or
-    `NAME=oci-layout://PATH[:TAG][@DIGEST]` (--build-context);
-    `add_hosts`: `HOST:IP` (--add-host)."""
+def build(request: BuildRequest | str | os.PathLike, /, *, reporter: BuildReporter | None = None,
+          observer=None, **fields) -> BuildResult:
+    """Build what `request` asks. Given a context instead, the keyword
+    `fields` make the request; given both, they replace its fields.
+    `reporter` shows the progress (builder.solver.progress.make_reporter;
+    default: nothing shown); `observer` (a builder.root.memo.Observer) is
+    told what the build read. Raises PybuildError."""
+    if not isinstance(request, BuildRequest):
+        request = BuildRequest(request, **fields)
+    elif fields:
+        request = replace(request, **fields)
+    # The Python API's callers meet PybuildErrors only, as the CLI does.
+    with translated_errors():
+        return _build(request, reporter or BuildReporter(), observer)
+
+
+def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildResult:
     from builder.context.inputs import parse_build_contexts
 
     started = time.monotonic()
-    reporter = reporter or BuildReporter()
-    context_dir = Path(context)
+    context_dir = Path(request.context)
     if not context_dir.is_dir():
-        raise PybuildError(f"build context {context} is not a directory")
-    dockerfile_path = Path(dockerfile) if dockerfile else context_dir / "Dockerfile"
+        raise PybuildError(f"build context {request.context} is not a directory")
+    dockerfile_path = Path(request.dockerfile) if request.dockerfile else context_dir / "Dockerfile"
+    dockerfile_text = request.dockerfile_text
     if dockerfile_text is None:
         dockerfile_text = read_dockerfile_at(dockerfile_path)
-    specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in outputs]
-    tags = tuple(str(Reference.parse(t)) for t in tags)
+    specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in request.outputs]
+    tags = tuple(str(Reference.parse(t)) for t in request.tags)
+    network = request.network
     if network not in ("host", "none", "default"):
         raise PybuildError(f"invalid --network {network!r}: expected default, host or none")
-    limits = _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits)
-    named_contexts = parse_build_contexts(build_contexts)
-    extra_hosts = parse_add_hosts(add_hosts)
-    target_platform = parse_platform(platform)
-    cache_control = CacheControl.parse(no_cache=no_cache, no_cache_filter=no_cache_filter, explain=explain,
-                                       cache_to=cache_to, cache_from=cache_from)
+    limits = _limits(request)
+    named_contexts = parse_build_contexts(request.build_contexts)
+    extra_hosts = parse_add_hosts(request.add_hosts)
+    target_platform = parse_platform(request.platform)
+    cache_control = CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
+                                       explain=request.explain, cache_to=request.cache_to,
+                                       cache_from=request.cache_from)
+    build_args, target = dict(request.build_args or {}), request.target
     # absolute from here on, as the CLI's (builder.config.resolve)
-    worker = Worker.open(Path(os.path.abspath(root)) if root else None, isolation)
+    worker = Worker.open(Path(os.path.abspath(request.root)) if request.root else None, request.isolation)
     lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
     try:
         session = BuildSession.open(
             worker, reporter,
-            SourceOptions(context_dir, dockerfile_path, target_platform, named_contexts, pull=pull,
-                          insecure_registries=tuple(insecure_registries), registry_hosts=registry_hosts),
-            StepOptions(NetworkMode(network), parse_secrets(secrets), limits=limits, size_limits=size_limits),
-            parse_ssh(ssh), observer)
+            SourceOptions(context_dir, dockerfile_path, target_platform, named_contexts, pull=request.pull,
+                          insecure_registries=tuple(request.insecure_registries),
+                          registry_hosts=request.registry_hosts),
+            StepOptions(NetworkMode(network), parse_secrets(request.secrets), limits=limits,
+                        size_limits=request.size_limits),
+            parse_ssh(request.ssh), observer)
         early = None
         try:
             definition = session.convert(
                 dockerfile_text,
-                path=dockerfile_path.name if dockerfile is None else str(dockerfile),
-                build_args=dict(build_args or {}),
+                path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
+                build_args=build_args,
                 target=target,
-                explicit_platform=bool(platform),
+                explicit_platform=bool(request.platform),
                 extra_hosts=extra_hosts,
             )
             reporter.set_names(definition.metadata)
@@ -160,11 +208,11 @@ def build(
                             on_result=early.step_done if early else lambda vertex, result: None)
             try:
                 solution = solver.solve(definition.target, force=cache_control.force)
-            except Exception as exc:
-                meta = definition.metadata.get(getattr(exc, "vertex", None))
-                if meta is not None and meta.location is not None:
-                    exc.location = meta.location  # the CLI shows those Dockerfile lines
-                raise
+            except StepFailed as failed:
+                meta = definition.metadata.get(failed.vertex)
+                if meta is None or meta.location is None:
+                    raise
+                raise failed.at(meta.location) from failed.cause  # the CLI shows those Dockerfile lines
             cache_control.after_solve(definition, session, solution, reporter, build_args, target)
             if observer is not None:
                 _observe_solution(observer, definition, solution, reporter)
@@ -172,19 +220,19 @@ def build(
             # One image per output's export options (builder.export.run).
             assembler = Assembler(worker.store, layers,
                                   definition.image, solution.result, created,
-                                  ExportOptions(labels=tuple((labels or {}).items()),
-                                                annotations=tuple((annotations or {}).items()),
-                                                source_date_epoch=_epoch(build_args), squash=squash),
+                                  ExportOptions(labels=tuple((request.labels or {}).items()),
+                                                annotations=tuple((request.annotations or {}).items()),
+                                                source_date_epoch=_epoch(build_args), squash=request.squash),
                                   snapshots=worker.snapshots, tmp=session.tmp)
             assembler = cache_control.wrap_assembler(assembler, worker, solution, definition)
-            image, pushed = session.export(assembler, solution.result, tags, specs, push)
+            image, pushed = session.export(assembler, solution.result, tags, specs, request.push)
             cache_control.export(session, worker, solution, definition, image, reporter)
         finally:
             if early is not None:
                 early.close()  # on failure: stops a layer still being made
             session.close()
         lease.release()
-        auto_gc(worker, reporter, gc_policy)
+        auto_gc(worker, reporter, request.gc_policy)
     finally:
         lease.release()
         worker.close()
@@ -236,18 +284,19 @@ def parse_add_hosts(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(hosts)
 
 
-def _limits(memory, cpus, cpu_quota, cpu_period, pids_limit, ulimits) -> Limits | None:
+def _limits(request: BuildRequest) -> Limits | None:
     """RUN's resource limits (docker build's --memory, --cpus...), or None."""
     from runtime.limits import LimitError, cpus_to_quota, parse_memory, parse_ulimit
 
+    memory, cpus, cpu_quota, cpu_period = request.memory, request.cpus, request.cpu_quota, request.cpu_period
     try:
         if cpus is not None:
             if cpu_quota is not None:
                 raise LimitError("--cpus and --cpu-quota cannot be used together")
             cpu_quota, cpu_period = cpus_to_quota(cpus)
         limits = Limits(memory=parse_memory(memory) if memory is not None else None, cpu_quota=cpu_quota,
-                        cpu_period=cpu_period, pids=pids_limit,
-                        ulimits=tuple(parse_ulimit(u) for u in ulimits))
+                        cpu_period=cpu_period, pids=request.pids_limit,
+                        ulimits=tuple(parse_ulimit(u) for u in request.ulimits))
     except LimitError as exc:
         raise PybuildError(str(exc)) from None
     return limits or None

@@ -13,7 +13,7 @@
 Remote and stdin contexts are written under ROOT/tmp and removed when the
 `with` block ends. As in docker, `-f` names a file inside such a context.
 They are fetched while this process holds its lease on the root, into a
-directory named with its token (`context-TOKEN-XXXXXXXX`), so that the
+directory named with its token (builder/root/scratch.py), so that the
 next command to open the root removes what a pybuild killed meanwhile
 left (builder/root/reclaim.py).
 """
@@ -25,7 +25,6 @@ import json
 import re
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -33,14 +32,13 @@ from typing import BinaryIO, Iterator
 
 from builder.ops.source import git
 from builder.errors import PybuildError
+from builder.root.scratch import make_context_scratch
 from builder.ops import archive
 from frontend.errors import ContextError
 from frontend.parser import read_dockerfile
-from runtime import lease
 from runtime.fsutil import remove_tree, resolve_in_root
 
 _COPY_CHUNK = 1 << 20
-SCRATCH_PREFIX = "context-"  # in ROOT/tmp, followed by the maker's lease token
 _SCP_LIKE_GIT = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
 
 
@@ -105,7 +103,7 @@ def prepare_context(spec: str, *, root: Path, stdin: BinaryIO | None = None) -> 
     # after taking back what dead processes left, as every command does.
     worker = Worker.open(root, "builtin")
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{lease.token()}-", dir=worker.root / "tmp"))
+        scratch = make_context_scratch(worker.root)
         try:
             if kind is ContextKind.STDIN:
                 if stdin is None:
@@ -119,14 +117,6 @@ def prepare_context(spec: str, *, root: Path, stdin: BinaryIO | None = None) -> 
             remove_tree(scratch, ignore_errors=True)  # an unpacked archive's 0555 directories too
     finally:
         worker.close()
-
-
-def scratch_owner(name: str) -> str | None:
-    """The lease token in the name of a context's scratch directory."""
-    if not name.startswith(SCRATCH_PREFIX):
-        return None
-    owner = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-    return owner if lease.is_token(owner) else None
 
 
 def _from_stream(stream: BinaryIO, scratch: Path, what: str) -> PreparedContext:

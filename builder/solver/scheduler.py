@@ -87,8 +87,7 @@ class Solver:
             try:
                 keys[vertex] = impls[vertex].cache_key([keys[i] for i in self.inputs_of(vertex)])
             except Exception as exc:  # e.g. a COPY source that is not in the context
-                _blame(exc, vertex)
-                raise
+                raise _blame(exc, vertex)
 
         known: dict[str, Result] = {}
         to_run: set[str] = set()
@@ -139,8 +138,7 @@ class Solver:
                     if error is None:
                         known[vertex] = future.result()
                     elif failure is None:
-                        failure = error
-                        _blame(error, vertex)
+                        failure = _blame(error, vertex)
                         self._cancel(cancel)
         except BaseException:
             # Ctrl-C or an internal error: let every running step clean up.
@@ -174,13 +172,19 @@ class Solver:
 
 
 
-def _blame(error: BaseException, vertex: str) -> None:
-    """Name the step that failed on its error, so the CLI can show where in
-    the Dockerfile it is (as BuildKit prints the instruction's lines)."""
-    try:
-        error.vertex = vertex
-    except AttributeError:
-        pass  # an exception type with __slots__: reported without the place
+def _blame(error: BaseException, vertex: str) -> BaseException:
+    """The error to raise for a step that failed with `error`: a StepFailed
+    naming the step, so the build can show where in the Dockerfile it is (as
+    BuildKit prints the instruction's lines). A bug (an error no input or
+    host can cause) stays as it is, with its own traceback."""
+    from builder.errors import StepFailed, expected_errors
+
+    if isinstance(error, StepFailed) or not isinstance(error, expected_errors()):
+        return error
+    failed = StepFailed(vertex, None, error)
+    failed.__cause__ = error  # as `raise ... from error`: the traceback shows both
+    return failed
+
 
 class Cancelled(Exception):
     """A step that did not start, or was stopped, because another failed."""
