@@ -151,7 +151,7 @@ def _descriptor(*required: str) -> Check:
 
 
 # An index entry without a mediaType is taken for an image manifest
-# (builder.registry.client.select_platform); a manifest's blobs need theirs.
+# (builder.registry.platforms.select_platform); a manifest's blobs need theirs.
 _BLOB = _descriptor("mediaType", "digest", "size")
 _ENTRY = _descriptor("digest", "size")
 

@@ -272,7 +272,7 @@ def import_oci_layout(found: NamedContextInput, store, platform: str):
 
 def _import_layout_image(found: NamedContextInput, store, platform: str):
     from builder.context.layout import copy_blob, tagged_entries
-    from builder.registry.client import select_platform
+    from builder.registry.platforms import select_platform
     from cache.digest import Digest
 
     where = f"--build-context {found.name}: {found.layout}"

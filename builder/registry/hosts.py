@@ -18,7 +18,6 @@ BuildKit.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -38,16 +37,6 @@ class RegistryHosts:
             insecure=frozenset(host for host, reg in registries.items() if reg.insecure),
             ca={host: reg.ca for host, reg in registries.items() if getattr(reg, "ca", None)},
         )
-
-    @classmethod
-    def from_environment(cls) -> "RegistryHosts":
-        """From the config file pybuild would read ($PYBUILD_CONFIG,
-        ~/.config/pybuild/config.toml, /etc/pybuild/config.toml); none when
-        there is no file."""
-        from builder.config import find_config, load_config
-
-        path = find_config(None, os.environ)
-        return cls.from_config(load_config(path)) if path else cls()
 
     def mirrors_of(self, registry: str) -> tuple[str, ...]:
         return tuple(self.mirrors.get(registry, ()))

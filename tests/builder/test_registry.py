@@ -12,7 +12,8 @@ from builder.registry.auth import Credentials, DockerConfigAuth, no_credentials,
 from builder.errors import RegistryError
 from builder.image import OCI_INDEX, OCI_MANIFEST, Descriptor
 from builder.registry.reference import Reference
-from builder.registry.client import RegistryClient, parse_platform, select_platform
+from builder.registry.client import RegistryClient
+from builder.registry.platforms import parse_platform, select_platform
 from cache.digest import Digest
 from cache.store import ContentStore
 from fixtures.busybox import skopeo_inspect

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.registry.client import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
+from builder.registry.manifests import MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE
 from fixtures import busybox
 from fixtures.proxy import FaultProxy
 from fixtures.servers import LoopbackServer

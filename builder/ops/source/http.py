@@ -11,7 +11,7 @@
   published; a mismatch leaves nothing behind.
 - Only responses 200-399 are accepted (requests follows redirects).
 - Credentials are the URL's own (`https://user:pass@host/...`) and nobody
-  else's: the host's `~/.netrc` is never read (builder.registry.client.Session),
+  else's: the host's `~/.netrc` is never read (builder.registry.transport.Session),
   as BuildKit's http source reads none; proxies come from HTTP_PROXY,
   HTTPS_PROXY and NO_PROXY, as in BuildKit.
 
@@ -63,7 +63,7 @@ def fetch_url(url: str, dest_file: Path, checksum: str | Digest | None = None, *
     # a URL, and requests costs ~0.13 s of CPU to import (docs/benchmarks.md).
     import requests
 
-    from builder.registry.client import Session
+    from builder.registry.transport import Session
 
     expected_alg, expected_hex = _parse_checksum(checksum)
     dest_file = Path(dest_file)
