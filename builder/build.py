@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 from builder.export.assemble import Assembler, ExportOptions
 from builder.remotecache.control import CacheControl
-from builder.context.trees import read_dockerfile_at
+from builder.context.dockerfile import read_dockerfile_at
 from builder.errors import PybuildError, StepFailed, translated_errors
 from builder.root.gc import auto_gc
 from builder.root.lock import RootLock

@@ -224,7 +224,7 @@ def _dockerfile_for(prepared, dockerfile: str | None, stdin_text: str | None) ->
         return None, stdin_text
     if prepared.dockerfile_text is not None:
         return None, prepared.dockerfile_text
-    from builder.context.trees import read_dockerfile_at
+    from builder.context.dockerfile import read_dockerfile_at
     from runtime.fsutil import resolve_in_root
 
     if dockerfile and prepared.is_remote and not Path(dockerfile).is_absolute():

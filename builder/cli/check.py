@@ -40,7 +40,7 @@ def run_checks(context, dockerfile, build_args, target, debug):
     """Print the build checks' warnings and summary; returns the warnings
     and the Dockerfile's check config. A Dockerfile that cannot be parsed or
     converted ends the command (exit 1)."""
-    from builder.context.trees import dockerignore_patterns, read_dockerfile_at
+    from builder.context.dockerfile import dockerignore_patterns, read_dockerfile_at
     from frontend.check import check as run_check
     from frontend.errors import DockerfileError
     from frontend.lint import CheckConfig

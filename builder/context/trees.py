@@ -44,24 +44,25 @@ by COPY, so there uid/gid are part of the checksum.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import posixpath
-import re
 import stat
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
+from builder.context.patterns import (
+    PatternSet,
+    clean_path,
+    component_matchers,
+    find_wildcard,
+    split_wildcards,
+)
 from cache.digest import Digest
 from cache.statcache import StatCache, hash_file
-from frontend.dockerignore import Matcher, glob_class, read_dockerignore
 from frontend.errors import ContextError
-from frontend.parser import read_dockerfile
-from runtime.confine import Tree
 from runtime.errors import RuntimeFailure
 from runtime.fsutil import read_xattrs, resolve_in_root
 
@@ -146,7 +147,7 @@ class BuildContext:
         self.excludes = tuple(excludes)
         self.stat_cache = stat_cache
         self.preserve_ownership = preserve_ownership
-        self._ignore = _PatternSet(self.excludes)
+        self._ignore = PatternSet(self.excludes)
         # `remember`: one build reads the context as it was when first
         # selected (as BuildKit's one transfer does): a COPY's key, its copy
         # and the --explain record see the same selection, walked once.
@@ -165,7 +166,7 @@ class BuildContext:
         memo_key = (tuple(patterns), tuple(excludes), follow_symlinks)
         if self._selections is not None and memo_key in self._selections:
             return self._selections[memo_key]
-        exclude = _PatternSet(tuple(excludes))
+        exclude = PatternSet(tuple(excludes))
         matches: list[Match] = []
         for pattern in patterns:
             matches.extend(self._select_one(pattern, exclude, follow_symlinks))
@@ -176,15 +177,15 @@ class BuildContext:
             self._selections[memo_key] = selection
         return selection
 
-    def _select_one(self, pattern: str, exclude: "_PatternSet", follow: bool) -> list[Match]:
+    def _select_one(self, pattern: str, exclude: "PatternSet", follow: bool) -> list[Match]:
         pivot = ""
         if "/./" in pattern:
             before, _, after = pattern.partition("/./")
-            pivot = _clean(before)
-            cleaned = _clean(pivot + "/" + after)
+            pivot = clean_path(before)
+            cleaned = clean_path(pivot + "/" + after)
         else:
-            cleaned = _clean(pattern)
-        literal, wildcard = _split_wildcards(cleaned)
+            cleaned = clean_path(pattern)
+        literal, wildcard = split_wildcards(cleaned)
         if not wildcard:
             match = self._match_path(pattern, cleaned, pivot, exclude, follow, from_wildcard_base=None)
             if match is None:
@@ -201,14 +202,14 @@ class BuildContext:
         if not stat.S_ISDIR(base_st.st_mode) or not self._visible(base_rel, base, base_st):
             raise _not_found(pattern)
         matches = []
-        for hit in _find_wildcard(base, _component_matchers(pattern, wildcard), observer=self.observer):
+        for hit in find_wildcard(base, component_matchers(pattern, wildcard), observer=self.observer):
             name = posixpath.join(literal, hit) if literal else hit
             match = self._match_path(pattern, name, pivot, exclude, follow, from_wildcard_base=hit)
             if match is not None:
                 matches.append(match)
         return matches
 
-    def _match_path(self, pattern: str, name: str, pivot: str, exclude: "_PatternSet", follow: bool,
+    def _match_path(self, pattern: str, name: str, pivot: str, exclude: "PatternSet", follow: bool,
                     from_wildcard_base: str | None) -> Match | None:
         if from_wildcard_base is not None and exclude.excluded(from_wildcard_base):
             return None
@@ -238,7 +239,7 @@ class BuildContext:
         parents_path = name[len(pivot):].lstrip("/") if pivot else name
         return Match(pattern, name, parents_path, root, entries)
 
-    def _walk(self, rel_dir: str, abs_dir: str | Path, exclude: "_PatternSet") -> list[Entry]:
+    def _walk(self, rel_dir: str, abs_dir: str | Path, exclude: "PatternSet") -> list[Entry]:
         """The visible tree below a directory, sorted, symlinks not followed.
         Depth first with an explicit stack: an image's tree may be deeper
         than Python's recursion limit."""
@@ -293,7 +294,7 @@ class BuildContext:
             return True
         if not stat.S_ISDIR(st.st_mode) or not self._ignore.may_reinclude_below(rel):
             return False
-        return bool(self._walk(rel, path, _PatternSet(())))
+        return bool(self._walk(rel, path, PatternSet(())))
 
     def _resolve(self, rel: str, *, follow: bool) -> Path:
         try:
@@ -339,67 +340,6 @@ class BuildContext:
             return str(self.stat_cache.file_digest(entry.path, entry.stat))
         digest, _ = hash_file(entry.path)
         return str(digest)
-
-
-# -- the Dockerfile and ignore files ------------------------------------------
-
-
-def open_context_file(directory: Path, name: str, what: str = "dockerfile") -> BinaryIO:
-    """Open `name` (a Dockerfile, an ignore file) for reading, resolved
-    inside `directory` as if it were `/`, as BuildKit reads them from the
-    directory it was sent: a symlink is followed only while it stays inside
-    (`Dockerfile -> /etc/passwd` names `directory/etc/passwd`), and only a
-    regular file is read, never a fifo, a device or a directory. The
-    directory itself is taken as given.
-
-    Raises FileNotFoundError when there is no such file, ContextError when
-    it cannot be read as one."""
-    try:
-        with Tree(Path(directory).resolve()) as tree:
-            # O_PATH: opening a device or a fifo for reading may block or
-            # act; an O_PATH fd only names the inode until fstat has vetted it.
-            fd = tree.open(name, os.O_PATH)
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(errno.ENOENT, "no such file or directory", name) from None
-    except OSError as exc:
-        raise ContextError(f"failed to read {what}: open {name}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ContextError(f"failed to read {what}: {name} is not a regular file")
-        return open(f"/proc/self/fd/{fd}", "rb")
-    finally:
-        os.close(fd)
-
-
-def read_dockerfile_at(path: Path) -> str:
-    """The text of the Dockerfile `path`: its directory as given, its name
-    read inside that directory (BuildKit's `dockerfile` local is the
-    directory, the name its `filename`). ContextError when it cannot be read."""
-    try:
-        with open_context_file(path.parent, path.name) as stream:
-            return read_dockerfile(stream, path.name)
-    except FileNotFoundError:
-        raise ContextError(f"failed to read dockerfile: open {path}: no such file or directory") from None
-    except OSError as exc:
-        raise ContextError(f"failed to read dockerfile {path}: {exc.strerror}") from None
-
-
-def dockerignore_patterns(context_dir: Path, dockerfile: Path) -> tuple[str, ...]:
-    """The build's ignore patterns, as BuildKit finds them: `<Dockerfile
-    name>.dockerignore` beside the Dockerfile wins over the context's
-    `.dockerignore`; neither is no patterns."""
-    own = ignore_file_patterns(dockerfile.parent, dockerfile.name + ".dockerignore")
-    return own if own is not None else ignore_file_patterns(context_dir) or ()
-
-
-def ignore_file_patterns(directory: Path, name: str = ".dockerignore") -> tuple[str, ...] | None:
-    """The patterns of the ignore file `name` in `directory` (read as
-    open_context_file reads), None when there is none."""
-    try:
-        with open_context_file(directory, name, "dockerignore") as stream:
-            return read_dockerignore(stream, name)
-    except FileNotFoundError:
-        return None
 
 
 def _header(sub: str, entry: Entry, with_owner: bool, digest_of: Callable[[Entry], str]) -> list:
@@ -448,119 +388,3 @@ def _line(record: list) -> bytes:
 
 def _not_found(pattern: str) -> ContextError:
     return ContextError(f"COPY failed: file not found in build context: {pattern.lstrip('/') or '/'}")
-
-
-# paths and patterns -----------------------------------------------------------
-
-def _clean(path: str) -> str:
-    """Clean a source path against `/`: `../x`, `/x` and `./x` are all `x`."""
-    cleaned = posixpath.normpath("/" + path)
-    # normpath keeps a leading "//" (POSIX allows it to be special)
-    return cleaned.lstrip("/")
-
-
-def _has_wildcard(component: str) -> bool:
-    i = 0
-    while i < len(component):
-        ch = component[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch in "*?[":
-            return True
-        i += 1
-    return False
-
-
-def _split_wildcards(path: str) -> tuple[str, str]:
-    """("dir/sub", "*.txt/x") for "dir/sub/*.txt/x": the literal prefix and the
-    part from the first component holding a wildcard on."""
-    parts = path.split("/") if path else []
-    for i, part in enumerate(parts):
-        if _has_wildcard(part):
-            return "/".join(parts[:i]), "/".join(parts[i:])
-    return path, ""
-
-
-def _component_matchers(pattern: str, wildcard: str) -> list[Callable[[str], bool]]:
-    try:
-        return [_compile_component(part) for part in wildcard.split("/")]
-    except ValueError as exc:
-        raise ContextError(f"COPY failed: invalid pattern {pattern!r}: {exc}") from None
-
-
-@lru_cache(maxsize=256)
-def _compile_component(part: str) -> Callable[[str], bool]:
-    """Go's filepath.Match for one path component, as a compiled regex."""
-    out = []
-    i = 0
-    while i < len(part):
-        ch = part[i]
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\":
-            if i + 1 >= len(part):
-                raise ValueError("trailing backslash")
-            i += 1
-            out.append(re.escape(part[i]))
-        elif ch == "[":
-            after, cls = glob_class(part, i + 1)
-            out.append(cls)
-            i = after - 1
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    regex = re.compile("".join(out), re.DOTALL)
-    return lambda name: regex.fullmatch(name) is not None
-
-
-def _find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "", *,
-                   observer=None) -> list[str]:
-    """Paths below `base` whose components match `matchers` one to one, in
-    lexical order; like filepath.Walk, symlinked directories are not entered
-    on the way (a final symlink still matches and is followed later)."""
-    found = []
-    if observer is not None:
-        observer.look(base)  # a new match changes the directory's times
-    try:
-        with os.scandir(base) as it:
-            children = sorted(it, key=lambda d: d.name)
-    except NotADirectoryError:
-        return found
-    here, rest = matchers[0], matchers[1:]
-    for child in children:
-        if not here(child.name):
-            continue
-        rel = f"{prefix}/{child.name}" if prefix else child.name
-        if not rest:
-            found.append(rel)
-        elif child.is_dir(follow_symlinks=False):
-            found.extend(_find_wildcard(Path(child.path), rest, rel, observer=observer))
-    return found
-
-
-class _PatternSet:
-    """.dockerignore-style patterns over relative paths, with the question the
-    walk needs for pruning: could a `!` exception bring back something below
-    this excluded directory?"""
-
-    def __init__(self, patterns: tuple[str, ...]):
-        self._matcher = Matcher(list(patterns)) if patterns else None
-        self._exceptions = [_clean(p[1:].strip()) for p in patterns if p.strip().startswith("!")]
-
-    def excluded(self, relpath: str) -> bool:
-        return self._matcher is not None and bool(relpath) and self._matcher.excluded(relpath)
-
-    def may_reinclude_below(self, relpath: str) -> bool:
-        # Conservative: an exception whose literal prefix is inside this
-        # directory, or which has a wildcard at or above it, might name
-        # something inside it.
-        for exc in self._exceptions:
-            literal, wildcard = _split_wildcards(exc)
-            if literal.startswith(relpath + "/"):
-                return True
-            if wildcard and (not literal or relpath == literal or relpath.startswith(literal + "/")):
-                return True
-        return False

@@ -206,7 +206,7 @@ class Observer:
         Dockerfile, ignore and config files): every component on the way and
         every symlink followed, as the kernel resolves it; and its name also
         as the build reads a Dockerfile or ignore file, resolved inside the
-        directory as if it were `/` (builder.context.trees.open_context_file)."""
+        directory as if it were `/` (builder.context.dockerfile.open_context_file)."""
         try:
             path = os.path.join(os.getcwd(), os.fspath(path))
             self._trace("/", path, read_ns)

@@ -28,7 +28,8 @@ class LocalContexts:
     def __init__(self, context_dir: Path, dockerfile_path: Path, platform: ops.Platform,
                  named: Mapping[str, NamedContextInput], *, store: ContentStore, stats_path: Path,
                  observer: Observer | None = None):
-        from builder.context.trees import BuildContext, dockerignore_patterns
+        from builder.context.dockerfile import dockerignore_patterns
+        from builder.context.trees import BuildContext
         from cache.statcache import StatCache
 
         self.context_dir = Path(context_dir)
@@ -58,7 +59,8 @@ class LocalContexts:
         """The frontend's NamedContextLookup: the --build-context that a
         stage name, FROM or --from means."""
         from builder.context.inputs import context_name
-        from builder.context.trees import BuildContext, ignore_file_patterns
+        from builder.context.dockerfile import ignore_file_patterns
+        from builder.context.trees import BuildContext
 
         try:
             found = self._named.get(context_name(ref))
