@@ -290,19 +290,31 @@ def parse_size(value, where: str = "config") -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Go has no unit for days; `Nd` (N x 24h) is pybuild's extension to Go's
+# durations, accepted since before they were read with Go's syntax.
+_DAYS = re.compile(r"(\d+(?:\.\d+)?)d")
 
 
 def parse_duration(value, where: str = "config") -> float:
-    """`48h`, `1h30m`, `7d`, or a number of seconds."""
+    """Seconds: a number of seconds, or a Go duration (`48h`, `1h30m`,
+    `90s`, `1.5h`, frontend.durations, as docker's `until=` reads it) in
+    which `7d`-style days may stand too (`7d`, `1d12h`). A negative one is
+    refused (an `until` in the future would prune every result)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    text = str(value).strip()
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    # Imported when a duration is written out: the no-op memo's replay reads
+    # the config file (its GC policies) on every run, most often without one.
+    from frontend.durations import parse_duration as go_duration
+
+    pieces = _DAYS.split(str(value).strip())  # Go text, days, Go text, days, ..., Go text
+    go_texts, days = [text for text in pieces[::2] if text], pieces[1::2]
+    try:
+        ns = [go_duration(text) for text in go_texts]
+    except ValueError:
+        ns = None
+    if ns is None or not (go_texts or days) or any(n < 0 for n in ns):
         raise ConfigError(f"{where}: invalid duration {value!r}: expected e.g. 48h or 1h30m")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    return sum(float(count) * 86400 for count in days) + sum(ns) / 1e9
 
 
 def load_settings(config_file: str | os.PathLike | None, env: Mapping[str, str], **flags) -> Settings:

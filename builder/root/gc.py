@@ -61,8 +61,8 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """'90m', '24h', '7d', '1h30m' (docker's `until=` durations), read as the
-    config file reads its GC durations."""
+    """'90m', '24h', '7d', '1h30m' (docker's `until=` durations, Go's syntax
+    plus days), read as the config file reads its GC durations."""
     from builder.config import ConfigError, parse_duration as parse
 
     try:
