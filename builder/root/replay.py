@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from builder.config import default_root, load_settings
-from builder.root.lock import RootLock
 from builder.root import memo
+from builder.root.lock import RootLock
 
 
 def _settings(argv: list[str]):
@@ -168,5 +168,3 @@ class _Named:
 
     def __init__(self, name: str):
         self.name = name
-
-
