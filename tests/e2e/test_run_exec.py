@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from e2e.helpers import ISOLATIONS, BUILD_ERRORS, build_image
+from builder.errors import StepFailed
 from runtime.errors import ExecFailed
 
 pytestmark = pytest.mark.e2e
@@ -67,9 +68,10 @@ def test_failure_reports_exit_code_and_output(tmp_path, root, busybox_image, iso
 FROM {busybox_image.ref}
 RUN for i in $(seq 1 40); do echo "line $i"; done >&2; echo "to stderr" >&2; exit 7
 """
-    with pytest.raises(ExecFailed) as failed:
+    with pytest.raises(StepFailed) as failed:
         build_image(tmp_path, root, dockerfile, isolation=isolation, export=False, local=False)
-    error = failed.value
+    error = failed.value.cause
+    assert isinstance(error, ExecFailed)
     assert error.exit_code == 7
     assert "did not complete successfully: exit code: 7" in str(error)
     assert str(error).startswith('process "/bin/sh -c for i in')

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
-from builder.errors import PybuildError
+from builder.errors import PybuildError, StepFailed
 from e2e.helpers import build_image
 from runtime.errors import ExecFailed
 from runtime.limits import Limits, OutOfMemory, StepCgroup, parse_memory, parse_ulimit
@@ -29,9 +29,10 @@ def _no_step_cgroups_left():
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_memory_hog_is_oom_killed_with_a_clear_error(tmp_path, busybox_image, isolation):
     dockerfile = f"FROM {busybox_image.ref}\nRUN x=\"$(head -c 300000000 /dev/zero | tr '\\0' a)\"; echo survived\n"
-    with pytest.raises(OutOfMemory) as failed:
+    with pytest.raises(StepFailed) as failed:
         build_image(tmp_path, tmp_path / "root", dockerfile, memory="48m", isolation=isolation,
                     export=False, local=False)
+    assert isinstance(failed.value.cause, OutOfMemory)
     message = str(failed.value)
     assert "did not complete successfully" in message and "out of memory" in message
     assert "memory limit 48MiB (--memory)" in message
@@ -41,10 +42,10 @@ def test_memory_hog_is_oom_killed_with_a_clear_error(tmp_path, busybox_image, is
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_fork_bomb_with_pids_limit_fails_without_harming_the_host(tmp_path, busybox_image, isolation):
     dockerfile = f"FROM {busybox_image.ref}\nRUN bomb() {{ bomb | bomb; }}; bomb\n"
-    with pytest.raises(ExecFailed) as failed:
+    with pytest.raises(StepFailed) as failed:
         build_image(tmp_path, tmp_path / "root", dockerfile, pids_limit=32, isolation=isolation,
                     export=False, local=False)
-    assert not isinstance(failed.value, OutOfMemory)
+    assert isinstance(failed.value.cause, ExecFailed) and not isinstance(failed.value.cause, OutOfMemory)
     # the host still forks, and nothing of the bomb is left (no_leaks checks our children)
     assert subprocess.run(["true"], timeout=10).returncode == 0
     _no_step_cgroups_left()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from builder.errors import RegistryError
+from builder.errors import RegistryError, StepFailed
 from builder.root.doctor import check
 from builder.registry.reference import Reference
 from builder.registry.client import RegistryClient
@@ -100,8 +100,9 @@ def test_stalled_blob_times_out_with_a_clear_error(tmp_path, fault_proxy, busybo
     monkeypatch.setenv("PYBUILD_REGISTRY_TIMEOUT", "1")
     fault_proxy.faults.stall_blob_after = 1000
     started = time.monotonic()
-    with pytest.raises(RegistryError) as failed:
+    with pytest.raises(StepFailed) as failed:  # the layer is fetched by the FROM step
         _build(tmp_path, fault_proxy)
+    assert isinstance(failed.value.cause, RegistryError)
     assert time.monotonic() - started < 15
     message = str(failed.value)
     assert "failed to fetch sha256:" in message and "timed out" in message

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from builder.context.trees import BuildContext
+from builder.errors import StepFailed
 from builder.ops.copy import copy_into, make_dir, plan_direct, write_files
 from builder.ops.copy_options import CopyError
 from e2e.helpers import build_image
@@ -119,8 +120,9 @@ def test_merging_a_directory_into_a_planted_link_is_refused(tmp_path, busybox_im
 RUN mkdir /app && ln -s {victim} /app/sub
 COPY tree/ /app/
 """
-    with pytest.raises(CopyError, match="cannot copy to non-directory: /app/sub"):
+    with pytest.raises(StepFailed, match="cannot copy to non-directory: /app/sub") as failed:
         build_image(tmp_path, tmp_path / "root", dockerfile, files={"tree/sub/x": "x\n"})
+    assert isinstance(failed.value.cause, CopyError)
 
 
 # straight through the copy functions -------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from builder.build import build
-from builder.errors import PybuildError
+from builder.errors import PybuildError, StepFailed
 from e2e.helpers import build_image
 from frontend.errors import ContextError
 from runtime.errors import RuntimeFailure
@@ -118,8 +118,9 @@ def test_context_paths_never_leave_the_context(tmp_path, busybox_image):
     # build_image writes the context under tmp_path/buildN/context
     for dockerfile in (f"FROM {busybox_image.ref}\nCOPY ../outside/file.txt /x\n",
                        f"FROM {busybox_image.ref}\nCOPY {outside}/file.txt /x\n"):
-        with pytest.raises(ContextError, match="not found"):
+        with pytest.raises(StepFailed, match="not found") as failed:
             build_image(tmp_path, tmp_path / "root", dockerfile, files=context_files)
+        assert isinstance(failed.value.cause, ContextError)
 
     # symlinks in the context pointing out: followed only as if the context were "/"
     context = tmp_path / "linked"
@@ -130,8 +131,9 @@ def test_context_paths_never_leave_the_context(tmp_path, busybox_image):
     (context / "sub" / "up").symlink_to("../../outside")
     for source in ("abs", "rel", "dir/file.txt", "sub/up/file.txt"):
         (context / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nCOPY {source} /x\n")
-        with pytest.raises(ContextError, match="not found"):
+        with pytest.raises(StepFailed, match="not found") as failed:
             build(context, root=tmp_path / "root", outputs=[f"type=local,dest={tmp_path / 'never'}"])
+        assert isinstance(failed.value.cause, ContextError)
     # copying the whole context keeps the links as links, never their targets
     (context / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nCOPY . /ctx/\n")
     dest = tmp_path / "rootfs"
@@ -166,8 +168,9 @@ def test_hostile_base_layer_is_refused(tmp_path, registry, busybox_image, canary
     members = _hostile_cases(str(canary))[case]
     ref = hostile.push_image(registry, tmp_path / f"layout-{case}", [layer(*members)])
     root = tmp_path / "root"
-    with pytest.raises(RuntimeFailure) as failed:
+    with pytest.raises(StepFailed) as failed:
         build_image(tmp_path, root, f"FROM {ref}\nRUN true\n")
+    assert isinstance(failed.value.cause, RuntimeFailure)
     assert str(failed.value).startswith("apply layer: "), failed.value
     # the half-extracted snapshot is gone: only busybox's layer remains
     snapshots = [p for p in (root / "snapshots").iterdir() if not p.name.startswith(".")]
@@ -196,9 +199,10 @@ def test_device_nodes_and_setuid_files_of_a_base_image(tmp_path, registry, busyb
     root = tmp_path / "root"
     # the nodes exist in the image, but a RUN cannot open them
     for device in ("mem", "sda"):
-        with pytest.raises(RuntimeFailure, match="did not complete successfully"):
+        with pytest.raises(StepFailed, match="did not complete successfully") as failed:
             build_image(tmp_path, root, f"FROM {ref}\nRUN head -c 1 /hostile/{device} > /dev/null\n",
                         isolation=isolation, export=False, local=False)
+        assert isinstance(failed.value.cause, RuntimeFailure)
     built = build_image(tmp_path, root, f"FROM {ref}\nRUN stat -c %a:%u /hostile/suid > /mode\n",
                         isolation=isolation, local=True)
     assert built.read_text("/mode") == "4755:0\n"
