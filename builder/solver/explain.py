@@ -200,9 +200,10 @@ def report(definition, solution, index, contexts, reporter, build_args, forced: 
         return {}
     executed = [step_name(definition.metadata[v]) for v in solution.executed if v in definition.metadata]
     reasons = explain(previous, current, executed, forced)
-    number = getattr(reporter, "_number", None)  # PlainReporter's step numbers, when shown
+    number = reporter.step_number  # the display's #N, when it shows them
     by_name = {step_name(definition.metadata[v]): v for v in solution.executed if v in definition.metadata}
-    for name in sorted(reasons, key=lambda n: (number(by_name[n]) if number else 0, n)):
-        prefix = f"#{number(by_name[name])} " if number else ""
+    for name in sorted(reasons, key=lambda n: (number(by_name[n]) or 0, n)):
+        shown = number(by_name[name])
+        prefix = f"#{shown} " if shown is not None else ""
         reporter.message(f"{prefix}{name}: rebuilt because {reasons[name]}")
     return reasons

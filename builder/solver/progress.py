@@ -68,6 +68,10 @@ class BuildReporter(Reporter):
     def warning(self, text: str) -> None: ...
     def message(self, text: str) -> None: ...
 
+    def step_number(self, vertex: str) -> int | None:
+        """The `#N` this display shows for the step, or None: it shows none."""
+        return None
+
     def progress_hook(self, vertex: str):
         """A `(descriptor, done_bytes, total_bytes)` callback for downloads, or None."""
         return None
@@ -102,6 +106,9 @@ class PlainReporter(BuildReporter):
                 self._counter += 1
                 self._numbers[vertex] = self._counter
             return self._numbers[vertex]
+
+    def step_number(self, vertex: str) -> int:
+        return self._number(vertex)
 
     def planned(self, vertex: str, cached: bool) -> None:
         if cached:
