@@ -122,6 +122,10 @@ class IndexResults:
 
 @dataclass(frozen=True)
 class BuildSession:
+    """Made by `open`, ended by `close`; the services it holds keep their
+    own state (caches, the executor made on first use), the record never
+    changes."""
+
     store: ContentStore
     index: Index
     snapshots: OverlaySnapshotter | CopySnapshotter
