@@ -434,6 +434,9 @@ class RecordingReporter:
     def name_of(self, vertex: str) -> str:
         return self._inner.name_of(vertex)
 
+    def step_number(self, vertex: str) -> int | None:
+        return self._inner.step_number(vertex)
+
     def planned(self, vertex: str, cached: bool) -> None:
         self._inner.planned(vertex, cached)
 
