@@ -40,8 +40,7 @@ class CacheControl:
     explain: bool = False
     cache_to: tuple[CacheSpec, ...] = ()
     cache_from: tuple[CacheSpec, ...] = ()
-    _forced: dict[str, str] = field(default_factory=dict)  # vertex -> why
-    _results: object = None
+    _forced: dict[str, str] = field(default_factory=dict)  # vertex -> why, decided by prepare()
 
     @classmethod
     def parse(cls, *, no_cache: bool, no_cache_filter, explain: bool, cache_to: Sequence[str],
@@ -84,9 +83,8 @@ class CacheControl:
         caches = load_caches(list(self.cache_from), session, reporter, platform) if self.cache_from else []
         if caches:
             restore_cache_mounts(caches, worker, reporter)
-        self._results = _ForcingResults(ImportingResults(session.results, caches, worker, reporter),
-                                        session.index, self._forced)
-        return self._results
+        return _ForcingResults(ImportingResults(session.results, caches, worker, reporter), session.index,
+                               self._forced)
 
     def force(self, vertex: str) -> bool:
         return vertex in self._forced
