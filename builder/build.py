@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 from builder.export.assemble import Assembler, ExportOptions
@@ -99,6 +100,16 @@ class BuildRequest:
     registry_hosts: object = None  # builder.registry.hosts.RegistryHosts; None: the config file pybuild finds
     gc_policy: Sequence = ()  # the config file's [[gc.policy]] (builder.root.gc.gc_rules)
     size_limits: object = None  # builder.config.SizeLimits, the config file's [limits]; None: no cap
+
+    def __post_init__(self):
+        # Frozen all the way down: a list or dict the caller changes after
+        # making the request does not change the request.
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            elif isinstance(value, dict):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
 
 @dataclass(frozen=True)
