@@ -105,7 +105,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 def _foreign_bases() -> tuple[type[BaseException], ...]:
     # Imported when asked: importing frontend loads all of it (~80 ms), which
-    # the memo's replay (builder.root.memo), a user of this module, never needs.
+    # the memo's replay (builder.root.replay), a user of this module, never needs.
     from cache.errors import CacheError
     from frontend.errors import FrontendError
     from runtime.errors import RuntimeFailure
@@ -113,7 +113,7 @@ def _foreign_bases() -> tuple[type[BaseException], ...]:
     return FrontendError, CacheError, RuntimeFailure, OSError
 
 
-def translate(error: BaseException) -> BaseException:
+def _translate(error: BaseException) -> BaseException:
     """`error` as a PybuildError when it is one of the expected_errors();
     anything else (a bug, KeyboardInterrupt) is returned as it is."""
     from cache.errors import CacheError
@@ -138,4 +138,4 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except _foreign_bases() as exc:  # evaluated only when something was raised
-        raise translate(exc) from exc
+        raise _translate(exc) from exc
