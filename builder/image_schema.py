@@ -8,7 +8,7 @@ before pybuild reads a field of it, so code further on can trust that
 wrong type is refused, as BuildKit's Go decoder refuses it ("cannot
 unmarshal number into Go struct field"); `null` is accepted anywhere, as
 Go decodes it to the field's zero value. Field names match
-case-insensitively, as Go's decoder (and frontend.convert) matches them.
+case-insensitively, as Go's decoder (and frontend.image_config) matches them.
 
 The checks raise `SchemaError`, whose message names the field
 (`config.Env[0] must be a string`); callers add which image it was, in
