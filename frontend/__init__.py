@@ -4,24 +4,39 @@ The builder calls `convert`; `frontend.check.check` runs the build checks; the r
 exposed for tools and tests. Nothing here imports builder, cache or runtime.
 """
 
+# Names are imported when first asked for (PEP 562): a submodule such as
+# frontend.ops, which the solver's cache keys and the no-op memo's replay
+# read, must not pull in the parser and converter through this package.
 # `check` is not re-exported: `frontend.check` must stay the module, whose
 # entry point is frontend.check.check.
-from frontend.convert import convert
-from frontend.definition import (
-    Definition,
-    HistoryEntry,
-    ImageResolver,
-    ResolvedImage,
-    StageImage,
-    VertexMeta,
-    Warning,
-)
-from frontend.dockerignore import Matcher, parse_dockerignore
-from frontend.errors import ContextError, DockerfileError, FrontendError, Location
-from frontend.lexer import Lexer
-from frontend.ops import Platform
-from frontend.nodes import Dockerfile, Node
-from frontend.parser import parse
+_HOMES = {
+    "convert": "frontend.convert",
+    "parse": "frontend.parser",
+    "Lexer": "frontend.lexer",
+    "Platform": "frontend.ops",
+    "Dockerfile": "frontend.nodes",
+    "Node": "frontend.nodes",
+    "Matcher": "frontend.dockerignore",
+    "parse_dockerignore": "frontend.dockerignore",
+    **dict.fromkeys(("ContextError", "DockerfileError", "FrontendError", "Location"), "frontend.errors"),
+    **dict.fromkeys(("Definition", "HistoryEntry", "ImageResolver", "ResolvedImage", "StageImage",
+                     "VertexMeta", "Warning"), "frontend.definition"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _HOMES:
+        raise AttributeError(f"module 'frontend' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ContextError",

@@ -33,3 +33,18 @@ def test_a_converted_definition_holds_a_frozen_networkx_graph():
     assert isinstance(definition.graph, nx.DiGraph)
     assert nx.is_frozen(definition.graph)
     assert definition.target in definition.graph
+
+
+def test_a_submodule_does_not_load_the_converter():
+    """frontend.ops is what cache keys and the no-op memo's replay read;
+    the package's names are lazy so that importing it costs no parser."""
+    loaded = _modules_after("import frontend.ops, builder.solver.keys, builder.solver.progress, builder.root.replay")
+    assert not {"frontend.convert", "frontend.parser", "frontend.lexer", "networkx"} & loaded
+
+
+def test_the_package_still_exports_its_names():
+    import frontend
+
+    for name in frontend.__all__:
+        assert getattr(frontend, name) is not None
+    assert frontend.convert.__module__ == "frontend.convert"
