@@ -48,7 +48,7 @@ def read_dockerfile(stream, name: str = "Dockerfile") -> str:
     """A Dockerfile's text from a binary stream (an opened file, stdin),
     with its line endings as written: Python's universal newlines would turn
     CRLF into LF, and BuildKit keeps CRLF in heredoc bodies. Callers open a
-    context's Dockerfile through builder.context.trees.open_context_file, which
+    context's Dockerfile through builder.context.dockerfile.open_context_file, which
     keeps the read inside the context."""
     try:
         return read_bounded(stream, name).decode("utf-8")
