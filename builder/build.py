@@ -142,14 +142,17 @@ def parse_platform(text: str | None) -> Platform:
         raise PybuildError(f"invalid platform: {exc}") from None  # the message quotes the value
 
 
-def build(request: BuildRequest | str | os.PathLike, /, *, reporter: BuildReporter | None = None,
-          observer=None, **fields) -> BuildResult:
-    """Build what `request` asks. Given a context instead, the keyword
-    `fields` make the request; given both, they replace its fields.
+def build(request: BuildRequest | str | os.PathLike | None = None, /, *,
+          reporter: BuildReporter | None = None, observer=None, **fields) -> BuildResult:
+    """Build what `request` asks. Given a context instead (or `context=` among
+    the keywords, as before BuildRequest), the keyword `fields` make the
+    request; given both, they replace its fields.
     `reporter` shows the progress (builder.solver.progress.make_reporter;
     default: nothing shown); `observer` (a builder.root.memo.Observer) is
     told what the build read. Raises PybuildError."""
-    if not isinstance(request, BuildRequest):
+    if request is None:
+        request = BuildRequest(**fields)
+    elif not isinstance(request, BuildRequest):
         request = BuildRequest(request, **fields)
     elif fields:
         request = replace(request, **fields)
