@@ -25,7 +25,7 @@ from cache.errors import CacheError
 from frontend.errors import FrontendError
 from runtime.errors import RuntimeFailure
 
-# What a failed build raises (the CLI reports exactly these, see builder/cli.py).
+# What a failed build raises (the CLI reports exactly these, see builder/cli/guard.py).
 BUILD_ERRORS = (PybuildError, FrontendError, CacheError, RuntimeFailure)
 
 _UNIQUE = iter(range(1, 1_000_000))
