@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from cache.errors import IndexDamaged
+
 BUSY_TIMEOUT_S = 60
 
 
@@ -44,8 +46,15 @@ class Connections:
         if db is None:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                  check_same_thread=False)
-            _enable_wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                _enable_wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError:
+                db.close()
+                raise  # busy past the timeout, or the file unreachable: not damage
+            except sqlite3.DatabaseError as exc:  # "file is not a database", a malformed page
+                db.close()
+                raise IndexDamaged(self.path, exc) from exc
             self._local.db = db
             with self._lock:
                 self._opened.append(db)

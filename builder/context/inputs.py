@@ -21,7 +21,6 @@ left (builder/root/reclaim.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import os
 import shutil
@@ -284,14 +283,14 @@ def _import_layout_image(found: NamedContextInput, store, platform: str):
             raise ContextInputError(f"{where} has no image tagged {found.tag!r}")
         chosen = tagged[-1]["digest"]
     copy_blob(found.layout, store, Digest.parse(chosen))
-    document = json.loads(store.read_bytes(Digest.parse(chosen)))
+    document = store.read_json(Digest.parse(chosen))
     if "manifests" in document:
         picked = select_platform(document["manifests"], platform)
         if picked is None:
             raise ContextInputError(f"{where}: no image for {platform} in {chosen}")
         chosen = str(picked.digest)
         copy_blob(found.layout, store, picked.digest)
-        document = json.loads(store.read_bytes(picked.digest))
+        document = store.read_json(picked.digest)
     if "config" not in document:
         raise ContextInputError(f"{where}: {chosen} is not an image manifest")
     for desc in [document["config"], *(document.get("layers") or [])]:

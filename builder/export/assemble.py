@@ -233,10 +233,10 @@ def _layer_type(media_type: str, oci: bool) -> str:
 
 def load_image(store, manifest_digest: Digest) -> Image:
     """The Image record of a manifest already in the store."""
-    import json
+    from cache.store import decode_json
 
-    raw = store.read_bytes(manifest_digest)
-    body = json.loads(raw)
+    raw = store.read_verified(manifest_digest)
+    body = decode_json(raw, manifest_digest)
     manifest = Descriptor(body.get("mediaType", media.OCI_MANIFEST), manifest_digest, len(raw))
     return Image(manifest, Descriptor.from_json(body["config"]),
                  tuple(Descriptor.from_json(l) for l in body.get("layers", [])))

@@ -214,11 +214,11 @@ def with_inline_cache(store, image: Image, exporter: CacheExporter) -> Image:
         chain = [config.layers[i] for i in record.chain]
         if all(l.descriptor.digest in own for l in chain):
             inline.add_record(key, chain, record.created)
-    body = json.loads(store.read_bytes(image.config.digest))
+    body = store.read_json(image.config.digest)
     body[INLINE_KEY] = inline.to_json()
     config_bytes = canonical_json(body)
     config_desc = Descriptor(image.config.media_type, store.put_bytes(config_bytes), len(config_bytes))
-    manifest = json.loads(store.read_bytes(image.manifest.digest))
+    manifest = store.read_json(image.manifest.digest)
     manifest["config"] = config_desc.to_json()
     manifest_bytes = canonical_json(manifest)
     manifest_desc = Descriptor(image.manifest.media_type, store.put_bytes(manifest_bytes), len(manifest_bytes),

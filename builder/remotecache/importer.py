@@ -17,7 +17,6 @@ the build is still correct without it.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +97,12 @@ def _from_layout(spec: CacheSpec, store) -> ImportedCache:
 
     manifest_desc = Descriptor.from_json(entries[-1])
     fetch(manifest_desc)
-    manifest = json.loads(store.read_bytes(manifest_desc.digest))
+    manifest = store.read_json(manifest_desc.digest)
     config_desc = Descriptor.from_json(manifest["config"])
     if config_desc.media_type != CACHE_CONFIG_MEDIA_TYPE:
         raise CacheConfigError(f"{root}: {config_desc.media_type} is not a pybuild cache config")
     fetch(config_desc)
-    config = CacheConfig.from_json(json.loads(store.read_bytes(config_desc.digest)), str(root))
+    config = CacheConfig.from_json(store.read_json(config_desc.digest), str(root))
     return ImportedCache(str(root), config, fetch)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from builder.export.assemble import load_image
@@ -46,8 +45,8 @@ def find(worker, name: str) -> StoredImage:
     if digest is None or not worker.store.has(digest):
         raise ImageNotFound(name)
     image = load_image(worker.store, digest)
-    return StoredImage(name, image, json.loads(worker.store.read_bytes(image.config.digest)),
-                       json.loads(worker.store.read_bytes(digest)))
+    return StoredImage(name, image, worker.store.read_json(image.config.digest),
+                       worker.store.read_json(digest))
 
 
 def resolve_now(worker, registry, ref: Reference, platform: str):
@@ -110,7 +109,6 @@ def compressed_for_push(worker, image: Image) -> Image:
     layers uncompressed, so those are gzipped (once; the blob is kept) and
     a manifest listing the gzip blobs is made. The config, and so the image
     ID, stays the same."""
-    import json
 
     from builder.export.compression import Compression, compressing_writer
     from builder.image import OCI_LAYER, DOCKER_LAYER, Descriptor, canonical_json
@@ -135,7 +133,7 @@ def compressed_for_push(worker, image: Image) -> Image:
             digest = blob.commit()
             size = blob.size
         layers.append(Descriptor(Compression.GZIP.media_type(oci), digest, size))
-    manifest = json.loads(worker.store.read_bytes(image.manifest.digest))
+    manifest = worker.store.read_json(image.manifest.digest)
     manifest["layers"] = [layer.to_json() for layer in layers]
     raw_manifest = canonical_json(manifest)
     descriptor = Descriptor(image.manifest.media_type, worker.store.put_bytes(raw_manifest), len(raw_manifest),

@@ -3,7 +3,6 @@ registry client that asks, made only when a build first needs it."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Iterable
 
@@ -79,7 +78,7 @@ class ImageResolver:
             manifest_digest = self._worker.index.get_resolved(str(ref), platform_key)
         manifest = None
         if manifest_digest is not None and store.has(manifest_digest):
-            manifest = json.loads(store.read_bytes(manifest_digest))
+            manifest = store.read_json(manifest_digest)
             if "config" not in manifest:  # an index pinned by digest: select below
                 manifest = None
         if manifest is None:
@@ -91,7 +90,7 @@ class ImageResolver:
         if not store.has(config_digest):
             resolved = self.resolve_manifest(ref, platform)
             manifest_digest, config_digest = resolved.manifest.digest, resolved.config.digest
-        config = json.loads(store.read_bytes(config_digest))
+        config = store.read_json(config_digest)
         _check_stored(ref, "image config", check_config, config)
         if self._observer is not None:
             self._observer.used_image(ref, platform_key, manifest_digest, config_digest)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Sequence
@@ -45,8 +44,8 @@ class ImageImpl:
             self.session.images.resolve_manifest(ref, self.op.platform)
         # Both type-checked already: the frontend pinned this manifest through
         # ImageResolver.resolve_image, which checks what it reads, store or not.
-        manifest = json.loads(store.read_bytes(manifest_digest))
-        config = json.loads(store.read_bytes(Digest.parse(manifest["config"]["digest"])))
+        manifest = store.read_json(manifest_digest)
+        config = store.read_json(Digest.parse(manifest["config"]["digest"]))
         diff_ids = config["rootfs"]["diff_ids"]
         layers = [Descriptor.from_json(l) for l in manifest.get("layers") or ()]
         if len(diff_ids) != len(layers):
