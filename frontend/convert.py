@@ -40,7 +40,8 @@ from frontend.errors import DockerfileError, Location
 from frontend.image_config import base_config, base_history, empty_config, has_no_layers, omit_empty, set_platform
 from frontend.instruction_parsing import parse_stages
 from frontend.lexer import ExpansionError, Lexer
-from frontend.ops import PROXY_ARGS, ContextSource, FileCopy, ImageSource, NamedLocalSource, Op, Platform, Scratch
+from frontend.canonical import PROXY_ARGS
+from frontend.ops import ContextSource, FileCopy, ImageSource, NamedLocalSource, Op, Platform, Scratch
 from frontend.nodes import Dockerfile
 from frontend.parser import parse
 from frontend.paths import join_workdir

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from dataclasses import dataclass, fields
 from functools import cached_property
+
+from frontend.canonical import canonical_bytes
 
 
 class NetworkMode(enum.Enum):
@@ -68,23 +69,6 @@ class Op:
     def vertex_id(self) -> str:
         return "sha256:" + hashlib.sha256(canonical_bytes(self.canonical())).hexdigest()
 
-
-def canonical_bytes(document) -> bytes:
-    """The one serialisation every digest of a document uses (vertex ids,
-    cache keys): sorted keys, no spaces, ASCII with escapes, so that a
-    string holding a lone surrogate (an undecodable byte of a build arg or
-    file name) has a form at all instead of failing to encode."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
-
-
-# Build args that change how a step reaches the network, not what it
-# produces: predefined for every stage, never reported unused, and left out
-# of a RUN's cache key (as BuildKit does).
-PROXY_ARGS = tuple(
-    name
-    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
-    for name in (base, base.lower())
-)
 
 
 def _canonical_value(value):

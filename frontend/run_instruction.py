@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from frontend import instructions as ins
 from frontend.errors import DockerfileError
 from frontend.mounts import parse_mount
-from frontend.ops import PROXY_ARGS, Exec, InlineFile, MountSpec, MountType, NetworkMode, Scratch, WriteFiles
+from frontend.canonical import PROXY_ARGS
+from frontend.ops import Exec, InlineFile, MountSpec, MountType, NetworkMode, Scratch, WriteFiles
 from frontend.parser import chomp_heredoc, parse_heredoc
 from frontend.paths import normalize_path
 from frontend.stage_state import StageState

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import Mapping, Sequence
 
-from frontend.ops import PROXY_ARGS, canonical_bytes
+from frontend.canonical import PROXY_ARGS, canonical_bytes
 
-# v2: serialised by frontend.ops.canonical_bytes (ASCII escapes), as vertex ids are.
+# v2: serialised by frontend.canonical.canonical_bytes (ASCII escapes), as vertex ids are.
 KEY_VERSION = "pybuild.cachekey.v2"
 
 
