@@ -93,6 +93,17 @@ def _wait_until(predicate, timeout=30.0, what="the build") -> None:
         time.sleep(0.01)
 
 
+def _largest_file(directory: Path) -> int:
+    """0 while `directory` is missing; a file renamed away as it is looked at counts as none."""
+    sizes = [0]
+    for path in directory.iterdir() if directory.is_dir() else ():
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return max(sizes)
+
+
 def _assert_nothing_survives(build: Build, died: float) -> None:
     """Within 1 s of pybuild's death, no process of its build is alive."""
     while True:
@@ -222,7 +233,9 @@ def test_kill_during_pull(tmp_path, fault_proxy, busybox_image):
     fault_proxy.faults.stall_blob_after = 100_000  # the config passes whole; the layer hangs
     build = Build(tmp_path, root, context, "builtin", mark=uuid.uuid4().hex)
     ingest = root / "content" / "ingest"
-    _wait_until(lambda: ingest.is_dir() and any(p.stat().st_size > 0 for p in ingest.iterdir()))
+    # Past 10 kB: the layer, stalled at 100 kB. The config (~1 kB) also
+    # passes through ingest, and is renamed into the store a moment later.
+    _wait_until(lambda: _largest_file(ingest) > 10_000)
     died = build.kill()
     _assert_nothing_survives(build, died)
     assert any(ingest.iterdir()), "the half-downloaded blob stays until the next command"
