@@ -233,10 +233,12 @@ def _layer_type(media_type: str, oci: bool) -> str:
 
 def load_image(store, manifest_digest: Digest) -> Image:
     """The Image record of a manifest already in the store."""
-    from cache.store import decode_json
+    return image_of_manifest(store.read_json(manifest_digest), manifest_digest, store.size(manifest_digest))
 
-    raw = store.read_verified(manifest_digest)
-    body = decode_json(raw, manifest_digest)
-    manifest = Descriptor(body.get("mediaType", media.OCI_MANIFEST), manifest_digest, len(raw))
+
+def image_of_manifest(body: dict, manifest_digest: Digest, size: int) -> Image:
+    """The Image record of a stored manifest already read (`body`), for a
+    caller that needs the document too and so reads it once."""
+    manifest = Descriptor(body.get("mediaType", media.OCI_MANIFEST), manifest_digest, size)
     return Image(manifest, Descriptor.from_json(body["config"]),
                  tuple(Descriptor.from_json(l) for l in body.get("layers", [])))

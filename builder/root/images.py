@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.export.assemble import load_image
+from builder.export.assemble import image_of_manifest, load_image
 from builder.errors import PybuildError
 from builder.image import Image
 from builder.registry.reference import Reference
@@ -44,9 +44,9 @@ def find(worker, name: str) -> StoredImage:
                 break
     if digest is None or not worker.store.has(digest):
         raise ImageNotFound(name)
-    image = load_image(worker.store, digest)
-    return StoredImage(name, image, worker.store.read_json(image.config.digest),
-                       worker.store.read_json(digest))
+    manifest = worker.store.read_json(digest)
+    image = image_of_manifest(manifest, digest, worker.store.size(digest))
+    return StoredImage(name, image, worker.store.read_json(image.config.digest), manifest)
 
 
 def resolve_now(worker, registry, ref: Reference, platform: str):
