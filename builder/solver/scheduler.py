@@ -22,10 +22,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
-from builder.solver.keys import CacheKey
-
 if TYPE_CHECKING:
     import networkx as nx
+
+    # Only named in annotations: builder.solver.progress, on the no-op memo's
+    # replay, imports this module for Reporter and need not load the keys.
+    from builder.solver.keys import CacheKey
 
 Result = tuple  # a snapshot chain, bottom to top
 
