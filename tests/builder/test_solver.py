@@ -1,12 +1,11 @@
 """The solver's algorithm, with counting fake ops (an algorithm test: the
 real ops are exercised end to end elsewhere)."""
 
-import threading
 import time
 
 import pytest
 
-from builder.solver.scheduler import Cancelled, Reporter, Solver
+from builder.solver.scheduler import Cancelled, Solver
 from frontend.definition import build_graph
 from frontend.ops import Exec, Scratch
 
