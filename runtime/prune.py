@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime import confine
+from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX
 
-_OPAQUE = "trusted.overlay.opaque"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -26,15 +26,15 @@ def _xattrs(path: str) -> dict[str, bytes]:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
         return {}
-    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith("trusted.overlay.")}
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith(OVERLAY_XATTR_PREFIX)}
 
 
 def _is_opaque(target: str | int) -> bool:
     """Whether the directory `target` (a path, not followed, or an fd) is opaque."""
     try:
         if isinstance(target, int):
-            return os.getxattr(target, _OPAQUE) == b"y"
-        return os.getxattr(target, _OPAQUE, follow_symlinks=False) == b"y"
+            return os.getxattr(target, OPAQUE_XATTR) == b"y"
+        return os.getxattr(target, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
