@@ -186,21 +186,19 @@ class ContentStore:
         with self.open(digest) as f:
             return f.read()
 
-    def read_verified(self, digest: Digest) -> bytes:
-        """A small blob's bytes, checked against its digest (a manifest or
-        config: hashing a few KiB costs microseconds, and a blob damaged on
-        disk must not be read as a different image)."""
+    def read_json(self, digest: Digest):
+        """A stored manifest, index or config, checked against its digest
+        (hashing a few KiB costs microseconds, and a blob damaged on disk
+        must not be read as a different image) and decoded."""
         data = self.read_bytes(digest)
         hasher = digest.hasher()
         hasher.update(data)
         if hasher.hexdigest() != digest.hex:
             raise DigestMismatch(digest, Digest(digest.algorithm, hasher.hexdigest()), "stored document")
-        return data
-
-    def read_json(self, digest: Digest):
-        """A stored manifest, index or config, verified and decoded."""
-        return decode_json(self.read_verified(digest), digest)
-
+        try:
+            return json.loads(data)
+        except ValueError as exc:  # not UTF-8, or not JSON
+            raise UnreadableDocument(digest, exc) from None
 
     def delete(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
@@ -236,9 +234,3 @@ class ContentStore:
                 h.update(chunk)
         return h.hexdigest() == digest.hex
 
-
-def decode_json(data: bytes, digest: Digest):
-    try:
-        return json.loads(data)
-    except ValueError as exc:  # not UTF-8, or not JSON
-        raise UnreadableDocument(digest, exc) from None
