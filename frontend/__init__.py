@@ -5,8 +5,9 @@ exposed for tools and tests. Nothing here imports builder, cache or runtime.
 """
 
 # Names are imported when first asked for (PEP 562): a submodule such as
-# frontend.ops, which the solver's cache keys and the no-op memo's replay
-# read, must not pull in the parser and converter through this package.
+# frontend.canonical, which the solver's cache keys and the no-op memo's
+# replay read, or frontend.ops, which the builder's ops read, must not pull
+# in the parser and converter through this package.
 # `check` is not re-exported: `frontend.check` must stay the module, whose
 # entry point is frontend.check.check.
 _HOMES = {
@@ -22,6 +23,7 @@ _HOMES = {
     **dict.fromkeys(("Definition", "HistoryEntry", "ImageResolver", "ResolvedImage", "StageImage",
                      "VertexMeta", "Warning"), "frontend.definition"),
 }
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
@@ -35,27 +37,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-__all__ = [
-    "ContextError",
-    "Definition",
-    "Dockerfile",
-    "DockerfileError",
-    "FrontendError",
-    "HistoryEntry",
-    "ImageResolver",
-    "Lexer",
-    "Location",
-    "Matcher",
-    "Node",
-    "Platform",
-    "ResolvedImage",
-    "StageImage",
-    "VertexMeta",
-    "Warning",
-    "convert",
-    "parse",
-    "parse_dockerignore",
-]
+    return list(__all__)

@@ -70,7 +70,6 @@ class Op:
         return "sha256:" + hashlib.sha256(canonical_bytes(self.canonical())).hexdigest()
 
 
-
 def _canonical_value(value):
     if isinstance(value, enum.Enum):
         return value.value
