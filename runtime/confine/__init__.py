@@ -41,7 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-from .entries import DirStack, empty_dir, remove, set_fd_metadata, set_metadata, walk
+from .entries import _DIR_FLAGS, _PATH_FLAGS, DirStack, empty_dir, remove, set_fd_metadata, set_metadata, walk
 
 __all__ = ["DirStack", "Refused", "Tree", "check_name", "empty_dir", "remove", "set_fd_metadata",
            "set_metadata", "walk"]
@@ -51,8 +51,6 @@ _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_IN_ROOT = 0x10
 _MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _OpenHow(ctypes.Structure):
