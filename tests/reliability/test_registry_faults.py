@@ -4,7 +4,6 @@ crosses the proxy."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest

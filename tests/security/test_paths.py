@@ -9,7 +9,6 @@ named after the test appeared at the host's `/`.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess

@@ -107,7 +107,7 @@ def test_an_https_registry_naming_a_plain_http_realm_gets_no_credentials(tmp_pat
     finally:
         recorder.close()
     assert done.returncode == 1
-    assert f"refusing a plain-HTTP token realm" in done.stderr and "Traceback" not in done.stderr
+    assert "refusing a plain-HTTP token realm" in done.stderr and "Traceback" not in done.stderr
     assert PASSWORD not in done.stderr
     assert recorder.requests == []
 
@@ -129,7 +129,7 @@ def test_a_loopback_registry_naming_a_plain_http_realm_on_another_host_gets_no_c
             remove_registry(registry)
             recorder.close()
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert f"refusing a plain-HTTP token realm" in refused.stderr and f"host {realm_host}" in refused.stderr
+    assert "refusing a plain-HTTP token realm" in refused.stderr and f"host {realm_host}" in refused.stderr
     assert seen_when_refused == []
     assert allowed.returncode == 1 and "refusing" not in allowed.stderr
     basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
