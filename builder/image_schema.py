@@ -113,8 +113,11 @@ _CONTAINER_CONFIG = _object({
 })
 
 
+_ROOTFS_FIELDS = _object({"type": _string, "diff_ids": _list_of(_digest)})
+
+
 def _rootfs(value, where: str) -> None:
-    _object({"type": _string, "diff_ids": _list_of(_digest)})(value, where)
+    _ROOTFS_FIELDS(value, where)
     if value.get("type") != "layers":
         raise SchemaError(f'{where}.type must be "layers"')
     if not isinstance(value.get("diff_ids"), list):
@@ -135,15 +138,15 @@ _PLATFORM = _object({
     "architecture": _string, "os": _string, "os.version": _string, "os.features": _strings, "variant": _string,
 })
 
-_DESCRIPTOR_FIELDS = {
+_DESCRIPTOR_FIELDS = _object({
     "mediaType": _string, "digest": _digest, "size": _size, "urls": _strings, "annotations": _string_map,
     "platform": _PLATFORM, "artifactType": _string,
-}
+})
 
 
 def _descriptor(*required: str) -> Check:
     def check(value, where: str) -> None:
-        _object(_DESCRIPTOR_FIELDS)(value, where)
+        _DESCRIPTOR_FIELDS(value, where)
         for name in required:
             if value.get(name) is None:
                 raise SchemaError(f"{where}.{name} is missing")
