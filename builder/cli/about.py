@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from builder.cli.guard import run_guarded
-from builder.cli.shared import config_option, debug_option, human, load_settings, root_dir, root_option
+from builder.cli.shared import human, load_settings, root_dir, root_options
 
 
 @click.command()
@@ -27,9 +27,7 @@ def version():
 @click.command()
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Output format.")
-@root_option
-@config_option
-@debug_option
+@root_options
 def info(output_format, root, config_file, debug):
     """Show the root directory, its size, and what this host supports.
 

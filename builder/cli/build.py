@@ -13,8 +13,7 @@ import click
 
 from builder.cli.check import run_checks
 from builder.cli.guard import EXIT_ERROR, SignalGuard, run_guarded
-from builder.cli.shared import (Invocation, config_option, debug_option, key_values, load_settings, root_dir,
-                                root_option)
+from builder.cli.shared import Invocation, key_values, load_settings, root_dir, root_options
 
 PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
 
@@ -70,9 +69,7 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID (on stdout).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID to this file.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="Write build metadata (JSON) to this file.")
-@root_option
-@config_option
-@debug_option
+@root_options
 @click.pass_obj
 def build(invocation: Invocation | None, **options):
     """Build an image from a Dockerfile and a context.

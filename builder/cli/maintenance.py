@@ -7,13 +7,11 @@ import sys
 import click
 
 from builder.cli.guard import EXIT_ERROR
-from builder.cli.shared import config_option, debug_option, human, root_option, with_worker
+from builder.cli.shared import human, root_options, with_worker
 
 
 @click.command()
-@root_option
-@config_option
-@debug_option
+@root_options
 def du(root, config_file, debug):
     """Show the disk space of the root, by kind (see `pybuild prune`).
 
@@ -38,9 +36,7 @@ def du(root, config_file, debug):
               help="Remove the whole build cache and the cache mounts (named images stay).")
 @click.option("--keep-storage", help="Keep at most this much build cache (e.g. 10GB), least recently used goes.")
 @click.option("--filter", "filters", multiple=True, help="until=DURATION: remove cache unused for that long.")
-@root_option
-@config_option
-@debug_option
+@root_options
 def prune(everything, keep_storage, filters, root, config_file, debug):
     """Remove build cache: unreferenced snapshots and blobs, and more with options.
 
@@ -69,9 +65,7 @@ def prune(everything, keep_storage, filters, root, config_file, debug):
 
 @click.command()
 @click.option("--fix", is_flag=True, help="Remove orphans, corrupt blobs and stale entries.")
-@root_option
-@config_option
-@debug_option
+@root_options
 def doctor(fix, root, config_file, debug):
     """Check the root: blobs match their digests, cached results and images
     are complete, no orphan snapshot or stray temp file. Exit 1 on a problem

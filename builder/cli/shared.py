@@ -32,6 +32,11 @@ insecure_option = click.option("--insecure-registry", "insecure", multiple=True,
                                help="Registry reached over plain HTTP.")
 
 
+def root_options(command):
+    """--root, --config and --debug: what every command that opens the root takes."""
+    return root_option(config_option(debug_option(command)))
+
+
 def load_settings(config_file=None, *, root=None, isolation=None, progress=None, insecure=()):
     """flag > environment > config file; raises ConfigError."""
     from builder.config import load_settings as load

@@ -7,14 +7,11 @@ import json
 
 import click
 
-from builder.cli.shared import (config_option, debug_option, human, insecure_option, load_settings, root_option,
-                                with_worker)
+from builder.cli.shared import human, insecure_option, load_settings, root_options, with_worker
 
 
 @click.command()
-@root_option
-@config_option
-@debug_option
+@root_options
 def images(root, config_file, debug):
     """List the images in the local store.
 
@@ -36,9 +33,7 @@ def images(root, config_file, debug):
 
 @click.command()
 @click.argument("image")
-@root_option
-@config_option
-@debug_option
+@root_options
 def inspect(image, root, config_file, debug):
     """Show an image's manifest and config as JSON.
 
@@ -63,9 +58,7 @@ def inspect(image, root, config_file, debug):
 
 @click.command()
 @click.argument("image")
-@root_option
-@config_option
-@debug_option
+@root_options
 def history(image, root, config_file, debug):
     """Show the history of an image, newest first.
 
@@ -89,9 +82,7 @@ def history(image, root, config_file, debug):
 @click.command()
 @click.argument("source")
 @click.argument("target")
-@root_option
-@config_option
-@debug_option
+@root_options
 def tag(source, target, root, config_file, debug):
     """Give an image another name.
 
@@ -106,9 +97,7 @@ def tag(source, target, root, config_file, debug):
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
-@root_option
-@config_option
-@debug_option
+@root_options
 def rmi(names, root, config_file, debug):
     """Remove image names from the local store (blobs go with `prune`).
 
@@ -128,9 +117,7 @@ def rmi(names, root, config_file, debug):
 @click.command()
 @click.argument("name")
 @insecure_option
-@root_option
-@config_option
-@debug_option
+@root_options
 def push(name, insecure, root, config_file, debug):
     """Push an image from the local store to its registry.
 
@@ -157,9 +144,7 @@ def push(name, insecure, root, config_file, debug):
 @click.argument("name")
 @click.option("--platform", help="os/arch[/variant] to select from an index.")
 @insecure_option
-@root_option
-@config_option
-@debug_option
+@root_options
 def pull(name, platform, insecure, root, config_file, debug):
     """Pull an image into the local store.
 
