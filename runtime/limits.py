@@ -258,10 +258,6 @@ class StepCgroup:
             raise
 
     @property
-    def is_v2(self) -> bool:
-        return any((d / "cgroup.controllers").exists() for d in self._dirs.values())
-
-    @property
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self._made]
 
