@@ -4,6 +4,9 @@ The builder calls `convert`; `frontend.check.check` runs the build checks; the r
 exposed for tools and tests. Nothing here imports builder, cache or runtime.
 """
 
+import sys
+import types
+
 # Names are imported when first asked for (PEP 562): a submodule such as
 # frontend.canonical, which the solver's cache keys and the no-op memo's
 # replay read, or frontend.ops, which the builder's ops read, must not pull
@@ -38,3 +41,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return list(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps `frontend.convert` the function: importing the submodule of
+    the same name sets the package's attribute to the module, which the
+    eager `from frontend.convert import convert` here used to undo."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -56,3 +56,15 @@ def test_the_package_still_exports_its_names():
     for name in frontend.__all__:
         assert getattr(frontend, name) is not None
     assert frontend.convert.__module__ == "frontend.convert"
+
+
+def test_the_package_convert_stays_the_function_after_its_module_is_imported():
+    """Importing the submodule frontend.convert (as the builder does) sets
+    the package's attribute of that name; `frontend.convert` must stay the
+    function, whichever is imported first (found by running this file after
+    tests/test_docstring_examples.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import frontend.convert, frontend; print(callable(frontend.convert))"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    assert done.stdout.strip() == "True"
