@@ -28,7 +28,7 @@ from runtime.errors import RuntimeFailure, UnsafeLayer
 from runtime.fsutil import read_xattrs
 from runtime.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarWriter
 from runtime.unpack import Unpacker
-from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX
+from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX, is_whiteout
 
 _WHITEOUT_PREFIX_B = WHITEOUT_PREFIX.encode()
 _OPAQUE_MARKER_B = OPAQUE_MARKER.encode()
@@ -183,7 +183,7 @@ class _Walk:
                 continue
             # The kernel takes a 0/0 character device, or (6.7+) an empty
             # regular file carrying the xwhiteout xattr, for a whiteout.
-            if (S_ISCHR(mode) and st.st_rdev == 0
+            if (is_whiteout(st)
                     or xattrs and S_ISREG(mode) and _has_xattr(xattrs, _XWHITEOUT_XATTR)):
                 entries.append((prefix + _WHITEOUT_PREFIX_B + name, name, None, ()))
             else:

@@ -49,7 +49,7 @@ from runtime.errors import MountFailed, RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases
 from runtime.mounts import bind_mount, detach, mount_overlay, mount_points_below, unmount
-from runtime.whiteouts import OPAQUE_XATTR
+from runtime.whiteouts import OPAQUE_XATTR, is_whiteout
 # fs/overlayfs/params.h: OVL_MAX_STACK
 _OVERLAY_MAX_LOWERS = 500
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -349,7 +349,7 @@ def _probe(probe: str, extra: str) -> bool:
             unmount(merged)
         whiteout = os.lstat(os.path.join(probe, "upper/f"))
         opaque = os.getxattr(os.path.join(probe, "upper/d"), OPAQUE_XATTR, follow_symlinks=False)
-        return stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0 and opaque == b"y"
+        return is_whiteout(whiteout) and opaque == b"y"
     except OSError:
         return False
     finally:

@@ -13,7 +13,7 @@ import time
 from typing import Iterator, Sequence
 
 from runtime.fsutil import copy_metadata, copy_node, remove_tree
-from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX
+from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
 
 _OVERLAY_XATTRS = (OVERLAY_XATTR_PREFIX,)
 # CopySnapshotter's tag on its copies (see mark); never leaves the view.
@@ -42,7 +42,7 @@ def _merge_dir(src: str, dst: str, link_files: bool, links: dict) -> None:
             dst_path = os.path.join(dst_dir, name)
             st = os.lstat(src_path)
             existing = _lstat_or_none(dst_path)
-            if _is_whiteout(st):
+            if is_whiteout(st):
                 if existing is not None:
                     remove_tree(dst_path)
                 continue
@@ -128,7 +128,7 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
         else:  # symlinks, devices: untagged; their inode must do
             marked = old is not None and old[0] == st.st_ino
         changed = not marked or old != (st.st_ino, st.st_ctime_ns)
-        from_upper = rel in upper_entries and not _is_whiteout(upper_entries[rel])
+        from_upper = rel in upper_entries and not is_whiteout(upper_entries[rel])
         src = os.path.join(merged, rel)
         dst = os.path.join(diff, rel)
         if stat.S_ISDIR(st.st_mode):
@@ -228,10 +228,6 @@ def _lstat_or_none(path: str) -> os.stat_result | None:
         return os.lstat(path)
     except FileNotFoundError:
         return None
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _is_opaque(path: str) -> bool:
