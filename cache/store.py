@@ -123,10 +123,16 @@ class ContentStore:
         return recipe["size"]
 
     def recipe(self, digest: Digest) -> dict | None:
+        """How to make a lazy blob; None when there is no recipe or it is
+        unreadable (damaged, or left empty by a crash: put_lazy does not
+        fsync), which makes the blob missing for every caller alike."""
         try:
-            return json.loads(self._recipe_path(digest).read_bytes())
-        except FileNotFoundError:
+            recipe = json.loads(self._recipe_path(digest).read_bytes())
+        except (FileNotFoundError, ValueError):
             return None
+        if not isinstance(recipe, dict) or not isinstance(recipe.get("size"), int):
+            return None
+        return recipe
 
     def put_lazy(self, digest: Digest, size: int, recipe: dict) -> None:
         """Record how to make `digest` (`size` bytes) instead of its bytes."""
