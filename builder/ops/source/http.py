@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Sequence
 from builder.errors import PybuildError
 from builder.solver.keys import CacheKey, cache_key
 from cache.digest import Digest
+from frontend.canonical import canonical_bytes
 from frontend.ops import HttpSource, Op
 from runtime.confine import Refused, check_name
 
@@ -205,8 +206,14 @@ class HttpImpl:
         return self._download
 
     def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
-        content = self.op.checksum or self._fetch()[2]
-        return cache_key(self.op.canonical(), input_keys, content)
+        if self.op.checksum:
+            return cache_key(self.op.canonical(), input_keys, self.op.checksum)
+        # What the response decides of the file, as BuildKit's http source
+        # keys it: the bytes and the mtime (Last-Modified, which fetch_url
+        # set on the download); the name is the frontend's, in the op.
+        path, _, digest = self._fetch()
+        content = {"checksum": digest, "mtime_ns": path.stat().st_mtime_ns}
+        return cache_key(self.op.canonical(), input_keys, canonical_bytes(content).decode())
 
     def execute(self, inputs, cancel):
         path, name, _ = self._fetch()
