@@ -4,7 +4,12 @@ Platform: the one platform parser of pybuild, used for `FROM --platform`,
 
 from __future__ import annotations
 
+import re
+
 from frontend.ops import Platform
+
+# containerd's specifierRe: what each of os, arch and variant may hold.
+_COMPONENT = re.compile(r"[A-Za-z0-9_-]+")
 
 _KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris",
                        "illumos", "aix", "android", "ios", "plan9", "dragonfly"})  # fmt: skip
@@ -21,6 +26,10 @@ def parse_platform(text: str) -> Platform:
     parts = text.strip().lower().split("/")
     if not all(parts) or len(parts) > 3:
         raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
+    for part in parts:
+        if not _COMPONENT.fullmatch(part):
+            raise ValueError(f'"{part}" is an invalid component of "{text}": platform specifier component '
+                             f'must match "^[A-Za-z0-9_-]+$": invalid argument')
     if len(parts) == 1 and parts[0] in _KNOWN_OS:
         return Platform(os=parts[0], architecture=Platform().architecture)
     os_name, rest = ("linux", parts) if len(parts) == 1 else (parts[0], parts[1:])
