@@ -70,16 +70,13 @@ def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
 
 def _read_at_most(secret_id: str, src: str, limit: int) -> bytes:
     """Up to `limit` bytes of `src`, whatever it is (a regular file, a pipe,
-    /dev/zero): never the whole of something endless."""
-    parts, size = [], 0
+    /dev/zero): never the whole of something endless. A buffered read of
+    `limit` bytes returns short only at the end of the file."""
     try:
         with open(src, "rb") as source:
-            while size < limit and (chunk := source.read(limit - size)):
-                parts.append(chunk)
-                size += len(chunk)
+            return source.read(limit)
     except OSError as exc:
         raise SecretError(f"secret {secret_id}: cannot read {src}: {exc.strerror}") from exc
-    return b"".join(parts)
 
 
 def _capped(secret_id: str, value: bytes) -> bytes:
