@@ -9,6 +9,7 @@ configuration (click's usage errors too, which click itself ends with 2);
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -42,6 +43,16 @@ def run_guarded(debug: bool, action, dockerfile_text=None):
         sys.exit(EXIT_ERROR)
 
 
+# C0 controls but newline and tab, DEL and C1: a message quoting a
+# hostile context (a .dockerignore pattern, a file name, a Dockerfile line)
+# must not move the cursor or set the terminal's title.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def report(exc: PybuildError, dockerfile_text: str | None = None) -> None:
     """`ERROR: message`; for a Dockerfile error or a failed step, the
     instruction's lines as BuildKit shows them; for a failed RUN, the last
@@ -49,7 +60,7 @@ def report(exc: PybuildError, dockerfile_text: str | None = None) -> None:
     from frontend.errors import DockerfileError
     from runtime.errors import ExecFailed
 
-    click.echo(f"ERROR: {exc}", err=True)
+    click.echo(f"ERROR: {printable(str(exc))}", err=True)
     cause = exc.cause if isinstance(exc, StepFailed) else None
     location = exc.location if isinstance(exc, (StepFailed, DefinitionError)) else None
     if location is not None and dockerfile_text:
@@ -61,7 +72,7 @@ def report(exc: PybuildError, dockerfile_text: str | None = None) -> None:
         click.echo("", err=True)
         for number in range(first, last + 1):
             marker = ">>>" if location.start <= number <= location.end else "   "
-            click.echo(f" {marker} {number:>4} | {lines[number - 1]}", err=True)
+            click.echo(f" {marker} {number:>4} | {printable(lines[number - 1])}", err=True)
     if isinstance(cause, ExecFailed) and cause.tail:
         click.echo("last output:", err=True)
         for line in cause.tail.rstrip("\n").splitlines():
