@@ -138,7 +138,9 @@ def default_root() -> Path:
     the file names one (Settings.root None)."""
     if os.environ.get(ENV_ROOT):
         return Path(os.path.abspath(os.environ[ENV_ROOT]))  # as resolve
-    if os.geteuid() == 0:
+    from runtime.userns import host_ids
+
+    if host_ids()[0] == 0:
         return Path("/var/lib/pybuild")
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data_home) / "pybuild"

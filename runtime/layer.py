@@ -28,15 +28,22 @@ from runtime.errors import RuntimeFailure, UnsafeLayer
 from runtime.fsutil import read_xattrs
 from runtime.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarWriter
 from runtime.unpack import Unpacker
-from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX, is_whiteout
+from runtime.whiteouts import (
+    OPAQUE_MARKER,
+    OPAQUE_XATTR,
+    OVERLAY_XATTR_PREFIX,
+    OVERLAY_XATTR_PREFIXES,
+    WHITEOUT_PREFIX,
+    is_whiteout,
+)
 
 _WHITEOUT_PREFIX_B = WHITEOUT_PREFIX.encode()
 _OPAQUE_MARKER_B = OPAQUE_MARKER.encode()
 # Overlay xattrs that make an upperdir mean more than its plain files; the
 # snapshotter mounts with redirect_dir=off,metacopy=off so they never appear.
-_UNPORTABLE_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
+_UNPORTABLE_XATTRS = (OVERLAY_XATTR_PREFIX + "redirect", OVERLAY_XATTR_PREFIX + "metacopy")
 # Kernel 6.7+ "xwhiteout": a regular file standing for a whiteout.
-_XWHITEOUT_XATTR = "trusted.overlay.whiteout"
+_XWHITEOUT_XATTR = OVERLAY_XATTR_PREFIX + "whiteout"
 
 
 class UnportableSnapshot(RuntimeFailure):
@@ -350,7 +357,7 @@ def _portable(arcname: bytes, xattrs) -> list:
     for name, _ in xattrs:
         if name.startswith(_UNPORTABLE_XATTRS):
             raise UnportableSnapshot(f"write layer: /{arcname.decode(errors='replace')} carries {name}")
-    return [(n, v) for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIX)]
+    return [(n, v) for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIXES)]
 
 
 def _fd_budget() -> int:
@@ -388,7 +395,7 @@ def apply_layer(stream: BinaryIO, fs) -> None:
     Refused with UnsafeLayer: names with `..` or a leading `/`, a path
     through a symlink or a non-directory, hard links to anything but an
     earlier non-directory entry, malformed whiteouts and archives;
-    `trusted.overlay.*` xattrs are dropped (runtime.unpack has the rest)."""
+    `trusted.overlay.*` and `user.overlay.*` xattrs are dropped (runtime.unpack has the rest)."""
     try:
         with confine.Tree(fs) as tree:
             _LayerUnpacker(tree).run(tarfile.open(fileobj=stream, mode="r|", errors="surrogateescape"))
@@ -458,7 +465,7 @@ class _LayerUnpacker(Unpacker):
             if not key.startswith("SCHILY.xattr."):
                 continue
             name = key[len("SCHILY.xattr."):]
-            if name.startswith(OVERLAY_XATTR_PREFIX):
+            if name.startswith(OVERLAY_XATTR_PREFIXES):
                 continue  # a layer must not forge overlay metadata
             found.append((name, value.encode("utf-8", "surrogateescape")))
         return found

@@ -47,6 +47,7 @@ from runtime.lifeline import Supervised
 from runtime.supervise import write_record
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
+from runtime.userns import in_user_namespace
 
 __all__ = ["OciExecutor", "find_runtime", "build_config"]
 
@@ -219,7 +220,7 @@ def build_config(
         },
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": spec.hostname,
-        "mounts": _mounts(spec, etc),
+        "mounts": _rootless_mounts(spec, _mounts(spec, etc)) if in_user_namespace() else _mounts(spec, etc),
         "linux": linux,
     }
 
@@ -261,6 +262,23 @@ def _mounts(spec: ExecSpec, etc: dict[str, str]) -> list[dict]:
     return mounts
 
 
+def _rootless_mounts(spec: ExecSpec, mounts: list[dict]) -> list[dict]:
+    """What runc's specconv.ToRootless changes: a fresh sysfs needs a network
+    namespace owned by ours, so a step on the host's network gets the host's
+    /sys bound read-only instead."""
+    if spec.network is NetworkMode.NONE:
+        return mounts
+    changed = []
+    for mount in mounts:
+        if mount["type"] == "sysfs":
+            mount = {"destination": "/sys", "type": "bind", "source": "/sys",
+                     "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        elif mount["type"] == "cgroup":
+            continue  # in the bound /sys already
+        changed.append(mount)
+    return changed
+
+
 def _seccomp() -> dict:
     # docker's default allow-list for the capabilities the step holds
     from runtime.seccomp import profile
@@ -279,7 +297,9 @@ def _rlimits(spec: ExecSpec) -> list[dict]:
 def _nofile() -> int:
     """docker's limit when we may raise the hard limit, else ours: the
     runtime would fail the whole run on EPERM."""
-    if _has_capability(_CAP_SYS_RESOURCE):
+    # CAP_SYS_RESOURCE of a user namespace raises no hard limit beyond
+    # the one it was entered with.
+    if _has_capability(_CAP_SYS_RESOURCE) and not in_user_namespace():
         return _NOFILE
     return min(_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 

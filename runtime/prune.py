@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from runtime import confine
-from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX
+from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -26,7 +26,7 @@ def _xattrs(path: str) -> dict[str, bytes]:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
         return {}
-    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith(OVERLAY_XATTR_PREFIX)}
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith(OVERLAY_XATTR_PREFIXES)}
 
 
 def _is_opaque(target: str | int) -> bool:

@@ -3,7 +3,8 @@
 Layout under `root` (ROOT/snapshots):
 
     <id>/fs       the snapshot's files (whiteouts: 0/0 char devices, opaque
-                  directories: trusted.overlay.opaque=y)
+                  directories: trusted.overlay.opaque=y, or user.overlay.opaque=y
+                  in a user namespace: runtime/whiteouts.py)
     <id>/work     overlay's workdir, only while <id> is mounted as upper
     .mnt-T-XXXX   a merged view while mounted
     .flat-T-XXXX  a temporary flattened lower (see "Deep chains" below)
@@ -49,6 +50,7 @@ from runtime.errors import MountFailed, RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases
 from runtime.mounts import bind_mount, detach, mount_overlay, mount_points_below, unmount
+from runtime.userns import in_user_namespace
 from runtime.whiteouts import OPAQUE_XATTR, is_whiteout
 # fs/overlayfs/params.h: OVL_MAX_STACK
 _OVERLAY_MAX_LOWERS = 500
@@ -60,6 +62,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # to copying, so the upper gets full copies. index=off: no inode index, so
 # the upper is not tied to these particular lower directories.
 _OVERLAY_FLAGS = "index=off,redirect_dir=off,metacopy=off"
+if in_user_namespace():
+    # Only a user.* xattr can be set without CAP_SYS_ADMIN of the initial
+    # namespace: overlay keeps its opaque marks there (Linux >= 5.11).
+    _OVERLAY_FLAGS += ",userxattr"
 # Entries of the snapshot root that only live while a process uses them.
 _TEMPORARY = (".mnt-", ".flat-", ".probe-")
 _ID_RE = re.compile(r"[a-z0-9_]{1,64}")

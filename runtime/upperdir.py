@@ -13,11 +13,11 @@ import time
 from typing import Iterator, Sequence
 
 from runtime.fsutil import copy_metadata, copy_node, remove_tree
-from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
+from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES, XATTR_NAMESPACE, is_whiteout
 
-_OVERLAY_XATTRS = (OVERLAY_XATTR_PREFIX,)
+_OVERLAY_XATTRS = OVERLAY_XATTR_PREFIXES
 # CopySnapshotter's tag on its copies (see mark); never leaves the view.
-_MARK = "trusted.pybuild.path"
+_MARK = XATTR_NAMESPACE + "pybuild.path"
 
 
 def merge_layers(dest: str, layers: Sequence[str], *, link_files: bool) -> None:

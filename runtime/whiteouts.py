@@ -5,16 +5,28 @@ squashing layers and merging snapshots read them."""
 import os
 import stat
 
+from runtime.userns import in_user_namespace
+
 # A layer's `DIR/.wh.NAME` deletes NAME below DIR; `DIR/.wh..wh..opq`
 # hides what lower layers put in DIR (OCI image spec, layer.md).
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 
+# The xattr namespace pybuild's own marks live in. trusted.* needs
+# CAP_SYS_ADMIN in the initial user namespace; inside any other (rootless,
+# or root of a container with one) overlay is mounted with `userxattr` and
+# keeps its marks in user.* instead. Read once: a process enters its
+# namespace before it imports this (runtime/userns.py).
+XATTR_NAMESPACE = "user." if in_user_namespace() else "trusted."
+
 # In a snapshot a deleted name is a 0/0 character device, and a directory
 # hiding the lower ones carries this xattr, "y". Every xattr of overlay's
 # own starts with the prefix.
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
-OPAQUE_XATTR = "trusted.overlay.opaque"
+OVERLAY_XATTR_PREFIX = XATTR_NAMESPACE + "overlay."
+OPAQUE_XATTR = OVERLAY_XATTR_PREFIX + "opaque"
+# Overlay's marks under either namespace: never taken from a layer nor
+# written into one, so a rootless and a root build carry the same xattrs.
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 
 def is_whiteout(st: os.stat_result) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from builder.config import default_root
 from builder.export.layers import SnapshotTars
 from builder.root.reclaim import reclaim
+from builder.errors import HostError
 from cache.errors import CacheError
 from cache.index import Index
 from cache.store import ContentStore
@@ -31,6 +32,10 @@ class Worker:
         from runtime.executors import default_isolation
         from runtime.snapshot import default_snapshotter
 
+        from runtime import userns
+
+        if userns.missing():
+            raise HostError(userns.missing())
         root = Path(root) if root else default_root()
         root.mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(exist_ok=True)

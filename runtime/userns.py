@@ -1,0 +1,165 @@
+"""Rootless: a pybuild started by an ordinary user enters a user namespace
+of its own, once, before anything else, and from then on is root there.
+
+The namespace maps in-namespace 0 to the user and 1..N to the user's
+subordinate range (/etc/subuid, /etc/subgid), written by the setuid
+helpers newuidmap/newgidmap as podman and rootlesskit do. Everything after
+the entry runs unchanged: it mounts overlayfs (with `userxattr`), makes
+RUN's namespaces, chowns files to image ids. An image's uid 1000 is 1000
+inside the namespace, so the layer tars carry the same ids, and the same
+bytes, as a root build's (docs/architecture.md, "Rootless").
+
+The process itself unshares, without a re-exec: unshare(CLONE_NEWUSER)
+needs a single-threaded caller, which a console script is at its first
+line, and a forked child (still outside) runs the two helpers on the
+parent's pid. The mount namespace made in the same call takes every mount
+pybuild makes with it when the process ends, however it ends.
+
+Without a subordinate range, or without the helpers, nothing is entered:
+commands that need no root (`--help`, `check`) work, and opening a root
+fails with `missing()`'s message, which names the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+
+__all__ = ["enter", "host_ids", "in_user_namespace", "missing", "rootless", "subordinate_range"]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+# Ids a namespace maps above 0: an image's file owned by a larger id cannot
+# be represented (podman's "insufficient UIDs or GIDs" case).
+WANTED_IDS = 65536
+
+_state: dict[str, object] = {"host_uid": None, "host_gid": None, "missing": None}
+
+
+def rootless() -> bool:
+    """Whether this process was started by a user other than root and
+    entered (or tried to enter) its own namespace."""
+    return host_ids()[0] != 0
+
+
+def host_ids() -> tuple[int, int]:
+    """The uid and gid that started this process, outside any namespace
+    pybuild entered."""
+    if _state["host_uid"] is None:
+        return os.geteuid(), os.getegid()
+    return _state["host_uid"], _state["host_gid"]
+
+
+def missing() -> str | None:
+    """Why a rootless process has no namespace to build in, with the fix;
+    None when it has one (or needs none)."""
+    return _state["missing"]  # type: ignore[return-value]
+
+
+def in_user_namespace() -> bool:
+    """Whether this process runs in a user namespace other than the
+    initial one (entered by pybuild, or a container's)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields[:3] != ["0", "0", "4294967295"]
+
+
+def subordinate_range(path: str, name: str, ident: int) -> tuple[int, int] | None:
+    """The first range of `path` (/etc/subuid format: NAME-or-ID:START:COUNT)
+    given to the user, as (start, count)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) != 3 or parts[0] not in (name, str(ident)):
+            continue
+        try:
+            start, count = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        if start > 0 and count > 0:
+            return start, count
+    return None
+
+
+def enter() -> None:
+    """Enter the namespace if this process is not root; a no-op for root
+    and on a second call. Records why it could not (see `missing`)."""
+    if _state["host_uid"] is not None:
+        return
+    uid, gid = os.geteuid(), os.getegid()
+    _state["host_uid"], _state["host_gid"] = uid, gid
+    if uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    uids = subordinate_range("/etc/subuid", name, uid)
+    gids = subordinate_range("/etc/subgid", name, uid)
+    if uids is None or gids is None:
+        _state["missing"] = (
+            f"rootless pybuild needs a subordinate uid and gid range for {name} in /etc/subuid and "
+            f"/etc/subgid: as root, run `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`"
+        )
+        return
+    helpers = [shutil.which(tool) for tool in ("newuidmap", "newgidmap")]
+    if None in helpers:
+        _state["missing"] = "rootless pybuild needs newuidmap and newgidmap on PATH (Debian's package uidmap)"
+        return
+    problem = _unshare_and_map(helpers, (uid, uids), (gid, gids))
+    if problem:
+        _state["missing"] = f"rootless pybuild could not enter its user namespace: {problem}"
+
+
+def _unshare_and_map(helpers, user: tuple[int, tuple[int, int]], group: tuple[int, tuple[int, int]]) -> str | None:
+    from runtime import linux
+
+    go_read, go_write = os.pipe()
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:  # outside the namespace: map the parent's ids once it has unshared
+        status = 1
+        try:
+            os.close(go_write)
+            if os.read(go_read, 1) == b"1":
+                status = 0
+                for helper, (own, (start, count)) in zip(helpers, (user, group)):
+                    count = min(count, WANTED_IDS)
+                    done = subprocess.run([helper, str(parent), "0", str(own), "1", "1", str(start), str(count)],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE)
+                    if done.returncode != 0:
+                        sys.stderr.buffer.write(done.stderr)
+                        status = 2
+                        break
+        finally:
+            os._exit(status)
+    os.close(go_read)
+    try:
+        linux.unshare(CLONE_NEWUSER | CLONE_NEWNS)
+    except OSError as exc:
+        os.write(go_write, b"0")
+        os.close(go_write)
+        os.waitpid(child, 0)
+        return f"unshare: {exc.strerror} (user namespaces may be disabled: sysctl user.max_user_namespaces)"
+    os.write(go_write, b"1")
+    os.close(go_write)
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return "newuidmap/newgidmap failed (see above)"
+    # Mounts made here stay here: nothing pybuild mounts reaches the host's
+    # namespace, and all of it goes when the process does.
+    linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
+    return None
