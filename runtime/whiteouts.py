@@ -15,9 +15,26 @@ OPAQUE_MARKER = ".wh..wh..opq"
 # The xattr namespace pybuild's own marks live in. trusted.* needs
 # CAP_SYS_ADMIN in the initial user namespace; inside any other (rootless,
 # or root of a container with one) overlay is mounted with `userxattr` and
-# keeps its marks in user.* instead. Read once: a process enters its
-# namespace before it imports this (runtime/userns.py).
-XATTR_NAMESPACE = "user." if in_user_namespace() else "trusted."
+# keeps its marks in user.* instead. Root of a container without
+# CAP_SYS_ADMIN (docker's default) cannot write trusted.* either: there
+# only the copying snapshotter works, and its marks go to user.* too.
+# Read once: a process enters its namespace before it imports this
+# (runtime/userns.py).
+_CAP_SYS_ADMIN = 21
+
+
+def _has_sys_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+XATTR_NAMESPACE = "user." if in_user_namespace() or not _has_sys_admin() else "trusted."
 
 # In a snapshot a deleted name is a 0/0 character device, and a directory
 # hiding the lower ones carries this xattr, "y". Every xattr of overlay's
