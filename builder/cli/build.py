@@ -151,11 +151,19 @@ def _request(options: dict, pairs: dict[str, dict[str, str]], settings):
         ulimits=options["ulimits"],
         no_cache=options["no_cache"], no_cache_filter=options["no_cache_filter"], explain=options["explain"],
         cache_to=options["cache_to"], cache_from=options["cache_from"], pull=options["pull"],
-        tags=options["tags"], outputs=options["outputs"], push=options["push"],
+        tags=options["tags"], outputs=_outputs(options), push=options["push"],
         labels=pairs["labels"], annotations=pairs["annotations"], squash=options["squash"],
         root=settings.root, isolation=settings.isolation, registry_hosts=settings.registry_hosts,
         gc_policy=settings.config.gc_policy, size_limits=settings.config.limits,
     )
+
+
+def _outputs(options: dict) -> tuple[str, ...]:
+    """The -o outputs, with the local store added when --load asks for it
+    next to them (without -o, the store is the default already). As
+    buildx's --load next to -o: both exports."""
+    outputs = tuple(options["outputs"])
+    return (*outputs, "type=image") if options["load"] and outputs else outputs
 
 
 def _defeats_memo(options: dict) -> bool:
