@@ -60,8 +60,9 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
 @click.option("--add-host", "add_hosts", multiple=True, help="Add a line to /etc/hosts of each RUN (HOST:IP). Repeatable.")
 @click.option("--check", "check_only", is_flag=True,
               help="Run the build checks instead of building (as `pybuild check`; exit 1 on warnings).")
-@click.option("--isolation", type=click.Choice(["builtin", "oci"]),
-              help="How RUN steps are isolated [config: isolation; default oci when runc/crun exists].")
+@click.option("--isolation", type=click.Choice(["builtin", "oci", "chroot"]),
+              help="How RUN steps are isolated [config: isolation; default oci when runc/crun exists; "
+                   "chroot, weaker, for unprivileged containers: docs/isolation.md].")
 @click.option("--insecure-registry", "insecure", multiple=True,
               help="Registry reached over plain HTTP (HOST[:PORT]). Repeatable.")
 @click.option("--progress", type=click.Choice(PROGRESS_MODES),
