@@ -37,8 +37,6 @@ changes directory: other threads never see a different cwd.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import re
 import stat
@@ -46,12 +44,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from runtime.errors import MountFailed, RuntimeFailure
+from runtime.errors import RuntimeFailure
 from runtime.fsutil import remove_tree
 from runtime.lease import Leases
 from runtime.mounts import bind_mount, detach, mount_overlay, mount_points_below, unmount
 from runtime.userns import in_user_namespace
-from runtime.whiteouts import OPAQUE_XATTR, is_whiteout
 # fs/overlayfs/params.h: OVL_MAX_STACK
 _OVERLAY_MAX_LOWERS = 500
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -61,11 +58,13 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # off, rename(2) of a lower directory fails with EXDEV and tools fall back
 # to copying, so the upper gets full copies. index=off: no inode index, so
 # the upper is not tied to these particular lower directories.
-_OVERLAY_FLAGS = "index=off,redirect_dir=off,metacopy=off"
+OVERLAY_FLAGS = "index=off,redirect_dir=off,metacopy=off"
 if in_user_namespace():
     # Only a user.* xattr can be set without CAP_SYS_ADMIN of the initial
-    # namespace: overlay keeps its opaque marks there (Linux >= 5.11).
-    _OVERLAY_FLAGS += ",userxattr"
+    # namespace: overlay keeps its opaque marks there (Linux >= 5.11). The
+    # kernel refuses userxattr with redirect_dir=off, which may follow a
+    # lower's redirect; nofollow neither makes nor follows one.
+    OVERLAY_FLAGS = "index=off,redirect_dir=nofollow,metacopy=off,userxattr"
 # Entries of the snapshot root that only live while a process uses them.
 _TEMPORARY = (".mnt-", ".flat-", ".probe-")
 _ID_RE = re.compile(r"[a-z0-9_]{1,64}")
@@ -221,23 +220,33 @@ class OverlaySnapshotter(_SnapshotStore):
                 if workdir is not None:
                     remove_tree(workdir)  # left over from a crash, maybe
                     workdir.mkdir()
-                options, flat = self._options(lowers, upper, owner)
-                mount_overlay(str(self.root), target, options, readonly=upper is None)
+                flat = self._attach(target, lowers, upper, owner)
                 mounted = True
             yield Path(target)
         finally:
             if mounted:
-                unmount(target)
+                self._detach(target, upper if lowers else None)
             os.rmdir(target)
             if flat is not None:
                 remove_tree(self.root / flat)
             if workdir is not None:
                 remove_tree(workdir)
 
+    def _attach(self, target: str, lowers: list[str], upper: str | None, owner: str) -> str | None:
+        """Mount the overlay on `target`; returns the flattened lower made
+        for it, if any (removed after `_detach`)."""
+        options, flat = self._options(lowers, upper, owner)
+        mount_overlay(str(self.root), target, options, readonly=upper is None)
+        return flat
+
+    def _detach(self, target: str, upper: str | None) -> None:
+        """Undo `_attach` (`upper`: None for a bind or read-only view)."""
+        unmount(target)
+
     def _options(self, lowers: list[str], upper: str | None, owner: str) -> tuple[str, str | None]:
         """The mount data, and the flattened lower made for it if any."""
         tail = f",upperdir={upper}/fs,workdir={upper}/work" if upper else ""
-        tail += "," + _OVERLAY_FLAGS
+        tail += "," + OVERLAY_FLAGS
         if upper and self.volatile:
             tail += ",volatile"
         paths = [f"{snapshot_id}/fs" for snapshot_id in lowers]
@@ -320,81 +329,3 @@ class CopySnapshotter(_SnapshotStore):
 def lease_dir(root: str | os.PathLike) -> Leases:
     """The leases of the processes using the snapshots under `root`."""
     return Leases(Path(root) / ".leases", gated=True)
-
-
-def _overlay_works(root: str, extra: str) -> bool:
-    """Mount a tiny overlay, delete a lower file and replace a lower
-    directory: whiteouts and opaque xattrs must land in the upper."""
-    leases = lease_dir(root)
-    owner = leases.hold()
-    try:
-        return _probe(tempfile.mkdtemp(prefix=f".probe-{owner}-", dir=root), extra)
-    finally:
-        leases.release()
-
-
-def _probe(probe: str, extra: str) -> bool:
-    try:
-        for name in ("lower/d", "upper", "work", "merged"):
-            os.makedirs(os.path.join(probe, name))
-        Path(probe, "lower/f").write_bytes(b"")
-        Path(probe, "lower/d/x").write_bytes(b"")
-        merged = os.path.join(probe, "merged")
-        try:
-            mount_overlay(probe, merged, f"lowerdir=lower,upperdir=upper,workdir=work,{_OVERLAY_FLAGS}{extra}",
-                           readonly=False)
-        except MountFailed:
-            return False
-        try:
-            os.unlink(os.path.join(merged, "f"))
-            remove_tree(os.path.join(merged, "d"))
-            os.mkdir(os.path.join(merged, "d"))
-        except OSError:
-            return False
-        finally:
-            unmount(merged)
-        whiteout = os.lstat(os.path.join(probe, "upper/f"))
-        opaque = os.getxattr(os.path.join(probe, "upper/d"), OPAQUE_XATTR, follow_symlinks=False)
-        return is_whiteout(whiteout) and opaque == b"y"
-    except OSError:
-        return False
-    finally:
-        remove_tree(probe)
-
-
-_PROBE_FILE = ".overlay-probe"
-
-
-@functools.lru_cache(maxsize=None)
-def _overlay_support(root: str) -> tuple[bool, bool]:
-    """(overlay usable, `volatile` usable) on `root`. Probing mounts and
-    unmounts, so the answer is kept in the root per kernel release: a fully
-    cached build mounts nothing at all."""
-    record = os.path.join(root, _PROBE_FILE)
-    kernel = os.uname().release
-    try:
-        with open(record) as f:
-            saved = json.load(f)
-        if saved.get("kernel") == kernel:
-            return bool(saved["overlay"]), bool(saved["volatile"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    volatile = _overlay_works(root, ",volatile")
-    usable = volatile or _overlay_works(root, "")
-    fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=root)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"kernel": kernel, "overlay": usable, "volatile": volatile}, f)
-    os.replace(tmp, record)
-    return usable, volatile
-
-
-def default_snapshotter(root: Path) -> OverlaySnapshotter | CopySnapshotter:
-    """An OverlaySnapshotter when overlayfs works on `root` (probed once per
-    root and kernel), else a CopySnapshotter."""
-    Path(root).mkdir(parents=True, exist_ok=True)
-    usable, volatile = _overlay_support(os.path.realpath(root))
-    if usable:
-        snapshotter = OverlaySnapshotter(root)
-        snapshotter.volatile = volatile
-        return snapshotter
-    return CopySnapshotter(root)

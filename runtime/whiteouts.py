@@ -41,9 +41,10 @@ XATTR_NAMESPACE = "user." if in_user_namespace() or not _has_sys_admin() else "t
 # own starts with the prefix.
 OVERLAY_XATTR_PREFIX = XATTR_NAMESPACE + "overlay."
 OPAQUE_XATTR = OVERLAY_XATTR_PREFIX + "opaque"
-# Overlay's marks under either namespace: never taken from a layer nor
-# written into one, so a rootless and a root build carry the same xattrs.
-OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+# Overlay's marks under either namespace, and fuse-overlayfs's own: never
+# taken from a layer nor written into one, so a build carries the same
+# xattrs whatever mounted its snapshots.
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 
 
 def is_whiteout(st: os.stat_result) -> bool:

@@ -57,11 +57,12 @@ def _host_info(settings) -> dict:
     from builder.root.gc import tree_size
     from builder.root.worker import Worker
     from runtime.executors import available_executors, default_isolation
+    from runtime.snapshotters import choose
 
     root = root_dir(settings)
     worker = Worker.open(root, settings.isolation)
     try:
-        snapshotter = type(worker.snapshots).__name__
+        choice = choose(worker.snapshots.root)
     finally:
         worker.close()
     return {
@@ -71,13 +72,24 @@ def _host_info(settings) -> dict:
         "store size": human(tree_size(root)),  # each inode once: snapshots hardlink files
         "isolation": settings.isolation or default_isolation(),
         "isolations available": sorted(available_executors()),
-        "snapshotter": "overlayfs" if snapshotter.startswith("Overlay") else "copy (overlayfs unusable here)",
+        "snapshotter": choice.name,
+        "snapshotter reason": choice.reason,
+        "rootless": _rootless(),
         "overlayfs in kernel": _has_overlayfs(),
         "cgroups": _cgroup_version(),
         "runc": shutil.which("runc") or "not found",
         "crun": shutil.which("crun") or "not found",
         "insecure registries": list(settings.insecure_registries),
     }
+
+
+def _rootless() -> str:
+    from runtime.userns import host_ids, rootless
+
+    if not rootless():
+        return "no"
+    # Reported after Worker.open, so the namespace was entered or that failed.
+    return f"yes: uid {host_ids()[0]} is root of its own user namespace"
 
 
 def _version() -> str:

@@ -180,11 +180,13 @@ def plan_direct(rootfs: Path, selection: Selection, dest: str, *, chown: str = "
                 os.close(parent_fd)
         else:
             try:
-                if os.listdir(target):
-                    return None  # lower entries to merge with: the view knows them
+                lower_entries = os.listdir(target)
             except BaseException:
                 os.close(target)
                 raise
+            if lower_entries:
+                os.close(target)
+                return None  # lower entries to merge with: the view knows them
             # Make overlay copy the (empty) lower directory up now, as creating
             # the first file through the view would, so the upper has it with
             # its lower metadata. The probe is upper-only: no whiteout is left.

@@ -30,7 +30,7 @@ class Worker:
         until `close`, after taking back what dead processes left in it
         (builder/root/reclaim.py)."""
         from runtime.executors import default_isolation
-        from runtime.snapshot import default_snapshotter
+        from runtime.snapshotters import default_snapshotter
 
         from runtime import userns
 

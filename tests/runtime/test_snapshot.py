@@ -10,14 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from fixtures.tools import require_tools
 
 from runtime.fsutil import remove_tree
-from runtime.snapshot import (
-    CopySnapshotter,
-    OverlaySnapshotter,
-    UnknownSnapshot,
-    default_snapshotter,
-)
+from runtime.fuse_snapshot import FuseOverlaySnapshotter, fuse_overlayfs
+from runtime.snapshot import CopySnapshotter, OverlaySnapshotter, UnknownSnapshot
+from runtime.snapshotters import default_snapshotter
 
 
 def _mounts_under(top: Path) -> list[str]:
@@ -38,8 +36,13 @@ def root():
     assert not path.exists()
 
 
-@pytest.fixture(params=["overlay", "copy"])
+@pytest.fixture(params=["overlay", "copy", "fuse-overlayfs"])
 def snapshotter(request, root):
+    if request.param == "fuse-overlayfs":
+        require_tools("fuse-overlayfs")
+        binary = fuse_overlayfs()
+        assert binary is not None, "/dev/fuse cannot be opened"
+        return FuseOverlaySnapshotter(root / "snapshots", binary)
     kind = OverlaySnapshotter if request.param == "overlay" else CopySnapshotter
     return kind(root / "snapshots")
 
