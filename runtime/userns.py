@@ -2,7 +2,7 @@
 of its own, once, before anything else, and from then on is root there.
 
 The namespace maps in-namespace 0 to the user and 1..N to the user's
-subordinate range (/etc/subuid, /etc/subgid), written by the setuid
+(first) subordinate range of N ids (/etc/subuid, /etc/subgid), written by the setuid
 helpers newuidmap/newgidmap as podman and rootlesskit do. Everything after
 the entry runs unchanged: it mounts overlayfs (with `userxattr`), makes
 RUN's namespaces, chowns files to image ids. An image's uid 1000 is 1000
@@ -34,10 +34,6 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
-# Ids a namespace maps above 0: an image's file owned by a larger id cannot
-# be represented (podman's "insufficient UIDs or GIDs" case).
-WANTED_IDS = 65536
-
 _state: dict[str, object] = {"host_uid": None, "host_gid": None, "missing": None}
 
 
@@ -136,7 +132,6 @@ def _unshare_and_map(helpers, user: tuple[int, tuple[int, int]], group: tuple[in
             if os.read(go_read, 1) == b"1":
                 status = 0
                 for helper, (own, (start, count)) in zip(helpers, (user, group)):
-                    count = min(count, WANTED_IDS)
                     done = subprocess.run([helper, str(parent), "0", str(own), "1", "1", str(start), str(count)],
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE)

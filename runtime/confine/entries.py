@@ -4,6 +4,7 @@ xattrs and times, and walking or removing a tree of any depth."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -32,8 +33,9 @@ def set_metadata(dir_fd: int, name: bytes, *, uid: int | None = None, gid: int |
     other refusal is an OSError naming the xattr."""
     skip = _skipped_xattr_errors(skip_unsupported_xattrs, skip_refused_xattrs)
     if uid is not None or gid is not None:
-        os.chown(name, -1 if uid is None else uid, -1 if gid is None else gid, dir_fd=dir_fd,
-                 follow_symlinks=False)
+        with _mapped(uid, gid):
+            os.chown(name, -1 if uid is None else uid, -1 if gid is None else gid, dir_fd=dir_fd,
+                     follow_symlinks=False)
     xattrs = list(xattrs)
     if mode is not None or xattrs:
         fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
@@ -64,12 +66,29 @@ def set_fd_metadata(fd: int, *, uid: int | None = None, gid: int | None = None, 
     looked up, so nothing swapped in under one can receive it. The cheap
     form for a file just written or a directory just opened."""
     if uid is not None or gid is not None:
-        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        with _mapped(uid, gid):
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
     if mode is not None:
         os.fchmod(fd, mode & 0o7777)
     _set_xattrs(fd, xattrs, _skipped_xattr_errors(skip_unsupported_xattrs, skip_refused_xattrs))
     if mtime_ns is not None:
         os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
+
+
+@contextlib.contextmanager
+def _mapped(uid: int | None, gid: int | None):
+    """A chown to an id the user namespace does not map fails with a bare
+    EINVAL: name the ids and the fix (rootless: runtime/userns.py)."""
+    try:
+        yield
+    except OSError as exc:
+        from runtime.userns import in_user_namespace  # on this error only: the sandbox helper loads this module
+
+        if exc.errno != errno.EINVAL or not in_user_namespace():
+            raise
+        raise OSError(errno.EINVAL, f"uid {uid} or gid {gid} is not mapped in this user namespace "
+                                    "(rootless: the subordinate ranges of /etc/subuid and /etc/subgid "
+                                    "must cover every id the image uses)", exc.filename) from None
 
 
 def _skipped_xattr_errors(unsupported: bool, refused: bool) -> tuple[int, ...]:

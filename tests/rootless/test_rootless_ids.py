@@ -1,0 +1,34 @@
+"""Issue 16: an id the user namespace does not map (above the user's
+subordinate range) is one clear error naming /etc/subuid, not a bare
+"Invalid argument"; and the namespace maps the whole range it is given."""
+
+from __future__ import annotations
+
+
+def test_an_unmapped_owner_names_the_subordinate_ranges(rootless, busybox_image):
+    count = rootless.host.subids[1]  # ids 1..count are the range, 0 the user
+    context = rootless.write_context("ctx", f"""\
+FROM {busybox_image.ref}
+COPY --chown={count + 10}:{count + 10} a /a
+""", {"a": "a\n"})
+    done = rootless.run("build", str(context))
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert f"uid {count + 10} or gid {count + 10} is not mapped in this user namespace" in stderr
+    assert "/etc/subuid" in stderr
+
+
+def test_the_top_of_the_range_is_mapped(rootless, busybox_image):
+    count = rootless.host.subids[1]  # ids 1..count are the range, 0 the user
+    context = rootless.write_context("ctx", f"""\
+FROM {busybox_image.ref}
+COPY --chown={count}:{count} a /a
+""", {"a": "a\n"})
+    out = rootless.mkdir("out")
+    rootless.ok("build", "-o", f"type=tar,dest={out / 'fs.tar'}", str(context))
+    import tarfile
+
+    with tarfile.open(out / "fs.tar") as tar:
+        member = tar.getmember("a")
+    assert (member.uid, member.gid) == (count, count)
