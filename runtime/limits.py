@@ -31,7 +31,7 @@ from pathlib import Path
 from runtime.errors import ExecFailed, RuntimeFailure
 
 __all__ = ["Limits", "Ulimit", "LimitError", "OutOfMemory", "parse_memory", "parse_ulimit", "cpus_to_quota",
-           "oci_resources", "oci_rlimits", "StepCgroup"]
+           "oci_resources", "oci_rlimits", "require_cgroups", "StepCgroup"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MIN_MEMORY = 6 << 20  # docker's minimum: below it even the shell cannot start
@@ -212,6 +212,22 @@ def _own_paths() -> tuple[str, dict[str, str]]:
     return unified, v1
 
 
+def _rootless_hint() -> str:
+    from runtime.userns import rootless
+
+    if not rootless():
+        return ""
+    return ("; a rootless pybuild can limit RUN only inside a cgroup v2 subtree delegated to the user "
+            "(e.g. systemd-run --user --scope -p Delegate=yes pybuild ...)")
+
+
+def require_cgroups(limits: Limits | None) -> None:
+    """Fail now, with StepCgroup's error, where the limits need cgroups this
+    process cannot make: runc would fail the step with a less clear one."""
+    if limits is not None and limits.needs_cgroup:
+        StepCgroup(limits).close()
+
+
 class StepCgroup:
     """One step's cgroup(s), created below pybuild's own, limits written.
 
@@ -249,7 +265,7 @@ class StepCgroup:
                     try:
                         directory.mkdir()
                     except OSError as exc:
-                        raise LimitError(f"cannot create cgroup {directory}: {exc.strerror}") from exc
+                        raise LimitError(f"cannot create cgroup {directory}: {exc.strerror}{_rootless_hint()}") from exc
                     self._made.append(directory)
                 self._dirs[controller] = directory
             self._write_limits()

@@ -1,0 +1,28 @@
+"""Issue 16: RUN resource limits as an ordinary user. Without a cgroup the
+user may write (a v2 subtree systemd delegated), both executors fail before
+the step with one line that says so; with one, the limit applies."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _own_cgroup_writable(rootless) -> bool:
+    done = rootless.as_user("sh", "-c", 'd=/sys/fs/cgroup$(sed -n "s/^0:://p" /proc/self/cgroup); '
+                                        'test -w "$d/cgroup.subtree_control"')
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("isolation", ("oci", "builtin"))
+def test_memory_limit_is_applied_or_refused_clearly(rootless, busybox_image, isolation):
+    context = rootless.write_context("ctx", f"FROM {busybox_image.ref}\nRUN echo limited\n")
+    done = rootless.run("build", "--isolation", isolation, "--memory", "256m", "--progress", "plain", str(context))
+    stderr = done.stderr.decode(errors="replace")
+    if _own_cgroup_writable(rootless):
+        assert done.returncode == 0, stderr
+        return
+    assert done.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "a rootless pybuild can limit RUN only inside a cgroup v2 subtree delegated" \
+        in errors[0], stderr
+    assert "runc run failed" not in stderr and "Traceback" not in stderr
