@@ -3,6 +3,7 @@
     python3 -m bench --smoke --builders pybuild       # harness check, < 1 min
     python3 -m bench --reps 3                         # the full run (see docs/benchmarks.md)
     python3 -m bench --scenarios 2,6 --builders pybuild,docker --reps 5
+    python3 -m bench --scenarios 1,2 --builders pybuild-venv,pybuild-rootless,pybuild-rootless-fuse,docker
 
 Results: a JSON file in bench/results/ (every sample) and a markdown table
 of medians on stdout.
@@ -21,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import env, limits, scenarios
+from bench import env, limits, rootless, scenarios
 from bench.builders import BUILDERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition: check the harness")
     p.add_argument("--scenarios", default=None, help="comma-separated scenario numbers (default: all)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per scenario (default 3; smoke 1)")
-    p.add_argument("--builders", default="pybuild,docker,buildah", help="comma-separated: pybuild,docker,buildah")
+    p.add_argument("--builders", default="pybuild,docker,buildah", help="comma-separated, of: " + ",".join(BUILDERS))
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir in /var/tmp)")
     p.add_argument("--limits", action=argparse.BooleanOptionalAction, default=None,
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
         builders = list(dict.fromkeys(s["builder"] for s in saved["samples"]))
         builders.sort(key=lambda b: list(BUILDERS).index(b))
         print(table(saved, builders))
+        print(rootless_table(saved, builders))
         return 0
     sizes = scenarios.SMOKE if args.smoke else scenarios.FULL
     owned_work = args.work is None
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001 - a skipped scenario is reported, not fatal
                 report["notes"].append(f"scenario 5 skipped: no Debian base image: {exc}")
         bench = scenarios.Bench(work, sizes, registry.host, debian, log)
+        bench.owner = rootless.context_owner(args.builders)
         for name in args.builders:
             builder = BUILDERS[name](work, log)
             try:
@@ -142,6 +145,7 @@ def main(argv=None) -> int:
         args.results_dir.mkdir(parents=True, exist_ok=True)
         out = args.results_dir / f"bench-{stamp}{'-smoke' if args.smoke else ''}.json"
         report["table"] = table(report, [b.name for b in builders] or args.builders)
+        report["table"] += rootless_table(report, [b.name for b in builders] or args.builders)
         _save(out, report)
         partial.unlink(missing_ok=True)
         if owned_work and not os.environ.get("PYBUILD_BENCH_KEEP"):  # keep it to read bench.log
@@ -177,7 +181,7 @@ def table(report: dict, builders: list[str]) -> str:
     groups: dict[tuple, dict[str, list]] = {}
     for s in report["samples"]:
         groups.setdefault((s["scenario"], s["measure"]), {}).setdefault(s["builder"], []).append(s)
-    peers = [b for b in builders if b != "pybuild"]
+    peers = [b for b in builders if b in ("docker", "buildah")]
     head = ["scenario", "measure"] + [f"{b} wall s" for b in builders]
     head += [f"pybuild/{p}" for p in peers] + ["target vs docker"]
     head += [f"{b} CPU s" for b in builders] + [f"{b} peak RSS MB" for b in builders]
@@ -198,6 +202,51 @@ def table(report: dict, builders: list[str]) -> str:
     n = {b: len([s for s in report["samples"] if s["builder"] == b]) for b in builders}
     lines.append("")
     lines.append(f"medians of {report['reps']} repetition(s); samples per builder: {n}")
+    return "\n".join(lines)
+
+
+def _spread(samples) -> str:
+    values = [s["wall"] for s in samples if s["ok"]]
+    if not values:
+        return "–"
+    return f"{_fmt(statistics.median(values))} [{_fmt(min(values))}–{_fmt(max(values))}]"
+
+
+def rootless_table(report: dict, builders: list[str]) -> str:
+    """Each rootless builder against the root build (the same interpreter,
+    pybuild-venv, when it ran) and docker: median wall [min–max] and the
+    ratios of medians, with issue 16's targets. Empty without one."""
+    users = [b for b in builders if getattr(rootless.BUILDERS.get(b), "user", None)]
+    if not users:
+        return ""
+    base = "pybuild-venv" if "pybuild-venv" in builders else "pybuild"
+    groups: dict[tuple, dict[str, list]] = {}
+    for s in report["samples"]:
+        groups.setdefault((s["scenario"], s["measure"]), {}).setdefault(s["builder"], []).append(s)
+    shown = [b for b in ("pybuild", base, "docker") if b in builders]
+    shown = list(dict.fromkeys(shown))
+    head = ["scenario", "measure"] + [f"{b} s" for b in shown]
+    for u in users:
+        head += [f"{u} s", f"{u}/{base}"] + ([f"{u}/docker"] if "docker" in builders else [])
+    head.append("target (pybuild-rootless)")
+    lines = ["", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = list(scenarios.TARGETS)
+    for key in sorted(groups, key=lambda k: order.index(k) if k in order else 99):
+        per = groups[key]
+        if not any(per.get(u) for u in users):
+            continue
+        wall = {b: _median(per.get(b, []), "wall") for b in builders}
+        row = [f"{key[0]} {scenarios.SCENARIOS[key[0]]}", key[1]] + [_spread(per.get(b, [])) for b in shown]
+        for u in users:
+            row.append(_spread(per.get(u, [])))
+            for peer in [base] + (["docker"] if "docker" in builders else []):
+                row.append(f"{wall[u] / wall[peer]:.2f}×" if wall.get(u) and wall.get(peer) else "–")
+        target = rootless.TARGETS.get(key)
+        row.append(f"≤{target[1]}× {base if target[0] == 'root' else target[0]}" if target else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(f"median [min–max] wall s of {report['reps']} repetition(s); ratios of medians; "
+                 f"root baseline: {base}")
     return "\n".join(lines)
 
 

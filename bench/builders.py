@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import measure
+from bench import measure, rootless
 from bench.env import CACHE_DIR, DockerDaemon, remove_tree
 
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
@@ -162,3 +162,5 @@ class Buildah:
 
 
 BUILDERS = {"pybuild": Pybuild, "docker": Docker, "buildah": Buildah}
+# pybuild as the rootless user (and its root baseline on the same interpreter).
+BUILDERS.update(rootless.BUILDERS)

@@ -7,6 +7,7 @@ thing being measured are run through the same code but not reported.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -66,6 +67,9 @@ class Bench:
         self.contexts = work / "contexts"
         self._made: set[str] = set()
         self._change = 0
+        # (uid, gid) the contexts are given to, when a rootless builder runs:
+        # a user builds a context of its own.
+        self.owner: tuple[int, int] | None = None
 
     @property
     def busybox(self) -> str:
@@ -77,12 +81,21 @@ class Bench:
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True)
             make(path)
+            if self.owner is not None:
+                _give(path, self.owner)
             self._made.add(name)
         return path
 
     def change_token(self, builder: str) -> str:
         self._change += 1
         return f"{builder}-{self._change}"
+
+
+def _give(path: Path, owner: tuple[int, int]) -> None:
+    for directory, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(directory, name), *owner)
+    os.lchown(path, *owner)
 
 
 def _required(sample: measure.Sample, what: str) -> measure.Sample:
