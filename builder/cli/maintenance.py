@@ -1,4 +1,4 @@
-"""Keeping a root healthy: `du`, `prune`, `doctor`."""
+"""Keeping a root healthy: `du`, `prune`, `doctor`; `unshare` for a rootless one."""
 
 from __future__ import annotations
 
@@ -89,4 +89,32 @@ def doctor(fix, root, config_file, debug):
         sys.exit(EXIT_ERROR)
 
 
-COMMANDS = (du, prune, doctor)
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def unshare(command):
+    """Run COMMAND (default: $SHELL) as root of the user namespace a
+    rootless pybuild builds in, as `podman unshare` does. Files a rootless
+    build made belong to the user's subordinate ids outside it: this is how
+    to remove or inspect them. As root, runs COMMAND as it is.
+
+    \b
+    Examples:
+      pybuild unshare rm -rf ~/.local/share/pybuild
+      pybuild unshare ls -ln ~/.local/share/pybuild/snapshots
+    """
+    import os
+
+    from runtime import userns
+
+    if userns.missing():  # builder.entry tried to enter it already
+        click.echo(f"ERROR: {userns.missing()}", err=True)
+        sys.exit(EXIT_ERROR)
+    argv = list(command) or [os.environ.get("SHELL") or "/bin/sh"]
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        click.echo(f"ERROR: {argv[0]}: {exc.strerror}", err=True)
+        sys.exit(127 if exc.errno == 2 else 126)
+
+
+COMMANDS = (du, prune, doctor, unshare)

@@ -23,7 +23,8 @@ class Invocation:
 
 
 root_option = click.option("--root", type=click.Path(file_okay=False),
-                           help="State directory [env PYBUILD_ROOT; default /var/lib/pybuild as root].")
+                           help="State directory [env PYBUILD_ROOT; default /var/lib/pybuild as root, "
+                                "$XDG_DATA_HOME/pybuild (~/.local/share/pybuild) otherwise].")
 config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                              help="Configuration file [env PYBUILD_CONFIG; default "
                                   "$XDG_CONFIG_HOME/pybuild/config.toml, /etc/pybuild/config.toml].")
