@@ -120,8 +120,11 @@ def _make_dirs(path: Path, owner: tuple[int, int]) -> None:
 def invoking_owner() -> tuple[int, int]:
     """Who a local export's files belong to: buildx's client writes them as
     itself; pybuild runs as root, mostly through sudo, so as the user sudo
-    ran it for."""
-    if os.getuid() == 0 and ("SUDO_UID" in os.environ or "SUDO_GID" in os.environ):
+    ran it for. A rootless pybuild is uid 0 of its own namespace, which is
+    the user outside: SUDO_UID (of a `sudo -u user`) means nothing there."""
+    from runtime.userns import rootless
+
+    if os.getuid() == 0 and not rootless() and ("SUDO_UID" in os.environ or "SUDO_GID" in os.environ):
         return _sudo_id("SUDO_UID"), _sudo_id("SUDO_GID")
     return os.getuid(), os.getgid()
 

@@ -4,6 +4,8 @@ subordinate range) is one clear error naming /etc/subuid, not a bare
 
 from __future__ import annotations
 
+import os
+
 
 def test_an_unmapped_owner_names_the_subordinate_ranges(rootless, busybox_image):
     count = rootless.host.subids[1]  # ids 1..count are the range, 0 the user
@@ -32,3 +34,15 @@ COPY --chown={count}:{count} a /a
     with tarfile.open(out / "fs.tar") as tar:
         member = tar.getmember("a")
     assert (member.uid, member.gid) == (count, count)
+
+
+def test_a_local_export_belongs_to_the_user_even_under_sudo_u(rootless, busybox_image):
+    """`sudo -u user pybuild` leaves SUDO_UID (the invoker's) in the
+    environment; a rootless pybuild is the user, not root acting for it."""
+    context = rootless.write_context("ctx", f"FROM {busybox_image.ref}\nRUN mkdir /made\n")
+    out = rootless.mkdir("out")
+    rootless.ok("build", "-o", f"type=local,dest={out / 'fs'}", str(context),
+                env={"SUDO_UID": "1000", "SUDO_GID": "1000"})
+    for path in (out / "fs", out / "fs" / "made", out / "fs" / "bin"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (rootless.uid, rootless.gid), path
