@@ -124,7 +124,7 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
         current.add(rel)
         old = before.get(rel)
         if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            marked = _marked_as(os.path.join(merged, rel)) == rel
+            marked = _is_tagged_for(_marked_as(os.path.join(merged, rel)), rel, st, before)
         else:  # symlinks, devices: untagged; their inode must do
             marked = old is not None and old[0] == st.st_ino
         changed = not marked or old != (st.st_ino, st.st_ctime_ns)
@@ -188,10 +188,16 @@ def mark(top: str) -> dict[str, tuple[int, int]]:
     """
     before = {}
     latest = 0
+    tagged: set[tuple[int, int]] = set()
     for rel, st in walk(top):
         path = os.path.join(top, rel)
         if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            os.setxattr(path, _MARK, rel.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            # A file with hardlinks is one inode: it keeps the tag of its
+            # first name (tagging the next would change the first's tag and
+            # ctime), and every name reads the ctime that tag gave it.
+            if (st.st_dev, st.st_ino) not in tagged:
+                os.setxattr(path, _MARK, rel.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                tagged.add((st.st_dev, st.st_ino))
             st = os.lstat(path)
         before[rel] = (st.st_ino, st.st_ctime_ns)
         latest = max(latest, st.st_ctime_ns)
@@ -204,6 +210,16 @@ def mark(top: str) -> dict[str, tuple[int, int]]:
         if now > latest:
             return before
         time.sleep(0.001)
+
+
+def _is_tagged_for(tag: str | None, rel: str, st: os.stat_result, before: dict) -> bool:
+    """Whether the file now at `rel` is the one `mark` found there: its tag
+    names `rel`, or (hardlinks sharing one tag) names another path that was
+    the same inode as `rel`, which it still is."""
+    if tag == rel:
+        return True
+    old, named = before.get(rel), before.get(tag) if tag is not None else None
+    return old is not None and named is not None and named[0] == old[0] == st.st_ino
 
 
 def _marked_as(path: str) -> str | None:
