@@ -36,8 +36,11 @@ def _entries(archive: Archive) -> list[list[tuple]]:
             for index in range(len(archive.manifest["layers"]))]
 
 
-@pytest.mark.parametrize("isolation", ("oci", "builtin"))
-def test_root_and_rootless_builds_have_one_digest(rootless, busybox_image, tmp_path, isolation):
+# The user's snapshotter: the probe's choice (kernel overlayfs with
+# userxattr here), then each other one forced; root's is its own default.
+@pytest.mark.parametrize("isolation, snapshotter", [("oci", None), ("builtin", None), ("oci", "fuse-overlayfs"),
+                                                    ("oci", "native")])
+def test_root_and_rootless_builds_have_one_digest(rootless, busybox_image, tmp_path, isolation, snapshotter):
     context = rootless.write_context("ctx", DOCKERFILE.format(base=busybox_image.ref),
                                      {"file": "from the context\n", "tree/a": "a\n", "tree/sub/b": "b\n"})
     (context / "tree" / "link").symlink_to("sub/b")
@@ -47,8 +50,11 @@ def test_root_and_rootless_builds_have_one_digest(rootless, busybox_image, tmp_p
 
     user_tar = rootless.home / "rootless.oci.tar"
     output = "type=oci,dest={},rewrite-timestamp=true"
+    forced = {"PYBUILD_SNAPSHOTTER": snapshotter} if snapshotter else {}
+    info = rootless.ok("info", env=forced).stdout.decode()
+    assert f"snapshotter:           {snapshotter or 'overlayfs'}\n" in info, info
     rootless.ok("build", "--isolation", isolation, "-o", output.format(user_tar), str(context),
-                env={"SOURCE_DATE_EPOCH": EPOCH})
+                env={"SOURCE_DATE_EPOCH": EPOCH, **forced})
     root_tar = tmp_path / "root.oci.tar"
     done = subprocess.run([sys.executable, "-c", "from builder.entry import main; main()", "build",
                            "--root", str(tmp_path / "root"), "--isolation", isolation,
