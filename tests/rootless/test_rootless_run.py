@@ -116,7 +116,8 @@ def user_agent(rootless):
         agent.wait(timeout=10)
 
 
-def test_every_run_mount(rootless, busybox_image, user_agent):
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_every_run_mount(rootless, busybox_image, user_agent, isolation):
     sock, key_comment = user_agent
     loader = _ssh_add_tools(rootless.home / "ctx" / "tools")
     secret = rootless.home / "token"
@@ -144,7 +145,7 @@ RUN --mount=type=bind,source=tools,target=/tools --mount=type=ssh {ssh_add} > /s
     secrets = ["--secret", f"id=token,src={secret}"]
     for round_ in ("1", "2"):
         rootfs = rootless.home / f"rootfs-{round_}"
-        rootless.ok("build", "--build-arg", f"ROUND={round_}", *secrets, "--ssh", "default",
+        rootless.ok("build", "--isolation", isolation, "--build-arg", f"ROUND={round_}", *secrets, "--ssh", "default",
                     "-o", f"type=local,dest={rootfs}", str(context), env={"SSH_AUTH_SOCK": str(sock)})
     assert (rootfs / "bind-context").read_text() == "from-context\n"
     assert (rootfs / "bind-stage").read_text() == "staged\n"
