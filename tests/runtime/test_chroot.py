@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.pybuild import SOURCE, pybuild_env
-from fixtures.tools import strict
+from fixtures.tools import require_tools, strict
 from runtime.chroot import ChrootExecutor, permitted_namespaces
 from runtime.errors import ExecFailed
 from runtime.executor import ExecCancelled, SandboxFailed
@@ -202,8 +202,9 @@ MOUNTS_DOCKERFILE = """\
 FROM scratch
 COPY rootfs/ /
 RUN --mount=type=bind,source=input.txt,target=/in.txt --mount=type=cache,target=/cache \\
-    --mount=type=tmpfs,target=/scratch --mount=type=secret,id=token \\
-    test "$(cat /in.txt)" = input && test "$(cat /run/secrets/token)" = s3cret && echo c > /cache/c \
+    --mount=type=tmpfs,target=/scratch --mount=type=secret,id=token --mount=type=ssh \\
+    test -S "$SSH_AUTH_SOCK" && \\
+    test "$(cat /in.txt)" = input && test "$(cat /run/secrets/token)" = s3cret && echo c > /cache/c \\
     && echo t > /scratch/t && ! touch /in.txt 2>/dev/null
 RUN --network=none test "$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')" = lo
 RUN echo failing; exit 7
@@ -284,10 +285,19 @@ def _build(tmp_path: Path, context: Path, isolation: str, name: str, contained: 
     return result, layout
 
 
+def _mount_sources(tmp_path: Path) -> list[str]:
+    """--secret and --ssh (an ssh-agent pybuild starts) for MOUNTS_DOCKERFILE."""
+    require_tools("ssh-agent", "ssh-keygen", "ssh-add")
+    key = tmp_path / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "token").write_text("s3cret")
+    return ["--secret", f"id=token,src={tmp_path / 'token'}", "--ssh", f"default={key}"]
+
+
 def test_build_with_run_mounts_network_none_and_a_failing_step(tmp_path, busybox_template):
     context = _context(tmp_path, busybox_template, MOUNTS_DOCKERFILE)
-    (tmp_path / "token").write_text("s3cret")
-    result, _ = _build(tmp_path, context, "chroot", "mounts", False, "--secret", f"id=token,src={tmp_path / 'token'}")
+    result, _ = _build(tmp_path, context, "chroot", "mounts", False, *_mount_sources(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     output = result.stdout + result.stderr
     # the first two steps ran; the third failed as the others say it
@@ -316,9 +326,7 @@ def test_unprivileged_container_builds_with_chroot_the_builtin_image(tmp_path, b
         assert "use --isolation chroot" in refused.stderr
 
     mounts = _context(tmp_path, busybox_template, MOUNTS_DOCKERFILE)
-    (tmp_path / "token").write_text("s3cret")
-    refused, _ = _build(tmp_path, mounts, "chroot", "refused-mounts", True, "--secret",
-                        f"id=token,src={tmp_path / 'token'}")
+    refused, _ = _build(tmp_path, mounts, "chroot", "refused-mounts", True, *_mount_sources(tmp_path))
     assert refused.returncode == 1
     assert "needs mount(2), which this process may not use" in refused.stderr, refused.stderr
 
