@@ -81,7 +81,7 @@ def permitted_namespaces() -> frozenset[str]:
     namespace, none of which change while it runs."""
     try:
         found = subprocess.run([sys.executable, "-S", "-E", _HELPER, "--probe"], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False)
+                               capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False, env={})
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
     if found.returncode != 0:
@@ -187,6 +187,12 @@ class ChrootExecutor:
             helper = subprocess.Popen(
                 [sys.executable, "-S", "-E", _HELPER, str(config_path), str(status_write), str(life_read)],
                 stdin=subprocess.DEVNULL, stdout=out_write, stderr=out_write, pass_fds=(status_write, life_read),
+                # An empty environment: without a pid namespace and its own
+                # /proc, a step that leaves the chroot could read the
+                # helper's /proc/PID/environ, and pybuild's may hold
+                # credentials (buildah's CVE-2021-3602). The step's own
+                # environment is in the config.
+                env={},
             )
         except OSError as exc:
             for fd in (out_read, status_read, life_write):

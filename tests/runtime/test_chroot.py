@@ -375,3 +375,24 @@ def test_pybuild_killed_leaves_no_process_of_the_step(tmp_path, busybox_template
     cleaned = subprocess.run(_pybuild("doctor", "--root", str(tmp_path / "root")), capture_output=True, text=True,
                              timeout=120, cwd=SOURCE, env=_env(tmp_path))
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+
+
+def test_the_steps_parents_hold_none_of_pybuilds_environment(busybox_rootfs, executor_scratch, monkeypatch,
+                                                              no_step_leaks):
+    """The helper and init run with an empty environment (buildah's
+    CVE-2021-3602): without a pid namespace, /proc/PID/environ of the
+    step's parents is what a step that leaves the chroot could read, with
+    the same capabilities as theirs in a container."""
+    monkeypatch.setenv("PYBUILD_TEST_CREDENTIAL", "hunter2")
+    executor = ChrootExecutor(scratch=executor_scratch, namespaces=())
+    environs: list[bytes] = []
+
+    def output(data: bytes) -> None:
+        if not environs:  # the step's $PPID is init, whose parent is the helper
+            init = int(data.split()[0])
+            stat = Path(f"/proc/{init}/stat").read_bytes()
+            helper = int(stat[stat.rindex(b")") + 2:].split()[1])
+            environs.extend(Path(f"/proc/{pid}/environ").read_bytes() for pid in (init, helper))
+
+    executor.run(sh("echo $PPID; sleep 0.5"), busybox_rootfs, output)
+    assert len(environs) == 2 and all(b"hunter2" not in environ for environ in environs), environs
