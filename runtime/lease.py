@@ -196,9 +196,13 @@ class Leases:
                    for owner, paths in self._files().items())
 
     def drop(self, owner: str) -> None:
-        """Remove a dead owner's lease files."""
+        """Remove a dead owner's lease files: this user's only. In a
+        directory users share (/dev/shm) another user's file counts as dead
+        to us (see _is_held) but is not ours to remove: root would take a
+        live rootless build's lease away, and a user is refused (EPERM, the
+        sticky bit) and would stop taking back its own leftovers."""
         for path in self._files().get(owner, []):
-            if owner != _token and not _is_held(path):
+            if owner != _token and _owned_by_us(path) and not _is_held(path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
 
@@ -219,6 +223,13 @@ class Leases:
             yield
         finally:
             os.close(fd)
+
+
+def _owned_by_us(path: str) -> bool:
+    try:
+        return os.lstat(path).st_uid == os.geteuid()
+    except FileNotFoundError:
+        return False
 
 
 def _is_held(path: str) -> bool:
