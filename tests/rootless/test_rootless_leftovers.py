@@ -11,13 +11,19 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
+from fixtures.pybuild import pybuild_env
 from fixtures.rootless import child_of, processes_of, temp_files_in, wait_for_no_processes
 
 SLEEPING = "FROM {base}\nRUN echo step-started; sleep 30\n"
+SCRATCH_LEASE = "pybuild-lease-"  # runtime/executor.py's leases on /dev/shm
 
 
 def _read_until(process, text: bytes, timeout: float = 60) -> bytes:
@@ -108,6 +114,37 @@ def test_kill_9_during_a_run_then_the_next_command_reclaims(rootless, busybox_im
     left = temp_files_in(rootless.home)
     assert left, "a killed pybuild cannot clean up: this test would check nothing"
 
-    again = rootless.write_context("again", f"FROM {busybox_image.ref}\nRUN echo again > /again\n")
-    rootless.ok("build", "--isolation", isolation, str(again))
-    assert temp_files_in(rootless.home) == []
+    # A lease a killed root pybuild left on /dev/shm, which the user may
+    # not remove: it must not stop the user's own reclaim.
+    foreign = Path("/dev/shm") / f"{SCRATCH_LEASE}1_{uuid.uuid4().hex[:8]}"
+    foreign.touch(mode=0o600)
+    try:
+        again = rootless.write_context("again", f"FROM {busybox_image.ref}\nRUN echo again > /again\n")
+        rootless.ok("build", "--isolation", isolation, str(again))
+        assert temp_files_in(rootless.home) == []
+        assert foreign.exists()
+    finally:
+        foreign.unlink()
+
+
+def test_roots_pybuild_leaves_a_running_users_lease(rootless, busybox_image, tmp_path):
+    context = rootless.write_context("ctx", SLEEPING.format(base=busybox_image.ref))
+    process = rootless.popen("build", "--progress=plain", str(context))
+    try:
+        _read_until(process, b"step-started\n")
+        leases = sorted(Path("/dev/shm").glob(f"{SCRATCH_LEASE}{child_of(process.pid)}_*"))
+        assert leases, "the user's build holds a lease on /dev/shm"
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nRUN true\n")
+        done = subprocess.run([sys.executable, "-c", "from builder.entry import main; main()", "build",
+                               "--root", str(tmp_path / "root"), str(tmp_path / "ctx")],
+                              env=pybuild_env(tmp_path), capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        # Root may remove any file, but a user's lease is the user's: gone,
+        # it would tell the user's next pybuild that this build is dead.
+        assert all(lease.exists() for lease in leases)
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=20)
+        assert process.returncode == 130
+    finally:
+        _stop(process)
