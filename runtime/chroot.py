@@ -116,7 +116,7 @@ class ChrootExecutor:
         rootfs = Path(os.path.abspath(rootfs))
         permitted = self.namespaces()
         mounting = "mount" in permitted
-        _check_possible(spec, permitted)
+        _check_possible(spec, permitted, rootfs)
         user = resolve_user(rootfs, spec.user)
         stubs = missing_paths(rootfs, mount_targets(spec) if mounting else _UNMOUNTED_TARGETS)
         work = scratch_dir(self._scratch, "pybuild-exec-")
@@ -228,8 +228,14 @@ class ChrootExecutor:
             raise ExecFailed(spec.args, code, signum, tail.text())
 
 
-def _check_possible(spec: ExecSpec, permitted: frozenset[str]) -> None:
+def _check_possible(spec: ExecSpec, permitted: frozenset[str], rootfs: Path) -> None:
     """Refuse, with the reason, a step this host cannot give what it asks."""
+    if "mount" not in permitted and os.statvfs(rootfs).f_flag & os.ST_NODEV:
+        # Without mounts the step's /dev/null is a node in the rootfs, which
+        # no one can open there: every `> /dev/null` would fail, obscurely.
+        raise SandboxFailed(f"the step's rootfs {rootfs} is on a filesystem mounted nodev (a volume?), where "
+                            "--isolation chroot without mounts cannot give the step /dev/null: put pybuild's "
+                            "root (--root) on a filesystem without nodev, such as the container's own")
     if spec.mounts and "mount" not in permitted:
         targets = ", ".join(mount.target for mount in spec.mounts)
         raise SandboxFailed(f"RUN --mount ({targets}) needs mount(2), which this process may not use "

@@ -396,3 +396,20 @@ def test_the_steps_parents_hold_none_of_pybuilds_environment(busybox_rootfs, exe
 
     executor.run(sh("echo $PPID; sleep 0.5"), busybox_rootfs, output)
     assert len(environs) == 2 and all(b"hunter2" not in environ for environ in environs), environs
+
+
+def test_without_mounts_a_nodev_rootfs_is_refused(busybox_template, executor_scratch, tmp_path, no_step_leaks):
+    """A nodev filesystem (a podman volume) cannot hold a usable /dev/null."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nodev", "tmpfs", str(volume)], check=True)
+    try:
+        rootfs = volume / "rootfs"
+        shutil.copytree(busybox_template, rootfs, symlinks=True)
+        executor = ChrootExecutor(scratch=executor_scratch, namespaces=())
+        with pytest.raises(SandboxFailed, match="is on a filesystem mounted nodev .* put pybuild's root"):
+            executor.run(sh("echo x > /dev/null"), rootfs, lambda data: None)
+        # with a mount namespace the rootfs's own flags do not matter: /dev is a tmpfs
+        assert run(ChrootExecutor(scratch=executor_scratch), sh("echo x > /dev/null && echo ok"), rootfs) == "ok\n"
+    finally:
+        subprocess.run(["umount", str(volume)], check=True)
