@@ -45,6 +45,7 @@ NAMESPACES = (("uts", 0x04000000), ("ipc", 0x08000000), ("net", 0x40000000), ("p
               ("mount", 0x00020000))
 _REAP_EVERY = 1.0  # seconds: orphans of the step that exit are reaped this often
 _SWEEP_PAUSE = 0.002
+_SWEEP_TIMEOUT = 10.0  # seconds
 
 
 def _report(fd: int, *fields) -> None:
@@ -127,17 +128,23 @@ def sweep() -> None:
     """SIGKILL every descendant until none is left. A killed process's
     children become ours (we are their subreaper), so each round sees what
     the last one orphaned, and a process forking meanwhile adds a child the
-    next round finds."""
+    next round finds. A process stuck in the kernel (uninterruptible
+    sleep, a dead NFS server) dies only when it returns from there: after
+    _SWEEP_TIMEOUT the helper leaves rather than hold the build for ever,
+    as the builtin executor stops waiting for its pid namespace."""
     me = os.getpid()
+    deadline = time.monotonic() + _SWEEP_TIMEOUT
+    pause = _SWEEP_PAUSE
     while True:
         for pid in _descendants(me):
             try:
                 os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if not _reap_some():
+        if not _reap_some() or time.monotonic() > deadline:
             return
-        time.sleep(_SWEEP_PAUSE)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)  # each round reads all of /proc
 
 
 # --- the step -----------------------------------------------------------------
