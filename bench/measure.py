@@ -126,6 +126,14 @@ class _Sampler(threading.Thread):
         return self.peak
 
 
+def _steal_s() -> float:
+    """CPU time the hypervisor gave to others, all CPUs (/proc/stat's
+    steal column), in seconds."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / _TICK if len(fields) > 8 else 0.0
+
+
 def run(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None = None,
         daemon_pid: int | None = None, timeout: float = 3600) -> Sample:
     """Run `cmd` to completion (output appended to `log`) and measure it."""
@@ -139,6 +147,9 @@ def run(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None 
         daemon_before = tree_cpu(daemon_pid)
         sampler = _Sampler(daemon_pid, tree_rss_mb)
         sampler.start()
+    # What else the machine was doing: the 1-minute load average before, and
+    # the steal time during (other helpers' tests and other VMs).
+    load, steal_before = os.getloadavg()[0], _steal_s()
     with open(log, "ab") as out:
         out.write(("\n$ " + " ".join(cmd) + "\n").encode())
         out.flush()
@@ -160,7 +171,8 @@ def run(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None 
     client_rss = client_sampler.peak
     sample = Sample(wall=wall, cpu=client_cpu, rss_mb=client_rss, ok=proc.returncode == 0,
                     client_cpu=client_cpu, client_rss_mb=client_rss,
-                    extra={"ru_maxrss_mb": usage.ru_maxrss / 1024})
+                    extra={"ru_maxrss_mb": usage.ru_maxrss / 1024, "loadavg1": load,
+                           "steal_s": round(_steal_s() - steal_before, 2)})
     if daemon_pid is not None:
         sample.daemon_cpu = tree_cpu(daemon_pid) - daemon_before
         sample.daemon_rss_mb = sampler.finish()
