@@ -95,7 +95,7 @@ class BuildRequest:
 
     # The root and the configuration (the CLI reads them from its config file).
     root: str | os.PathLike | None = None
-    isolation: str | None = None  # builtin or oci; default: oci when runc/crun exists
+    isolation: str | None = None  # builtin, oci or chroot; default: oci when runc/crun exists
     insecure_registries: Sequence[str] = ()
     registry_hosts: object = None  # builder.registry.hosts.RegistryHosts; None: the config file pybuild finds
     gc_policy: Sequence = ()  # the config file's [[gc.policy]] (builder.root.gc.gc_rules)

@@ -55,6 +55,7 @@ ENV_PROGRESS = "PYBUILD_PROGRESS"
 class Isolation(str, Enum):
     BUILTIN = "builtin"
     OCI = "oci"
+    CHROOT = "chroot"
 
 
 class ProgressMode(str, Enum):

@@ -33,6 +33,7 @@ __all__ = ["ENV_SNAPSHOTTER", "NAMES", "Choice", "UnknownSnapshotter", "choose",
 ENV_SNAPSHOTTER = "PYBUILD_SNAPSHOTTER"
 NAMES = ("overlayfs", "fuse-overlayfs", "native")
 _PROBE_FILE = ".overlay-probe"
+_FUSE_PROBE_FILE = ".fuse-probe"
 
 
 class UnknownSnapshotter(RuntimeFailure):
@@ -77,10 +78,13 @@ def choose(root: Path) -> Choice:
         return Choice("fuse-overlayfs", f"set by {ENV_SNAPSHOTTER}")
     if wanted == "native":
         return Choice("native", f"set by {ENV_SNAPSHOTTER}")
-    if fuse is not None:
+    # Only now: an openable /dev/fuse does not mean mount(2) is allowed (a
+    # container given the device but not the right to mount).
+    fuse_why = fuse_missing if fuse is None else _fuse_support(os.path.realpath(root), in_user_namespace(), fuse)
+    if not fuse_why:
         return Choice("fuse-overlayfs", f"kernel overlayfs cannot be mounted here ({why})")
-    return Choice("native", f"kernel overlayfs cannot be mounted here ({why}) and {fuse_missing}: "
-                            "snapshots are copied")
+    return Choice("native", f"kernel overlayfs cannot be mounted here ({why}) and fuse-overlayfs cannot either "
+                            f"({fuse_why}): snapshots are copied")
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,6 +109,42 @@ def _overlay_support(root: str, userns: bool) -> tuple[bool, bool, str]:
         json.dump({"kernel": kernel, "userns": userns, "flags": OVERLAY_FLAGS, "overlay": usable, "volatile": volatile, "why": why or ""}, f)
     os.replace(tmp, record)
     return usable, volatile, why or ""
+
+
+@functools.lru_cache(maxsize=None)
+def _fuse_support(root: str, userns: bool, binary: str) -> str:
+    """Why fuse-overlayfs cannot mount on `root` ("" when it can), remembered
+    as the kernel overlay's answer is."""
+    record = os.path.join(root, _FUSE_PROBE_FILE)
+    kernel = os.uname().release
+    try:
+        with open(record) as f:
+            saved = json.load(f)
+        if saved.get("kernel") == kernel and saved.get("userns") == userns:
+            return str(saved["why"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    leases = lease_dir(root)
+    owner = leases.hold()
+    probe = tempfile.mkdtemp(prefix=f".probe-{owner}-", dir=root)
+    try:
+        snaps = FuseOverlaySnapshotter(Path(probe) / "snapshots", binary)
+        lower = snaps.create()
+        (snaps.fs_path(lower) / "f").write_bytes(b"")
+        upper = snaps.create()
+        with snaps.mount([lower], upper) as merged:
+            (merged / "g").write_bytes(b"")
+        why = "" if (snaps.fs_path(upper) / "g").exists() else "a write did not reach the upper"
+    except (OSError, RuntimeFailure) as exc:
+        why = str(exc)
+    finally:
+        remove_tree(probe)
+        leases.release()
+    fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=root)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"kernel": kernel, "userns": userns, "why": why}, f)
+    os.replace(tmp, record)
+    return why
 
 
 def _overlay_works(root: str, extra: str) -> str | None:

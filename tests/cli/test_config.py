@@ -41,6 +41,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def test_every_isolation_is_accepted(tmp_path):
+    for name in ("builtin", "oci", "chroot"):
+        config = load_config(write(tmp_path / f"{name}.toml", f'isolation = "{name}"\n'))
+        assert config.isolation is Isolation(name)
+
+
 def test_full_file_is_parsed_into_a_frozen_config(tmp_path):
     config = load_config(write(tmp_path / "config.toml", FULL))
     assert config.root == Path("/srv/pybuild")
@@ -56,7 +62,7 @@ def test_full_file_is_parsed_into_a_frozen_config(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('isolation = "vm"', "isolation = 'vm': expected one of builtin, oci"),
+    ('isolation = "vm"', "isolation = 'vm': expected one of builtin, oci, chroot"),
     ('rooot = "/x"', "unknown key 'rooot'"),
     ('[registry."a"]\nmirror = ["b"]', "unknown key 'mirror'"),
     ('[[gc.policy]]\nkeep_storage = "ten"', "invalid size 'ten'"),

@@ -268,9 +268,9 @@ def _contained(*args: str) -> list[str]:
 
 
 def _env(tmp_path: Path, mark: str = "unused") -> dict:
-    # PYBUILD_SNAPSHOTTER: this host has /dev/fuse, a container has none (the
-    # probe would pick fuse-overlayfs, whose fusermount cannot mount there)
-    return pybuild_env(tmp_path, SOURCE_DATE_EPOCH=EPOCH, PYBUILD_SNAPSHOTTER="native", **{MARK: mark})
+    # No PYBUILD_SNAPSHOTTER: this host's /dev/fuse opens in the container
+    # too, and the probe must find that fuse-overlayfs cannot mount there.
+    return pybuild_env(tmp_path, SOURCE_DATE_EPOCH=EPOCH, **{MARK: mark})
 
 
 def _build(tmp_path: Path, context: Path, isolation: str, name: str, contained: bool = False,
@@ -317,6 +317,8 @@ def test_unprivileged_container_builds_with_chroot_the_builtin_image(tmp_path, b
     assert _digest(inside_layout) == _digest(host_layout)
     probe = json.loads((tmp_path / "root-contained" / "snapshots" / ".overlay-probe").read_text())
     assert probe["overlay"] is False  # the mount was refused: the snapshots were copies
+    fuse = json.loads((tmp_path / "root-contained" / "snapshots" / ".fuse-probe").read_text())
+    assert "Operation not permitted" in fuse["why"]  # /dev/fuse opened, the mount did not
 
     for isolation in ("builtin", "oci"):
         refused, _ = _build(tmp_path, context, isolation, f"refused-{isolation}", True)
