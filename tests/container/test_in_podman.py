@@ -13,6 +13,7 @@ same context, to the digest (SOURCE_DATE_EPOCH and rewrite-timestamp)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -75,6 +76,26 @@ def test_own_image_builds_and_pushes_as_non_root_in_podman(pybuild_image, busybo
     assert (config["User"], config["Cmd"]) == ("appuser", ["/app/bin/greet"])
     ran = podman("run", "--rm", "--tls-verify=false", "--network", "none", in_podman)
     assert ran.stdout == "hello from pybuild\nbuilt by a Dockerfile, without a daemon\n"
+
+
+def test_own_image_pushes_with_the_users_docker_config_mounted(pybuild_image, busybox_image, auth_registry,
+                                                               podman_clean, tmp_path):
+    """docs/ci.md's credentials: config.json bound at the user's
+    ~/.docker/config.json, read by pybuild inside its user namespace."""
+    token = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode()).decode()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    config.chmod(0o644)
+    dest = f"{auth_registry.host}/private/hello:1"
+    _build_in_podman(podman_clean, pybuild_image.ref, "--user", "1000", *RELAXED,
+                     "--volume", f"{config}:/home/pybuild/.docker/config.json:ro",
+                     args=["build", "--progress", "plain", "--build-arg", f"BASE={busybox_image.ref}",
+                           "-t", dest, "--push"])
+    done = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", "--creds",
+                           f"{auth_registry.username}:{auth_registry.password}", f"docker://{dest}"],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layers"]
 
 
 def test_own_image_builds_as_container_root_without_namespaces_with_chroot_isolation(
