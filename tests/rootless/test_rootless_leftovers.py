@@ -77,8 +77,15 @@ def test_a_failing_run_leaves_nothing(rootless, busybox_image):
     assert temp_files_in(rootless.home) == []
 
 
-@pytest.mark.parametrize("isolation", ("oci", "builtin"))
-def test_ctrl_c_during_a_run(rootless, busybox_image, isolation):
+# Each executor on the probe's snapshotter (kernel overlayfs), and runc on
+# the other two: fuse-overlayfs has a daemon that must not outlive pybuild.
+CASES = [("oci", None), ("builtin", None), ("oci", "fuse-overlayfs"), ("oci", "native")]
+
+
+@pytest.mark.parametrize("isolation, snapshotter", CASES)
+def test_ctrl_c_during_a_run(rootless, busybox_image, isolation, snapshotter):
+    if snapshotter:
+        rootless.env["PYBUILD_SNAPSHOTTER"] = snapshotter
     context = rootless.write_context("ctx", SLEEPING.format(base=busybox_image.ref))
     process = rootless.popen("build", "--progress=plain", "--isolation", isolation, str(context))
     try:
@@ -98,8 +105,10 @@ def test_ctrl_c_during_a_run(rootless, busybox_image, isolation):
     assert temp_files_in(rootless.home) == []
 
 
-@pytest.mark.parametrize("isolation", ("oci", "builtin"))
-def test_kill_9_during_a_run_then_the_next_command_reclaims(rootless, busybox_image, isolation):
+@pytest.mark.parametrize("isolation, snapshotter", CASES)
+def test_kill_9_during_a_run_then_the_next_command_reclaims(rootless, busybox_image, isolation, snapshotter):
+    if snapshotter:
+        rootless.env["PYBUILD_SNAPSHOTTER"] = snapshotter
     context = rootless.write_context("ctx", SLEEPING.format(base=busybox_image.ref))
     process = rootless.popen("build", "--progress=plain", "--isolation", isolation, str(context))
     try:
