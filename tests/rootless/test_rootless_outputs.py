@@ -70,6 +70,25 @@ def test_xdg_data_home_moves_the_default_root(rootless, busybox_image):
     assert "xdg:1" in rootless.ok("images", env={"XDG_DATA_HOME": str(data_home)}).stdout.decode()
 
 
+def test_the_users_config_file_follows_xdg(rootless):
+    config = rootless.home / ".config" / "pybuild" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'root = "{rootless.home / "configured"}"\nisolation = "builtin"\n')
+    moved = rootless.home / "elsewhere" / "pybuild" / "config.toml"
+    moved.parent.mkdir(parents=True)
+    moved.write_text('isolation = "oci"\n')
+    rootless.give(rootless.home / ".config")
+    rootless.give(rootless.home / "elsewhere")
+    info = rootless.ok("info").stdout.decode()
+    assert f"config file:           {config}\n" in info, info
+    assert f"root:                  {rootless.home / 'configured'}\n" in info
+    assert "isolation:             builtin\n" in info
+    info = rootless.ok("info", env={"XDG_CONFIG_HOME": str(rootless.home / "elsewhere")}).stdout.decode()
+    assert f"config file:           {moved}\n" in info, info
+    assert f"root:                  {rootless.root}\n" in info
+    assert "isolation:             oci\n" in info
+
+
 def test_push_then_pull_back_as_a_base(rootless, busybox_image, registry):
     name = f"{registry.host}/rootless/base:{uuid.uuid4().hex[:12]}"
     first = rootless.write_context("first", f"FROM {busybox_image.ref}\nRUN echo pushed > /pushed\n")
