@@ -66,9 +66,16 @@ RUN id -u > /work/id && mkdir /work/dir && touch /work/dir/file
         entry = image.layer_entry(path, index=-1)
         assert (entry.uid, entry.gid) == (1000, 1000), path
 
-    rootfs = rootless.mkdir("rootfs")
-    rootless.ok("build", "--isolation", isolation, "-o", f"type=local,dest={rootfs}", str(context))
+    rootfs, special = rootless.mkdir("rootfs"), rootless.home / "special"
+    rootless.ok("build", "--isolation", isolation, "-o", f"type=local,dest={rootfs}",
+                "-o", f"type=local,dest={special},preserve-special=true", str(context))
     assert (rootfs / "work" / "id").read_text() == "1000\n"
+    # A plain local export is the user's to read and remove; preserve-special
+    # writes the image's owners, which outside the namespace are the user
+    # (0) and its subordinate ids (START + id - 1).
+    assert {path.lstat().st_uid for path in rootfs.rglob("*")} == {rootless.host.uid}
+    for path, owner in (("work/id", 1000), ("named", 1234), ("added", 65534), ("bin/busybox", 0)):
+        assert (special / path).lstat().st_uid == rootless.host.host_uid(owner), path
     assert (rootfs / "copied-tool").read_text() == "from-a-stage\n"
     assert (rootfs / "bound-tool").read_text() == "from-a-stage\n"
     assert _interfaces((rootfs / "net-none").read_text()) == {"lo"}
