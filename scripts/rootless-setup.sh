@@ -74,8 +74,13 @@ fi
 # pybuild itself (a copy, not editable: the checkout may be unreadable to
 # the user), for its dependencies and its distribution metadata (`pybuild
 # version` and `info` read it); the tests run this tree's code anyway.
+# Built from a copy, so that setuptools' build/ and egg-info stay out of
+# the checkout.
 echo "--- pip install . into $venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check .
+source_copy=$(mktemp -d)
+trap 'rm -rf "$source_copy"' EXIT
+cp -r pyproject.toml README.md frontend builder cache runtime "$source_copy"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "$source_copy"
 chmod -R a+rX "$venv"
 if ! runuser -u "$user" -- "$venv/bin/python" -c 'import click, dockerfile_parse, networkx, requests, zstandard'; then
     echo "scripts/rootless-setup.sh: $user cannot import pybuild's dependencies from $venv" >&2
