@@ -31,9 +31,17 @@ def test_cache_export_and_import_local_and_registry(rootless, busybox_image, reg
 
 
 def test_images_prune_doctor(rootless, busybox_image):
+    # Files of subordinate ids in a snapshot and in a cache mount, in
+    # directories even their owner may not write: the user removes them
+    # only from inside its namespace.
     context = rootless.write_context("ctx", f"FROM {busybox_image.ref}\nRUN echo kept > /kept\n"
-                                            "RUN --mount=type=cache,target=/c echo x > /c/x\n")
+                                            "RUN mkdir -p /locked/d && touch /locked/d/f && chown -R 1000:1000 /locked"
+                                            " && chmod 0500 /locked/d /locked\n"
+                                            "RUN --mount=type=cache,target=/c mkdir -p /c/d && echo x > /c/d/x"
+                                            " && chown -R 65534:65534 /c/d && chmod 0500 /c/d\n")
     rootless.ok("build", "-t", "kept:1", str(context))
+    owners = {path.lstat().st_uid for path in rootless.root.rglob("*")}
+    assert {rootless.host.host_uid(1000), rootless.host.host_uid(65534)} <= owners
     assert "docker.io/library/kept:1" in rootless.ok("images").stdout.decode()
     doctor = rootless.ok("doctor")
     assert b"Traceback" not in doctor.stdout + doctor.stderr
@@ -58,3 +66,5 @@ def test_images_prune_doctor(rootless, busybox_image):
     rootless.ok("prune", "--all")
     assert "kept:1" not in rootless.ok("images").stdout.decode()
     assert rootless.ok("doctor").returncode == 0
+    left = [path for path in rootless.root.rglob("*") if path.lstat().st_uid != rootless.host.uid]
+    assert left == [], "files of subordinate ids left after prune --all"
