@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # container_helpers
 
-from container_helpers import run_pybuild  # noqa: E402
+from container_helpers import CONTEXT, EPOCH, hello_args, manifest_digest, run_pybuild  # noqa: E402
 from fixtures import debian_base  # noqa: E402
 from fixtures.podman import Podman  # noqa: E402
 from fixtures.pybuild import SOURCE  # noqa: E402
@@ -71,6 +71,18 @@ def pybuild_image(registry, debian_base_ref, wheelhouse, tmp_path_factory) -> Ow
     shutil.rmtree(work / "root", ignore_errors=True)
     assert done.returncode == 0, f"pybuild could not build its own image:\n{done.stdout}\n{done.stderr}"
     return OwnImage(ref, debian_base_ref, done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="session")
+def hello_on_host(busybox_image, registry, tmp_path_factory) -> str:
+    """testdata/hello built and pushed by root's pybuild on the host: the
+    manifest digest every in-container build must give."""
+    work = tmp_path_factory.mktemp("hello-on-host")
+    dest = f"{registry.host}/hello:root-on-host"
+    done = run_pybuild(work / "root", *hello_args(busybox_image.ref, dest), str(CONTEXT),
+                       env_home=work, extra_env={"SOURCE_DATE_EPOCH": EPOCH})
+    assert done.returncode == 0, done.stderr
+    return manifest_digest(dest)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
-"""Helpers of the in-container tests: root's pybuild run as a user runs it."""
+"""Helpers of the in-container tests: root's pybuild run as a user runs it,
+and the testdata/hello build every container test compares digests of."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from fixtures.pybuild import pybuild_env
+from fixtures.pybuild import SOURCE, pybuild_env
 
 # The console script beside this Python when the venv is not on PATH.
 PYBUILD = shutil.which("pybuild") or str(Path(sys.executable).with_name("pybuild"))
@@ -18,3 +20,22 @@ def run_pybuild(root: Path, *args: str, env_home: Path, extra_env: dict | None =
     """Root's `pybuild --root ROOT ARGS`, with a config home of `env_home`."""
     return subprocess.run([PYBUILD, "--root", str(root), *args], env=pybuild_env(env_home, **(extra_env or {})),
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+CONTEXT = SOURCE / "testdata" / "hello"
+EPOCH = "1700000000"
+
+
+def hello_args(busybox_ref: str, dest: str) -> list[str]:
+    """`pybuild build` of testdata/hello (context not included) on the busybox
+    base, pushed reproducibly: with SOURCE_DATE_EPOCH=EPOCH every builder,
+    root or rootless, in a container or not, gives one manifest digest."""
+    return ["build", "--progress", "plain", "--build-arg", f"BASE={busybox_ref}",
+            "-o", f"type=image,name={dest},push=true,rewrite-timestamp=true"]
+
+
+def manifest_digest(ref: str) -> str:
+    """The digest of the manifest the registry serves for `ref` (skopeo's view)."""
+    done = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                          check=True, capture_output=True, timeout=60)
+    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()

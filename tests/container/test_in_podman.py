@@ -14,45 +14,18 @@ same context, to the digest (SOURCE_DATE_EPOCH and rewrite-timestamp)."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import subprocess
 
 import pytest
 
-from container_helpers import run_pybuild
-from fixtures.pybuild import SOURCE
+from container_helpers import CONTEXT, EPOCH, hello_args, manifest_digest
 
 pytestmark = pytest.mark.e2e
 
-CONTEXT = SOURCE / "testdata" / "hello"
-EPOCH = "1700000000"
 # What docs/ci.md gives podman: rootless BuildKit's relaxations, nothing more.
 RELAXED = ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
            "--security-opt", "unmask=ALL"]
-
-
-def _manifest_digest(ref: str) -> str:
-    done = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
-                          check=True, capture_output=True, timeout=60)
-    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
-
-
-def _hello_args(busybox_ref: str, dest: str) -> list[str]:
-    return ["build", "--progress", "plain", "--build-arg", f"BASE={busybox_ref}",
-            "-o", f"type=image,name={dest},push=true,rewrite-timestamp=true"]
-
-
-@pytest.fixture(scope="module")
-def hello_on_host(busybox_image, registry, tmp_path_factory) -> str:
-    """testdata/hello built and pushed by root's pybuild on the host: the
-    manifest digest every in-container build must give."""
-    work = tmp_path_factory.mktemp("hello-on-host")
-    dest = f"{registry.host}/hello:root-on-host"
-    done = run_pybuild(work / "root", *_hello_args(busybox_image.ref, dest), str(CONTEXT),
-                       env_home=work, extra_env={"SOURCE_DATE_EPOCH": EPOCH})
-    assert done.returncode == 0, done.stderr
-    return _manifest_digest(dest)
 
 
 def _build_in_podman(podman, image: str, *options: str, args: list[str]) -> None:
@@ -67,8 +40,8 @@ def test_own_image_builds_and_pushes_as_non_root_in_podman(pybuild_image, busybo
     podman = podman_clean
     in_podman = f"{registry.host}/hello:in-podman"
     _build_in_podman(podman, pybuild_image.ref, "--user", "1000", *RELAXED,
-                     args=_hello_args(busybox_image.ref, in_podman))
-    assert _manifest_digest(in_podman) == hello_on_host
+                     args=hello_args(busybox_image.ref, in_podman))
+    assert manifest_digest(in_podman) == hello_on_host
 
     config = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config",
                                         f"docker://{in_podman}"], check=True, capture_output=True,
@@ -107,6 +80,6 @@ def test_own_image_builds_as_container_root_without_namespaces_with_chroot_isola
     nodes a chroot step gets in its copied rootfs would not open there."""
     in_chroot = f"{registry.host}/hello:in-chroot"
     _build_in_podman(podman_clean, pybuild_image.ref, "--user", "0",
-                     args=["--root", "/tmp/pybuild", *_hello_args(busybox_image.ref, in_chroot),
+                     args=["--root", "/tmp/pybuild", *hello_args(busybox_image.ref, in_chroot),
                            "--isolation", "chroot"])
-    assert _manifest_digest(in_chroot) == hello_on_host
+    assert manifest_digest(in_chroot) == hello_on_host
