@@ -35,6 +35,8 @@ from pathlib import Path
 
 from builder.root.doctor import Problem, remove_leftovers
 from builder.root.scratch import scratch_owner
+from cache.errors import CacheError
+from runtime.errors import RuntimeFailure
 from runtime.executor import remove_stale_scratch
 from runtime.fsutil import remove_tree
 
@@ -42,8 +44,10 @@ from runtime.fsutil import remove_tree
 def reclaim(worker) -> list[Problem]:
     """Take back what dead processes left in the worker's root (see the
     module docstring); returns what was removed besides their merged
-    views. The caller holds the worker's lease."""
-    remove_stale_scratch()
+    views. The caller holds the worker's lease. Each kind of leftover is
+    taken back on its own: one that cannot be (another user's file, an
+    I/O error) must not keep the others."""
+    _attempt(remove_stale_scratch)
     snapshots = worker.snapshots
     leases = snapshots.leases
     dead = leases.dead()
@@ -51,14 +55,23 @@ def reclaim(worker) -> list[Problem]:
         return []
     with leases.gate():
         dead = leases.dead()
-        snapshots.remove_left_by(dead)
-        _remove_contexts(Path(worker.root) / "tmp", set(dead))
+        _attempt(snapshots.remove_left_by, dead)
+        _attempt(_remove_contexts, Path(worker.root) / "tmp", set(dead))
         if leases.others_alive() or leases.holders_here() > 1:
             return []  # someone may be between making a snapshot and recording it
-        removed = remove_leftovers(worker)
+        removed = _attempt(remove_leftovers, worker) or []
         for owner in dead:
-            leases.drop(owner)
+            _attempt(leases.drop, owner)
     return removed
+
+
+def _attempt(step, *args):
+    """`step(*args)`, or None when it failed: what it left stays for
+    `pybuild doctor` to show and the next open to try again."""
+    try:
+        return step(*args)
+    except (OSError, RuntimeFailure, CacheError):
+        return None
 
 
 def _remove_contexts(tmp: Path, owners: set[str]) -> None:

@@ -138,3 +138,33 @@ def test_a_dead_owners_bundle_has_its_container_deleted_and_goes(tmp_path):
         assert not bundle.exists()
     finally:
         remove_tree(bundle)
+
+
+def test_one_leftover_that_cannot_be_taken_back_keeps_none_of_the_others(tmp_path, monkeypatch):
+    """reclaim takes back each kind of leftover on its own: a failing step
+    (here the /dev/shm scratch sweep) used to abort every later one, so a
+    dead build's merged view and ROOT/tmp stayed for good."""
+    from builder.root import reclaim as reclaim_module
+    from builder.root.worker import Worker
+
+    root = tmp_path / "root"
+    Worker.open(root, "builtin").close()
+    holder = _holder(root / "snapshots" / ".leases", gated=True)
+    try:
+        owner = holder.stdout.readline().strip()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    view = root / "snapshots" / f".mnt-{owner}-abcdefgh"
+    view.mkdir()
+    (root / "tmp" / "left-by-the-dead").write_text("x")
+
+    def refuse():
+        raise PermissionError(1, "Operation not permitted", "/dev/shm/pybuild-exec-someone-elses")
+
+    monkeypatch.setattr(reclaim_module, "remove_stale_scratch", refuse)
+    Worker.open(root, "builtin").close()
+    assert not view.exists()
+    assert not (root / "tmp" / "left-by-the-dead").exists()
+    assert Leases(root / "snapshots" / ".leases", gated=True).dead() == []
