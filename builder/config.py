@@ -326,13 +326,24 @@ def load_settings(config_file: str | os.PathLike | None, env: Mapping[str, str],
     return resolve(config=load_config(find_config(config_file, env)), env=env, **flags)
 
 
+def _file_root(config: Config) -> str | None:
+    """The file's root, except the system file's for a rootless process: a
+    user cannot use root's /var/lib/pybuild (podman, too, ignores the system
+    storage path when rootless); the user's own file may name one."""
+    from runtime.userns import rootless
+
+    if config.path == SYSTEM_CONFIG and rootless():
+        return None
+    return config.root
+
+
 def resolve(*, config: Config, env: Mapping[str, str], root: str | None = None, isolation: str | None = None,
             progress: str | None = None, insecure: tuple[str, ...] = ()) -> Settings:
     """Combine flag values (None when not given), the environment and the file.
     A relative root is taken from the working directory, once, here: the
     snapshotter mounts from helper threads with a working directory of their
     own (runtime.snapshot), where a relative path would name another place."""
-    root_value = root or env.get(ENV_ROOT) or config.root
+    root_value = root or env.get(ENV_ROOT) or _file_root(config)
     progress_value = progress or env.get(ENV_PROGRESS) or config.progress or ProgressMode.AUTO
     try:
         progress_mode = ProgressMode(progress_value)

@@ -35,9 +35,10 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import OutOfMemory, StepCgroup, sandbox_rlimits
+from runtime.limits import OutOfMemory, StepCgroup, require_permitted, sandbox_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.supervise import write_record
+from runtime.userns import in_user_namespace
 from runtime.users import User, resolve_user
 
 __all__ = ["BuiltinExecutor"]
@@ -66,6 +67,8 @@ class BuiltinExecutor:
 
     def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
         check_spec(spec)
+        if in_user_namespace():
+            require_permitted(spec.limits)
         rootfs = Path(os.path.abspath(rootfs))
         user = resolve_user(rootfs, spec.user)
         stubs = missing_paths(rootfs, mount_targets(spec))

@@ -31,7 +31,7 @@ from pathlib import Path
 from runtime.errors import ExecFailed, RuntimeFailure
 
 __all__ = ["Limits", "Ulimit", "LimitError", "OutOfMemory", "parse_memory", "parse_ulimit", "cpus_to_quota",
-           "oci_resources", "oci_rlimits", "require_cgroups", "StepCgroup"]
+           "oci_resources", "oci_rlimits", "require_permitted", "StepCgroup"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MIN_MEMORY = 6 << 20  # docker's minimum: below it even the shell cannot start
@@ -221,10 +221,20 @@ def _rootless_hint() -> str:
             "(e.g. systemd-run --user --scope -p Delegate=yes pybuild ...)")
 
 
-def require_cgroups(limits: Limits | None) -> None:
-    """Fail now, with StepCgroup's error, where the limits need cgroups this
-    process cannot make: runc would fail the step with a less clear one."""
-    if limits is not None and limits.needs_cgroup:
+def require_permitted(limits: Limits | None) -> None:
+    """In a user namespace, fail before the step where the limits ask what
+    it may not do: cgroups it cannot make (StepCgroup's error) and a hard
+    rlimit above the one the user has (CAP_SYS_RESOURCE of a user namespace
+    raises none). runc and the sandbox helper fail less clearly."""
+    if limits is None:
+        return
+    for ulimit in limits.ulimits:
+        _, hard = resource.getrlimit(ulimit.resource)
+        wanted = _rlim_py(ulimit.hard)
+        if hard != resource.RLIM_INFINITY and (wanted == resource.RLIM_INFINITY or wanted > hard):
+            raise LimitError(f"--ulimit {ulimit.name}: a hard limit of {'unlimited' if ulimit.hard == -1 else wanted} "
+                             f"is above this user's own ({hard}), which a rootless pybuild cannot raise")
+    if limits.needs_cgroup:
         StepCgroup(limits).close()
 
 

@@ -42,7 +42,7 @@ from runtime.executor import (
 )
 from runtime.sandbox_mounts import MASKED_PATHS, READONLY_PATHS
 from runtime.sandbox import DEFAULT_CAPS
-from runtime.limits import OutOfMemory, oci_resources, oci_rlimits, require_cgroups
+from runtime.limits import OutOfMemory, oci_resources, oci_rlimits, require_permitted
 from runtime.lifeline import Supervised
 from runtime.supervise import write_record
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
@@ -105,7 +105,7 @@ class OciExecutor:
     def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
         check_spec(spec)
         if in_user_namespace():
-            require_cgroups(spec.limits)
+            require_permitted(spec.limits)
         rootfs = Path(os.path.abspath(rootfs))
         user = resolve_user(rootfs, spec.user)
         args = _lookup_without_path(rootfs, spec)

@@ -89,6 +89,23 @@ def subordinate_range(path: str, name: str, ident: int) -> tuple[int, int] | Non
     return None
 
 
+def _free_range(size: int = 65536) -> str:
+    """A range no user has yet in either file, for the fix to suggest: the
+    first one above every range given, from 100000 (useradd's start)."""
+    start = 100000
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                start = max(start, int(parts[1]) + int(parts[2]))
+    return f"{start}-{start + size - 1}"
+
+
 def enter() -> None:
     """Enter the namespace if this process is not root; a no-op for root
     and on a second call. Records why it could not (see `missing`)."""
@@ -105,9 +122,10 @@ def enter() -> None:
     uids = subordinate_range("/etc/subuid", name, uid)
     gids = subordinate_range("/etc/subgid", name, uid)
     if uids is None or gids is None:
+        free = _free_range()
         _state["missing"] = (
             f"rootless pybuild needs a subordinate uid and gid range for {name} in /etc/subuid and "
-            f"/etc/subgid: as root, run `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`"
+            f"/etc/subgid: as root, run `usermod --add-subuids {free} --add-subgids {free} {name}`"
         )
         return
     helpers = [shutil.which(tool) for tool in ("newuidmap", "newgidmap")]

@@ -20,7 +20,7 @@ def version():
     Example:
       pybuild version
     """
-    click.echo(f"pybuild {_version()}")
+    click.echo(f"pybuild {version_string()}")
     click.echo(f"python {sys.version.split()[0]}")
 
 
@@ -66,7 +66,7 @@ def _host_info(settings) -> dict:
     finally:
         worker.close()
     return {
-        "version": _version(),
+        "version": version_string(),
         "root": str(root),
         "config file": str(settings.config.path) if settings.config.path else "(none)",
         "store size": human(tree_size(root)),  # each inode once: snapshots hardlink files
@@ -92,10 +92,23 @@ def _rootless() -> str:
     return f"yes: uid {host_ids()[0]} is root of its own user namespace"
 
 
-def _version() -> str:
-    from importlib.metadata import version as dist_version
+def print_version(ctx, _param, value) -> None:
+    """--version, as click's version_option prints it, but asking for the
+    version only when it is wanted and never failing (version_string)."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"pybuild, version {version_string()}")
+        ctx.exit()
 
-    return dist_version("pybuild")
+
+def version_string() -> str:
+    """The installed distribution's version; run from a checkout on
+    PYTHONPATH (as the rootless tests do) there is none to ask."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("pybuild")
+    except PackageNotFoundError:  # run from a checkout on PYTHONPATH
+        return "unknown (not installed)"
 
 
 def _has_overlayfs() -> bool:

@@ -58,7 +58,8 @@ class DefaultGroup(click.Group):
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pybuild", prog_name="pybuild")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=about.print_version,
+              help="Show the version and exit.")
 def main():
     """pybuild: build OCI images from Dockerfiles, without a daemon.
 

@@ -85,3 +85,19 @@ def test_completion_completes_commands_and_flags(tmp_path):
     env.update(COMP_WORDS="pybuild build --no-c", COMP_CWORD="2")
     done = subprocess.run(PYBUILD, capture_output=True, text=True, env=env, timeout=60)
     assert "plain,--no-cache" in done.stdout.splitlines()
+
+
+def test_version_from_a_checkout_without_the_distribution(monkeypatch):
+    """Run from a checkout on PYTHONPATH, with pybuild not pip-installed,
+    `version` and `info` used to die in PackageNotFoundError."""
+    import importlib.metadata
+
+    from builder.cli import about
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert about.version_string() == "unknown (not installed)"
+    assert invoke("version").output.startswith("pybuild unknown (not installed)\n")
+    assert invoke("--version").output == "pybuild, version unknown (not installed)\n"

@@ -9,6 +9,7 @@ must show on top."""
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -65,6 +66,15 @@ def test_without_subordinate_ids_one_line_names_the_fix(nosubid, command):
     assert len(errors) == 1, errors
     assert "usermod --add-subuids" in errors[0] and nosubid.user in errors[0]
     assert not (nosubid.home / ".local" / "share" / "pybuild").exists()
+    # The range it suggests is free: above every range either file gives.
+    suggested = re.search(r"--add-subuids (\d+)-(\d+) --add-subgids \1-\2 ", errors[0])
+    assert suggested, errors[0]
+    first, last = int(suggested[1]), int(suggested[2])
+    assert last - first + 1 == 65536
+    for path in ("/etc/subuid", "/etc/subgid"):
+        for line in Path(path).read_text().splitlines():
+            _, start, count = line.split(":")
+            assert last < int(start) or first >= int(start) + int(count), (path, line)
 
 
 def test_a_failing_run_leaves_nothing(rootless, busybox_image):
