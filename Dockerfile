@@ -1,9 +1,10 @@
 # pybuild's own image: `pybuild -t pybuild .` (pybuild builds itself) or
-# `docker build -t pybuild .`. It runs pybuild as the unprivileged user
-# pybuild (uid 1000), which enters a user namespace of its own from the
-# subordinate range below: no --privileged is needed, only the relaxed
-# seccomp, AppArmor and /proc masks rootless BuildKit asks for too
-# (docs/ci.md has the command lines and a Kubernetes Job).
+# `docker build -t pybuild .` (with BuildKit, for RUN --mount). It runs
+# pybuild as the unprivileged user pybuild (uid 1000), which enters a user
+# namespace of its own from the subordinate range below: no --privileged
+# is needed, only the relaxed seccomp, AppArmor and /proc masks rootless
+# BuildKit asks for too (docs/ci.md has the command lines and a Kubernetes
+# Job).
 #
 # BASE is any Debian 12 image; tests/container/ gives a locally made one.
 ARG BASE=debian:bookworm-slim
@@ -34,7 +35,9 @@ RUN apt-get update \
 # given as the named context "wheels" (`--build-context wheels=DIR
 # --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels`), which
 # replaces the empty stage below.
-ARG PIP_INDEX_URL PIP_NO_INDEX PIP_FIND_LINKS
+ARG PIP_INDEX_URL
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 
 # The context is bound, not copied: only the installed environment stays in
 # the image. rw because setuptools writes its build files into the source.
