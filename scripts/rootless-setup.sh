@@ -3,7 +3,8 @@
 # scripts/setup.sh (.ci/run runs both). Safe to run again: each step checks
 # before it changes anything.
 #   1. `/` searchable by every user (this VM's image once booted with 0644
-#      there, and then no ordinary user can exec anything),
+#      there, and then no ordinary user can exec anything), and /dev/fuse
+#      usable by every user (udev's mode; without udev it is 0600),
 #   2. the user the tests build as, $PYBUILD_ROOTLESS_USER (default
 #      pybuild-rootless), with the subordinate ids 300000-365535,
 #   3. a second user, $PYBUILD_ROOTLESS_NOSUBID_USER (default
@@ -38,6 +39,12 @@ root_mode=$(stat -c %a /)
 if (( (8#$root_mode & 1) == 0 )); then
     echo "--- / had mode $root_mode: chmod o+x /"
     chmod o+x /
+fi
+# fuse-overlayfs as a user opens /dev/fuse: udev's rule makes it 0666 on a
+# Debian machine; a VM or container without udev leaves the kernel's 0600.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    echo "--- /dev/fuse had mode $(stat -c %a /dev/fuse): chmod 0666, as udev does"
+    chmod 0666 /dev/fuse
 fi
 
 # SUB_UID_COUNT=0: useradd would otherwise hand each new user the next free
