@@ -25,6 +25,7 @@ FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv uidmap libcap2-bin fuse-overlayfs ca-certificates \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && chmod u-s /usr/bin/newuidmap /usr/bin/newgidmap \
  && setcap cap_setuid=ep /usr/bin/newuidmap \

@@ -27,15 +27,18 @@ def _skopeo_json(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def _image_files(ref: str, layout: Path, wanted: set[str]) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+def _image_files(ref: str, layout: Path, wanted: set[str]) -> tuple[dict[str, tuple[tarfile.TarInfo, bytes]],
+                                                                   list[str]]:
     """Each `wanted` path's entry in the pushed image (the top layer's wins)
-    and, for a regular file, its bytes."""
+    and, for a regular file, its bytes; and every non-empty file any layer
+    has under var/cache/apt (what apt leaves unless told to clean; its lock
+    files are empty)."""
     subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:x"],
                    check=True, capture_output=True, timeout=300)
     blobs = layout / "blobs/sha256"
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":", 1)[1]).read_bytes())
-    found = {}
+    found, apt_caches = {}, []
     for layer in manifest["layers"]:
         with gzip.open(blobs / layer["digest"].split(":", 1)[1]) as stream, \
                 tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -43,7 +46,9 @@ def _image_files(ref: str, layout: Path, wanted: set[str]) -> dict[str, tuple[ta
                 name = member.name.removeprefix("./")
                 if name in wanted:
                     found[name] = (member, tar.extractfile(member).read() if member.isreg() else b"")
-    return found
+                if name.startswith("var/cache/apt/") and member.isreg() and member.size:
+                    apt_caches.append(name)
+    return found, apt_caches
 
 
 def _file_capabilities(member: tarfile.TarInfo) -> tuple[int, int]:
@@ -67,8 +72,8 @@ def test_pybuild_builds_and_pushes_its_own_image(pybuild_image):
     assert len(own["layers"]) > 1
 
 
-def test_own_image_maps_ids_with_file_capabilities_not_setuid(pybuild_image, tmp_path):
-    files = _image_files(pybuild_image.ref, tmp_path / "layout",
+def test_own_image_maps_ids_with_file_capabilities_not_setuid_and_keeps_no_apt_cache(pybuild_image, tmp_path):
+    files, apt_caches = _image_files(pybuild_image.ref, tmp_path / "layout",
                          {"usr/bin/newuidmap", "usr/bin/newgidmap", "etc/subuid", "etc/subgid",
                           "opt/pybuild/bin/pybuild", OWN_ROOT})
     for helper, capability in (("usr/bin/newuidmap", CAP_SETUID), ("usr/bin/newgidmap", CAP_SETGID)):
@@ -81,3 +86,6 @@ def test_own_image_maps_ids_with_file_capabilities_not_setuid(pybuild_image, tmp
     assert files["opt/pybuild/bin/pybuild"][0].isfile()
     root, _ = files[OWN_ROOT]
     assert root.isdir() and (root.uid, root.gid) == (1000, 1000)
+    # apt's package cache (~80 MB of .bin files and .debs) is cleaned in
+    # the layer that made it.
+    assert apt_caches == []
