@@ -9,7 +9,6 @@ sure nothing survives the call.
 
 from __future__ import annotations
 
-import marshal
 import os
 import select
 import signal
@@ -35,9 +34,8 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import OutOfMemory, StepCgroup, require_permitted, sandbox_rlimits
+from runtime.limits import require_permitted, run_limited, sandbox_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
-from runtime.supervise import write_record
 from runtime.userns import in_user_namespace
 from runtime.users import User, resolve_user
 
@@ -73,27 +71,11 @@ class BuiltinExecutor:
         user = resolve_user(rootfs, spec.user)
         stubs = missing_paths(rootfs, mount_targets(spec))
         work = scratch_dir(self._scratch, "pybuild-exec-")
-        cgroup = None
         try:
             make_workdir(rootfs, spec.cwd, user.uid, user.gid)
             config = self._config(spec, rootfs, user, write_etc_files(work, spec))
-            if spec.limits and spec.limits.needs_cgroup:
-                cgroup = StepCgroup(spec.limits)
-                config["cgroups"] = cgroup.procs_files
-                # what a pybuild killed meanwhile leaves: its reclaim removes them
-                write_record(str(work), "-", "-", [os.path.dirname(path) for path in cgroup.procs_files])
-            config_path = work / "config"
-            config_path.write_bytes(marshal.dumps(config))
-            try:
-                self._supervise(spec, config_path, output)
-            except ExecFailed as exc:
-                if cgroup is not None and spec.limits.memory is not None and cgroup.oom_killed():
-                    raise OutOfMemory(exc.argv, exc.exit_code, exc.signal, exc.tail, spec.limits.memory,
-                                      certain=True) from None
-                raise
+            run_limited(spec.limits, work, config, lambda path: self._supervise(spec, path, output))
         finally:
-            if cgroup is not None:
-                cgroup.close()
             remove_stubs(stubs)
             remove_tree(work)
 

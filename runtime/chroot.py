@@ -24,7 +24,6 @@ it is still the inode made, so the layer is what the other executors give.
 from __future__ import annotations
 
 import functools
-import marshal
 import os
 import stat
 import subprocess
@@ -53,9 +52,8 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import OutOfMemory, StepCgroup, sandbox_rlimits
+from runtime.limits import run_limited, sandbox_rlimits
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
-from runtime.supervise import write_record
 from runtime.users import User, resolve_user
 
 __all__ = ["ChrootExecutor", "NAMESPACE_NAMES", "permitted_namespaces"]
@@ -121,29 +119,14 @@ class ChrootExecutor:
         stubs = missing_paths(rootfs, mount_targets(spec) if mounting else _UNMOUNTED_TARGETS)
         work = scratch_dir(self._scratch, "pybuild-exec-")
         planted = None
-        cgroup = None
         try:
             make_workdir(rootfs, spec.cwd, user.uid, user.gid)
             etc = write_etc_files(work, spec)
             if not mounting:
                 planted = _plant(rootfs, stubs, etc)
             config = self._config(spec, rootfs, user, etc, permitted)
-            if spec.limits and spec.limits.needs_cgroup:
-                cgroup = StepCgroup(spec.limits)
-                config["cgroups"] = cgroup.procs_files
-                write_record(str(work), "-", "-", [os.path.dirname(path) for path in cgroup.procs_files])
-            config_path = work / "config"
-            config_path.write_bytes(marshal.dumps(config))
-            try:
-                self._supervise(spec, config_path, output)
-            except ExecFailed as exc:
-                if cgroup is not None and spec.limits.memory is not None and cgroup.oom_killed():
-                    raise OutOfMemory(exc.argv, exc.exit_code, exc.signal, exc.tail, spec.limits.memory,
-                                      certain=True) from None
-                raise
+            run_limited(spec.limits, work, config, lambda path: self._supervise(spec, path, output))
         finally:
-            if cgroup is not None:
-                cgroup.close()
             if planted is not None:
                 _unplant(rootfs, planted)
             remove_stubs(stubs)

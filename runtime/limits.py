@@ -18,6 +18,7 @@ an empty cgroup2 at /sys/fs/cgroup/unified).
 from __future__ import annotations
 
 import errno
+import marshal
 import math
 import os
 import re
@@ -27,11 +28,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runtime.errors import ExecFailed, RuntimeFailure
+from runtime.supervise import write_record
 
 __all__ = ["Limits", "Ulimit", "LimitError", "OutOfMemory", "parse_memory", "parse_ulimit", "cpus_to_quota",
-           "oci_resources", "oci_rlimits", "require_permitted", "StepCgroup"]
+           "oci_resources", "oci_rlimits", "require_permitted", "run_limited", "StepCgroup"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MIN_MEMORY = 6 << 20  # docker's minimum: below it even the shell cannot start
@@ -219,6 +222,32 @@ def _rootless_hint() -> str:
         return ""
     return ("; a rootless pybuild can limit RUN only inside a cgroup v2 subtree delegated to the user "
             "(e.g. systemd-run --user --scope -p Delegate=yes pybuild ...)")
+
+
+def run_limited(limits: Limits | None, work: Path, config: dict, supervise: Callable[[Path], None]) -> None:
+    """What the builtin and chroot executors share: the helper's `config`
+    written to `work`, with the cgroups of a step whose limits need them
+    (recorded in `work` so that a pybuild killed meanwhile has its reclaim
+    remove them), then `supervise(config_path)`; a step the cgroup's OOM
+    killer ended is OutOfMemory."""
+    cgroup = None
+    try:
+        if limits and limits.needs_cgroup:
+            cgroup = StepCgroup(limits)
+            config["cgroups"] = cgroup.procs_files
+            write_record(str(work), "-", "-", [os.path.dirname(path) for path in cgroup.procs_files])
+        config_path = work / "config"
+        config_path.write_bytes(marshal.dumps(config))
+        try:
+            supervise(config_path)
+        except ExecFailed as exc:
+            if cgroup is not None and limits.memory is not None and cgroup.oom_killed():
+                raise OutOfMemory(exc.argv, exc.exit_code, exc.signal, exc.tail, limits.memory,
+                                  certain=True) from None
+            raise
+    finally:
+        if cgroup is not None:
+            cgroup.close()
 
 
 def require_permitted(limits: Limits | None) -> None:
