@@ -247,17 +247,7 @@ def _init(siblings, config: dict, status_fd: int, last_cap: int) -> None:
     if command == 0:
         os.close(status_fd)
         _command(linux, sandbox, config, last_cap)
-    while True:  # as pid 1, reap the orphans until the command ends
-        pid, status = os.wait()
-        if pid == command:
-            break
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        _report(status_fd, "exit", 128 + signum, signum)
-        os._exit(128 + signum)
-    code = os.waitstatus_to_exitcode(status)
-    _report(status_fd, "exit", code, 0)
-    os._exit(code)
+    sandbox.reap_until(command, status_fd)
 
 
 def _unshare(linux, config: dict) -> None:

@@ -180,7 +180,14 @@ def _init(linux, mounts, confine, config: dict, status_fd: int, lifeline: int) -
     if command == 0:
         os.close(status_fd)
         _command(linux, config)
-    while True:  # reap every orphan until the step's own process ends
+    reap_until(command, status_fd)
+
+
+def reap_until(command: int, status_fd: int) -> None:
+    """As the step's first process: reap every orphan until `command` ends,
+    report how it ended on `status_fd` and exit so; never returns. (The
+    chroot helper's first process too.)"""
+    while True:
         pid, status = os.wait()
         if pid == command:
             break
