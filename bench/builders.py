@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench import measure, rootless
-from bench.env import CACHE_DIR, DockerDaemon, remove_tree
+from bench.env import CACHE_DIR, DockerDaemon, remove_tree, retire
 
 PYBUILD = str(Path(sys.executable).parent / "pybuild")
 if not os.path.exists(PYBUILD):
@@ -46,21 +46,25 @@ class Pybuild:
     def __init__(self, work: Path, log: Path):
         self.work, self.log = work, log
         self.root: Path | None = None
+        self.retired: list[Path] = []
         self._n = 0
 
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
-        if self.root is not None:
-            remove_tree(self.root)
+        for root in [*self.retired, self.root]:
+            if root is not None:
+                remove_tree(root)
+        self.retired, self.root = [], None
 
     def version(self) -> str:
         done = subprocess.run([PYBUILD, "version"], capture_output=True, text=True, env=pybuild_env())
         return done.stdout.strip() or done.stderr.strip()
 
     def cold(self) -> None:
-        self.stop()
+        # The old root stays until the run ends (env.retire says why).
+        retire(self.retired, self.root)
         self._n += 1
         self.root = self.work / f"pybuild-root-{self._n}"
 
@@ -92,7 +96,12 @@ class Docker:
         return f"dockerd {self.daemon.version()} (BuildKit built in), client {DockerDaemon.CLIENT}"
 
     def cold(self) -> None:
-        self.daemon.reset(self.log)
+        # A new dockerd on a new data root, the old one kept until the run
+        # ends (env.retire): `docker system prune` deleted every file of the
+        # last build just before the next one. BuildKit starts with the
+        # daemon, so the build still meets a started daemon with no cache.
+        if not self.daemon.restart():
+            self.daemon.reset(self.log)  # a daemon of DOCKER_HOST's: prune it
 
     def build(self, context: Path, tag: str, args: dict[str, str]) -> measure.Sample:
         return measure.run([DockerDaemon.CLIENT, "build", "--progress", "plain", "--network", "host", "-t", tag,
@@ -117,16 +126,21 @@ class Buildah:
     def __init__(self, work: Path, log: Path):
         self.work, self.log = work, log
         self.state: Path | None = None
+        self.retired: list[Path] = []
         self._n = 0
 
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
-        if self.state is not None:
+        for state in [*self.retired, self.state]:
+            if state is None:
+                continue
+            self.state = state
             subprocess.run([*self._global(), "rm", "-a"], capture_output=True, env=self._env())
             subprocess.run([*self._global(), "rmi", "-af"], capture_output=True, env=self._env())
-            remove_tree(self.state)
+            remove_tree(state)
+        self.retired, self.state = [], None
 
     def version(self) -> str:
         return subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
@@ -141,7 +155,7 @@ class Buildah:
         return {**os.environ, "TMPDIR": str(self.state / "tmp")}
 
     def cold(self) -> None:
-        self.stop()
+        retire(self.retired, self.state)
         self._n += 1
         self.state = self.work / f"buildah-{self._n}"
         (self.state / "tmp").mkdir(parents=True)

@@ -171,7 +171,8 @@ def run(cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None 
     client_rss = client_sampler.peak
     sample = Sample(wall=wall, cpu=client_cpu, rss_mb=client_rss, ok=proc.returncode == 0,
                     client_cpu=client_cpu, client_rss_mb=client_rss,
-                    extra={"ru_maxrss_mb": usage.ru_maxrss / 1024, "loadavg1": load,
+                    extra={"ru_maxrss_mb": usage.ru_maxrss / 1024, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+                           "loadavg1": load,
                            "steal_s": round(_steal_s() - steal_before, 2)})
     if daemon_pid is not None:
         sample.daemon_cpu = tree_cpu(daemon_pid) - daemon_before

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from bench import measure
-from bench.env import CACHE_DIR, remove_tree
+from bench.env import CACHE_DIR, remove_tree, retire
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("frontend", "builder", "cache", "runtime")
@@ -141,6 +141,7 @@ class PybuildAs:
     def __init__(self, work: Path, log: Path):
         self.work, self.log = work, log
         self.root: Path | None = None
+        self.retired: list[Path] = []
         self._n = 0
         self.home = work / f"{self.name}-home"
         self.code: Code | None = None
@@ -169,9 +170,11 @@ class PybuildAs:
         return path
 
     def stop(self) -> None:
-        if self.root is not None:
-            # As root: the snapshots hold files of the user's subordinate ids.
-            remove_tree(self.root)
+        # As root: the snapshots hold files of the user's subordinate ids.
+        for root in [*self.retired, self.root]:
+            if root is not None:
+                remove_tree(root)
+        self.retired, self.root = [], None
 
     def command(self, *args: str) -> list[str]:
         variables = self.code.env(self.home, self.user or "root")
@@ -198,7 +201,7 @@ class PybuildAs:
         return "; ".join(f"{k}: {lines[k].strip()}" for k in keep if k in lines) + f"; CPython {python} ({VENV})"
 
     def cold(self) -> None:
-        self.stop()
+        retire(self.retired, self.root)  # kept until the run ends: env.retire says why
         self._n += 1
         self.root = self._mkdir(self.work / f"{self.name}-root-{self._n}")
 
