@@ -1,8 +1,9 @@
 """Fixtures of the in-container tests (issue 16): pybuild's own image, built
 from the repository's Dockerfile by root's pybuild on a Debian base made
-here, and podman with a store of its own to run it in.
+here; root's build of testdata/hello on the host, whose digest every build
+in a container must give; and podman with a store of its own.
 
-The image is built once a session: it takes ~20 s (apt-get in the build
+The image is built once a session, in 30-50 s (apt-get in the build
 reaches Debian's mirror, as setup does; pip gets a wheelhouse made on the
 host, so no RUN needs PyPI or its certificates)."""
 
