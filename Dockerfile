@@ -17,11 +17,11 @@ FROM ${BASE}
 # whose overlayfs cannot be mounted in a user namespace; ca-certificates for
 # registries served over HTTPS.
 #
-# The helpers get file capabilities instead of their setuid bit (as
-# podman's own image does): Debian's newuidmap, built without libcap, opens
-# uid_map as euid 0, and the kernel then asks for CAP_SYS_ADMIN, which a
-# container has not. With cap_setuid alone it runs as the user, the
-# namespace's owner, and the write is allowed.
+# The helpers get file capabilities instead of their setuid bit (the
+# usual fix in images running rootless tools): Debian's newuidmap, built
+# without libcap, opens uid_map as euid 0, and the kernel then asks for
+# CAP_SYS_ADMIN, which a container has not. With cap_setuid alone it runs
+# as the user, the namespace's owner, and the write is allowed.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv uidmap libcap2-bin fuse-overlayfs ca-certificates \
