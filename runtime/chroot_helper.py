@@ -182,7 +182,7 @@ def _prepare_mounts(linux, mounts, confine, config: dict) -> None:
 
 def _enter_root(linux, mounts, confine, config: dict) -> None:
     if "uts" in config["namespaces"]:
-        linux.sethostname(config["hostname"])
+        mounts.set_hostname(linux, config["hostname"])
     if "net" in config["namespaces"]:
         mounts._loopback_up()
     if config["mount"]:

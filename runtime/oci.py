@@ -40,7 +40,7 @@ from runtime.executor import (
     scratch_dir,
     write_etc_files,
 )
-from runtime.sandbox_mounts import MASKED_PATHS, READONLY_PATHS
+from runtime.sandbox_mounts import MASKED_PATHS, MASKED_PROC_HINT, READONLY_PATHS
 from runtime.sandbox import DEFAULT_CAPS
 from runtime.limits import OutOfMemory, oci_resources, oci_rlimits, require_permitted
 from runtime.lifeline import Supervised
@@ -151,6 +151,8 @@ class OciExecutor:
         if cancelled:
             raise ExecCancelled(spec.args)
         if process.returncode != 0:
+            if 'error mounting "proc"' in tail.text() and "operation not permitted" in tail.text():
+                raise SandboxFailed(f"{os.path.basename(self.runtime)} could not mount /proc: {MASKED_PROC_HINT}")
             # the runtime exits with the step's status, 128+n for a signal;
             # a runtime that failed to start the step exits non-zero too
             # and has said why in the output

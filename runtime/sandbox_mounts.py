@@ -195,14 +195,32 @@ def _target(tree, target: str, what: str) -> tuple[int, bytes]:
     return parent_fd, name
 
 
+# What a container's confinement refuses, and the relaxations rootless
+# BuildKit documents for it (docs/ci.md).
+MASKED_PROC_HINT = ("a fresh /proc cannot be mounted where the container's /proc has masked paths: run it with "
+                "--security-opt systempaths=unconfined (docker), --security-opt unmask=ALL (podman) or "
+                "procMount: Unmasked (Kubernetes)")
+SECCOMP_HINT = ("a seccomp profile refuses it (a container's default): run it with --security-opt "
+                    "seccomp=unconfined, as rootless BuildKit documents")
+
+
 def _mount_proc(linux, root_fd: int) -> int:
     """procfs on /proc; returns an fd of its root."""
     point = _kernel_point(root_fd, "proc", "proc", "proc")
     try:
         linux.mount("proc", _fd_path(point), "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, f"mounting /proc: {exc.strerror}; {MASKED_PROC_HINT}") from None
     finally:
         os.close(point)
     return _open_point(root_fd, "proc")
+
+
+def set_hostname(linux, name: str) -> None:
+    try:
+        linux.sethostname(name)
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, f"sethostname: {exc.strerror}; {SECCOMP_HINT}") from None
 
 
 def _mount_sys(linux, root_fd: int) -> int:
@@ -394,7 +412,7 @@ def _loopback_up() -> None:
 
 def prepare_root(linux, confine, config: dict) -> None:
     root = config["rootfs"]
-    linux.sethostname(config["hostname"])
+    set_hostname(linux, config["hostname"])
     if config["network_none"]:
         _loopback_up()
     # pivot_root wants the new root to be a mount point of its own; `root`

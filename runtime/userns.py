@@ -166,7 +166,9 @@ def _unshare_and_map(helpers, user: tuple[int, tuple[int, int]], group: tuple[in
         os.write(go_write, b"0")
         os.close(go_write)
         os.waitpid(child, 0)
-        return f"unshare: {exc.strerror} (user namespaces may be disabled: sysctl user.max_user_namespaces)"
+        return (f"unshare: {exc.strerror}: user namespaces are refused here; in a container, its default "
+                "seccomp profile refuses them (run it with --security-opt seccomp=unconfined, as rootless "
+                "BuildKit documents), else the sysctl user.max_user_namespaces is 0")
     os.write(go_write, b"1")
     os.close(go_write)
     _, status = os.waitpid(child, 0)

@@ -13,7 +13,6 @@ by a marker in their environment (CLI tests), as tests/reliability does.
 
 from __future__ import annotations
 
-import ctypes.util
 import json
 import os
 import shutil
@@ -28,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.pybuild import SOURCE, pybuild_env
-from fixtures.tools import require_tools, strict
+from fixtures.seccomp_jail import contained as in_container
+from fixtures.tools import require_tools
 from runtime.chroot import ChrootExecutor, permitted_namespaces
 from runtime.errors import ExecFailed
 from runtime.executor import ExecCancelled, SandboxFailed
@@ -227,46 +227,6 @@ def _digest(layout: Path) -> str:
     return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
 
 
-# What docker gives a container's root without --privileged: its default
-# capabilities (moby oci/defaults.go) and a seccomp filter refusing what its
-# profile refuses without CAP_SYS_ADMIN, loaded here (as root, so without
-# no_new_privs, as runc loads it) before setpriv drops the capabilities and
-# execs the command.
-_DOCKER_CAPS = ("chown,dac_override,fowner,fsetid,kill,setgid,setuid,setpcap,net_bind_service,net_raw,sys_chroot,"
-                "mknod,audit_write,setfcap")
-_CONTAINED = f"""
-import ctypes, os, sys
-lib = ctypes.CDLL("libseccomp.so.2")
-lib.seccomp_init.restype = ctypes.c_void_p
-class Compare(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
-lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                       ctypes.POINTER(Compare)]
-lib.seccomp_load.argtypes = [ctypes.c_void_p]
-nr = lambda name: lib.seccomp_syscall_resolve_name(name.encode())
-errno = lambda code: 0x00050000 | code  # SCMP_ACT_ERRNO
-filter = lib.seccomp_init(0x7FFF0000)  # allow the rest
-for name in ("mount", "umount2", "unshare", "setns", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick",
-             "move_mount", "open_tree", "mount_setattr"):
-    assert lib.seccomp_rule_add_array(filter, errno(1), nr(name), 0, None) == 0, name
-assert lib.seccomp_rule_add_array(filter, errno(38), nr("clone3"), 0, None) == 0  # ENOSYS: glibc uses clone
-for flag in (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000):  # CLONE_NEW*
-    masked = Compare(0, 7, flag, flag)  # SCMP_CMP_MASKED_EQ on the flags
-    assert lib.seccomp_rule_add_array(filter, errno(1), nr("clone"), 1, ctypes.byref(masked)) == 0
-assert lib.seccomp_load(filter) == 0
-caps = ",".join("+" + cap for cap in "{_DOCKER_CAPS}".split(","))
-os.execvp("setpriv", ["setpriv", "--inh-caps=-all", "--bounding-set=-all," + caps, "--", *sys.argv[1:]])
-"""
-
-
-def _contained(*args: str) -> list[str]:
-    """`args` run as root of an unprivileged container runs them."""
-    if ctypes.util.find_library("seccomp") is None:
-        message = "libseccomp2 not installed (apt-get install libseccomp2)"
-        pytest.fail(message) if strict() else pytest.skip(message)
-    return [sys.executable, "-c", _CONTAINED, *args]
-
-
 def _env(tmp_path: Path, mark: str = "unused") -> dict:
     # No PYBUILD_SNAPSHOTTER: this host's /dev/fuse opens in the container
     # too, and the probe must find that fuse-overlayfs cannot mount there.
@@ -279,7 +239,7 @@ def _build(tmp_path: Path, context: Path, isolation: str, name: str, contained: 
     args = _pybuild("build", "--root", str(tmp_path / f"root-{name}"), "--progress", "plain", "--isolation",
                     isolation, "-o", f"type=oci,dest={layout},tar=false,rewrite-timestamp=true", *extra, str(context))
     env = _env(tmp_path) if contained else pybuild_env(tmp_path, SOURCE_DATE_EPOCH=EPOCH)
-    result = subprocess.run(_contained(*args) if contained else args, capture_output=True, text=True, timeout=300,
+    result = subprocess.run(in_container(*args) if contained else args, capture_output=True, text=True, timeout=300,
                             cwd=SOURCE, env=env)
     return result, layout
 
@@ -357,7 +317,7 @@ def test_pybuild_killed_leaves_no_process_of_the_step(tmp_path, busybox_template
                     str(context))
     log = tmp_path / "log"
     with log.open("wb") as handle:
-        build = subprocess.Popen(_contained(*args) if contained else args, stdout=handle, stderr=subprocess.STDOUT,
+        build = subprocess.Popen(in_container(*args) if contained else args, stdout=handle, stderr=subprocess.STDOUT,
                                  cwd=SOURCE, env=_env(tmp_path, mark), start_new_session=True)
     try:
         deadline = time.monotonic() + 60
