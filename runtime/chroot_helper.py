@@ -161,7 +161,12 @@ def _prepare_mounts(linux, mounts, confine, config: dict) -> None:
     linux.mount(root, root, None, linux.MS_BIND | linux.MS_REC)
     linux.mount("", root, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NODEV | mounts._mount_flags(root))
     with confine.Tree(root) as tree:
-        proc = mounts._mount_proc(linux, tree.fd)
+        try:
+            proc = mounts._mount_proc(linux, tree.fd)
+        except PermissionError:
+            # A container masking /proc refuses a fresh one: chroot, being
+            # the weaker isolation, takes the container's (docs/isolation.md).
+            proc = mounts.bind_outer_proc(linux, tree.fd)
         try:
             sys_fd = mounts._mount_sys(linux, tree.fd)
             try:

@@ -216,6 +216,18 @@ def _mount_proc(linux, root_fd: int) -> int:
     return _open_point(root_fd, "proc")
 
 
+def bind_outer_proc(linux, root_fd: int) -> int:
+    """The /proc this process sees, bound on the rootfs's /proc (masks and
+    all): where a fresh one is refused, as BuildKit's
+    --oci-worker-no-process-sandbox does. Returns an fd of its root."""
+    point = _kernel_point(root_fd, "proc", "proc", "proc")
+    try:
+        linux.mount("/proc", _fd_path(point), None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        os.close(point)
+    return _open_point(root_fd, "proc")
+
+
 def set_hostname(linux, name: str) -> None:
     try:
         linux.sethostname(name)
