@@ -6,9 +6,10 @@ runs. Then `podman kube down`, and nothing of the pod is left.
 podman 4.3 (Debian 12) plays Pods, Deployments and ConfigMaps, not Jobs, so
 the Job's pod template (everything podman can check: image, arguments,
 security context, annotations, volumes) is played as a Pod of the Job's
-name. It also does not apply `procMount: Unmasked`, which a RUN step needs:
-so the manifest's Dockerfile has none, and the RUN case is
-tests/container/test_in_podman.py's, with podman's `unmask=ALL`."""
+name. It also does not apply `procMount: Unmasked`, which a RUN step under the
+default isolation needs: so the manifest's Dockerfile has none, and a
+second test plays it with a RUN step and `--isolation=chroot` (what
+docs/ci.md gives for clusters that refuse Unmasked)."""
 
 from __future__ import annotations
 
@@ -61,8 +62,24 @@ def test_job_as_pod_keeps_the_template_and_names_the_pod_after_the_job():
 
 def test_kubernetes_job_manifest_builds_and_pushes_under_podman_kube_play(pybuild_image, busybox_image, registry,
                                                                           podman_clean, tmp_path):
-    podman = podman_clean
+    _play_and_check(podman_clean, MANIFEST.read_text(), pybuild_image, registry, tmp_path)
+
+
+def test_with_the_default_proc_masks_a_run_step_needs_isolation_chroot(pybuild_image, busybox_image, registry,
+                                                                       podman_clean, tmp_path):
+    """What docs/ci.md says for a cluster that refuses procMount: Unmasked
+    (podman plays none): the same Job with a RUN step, and --isolation
+    chroot, which binds the container's masked /proc."""
     text = MANIFEST.read_text()
+    copy = "    COPY message.txt /message.txt\n"
+    assert copy in text and 'args: ["--progress=plain", ' in text
+    text = text.replace(copy, copy + "    RUN test -r /message.txt && echo ran > /ran\n")
+    text = text.replace('args: ["--progress=plain", ', 'args: ["--progress=plain", "--isolation=chroot", ')
+    logs = _play_and_check(podman_clean, text, pybuild_image, registry, tmp_path)
+    assert "RUN test -r /message.txt" in logs
+
+
+def _play_and_check(podman, text: str, pybuild_image, registry, tmp_path) -> str:
     assert f"{PLACEHOLDER}/pybuild:latest" in text and f"{PLACEHOLDER}/busybox:latest" in text
     text = text.replace(f"{PLACEHOLDER}/pybuild:latest", pybuild_image.ref).replace(PLACEHOLDER, registry.host)
     played = tmp_path / "job-as-pod.yaml"
@@ -90,3 +107,4 @@ def test_kubernetes_job_manifest_builds_and_pushes_under_podman_kube_play(pybuil
     assert config["Cmd"] == ["cat", "/message.txt"]
     ran = podman("run", "--rm", "--tls-verify=false", "--network", "none", pushed)
     assert ran.stdout == "built by pybuild in a Kubernetes Job\n"
+    return logs
