@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from runtime.binfmt import unrunnable_reason
 from runtime.confine import Refused, Tree
 from runtime.errors import ExecCancelled, RuntimeFailure
 from runtime.fsutil import remove_tree
@@ -149,7 +150,14 @@ def missing_paths(rootfs: Path, targets: Iterable[tuple[str, str]]) -> Stubs:
     Targets resolve inside the rootfs (a dangling symlink to what it points
     at). /proc, /sys or /dev that is not a real directory fails the run, as
     runc fails it for the first two. A target that cannot be made is left
-    to the runtime, which says why."""
+    to the runtime, which says why.
+
+    First of all, an image this host cannot run (its /bin/sh is for a
+    foreign machine no binfmt_misc emulator serves) fails the run with the
+    command that registers one, rather than exec's "exec format error"."""
+    unrunnable = unrunnable_reason(rootfs)
+    if unrunnable:
+        raise SandboxFailed(unrunnable)
     made: list[tuple[str, int, int]] = []
     times: dict[str, tuple[str, int, int, int, int]] = {}
     with Tree(rootfs) as tree:

@@ -56,6 +56,7 @@ def _host_info(settings) -> dict:
 
     from builder.root.gc import tree_size
     from builder.root.worker import Worker
+    from runtime.binfmt import buildable_platforms
     from runtime.executors import available_executors, default_isolation
     from runtime.snapshotters import choose
 
@@ -80,6 +81,7 @@ def _host_info(settings) -> dict:
         "runc": shutil.which("runc") or "not found",
         "crun": shutil.which("crun") or "not found",
         "insecure registries": list(settings.insecure_registries),
+        "platforms": buildable_platforms(),  # native, then emulated (`pybuild binfmt`)
     }
 
 
