@@ -119,7 +119,8 @@ class BusyboxImage:
 @dataclass(frozen=True)
 class BusyboxIndex:
     """An OCI index at "127.0.0.1:PORT/busybox-index:latest": busybox for
-    linux/amd64, a one-file dummy image for linux/arm64/v8."""
+    linux/amd64 and for linux/arm64/v8 (Debian's busybox-static:arm64; its
+    RUNs need an emulator, tests/e2e/test_emulation.py)."""
 
     ref: str
     digest: Digest           # the index's
