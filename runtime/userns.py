@@ -54,6 +54,11 @@ def host_ids() -> tuple[int, int]:
 def missing() -> str | None:
     """Why a rootless process has no namespace to build in, with the fix;
     None when it has one (or needs none)."""
+    if _state["host_uid"] is None and os.geteuid() != 0:
+        # The Python API, or a program that did not call enter() first: a
+        # process that may have threads cannot unshare a user namespace.
+        return ("a rootless pybuild enters its own user namespace when it starts: run the pybuild command "
+                "(or python -m builder.cli), not the Python API, as a user other than root")
     return _state["missing"]  # type: ignore[return-value]
 
 
@@ -114,6 +119,10 @@ def enter() -> None:
     uid, gid = os.geteuid(), os.getegid()
     _state["host_uid"], _state["host_gid"] = uid, gid
     if uid == 0:
+        return
+    if "runtime.whiteouts" in sys.modules:
+        # Its xattr names were fixed, outside any namespace, when imported.
+        _state["missing"] = "rootless pybuild: runtime.userns.enter() must run before pybuild's other modules load"
         return
     try:
         name = pwd.getpwuid(uid).pw_name
