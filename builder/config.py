@@ -143,13 +143,18 @@ def default_root() -> Path:
 
     if host_ids()[0] == 0:
         return Path("/var/lib/pybuild")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data_home) / "pybuild"
+    return Path(_xdg_dir(os.environ, "XDG_DATA_HOME", ".local/share")) / "pybuild"
+
+
+def _xdg_dir(env: Mapping[str, str], name: str, default: str) -> str:
+    """An XDG base directory: the variable's value, when absolute (the spec
+    says a relative one is invalid and to be ignored), else ~/default."""
+    value = env.get(name, "")
+    return value if os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default)
 
 
 def config_candidates(env: Mapping[str, str]) -> list[Path]:
-    config_home = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [Path(config_home) / "pybuild" / "config.toml", SYSTEM_CONFIG]
+    return [Path(_xdg_dir(env, "XDG_CONFIG_HOME", ".config")) / "pybuild" / "config.toml", SYSTEM_CONFIG]
 
 
 def find_config(explicit: str | os.PathLike | None, env: Mapping[str, str]) -> Path | None:

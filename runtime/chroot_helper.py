@@ -152,7 +152,7 @@ def sweep() -> None:
 
 def _prepare_mounts(linux, mounts, confine, config: dict) -> None:
     """What sandbox_mounts.prepare_root mounts, in this private mount
-    namespace, but chroot instead of pivot_root: /proc, /sys, /dev, the
+    namespace: /proc, /sys, /dev, the
     generated /etc files, the step's mounts, docker's masks. Every target
     is resolved inside the rootfs by the sandbox's own helpers."""
     root = config["rootfs"]
@@ -192,12 +192,18 @@ def _enter_root(linux, mounts, confine, config: dict) -> None:
         mounts._loopback_up()
     if config["mount"]:
         _prepare_mounts(linux, mounts, confine, config)
+        # With a mount namespace, the builtin sandbox's pivot_root: a root
+        # step leaves a chroot with chroot+fchdir, and reaches whatever the
+        # host's tree holds (the user's own files, rootless); a pivoted root
+        # whose old root is detached leaves nothing of it reachable.
+        linux.pivot_root(".", ".")
+        linux.umount(".", linux.MNT_DETACH)
     else:
         with confine.Tree(config["rootfs"]) as tree:
             os.fchdir(tree.fd)
-    # Not a pivot_root: the rest of the host's tree stays in this mount
-    # namespace, below the chroot (docs/isolation.md says what that costs).
-    os.chroot(".")
+        # No mount namespace, no pivot_root: the rest of the host's tree
+        # stays below the chroot (docs/isolation.md says what that costs).
+        os.chroot(".")
     os.chdir("/")
     if config["mount"]:
         # made for the step's user beforehand; here only when a mount hid it

@@ -71,7 +71,8 @@ def choose(root: Path) -> Choice:
         if not usable:
             raise UnknownSnapshotter(f"{ENV_SNAPSHOTTER}=overlayfs: {why}")
         return Choice("overlayfs", kernel + (f" (set by {ENV_SNAPSHOTTER})" if wanted != "auto" else ""), volatile)
-    fuse_missing = "fuse-overlayfs not found" if shutil.which("fuse-overlayfs") is None else "/dev/fuse cannot be opened"
+    fuse_missing = ("fuse-overlayfs not found" if shutil.which("fuse-overlayfs") is None
+                    else "/dev/fuse cannot be opened")
     if wanted == "fuse-overlayfs":
         if fuse is None:
             raise UnknownSnapshotter(f"{ENV_SNAPSHOTTER}=fuse-overlayfs: {fuse_missing}")
@@ -95,7 +96,7 @@ def _overlay_support(root: str, userns: bool) -> tuple[bool, bool, str]:
     try:
         with open(record) as f:
             saved = json.load(f)
-        if saved.get("kernel") == kernel and saved.get("userns") == userns and saved.get("flags") == OVERLAY_FLAGS:
+        if (saved.get("kernel"), saved.get("userns"), saved.get("flags")) == (kernel, userns, OVERLAY_FLAGS):
             return bool(saved["overlay"]), bool(saved["volatile"]), str(saved.get("why", ""))
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -106,7 +107,8 @@ def _overlay_support(root: str, userns: bool) -> tuple[bool, bool, str]:
     usable = why is None
     fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=root)
     with os.fdopen(fd, "w") as f:
-        json.dump({"kernel": kernel, "userns": userns, "flags": OVERLAY_FLAGS, "overlay": usable, "volatile": volatile, "why": why or ""}, f)
+        json.dump({"kernel": kernel, "userns": userns, "flags": OVERLAY_FLAGS, "overlay": usable,
+                   "volatile": volatile, "why": why or ""}, f)
     os.replace(tmp, record)
     return usable, volatile, why or ""
 

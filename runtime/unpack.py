@@ -34,6 +34,7 @@ import stat
 import tarfile
 
 from runtime import confine
+from runtime.userns import in_user_namespace
 
 Parts = tuple[bytes, ...]
 
@@ -180,7 +181,15 @@ class Unpacker:
             else:
                 node = (stat.S_IFCHR if kind == tarfile.CHRTYPE else stat.S_IFBLK) | 0o600
                 device = os.makedev(member.devmajor, member.devminor)
-                self._replacing(parent_fd, parent_real, name, lambda: os.mknod(name, node, device, dir_fd=parent_fd))
+                try:
+                    self._replacing(parent_fd, parent_real, name,
+                                    lambda: os.mknod(name, node, device, dir_fd=parent_fd))
+                except PermissionError:
+                    if not in_user_namespace():
+                        raise
+                    # A user namespace may make no device node: skipped, as
+                    # containerd and containers/storage do there.
+                    return
             confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=mode, mtime_ns=mtime, xattrs=xattrs,
                                  skip_unsupported_xattrs=True)
             st = os.lstat(name, dir_fd=parent_fd)

@@ -22,13 +22,15 @@ fails with `missing()`'s message, which names the fix.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
 import subprocess
 import sys
 
-__all__ = ["enter", "host_ids", "in_user_namespace", "missing", "rootless", "subordinate_range"]
+__all__ = ["chown", "enter", "host_ids", "in_user_namespace", "missing", "require_mapped", "rootless",
+           "subordinate_range", "unmapped_message"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -71,6 +73,36 @@ def in_user_namespace() -> bool:
     except OSError:
         return False
     return fields[:3] != ["0", "0", "4294967295"]
+
+
+def unmapped_message(uid: int | None, gid: int | None) -> str:
+    return (f"uid {uid} or gid {gid} is not mapped in this user namespace (rootless: the subordinate ranges "
+            "of /etc/subuid and /etc/subgid must cover every id the image uses)")
+
+
+def _mapped(ident: int, map_file: str) -> bool:
+    try:
+        with open(map_file) as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return True
+    return any(int(inside) <= ident < int(inside) + int(count) for inside, _, count in rows)
+
+
+def require_mapped(uid: int | None, gid: int | None) -> None:
+    """Raise OSError(EINVAL) naming the fix when the ids cannot exist in
+    this process's user namespace: a step's USER, a mount's uid= would
+    otherwise fail as a bare "Invalid argument" (or runc's)."""
+    if ((uid is not None and uid >= 0 and not _mapped(uid, "/proc/self/uid_map"))
+            or (gid is not None and gid >= 0 and not _mapped(gid, "/proc/self/gid_map"))):
+        raise OSError(errno.EINVAL, unmapped_message(uid, gid))
+
+
+def chown(path, uid: int, gid: int) -> None:
+    """os.chown, failing as require_mapped does for an id the namespace
+    does not map."""
+    require_mapped(uid, gid)
+    os.chown(path, uid, gid)
 
 
 def subordinate_range(path: str, name: str, ident: int) -> tuple[int, int] | None:
@@ -125,9 +157,13 @@ def enter() -> None:
         _state["missing"] = "rootless pybuild: runtime.userns.enter() must run before pybuild's other modules load"
         return
     try:
-        name = pwd.getpwuid(uid).pw_name
+        account = pwd.getpwuid(uid)
+        name = account.pw_name
     except KeyError:
-        name = str(uid)
+        account, name = None, str(uid)
+    if not os.environ.get("HOME") and account is not None:
+        # `~` would be looked up as uid 0 of the namespace: root's home.
+        os.environ["HOME"] = account.pw_dir
     uids = subordinate_range("/etc/subuid", name, uid)
     gids = subordinate_range("/etc/subgid", name, uid)
     if uids is None or gids is None:

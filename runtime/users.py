@@ -31,6 +31,7 @@ from pathlib import Path
 
 from runtime.confine import Tree
 from runtime.errors import RuntimeFailure, UnknownUser
+from runtime.userns import require_mapped
 
 __all__ = ["User", "resolve_user", "resolve_chown", "UnknownGroup"]
 
@@ -71,6 +72,15 @@ class _GroupEntry:
 
 
 def resolve_user(rootfs: Path, user: str) -> User:
+    """The step's uid, gid, groups and home; ids the user namespace cannot
+    hold fail naming /etc/subuid (rootless)."""
+    found = _resolve_user(rootfs, user)
+    for gid in (found.gid, *found.additional_gids):
+        require_mapped(found.uid, gid)
+    return found
+
+
+def _resolve_user(rootfs: Path, user: str) -> User:
     if not user:
         return User(0, 0, (), _home_of(rootfs, 0))
     user_part, _, group_part = user.partition(":")

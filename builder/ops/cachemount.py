@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from frontend.ops import MountSpec, Sharing
+from runtime import userns
 
 
 def _instance_dir(base: Path, cache_id: str, n: int) -> Path:
@@ -33,7 +34,7 @@ def _prepare(path: Path, spec: MountSpec, seed) -> None:
     fresh.mkdir(parents=True, exist_ok=True)
     if seed is None or not seed(fresh):
         os.chmod(fresh, spec.mode if spec.mode is not None else 0o755)
-        os.chown(fresh, spec.uid or 0, spec.gid or 0)
+        userns.chown(fresh, spec.uid or 0, spec.gid or 0)
     os.replace(fresh, path)
 
 

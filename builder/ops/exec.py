@@ -16,6 +16,7 @@ from builder.solver.keys import CacheKey, cache_key
 from frontend.errors import ContextError
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode, Op
 from runtime.errors import ExecCancelled
+from runtime import userns
 from runtime.executor import scratch_dir
 from runtime.fsutil import remove_tree, resolve_in_root
 from runtime.prune import prune_unchanged_dirs
@@ -189,7 +190,7 @@ class ExecImpl:
             _copy_tree(source, fresh)
             info = source.stat()
             os.chmod(fresh, info.st_mode & 0o7777)
-            os.chown(fresh, info.st_uid, info.st_gid)
+            userns.chown(fresh, info.st_uid, info.st_gid)
             return True
 
     def _secret(self, spec: MountSpec, env: list, stack):
@@ -211,7 +212,7 @@ class ExecImpl:
         with os.fdopen(fd, "wb") as f:
             f.write(value)
         os.chmod(path, spec.mode if spec.mode is not None else 0o400)
-        os.chown(path, spec.uid or 0, spec.gid or 0)
+        userns.chown(path, spec.uid or 0, spec.gid or 0)
         target = spec.target or f"{SECRET_DIR}/{secret_id}"
         # BuildKit binds a secret "ro,rbind,nodev,nosuid,noexec"
         # (solver/llbsolver/mounts/mount.go): it cannot be run as a program

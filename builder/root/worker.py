@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,27 @@ from cache.errors import CacheError
 from cache.index import Index
 from cache.store import ContentStore
 from runtime.errors import RuntimeFailure
+
+
+def _prepare(root: Path) -> None:
+    """The root, made owner-only when pybuild makes it (as buildkitd's), and
+    its directories that hold what steps wrote owner-only always: a RUN's
+    cache mount can hold a setuid file, which no other user of the host may
+    reach (SECURITY.md; ROOT/snapshots is kept so by the snapshotter). A root
+    its owner made read-only is refused: root, and root of a rootless
+    pybuild's namespace, would write there anyway."""
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)
+    else:
+        if info.st_uid == os.geteuid() and not info.st_mode & stat.S_IWUSR:
+            raise HostError(f"root {root} is read-only (mode {stat.S_IMODE(info.st_mode):o}): make it writable "
+                            "or give another --root")
+    for private in ("tmp", "cachemounts"):
+        (root / private).mkdir(mode=0o700, exist_ok=True)
+        os.chmod(root / private, 0o700)
 
 
 @dataclass
@@ -37,8 +60,7 @@ class Worker:
         if userns.missing():
             raise HostError(userns.missing())
         root = Path(root) if root else default_root()
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "tmp").mkdir(exist_ok=True)
+        _prepare(root)
         snapshots = default_snapshotter(root / "snapshots")
         snapshots.leases.hold()
         try:

@@ -82,13 +82,12 @@ def _mapped(uid: int | None, gid: int | None):
     try:
         yield
     except OSError as exc:
-        from runtime.userns import in_user_namespace  # on this error only: the sandbox helper loads this module
+        # Imported on this error only: the sandbox helper loads this module.
+        from runtime.userns import in_user_namespace, unmapped_message
 
         if exc.errno != errno.EINVAL or not in_user_namespace():
             raise
-        raise OSError(errno.EINVAL, f"uid {uid} or gid {gid} is not mapped in this user namespace "
-                                    "(rootless: the subordinate ranges of /etc/subuid and /etc/subgid "
-                                    "must cover every id the image uses)", exc.filename) from None
+        raise OSError(errno.EINVAL, unmapped_message(uid, gid), exc.filename) from None
 
 
 def _skipped_xattr_errors(unsupported: bool, refused: bool) -> tuple[int, ...]:
