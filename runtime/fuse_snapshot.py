@@ -29,7 +29,7 @@ from runtime.fsutil import remove_tree
 from runtime.lifeline import Supervised
 from runtime.mounts import unmount
 from runtime.snapshot import OverlaySnapshotter
-from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, is_whiteout
+from runtime.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, XATTR_NAMESPACE, is_whiteout
 
 __all__ = ["FuseOverlaySnapshotter", "fuse_overlayfs"]
 
@@ -98,6 +98,10 @@ class FuseOverlaySnapshotter(OverlaySnapshotter):
             unmount(target)  # a bind mount: no daemon
             return
         daemon, upper_dir, lowers = entry
+        # The directory times the step saw, read through the mount: on disk
+        # a copied-up directory has the copy's time, and _normalise's
+        # unlinks change it again; the kernel overlay keeps the lower's.
+        times = _view_times(upper_dir, target) if upper_dir is not None else {}
         try:
             unmount(target)
         finally:
@@ -112,6 +116,26 @@ class FuseOverlaySnapshotter(OverlaySnapshotter):
             daemon.wait()
         if upper_dir is not None:
             _normalise(upper_dir, lowers)
+            for rel, (atime_ns, mtime_ns) in sorted(times.items(), key=lambda item: -item[0].count("/")):
+                path = os.path.join(upper_dir, rel) if rel else upper_dir
+                if os.path.isdir(path) and not os.path.islink(path):
+                    os.utime(path, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+
+
+def _view_times(upper: str, view: str) -> dict[str, tuple[int, int]]:
+    """rel -> (atime, mtime) in the mounted `view` of every directory the
+    `upper` holds."""
+    times = {}
+    for directory, _, _ in os.walk(upper):
+        rel = os.path.relpath(directory, upper)
+        rel = "" if rel == "." else rel
+        try:
+            st = os.lstat(os.path.join(view, rel) if rel else view)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            times[rel] = (st.st_atime_ns, st.st_mtime_ns)
+    return times
 
 
 def _wait_mounted(daemon: Supervised, target: str) -> None:
@@ -139,11 +163,15 @@ def _normalise(upper: str, lowers: list[str]) -> None:
         rel = os.path.relpath(path, upper)
         return any(os.path.lexists(os.path.join(lower, rel)) for lower in lowers)
 
+    # Its own mark: user.fuseoverlayfs.opaque unprivileged, overlay's
+    # trusted one as root. user.overlay.opaque in a user namespace is a
+    # step's (fuse-overlayfs lets a step set it): never taken for a mark.
+    own_mark = _FUSE_OPAQUE_XATTR if XATTR_NAMESPACE == "user." else OPAQUE_XATTR
     for directory, _, files in os.walk(upper):
         opaque = False
-        for mark in (_FUSE_OPAQUE_XATTR, OPAQUE_XATTR):  # as root it writes overlay's own
+        for mark in (_FUSE_OPAQUE_XATTR, OPAQUE_XATTR):
             try:
-                opaque = os.getxattr(directory, mark, follow_symlinks=False) == b"y" or opaque
+                opaque = (mark == own_mark and os.getxattr(directory, mark, follow_symlinks=False) == b"y") or opaque
                 os.removexattr(directory, mark, follow_symlinks=False)
             except OSError:
                 pass

@@ -18,6 +18,14 @@ from runtime.whiteouts import OPAQUE_XATTR, OVERLAY_XATTR_PREFIXES, XATTR_NAMESP
 _OVERLAY_XATTRS = OVERLAY_XATTR_PREFIXES
 # CopySnapshotter's tag on its copies (see mark); never leaves the view.
 _MARK = XATTR_NAMESPACE + "pybuild.path"
+# What a step may have set in the view (in a user namespace both are user.*
+# xattrs it can write) and must not become a mark in the diff: overlayfs
+# refuses a step its own xattrs, and a layer carries none.
+_NOT_COPIED = (_MARK, *OVERLAY_XATTR_PREFIXES)
+# Each tag starts with this process's nonce: a tag a step wrote itself is
+# told from pybuild's (the step's view shows pybuild's, so a step bent on
+# it can still forge one: it then only changes its own layer).
+_NONCE = os.urandom(8).hex() + ":"
 
 
 def merge_layers(dest: str, layers: Sequence[str], *, link_files: bool) -> None:
@@ -105,6 +113,7 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
     """Write into the empty `diff` the upperdir that turns the lowers'
     merged view (`lower_view`) into the current `merged` directory."""
     links: dict = {}
+    foreign: dict[str, str] = {}
     opaque: set[str] = set()
     written_dirs: list[str] = []
     current: set[str] = set()
@@ -123,11 +132,23 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
     for rel, st in walk(merged):
         current.add(rel)
         old = before.get(rel)
-        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            marked = _is_tagged_for(_marked_as(os.path.join(merged, rel)), rel, st, before)
-        else:  # symlinks, devices: untagged; their inode must do
+        taggable = stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+        tag = _marked_as(os.path.join(merged, rel)) if taggable else None
+        if tag is not None and tag.startswith(_NONCE):
+            marked = _is_tagged_for(tag[len(_NONCE):], rel, st, before)
+        elif taggable and tag is None:
+            marked = False  # new: mark() tagged every file and directory it found
+        else:
+            if tag is not None:
+                foreign[rel] = tag  # the step's own xattr: the layer keeps it
+            # Symlinks and devices are untagged: their inode must do. So it
+            # must for a tag a step wrote over pybuild's (a user.* xattr in
+            # a user namespace) on the file found there; a reused inode has
+            # no tag at all.
             marked = old is not None and old[0] == st.st_ino
-        changed = not marked or old != (st.st_ino, st.st_ctime_ns)
+        # Below a directory found replaced nothing of the lowers shows:
+        # everything there is written, whatever its tag claims.
+        changed = not marked or old != (st.st_ino, st.st_ctime_ns) or _under_any(os.path.dirname(rel), opaque)
         from_upper = rel in upper_entries and not is_whiteout(upper_entries[rel])
         src = os.path.join(merged, rel)
         dst = os.path.join(diff, rel)
@@ -154,7 +175,7 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
         if st.st_nlink > 1 and key in links:
             os.link(links[key], dst, follow_symlinks=False)
             continue
-        copy_node(src, dst, st, skip_xattrs=(_MARK,))
+        copy_node(src, dst, st, skip_xattrs=_NOT_COPIED)
         if st.st_nlink > 1:
             links[key] = dst
 
@@ -172,8 +193,12 @@ def write_diff(merged: str, diff: str, lower_view, before, upper_fs: str, upper_
     # disturb the times just set.
     for rel in sorted(set(written_dirs), key=lambda r: r.count("/"), reverse=True):
         path = os.path.join(merged, rel)
-        copy_metadata(path, os.path.join(diff, rel), os.lstat(path), skip_xattrs=(_MARK,))
-    copy_metadata(merged, diff, os.lstat(merged), skip_xattrs=(_MARK,))
+        copy_metadata(path, os.path.join(diff, rel), os.lstat(path), skip_xattrs=_NOT_COPIED)
+    copy_metadata(merged, diff, os.lstat(merged), skip_xattrs=_NOT_COPIED)
+    for rel, tag in foreign.items():
+        path = os.path.join(diff, rel)
+        if os.path.lexists(path):  # setxattr leaves mtime as copied
+            os.setxattr(path, _MARK, tag.encode("utf-8", "surrogateescape"), follow_symlinks=False)
 
 
 def mark(top: str) -> dict[str, tuple[int, int]]:
@@ -196,7 +221,7 @@ def mark(top: str) -> dict[str, tuple[int, int]]:
             # first name (tagging the next would change the first's tag and
             # ctime), and every name reads the ctime that tag gave it.
             if (st.st_dev, st.st_ino) not in tagged:
-                os.setxattr(path, _MARK, rel.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                os.setxattr(path, _MARK, (_NONCE + rel).encode("utf-8", "surrogateescape"), follow_symlinks=False)
                 tagged.add((st.st_dev, st.st_ino))
             st = os.lstat(path)
         before[rel] = (st.st_ino, st.st_ctime_ns)
