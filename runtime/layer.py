@@ -193,6 +193,16 @@ class _Walk:
             if (is_whiteout(st)
                     or xattrs and S_ISREG(mode) and _has_xattr(xattrs, _XWHITEOUT_XATTR)):
                 entries.append((prefix + _WHITEOUT_PREFIX_B + name, name, None, ()))
+            elif name.startswith(_WHITEOUT_PREFIX_B):
+                # Refused, not written as it is (BuildKit writes it): whoever
+                # unpacks the image would delete a file, or hide a directory,
+                # that the step saw (fuse-overlayfs refuses to make the name).
+                hidden = (f"empty /{prefix.decode(errors='replace')}" if name == OPAQUE_MARKER.encode()
+                          else f"delete /{(prefix + name[len(_WHITEOUT_PREFIX_B):]).decode(errors='replace')}")
+                raise UnportableSnapshot(
+                    f"write layer: /{(prefix + name).decode(errors='replace')}: a file whose name starts with "
+                    f"{WHITEOUT_PREFIX} cannot be in a layer: it would {hidden} for whoever unpacks the image "
+                    "(OCI image spec, whiteouts)")
             else:
                 entries.append((prefix + name, name, st, xattrs))
         entries.sort(key=_first)

@@ -188,7 +188,17 @@ class Unpacker:
                     if not in_user_namespace():
                         raise
                     # A user namespace may make no device node: skipped, as
-                    # containerd and containers/storage do there.
+                    # containerd and containers/storage do there, but what
+                    # held the name goes (a 0/0 node, which a user namespace
+                    # may make, is a whiteout in a snapshot and through a view).
+                    try:
+                        self._replacing(parent_fd, parent_real, name,
+                                        lambda: os.mknod(name, stat.S_IFCHR, 0, dir_fd=parent_fd))
+                    except PermissionError:
+                        # Through an overlay view, which makes no 0/0 node:
+                        # _replacing removed what held the name, overlay
+                        # hides the lowers' itself.
+                        pass
                     return
             confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=mode, mtime_ns=mtime, xattrs=xattrs,
                                  skip_unsupported_xattrs=True)
