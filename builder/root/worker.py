@@ -33,6 +33,11 @@ def _prepare(root: Path) -> None:
         if info.st_uid == os.geteuid() and not info.st_mode & stat.S_IWUSR:
             raise HostError(f"root {root} is read-only (mode {stat.S_IMODE(info.st_mode):o}): make it writable "
                             "or give another --root")
+        if not os.access(root, os.W_OK | os.X_OK):
+            from runtime.userns import host_ids
+
+            raise HostError(f"root {root} is not writable by uid {host_ids()[0]} (another user's, maybe root's): "
+                            "give a --root of your own (rootless: the default is ~/.local/share/pybuild)")
     for private in ("tmp", "cachemounts"):
         (root / private).mkdir(mode=0o700, exist_ok=True)
         os.chmod(root / private, 0o700)

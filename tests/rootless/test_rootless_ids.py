@@ -5,6 +5,9 @@ subordinate range) is one clear error naming /etc/subuid, not a bare
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 
 def test_an_unmapped_owner_names_the_subordinate_ranges(rootless, busybox_image):
@@ -46,3 +49,16 @@ def test_a_local_export_belongs_to_the_user_even_under_sudo_u(rootless, busybox_
     for path in (out / "fs", out / "fs" / "made", out / "fs" / "bin"):
         st = os.lstat(path)
         assert (st.st_uid, st.st_gid) == (rootless.uid, rootless.gid), path
+
+
+def test_a_root_made_by_root_is_one_line_naming_the_fix(rootless, tmp_path):
+    theirs = Path(tempfile.mkdtemp(prefix="pybuild-roots-root-"))
+    try:
+        theirs.chmod(0o755)
+        done = rootless.run("--root", str(theirs), "images")
+        errors = [line for line in done.stderr.decode().splitlines() if line.startswith("ERROR:")]
+        assert done.returncode == 1 and len(errors) == 1, done.stderr.decode()
+        assert f"root {theirs} is not writable by uid {rootless.uid}" in errors[0]
+        assert os.listdir(theirs) == []
+    finally:
+        shutil.rmtree(theirs)
