@@ -37,7 +37,7 @@ from builder.context.dockerfile import read_dockerfile_at
 from builder.errors import PybuildError, StepFailed, translated_errors
 from builder.root.gc import auto_gc
 from builder.root.lock import RootLock
-from builder.image import Image
+from builder.image import Descriptor, Image
 from builder.export.layers import EarlyLayers, LayerMaker
 from builder.export.outputs import OutputSpec, parse_output
 from builder.solver.progress import BuildReporter
@@ -62,7 +62,7 @@ class BuildRequest:
     dockerfile_text: str | None = None  # its text when already read (stdin, a remote context)
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
-    platform: str | None = None  # os/arch[/variant]; default: this host's
+    platform: str | None = None  # os/arch[/variant]; default: this host's; several, comma-separated: an index
     build_contexts: Sequence[str] = ()  # NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://PATH[:TAG][@DIGEST]
 
     # What RUN steps get.
@@ -119,7 +119,9 @@ class BuildResult:
     cached_steps: int
     executed_steps: int
     duration: float
-    pushed: Mapping[str, str] = field(default_factory=dict)  # tag -> manifest digest
+    pushed: Mapping[str, str] = field(default_factory=dict)  # tag -> manifest (or index) digest
+    # Several platforms: the image index; `image` is then the first platform's.
+    index: Descriptor | None = None
 
     @property
     def image_id(self) -> str:
@@ -127,7 +129,8 @@ class BuildResult:
 
     @property
     def manifest_digest(self) -> str:
-        return str(self.image.manifest.digest)
+        """The image's manifest digest, or its index's for several platforms."""
+        return str((self.index or self.image.manifest).digest)
 
 
 def parse_platform(text: str | None) -> Platform:
@@ -140,6 +143,18 @@ def parse_platform(text: str | None) -> Platform:
         return parse(text)
     except ValueError as exc:
         raise PybuildError(f"invalid platform: {exc}") from None  # the message quotes the value
+
+
+def _platforms(text: str) -> list[Platform]:
+    """`--platform a,b`: each read as one `--platform`, each once, in order."""
+    platforms: list[Platform] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise PybuildError(f"invalid platform: {text!r} has an empty entry")
+        platform = parse_platform(part.strip())
+        if platform not in platforms:
+            platforms.append(platform)
+    return platforms
 
 
 def build(request: BuildRequest | str | os.PathLike | None = None, /, *,
@@ -172,6 +187,17 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
     dockerfile_text = request.dockerfile_text
     if dockerfile_text is None:
         dockerfile_text = read_dockerfile_at(dockerfile_path)
+    if "," in (request.platform or ""):
+        from builder.multiplatform import build_platforms
+
+        platforms = _platforms(request.platform)
+        if len(platforms) > 1:
+            image, index, pushed, cached, executed = build_platforms(
+                request, platforms, reporter, observer, dockerfile_path, dockerfile_text, limits=_limits(request),
+                extra_hosts=parse_add_hosts(request.add_hosts), epoch=_epoch(request.build_args))
+            return BuildResult(image, tuple(str(Reference.parse(t)) for t in request.tags), cached, executed,
+                               time.monotonic() - started, pushed, index=index)
+        request = replace(request, platform=str(platforms[0]))
     specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in request.outputs]
     tags = tuple(str(Reference.parse(t)) for t in request.tags)
     network = request.network

@@ -24,7 +24,7 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
 @click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag). Repeatable.")
 @click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable (KEY=VALUE or KEY).")
 @click.option("--target", help="Set the target build stage.")
-@click.option("--platform", help="Target platform (os/arch[/variant]).")
+@click.option("--platform", help="Target platform (os/arch[/variant]); several, comma-separated, make an index.")
 @click.option("-o", "--output", "outputs", multiple=True,
               help="Output destination (type=image|registry|oci|docker|local|tar,dest=...,...). Repeatable.")
 @click.option("--push", is_flag=True, help="Push each tag to its registry (type=image,push=true).")

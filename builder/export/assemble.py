@@ -232,8 +232,30 @@ def _layer_type(media_type: str, oci: bool) -> str:
 
 
 def load_image(store, manifest_digest: Digest) -> Image:
-    """The Image record of a manifest already in the store."""
-    return image_of_manifest(store.read_json(manifest_digest), manifest_digest, store.size(manifest_digest))
+    """The Image record of a manifest already in the store; of an index
+    (a build for several platforms), this host's platform's image, else
+    the first one's."""
+    body = store.read_json(manifest_digest)
+    if "manifests" in body and "config" not in body:
+        manifest_digest = host_manifest(body)
+        body = store.read_json(manifest_digest)
+    return image_of_manifest(body, manifest_digest, store.size(manifest_digest))
+
+
+def host_manifest(index: dict) -> Digest:
+    """The digest of an index's manifest for this host's platform, or of
+    its first manifest."""
+    from frontend.ops import Platform
+
+    host = Platform()
+    entries = index.get("manifests") or []
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        if (platform.get("os"), platform.get("architecture")) == (host.os, host.architecture):
+            return Digest.parse(entry["digest"])
+    if not entries:
+        raise PybuildError("the image index lists no manifest")
+    return Digest.parse(entries[0]["digest"])
 
 
 def image_of_manifest(body: dict, manifest_digest: Digest, size: int) -> Image:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.export.assemble import image_of_manifest, load_image
+from builder.export.assemble import host_manifest, image_of_manifest, load_image
 from builder.errors import PybuildError
 from builder.image import Image
 from builder.registry.reference import Reference
@@ -45,6 +45,12 @@ def find(worker, name: str) -> StoredImage:
     if digest is None or not worker.store.has(digest):
         raise ImageNotFound(name)
     manifest = worker.store.read_json(digest)
+    if "manifests" in manifest and "config" not in manifest:
+        # An index (a build for several platforms): this host's image.
+        digest = host_manifest(manifest)
+        if not worker.store.has(digest):
+            raise ImageNotFound(name)
+        manifest = worker.store.read_json(digest)
     image = image_of_manifest(manifest, digest, worker.store.size(digest))
     return StoredImage(name, image, worker.store.read_json(image.config.digest), manifest)
 

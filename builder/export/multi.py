@@ -1,0 +1,190 @@
+"""The outputs of a build for several platforms (builder/multiplatform.py).
+
+The platforms' images form one image index, each manifest's descriptor
+carrying its platform, as BuildKit's image exporters make it: an OCI index
+when the images have OCI media types, a Docker manifest list when they
+have Docker's (`oci-mediatypes=false`).
+
+- `type=image`: the local store keeps the index under each name;
+- `--push`, `type=registry`: each platform's image is pushed by digest,
+  then the index under the tag;
+- `type=oci`: BuildKit's layout: `index.json` has one entry, the image
+  index (with the name annotations), and `blobs/` holds every platform's;
+- `type=local`, `type=tar`: a directory per platform named as buildx names
+  it (`linux_amd64`, `linux_arm64`);
+- `type=docker`: refused, with BuildKit's words (a docker archive holds
+  images, not indexes).
+"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+from builder.errors import PybuildError
+from builder.export.oci import (OCI_LAYOUT_BODY, OCI_LAYOUT_FILE, Entry, atomic_directory, atomic_file, blob_path,
+                                image_blobs, index_json, parse_names, write_directory, write_tar)
+from builder.export.outputs import OutputSpec, OutputType, export_options
+from builder.export.run import _layout_created, _pushes
+from builder.image import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, Image, canonical_json
+from builder.registry.reference import Reference
+
+_IMAGE_OUTPUTS = (OutputType.IMAGE, OutputType.REGISTRY, OutputType.OCI)
+DOCKER_REFUSAL = ("docker exporter does not currently support exporting manifest lists: a docker archive "
+                  "holds one platform's image; use type=oci, type=image or --push for several platforms, "
+                  "or give one --platform")
+
+
+def make_index(store, images: Sequence[Image], *, oci: bool, annotations=()) -> Descriptor:
+    """Store the index of `images` (their manifests' descriptors, platform
+    included, in the platforms' order) and return its descriptor."""
+    manifests = []
+    for image in images:
+        desc = image.manifest
+        if not oci:  # schema 2's manifest list has no annotations
+            desc = Descriptor(desc.media_type, desc.digest, desc.size, platform=desc.platform)
+        manifests.append(desc.to_json())
+    body = {"schemaVersion": 2, "mediaType": OCI_INDEX if oci else DOCKER_MANIFEST_LIST, "manifests": manifests}
+    if annotations and oci:
+        body["annotations"] = dict(annotations)
+    data = canonical_json(body)
+    return Descriptor(body["mediaType"], store.put_bytes(data), len(data))
+
+
+def platform_dir(platform) -> str:
+    """buildx's directory name for a platform's files: `linux_arm64`, `linux_arm_v7`."""
+    return str(platform).replace("/", "_")
+
+
+def run_platform_outputs(built, tags, specs, push: bool):
+    """Write every output of the platform builds `built`; returns the index
+    (the first image output's, else the store's), the first platform's
+    image and what was pushed (tag -> index digest)."""
+    first = built[0].session
+    store = first.store
+    specs = list(specs)
+    tags = tuple(tags)
+    if push:
+        if not tags:
+            raise PybuildError("--push needs at least one -t/--tag")
+        pushing = {n for s in specs if _pushes(s) for n in (s.names or tags)}
+        if not set(tags) <= pushing:
+            specs.append(OutputSpec(OutputType.IMAGE, {"push": "true"}))
+    if not specs:
+        specs = [OutputSpec(OutputType.IMAGE, {})]
+    planned = []
+    for spec in specs:
+        options = export_options(spec, built[0].assembler.defaults)
+        if spec.type is OutputType.DOCKER:
+            raise PybuildError(DOCKER_REFUSAL)
+        entry = None
+        if spec.type in _IMAGE_OUTPUTS:
+            images = [b.assembler.image(options) for b in built]
+            index = make_index(store, images, oci=options.oci_mediatypes,
+                               annotations=options.index_annotations if spec.type is not OutputType.OCI else ())
+            entry = (images, index)
+        planned.append((spec, options, entry))
+    found = next((entry for _, _, entry in planned if entry is not None), None)
+    if found is None:
+        images = [b.assembler.image() for b in built]
+        found = (images, make_index(store, images, oci=built[0].assembler.defaults.oci_mediatypes))
+
+    to_push: list[tuple[str, list[Image], Descriptor]] = []
+    for spec, options, entry in planned:
+        names = spec.names or tags
+        if spec.type is OutputType.OCI:
+            images, index = entry
+            _write_oci(store, spec, images, index, names, dict(options.index_annotations),
+                       _layout_created(options))
+        elif spec.type in (OutputType.LOCAL, OutputType.TAR):
+            _write_files(built, spec)
+        else:
+            images, index = entry
+            if spec.type is OutputType.IMAGE and spec.flag("store", True):
+                for name in names:
+                    first.index.put_image(str(Reference.parse(name)), index.digest)
+            if _pushes(spec):
+                if not names:
+                    raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
+                if spec.flag("registry.insecure"):
+                    for name in names:
+                        first.registry.allow_insecure(Reference.parse(name).registry)
+                to_push += [(name, images, index) for name in names]
+    pushed: dict[str, str] = {}
+    for name, images, index in to_push:
+        if name not in pushed:
+            pushed[name] = _push(first, name, images, index)
+    return found[1], found[0][0], pushed
+
+
+def _push(session, name: str, images: Sequence[Image], index: Descriptor) -> str:
+    """Each platform's blobs and manifest (by digest), then the index under
+    the tag: the registry never holds an index whose manifests are missing."""
+    ref = Reference.parse(name)
+    session.reporter.message(f"pushing {ref} ({len(images)} platforms)")
+    bare = Reference(ref.registry, ref.repository)
+    for image in images:
+        session.registry.push(bare, image)
+    # RegistryAccess has no put_manifest of its own: its client's.
+    digest = session.registry._made().put_manifest(ref, index)
+    session.reporter.message(f"pushed {ref}@{digest}")
+    return str(digest)
+
+
+def _write_oci(store, spec: OutputSpec, images, index: Descriptor, names, index_annotations,
+               created: str) -> None:
+    dest = spec.dest
+    blobs = sorted({digest for image in images for digest in image_blobs(store, image)} | {index.digest})
+    entries = [Entry(blob_path(digest), blob=digest) for digest in blobs]
+    entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
+    layout_index = index_json(index, parse_names(names), index_annotations, created)
+    entries.append(Entry("index.json", data=canonical_json(layout_index)))
+    as_tar = spec.flag("tar", True)
+    if dest == "-":
+        if not as_tar:
+            raise PybuildError("type=oci,tar=false cannot go to stdout")
+        write_tar(store, entries, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    elif as_tar:
+        atomic_file(Path(dest), lambda out: write_tar(store, entries, out))
+    else:
+        atomic_directory(Path(dest), lambda root: write_directory(store, entries, root))
+
+
+def _write_files(built, spec: OutputSpec) -> None:
+    """type=local: DEST/linux_amd64/... per platform; type=tar: one tar
+    whose top directories are the platforms', as buildx writes them."""
+    from builder.export.rootfs import export_rootfs
+
+    dest = Path(spec.dest)
+    if spec.type is OutputType.LOCAL:
+        for b in built:
+            export_rootfs(b.session.snapshots, b.chain, dest / platform_dir(b.platform), as_tar=False,
+                          preserve_special=spec.flag("preserve-special"))
+        return
+    parts = []
+    for b in built:
+        part = b.session.tmp / f"rootfs-{platform_dir(b.platform)}.tar"
+        export_rootfs(b.session.snapshots, b.chain, part, as_tar=True)
+        parts.append((platform_dir(b.platform), part))
+
+    def write(out) -> None:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as combined:
+            for prefix, part in parts:
+                top = tarfile.TarInfo(prefix + "/")
+                top.type, top.mode = tarfile.DIRTYPE, 0o755
+                combined.addfile(top)
+                with tarfile.open(part, mode="r|") as source:
+                    for member in source:
+                        member.name = f"{prefix}/{member.name}"
+                        if member.islnk():
+                            member.linkname = f"{prefix}/{member.linkname}"
+                        combined.addfile(member, source.extractfile(member) if member.isreg() else None)
+
+    if str(dest) == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_file(dest, write)

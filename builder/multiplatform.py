@@ -1,0 +1,139 @@
+"""Several target platforms in one build (`--platform linux/amd64,linux/arm64`).
+
+As in BuildKit, each platform is its own graph: the Dockerfile converted
+with that platform's TARGET* arguments (BUILD* stay the host's), solved
+against the one root. The solves run one after the other: a stage whose
+cache keys do not depend on the target (`FROM --platform=$BUILDPLATFORM`)
+is executed by the first and found in the root's cache by the next, so it
+runs once. The images then form one image index (builder/export/multi.py).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from builder.errors import PybuildError, StepFailed
+from builder.export.assemble import Assembler, ExportOptions
+from builder.export.layers import LayerMaker
+from builder.export.outputs import OutputSpec, OutputType, parse_output
+from builder.registry.reference import Reference
+from builder.remotecache.control import CacheControl
+from builder.root.gc import auto_gc
+from builder.root.lock import RootLock
+from builder.root.worker import Worker
+from builder.solver.scheduler import Solver
+from builder.solver.secrets import parse_secrets, parse_ssh
+from builder.solver.session import BuildSession, SourceOptions, StepOptions
+from frontend.ops import NetworkMode, Platform
+
+
+class PlatformBuild:
+    """One platform's solved graph: its session (open until the outputs are
+    written), its snapshot chain and the assembler of its images."""
+
+    def __init__(self, platform: Platform, session: BuildSession, chain, assembler: Assembler, cached: int,
+                 executed: int):
+        self.platform = platform
+        self.session = session
+        self.chain = chain
+        self.assembler = assembler
+        self.cached = cached
+        self.executed = executed
+
+
+def build_platforms(request, platforms: list[Platform], reporter, observer, dockerfile_path: Path,
+                    dockerfile_text: str, *, limits, extra_hosts, epoch: int | None):
+    """`_build` for several platforms (`limits`, `extra_hosts` and `epoch`
+    are the request's, as builder.build reads them): returns the first
+    platform's image, the image index's descriptor, what was pushed (tag ->
+    index digest) and the steps served from the cache and executed."""
+    from builder.context.inputs import parse_build_contexts
+    from builder.export.multi import run_platform_outputs
+
+    if observer is not None:
+        observer.refuse()  # the memo keeps one image, not an index
+    context_dir = Path(request.context)
+    specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in request.outputs]
+    tags = tuple(str(Reference.parse(t)) for t in request.tags)
+    if request.network not in ("host", "none", "default"):
+        raise PybuildError(f"invalid --network {request.network!r}: expected default, host or none")
+    if request.cache_to or request.cache_from or request.explain:
+        raise PybuildError("--cache-to, --cache-from and --explain take one --platform for now")
+    if any(spec.type is OutputType.DOCKER for spec in specs):
+        from builder.export.multi import DOCKER_REFUSAL
+
+        raise PybuildError(DOCKER_REFUSAL)
+    if request.squash:
+        raise PybuildError("--squash takes one --platform for now")
+    named_contexts = parse_build_contexts(request.build_contexts)
+    cache_control = CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
+                                       explain=False, cache_to=(), cache_from=())
+    build_args = dict(request.build_args or {})
+    defaults = ExportOptions(labels=tuple((request.labels or {}).items()),
+                             annotations=tuple((request.annotations or {}).items()),
+                             source_date_epoch=epoch)
+    worker = Worker.open(Path(os.path.abspath(request.root)) if request.root else None, request.isolation)
+    lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
+    try:
+        with ExitStack() as sessions:
+            layers = LayerMaker(worker.store, worker.index, worker.snapshots)
+            built = []
+            for platform in platforms:
+                session = BuildSession.open(
+                    worker, reporter,
+                    SourceOptions(context_dir, dockerfile_path, platform, named_contexts, pull=request.pull,
+                                  insecure_registries=tuple(request.insecure_registries),
+                                  registry_hosts=request.registry_hosts),
+                    StepOptions(NetworkMode(request.network), parse_secrets(request.secrets), limits=limits,
+                                size_limits=request.size_limits),
+                    parse_ssh(request.ssh), None)
+                sessions.callback(session.close)
+                built.append(_solve(request, session, worker, reporter, cache_control, platform, layers,
+                                    defaults, build_args, dockerfile_path, dockerfile_text, extra_hosts))
+            index, image, pushed = run_platform_outputs(built, tags, specs, request.push)
+        lease.release()
+        auto_gc(worker, reporter, request.gc_policy)
+    finally:
+        lease.release()
+        worker.close()
+    return image, index, pushed, sum(b.cached for b in built), sum(b.executed for b in built)
+
+
+def _solve(request, session: BuildSession, worker, reporter, cache_control, platform: Platform, layers,
+           defaults, build_args, dockerfile_path: Path, dockerfile_text: str, extra_hosts) -> PlatformBuild:
+    definition = session.convert(
+        dockerfile_text,
+        path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
+        build_args=build_args, target=request.target, explicit_platform=True, extra_hosts=extra_hosts)
+    reporter.set_names({vertex: _on(platform, meta) for vertex, meta in definition.metadata.items()})
+    for warning in definition.warnings:
+        reporter.warning(str(warning))
+    for name in definition.unused_build_args:
+        reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
+    results = cache_control.prepare(definition, session, worker, reporter, str(platform))
+    solver = Solver(definition.graph, session.op_impls(definition), results, reporter,
+                    on_cancel=session.executor.cancel)
+    try:
+        solution = solver.solve(definition.target, force=cache_control.force)
+    except StepFailed as failed:
+        meta = definition.metadata.get(failed.vertex)
+        if meta is None or meta.location is None:
+            raise
+        raise failed.at(meta.location) from failed.cause
+    created = session.results.created(solution.keys[definition.target])
+    assembler = Assembler(worker.store, layers, definition.image, solution.result, created, defaults,
+                          snapshots=worker.snapshots, tmp=session.tmp)
+    return PlatformBuild(platform, session, solution.result, assembler, len(solution.cached),
+                         len(solution.executed))
+
+
+def _on(platform: Platform, meta):
+    """A step's name as BuildKit shows it in a build for several platforms:
+    `[linux/arm64 build 2/5] RUN make`."""
+    from dataclasses import replace
+
+    if meta.name.startswith("["):
+        return replace(meta, name=f"[{platform} {meta.name[1:]}")
+    return replace(meta, name=f"[{platform}] {meta.name}")
