@@ -19,6 +19,7 @@ import pytest
 from cache.digest import Digest
 from cache.store import ContentStore
 from fixtures import busybox, leaks
+from fixtures import rootless as _rootless
 from fixtures.proxy import FaultProxy
 from fixtures.registry import Registry, remove_registry, start_registry
 from fixtures.token import ISSUER, SERVICE, TokenServer
@@ -248,3 +249,22 @@ def git_daemon(tmp_path):
     yield base, f"git://127.0.0.1:{port}"
     daemon.terminate()
     daemon.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def rootless_host():
+    yield from _rootless.rootless_host_fixture()
+
+
+@pytest.fixture
+def rootless(rootless_host):
+    """pybuild as an ordinary user with a subordinate range, with a HOME of
+    this test's own; fails the test if a process, temp file or mount of the
+    user is left after it (tests/fixtures/rootless.py)."""
+    yield from _rootless.rootless_fixture(rootless_host)
+
+
+@pytest.fixture
+def nosubid(rootless_host):
+    """pybuild as the second user, which has no subordinate ids."""
+    yield from _rootless.rootless_fixture(rootless_host, rootless_host.nosubid_user)

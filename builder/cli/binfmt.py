@@ -4,7 +4,6 @@ foreign platform run here (qemu-user-static), shown or registered."""
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
@@ -49,7 +48,7 @@ def binfmt(install_names, uninstall_names, output_format, debug):
             done.append(f"{arch.name}: removed {', '.join(removed)}" if removed else f"{arch.name}: none registered")
         for arch in _arches(emulators, install_names):
             done.append(emulators.install(arch))
-        mounted_now = os.geteuid() == 0 and emulators.mount_binfmt_misc()
+        mounted_now = not _rootless() and emulators.mount_binfmt_misc()
         return done, mounted_now, _view(emulators)
 
     done, mounted_now, view = run_guarded(debug, act)
@@ -64,7 +63,7 @@ def binfmt(install_names, uninstall_names, output_format, debug):
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
+    if _rootless():
         raise BinfmtRefused("registering emulators needs root: binfmt_misc's register file is root's "
                             "(rootless pybuild uses what root registered; `pybuild binfmt` shows it)")
 
@@ -79,7 +78,7 @@ def _view(emulators) -> dict:
         "binfmt_misc": str(emulators.BINFMT_MISC),
         "mounted": mounted,
         "enabled": mounted and emulators.globally_enabled(),
-        "read_only": os.geteuid() != 0,
+        "read_only": _rootless(),
         "native": [arch.platform for arch in emulators.native_arches()],
         "emulated": [arch.platform for arch in emulators.emulated_arches()],
         "handlers": [{"name": handler.name, "platform": handler.arch.platform if handler.arch else "",
@@ -108,3 +107,11 @@ def _print_view(view: dict) -> None:
 
 
 COMMANDS = (binfmt,)
+
+
+def _rootless() -> bool:
+    """An ordinary user's pybuild, root of its own user namespace or not:
+    the host's binfmt_misc is root's (runtime/userns.py)."""
+    from runtime.userns import rootless
+
+    return rootless()

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import rootless as _rootless
 from fixtures.pybuild import pybuild_env
 from fixtures.rootless import child_of, processes_of, temp_files_in, wait_for_no_processes
 from security.hostile import layer, member, push_image
@@ -48,16 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rootless"))
 from rootless_helpers import Archive  # noqa: E402
 
 EPOCH = "1700000000"
-
-
-@pytest.fixture(scope="session")
-def rootless_host():
-    yield from _rootless.rootless_host_fixture()
-
-
-@pytest.fixture
-def rootless(rootless_host):
-    yield from _rootless.rootless_fixture(rootless_host)
 
 
 def _root_build(tmp_path: Path, context: Path, dest: Path, *args: str, env: dict | None = None):
