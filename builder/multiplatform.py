@@ -2,10 +2,11 @@
 
 As in BuildKit, each platform is its own graph: the Dockerfile converted
 with that platform's TARGET* arguments (BUILD* stay the host's), solved
-against the one root. The solves run one after the other: a stage whose
-cache keys do not depend on the target (`FROM --platform=$BUILDPLATFORM`)
-is executed by the first and found in the root's cache by the next, so it
-runs once. The images then form one image index (builder/export/multi.py).
+against the one root. The steps every graph has (the same vertex: a
+`FROM --platform=$BUILDPLATFORM` stage) are solved first, once; then the
+platforms' graphs are solved at once, each on its own thread, and find
+those steps in the root's cache. The images then form one image index
+(builder/export/multi.py).
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ def build_platforms(request, platforms: list[Platform], reporter, observer, dock
     if request.squash:
         raise PybuildError("--squash takes one --platform for now")
     named_contexts = parse_build_contexts(request.build_contexts)
-    cache_control = CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
-                                       explain=False, cache_to=(), cache_from=())
+
+    def cache_control() -> CacheControl:  # each graph its own: it keeps the graph's forced steps
+        return CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
+                                  explain=False, cache_to=(), cache_from=())
+
     build_args = dict(request.build_args or {})
     defaults = ExportOptions(labels=tuple((request.labels or {}).items()),
                              annotations=tuple((request.annotations or {}).items()),
@@ -79,7 +83,14 @@ def build_platforms(request, platforms: list[Platform], reporter, observer, dock
     try:
         with ExitStack() as sessions:
             layers = LayerMaker(worker.store, worker.index, worker.snapshots)
-            built = []
+            planned = []
+            warned: set[str] = set()
+
+            def warn(text: str) -> None:  # once, though each platform's graph finds it
+                if text not in warned:
+                    warned.add(text)
+                    reporter.warning(text)
+
             for platform in platforms:
                 session = BuildSession.open(
                     worker, reporter,
@@ -90,8 +101,14 @@ def build_platforms(request, platforms: list[Platform], reporter, observer, dock
                                 size_limits=request.size_limits),
                     parse_ssh(request.ssh), None)
                 sessions.callback(session.close)
-                built.append(_solve(request, session, worker, reporter, cache_control, platform, layers,
-                                    defaults, build_args, dockerfile_path, dockerfile_text, extra_hosts))
+                planned.append(_plan(request, session, worker, reporter, cache_control(), platform, build_args,
+                                     dockerfile_path, dockerfile_text, extra_hosts, warn))
+            reporter.set_names({vertex: meta for plan in reversed(planned) for vertex, meta in plan.names.items()})
+            shared_executed = _solve_shared(planned)
+            solutions = _solve_all(planned, shared_executed)
+            built = [_assembled(plan, solution, worker, layers, defaults)
+                     for plan, solution in zip(planned, solutions)]
+            built[0].executed += len(shared_executed)
             index, image, pushed = run_platform_outputs(built, tags, specs, request.push)
         lease.release()
         auto_gc(worker, reporter, request.gc_policy)
@@ -101,31 +118,92 @@ def build_platforms(request, platforms: list[Platform], reporter, observer, dock
     return image, index, pushed, sum(b.cached for b in built), sum(b.executed for b in built)
 
 
-def _solve(request, session: BuildSession, worker, reporter, cache_control, platform: Platform, layers,
-           defaults, build_args, dockerfile_path: Path, dockerfile_text: str, extra_hosts) -> PlatformBuild:
+class _Plan:
+    """One platform's graph, converted and ready to solve."""
+
+    def __init__(self, platform: Platform, session: BuildSession, definition, solver: Solver, control):
+        self.platform = platform
+        self.control = control
+        self.session = session
+        self.definition = definition
+        self.solver = solver
+        self.names = {vertex: _on(platform, meta) for vertex, meta in definition.metadata.items()}
+
+    @property
+    def needed(self) -> set[str]:
+        import networkx as nx
+
+        return nx.ancestors(self.definition.graph, self.definition.target) | {self.definition.target}
+
+
+def _plan(request, session: BuildSession, worker, reporter, cache_control, platform: Platform, build_args,
+          dockerfile_path: Path, dockerfile_text: str, extra_hosts, warn) -> _Plan:
     definition = session.convert(
         dockerfile_text,
         path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
         build_args=build_args, target=request.target, explicit_platform=True, extra_hosts=extra_hosts)
-    reporter.set_names({vertex: _on(platform, meta) for vertex, meta in definition.metadata.items()})
     for warning in definition.warnings:
-        reporter.warning(str(warning))
+        warn(str(warning))
     for name in definition.unused_build_args:
-        reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
+        warn(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
     results = cache_control.prepare(definition, session, worker, reporter, str(platform))
     solver = Solver(definition.graph, session.op_impls(definition), results, reporter,
                     on_cancel=session.executor.cancel)
+    return _Plan(platform, session, definition, solver, cache_control)
+
+
+def _solve_shared(planned: list[_Plan]) -> set[str]:
+    """Solve first, once, the steps every platform's graph has (the same
+    vertex: the same op on the same inputs, as a `FROM --platform=$BUILDPLATFORM`
+    stage is): the platforms' solves then find them in the cache. Returns
+    the steps that ran."""
+    first = planned[0]
+    shared = set.intersection(*(plan.needed for plan in planned))
+    graph = first.definition.graph
+    tops = [v for v in graph if v in shared and not any(s in shared for s in graph.successors(v))]
+    executed: set[str] = set()
+    for vertex in tops:  # a step two of them read is solved by the first, then found in the cache
+        solution = _solved(first, vertex, lambda v: v not in executed and first.control.force(v))
+        executed |= solution.executed
+    return executed
+
+
+def _solve_all(planned: list[_Plan], shared: set[str]):
+    """Each platform's graph solved on its own thread, at once (RUN steps
+    of different platforms run side by side, as BuildKit's); a failure or
+    an interrupt stops the others' steps."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=len(planned), thread_name_prefix="pybuild-platform") as pool:
+        futures = [pool.submit(_solved, plan, plan.definition.target,
+                               lambda v, plan=plan: v not in shared and plan.control.force(v)) for plan in planned]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+            if failed is not None:
+                raise failed.exception()
+            return [future.result() for future in futures]
+        except BaseException:
+            for plan in planned:
+                plan.session.executor.cancel()
+            raise
+
+
+def _solved(plan: _Plan, target: str, force):
     try:
-        solution = solver.solve(definition.target, force=cache_control.force)
+        return plan.solver.solve(target, force=force)
     except StepFailed as failed:
-        meta = definition.metadata.get(failed.vertex)
+        meta = plan.definition.metadata.get(failed.vertex)
         if meta is None or meta.location is None:
             raise
         raise failed.at(meta.location) from failed.cause
-    created = session.results.created(solution.keys[definition.target])
-    assembler = Assembler(worker.store, layers, definition.image, solution.result, created, defaults,
-                          snapshots=worker.snapshots, tmp=session.tmp)
-    return PlatformBuild(platform, session, solution.result, assembler, len(solution.cached),
+
+
+def _assembled(plan: _Plan, solution, worker, layers, defaults) -> PlatformBuild:
+    created = plan.session.results.created(solution.keys[plan.definition.target])
+    assembler = Assembler(worker.store, layers, plan.definition.image, solution.result, created, defaults,
+                          snapshots=worker.snapshots, tmp=plan.session.tmp)
+    return PlatformBuild(plan.platform, plan.session, solution.result, assembler, len(solution.cached),
                          len(solution.executed))
 
 

@@ -193,6 +193,50 @@ def test_store_keeps_the_index(built):
     assert _executed(again.stderr) == []
 
 
+def test_no_cache_still_runs_the_shared_stage_once(built):
+    tmp_path, _, _, _ = built
+    again = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"), "--progress", "rawjson",
+                    "--no-cache", "-o", f"type=local,dest={tmp_path / 'nocache'}", str(tmp_path / "ctx"),
+                    tmp_path=tmp_path)
+    assert sum("RUN echo" in name for name in _executed(again.stderr)) == 1
+    assert sum("RUN uname" in name for name in _executed(again.stderr)) == 2
+    assert (tmp_path / "nocache" / "linux_arm64" / "arch").read_text() == "aarch64\n"
+
+
+def _vertex_times(stderr: str, needle: str) -> list[tuple[str, str]]:
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [(v["started"], v["completed"]) for e in events for v in e.get("vertexes", [])
+            if needle in v["name"] and v.get("completed") and not v.get("cached")]
+
+
+def test_platforms_are_solved_at_once(built, busybox_index):
+    tmp_path, _, _, _ = built
+    context = tmp_path / "sleepy"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nARG TARGETARCH\n"
+                                        "RUN sleep 2 && echo $TARGETARCH > /slept\n")
+    done = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"), "--progress", "rawjson",
+                   "-o", f"type=local,dest={tmp_path / 'slept'}", str(context), tmp_path=tmp_path)
+    runs = _vertex_times(done.stderr, "RUN sleep")
+    assert len(runs) == 2
+    # RFC 3339 with the same zone: as strings, they sort as times do.
+    assert max(started for started, _ in runs) < min(completed for _, completed in runs), runs
+
+
+def test_a_failing_platform_fails_the_build_once(built, busybox_index):
+    tmp_path, _, _, _ = built
+    context = tmp_path / "failing"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nARG TARGETARCH\n"
+                                        'RUN [ "$TARGETARCH" = amd64 ] && sleep 3 || exit 7\n')
+    done = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"),
+                   "-o", f"type=local,dest={tmp_path / 'failed'}", str(context), tmp_path=tmp_path, check=False)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "exit code: 7" in errors[0], done.stderr
+    assert not (tmp_path / "failed").exists()
+
+
 def test_docker_output_is_refused(busybox_index, tmp_path):
     context = _context(tmp_path, busybox_index.ref)
     done = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"),
