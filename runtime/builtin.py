@@ -27,23 +27,21 @@ from runtime.executor import (
     make_workdir,
     missing_paths,
     mount_targets,
-    process_env,
+    helper_config,
     pump,
     remove_stubs,
     remove_tree,
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import require_permitted, run_limited, sandbox_rlimits
-from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
+from runtime.limits import require_permitted, run_limited
+from runtime.spec import ExecSpec, NetworkMode, OutputSink
 from runtime.userns import in_user_namespace
 from runtime.users import User, resolve_user
 
 __all__ = ["BuiltinExecutor"]
 
 _SANDBOX = str(Path(__file__).with_name("sandbox.py"))
-# docker's containers inherit containerd's LimitNOFILE=infinity, i.e. this
-_NOFILE = 1048576
 _REAP_TIMEOUT = 10.0  # seconds to wait for a killed pid namespace to vanish
 
 
@@ -80,32 +78,8 @@ class BuiltinExecutor:
             remove_tree(work)
 
     def _config(self, spec: ExecSpec, rootfs: Path, user: User, etc: dict[str, str]) -> dict:
-        mounts = []
-        for mount in spec.mounts:
-            if isinstance(mount, BindMount):
-                mounts.append(
-                    {"type": "bind", "source": os.path.abspath(mount.source), "target": mount.target,
-                     "readonly": mount.readonly, "sealed": mount.sealed}
-                )
-            else:
-                mounts.append({"type": "tmpfs", "target": mount.target, "size": mount.size})
-        return {
-            "parent": os.getpid(),
-            "rootfs": str(rootfs),
-            "hostname": spec.hostname,
-            "network_none": spec.network is NetworkMode.NONE,
-            "etc": etc,
-            "mounts": mounts,
-            "args": list(spec.args),
-            "env": process_env(spec, user),
-            "cwd": os.path.join("/", spec.cwd),
-            "uid": user.uid,
-            "gid": user.gid,
-            "groups": list(user.additional_gids),
-            "no_new_privs": self._no_new_privileges,
-            "nofile": _nofile_limit(),
-            "rlimits": sandbox_rlimits(spec.limits),
-        }
+        return {**helper_config(spec, rootfs, user, etc, self._no_new_privileges),
+                "parent": os.getpid(), "network_none": spec.network is NetworkMode.NONE}
 
     def _supervise(self, spec: ExecSpec, config_path: Path, output: OutputSink) -> None:
         out_read, out_write = os.pipe()
@@ -233,12 +207,3 @@ def _in_other_pid_namespace(pid: int) -> bool:
         return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     except (FileNotFoundError, ProcessLookupError):
         return False
-
-
-def _nofile_limit() -> int:
-    """docker's 1048576 open files, unless the kernel allows fewer."""
-    try:
-        with open("/proc/sys/fs/nr_open") as handle:
-            return min(_NOFILE, int(handle.read()))
-    except FileNotFoundError:
-        return 0

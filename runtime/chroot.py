@@ -45,22 +45,21 @@ from runtime.executor import (
     make_workdir,
     missing_paths,
     mount_targets,
-    process_env,
+    helper_config,
     pump,
     remove_stubs,
     remove_tree,
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import run_limited, sandbox_rlimits
-from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
+from runtime.limits import run_limited
+from runtime.spec import ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
 
 __all__ = ["ChrootExecutor", "NAMESPACE_NAMES", "permitted_namespaces"]
 
 _HELPER = str(Path(__file__).with_name("chroot_helper.py"))
 NAMESPACE_NAMES = ("uts", "ipc", "net", "pid", "mount")
-_NOFILE = 1048576  # as the builtin executor: docker's containers' limit
 _PROBE_TIMEOUT = 30.0
 
 # Without mounts: the devices the other executors bind from the host (the
@@ -137,30 +136,8 @@ class ChrootExecutor:
         namespaces = [name for name in ("uts", "ipc", "pid", "mount") if name in permitted]
         if spec.network is NetworkMode.NONE:
             namespaces.append("net")
-        mounts = []
-        for mount in spec.mounts:
-            if isinstance(mount, BindMount):
-                mounts.append({"type": "bind", "source": os.path.abspath(mount.source), "target": mount.target,
-                               "readonly": mount.readonly, "sealed": mount.sealed})
-            else:
-                mounts.append({"type": "tmpfs", "target": mount.target, "size": mount.size})
-        return {
-            "rootfs": str(rootfs),
-            "namespaces": namespaces,
-            "mount": "mount" in namespaces,
-            "hostname": spec.hostname,
-            "etc": etc,
-            "mounts": mounts,
-            "args": list(spec.args),
-            "env": process_env(spec, user),
-            "cwd": os.path.join("/", spec.cwd),
-            "uid": user.uid,
-            "gid": user.gid,
-            "groups": list(user.additional_gids),
-            "no_new_privs": self._no_new_privileges,
-            "nofile": _nofile_limit(),
-            "rlimits": sandbox_rlimits(spec.limits),
-        }
+        return {**helper_config(spec, rootfs, user, etc, self._no_new_privileges),
+                "namespaces": namespaces, "mount": "mount" in namespaces}
 
     def _supervise(self, spec: ExecSpec, config_path: Path, output: OutputSink) -> None:
         out_read, out_write = os.pipe()
@@ -253,13 +230,6 @@ def _on_status(status: dict, line: bytes) -> None:
     elif kind == "error":
         status["error"] = rest
 
-
-def _nofile_limit() -> int:
-    try:
-        with open("/proc/sys/fs/nr_open") as handle:
-            return min(_NOFILE, int(handle.read()))
-    except FileNotFoundError:
-        return 0
 
 
 # --- /dev and /etc without mounts --------------------------------------------

@@ -431,3 +431,46 @@ class RunSet:
             self._cancelled.update(token for token, _ in kills)
         for _, kill in kills:
             kill()
+
+
+# docker's containers inherit containerd's LimitNOFILE=infinity, i.e. this
+_NOFILE = 1048576
+
+
+def helper_config(spec: ExecSpec, rootfs: Path, user: User, etc: dict[str, str], no_new_privileges: bool) -> dict:
+    """What the builtin and chroot helpers both read from their config
+    (runtime/sandbox.py, runtime/chroot_helper.py): the step's process, its
+    mounts and generated /etc files; each executor adds its own keys."""
+    from runtime.limits import sandbox_rlimits
+
+    mounts = []
+    for mount in spec.mounts:
+        if isinstance(mount, BindMount):
+            mounts.append({"type": "bind", "source": os.path.abspath(mount.source), "target": mount.target,
+                           "readonly": mount.readonly, "sealed": mount.sealed})
+        else:
+            mounts.append({"type": "tmpfs", "target": mount.target, "size": mount.size})
+    return {
+        "rootfs": str(rootfs),
+        "hostname": spec.hostname,
+        "etc": etc,
+        "mounts": mounts,
+        "args": list(spec.args),
+        "env": process_env(spec, user),
+        "cwd": os.path.join("/", spec.cwd),
+        "uid": user.uid,
+        "gid": user.gid,
+        "groups": list(user.additional_gids),
+        "no_new_privs": no_new_privileges,
+        "nofile": _nofile_limit(),
+        "rlimits": sandbox_rlimits(spec.limits),
+    }
+
+
+def _nofile_limit() -> int:
+    """docker's 1048576 open files, unless the kernel allows fewer."""
+    try:
+        with open("/proc/sys/fs/nr_open") as handle:
+            return min(_NOFILE, int(handle.read()))
+    except FileNotFoundError:
+        return 0

@@ -27,7 +27,7 @@ from builder.errors import PybuildError
 from builder.export.oci import (OCI_LAYOUT_BODY, OCI_LAYOUT_FILE, Entry, atomic_directory, atomic_file, blob_path,
                                 image_blobs, index_json, parse_names, write_directory, write_tar)
 from builder.export.outputs import OutputSpec, OutputType, export_options
-from builder.export.run import _layout_created, _pushes
+from builder.export.run import _layout_created, _pushes, output_specs
 from builder.image import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, Image, canonical_json
 from builder.registry.reference import Reference
 
@@ -64,16 +64,8 @@ def run_platform_outputs(built, tags, specs, push: bool):
     image and what was pushed (tag -> index digest)."""
     first = built[0].session
     store = first.store
-    specs = list(specs)
     tags = tuple(tags)
-    if push:
-        if not tags:
-            raise PybuildError("--push needs at least one -t/--tag")
-        pushing = {n for s in specs if _pushes(s) for n in (s.names or tags)}
-        if not set(tags) <= pushing:
-            specs.append(OutputSpec(OutputType.IMAGE, {"push": "true"}))
-    if not specs:
-        specs = [OutputSpec(OutputType.IMAGE, {})]
+    specs = output_specs(specs, tags, push)
     planned = []
     for spec in specs:
         options = export_options(spec, built[0].assembler.defaults)

@@ -23,9 +23,10 @@ from builder.registry.reference import Reference
 _IMAGE_OUTPUTS = (OutputType.IMAGE, OutputType.REGISTRY, OutputType.OCI, OutputType.DOCKER)
 
 
-def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+def output_specs(specs, tags, push: bool) -> list[OutputSpec]:
+    """The outputs a build writes: those asked for, plus the store's with
+    push=true for --push, or the store alone when none was asked for."""
     specs = list(specs)
-    tags = tuple(tags)
     if push:
         if not tags:
             raise PybuildError("--push needs at least one -t/--tag")
@@ -33,8 +34,12 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
         pushing = {n for s in specs if _pushes(s) for n in (s.names or tags)}
         if not set(tags) <= pushing:
             specs.append(OutputSpec(OutputType.IMAGE, {"push": "true"}))
-    if not specs:
-        specs = [OutputSpec(OutputType.IMAGE, {})]  # the default: the local store
+    return specs or [OutputSpec(OutputType.IMAGE, {})]  # the default: the local store
+
+
+def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+    tags = tuple(tags)
+    specs = output_specs(specs, tags, push)
     planned = []
     for spec in specs:
         options = export_options(spec, assembler.defaults)  # validates every output's options
