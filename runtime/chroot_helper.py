@@ -321,12 +321,7 @@ def main(argv: list[str]) -> int:
     if select.select([lifeline], [], [], 0)[0]:
         return 1  # cancelled, or pybuild died, before the start
     linux.prctl(PR_SET_CHILD_SUBREAPER, 1)
-    try:
-        for procs in config.get("cgroups", ()):
-            with open(procs, "w") as handle:
-                handle.write(str(os.getpid()))
-    except OSError as exc:
-        _report(status_fd, "error", f"joining the step's cgroup: {exc}")
+    if not siblings[1].join_cgroups(config, status_fd):
         return 1
     with open("/proc/sys/kernel/cap_last_cap") as handle:
         last_cap = int(handle.read())

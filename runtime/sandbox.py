@@ -183,6 +183,20 @@ def _init(linux, mounts, confine, config: dict, status_fd: int, lifeline: int) -
     reap_until(command, status_fd)
 
 
+def join_cgroups(config: dict, status_fd: int) -> bool:
+    """Move this helper into the step's cgroups (config["cgroups"]) before
+    any process of the step exists, so all of them inherit them; False
+    (reported on `status_fd`) when it cannot. (The chroot helper's too.)"""
+    try:
+        for procs in config.get("cgroups", ()):
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+    except OSError as exc:
+        _report(status_fd, "error", f"joining the step's cgroup: {exc}")
+        return False
+    return True
+
+
 def reap_until(command: int, status_fd: int) -> None:
     """As the step's first process: reap every orphan until `command` ends,
     report how it ended on `status_fd` and exit so; never returns. (The
@@ -225,13 +239,7 @@ def main(argv: list[str]) -> int:
     linux.prctl(linux.PR_SET_PDEATHSIG, _signal.SIGKILL)
     if os.getppid() != config["parent"]:
         return 1  # pybuild's thread is already gone
-    try:
-        # before any process of the step exists: all of them inherit it
-        for procs in config.get("cgroups", ()):
-            with open(procs, "w") as handle:
-                handle.write(str(os.getpid()))
-    except OSError as exc:
-        _report(status_fd, "error", f"joining the step's cgroup: {exc}")
+    if not join_cgroups(config, status_fd):
         return 1
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID
     if config["network_none"]:

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from fixtures.snapshots import snapshot_of
 from fixtures.tools import require_tools
 
 from runtime.fsutil import remove_tree
@@ -47,21 +48,6 @@ def snapshotter(request, root):
     return kind(root / "snapshots")
 
 
-def _layer(snaps, files: dict[str, str | None]) -> str:
-    """A snapshot holding `files` (None: a whiteout)."""
-    snapshot_id = snaps.create()
-    fs = snaps.fs_path(snapshot_id)
-    for rel, content in files.items():
-        path = fs / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if content is None:
-            os.mknod(path, stat.S_IFCHR, 0)
-        else:
-            path.write_text(content)
-    snaps.commit(snapshot_id)
-    return snapshot_id
-
-
 def _is_whiteout(path: Path) -> bool:
     st = os.lstat(path)
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
@@ -90,7 +76,7 @@ def test_default_snapshotter_uses_overlay_here(root):
 
 
 def test_writable_mount_records_changes_in_upper(snapshotter):
-    base = _layer(snapshotter, {"keep": "k", "gone": "g", "dir/a": "a", "dir/b": "b", "sub/x": "x"})
+    base = snapshot_of(snapshotter, {"keep": "k", "gone": "g", "dir/a": "a", "dir/b": "b", "sub/x": "x"})
     upper = snapshotter.create()
     with snapshotter.mount([base], upper) as merged:
         assert (merged / "keep").read_text() == "k"
@@ -117,7 +103,7 @@ def test_writable_mount_records_changes_in_upper(snapshotter):
 
 
 def test_upper_kept_across_mounts(snapshotter):
-    base = _layer(snapshotter, {"a": "1", "b": "2", "d/x": "x"})
+    base = snapshot_of(snapshotter, {"a": "1", "b": "2", "d/x": "x"})
     upper = snapshotter.create()
     with snapshotter.mount([base], upper) as merged:
         (merged / "a").unlink()
@@ -135,8 +121,8 @@ def test_upper_kept_across_mounts(snapshotter):
 
 def test_read_only_views(root):
     snaps = OverlaySnapshotter(root / "snapshots")
-    one = _layer(snaps, {"f": "1"})
-    two = _layer(snaps, {"g": "2", "f": None})
+    one = snapshot_of(snaps, {"f": "1"})
+    two = snapshot_of(snaps, {"g": "2", "f": None})
     for lowers, expected in (([], []), ([one], ["f"]), ([one, two], ["g"])):
         with snaps.mount(lowers) as merged:
             assert sorted(os.listdir(merged)) == expected
@@ -156,7 +142,7 @@ def test_no_lowers_with_upper_is_the_upper_itself(snapshotter):
 
 def test_unmounts_on_exception_and_interrupt(root):
     snaps = OverlaySnapshotter(root / "snapshots")
-    base = _layer(snaps, {"f": "1"})
+    base = snapshot_of(snaps, {"f": "1"})
     upper = snaps.create()
     for error in (ValueError, KeyboardInterrupt):
         with pytest.raises(error):
@@ -168,7 +154,7 @@ def test_unmounts_on_exception_and_interrupt(root):
 
 def test_300_lowers_need_no_flattening(root):
     snaps = OverlaySnapshotter(root / "snapshots")
-    lowers = [_layer(snaps, {f"f{i}": str(i)}) for i in range(300)]
+    lowers = [snapshot_of(snaps, {f"f{i}": str(i)}) for i in range(300)]
     with snaps.mount(lowers, snaps.create()) as merged:
         assert not [n for n in os.listdir(snaps.root) if n.startswith(".flat-")]
         assert len(os.listdir(merged)) == 300
@@ -188,7 +174,7 @@ def test_600_lowers_flatten_the_bottom(root, upper):
             files["dir/.placeholder"] = "p"
         if i == 550:  # within the mounted part: deletes a flattened file
             files["f200"] = None
-        lowers.append(_layer(snaps, files))
+        lowers.append(snapshot_of(snaps, files))
     # An opaque directory in the flattened part hides the older contents.
     os.setxattr(snaps.fs_path(lowers[100]) / "dir", "trusted.overlay.opaque", b"y")
     with snaps.mount(lowers, snaps.create() if upper else None) as merged:
@@ -205,7 +191,7 @@ def test_600_lowers_flatten_the_bottom(root, upper):
 
 def test_concurrent_mounts_from_threads(root):
     snaps = OverlaySnapshotter(root / "snapshots")
-    base = [_layer(snaps, {"base": "b"}), _layer(snaps, {"second": "s"})]
+    base = [snapshot_of(snaps, {"base": "b"}), snapshot_of(snaps, {"second": "s"})]
     cwd = os.getcwd()
     errors: list[BaseException] = []
     uppers = [snaps.create() for _ in range(8)]

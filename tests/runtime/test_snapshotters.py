@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fixtures.snapshots import snapshot_of
 from fixtures.tools import require_tools
 
 from runtime.fsutil import remove_tree
@@ -41,20 +42,6 @@ def fuse(root):
 def _fuse_daemons(root: Path) -> list[str]:
     found = subprocess.run(["pgrep", "-af", "fuse-overlayfs"], capture_output=True, text=True).stdout
     return [line for line in found.splitlines() if str(root) in line]
-
-
-def _layer(snaps, files: dict[str, str | None]) -> str:
-    snapshot_id = snaps.create()
-    fs = snaps.fs_path(snapshot_id)
-    for rel, content in files.items():
-        path = fs / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if content is None:
-            os.mknod(path, stat.S_IFCHR, 0)
-        else:
-            path.write_text(content)
-    snaps.commit(snapshot_id)
-    return snapshot_id
 
 
 def _opaque(path: Path) -> bool:
@@ -90,7 +77,7 @@ def test_an_unknown_snapshotter_is_one_clear_error(root, monkeypatch):
 
 
 def test_fuse_upper_is_the_kernel_overlays_form(fuse):
-    base = _layer(fuse, {"keep/a": "a", "replaced/x": "x", "gone": "g"})
+    base = snapshot_of(fuse, {"keep/a": "a", "replaced/x": "x", "gone": "g"})
     upper = fuse.create()
     with fuse.mount([base], upper) as merged:
         os.makedirs(merged / "new/deeper")  # no lower has it: not opaque
@@ -115,7 +102,7 @@ def test_fuse_upper_is_the_kernel_overlays_form(fuse):
 
 
 def test_fuse_read_only_view_and_errors_leave_nothing(fuse):
-    base = _layer(fuse, {"f": "1"})
+    base = snapshot_of(fuse, {"f": "1"})
     with fuse.mount([base]) as merged:
         assert (merged / "f").read_text() == "1"
     upper = fuse.create()
