@@ -269,17 +269,29 @@ _MEMORY_BACKED = Path("/dev/shm")
 
 
 _SCRATCH_PREFIXES = ("pybuild-exec-", "pybuild-oci-", "pybuild-secret-", "pybuild-ssh-", "pybuild-git-")
-# Who made each scratch dir, so that what a pybuild killed by SIGKILL left
-# (its name carries the process's token) is told apart: runtime/lease.py.
-_SCRATCH_LEASES = Leases(_MEMORY_BACKED, "pybuild-lease-")
+_LEASE_PREFIX = "pybuild-lease-"
+
+
+def _scratch_leases(directory: Path) -> Leases:
+    """Who made each scratch dir in `directory`, so that what a pybuild
+    killed by SIGKILL left (its name carries the process's token) is told
+    apart: runtime/lease.py. The leases live beside the scratch."""
+    return Leases(directory, _LEASE_PREFIX)
+
+
+def _scratch_parents() -> list[Path]:
+    """Where step scratch goes: /dev/shm, else (a container without one, or
+    a read-only one) the system's temp dir; both are swept."""
+    usable = _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK)
+    return ([_MEMORY_BACKED] if usable else []) + [Path(tempfile.gettempdir())]
 
 
 def scratch_dir(parent: Path | None, prefix: str) -> Path:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
-    elif _MEMORY_BACKED.is_dir() and os.access(_MEMORY_BACKED, os.W_OK):
-        parent = _MEMORY_BACKED
-        prefix = f"{prefix}{_SCRATCH_LEASES.keep()}-"
+    else:
+        parent = _scratch_parents()[0]
+        prefix = f"{prefix}{_scratch_leases(parent).keep()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
@@ -289,23 +301,28 @@ def remove_stale_scratch() -> int:
     bundle; returns how many. Only our own directories are considered: a
     bundle planted by another user would have us run the runtime on a
     state of their making."""
+    return sum(_remove_stale_in(directory) for directory in _scratch_parents())
+
+
+def _remove_stale_in(directory: Path) -> int:
     removed = 0
     try:
-        names = os.listdir(_MEMORY_BACKED)
+        names = os.listdir(directory)
     except OSError:
         return 0
+    leases = _scratch_leases(directory)
     dead: set[str] = set()
     for name in names:
         prefix = next((p for p in _SCRATCH_PREFIXES if name.startswith(p)), None)
         if prefix is None:
             continue
         owner = name[len(prefix):].split("-", 1)[0]
-        path = _MEMORY_BACKED / name
+        path = directory / name
         try:
             info = os.lstat(path)
         except FileNotFoundError:
             continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or not _left_by_dead(owner):
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or not _left_by_dead(leases, owner):
             continue
         # The container of a dead pybuild's OCI step, if its supervisor
         # (which stops it when pybuild dies) was killed too; the cgroups of
@@ -316,14 +333,14 @@ def remove_stale_scratch() -> int:
         dead.add(owner)
         remove_tree(path)
         removed += 1
-    for owner in dead.union(_SCRATCH_LEASES.dead()):
-        _SCRATCH_LEASES.drop(owner)
+    for owner in dead.union(leases.dead()):
+        leases.drop(owner)
     return removed
 
 
-def _left_by_dead(owner: str) -> bool:
+def _left_by_dead(leases: Leases, owner: str) -> bool:
     if is_token(owner):
-        return not _SCRATCH_LEASES.alive(owner)
+        return not leases.alive(owner)
     # named by a pybuild from before leases, with its pid
     return owner.isdigit() and not _alive(int(owner))
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -168,3 +169,30 @@ def test_one_leftover_that_cannot_be_taken_back_keeps_none_of_the_others(tmp_pat
     assert not view.exists()
     assert not (root / "tmp" / "left-by-the-dead").exists()
     assert Leases(root / "snapshots" / ".leases", gated=True).dead() == []
+
+
+def test_scratch_in_the_temp_dir_of_a_killed_pybuild_is_reclaimed(tmp_path, monkeypatch):
+    """Without a usable /dev/shm (a container may have none) step scratch
+    goes to the temp dir: it carries a lease token there too, so what a
+    pybuild killed by SIGKILL left is taken back by the next one."""
+    from runtime import executor
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    code = ("import sys, time\nfrom pathlib import Path\nfrom runtime import executor\n"
+            "executor._MEMORY_BACKED = Path('/nonexistent-shm')\n"
+            "print(executor.scratch_dir(None, 'pybuild-git-'), flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "TMPDIR": str(temp)})
+    try:
+        scratch = Path(holder.stdout.readline().strip())
+        assert scratch.parent == temp and scratch.is_dir()
+        monkeypatch.setattr(executor, "_MEMORY_BACKED", Path("/nonexistent-shm"))
+        monkeypatch.setattr(tempfile, "tempdir", str(temp))
+        assert executor.remove_stale_scratch() == 0 and scratch.is_dir(), "its maker still lives"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert executor.remove_stale_scratch() == 1
+    assert os.listdir(temp) == []  # the scratch and the dead lease
