@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import PybuildError, StepFailed
@@ -30,18 +31,17 @@ from builder.solver.session import BuildSession, SourceOptions, StepOptions
 from frontend.ops import NetworkMode, Platform
 
 
+@dataclass
 class PlatformBuild:
     """One platform's solved graph: its session (open until the outputs are
     written), its snapshot chain and the assembler of its images."""
 
-    def __init__(self, platform: Platform, session: BuildSession, chain, assembler: Assembler, cached: int,
-                 executed: int):
-        self.platform = platform
-        self.session = session
-        self.chain = chain
-        self.assembler = assembler
-        self.cached = cached
-        self.executed = executed
+    platform: Platform
+    session: BuildSession
+    chain: object
+    assembler: Assembler
+    cached: int
+    executed: int
 
 
 def build_platforms(request, platforms: list[Platform], reporter, observer, dockerfile_path: Path,

@@ -27,7 +27,7 @@ from builder.errors import PybuildError
 from builder.export.oci import (OCI_LAYOUT_BODY, OCI_LAYOUT_FILE, Entry, atomic_directory, atomic_file, blob_path,
                                 image_blobs, index_json, parse_names, write_directory, write_tar)
 from builder.export.outputs import OutputSpec, OutputType, export_options
-from builder.export.run import _layout_created, _pushes, output_specs
+from builder.export.run import _layout_created, output_specs, store_and_pushes
 from builder.image import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, Image, canonical_json
 from builder.registry.reference import Reference
 
@@ -94,16 +94,7 @@ def run_platform_outputs(built, tags, specs, push: bool):
             _write_files(built, spec)
         else:
             images, index = entry
-            if spec.type is OutputType.IMAGE and spec.flag("store", True):
-                for name in names:
-                    first.index.put_image(str(Reference.parse(name)), index.digest)
-            if _pushes(spec):
-                if not names:
-                    raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
-                if spec.flag("registry.insecure"):
-                    for name in names:
-                        first.registry.allow_insecure(Reference.parse(name).registry)
-                to_push += [(name, images, index) for name in names]
+            to_push += [(name, images, index) for name in store_and_pushes(first, spec, names, index.digest)]
     pushed: dict[str, str] = {}
     for name, images, index in to_push:
         if name not in pushed:

@@ -37,6 +37,23 @@ def output_specs(specs, tags, push: bool) -> list[OutputSpec]:
     return specs or [OutputSpec(OutputType.IMAGE, {})]  # the default: the local store
 
 
+def store_and_pushes(session, spec: OutputSpec, names, digest: str) -> list[str]:
+    """For an image or registry output: the image (or index) `digest` kept
+    under `names` in the store when the output stores, and the names it
+    pushes (their registries allowed plain HTTP when it says so)."""
+    if spec.type is OutputType.IMAGE and spec.flag("store", True):
+        for name in names:
+            session.index.put_image(str(Reference.parse(name)), digest)
+    if not _pushes(spec):
+        return []
+    if not names:
+        raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
+    if spec.flag("registry.insecure"):
+        for name in names:
+            session.registry.allow_insecure(Reference.parse(name).registry)
+    return list(names)
+
+
 def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
     tags = tuple(tags)
     specs = output_specs(specs, tags, push)
@@ -58,16 +75,7 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
             export_rootfs(session.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
                           preserve_special=spec.flag("preserve-special"))
         else:
-            if spec.type is OutputType.IMAGE and spec.flag("store", True):
-                for name in names:
-                    session.index.put_image(str(Reference.parse(name)), image.manifest.digest)
-            if _pushes(spec):
-                if not names:
-                    raise PybuildError(f"output type={spec.type.value} needs name= or -t to push")
-                if spec.flag("registry.insecure"):
-                    for name in names:
-                        session.registry.allow_insecure(Reference.parse(name).registry)
-                to_push += [(name, image) for name in names]
+            to_push += [(name, image) for name in store_and_pushes(session, spec, names, image.manifest.digest)]
     pushed: dict[str, str] = {}
     for name, image in to_push:
         if name not in pushed:
