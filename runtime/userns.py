@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
-import shutil
-import subprocess
 import sys
 
 __all__ = ["chown", "enter", "host_ids", "in_user_namespace", "missing", "require_mapped", "rootless",
@@ -152,6 +149,11 @@ def enter() -> None:
     _state["host_uid"], _state["host_gid"] = uid, gid
     if uid == 0:
         return
+    # Only a user's process pays for these: root's no-op rebuild (the memo's
+    # replay) imports neither subprocess nor shutil otherwise.
+    import pwd
+    import shutil
+
     if "runtime.whiteouts" in sys.modules:
         # Its xattr names were fixed, outside any namespace, when imported.
         _state["missing"] = "rootless pybuild: runtime.userns.enter() must run before pybuild's other modules load"
@@ -183,6 +185,8 @@ def enter() -> None:
 
 
 def _unshare_and_map(helpers, user: tuple[int, tuple[int, int]], group: tuple[int, tuple[int, int]]) -> str | None:
+    import subprocess
+
     from runtime import linux
 
     go_read, go_write = os.pipe()
