@@ -68,3 +68,11 @@ def test_the_package_convert_stays_the_function_after_its_module_is_imported():
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     assert done.stdout.strip() == "True"
+
+
+def test_a_root_processs_namespace_entry_imports_nothing_heavy():
+    """builder/entry.py calls runtime.userns.enter() before the memo's
+    replay: for root it must stay a uid check, not subprocess and shutil
+    (~9 ms of a ~70 ms no-op rebuild)."""
+    loaded = _modules_after("from runtime import userns; userns.enter(); import builder.root.replay")
+    assert not {"subprocess", "shutil", "pwd"} & loaded
