@@ -45,6 +45,7 @@ class Choice:
     name: str  # one of NAMES
     reason: str
     volatile: bool = False  # overlayfs only: `volatile` mounts work
+    binary: str | None = None  # fuse-overlayfs only: its path
 
 
 def default_snapshotter(root: Path):
@@ -55,35 +56,36 @@ def default_snapshotter(root: Path):
         snapshotter.volatile = choice.volatile
         return snapshotter
     if choice.name == "fuse-overlayfs":
-        return FuseOverlaySnapshotter(root, fuse_overlayfs())
+        return FuseOverlaySnapshotter(root, choice.binary)
     return CopySnapshotter(root)
 
 
 def choose(root: Path) -> Choice:
     Path(root).mkdir(parents=True, exist_ok=True)
-    usable, volatile, why = _overlay_support(os.path.realpath(root), in_user_namespace())
+    userns = in_user_namespace()
+    usable, volatile, why = _overlay_support(os.path.realpath(root), userns)
     wanted = os.environ.get(ENV_SNAPSHOTTER, "") or "auto"
     if wanted not in NAMES + ("auto",):
         raise UnknownSnapshotter(f"{ENV_SNAPSHOTTER}={wanted}: choose auto, {', '.join(NAMES)}")
-    kernel = "kernel overlayfs" + (" with userxattr, in a user namespace" if in_user_namespace() else "")
-    fuse = fuse_overlayfs()
     if wanted == "overlayfs" or (wanted == "auto" and usable):
         if not usable:
             raise UnknownSnapshotter(f"{ENV_SNAPSHOTTER}=overlayfs: {why}")
+        kernel = "kernel overlayfs" + (" with userxattr, in a user namespace" if userns else "")
         return Choice("overlayfs", kernel + (f" (set by {ENV_SNAPSHOTTER})" if wanted != "auto" else ""), volatile)
+    if wanted == "native":
+        return Choice("native", f"set by {ENV_SNAPSHOTTER}")
+    fuse = fuse_overlayfs()
     fuse_missing = ("fuse-overlayfs not found" if shutil.which("fuse-overlayfs") is None
                     else "/dev/fuse cannot be opened")
     if wanted == "fuse-overlayfs":
         if fuse is None:
             raise UnknownSnapshotter(f"{ENV_SNAPSHOTTER}=fuse-overlayfs: {fuse_missing}")
-        return Choice("fuse-overlayfs", f"set by {ENV_SNAPSHOTTER}")
-    if wanted == "native":
-        return Choice("native", f"set by {ENV_SNAPSHOTTER}")
+        return Choice("fuse-overlayfs", f"set by {ENV_SNAPSHOTTER}", binary=fuse)
     # Only now: an openable /dev/fuse does not mean mount(2) is allowed (a
     # container given the device but not the right to mount).
-    fuse_why = fuse_missing if fuse is None else _fuse_support(os.path.realpath(root), in_user_namespace(), fuse)
+    fuse_why = fuse_missing if fuse is None else _fuse_support(os.path.realpath(root), userns, fuse)
     if not fuse_why:
-        return Choice("fuse-overlayfs", f"kernel overlayfs cannot be mounted here ({why})")
+        return Choice("fuse-overlayfs", f"kernel overlayfs cannot be mounted here ({why})", binary=fuse)
     return Choice("native", f"kernel overlayfs cannot be mounted here ({why}) and fuse-overlayfs cannot either "
                             f"({fuse_why}): snapshots are copied")
 
