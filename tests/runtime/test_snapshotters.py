@@ -111,3 +111,25 @@ def test_fuse_read_only_view_and_errors_leave_nothing(fuse):
             (merged / "x").write_text("x")
             raise KeyboardInterrupt
     assert (fuse.fs_path(upper) / "x").read_text() == "x"
+
+
+def test_auto_falls_back_to_fuse_overlayfs_where_kernel_overlay_fails(root, monkeypatch):
+    """The probe's order: kernel overlayfs refused (here by making its probe
+    fail as an old kernel's does), fuse-overlayfs is tried for real and
+    chosen, with the kernel's reason."""
+    require_tools("fuse-overlayfs")
+    from runtime import snapshotters
+
+    monkeypatch.delenv(ENV_SNAPSHOTTER, raising=False)
+    monkeypatch.setattr(snapshotters, "_overlay_works", lambda root, extra: "mount: Invalid argument")
+    snapshotters._overlay_support.cache_clear()
+    snapshotters._fuse_support.cache_clear()
+    try:
+        choice = choose(root / "snapshots")
+        assert (choice.name, choice.reason) == ("fuse-overlayfs",
+                                                "kernel overlayfs cannot be mounted here (mount: Invalid argument)")
+        assert type(default_snapshotter(root / "snapshots")) is FuseOverlaySnapshotter
+        assert json.loads((root / "snapshots" / ".fuse-probe").read_text())["why"] == ""
+    finally:
+        snapshotters._overlay_support.cache_clear()
+        snapshotters._fuse_support.cache_clear()
