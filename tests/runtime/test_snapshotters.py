@@ -58,8 +58,8 @@ def test_the_environment_picks_the_snapshotter(root, monkeypatch, name, kind):
         require_tools("fuse-overlayfs")
     monkeypatch.setenv(ENV_SNAPSHOTTER, name)
     assert type(default_snapshotter(root / "snapshots")) is kind
-    assert choose(root / "snapshots").reason == "kernel overlayfs (set by PYBUILD_SNAPSHOTTER)" \
-        if name == "overlayfs" else f"set by {ENV_SNAPSHOTTER}"
+    assert choose(root / "snapshots").reason == (
+        "kernel overlayfs (set by PYBUILD_SNAPSHOTTER)" if name == "overlayfs" else f"set by {ENV_SNAPSHOTTER}")
 
 
 def test_auto_is_kernel_overlayfs_here_and_the_probe_is_remembered(root, monkeypatch):
