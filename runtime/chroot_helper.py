@@ -34,7 +34,6 @@ from __future__ import annotations
 import _signal
 import marshal
 import os
-import resource
 import select
 import sys
 import time
@@ -46,11 +45,6 @@ NAMESPACES = (("uts", 0x04000000), ("ipc", 0x08000000), ("net", 0x40000000), ("p
 _REAP_EVERY = 1.0  # seconds: orphans of the step that exit are reaped this often
 _SWEEP_PAUSE = 0.002
 _SWEEP_TIMEOUT = 10.0  # seconds
-
-
-def _report(fd: int, *fields) -> None:
-    line = " ".join(str(field) for field in fields).replace("\n", " ")
-    os.write(fd, (line + "\n").encode(errors="replace"))
 
 
 def _import_siblings():
@@ -210,39 +204,6 @@ def _enter_root(linux, mounts, confine, config: dict) -> None:
         os.makedirs(config["cwd"], mode=0o755, exist_ok=True)
 
 
-def _command(linux, sandbox, config: dict, last_cap: int) -> None:
-    """The step's process, as sandbox.py's `_command` makes it, except that
-    /proc may be missing in the chroot: the capability count comes from
-    before it."""
-    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
-        _signal.signal(signum, _signal.SIG_DFL)
-    os.setsid()
-    sandbox._empty_stdin()
-    os.umask(0o022)
-    sandbox._set_nofile(config["nofile"])
-    try:
-        for kind, soft, hard in config.get("rlimits", ()):
-            resource.setrlimit(kind, (soft, hard))
-    except (OSError, ValueError) as exc:
-        os.write(2, f"failed to set a ulimit: {exc}\n".encode())
-        os._exit(126)
-    try:
-        os.chdir(config["cwd"])
-        for cap in range(last_cap + 1):
-            if cap not in sandbox.DEFAULT_CAPS:
-                linux.prctl(linux.PR_CAPBSET_DROP, cap)
-        linux.capset(sandbox.DEFAULT_CAP_MASK, sandbox.DEFAULT_CAP_MASK, 0)
-        os.setgroups(config["groups"])
-        os.setgid(config["gid"])
-        os.setuid(config["uid"])
-        if config["no_new_privs"]:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    except OSError as exc:
-        os.write(2, f"failed to switch to user {config['uid']}:{config['gid']}: {exc}\n".encode())
-        os._exit(126)
-    sandbox._exec(config)
-
-
 def _init(siblings, config: dict, status_fd: int, last_cap: int) -> None:
     """The step's first process (pid 1 when there is a pid namespace):
     enters the root, runs the command, reports how it ended; never returns."""
@@ -252,12 +213,12 @@ def _init(siblings, config: dict, status_fd: int, last_cap: int) -> None:
     try:
         _enter_root(linux, mounts, confine, config)
     except OSError as exc:
-        _report(status_fd, "error", f"preparing the chroot: {exc}")
+        sandbox.report(status_fd, "error", f"preparing the chroot: {exc}")
         os._exit(1)
     command = os.fork()
     if command == 0:
         os.close(status_fd)
-        _command(linux, sandbox, config, last_cap)
+        sandbox.exec_step(linux, config, last_cap)
     sandbox.reap_until(command, status_fd)
 
 
@@ -328,13 +289,13 @@ def main(argv: list[str]) -> int:
     try:
         _unshare(linux, config)
     except OSError as exc:
-        _report(status_fd, "error", f"creating namespaces ({' '.join(config['namespaces'])}): {exc}")
+        siblings[1].report(status_fd, "error", f"creating namespaces ({' '.join(config['namespaces'])}): {exc}")
         return 1
     init = os.fork()
     if init == 0:
         os.close(lifeline)
         _init(siblings, config, status_fd, last_cap)
-    _report(status_fd, "init", init)
+    siblings[1].report(status_fd, "init", init)
     try:
         _wait(init, lifeline)
     finally:

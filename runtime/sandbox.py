@@ -59,7 +59,8 @@ DEFAULT_CAP_MASK = sum(1 << cap for cap in DEFAULT_CAPS)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _report(fd: int, *fields) -> None:
+def report(fd: int, *fields) -> None:
+    """One status line to pybuild (the chroot helper's too)."""
     line = " ".join(str(field) for field in fields).replace("\n", " ")
     os.write(fd, (line + "\n").encode(errors="replace"))
 
@@ -99,8 +100,9 @@ def _exec(config: dict) -> None:
     os._exit(code)
 
 
-def _drop_privileges(linux, config: dict) -> None:
-    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+def _drop_privileges(linux, config: dict, last_cap: int | None = None) -> None:
+    if last_cap is None:
+        last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
     for cap in range(last_cap + 1):
         if cap not in DEFAULT_CAPS:
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
@@ -136,8 +138,10 @@ def _empty_stdin() -> None:
         os.close(read_end)
 
 
-def _command(linux, config: dict) -> None:
-    """The forked step process: drop what docker drops, then exec."""
+def exec_step(linux, config: dict, last_cap: int | None = None) -> None:
+    """The forked step process: drop what docker drops, then exec. (The
+    chroot helper's too, which gives `last_cap`, read before a chroot that
+    may have no /proc.)"""
     # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve
     for signum in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
         _signal.signal(signum, _signal.SIG_DFL)
@@ -153,7 +157,7 @@ def _command(linux, config: dict) -> None:
         os._exit(126)
     os.chdir(config["cwd"])
     try:
-        _drop_privileges(linux, config)
+        _drop_privileges(linux, config, last_cap)
     except OSError as exc:
         os.write(2, f"failed to switch to user {config['uid']}:{config['gid']}: {exc}\n".encode())
         os._exit(126)
@@ -174,12 +178,12 @@ def _init(linux, mounts, confine, config: dict, status_fd: int, lifeline: int) -
     try:
         mounts.prepare_root(linux, confine, config)
     except OSError as exc:
-        _report(status_fd, "error", f"preparing the sandbox: {exc}")
+        report(status_fd, "error", f"preparing the sandbox: {exc}")
         os._exit(1)
     command = os.fork()
     if command == 0:
         os.close(status_fd)
-        _command(linux, config)
+        exec_step(linux, config)
     reap_until(command, status_fd)
 
 
@@ -192,7 +196,7 @@ def join_cgroups(config: dict, status_fd: int) -> bool:
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
     except OSError as exc:
-        _report(status_fd, "error", f"joining the step's cgroup: {exc}")
+        report(status_fd, "error", f"joining the step's cgroup: {exc}")
         return False
     return True
 
@@ -207,10 +211,10 @@ def reap_until(command: int, status_fd: int) -> None:
             break
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
-        _report(status_fd, "exit", 128 + signum, signum)
+        report(status_fd, "exit", 128 + signum, signum)
         os._exit(128 + signum)
     code = os.waitstatus_to_exitcode(status)
-    _report(status_fd, "exit", code, 0)
+    report(status_fd, "exit", code, 0)
     os._exit(code)
 
 
@@ -249,7 +253,7 @@ def main(argv: list[str]) -> int:
         # nothing mounted from now on may propagate to the host
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     except OSError as exc:
-        _report(status_fd, "error", f"creating namespaces: {exc}")
+        report(status_fd, "error", f"creating namespaces: {exc}")
         return 1
     lifeline, alive = os.pipe()
     init = os.fork()
@@ -257,7 +261,7 @@ def main(argv: list[str]) -> int:
         os.close(alive)
         _init(linux, mounts, confine, config, status_fd, lifeline)
     os.close(lifeline)
-    _report(status_fd, "pid1", init)
+    report(status_fd, "pid1", init)
     _, status = os.waitpid(init, 0)
     return os.waitstatus_to_exitcode(status) & 0xFF
 
