@@ -313,9 +313,9 @@ def _remove_stale_in(directory: Path) -> int:
     leases = _scratch_leases(directory)
     dead: set[str] = set()
     for name in names:
-        prefix = next((p for p in _SCRATCH_PREFIXES if name.startswith(p)), None)
-        if prefix is None:
-            continue
+        if not name.startswith(_SCRATCH_PREFIXES):
+            continue  # most of a temp dir: one test, not one a prefix
+        prefix = next(p for p in _SCRATCH_PREFIXES if name.startswith(p))
         owner = name[len(prefix):].split("-", 1)[0]
         path = directory / name
         try:
