@@ -42,18 +42,17 @@ from runtime.executor import (
 )
 from runtime.sandbox_mounts import MASKED_PATHS, MASKED_PROC_HINT, READONLY_PATHS
 from runtime.sandbox import DEFAULT_CAPS
-from runtime.limits import OutOfMemory, oci_resources, oci_rlimits, require_permitted
+from runtime.limits import OutOfMemory, oci_resources, oci_rlimits, require_cgroups, require_raisable
 from runtime.lifeline import Supervised
 from runtime.supervise import write_record
 from runtime.spec import BindMount, ExecSpec, NetworkMode, OutputSink
 from runtime.users import User, resolve_user
-from runtime.userns import in_user_namespace
+from runtime.userns import CAP_SYS_RESOURCE, has_capability, in_user_namespace
 
 __all__ = ["OciExecutor", "find_runtime", "build_config"]
 
 RUNTIMES = ("runc", "crun")
 _NOFILE = 1048576
-_CAP_SYS_RESOURCE = 24
 
 _CAP_NAMES = {
     0: "CAP_CHOWN",
@@ -104,8 +103,9 @@ class OciExecutor:
 
     def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
         check_spec(spec)
+        require_raisable(spec.limits)
         if in_user_namespace():
-            require_permitted(spec.limits)
+            require_cgroups(spec.limits)
         rootfs = Path(os.path.abspath(rootfs))
         user = resolve_user(rootfs, spec.user)
         args = _lookup_without_path(rootfs, spec)
@@ -303,14 +303,6 @@ def _nofile() -> int:
     runtime would fail the whole run on EPERM."""
     # CAP_SYS_RESOURCE of a user namespace raises no hard limit beyond
     # the one it was entered with.
-    if _has_capability(_CAP_SYS_RESOURCE) and not in_user_namespace():
+    if has_capability(CAP_SYS_RESOURCE) and not in_user_namespace():
         return _NOFILE
     return min(_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-
-
-def _has_capability(cap: int) -> bool:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> cap & 1)
-    return False

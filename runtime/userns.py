@@ -102,6 +102,23 @@ def chown(path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
 
 
+CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process holds `cap` in its effective set (over its own
+    user namespace, which may not be the host's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def subordinate_range(path: str, name: str, ident: int) -> tuple[int, int] | None:
     """The first range of `path` (/etc/subuid format: NAME-or-ID:START:COUNT)
     given to the user, as (start, count)."""

@@ -5,7 +5,7 @@ squashing layers and merging snapshots read them."""
 import os
 import stat
 
-from runtime.userns import in_user_namespace
+from runtime.userns import CAP_SYS_ADMIN, has_capability, in_user_namespace
 
 # A layer's `DIR/.wh.NAME` deletes NAME below DIR; `DIR/.wh..wh..opq`
 # hides what lower layers put in DIR (OCI image spec, layer.md).
@@ -20,21 +20,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 # only the copying snapshotter works, and its marks go to user.* too.
 # Read once: a process enters its namespace before it imports this
 # (runtime/userns.py).
-_CAP_SYS_ADMIN = 21
-
-
-def _has_sys_admin() -> bool:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-XATTR_NAMESPACE = "user." if in_user_namespace() or not _has_sys_admin() else "trusted."
+XATTR_NAMESPACE = "user." if in_user_namespace() or not has_capability(CAP_SYS_ADMIN) else "trusted."
 
 # In a snapshot a deleted name is a 0/0 character device, and a directory
 # hiding the lower ones carries this xattr, "y". Every xattr of overlay's
