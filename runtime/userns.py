@@ -23,6 +23,7 @@ fails with `missing()`'s message, which names the fix.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 
@@ -64,12 +65,19 @@ def missing() -> str | None:
 def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace other than the
     initial one (entered by pybuild, or a container's)."""
+    rows = _id_map("/proc/self/uid_map")
+    return rows is not None and rows[:1] != [("0", "0", "4294967295")]
+
+
+@functools.lru_cache(maxsize=None)
+def _id_map(map_file: str) -> list[tuple[str, str, str]] | None:
+    """The rows of /proc/self/uid_map or gid_map, read once: they change
+    only when enter() maps this process, which forgets them then."""
     try:
-        with open("/proc/self/uid_map") as f:
-            fields = f.read().split()
+        with open(map_file) as f:
+            return [tuple(line.split()) for line in f]
     except OSError:
-        return False
-    return fields[:3] != ["0", "0", "4294967295"]
+        return None
 
 
 def unmapped_message(uid: int | None, gid: int | None) -> str:
@@ -78,12 +86,8 @@ def unmapped_message(uid: int | None, gid: int | None) -> str:
 
 
 def _mapped(ident: int, map_file: str) -> bool:
-    try:
-        with open(map_file) as f:
-            rows = [line.split() for line in f]
-    except OSError:
-        return True
-    return any(int(inside) <= ident < int(inside) + int(count) for inside, _, count in rows)
+    rows = _id_map(map_file)
+    return rows is None or any(int(inside) <= ident < int(inside) + int(count) for inside, _, count in rows)
 
 
 def require_mapped(uid: int | None, gid: int | None) -> None:
@@ -243,4 +247,5 @@ def _unshare_and_map(helpers, user: tuple[int, tuple[int, int]], group: tuple[in
     # Mounts made here stay here: nothing pybuild mounts reaches the host's
     # namespace, and all of it goes when the process does.
     linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
+    _id_map.cache_clear()  # read before (a check, the unshare itself): ours now
     return None
