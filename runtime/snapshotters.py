@@ -90,65 +90,64 @@ def choose(root: Path) -> Choice:
                             f"({fuse_why}): snapshots are copied")
 
 
-@functools.lru_cache(maxsize=None)
-def _overlay_support(root: str, userns: bool) -> tuple[bool, bool, str]:
-    """(overlay usable, `volatile` usable, why not) on `root`, remembered."""
-    record = os.path.join(root, _PROBE_FILE)
-    kernel = os.uname().release
+def _remembered(root: str, name: str, key: dict, probe) -> dict:
+    """The record `name` in `root` when it was made under `key` (the
+    kernel release, the namespace kind, ...), else `probe()`'s answer, saved
+    there: probing mounts, and a fully cached build mounts nothing."""
+    record = os.path.join(root, name)
+    key = {"kernel": os.uname().release, **key}
     try:
         with open(record) as f:
             saved = json.load(f)
-        if (saved.get("kernel"), saved.get("userns"), saved.get("flags")) == (kernel, userns, OVERLAY_FLAGS):
-            return bool(saved["overlay"]), bool(saved["volatile"]), str(saved.get("why", ""))
-    except (OSError, ValueError, KeyError, TypeError):
+        if isinstance(saved, dict) and all(saved.get(k) == v for k, v in key.items()):
+            return saved
+    except (OSError, ValueError):
         pass
-    why = _overlay_works(root, ",volatile")
-    volatile = why is None
-    if not volatile:
-        why = _overlay_works(root, "")
-    usable = why is None
+    answer = {**key, **probe()}
     fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=root)
     with os.fdopen(fd, "w") as f:
-        json.dump({"kernel": kernel, "userns": userns, "flags": OVERLAY_FLAGS, "overlay": usable,
-                   "volatile": volatile, "why": why or ""}, f)
+        json.dump(answer, f)
     os.replace(tmp, record)
-    return usable, volatile, why or ""
+    return answer
+
+
+@functools.lru_cache(maxsize=None)
+def _overlay_support(root: str, userns: bool) -> tuple[bool, bool, str]:
+    """(overlay usable, `volatile` usable, why not) on `root`, remembered."""
+    def probe() -> dict:
+        why = _overlay_works(root, ",volatile")
+        volatile = why is None
+        if not volatile:
+            why = _overlay_works(root, "")
+        return {"overlay": why is None, "volatile": volatile, "why": why or ""}
+
+    saved = _remembered(root, _PROBE_FILE, {"userns": userns, "flags": OVERLAY_FLAGS}, probe)
+    return bool(saved.get("overlay")), bool(saved.get("volatile")), str(saved.get("why", ""))
 
 
 @functools.lru_cache(maxsize=None)
 def _fuse_support(root: str, userns: bool, binary: str) -> str:
     """Why fuse-overlayfs cannot mount on `root` ("" when it can), remembered
     as the kernel overlay's answer is."""
-    record = os.path.join(root, _FUSE_PROBE_FILE)
-    kernel = os.uname().release
-    try:
-        with open(record) as f:
-            saved = json.load(f)
-        if saved.get("kernel") == kernel and saved.get("userns") == userns:
-            return str(saved["why"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    leases = lease_dir(root)
-    owner = leases.hold()
-    probe = tempfile.mkdtemp(prefix=f".probe-{owner}-", dir=root)
-    try:
-        snaps = FuseOverlaySnapshotter(Path(probe) / "snapshots", binary)
-        lower = snaps.create()
-        (snaps.fs_path(lower) / "f").write_bytes(b"")
-        upper = snaps.create()
-        with snaps.mount([lower], upper) as merged:
-            (merged / "g").write_bytes(b"")
-        why = "" if (snaps.fs_path(upper) / "g").exists() else "a write did not reach the upper"
-    except (OSError, RuntimeFailure) as exc:
-        why = str(exc)
-    finally:
-        remove_tree(probe)
-        leases.release()
-    fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=root)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"kernel": kernel, "userns": userns, "why": why}, f)
-    os.replace(tmp, record)
-    return why
+    def probe() -> dict:
+        leases = lease_dir(root)
+        owner = leases.hold()
+        directory = tempfile.mkdtemp(prefix=f".probe-{owner}-", dir=root)
+        try:
+            snaps = FuseOverlaySnapshotter(Path(directory) / "snapshots", binary)
+            lower = snaps.create()
+            (snaps.fs_path(lower) / "f").write_bytes(b"")
+            upper = snaps.create()
+            with snaps.mount([lower], upper) as merged:
+                (merged / "g").write_bytes(b"")
+            return {"why": "" if (snaps.fs_path(upper) / "g").exists() else "a write did not reach the upper"}
+        except (OSError, RuntimeFailure) as exc:
+            return {"why": str(exc)}
+        finally:
+            remove_tree(directory)
+            leases.release()
+
+    return str(_remembered(root, _FUSE_PROBE_FILE, {"userns": userns}, probe).get("why", ""))
 
 
 def _overlay_works(root: str, extra: str) -> str | None:
