@@ -235,27 +235,26 @@ def load_image(store, manifest_digest: Digest) -> Image:
     """The Image record of a manifest already in the store; of an index
     (a build for several platforms), this host's platform's image, else
     the first one's."""
-    body = store.read_json(manifest_digest)
-    if "manifests" in body and "config" not in body:
-        manifest_digest = host_manifest(body)
-        body = store.read_json(manifest_digest)
+    manifest_digest, body = stored_manifest(store, manifest_digest)
     return image_of_manifest(body, manifest_digest, store.size(manifest_digest))
 
 
-def host_manifest(index: dict) -> Digest:
-    """The digest of an index's manifest for this host's platform, or of
-    its first manifest."""
+def stored_manifest(store, digest: Digest) -> tuple[Digest, dict]:
+    """The stored manifest `digest` names, read; for an index (a build for
+    several platforms) its manifest for this host's platform, else its
+    first one's."""
+    body = store.read_json(digest)
+    if "manifests" not in body or "config" in body:
+        return digest, body
+    from builder.registry.platforms import select_platform
     from frontend.ops import Platform
 
-    host = Platform()
-    entries = index.get("manifests") or []
-    for entry in entries:
-        platform = entry.get("platform") or {}
-        if (platform.get("os"), platform.get("architecture")) == (host.os, host.architecture):
-            return Digest.parse(entry["digest"])
+    entries = body.get("manifests") or []
     if not entries:
         raise PybuildError("the image index lists no manifest")
-    return Digest.parse(entries[0]["digest"])
+    chosen = select_platform(entries, Platform())
+    digest = chosen.digest if chosen is not None else Digest.parse(entries[0]["digest"])
+    return digest, store.read_json(digest)
 
 
 def image_of_manifest(body: dict, manifest_digest: Digest, size: int) -> Image:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.export.assemble import host_manifest, image_of_manifest, load_image
+from builder.export.assemble import image_of_manifest, load_image, stored_manifest
 from builder.errors import PybuildError
 from builder.image import Image
 from builder.registry.reference import Reference
+from cache.errors import BlobNotFound
 
 
 class ImageNotFound(PybuildError):
@@ -44,13 +45,10 @@ def find(worker, name: str) -> StoredImage:
                 break
     if digest is None or not worker.store.has(digest):
         raise ImageNotFound(name)
-    manifest = worker.store.read_json(digest)
-    if "manifests" in manifest and "config" not in manifest:
-        # An index (a build for several platforms): this host's image.
-        digest = host_manifest(manifest)
-        if not worker.store.has(digest):
-            raise ImageNotFound(name)
-        manifest = worker.store.read_json(digest)
+    try:
+        digest, manifest = stored_manifest(worker.store, digest)
+    except BlobNotFound:  # an index whose manifest for this host is gone
+        raise ImageNotFound(name) from None
     image = image_of_manifest(manifest, digest, worker.store.size(digest))
     return StoredImage(name, image, worker.store.read_json(image.config.digest), manifest)
 
