@@ -17,7 +17,6 @@ import sys
 import threading
 from pathlib import Path
 
-from runtime.errors import ExecFailed
 from runtime.executor import (
     ExecCancelled,
     RunSet,
@@ -27,16 +26,15 @@ from runtime.executor import (
     make_workdir,
     missing_paths,
     mount_targets,
-    helper_config,
     pump,
     remove_stubs,
     remove_tree,
     scratch_dir,
     write_etc_files,
 )
-from runtime.limits import require_permitted, run_limited
+from runtime.limits import run_limited
 from runtime.spec import ExecSpec, NetworkMode, OutputSink
-from runtime.userns import in_user_namespace
+from runtime.step_helper import HelperStatus, helper_config
 from runtime.users import User, resolve_user
 
 __all__ = ["BuiltinExecutor"]
@@ -63,8 +61,6 @@ class BuiltinExecutor:
 
     def run(self, spec: ExecSpec, rootfs: Path, output: OutputSink) -> None:
         check_spec(spec)
-        if in_user_namespace():
-            require_permitted(spec.limits)
         rootfs = Path(os.path.abspath(rootfs))
         user = resolve_user(rootfs, spec.user)
         stubs = missing_paths(rootfs, mount_targets(spec))
@@ -127,19 +123,14 @@ class _SandboxTree:
         self._lock = threading.Lock()
         self._pidfd: int | None = None
         self._reaped = False
-        self.status: dict = {}
+        self.status = HelperStatus("sandbox helper")
 
     def on_status(self, line: bytes) -> None:
         if not line:
             return
-        kind, _, rest = line.decode(errors="replace").partition(" ")
+        kind, rest = self.status.read(line)
         if kind == "pid1":
             self._watch_init(int(rest))
-        elif kind == "exit":
-            code, signum = rest.split()
-            self.status["exit"], self.status["signal"] = int(code), int(signum) or None
-        elif kind == "error":
-            self.status["error"] = rest
 
     def _watch_init(self, pid: int) -> None:
         # A pidfd lets us kill pid 1 ourselves and know when its namespace is
@@ -183,13 +174,7 @@ class _SandboxTree:
             os.close(pidfd)
 
     def raise_for_status(self, args, tail: str) -> None:
-        if "error" in self.status:
-            raise SandboxFailed(self.status["error"])
-        if "exit" not in self.status:
-            detail = f": {tail}" if tail else ""
-            raise SandboxFailed(f"sandbox helper exited with status {self._helper.returncode}{detail}")
-        if self.status["exit"] != 0 or self.status.get("signal"):
-            raise ExecFailed(args, self.status["exit"], self.status.get("signal"), tail)
+        self.status.raise_for(args, tail, self._helper.returncode)
 
 
 def _read_line(fd: int) -> bytes:

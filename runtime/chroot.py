@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Iterable
 
 from runtime.confine import Tree
-from runtime.errors import ExecFailed
 from runtime.executor import (
     ExecCancelled,
     RunSet,
@@ -45,7 +44,6 @@ from runtime.executor import (
     make_workdir,
     missing_paths,
     mount_targets,
-    helper_config,
     pump,
     remove_stubs,
     remove_tree,
@@ -54,6 +52,7 @@ from runtime.executor import (
 )
 from runtime.limits import run_limited
 from runtime.spec import ExecSpec, NetworkMode, OutputSink
+from runtime.step_helper import HelperStatus, helper_config
 from runtime.users import User, resolve_user
 
 __all__ = ["ChrootExecutor", "NAMESPACE_NAMES", "permitted_namespaces"]
@@ -163,10 +162,10 @@ class ChrootExecutor:
                 os.close(fd)
         lifeline = _Lifeline(life_write)
         token = self._runs.add(lifeline.cut)
-        status: dict = {}
+        status = HelperStatus("chroot helper")
         tail = Tail()
         try:
-            pump(out_read, output, tail, status_read, lambda line: _on_status(status, line))
+            pump(out_read, output, tail, status_read, status.read)
             helper.wait()
         finally:
             # whatever happened (KeyboardInterrupt included): the helper
@@ -178,14 +177,7 @@ class ChrootExecutor:
             cancelled = self._runs.remove(token)
         if cancelled:
             raise ExecCancelled(spec.args)
-        if "error" in status:
-            raise SandboxFailed(status["error"])
-        if "exit" not in status:
-            detail = f": {tail.text()}" if tail.text() else ""
-            raise SandboxFailed(f"chroot helper exited with status {helper.returncode}{detail}")
-        code, signum = status["exit"]
-        if code != 0 or signum:
-            raise ExecFailed(spec.args, code, signum, tail.text())
+        status.raise_for(spec.args, tail.text(), helper.returncode)
 
 
 def _check_possible(spec: ExecSpec, permitted: frozenset[str], rootfs: Path) -> None:
@@ -221,14 +213,6 @@ class _Lifeline:
                 os.close(self._fd)
                 self._fd = -1
 
-
-def _on_status(status: dict, line: bytes) -> None:
-    kind, _, rest = line.decode(errors="replace").partition(" ")
-    if kind == "exit":
-        code, signum = rest.split()
-        status["exit"] = (int(code), int(signum) or None)
-    elif kind == "error":
-        status["error"] = rest
 
 
 
