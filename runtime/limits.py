@@ -32,9 +32,10 @@ from typing import Callable
 
 from runtime.errors import ExecFailed, RuntimeFailure
 from runtime.supervise import write_record
+from runtime.userns import in_user_namespace
 
 __all__ = ["Limits", "Ulimit", "LimitError", "OutOfMemory", "parse_memory", "parse_ulimit", "cpus_to_quota",
-           "oci_resources", "oci_rlimits", "require_permitted", "run_limited", "StepCgroup"]
+           "oci_resources", "oci_rlimits", "require_cgroups", "require_raisable", "run_limited", "StepCgroup"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _MIN_MEMORY = 6 << 20  # docker's minimum: below it even the shell cannot start
@@ -230,6 +231,7 @@ def run_limited(limits: Limits | None, work: Path, config: dict, supervise: Call
     (recorded in `work` so that a pybuild killed meanwhile has its reclaim
     remove them), then `supervise(config_path)`; a step the cgroup's OOM
     killer ended is OutOfMemory."""
+    require_raisable(limits)
     cgroup = None
     try:
         if limits and limits.needs_cgroup:
@@ -250,12 +252,11 @@ def run_limited(limits: Limits | None, work: Path, config: dict, supervise: Call
             cgroup.close()
 
 
-def require_permitted(limits: Limits | None) -> None:
-    """In a user namespace, fail before the step where the limits ask what
-    it may not do: cgroups it cannot make (StepCgroup's error) and a hard
-    rlimit above the one the user has (CAP_SYS_RESOURCE of a user namespace
-    raises none). runc and the sandbox helper fail less clearly."""
-    if limits is None:
+def require_raisable(limits: Limits | None) -> None:
+    """In a user namespace, fail before the step on a hard rlimit above the
+    one the user has (CAP_SYS_RESOURCE of a user namespace raises none):
+    the sandbox helper and runc fail less clearly. Every executor's."""
+    if limits is None or not in_user_namespace():
         return
     for ulimit in limits.ulimits:
         _, hard = resource.getrlimit(ulimit.resource)
@@ -263,7 +264,13 @@ def require_permitted(limits: Limits | None) -> None:
         if hard != resource.RLIM_INFINITY and (wanted == resource.RLIM_INFINITY or wanted > hard):
             raise LimitError(f"--ulimit {ulimit.name}: a hard limit of {'unlimited' if ulimit.hard == -1 else wanted} "
                              f"is above this user's own ({hard}), which a rootless pybuild cannot raise")
-    if limits.needs_cgroup:
+
+
+def require_cgroups(limits: Limits | None) -> None:
+    """For runc, which makes the step's cgroups itself: fail now, with
+    StepCgroup's error (which says what a rootless pybuild needs), where
+    this process could not make them."""
+    if limits is not None and limits.needs_cgroup:
         StepCgroup(limits).close()
 
 

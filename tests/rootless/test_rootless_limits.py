@@ -28,7 +28,7 @@ def test_memory_limit_is_applied_or_refused_clearly(rootless, busybox_image, iso
     assert "runc run failed" not in stderr and "Traceback" not in stderr
 
 
-@pytest.mark.parametrize("isolation", ("oci", "builtin"))
+@pytest.mark.parametrize("isolation", ("oci", "builtin", "chroot"))
 def test_a_hard_ulimit_above_the_users_is_refused_before_the_step(rootless, busybox_image, isolation):
     hard = int(rootless.as_user("sh", "-c", "ulimit -Hn").stdout)
     context = rootless.write_context("ctx", f"FROM {busybox_image.ref}\nRUN ulimit -Hn > /hard\n")
