@@ -360,14 +360,34 @@ class _Walk:
 
 
 def _portable(arcname: bytes, xattrs) -> list:
-    """The xattrs a layer carries: overlay's own dropped, and a snapshot
-    whose overlay metadata a tar cannot express refused."""
+    """The xattrs a layer carries: overlay's own dropped, a file capability
+    in its namespace-free (v2) form, and a snapshot whose overlay metadata a
+    tar cannot express refused."""
     if not xattrs:
         return xattrs
     for name, _ in xattrs:
         if name.startswith(_UNPORTABLE_XATTRS):
             raise UnportableSnapshot(f"write layer: /{arcname.decode(errors='replace')} carries {name}")
-    return [(n, v) for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIXES)]
+    return [(n, _capability_v2(v) if n == _CAPABILITY_XATTR else v)
+            for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIXES)]
+
+
+_CAPABILITY_XATTR = "security.capability"
+_CAP_REVISION_MASK = 0xFF000000
+_CAP_REVISION_2, _CAP_REVISION_3 = 0x02000000, 0x03000000
+
+
+def _capability_v2(value: bytes) -> bytes:
+    """A v3 file capability names the host uid of its namespace's root
+    (its rootid): in an image that uid means nothing, and read as root it
+    is the host's, in a user namespace the namespace's. The same sets
+    without it (v2), as a layer made anywhere carries them."""
+    if len(value) != 24:
+        return value
+    magic = int.from_bytes(value[:4], "little")
+    if magic & _CAP_REVISION_MASK != _CAP_REVISION_3:
+        return value
+    return ((magic & ~_CAP_REVISION_MASK) | _CAP_REVISION_2).to_bytes(4, "little") + value[4:20]
 
 
 def _fd_budget() -> int:
