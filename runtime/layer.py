@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from runtime import confine
 from runtime.errors import RuntimeFailure, UnsafeLayer
+from runtime.filecaps import CAPABILITY_XATTR, portable_capability
 from runtime.fsutil import read_xattrs
 from runtime.tarwriter import BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE, SYMTYPE, TarWriter
 from runtime.unpack import Unpacker
@@ -368,26 +369,8 @@ def _portable(arcname: bytes, xattrs) -> list:
     for name, _ in xattrs:
         if name.startswith(_UNPORTABLE_XATTRS):
             raise UnportableSnapshot(f"write layer: /{arcname.decode(errors='replace')} carries {name}")
-    return [(n, _capability_v2(v) if n == _CAPABILITY_XATTR else v)
+    return [(n, portable_capability(v) if n == CAPABILITY_XATTR else v)
             for n, v in xattrs if not n.startswith(OVERLAY_XATTR_PREFIXES)]
-
-
-_CAPABILITY_XATTR = "security.capability"
-_CAP_REVISION_MASK = 0xFF000000
-_CAP_REVISION_2, _CAP_REVISION_3 = 0x02000000, 0x03000000
-
-
-def _capability_v2(value: bytes) -> bytes:
-    """A v3 file capability names the host uid of its namespace's root
-    (its rootid): in an image that uid means nothing, and read as root it
-    is the host's, in a user namespace the namespace's. The same sets
-    without it (v2), as a layer made anywhere carries them."""
-    if len(value) != 24:
-        return value
-    magic = int.from_bytes(value[:4], "little")
-    if magic & _CAP_REVISION_MASK != _CAP_REVISION_3:
-        return value
-    return ((magic & ~_CAP_REVISION_MASK) | _CAP_REVISION_2).to_bytes(4, "little") + value[4:20]
 
 
 def _fd_budget() -> int:
