@@ -10,6 +10,7 @@ errors broadly (everything else raises a builder.errors.PybuildError).
     maintenance.py  du, prune, doctor
     login.py        login, logout
     about.py        version, info, completion
+    sign.py         sign, verify
 """
 
 from builder.cli.group import main

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from builder.cli import about, binfmt, build, check, maintenance, login, store
+from builder.cli import about, binfmt, build, check, maintenance, login, sign, store
 from builder.cli.guard import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -77,6 +77,6 @@ def main():
 
 
 # Each module names its commands; `pybuild --help` lists them by name.
-for _module in (build, check, about, store, maintenance, login, binfmt):
+for _module in (build, check, about, store, maintenance, login, binfmt, sign):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -1,0 +1,4 @@
+"""sign and verify: cosign-compatible signatures of images in a registry
+(builder/signing)."""
+
+COMMANDS = ()
