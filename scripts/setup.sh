@@ -58,6 +58,11 @@ echo "--- binfmt_misc emulators: arm64, arm"
 "$venv/bin/pybuild" binfmt --install arm64,arm \
     || echo "scripts/setup.sh: warning: no emulators registered: RUN steps of foreign platforms will fail" >&2
 
+# The tests' oracles from Debian 13: docker 26 (BuildKit 0.13) and cosign 2.x,
+# unpacked under /opt/pybuild-trixie, nothing of Debian 12 upgraded.
+echo "--- docker 26 and cosign 2 from Debian 13 (scripts/trixie-tools.sh)"
+bash scripts/trixie-tools.sh >/dev/null
+
 echo "--- the example (scripts/example.sh)"
 PATH="$venv/bin:$PATH" bash scripts/example.sh
 
