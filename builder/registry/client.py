@@ -34,7 +34,7 @@ from builder.registry.manifests import (
     ResolvedManifest,
     verified_manifest,
 )
-from builder.registry.platforms import parse_platform, select_platform
+from builder.registry.platforms import no_match, select_platform
 from builder.registry.reference import Reference
 from builder.registry.tokens import Authorizer, pull_scope, push_scope
 from builder.registry.transport import (
@@ -245,10 +245,10 @@ class RegistryClient:
                 check_index(top_json)
             except SchemaError as exc:
                 raise RegistryError(f"{what}: malformed index {top.digest}: {exc}") from None
-            child = select_platform(top_json.get("manifests") or [], platform)
+            entries = top_json.get("manifests") or []
+            child = select_platform(entries, platform)
             if child is None:
-                wanted = "/".join(parse_platform(platform).values())
-                raise RegistryError(f"{what}: no match for platform {wanted} in manifest list")
+                raise RegistryError(f"{what}: {no_match(entries, platform)}")
             manifest, manifest_json = self._get_manifest(ref, str(child.digest), child, what)
         try:
             check_manifest(manifest_json)

@@ -1,9 +1,22 @@
 """Platforms as the registry client matches them: a platform asked for,
 read into the `{"os", "architecture"[, "variant"]}` of an OCI index entry,
-and the entry of an index that serves it."""
+and the entry of an index that serves it, chosen by containerd's rules
+(platforms.Only, which BuildKit's image resolution uses):
+
+- both sides are normalised: arm64/v8 is arm64, arm with no variant is
+  arm/v7, amd64/v1 is amd64, `aarch64` is arm64 and so on;
+- an older variant serves a newer one: arm/v7 takes v7, then v6, then v5
+  entries; amd64/v3 takes v3, v2, then v1; never the other way round, so
+  an amd64 (v1) request never gets an amd64/v2 image;
+- an architecture runs its 32-bit sibling: amd64 takes 386 and arm64 takes
+  arm/v8..v5, after every entry of its own (measured with BuildKit 0.13);
+- among acceptable entries the most preferred wins, whatever the index
+  order, and the first of equals.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Mapping
 
 from builder.errors import RegistryError
@@ -21,10 +34,8 @@ def parse_platform(platform) -> dict:
     `linux/armhf` linux/arm/v7), with two rules of the registry's own: both
     os and architecture must be named (a bare `arm64` is refused), and the
     variant is the one spelled or an alias's, never containerd's default
-    (`linux/arm` asks for no variant, `linux/arm64/v8` keeps its v8): a
-    build applies those defaults itself (builder.build.parse_platform), and
-    select_platform takes arm64's v8 and none alike and, with no variant
-    asked for, the index's first entry of the architecture."""
+    (`linux/arm` asks for no variant, `linux/arm64/v8` keeps its v8):
+    select_platform normalises what it compares, as containerd does."""
     if isinstance(platform, Mapping):
         body = {"os": platform.get("os", "linux"), "architecture": platform["architecture"]}
         if platform.get("variant"):
@@ -49,25 +60,73 @@ def parse_platform(platform) -> dict:
     return body
 
 
-def _variant(platform: Mapping) -> str:
-    # arm64 images rarely say v8, and asking for linux/arm64/v8 must find them.
-    variant = platform.get("variant") or ""
-    return variant or ("v8" if platform.get("architecture") == "arm64" else "")
+def _normalized(platform: Mapping) -> Platform | None:
+    """containerd's Normalize of an index entry's (or a request's)
+    platform; None for one that names no real platform."""
+    if not platform.get("architecture"):
+        return None
+    parts = [platform.get("os") or "linux", platform["architecture"], *filter(None, [platform.get("variant")])]
+    try:
+        parsed = parse_platform_text("/".join(parts))
+    except ValueError:
+        return None
+    variant = parsed.variant
+    if variant.isdigit():
+        variant = f"v{variant}"
+    if parsed.architecture == "amd64" and variant == "v1":
+        variant = ""
+    return replace(parsed, variant=variant)
+
+
+def _level(variant: str) -> int:
+    number = variant.removeprefix("v")
+    return int(number) if number.isdigit() else 0
+
+
+def _accepted(want: Platform) -> list[Platform]:
+    """containerd's platformVector: what serves `want`, best first."""
+    accepted = [want]
+    level = _level(want.variant)
+    if want.architecture == "amd64":
+        accepted += [replace(want, variant=f"v{n}" if n > 1 else "") for n in range(level - 1, 0, -1)]
+        accepted.append(Platform(want.os, "386", ""))
+    elif want.architecture == "arm":
+        accepted += [replace(want, variant=f"v{n}") for n in range(level - 1, 4, -1)]
+    elif want.architecture == "arm64":
+        accepted += _accepted(Platform(want.os, "arm", want.variant or "v8"))
+    return accepted
+
+
+def _platform_entries(manifests: Iterable[Mapping]):
+    """(entry, its normalised platform) of the image manifests an index
+    lists; entries without a platform (attestations' have unknown/unknown)
+    never serve one."""
+    for entry in manifests:
+        if entry.get("mediaType", OCI_MANIFEST) not in MANIFEST_TYPES:
+            continue
+        have = _normalized(entry.get("platform") or {})
+        if have is not None and have.os != "unknown":
+            yield entry, have
 
 
 def select_platform(manifests: Iterable[Mapping], platform) -> Descriptor | None:
-    """The first entry of an index matching os, architecture and (when asked
-    for) variant; entries without a platform (attestations) never match."""
-    want = parse_platform(platform)
-    fallback = None
-    for entry in manifests:
-        have = entry.get("platform") or {}
-        if have.get("os") != want["os"] or have.get("architecture") != want["architecture"]:
-            continue
-        if entry.get("mediaType", OCI_MANIFEST) not in MANIFEST_TYPES:
-            continue
-        if _variant(have) == _variant(want):
-            return Descriptor.from_json(entry)
-        if "variant" not in want and fallback is None:
-            fallback = Descriptor.from_json(entry)
-    return fallback
+    """The entry of an index that serves `platform` best (the module's
+    rules), or None."""
+    want = _normalized(parse_platform(platform))
+    accepted = _accepted(want) if want is not None else []
+    best, best_rank = None, len(accepted)
+    for entry, have in _platform_entries(manifests):
+        rank = accepted.index(have) if have in accepted else best_rank
+        if rank < best_rank:
+            best, best_rank = entry, rank
+    return Descriptor.from_json(best) if best is not None else None
+
+
+def no_match(manifests: Iterable[Mapping], platform) -> str:
+    """Why select_platform found nothing: BuildKit's "no match for
+    platform in manifest", naming the platform asked for and those the
+    index has."""
+    asked = parse_platform(platform)
+    want = _normalized(asked) or "/".join(asked.values())
+    has = list(dict.fromkeys(str(have) for _, have in _platform_entries(manifests)))
+    return f"no match for platform {want} in manifest list; it has {', '.join(has) or 'no platform images'}"
