@@ -23,11 +23,9 @@ import tarfile
 from pathlib import Path
 from typing import Sequence
 
-from builder.errors import PybuildError
-from builder.export.oci import (OCI_LAYOUT_BODY, OCI_LAYOUT_FILE, Entry, atomic_directory, atomic_file, blob_path,
-                                image_blobs, index_json, parse_names, write_directory, write_tar)
+from builder.export.oci import atomic_file
 from builder.export.outputs import OutputSpec, OutputType, export_options
-from builder.export.run import _layout_created, output_specs, store_and_pushes
+from builder.export.run import layout_created, output_specs, store_and_pushes, write_layout
 from builder.image import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, Image, canonical_json
 from builder.registry.reference import Reference
 
@@ -86,8 +84,8 @@ def run_platform_outputs(built, tags, specs, push: bool):
         names = spec.names or tags
         if spec.type is OutputType.OCI:
             images, index = entry
-            _write_oci(store, spec, images, index, names, dict(options.index_annotations),
-                       _layout_created(options))
+            write_layout(first, spec, images, names, dict(options.index_annotations), docker=False,
+                         created=layout_created(options), index=index)
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
             _write_files(built, spec)
         else:
@@ -101,37 +99,11 @@ def run_platform_outputs(built, tags, specs, push: bool):
 
 
 def _push(session, name: str, images: Sequence[Image], index: Descriptor) -> str:
-    """Each platform's blobs and manifest (by digest), then the index under
-    the tag: the registry never holds an index whose manifests are missing."""
     ref = Reference.parse(name)
     session.reporter.message(f"pushing {ref} ({len(images)} platforms)")
-    bare = Reference(ref.registry, ref.repository)
-    for image in images:
-        session.registry.push(bare, image)
-    # RegistryAccess has no put_manifest of its own: its client's.
-    digest = session.registry._made().put_manifest(ref, index)
+    digest = session.registry.push_index(ref, images, index)
     session.reporter.message(f"pushed {ref}@{digest}")
     return str(digest)
-
-
-def _write_oci(store, spec: OutputSpec, images, index: Descriptor, names, index_annotations,
-               created: str) -> None:
-    dest = spec.dest
-    blobs = sorted({digest for image in images for digest in image_blobs(store, image)} | {index.digest})
-    entries = [Entry(blob_path(digest), blob=digest) for digest in blobs]
-    entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
-    layout_index = index_json(index, parse_names(names), index_annotations, created)
-    entries.append(Entry("index.json", data=canonical_json(layout_index)))
-    as_tar = spec.flag("tar", True)
-    if dest == "-":
-        if not as_tar:
-            raise PybuildError("type=oci,tar=false cannot go to stdout")
-        write_tar(store, entries, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    elif as_tar:
-        atomic_file(Path(dest), lambda out: write_tar(store, entries, out))
-    else:
-        atomic_directory(Path(dest), lambda root: write_directory(store, entries, root))
 
 
 def _write_files(built, spec: OutputSpec) -> None:

@@ -104,12 +104,23 @@ def image_blobs(store: ContentStore, image: Image) -> list[Digest]:
     return sorted(seen)
 
 
-def layout_entries(store: ContentStore, image: Image, refs: Sequence[Reference],
-                   index_annotations: Mapping[str, str] | None = None, created: str | None = None) -> list[Entry]:
-    entries = [Entry(blob_path(digest), blob=digest) for digest in image_blobs(store, image)]
+def layout_entries(store: ContentStore, image: Image | Sequence[Image], refs: Sequence[Reference],
+                   index_annotations: Mapping[str, str] | None = None, created: str | None = None, *,
+                   index: Descriptor | None = None) -> list[Entry]:
+    """The files of a layout holding `image`; or, with `index`, the image
+    index of the images `image` lists (a build for several platforms): then
+    index.json's entries name the index, as BuildKit's oci exporter writes
+    one, and blobs/ holds the index and every image's blobs."""
+    images = [image] if isinstance(image, Image) else list(image)
+    blobs = {digest for each in images for digest in image_blobs(store, each)}
+    if index is not None:
+        if not store.has(index.digest):
+            raise ExportError(f"cannot export image index {index.digest}: not in the store")
+        blobs.add(index.digest)
+    entries = [Entry(blob_path(digest), blob=digest) for digest in sorted(blobs)]
     entries.append(Entry(OCI_LAYOUT_FILE, data=canonical_json(OCI_LAYOUT_BODY)))
-    index = index_json(image.manifest, refs, index_annotations, created)
-    entries.append(Entry("index.json", data=canonical_json(index)))
+    top = index if index is not None else images[0].manifest
+    entries.append(Entry("index.json", data=canonical_json(index_json(top, refs, index_annotations, created))))
     return entries
 
 
@@ -226,19 +237,21 @@ def atomic_directory(dest: Path, fill: Callable[[Path], None]) -> None:
                 remove_tree(old, ignore_errors=True)
 
 
-def stream_oci_archive(store: ContentStore, image: Image, out: BinaryIO, *,
+def stream_oci_archive(store: ContentStore, image: Image | Sequence[Image], out: BinaryIO, *,
                        ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
-                       created: str | None = None) -> None:
+                       created: str | None = None, index: Descriptor | None = None) -> None:
     """The OCI layout as a tar on an open stream (e.g. stdout)."""
-    write_tar(store, layout_entries(store, image, parse_names(ref_names), index_annotations, created), out)
+    write_tar(store, layout_entries(store, image, parse_names(ref_names), index_annotations, created,
+                                    index=index), out)
 
 
-def write_oci_layout(store: ContentStore, image: Image, dest: Path, *, tar: bool = True,
+def write_oci_layout(store: ContentStore, image: Image | Sequence[Image], dest: Path, *, tar: bool = True,
                      ref_names: Sequence[str] = (), index_annotations: Mapping[str, str] | None = None,
-                     created: str | None = None) -> None:
-    """Export `image` as an OCI image layout: a tar file (`tar=True`) or a directory."""
+                     created: str | None = None, index: Descriptor | None = None) -> None:
+    """Export `image` (or the images of `index`, layout_entries) as an OCI
+    image layout: a tar file (`tar=True`) or a directory."""
     dest = Path(dest)
-    entries = layout_entries(store, image, parse_names(ref_names), index_annotations, created)
+    entries = layout_entries(store, image, parse_names(ref_names), index_annotations, created, index=index)
     if tar:
         atomic_file(dest, lambda out: write_tar(store, entries, out))
     else:

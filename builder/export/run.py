@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from builder.errors import PybuildError
-from builder.image import Image
+from builder.image import Descriptor, Image
 from builder.export.outputs import OutputSpec, OutputType, export_options
 from builder.registry.reference import Reference
 
@@ -67,8 +68,8 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Ima
     for spec, options, image in planned:
         names = spec.names or tags
         if spec.type in (OutputType.OCI, OutputType.DOCKER):
-            _write_layout(session, spec, image, names, dict(options.index_annotations),
-                          docker=spec.type is OutputType.DOCKER, created=_layout_created(options))
+            write_layout(session, spec, image, names, dict(options.index_annotations),
+                         docker=spec.type is OutputType.DOCKER, created=layout_created(options))
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
             from builder.export.rootfs import export_rootfs
 
@@ -87,7 +88,7 @@ def _pushes(spec: OutputSpec) -> bool:
     return spec.type is OutputType.REGISTRY or (spec.type is OutputType.IMAGE and spec.flag("push"))
 
 
-def _layout_created(options) -> str:
+def layout_created(options) -> str:
     """The `org.opencontainers.image.created` of a layout's index entries.
 
     BuildKit's oci and docker exporters write SOURCE_DATE_EPOCH there, or the
@@ -100,8 +101,11 @@ def _layout_created(options) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotations, *, docker: bool,
-                  created: str | None = None) -> None:
+def write_layout(session, spec: OutputSpec, image: Image | Sequence[Image], names, index_annotations, *,
+                 docker: bool, created: str | None = None, index: Descriptor | None = None) -> None:
+    """A type=oci or type=docker output: `image`, or the images of `index`
+    (builder/export/oci.layout_entries), to dest= as a tar, a directory
+    (tar=false) or stdout (dest=-)."""
     from builder.export.docker import docker_entries, stream_docker_archive, write_docker_archive
     from builder.export.oci import (atomic_directory, parse_names, stream_oci_archive, write_directory,
                                     write_oci_layout)
@@ -114,15 +118,17 @@ def _write_layout(session, spec: OutputSpec, image: Image, names, index_annotati
     if dest == "-":
         if not as_tar:
             raise PybuildError(f"type={spec.type.value},tar=false cannot go to stdout")
-        stream = stream_docker_archive if docker else stream_oci_archive
-        key = "tags" if docker else "ref_names"
-        stream(store, image, sys.stdout.buffer, index_annotations=index_annotations, created=created,
-               **{key: names})
+        if docker:
+            stream_docker_archive(store, image, sys.stdout.buffer, tags=names, index_annotations=index_annotations,
+                                  created=created)
+        else:
+            stream_oci_archive(store, image, sys.stdout.buffer, ref_names=names,
+                               index_annotations=index_annotations, created=created, index=index)
         sys.stdout.buffer.flush()
         return
     if not docker:
         write_oci_layout(store, image, Path(dest), tar=as_tar, ref_names=names,
-                         index_annotations=index_annotations, created=created)
+                         index_annotations=index_annotations, created=created, index=index)
     elif as_tar:
         write_docker_archive(store, image, Path(dest), tags=names, index_annotations=index_annotations,
                              created=created)

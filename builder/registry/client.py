@@ -462,6 +462,15 @@ class RegistryClient:
             pool.shutdown(wait=True, cancel_futures=True)
         return self.put_manifest(ref, image.manifest)
 
+    def push_index(self, ref: Reference, images: Iterable[Image], index: Descriptor) -> Digest:
+        """Each image of the stored index `index` by digest (blobs, then
+        manifest), then the index under `ref`'s tag: the registry never
+        holds an index whose manifests are missing."""
+        bare = Reference(ref.registry, ref.repository)
+        for image in images:
+            self.push(bare, image)
+        return self.put_manifest(ref, index)
+
     def check_login(self, registry: str) -> None:
         """`docker login`'s check: GET /v2/ answering the registry's challenge
         with our credentials (for token auth, a token with no scope).

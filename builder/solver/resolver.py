@@ -50,6 +50,9 @@ class RegistryAccess:
     def push(self, ref: Reference, image: Image, extra_blobs: Iterable[Descriptor] = ()) -> Digest:
         return self._made().push(ref, image, extra_blobs)
 
+    def push_index(self, ref: Reference, images: Iterable[Image], index: Descriptor) -> Digest:
+        return self._made().push_index(ref, images, index)
+
     def allow_insecure(self, registry: str) -> None:
         self._made().allow_insecure(registry)
 
