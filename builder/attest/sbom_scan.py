@@ -1,0 +1,157 @@
+"""The packages of a root filesystem, from its layers' facts: each layer is
+read once (builder/attest/layerfacts.py, cached by diff_id), then the facts
+are merged bottom-up as the layers stack, whiteouts and opaque directories
+applied.
+
+A database a layer writes replaces the lower layers' copy of that path
+whole (an `apt-get install` rewrites dpkg's status). A package is
+attributed to the lowest layer from which the same package (kind, name,
+version, architecture) is present in every layer's merged view up to the
+top: BuildKit's "the layer which introduced it"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from builder.attest.layerfacts import FactsCache, LayerFacts, facts_of_snapshot, facts_of_tar
+from builder.attest.pkgdb import Package
+from builder.errors import PybuildError
+from builder.export.compression import Compression, decompressing_reader
+from builder.image import Descriptor, Image
+from builder.root.lock import RootLock
+from cache.digest import Digest
+from cache.keys import chain_id
+
+
+class LayerUnreadable(PybuildError):
+    """A layer to scan that the root no longer holds in any form."""
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """One layer to read. `diff_id` when the layer has one (an image's
+    layers; also the cache key of its facts), `blob` to read it from the
+    store, `snapshot` when the root holds it unpacked (a build stage's
+    snapshots may have only that)."""
+
+    diff_id: Digest | None = None
+    blob: Descriptor | None = None
+    snapshot: str | None = None
+
+
+@dataclass(frozen=True)
+class FoundPackage:
+    package: Package
+    layer: Digest | None   # the diff_id of the layer that introduced it
+
+
+@dataclass(frozen=True)
+class RootfsPackages:
+    packages: tuple[FoundPackage, ...]
+    os_release: dict
+
+    @property
+    def distro(self) -> tuple[str, str]:
+        """(ID, VERSION_ID) of os-release, "" when unknown."""
+        return self.os_release.get("ID", ""), self.os_release.get("VERSION_ID", "")
+
+
+def _deleted(path: str, whiteouts: set[str], opaque: set[str]) -> bool:
+    if "" in opaque:
+        return True
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        ancestor = "/".join(parts[:depth])
+        if ancestor in whiteouts or (depth < len(parts) and ancestor in opaque):
+            return True
+    return False
+
+
+def _identity(package: Package) -> tuple:
+    return package.kind, package.name, package.version, package.arch
+
+
+def merge(layers: Sequence[tuple[Digest | None, LayerFacts]]) -> RootfsPackages:
+    """The packages of the filesystem the layers (bottom first) make."""
+    dbs: dict[str, list[Package]] = {}
+    os_release: dict[str, dict] = {}
+    since: dict[tuple, int] = {}
+    for position, (_, facts) in enumerate(layers):
+        whiteouts, opaque = set(facts.whiteouts), set(facts.opaque)
+        if whiteouts or opaque:
+            dbs = {path: found for path, found in dbs.items() if not _deleted(path, whiteouts, opaque)}
+            os_release = {path: f for path, f in os_release.items() if not _deleted(path, whiteouts, opaque)}
+        dbs.update(facts.dbs)
+        os_release.update(facts.os_release)
+        present = {_identity(p) for found in dbs.values() for p in found}
+        since = {ident: since.get(ident, position) for ident in present}
+    found = tuple(FoundPackage(p, layers[since[_identity(p)]][0])
+                  for path in sorted(dbs) for p in dbs[path])
+    release = os_release.get("etc/os-release") or os_release.get("usr/lib/os-release") or {}
+    return RootfsPackages(found, release)
+
+
+class LayerScanner:
+    """Reads layers' facts for one root: from the facts cache, else from
+    the layer's snapshot, else from its blob; and records what it read."""
+
+    def __init__(self, root, store, index, snapshots):
+        self._root, self._store, self._index, self._snapshots = root, store, index, snapshots
+        self.cache = FactsCache(index.path)
+        self._by_diff_id: dict[Digest, str] | None = None
+        self.read_layers = 0   # layers read from disk, not from the cache (for tests and timings)
+
+    @classmethod
+    def for_worker(cls, worker) -> "LayerScanner":
+        return cls(worker.root, worker.store, worker.index, worker.snapshots)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def refs_of_image(self, image: Image) -> list[LayerRef]:
+        """The image's layers, bottom first, with the snapshot the root
+        holds for each (base layers by chain ID, built ones by their
+        layer records), when it does."""
+        config = self._store.read_json(image.config.digest)
+        diff_ids = [Digest.parse(d) for d in config.get("rootfs", {}).get("diff_ids", [])]
+        refs = []
+        for position, (diff_id, blob) in enumerate(zip(diff_ids, image.layers)):
+            snapshot = self._index.get_base(Digest.parse(chain_id([str(d) for d in diff_ids[:position + 1]])))
+            refs.append(LayerRef(diff_id, blob, snapshot or self._built_snapshot(diff_id)))
+        return refs
+
+    def _built_snapshot(self, diff_id: Digest) -> str | None:
+        recipe = self._store.recipe(diff_id) if self._store.is_lazy(diff_id) else None
+        if recipe and recipe.get("kind") == "snapshot-tar":
+            return recipe["snapshot"]
+        if self._by_diff_id is None:
+            self._by_diff_id = {r.diff_id: r.snapshot for r in self._index.all_layers()}
+        return self._by_diff_id.get(diff_id)
+
+    def scan(self, refs: Sequence[LayerRef]) -> RootfsPackages:
+        # A shared lease, as a build holds: prune must not remove a
+        # snapshot while it is read.
+        with RootLock(self._root, exclusive=False, reentrant=True):
+            return merge([(ref.diff_id, self.facts(ref)) for ref in refs])
+
+    def facts(self, ref: LayerRef) -> LayerFacts:
+        if ref.diff_id is not None:
+            cached = self.cache.get(ref.diff_id)
+            if cached is not None:
+                return cached
+        facts = self._read(ref)
+        self.read_layers += 1
+        if ref.diff_id is not None:
+            self.cache.put(ref.diff_id, facts)
+        return facts
+
+    def _read(self, ref: LayerRef) -> LayerFacts:
+        if ref.snapshot is not None and self._snapshots.exists(ref.snapshot):
+            return facts_of_snapshot(self._snapshots.fs_path(ref.snapshot))
+        if ref.blob is None:
+            raise LayerUnreadable(f"sbom: layer {ref.diff_id or ref.snapshot}: neither its snapshot nor its blob is in the root")
+        if self._store.is_lazy(ref.blob.digest):
+            raise LayerUnreadable(f"sbom: layer {ref.blob.digest}: its snapshot is gone")
+        with self._store.open(ref.blob.digest) as raw:
+            return facts_of_tar(decompressing_reader(raw, Compression.of_media_type(ref.blob.media_type)))
