@@ -31,20 +31,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
-from builder.export.assemble import Assembler, ExportOptions
+from builder.export.assemble import ExportOptions
 from builder.remotecache.control import CacheControl
 from builder.context.dockerfile import read_dockerfile_at
-from builder.errors import PybuildError, StepFailed, translated_errors
+from builder.errors import PybuildError, translated_errors
 from builder.root.gc import auto_gc
 from builder.root.lock import RootLock
 from builder.image import Descriptor, Image
+from cache.digest import Digest
 from builder.export.layers import EarlyLayers, LayerMaker
-from builder.export.outputs import OutputSpec, parse_output
+from builder.export.outputs import OutputSpec, OutputType, parse_output
 from builder.solver.progress import BuildReporter
 from builder.registry.reference import Reference
 from builder.solver.secrets import parse_secrets, parse_ssh
 from builder.solver.session import BuildSession, SourceOptions, StepOptions
-from builder.solver.scheduler import Solver
 from builder.root.worker import Worker
 from frontend.ops import NetworkMode, Platform
 from runtime.limits import Limits
@@ -177,6 +177,11 @@ def build(request: BuildRequest | str | os.PathLike | None = None, /, *,
 
 
 def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildResult:
+    """One graph per target platform (builder/multiplatform.py), solved,
+    assembled and written: one image, or several forming an index."""
+    from contextlib import ExitStack
+
+    from builder import multiplatform as plans
     from builder.context.inputs import parse_build_contexts
 
     started = time.monotonic()
@@ -187,96 +192,94 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
     dockerfile_text = request.dockerfile_text
     if dockerfile_text is None:
         dockerfile_text = read_dockerfile_at(dockerfile_path)
-    if "," in (request.platform or ""):
-        from builder.multiplatform import build_platforms
-
-        platforms = _platforms(request.platform)
-        if len(platforms) > 1:
-            image, index, pushed, cached, executed = build_platforms(
-                request, platforms, reporter, observer, dockerfile_path, dockerfile_text, limits=_limits(request),
-                extra_hosts=parse_add_hosts(request.add_hosts), epoch=_epoch(request.build_args))
-            return BuildResult(image, tuple(str(Reference.parse(t)) for t in request.tags), cached, executed,
-                               time.monotonic() - started, pushed, index=index)
-        request = replace(request, platform=str(platforms[0]))
+    platforms = _platforms(request.platform) if request.platform else [Platform()]
+    several = len(platforms) > 1
     specs = [o if isinstance(o, OutputSpec) else parse_output(o) for o in request.outputs]
     tags = tuple(str(Reference.parse(t)) for t in request.tags)
     network = request.network
     if network not in ("host", "none", "default"):
         raise PybuildError(f"invalid --network {network!r}: expected default, host or none")
+    if several and any(spec.type is OutputType.DOCKER for spec in specs):
+        from builder.export.multi import DOCKER_REFUSAL
+
+        raise PybuildError(DOCKER_REFUSAL)
     limits = _limits(request)
     named_contexts = parse_build_contexts(request.build_contexts)
     extra_hosts = parse_add_hosts(request.add_hosts)
-    target_platform = parse_platform(request.platform)
-    cache_control = CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
-                                       explain=request.explain, cache_to=request.cache_to,
-                                       cache_from=request.cache_from)
+
+    def cache_control() -> CacheControl:  # each graph its own: it keeps the graph's forced steps
+        return CacheControl.parse(no_cache=request.no_cache, no_cache_filter=request.no_cache_filter,
+                                  explain=request.explain, cache_to=request.cache_to,
+                                  cache_from=request.cache_from)
+
+    cache_control()  # a bad --cache-to is reported before the root is opened
     build_args, target = dict(request.build_args or {}), request.target
+    defaults = ExportOptions(labels=tuple((request.labels or {}).items()),
+                             annotations=tuple((request.annotations or {}).items()),
+                             source_date_epoch=_epoch(build_args), squash=request.squash)
     # absolute from here on, as the CLI's (builder.config.resolve)
     worker = Worker.open(Path(os.path.abspath(request.root)) if request.root else None, request.isolation)
     lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
     try:
-        session = BuildSession.open(
-            worker, reporter,
-            SourceOptions(context_dir, dockerfile_path, target_platform, named_contexts, pull=request.pull,
-                          insecure_registries=tuple(request.insecure_registries),
-                          registry_hosts=request.registry_hosts),
-            StepOptions(NetworkMode(network), parse_secrets(request.secrets), limits=limits,
-                        size_limits=request.size_limits),
-            parse_ssh(request.ssh), observer)
-        early = None
-        try:
-            definition = session.convert(
-                dockerfile_text,
-                path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
-                build_args=build_args,
-                target=target,
-                explicit_platform=bool(request.platform),
-                extra_hosts=extra_hosts,
-            )
-            reporter.set_names(definition.metadata)
-            for warning in definition.warnings:
-                reporter.warning(str(warning))
-            for name in definition.unused_build_args:
-                reporter.warning(f"[UnusedBuildArg] build argument {name!r} was not consumed by any stage")
-            results = cache_control.prepare(definition, session, worker, reporter, str(target_platform))
+        with ExitStack() as held:
+            planned = []
+            for platform in platforms:
+                session = BuildSession.open(
+                    worker, reporter,
+                    SourceOptions(context_dir, dockerfile_path, platform, named_contexts, pull=request.pull,
+                                  insecure_registries=tuple(request.insecure_registries),
+                                  registry_hosts=request.registry_hosts),
+                    StepOptions(NetworkMode(network), parse_secrets(request.secrets), limits=limits,
+                                size_limits=request.size_limits),
+                    parse_ssh(request.ssh), observer)
+                held.callback(session.close)
+                planned.append(plans.convert(
+                    session, platform, cache_control(), dockerfile_text,
+                    path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
+                    build_args=build_args, target=target, explicit_platform=bool(request.platform),
+                    extra_hosts=extra_hosts, named=several))
+            reporter.set_names({v: meta for plan in reversed(planned) for v, meta in plan.definition.metadata.items()})
+            plans.show_warnings(planned, reporter)
             layers = LayerMaker(worker.store, worker.index, worker.snapshots)
-            # The default output is the local store: its layers are known
-            # (uncompressed, mtimes as they are) before the last step ends.
-            early = EarlyLayers(layers, _lineage(definition)) if not specs else None
-            solver = Solver(definition.graph, session.op_impls(definition), results, reporter,
-                            on_cancel=session.executor.cancel,
-                            on_result=early.step_done if early else lambda vertex, result: None)
-            try:
-                solution = solver.solve(definition.target, force=cache_control.force)
-            except StepFailed as failed:
-                meta = definition.metadata.get(failed.vertex)
-                if meta is None or meta.location is None:
-                    raise
-                raise failed.at(meta.location) from failed.cause  # the CLI shows those Dockerfile lines
-            cache_control.after_solve(definition, session, solution, reporter, build_args, target)
-            if observer is not None:
-                _observe_solution(observer, definition, solution, reporter)
-            created = session.results.created(solution.keys[definition.target])
+            # The default output of one platform is the local store: its
+            # layers are known (uncompressed, mtimes as they are) before the
+            # last step ends.
+            early = None
+            if not several and not specs:
+                early = EarlyLayers(layers, _lineage(planned[0].definition))
+                held.callback(early.close)  # first, on failure: stops a layer still being made
+            for plan in planned:
+                plan.solver_for(worker, reporter, early.step_done if early else None)
+            plans.solve(planned)
+            for plan in planned:
+                plan.control.after_solve(plan.definition, plan.session, plan.solution, reporter, build_args, target,
+                                         platform=str(plan.platform) if several else None)
+                if observer is not None:
+                    _observe_solution(observer, plan.definition, plan.solution, reporter)
             # One image per output's export options (builder.export.run).
-            assembler = Assembler(worker.store, layers,
-                                  definition.image, solution.result, created,
-                                  ExportOptions(labels=tuple((request.labels or {}).items()),
-                                                annotations=tuple((request.annotations or {}).items()),
-                                                source_date_epoch=_epoch(build_args), squash=request.squash),
-                                  snapshots=worker.snapshots, tmp=session.tmp)
-            assembler = cache_control.wrap_assembler(assembler, worker, solution, definition)
-            image, pushed = session.export(assembler, solution.result, tags, specs, request.push)
-            cache_control.export(session, worker, solution, definition, image, reporter)
-        finally:
-            if early is not None:
-                early.close()  # on failure: stops a layer still being made
-            session.close()
+            built = [plans.assembled(plan, worker, layers, defaults) for plan in planned]
+            index = None
+            if several:
+                from builder.export.multi import run_platform_outputs
+
+                index, image, pushed = run_platform_outputs(built, tags, specs, request.push)
+                images = [b.assembler.image() for b in built]
+                if observer is not None:
+                    _observe_index(observer, worker.store, index)
+            else:
+                image, pushed = planned[0].session.export(built[0].assembler, built[0].chain, tags, specs,
+                                                          request.push)
+                images = [image]
+            planned[0].control.export(planned[0].session, worker,
+                                      [(plan.solution, plan.definition, made) for plan, made in zip(planned, images)],
+                                      reporter)
         lease.release()
         auto_gc(worker, reporter, request.gc_policy)
     finally:
         lease.release()
         worker.close()
-    return BuildResult(image, tags, len(solution.cached), len(solution.executed), time.monotonic() - started, pushed)
+    return BuildResult(image, tags, sum(b.cached for b in built), sum(b.executed for b in built),
+                       time.monotonic() - started, pushed, index=index)
 
 
 def _lineage(definition) -> set[str]:
@@ -294,10 +297,19 @@ def _lineage(definition) -> set[str]:
 def _observe_solution(observer, definition, solution, reporter) -> None:
     from frontend import ops
 
-    observer.target_key = solution.keys[definition.target]
-    observer.steps = [[vertex, reporter.name_of(vertex)] for vertex in solution.keys]
+    observer.targets.append(solution.keys[definition.target])
+    known = {vertex for vertex, _ in observer.steps}  # a step every platform's graph has: once
+    observer.steps += [[vertex, reporter.name_of(vertex)] for vertex in solution.keys if vertex not in known]
     if any(isinstance(definition.op(v), (ops.HttpSource, ops.GitSource)) for v in solution.keys):
         observer.refuse()  # BuildKit asks the remote again on every build
+
+
+def _observe_index(observer, store, index: Descriptor) -> None:
+    """A replay answers with the index: each platform's manifest and
+    config must still be in the store, as the full build would make them."""
+    for entry in store.read_json(index.digest)["manifests"]:
+        observer.blobs.add(entry["digest"])
+        observer.blobs.add(store.read_json(Digest.parse(entry["digest"]))["config"]["digest"])
 
 
 def parse_add_hosts(values: Sequence[str]) -> tuple[tuple[str, str], ...]:

@@ -90,10 +90,12 @@ class CacheControl:
         return vertex in self._forced
 
     # after solving -----------------------------------------------------------
-    def after_solve(self, definition, session: BuildSession, solution, reporter, build_args, target
-                    ) -> dict[str, str]:
+    def after_solve(self, definition, session: BuildSession, solution, reporter, build_args, target,
+                    platform: str | None = None) -> dict[str, str]:
+        """Record the steps for --explain (and explain them when asked);
+        `platform`: one of several, each with its own record."""
         contexts = session.contexts
-        key = explaining.build_id(contexts.context_dir, contexts.dockerfile_path, target)
+        key = explaining.build_id(contexts.context_dir, contexts.dockerfile_path, target, platform)
         forced = {explaining.step_name(definition.metadata[v]): why
                   for v, why in self._forced.items() if v in definition.metadata}
         return explaining.report(definition, solution, session.index, contexts, reporter, build_args or {},
@@ -105,15 +107,18 @@ class CacheControl:
             return assembler
         return _InlineCacheAssembler(assembler, lambda image: self._exporter(worker, solution, definition, image))
 
-    def export(self, session: BuildSession, worker: Worker, solution, definition, image, reporter) -> None:
-        """Write every --cache-to but inline, reusing the image's layer blobs."""
+    def export(self, session: BuildSession, worker: Worker, solved, reporter) -> None:
+        """Write every --cache-to but inline, reusing the images' layer
+        blobs: one cache holding every platform's records, as BuildKit
+        exports each platform's result into the one cache manifest.
+        `solved`: (solution, definition, image) of each platform."""
         from builder.remotecache.exporter import export_cache
 
         specs = [s for s in self.cache_to if s.type is not CacheType.INLINE]
         if specs:
-            exporter = self._exporter(worker, solution, definition, image)
+            exporters = [self._exporter(worker, solution, definition, image) for solution, definition, image in solved]
             for spec in specs:
-                export_cache(spec, exporter, session, reporter)
+                export_cache(spec, exporters, session, reporter)
 
     @staticmethod
     def _exporter(worker: Worker, solution, definition, image):

@@ -62,8 +62,9 @@ class CacheExporter:
             self._by_snapshot[snapshot] = _cache_layer(self._layers.layer_for(snapshot, Compression.GZIP))
         return self._by_snapshot[snapshot]
 
-    def collect(self, mode: CacheMode) -> CacheConfig:
-        config = CacheConfig()
+    def collect(self, mode: CacheMode, config: CacheConfig | None = None) -> CacheConfig:
+        """This build's records, added to `config` (another platform's) when given."""
+        config = config if config is not None else CacheConfig()
         final = tuple(self._solution.result)
         index = self._worker.index
         for vertex, key in self._solution.keys.items():
@@ -81,7 +82,7 @@ class CacheExporter:
         base = self._worker.cache_mounts
         for name, cache_id in sorted(self._mount_dirs().items()):
             path = base / name
-            if not path.is_dir():
+            if name in config.mounts or not path.is_dir():  # another platform's graph used it too
                 continue
             waiting = None if reporter is None else (
                 lambda: reporter.message(f"waiting for cache mount {cache_id!r}: a step of another build holds it"))
@@ -153,12 +154,15 @@ def cache_manifest(store, config: CacheConfig) -> Image:
     return Image(manifest_desc, config_desc, layers)
 
 
-def export_cache(spec: CacheSpec, exporter: CacheExporter, session, reporter) -> None:
-    """One --cache-to (registry or local; inline is `with_inline_cache`)."""
+def export_cache(spec: CacheSpec, exporters: list[CacheExporter], session, reporter) -> None:
+    """One --cache-to (registry or local; inline is `with_inline_cache`):
+    one cache manifest whose config holds every exporter's (platform's) records."""
     store = session.store
-    config = exporter.collect(spec.mode)
-    if spec.cache_mounts:
-        exporter.add_cache_mounts(config, store, session.tmp, reporter)
+    config = CacheConfig()
+    for exporter in exporters:
+        exporter.collect(spec.mode, config)
+        if spec.cache_mounts:
+            exporter.add_cache_mounts(config, store, session.tmp, reporter)
     artifact = cache_manifest(store, config)
     if spec.type is CacheType.REGISTRY:
         ref = Reference.parse(spec.ref)

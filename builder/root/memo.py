@@ -64,12 +64,13 @@ import os
 import re
 import stat
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-MEMO_VERSION = 2
+MEMO_VERSION = 3
 NO_MEMO_ENV = "PYBUILD_NO_MEMO"
 RACY_NS = 100_000_000
 RACY_COARSE_NS = 2_000_000_000
@@ -174,8 +175,23 @@ class Observer:
         self.blobs: set[str] = set()  # each base's manifest and config: a full build reads them
         self.eligible = True
         self.refused_because: str | None = None
-        self.target_key: str | None = None  # the one result a cached build looks up
+        # The results a cached build looks up: its target's, one per platform
+        # (a memo keyed by the command line, --platform included, is never
+        # answered with another platform's result).
+        self.targets: list[str] = []
         self.steps: list[list[str]] = []  # [vertex, name], in the solver's order
+        # The platforms of a build for several are solved on threads at once,
+        # each reading the context: a path is noted by one at a time.
+        self._noting = threading.Lock()
+
+    @property
+    def target_key(self) -> str | None:
+        """The target's result of a build for one platform."""
+        return self.targets[0] if len(self.targets) == 1 else None
+
+    @target_key.setter
+    def target_key(self, key: str) -> None:
+        self.targets = [key]
 
     def refuse(self, why: str = "the build depends on something a memo cannot check") -> None:
         if self.eligible:
@@ -183,15 +199,16 @@ class Observer:
 
     def _note(self, path: str, full: bool, st: os.stat_result | None = None, *, given: bool = False,
               read_ns: int | None = None) -> None:
-        known = self.paths.get(path)
-        if known is not None and (known[0] or not full):
-            return  # already held at least as closely; the end of the build checks it again
-        try:
-            if not given:
-                st = _lstat(path)
-            self.paths[path] = (full, _print(st, path, full), read_ns or time.time_ns())
-        except Exception as exc:  # noqa: BLE001 - a memo is only a shortcut
-            self.refuse(f"cannot read {path}: {exc}")
+        with self._noting:
+            known = self.paths.get(path)
+            if known is not None and (known[0] or not full):
+                return  # already held at least as closely; the end of the build checks it again
+            try:
+                if not given:
+                    st = _lstat(path)
+                self.paths[path] = (full, _print(st, path, full), read_ns or time.time_ns())
+            except Exception as exc:  # noqa: BLE001 - a memo is only a shortcut
+                self.refuse(f"cannot read {path}: {exc}")
 
     def saw(self, path, st: os.stat_result | None) -> None:
         """An entry the build listed, with the lstat it took."""
@@ -335,7 +352,7 @@ def record(root: Path, argv: list[str], observer: Observer, answer: Answer, *, d
 def _record(root: Path, argv: list[str], observer: Observer, answer: Answer) -> str | None:
     if not observer.eligible:
         return observer.refused_because
-    if observer.target_key is None:
+    if not observer.targets:
         return "the build named no target result"
     why = observer.unchanged_since()
     if why is not None:
@@ -344,7 +361,7 @@ def _record(root: Path, argv: list[str], observer: Observer, answer: Answer) -> 
         "version": MEMO_VERSION, "code": code_fingerprint(), "root": str(root), "config": answer.config_path,
         "progress": answer.progress, "quiet": answer.quiet, "iidfile": answer.iidfile,
         "secrets": list(answer.secrets), "ssh": list(answer.ssh), "image_id": answer.image_id,
-        "manifest": answer.manifest, "tags": list(answer.tags), "target": observer.target_key,
+        "manifest": answer.manifest, "tags": list(answer.tags), "targets": observer.targets,
         "resolved": [[ref, platform, digest] for (ref, platform), digest in sorted(observer.resolved.items())],
         "blobs": sorted(observer.blobs), "paths": observer.entries(), "steps": observer.steps,
         "warnings": list(answer.warnings),

@@ -56,13 +56,15 @@ def _store_agrees(root: Path, body: dict) -> bool:
         for tag in body["tags"]:
             if str(index.get_image(tag)) != body["manifest"]:
                 return False
-        # As the solver does for a cached build: one lookup, of the target's
-        # key, whose snapshots must all be there (Snapshotter.exists, without
-        # importing the runtime: ~13 ms); and it counts as a use.
-        cached = index.get_result(body["target"])
-        if cached is None or not all((root / "snapshots" / s / "fs").is_dir() for s in cached.chain):
-            return False
-        index.touch_results([body["target"]])
+        # As the solver does for a cached build: one lookup per platform, of
+        # the target's key, whose snapshots must all be there
+        # (Snapshotter.exists, without importing the runtime: ~13 ms); and
+        # it counts as a use.
+        for target in body["targets"]:
+            cached = index.get_result(target)
+            if cached is None or not all((root / "snapshots" / s / "fs").is_dir() for s in cached.chain):
+                return False
+        index.touch_results(body["targets"])
     finally:
         index.close()
     return True

@@ -31,8 +31,11 @@ _PINNED = re.compile(r"@sha256:[0-9a-f]{64}")
 _MAX_LISTED = 3
 
 
-def build_id(context_dir, dockerfile_path, target: str | None) -> str:
-    text = "\0".join([os.path.abspath(context_dir), os.path.abspath(dockerfile_path), target or ""])
+def build_id(context_dir, dockerfile_path, target: str | None, platform: str | None = None) -> str:
+    """The record's id; a platform of a build for several has its own
+    (its steps are named with it)."""
+    parts = [os.path.abspath(context_dir), os.path.abspath(dockerfile_path), target or ""]
+    text = "\0".join(parts + ([platform] if platform else []))
     return "explain:" + hashlib.sha256(text.encode()).hexdigest()
 
 
