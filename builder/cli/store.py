@@ -35,15 +35,20 @@ def images(root, config_file, debug):
 @click.argument("image")
 @root_options
 def inspect(image, root, config_file, debug):
-    """Show an image's manifest and config as JSON.
+    """Show an image's manifest and config as JSON; of an index (a build
+    for several platforms), the index and each platform's image.
 
     \b
     Example:
       pybuild inspect app:latest
     """
-    from builder.root.images import find
+    from builder.root.images import find, find_index, index_summary
 
     def show(worker):
+        index = find_index(worker, image)
+        if index is not None:
+            click.echo(json.dumps(index_summary(worker, index), indent=2, sort_keys=True))
+            return
         stored = find(worker, image)
         click.echo(json.dumps({
             "Name": stored.name,
@@ -58,19 +63,22 @@ def inspect(image, root, config_file, debug):
 
 @click.command()
 @click.argument("image")
+@click.option("--platform", help="os/arch[/variant]: the image of an index to show (default: this host's).")
 @root_options
-def history(image, root, config_file, debug):
+def history(image, platform, root, config_file, debug):
     """Show the history of an image, newest first.
 
     \b
     Example:
-      pybuild history app
+      pybuild history --platform linux/arm64 app
     """
+    from builder.build import parse_platform
     from builder.root.images import find, history as image_history
 
     def show(worker):
+        stored = find(worker, image, parse_platform(platform) if platform else None)
         click.echo(f"{'CREATED':<30} {'CREATED BY':<60} {'SIZE':>10}  COMMENT")
-        for row in image_history(find(worker, image)):
+        for row in image_history(stored):
             created_by = row["created_by"].replace("\n", " ")
             if len(created_by) > 60:
                 created_by = created_by[:57] + "..."
@@ -84,7 +92,7 @@ def history(image, root, config_file, debug):
 @click.argument("target")
 @root_options
 def tag(source, target, root, config_file, debug):
-    """Give an image another name.
+    """Give an image (or a multi-platform index) another name.
 
     \b
     Example:
@@ -119,7 +127,9 @@ def rmi(names, root, config_file, debug):
 @insecure_option
 @root_options
 def push(name, insecure, root, config_file, debug):
-    """Push an image from the local store to its registry.
+    """Push an image from the local store to its registry; an index (a
+    build for several platforms) goes whole: each platform's image by
+    digest, then the index under the tag.
 
     \b
     Example:
@@ -127,14 +137,18 @@ def push(name, insecure, root, config_file, debug):
     """
     from builder.registry.client import RegistryClient
     from builder.registry.reference import Reference
-    from builder.root.images import compressed_for_push, find
+    from builder.root.images import compressed_for_push, find, find_index, index_for_push
 
     def send(worker):
-        stored = find(worker, name)
         ref = Reference.parse(name)
         hosts = load_settings(config_file, insecure=insecure).registry_hosts
-        image = compressed_for_push(worker, stored.image)
-        digest = RegistryClient(worker.store, hosts=hosts).push(ref, image)
+        client = RegistryClient(worker.store, hosts=hosts)
+        index = find_index(worker, name)
+        if index is not None:
+            images, descriptor = index_for_push(worker, index)
+            digest = client.push_index(ref, images, descriptor)
+        else:
+            digest = client.push(ref, compressed_for_push(worker, find(worker, name).image))
         click.echo(f"{ref}: digest: {digest}")
 
     with_worker(root, config_file, debug, send)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from builder.export.assemble import image_of_manifest, load_image, stored_manifest
 from builder.errors import PybuildError
-from builder.image import Image
+from builder.image import MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, Descriptor, Image, canonical_json
+from builder.registry.platforms import no_match, select_platform
 from builder.registry.reference import Reference
+from cache.digest import Digest
 from cache.errors import BlobNotFound
+from frontend.ops import Platform
 
 
 class ImageNotFound(PybuildError):
@@ -25,12 +29,27 @@ class StoredImage:
     manifest: dict
 
 
+@dataclass(frozen=True)
+class StoredIndex:
+    """An image index kept under a name: a build for several platforms."""
+
+    name: str
+    descriptor: Descriptor
+    body: dict
+
+    def image_entries(self) -> list[dict]:
+        """The index's entries that are image manifests (not nested indexes)."""
+        return [entry for entry in self.body.get("manifests") or []
+                if entry.get("mediaType", OCI_MANIFEST) in MANIFEST_TYPES]
+
+
 def _normalise(name: str) -> str:
     return str(Reference.parse(name))
 
 
-def find(worker, name: str) -> StoredImage:
-    """An image by name (`app`, `app:1`, a full name) or by ID prefix."""
+def _lookup(worker, name: str) -> tuple[str, Digest]:
+    """The name and stored digest (manifest or index) of an image given by
+    name (`app`, `app:1`, a full name) or by ID prefix."""
     digest = None
     try:
         digest = worker.index.get_image(_normalise(name))
@@ -45,12 +64,88 @@ def find(worker, name: str) -> StoredImage:
                 break
     if digest is None or not worker.store.has(digest):
         raise ImageNotFound(name)
+    return name, digest
+
+
+def find(worker, name: str, platform: Platform | None = None) -> StoredImage:
+    """An image by name or ID prefix; of an index, `platform`'s image (an
+    error naming the index's platforms when it has none), else this host's,
+    else its first."""
+    name, digest = _lookup(worker, name)
     try:
-        digest, manifest = stored_manifest(worker.store, digest)
-    except BlobNotFound:  # an index whose manifest for this host is gone
+        if platform is None:
+            digest, manifest = stored_manifest(worker.store, digest)
+        else:
+            digest, manifest = _platform_manifest(worker, name, digest, platform)
+    except BlobNotFound:  # an index whose manifest for this platform is gone
         raise ImageNotFound(name) from None
     image = image_of_manifest(manifest, digest, worker.store.size(digest))
     return StoredImage(name, image, worker.store.read_json(image.config.digest), manifest)
+
+
+def _platform_manifest(worker, name: str, digest: Digest, platform: Platform) -> tuple[Digest, dict]:
+    body = worker.store.read_json(digest)
+    if "manifests" in body and "config" not in body:
+        entries = body["manifests"] or []
+    else:  # one image: it must be of that platform (docker history --platform)
+        config = worker.store.read_json(Digest.parse(body["config"]["digest"]))
+        entries = [{"mediaType": body.get("mediaType", OCI_MANIFEST), "digest": str(digest), "size": 1,
+                    "platform": {key: config[key] for key in ("os", "architecture", "variant") if config.get(key)}}]
+    chosen = select_platform(entries, platform)
+    if chosen is None:
+        raise PybuildError(f"{name}: {no_match(entries, platform)}")
+    return chosen.digest, worker.store.read_json(chosen.digest)
+
+
+def find_index(worker, name: str) -> StoredIndex | None:
+    """The index a name (or ID prefix) keeps, or None when it keeps one image."""
+    name, digest = _lookup(worker, name)
+    data = worker.store.read_bytes(digest)
+    body = json.loads(data)
+    if "manifests" not in body or "config" in body:
+        return None
+    descriptor = Descriptor(body.get("mediaType") or OCI_INDEX, digest, len(data))
+    return StoredIndex(name, descriptor, body)
+
+
+def index_summary(worker, index: StoredIndex) -> dict:
+    """`pybuild inspect` of an index: the index itself, and for each image
+    it lists (as `docker buildx imagetools inspect` shows them) its
+    platform, digests, size and its config without the layer list."""
+    images = []
+    for entry in index.image_entries():
+        platform = entry.get("platform") or {}
+        row = {"Platform": "/".join(filter(None, (platform.get(k) for k in ("os", "architecture", "variant")))),
+               "Digest": entry["digest"], "MediaType": entry.get("mediaType", OCI_MANIFEST)}
+        digest = Digest.parse(entry["digest"])
+        if worker.store.has(digest):
+            image = image_of_manifest(worker.store.read_json(digest), digest, entry["size"])
+            config = worker.store.read_json(image.config.digest)
+            row.update({"Id": str(image.config.digest), "Size": sum(layer.size for layer in image.layers),
+                        "Config": {key: value for key, value in config.items() if key != "rootfs"}})
+        images.append(row)
+    return {"Name": index.name, "Digest": str(index.descriptor.digest), "MediaType": index.descriptor.media_type,
+            "Index": index.body, "Manifests": images}
+
+
+def index_for_push(worker, index: StoredIndex) -> tuple[list[Image], Descriptor]:
+    """The images of a stored index as a registry should get them
+    (compressed_for_push each) and the index listing them: the stored one
+    when no image changed, else one with the new manifests' digests, the
+    entries' platforms and annotations kept."""
+    images, entries, changed = [], [], False
+    for entry in index.body.get("manifests") or []:
+        if entry.get("mediaType", OCI_MANIFEST) not in MANIFEST_TYPES:
+            raise PybuildError(f"cannot push {index.name}: the index lists a nested index {entry['digest']}")
+        digest = Digest.parse(entry["digest"])
+        image = compressed_for_push(worker, image_of_manifest(worker.store.read_json(digest), digest, entry["size"]))
+        images.append(image)
+        changed = changed or image.manifest.digest != digest
+        entries.append(dict(entry, digest=str(image.manifest.digest), size=image.manifest.size))
+    if not changed:
+        return images, index.descriptor
+    data = canonical_json(dict(index.body, manifests=entries))
+    return images, Descriptor(index.descriptor.media_type, worker.store.put_bytes(data), len(data))
 
 
 def resolve_now(worker, registry, ref: Reference, platform: str):
@@ -65,9 +160,10 @@ def resolve_now(worker, registry, ref: Reference, platform: str):
 
 
 def tag(worker, source: str, target: str) -> str:
-    stored = find(worker, source)
+    """Another name for what `source` names: its image, or its whole index."""
+    _, digest = _lookup(worker, source)
     name = _normalise(target)
-    worker.index.put_image(name, stored.image.manifest.digest)
+    worker.index.put_image(name, digest)
     return name
 
 
@@ -115,7 +211,7 @@ def compressed_for_push(worker, image: Image) -> Image:
     ID, stays the same."""
 
     from builder.export.compression import Compression, compressing_writer
-    from builder.image import OCI_LAYER, DOCKER_LAYER, Descriptor, canonical_json
+    from builder.image import OCI_LAYER, DOCKER_LAYER
 
     if not any(layer.media_type in (OCI_LAYER, DOCKER_LAYER) for layer in image.layers):
         return image
