@@ -85,7 +85,7 @@ def purl(found: FoundPackage, distro: tuple[str, str]) -> str:
 
 def _spdx_id(*parts: str) -> str:
     # SPDX identifiers allow letters, digits, "." and "-" only.
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", "-".join(parts)).strip("-")
+    return "-".join(filter(None, (re.sub(r"[^A-Za-z0-9.-]+", "-", part).strip("-") for part in parts)))
 
 
 def _who(text: str) -> str:
