@@ -22,7 +22,8 @@ import pytest
 from e2e.test_emulation import emulator  # noqa: F401 (a fixture)
 from e2e.test_multiplatform import PLATFORMS, _platforms, pybuild
 from fixtures import leaks
-from fixtures.docker26 import docker26_multiplatform, start_docker26, stop_docker26  # noqa: F401 (a fixture)
+from fixtures.docker26 import (docker26_multiplatform, rawjson_statuses,  # noqa: F401 (a fixture)
+                               ran_steps, start_docker26, stop_docker26)
 from fixtures.tools import require_tools, trixie_tool
 
 pytestmark = pytest.mark.e2e
@@ -44,26 +45,8 @@ EXPECTED = {"amd64": ("x86_64\n", "built on x86_64 for amd64\n"),
             "arm64": ("aarch64\n", "built on x86_64 for arm64\n")}
 
 
-def _statuses(stream: str) -> list[dict]:
-    """Every vertex status of a rawjson progress stream: pybuild writes one
-    object a line, buildx indented objects one after another."""
-    decoder = json.JSONDecoder()
-    found, at = [], 0
-    while (at := stream.find("{", at)) >= 0:
-        try:
-            event, at = decoder.raw_decode(stream, at)
-        except ValueError:
-            at += 1
-            continue
-        found.extend(event.get("vertexes") or [])
-    return found
-
-
-def _ran(statuses: list[dict], needle: str) -> dict[str, str]:
-    """digest -> name of the steps naming `needle` that ran (a status that
-    completed them without saying cached)."""
-    return {v["digest"]: v["name"] for v in statuses
-            if needle in v["name"] and v.get("completed") and not v.get("cached")}
+def _ran(statuses: list[dict], needle: str) -> list[str]:
+    return [status["name"] for status in ran_steps(statuses, needle).values()]
 
 
 def _ran_then_cached(statuses: list[dict]) -> list[str]:
@@ -112,6 +95,16 @@ def _umoci_files(layout: Path, tag: str, into: Path) -> tuple[str, str]:
     return (into / "rootfs/arch").read_text(), (into / "rootfs/built").read_text()
 
 
+def _copied(ref: str, arch: str, tmp_path: Path) -> tuple[str, tuple[str, str]]:
+    """`skopeo copy --override-arch` of a pushed image into a layout of its
+    own, then umoci: the copied manifest's digest and its /arch and /built."""
+    layout = tmp_path / f"copied-{arch}"
+    _skopeo("copy", "--quiet", "--src-tls-verify=false", "--override-arch", arch, f"docker://{ref}",
+            f"oci:{layout}:{arch}")
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    return entry["digest"], _umoci_files(layout, arch, tmp_path / f"unpacked-{arch}")
+
+
 @pytest.mark.parametrize("kind, media_type", [("oci", OCI_INDEX), ("list", DOCKER_LIST)])
 def test_skopeo_copies_each_platform_out_of_the_pushed_index(pushed, kind, media_type, tmp_path):
     raw = json.loads(_skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{pushed[kind]}"))
@@ -119,13 +112,10 @@ def test_skopeo_copies_each_platform_out_of_the_pushed_index(pushed, kind, media
     assert _platforms(raw) == [("linux", "amd64"), ("linux", "arm64")]
     by_arch = {m["platform"]["architecture"]: m["digest"] for m in raw["manifests"]}
     for arch, files in EXPECTED.items():
-        _skopeo("copy", "--quiet", "--src-tls-verify=false", "--override-arch", arch,
-                f"docker://{pushed[kind]}", f"oci:{tmp_path / 'copied'}:{arch}")
-        index = json.loads((tmp_path / "copied/index.json").read_text())
-        entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == arch)
+        digest, copied = _copied(pushed[kind], arch, tmp_path)
         if kind == "oci":  # a manifest list's entries are converted to OCI manifests on the way
-            assert entry["digest"] == by_arch[arch]
-        assert _umoci_files(tmp_path / "copied", arch, tmp_path / f"unpacked-{arch}") == files
+            assert digest == by_arch[arch]
+        assert copied == files
 
 
 def test_umoci_unpacks_each_platform_of_the_oci_tar(pushed, tmp_path):
@@ -170,24 +160,25 @@ def test_docker26_pulls_and_runs_both_platforms(pushed, docker26_multiplatform, 
     assert docker.run("ps", "-a", "-q").stdout.split() == []
 
 
-def test_build_stage_runs_once_as_in_docker26(pushed, docker26_multiplatform, registry):  # noqa: F811
+def test_build_stage_runs_once_as_in_docker26(pushed, docker26_multiplatform, registry, tmp_path):  # noqa: F811
     docker = docker26_multiplatform
-    ours = _statuses(pushed["progress"])
+    ours = rawjson_statuses(pushed["progress"])
     theirs_ref = f"{registry.host}/clients:docker26"
     built = docker.run("buildx", "build", "--network", "host", "--platform", PLATFORMS, "--progress", "rawjson",
                        "--provenance=false", "-o", f"type=registry,name={theirs_ref}", str(pushed["context"]))
-    theirs = _statuses(built.stderr)
+    theirs = rawjson_statuses(built.stderr)
     # The build stage's RUN: one vertex, run once, for both platforms.
-    assert list(_ran(theirs, SHARED_RUN).values()) == [
+    assert _ran(theirs, SHARED_RUN) == [
         f'[linux/amd64 build 2/2] {CROSS.splitlines()[1]}'], theirs
-    assert list(_ran(ours, SHARED_RUN).values()) == list(_ran(theirs, SHARED_RUN).values())
+    assert _ran(ours, SHARED_RUN) == _ran(theirs, SHARED_RUN)
     # The same steps ran, by name: the two final stages' COPY and RUN too.
     steps = ("RUN ", "COPY ")
-    assert sorted(n for n in _ran(ours, "").values() if n.split("] ", 1)[-1].startswith(steps)) == \
-        sorted(n for n in _ran(theirs, "").values() if n.split("] ", 1)[-1].startswith(steps))
+    assert sorted(n for n in _ran(ours, "") if n.split("] ", 1)[-1].startswith(steps)) == \
+        sorted(n for n in _ran(theirs, "") if n.split("] ", 1)[-1].startswith(steps))
     # docker 26's images hold what pybuild's do.
     raw = json.loads(_skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{theirs_ref}"))
     assert _platforms(raw) == [("linux", "amd64"), ("linux", "arm64")]
+    assert {arch: _copied(theirs_ref, arch, tmp_path)[1] for arch in EXPECTED} == EXPECTED
     # Its progress reports a step that ran once, never again as cached.
     assert _ran_then_cached(theirs) == []
 
@@ -197,7 +188,7 @@ def test_build_stage_runs_once_as_in_docker26(pushed, docker26_multiplatform, re
     "each platform's whole graph, whose Solver finds those steps in the cache and reports them again as "
     "cached (same digest), once per platform; docker 26 reports such a step once"))
 def test_a_shared_step_that_ran_is_not_reported_cached_afterwards(pushed):
-    assert _ran_then_cached(_statuses(pushed["progress"])) == []
+    assert _ran_then_cached(rawjson_statuses(pushed["progress"])) == []
 
 
 def test_a_stopped_docker26_leaves_nothing(busybox_image):
