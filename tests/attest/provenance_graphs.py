@@ -1,0 +1,102 @@
+"""What the provenance tests share: a Dockerfile converted with the real
+frontend against the real registry fixture (the graph a build solves), a
+BuildRecord observed from it, and a git repository served by a real
+`git daemon` on loopback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.attest.record import BuildRecord, frontend_args
+from builder.registry.reference import Reference
+from builder.solver.resolver import RegistryAccess
+from cache.store import ContentStore
+from frontend.convert import convert
+from frontend.definition import Definition, ResolvedImage
+from frontend.ops import Platform
+
+
+def real_definition(dockerfile: str, store: ContentStore, *, build_args=None, platform: Platform = Platform(),
+                    target: str | None = None) -> Definition:
+    """The graph pybuild's build would solve, base images resolved against
+    the registry (loopback, plain HTTP) into `store`."""
+    access = RegistryAccess(store)  # a loopback registry is plain HTTP
+
+    def resolve(text: str, wanted: Platform) -> ResolvedImage:
+        ref = Reference.parse(text)
+        resolved = access.resolve(ref, str(wanted))
+        return ResolvedImage(str(ref), str(resolved.manifest.digest), resolved.config_json)
+
+    return convert(dockerfile, build_args=build_args or {}, resolve_image=resolve, platform=platform,
+                   target=target, explicit_platform=platform != Platform())
+
+
+def observed_record(dockerfile: str, store: ContentStore, *, build_args=None, platform: Platform = Platform(),
+                    **args) -> BuildRecord:
+    definition = real_definition(dockerfile, store, build_args=build_args, platform=platform)
+    record = BuildRecord(dockerfile=dockerfile.encode(), args=frontend_args(build_args=build_args or {}, **args))
+    record.observe_graph(definition)
+    record.finish()
+    return record
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def make_repository(path: Path, files: dict[str, str]) -> str:
+    """A repository at `path` (branch master) with `files` committed; its commit."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "master")
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "one")
+    return git(path, "rev-parse", "HEAD").strip()
+
+
+@dataclass
+class GitDaemon:
+    base: Path
+    port: int
+    process: subprocess.Popen
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_git_daemon(base: Path) -> GitDaemon:
+    """`git daemon` exporting the bare repositories under `base`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
+         f"--port={port}", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = GitDaemon(base, port, process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return daemon
+        time.sleep(0.05)
+    daemon.stop()
+    raise RuntimeError("git daemon did not answer")
