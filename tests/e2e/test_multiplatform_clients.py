@@ -185,9 +185,12 @@ def test_build_stage_runs_once_as_in_docker26(pushed, docker26_multiplatform, re
 
 @pytest.mark.xfail(strict=True, reason=(
     "builder/multiplatform.py: _solve_shared runs the steps every platform shares, then _solve_all solves "
-    "each platform's whole graph, whose Solver finds those steps in the cache and reports them again as "
-    "cached (same digest), once per platform; docker 26 reports such a step once"))
+    "each platform's whole graph; builder/solver/scheduler.py Solver.solve finds those steps in the cache and "
+    "calls reporter.planned(vertex, True) for them, so the shared reporter sends a cached status for a digest "
+    "it already reported as run, once per platform; docker 26 (BuildKit 0.13) reports such a step once"))
 def test_a_shared_step_that_ran_is_not_reported_cached_afterwards(pushed):
+    """What a user sees of it: plain progress prints the shared RUN's
+    `#2 DONE 0.1s`, then `#2 CACHED` once per platform."""
     assert _ran_then_cached(rawjson_statuses(pushed["progress"])) == []
 
 
