@@ -33,7 +33,12 @@ What a memo checks, all of which must hold, else the full build runs:
   would ask the registry);
 - each step's cache record still exists (so `pybuild prune` is honoured:
   a pruned step runs again, as it would without the memo), and the image
-  and its tags are still in the store.
+  and its tags are still in the store. A build for several platforms
+  (`--platform a,b`) has one target result per platform, each checked, and
+  its image is the index: every platform's manifest and config must still
+  be there too. The key holds the command line, so a memo of one
+  `--platform` never answers another's (nor the default's) command; were
+  they ever to share a tag, the tag check sends the other to its full build.
 
 A memo is written only when those checks are exact for this build:
 - every path is re-read at the end of the build and must be as it was
