@@ -91,24 +91,28 @@ def facts_of_snapshot(fs) -> LayerFacts:
     whiteout is a 0/0 character device, an opaque directory carries
     overlay's opaque xattr), as runtime.layer reads it to write its tar."""
     facts = LayerFacts()
-    _walk(os.fsdecode(fs), "", facts)
+    _walk(os.fsdecode(fs), facts)
     return facts.normalised()
 
 
-def _walk(top: str, prefix: str, facts: LayerFacts) -> None:
-    with os.scandir(top) as entries:
-        listed = list(entries)
-    for entry in listed:
-        path = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            if _is_opaque(entry.path):
-                facts.opaque.append(path)
-            _walk(entry.path, path + "/", facts)
-        elif entry.is_file(follow_symlinks=False):
-            if db_kind(path) is not None:
-                _read_db(entry, path, facts)
-        elif not entry.is_symlink() and is_whiteout(entry.stat(follow_symlinks=False)):
-            facts.whiteouts.append(path)
+def _walk(top: str, facts: LayerFacts) -> None:
+    # A stack, not recursion: a layer's depth is whatever its author chose.
+    pending = [(top, "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as entries:
+            listed = list(entries)
+        for entry in listed:
+            path = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if _is_opaque(entry.path):
+                    facts.opaque.append(path)
+                pending.append((entry.path, path + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                if db_kind(path) is not None:
+                    _read_db(entry, path, facts)
+            elif not entry.is_symlink() and is_whiteout(entry.stat(follow_symlinks=False)):
+                facts.whiteouts.append(path)
 
 
 def _is_opaque(path: str) -> bool:

@@ -89,10 +89,15 @@ def _spdx_id(*parts: str) -> str:
 
 
 def _who(text: str) -> str:
+    """A database's "Name <address>" as SPDX's "Person: Name (address)"
+    (dpkg and apk name people; a team reads as one)."""
+    text = " ".join(text.split())
     if not text:
         return _NOASSERTION
-    # An organisation's address names no person; dpkg and apk name people.
-    return f"Person: {' '.join(text.split())}"
+    match = re.fullmatch(r"(.*?)\s*<([^<>]*)>", text)
+    if match:
+        return f"Person: {match.group(1)} ({match.group(2)})" if match.group(1) else f"Person: ({match.group(2)})"
+    return f"Person: {text}"
 
 
 def _license(text: str) -> str:

@@ -11,6 +11,7 @@ top: BuildKit's "the layer which introduced it"."""
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -148,10 +149,17 @@ class LayerScanner:
 
     def _read(self, ref: LayerRef) -> LayerFacts:
         if ref.snapshot is not None and self._snapshots.exists(ref.snapshot):
-            return facts_of_snapshot(self._snapshots.fs_path(ref.snapshot))
+            try:
+                return facts_of_snapshot(self._snapshots.fs_path(ref.snapshot))
+            except OSError as exc:
+                raise LayerUnreadable(f"sbom: snapshot {ref.snapshot} of layer {ref.diff_id}: {exc}") from exc
         if ref.blob is None:
-            raise LayerUnreadable(f"sbom: layer {ref.diff_id or ref.snapshot}: neither its snapshot nor its blob is in the root")
+            raise LayerUnreadable(f"sbom: layer {ref.diff_id or ref.snapshot}: "
+                                  "neither its snapshot nor its blob is in the root")
         if self._store.is_lazy(ref.blob.digest):
             raise LayerUnreadable(f"sbom: layer {ref.blob.digest}: its snapshot is gone")
-        with self._store.open(ref.blob.digest) as raw:
-            return facts_of_tar(decompressing_reader(raw, Compression.of_media_type(ref.blob.media_type)))
+        try:
+            with self._store.open(ref.blob.digest) as raw:
+                return facts_of_tar(decompressing_reader(raw, Compression.of_media_type(ref.blob.media_type)))
+        except (tarfile.TarError, OSError) as exc:  # a damaged stream is DecompressionError already
+            raise LayerUnreadable(f"sbom: layer {ref.blob.digest} is not a readable layer tar: {exc}") from exc

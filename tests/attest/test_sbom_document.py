@@ -15,7 +15,7 @@ from attest.sbom_layers import (OS_RELEASE_DEBIAN, apk_installed, dist_info, dpk
                                 layer_tar, package_json)
 from builder.attest.layerfacts import facts_of_tar
 from builder.attest.sbom import purl, sbom_statement, sbom_statements, spdx_document
-from builder.attest.sbom_scan import LayerRef, LayerScanner, merge
+from builder.attest.sbom_scan import LayerRef, LayerScanner, LayerUnreadable, merge
 from builder.export.layers import extract_layer
 from builder.image import OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, Descriptor, Image, canonical_json
 from builder.root.worker import Worker
@@ -71,7 +71,7 @@ def test_the_document_describes_a_root_that_contains_each_package_with_its_layer
     assert libc["versionInfo"] == "2.36-9+deb12u4"
     assert libc["comment"] == f"layerID: {Digest.of_bytes(base)}"
     assert libc["sourceInfo"] == "acquired package info from DPKG DB: /var/lib/dpkg/status"
-    assert libc["supplier"] == "Person: Debian Maintainers <maint@debian.org>"
+    assert libc["supplier"] == "Person: Debian Maintainers (maint@debian.org)"
     assert libc["SPDXID"].startswith("SPDXRef-Package-deb-libc6-")
     foo = by_name["Foo_Bar"]
     assert foo["comment"] == f"layerID: {Digest.of_bytes(app)}"
@@ -170,3 +170,18 @@ def test_each_layer_is_read_once_and_a_new_top_layer_alone_is_read_again(tmp_pat
     versions = {f.package.name: f.package.version for f in second.packages}
     assert versions["left-pad"] == "1.3.1" and versions["libc6"] == "2.36-9+deb12u4"
     assert len(first.packages) == len(second.packages) == 6
+
+
+def test_a_layer_blob_that_is_not_a_tar_is_one_clear_error(tmp_path):
+    worker = Worker.open(tmp_path / "root")
+    try:
+        junk = b"this is no tar" * 100
+        blob = Descriptor(OCI_LAYER, worker.store.put_bytes(junk), len(junk))
+        scanner = LayerScanner.for_worker(worker)
+        with pytest.raises(LayerUnreadable, match=f"sbom: layer {blob.digest} is not a readable layer tar"):
+            scanner.scan([LayerRef(Digest.of_bytes(junk), blob)])
+        with pytest.raises(LayerUnreadable, match="neither its snapshot nor its blob"):
+            scanner.scan([LayerRef(Digest.of_bytes(b"gone"), None, "nosuchsnapshot")])
+        scanner.close()
+    finally:
+        worker.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import sys
 
 import pytest
 
@@ -135,3 +137,27 @@ def test_an_opaque_root_hides_everything_below(tmp_path):
 def test_files_that_are_not_databases_are_not_read(tmp_path, name):
     facts = facts_of_tar(io.BytesIO(layer_tar({name: dpkg_status(dpkg_paragraph("x", "1"))})))
     assert facts.dbs == {}
+
+
+def test_a_snapshot_deeper_than_the_recursion_limit_is_read(tmp_path):
+    fs = tmp_path / "deep"
+    fs.mkdir()
+    depth = sys.getrecursionlimit() + 100
+    fd = os.open(fs, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.makedirs(f"/proc/self/fd/{fd}/node_modules/deep", exist_ok=True)
+        with open(f"/proc/self/fd/{fd}/node_modules/deep/package.json", "wb") as file:
+            file.write(package_json("deep", "1.0.0"))
+    finally:
+        os.close(fd)
+    try:
+        facts = facts_of_snapshot(fs)
+        assert [p.name for found in facts.dbs.values() for p in found] == ["deep"]
+    finally:
+        for level in range(depth, -1, -1):  # shutil.rmtree recurses too
+            shutil.rmtree(fs / "/".join(["d"] * level), ignore_errors=level == 0)
