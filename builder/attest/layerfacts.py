@@ -73,6 +73,10 @@ def facts_of_tar(stream) -> LayerFacts:
     """The facts of an uncompressed layer tar read from `stream` (read once,
     front to back: a blob being decompressed, or a file)."""
     facts = LayerFacts()
+    # A hard link's data is its target's, read earlier in the stream: the
+    # databases' bytes are kept for a link between two of them (a layer
+    # writer archives the first name in full, as its snapshot shows both).
+    read: dict[str, bytes] = {}
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             path = _relative(member.name)
@@ -80,9 +84,15 @@ def facts_of_tar(stream) -> LayerFacts:
             if base == OPAQUE_MARKER:
                 facts.opaque.append(parent)
             elif base.startswith(WHITEOUT_PREFIX):
-                facts.whiteouts.append(f"{parent}/{base[len(WHITEOUT_PREFIX):]}" if parent else base[len(WHITEOUT_PREFIX):])
-            elif member.isreg() and member.size <= _MAX_DB_BYTES and db_kind(path) is not None:
-                facts.found(path, tar.extractfile(member).read())
+                name = base[len(WHITEOUT_PREFIX):]
+                facts.whiteouts.append(f"{parent}/{name}" if parent else name)
+            elif db_kind(path) is None:
+                continue
+            elif member.isreg() and member.size <= _MAX_DB_BYTES:
+                read[path] = tar.extractfile(member).read()
+                facts.found(path, read[path])
+            elif member.islnk() and _relative(member.linkname) in read:
+                facts.found(path, read[_relative(member.linkname)])
     return facts.normalised()
 
 

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import sys
+import tarfile
 
 import pytest
 
@@ -161,3 +162,21 @@ def test_a_snapshot_deeper_than_the_recursion_limit_is_read(tmp_path):
     finally:
         for level in range(depth, -1, -1):  # shutil.rmtree recurses too
             shutil.rmtree(fs / "/".join(["d"] * level), ignore_errors=level == 0)
+
+
+def test_a_database_hard_linked_to_another_is_read_from_the_tar_as_from_the_snapshot(tmp_path):
+    out = io.BytesIO()
+    metadata = dist_info("linked", "2.0")
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, link in [("a", tarfile.DIRTYPE, ""), ("a/x-2.0.dist-info", tarfile.DIRTYPE, ""),
+                                 ("a/x-2.0.dist-info/METADATA", tarfile.REGTYPE, ""),
+                                 ("b", tarfile.DIRTYPE, ""), ("b/x-2.0.dist-info", tarfile.DIRTYPE, ""),
+                                 ("b/x-2.0.dist-info/METADATA", tarfile.LNKTYPE, "a/x-2.0.dist-info/METADATA")]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode = kind, link, 0o755 if kind == tarfile.DIRTYPE else 0o644
+            if kind == tarfile.REGTYPE:
+                info.size = len(metadata)
+            tar.addfile(info, io.BytesIO(metadata) if kind == tarfile.REGTYPE else None)
+    facts = _both_ways(tmp_path, out.getvalue())
+    assert {path: [p.name for p in found] for path, found in facts.dbs.items()} == {
+        "a/x-2.0.dist-info/METADATA": ["linked"], "b/x-2.0.dist-info/METADATA": ["linked"]}
