@@ -238,7 +238,8 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
                     path=dockerfile_path.name if request.dockerfile is None else str(request.dockerfile),
                     build_args=build_args, target=target, explicit_platform=bool(request.platform),
                     extra_hosts=extra_hosts, named=several))
-            reporter.set_names({v: meta for plan in reversed(planned) for v, meta in plan.definition.metadata.items()})
+            plans.name_shared(planned)
+            reporter.set_names({v: meta for plan in planned for v, meta in plan.definition.metadata.items()})
             plans.show_warnings(planned, reporter)
             layers = LayerMaker(worker.store, worker.index, worker.snapshots)
             # The default output of one platform is the local store: its

@@ -74,6 +74,17 @@ def convert(session: BuildSession, platform: Platform, control: CacheControl, do
     return Plan(platform, session, definition, control)
 
 
+def name_shared(planned: list[Plan]) -> None:
+    """A step several platforms' graphs have (the same vertex) runs once and
+    is shown once: every graph names it as the first platform's does."""
+    first = planned[0].definition.metadata
+    for plan in planned[1:]:
+        own = plan.definition.metadata
+        if any(vertex in first for vertex in own):
+            plan.definition = replace(plan.definition, metadata={
+                vertex: first.get(vertex, meta) for vertex, meta in own.items()})
+
+
 def show_warnings(planned: list[Plan], reporter) -> None:
     """Each graph's warnings, once though several platforms' graphs find it."""
     shown: set[str] = set()
@@ -87,17 +98,19 @@ def show_warnings(planned: list[Plan], reporter) -> None:
         shown.update(texts)
 
 
-def solve(planned: list[Plan]) -> set[str]:
-    """Solve every plan (setting each one's `solution`); returns the steps
-    that ran before them, solved once for all (none for one platform)."""
+def solve(planned: list[Plan]) -> None:
+    """Solve every plan, setting each one's `solution`. The steps solved
+    once for all platforms count as the first platform's: they ran there
+    (its --explain says why), the others found them cached."""
     if len(planned) == 1:
         plan = planned[0]
         plan.solution = _solved(plan, plan.definition.target, plan.control.force)
-        return set()
+        return
     shared = _solve_shared(planned)
     for plan, solution in zip(planned, _solve_all(planned, shared)):
         plan.solution = solution
-    return shared
+    first = planned[0].solution
+    planned[0].solution = replace(first, cached=first.cached - shared, executed=first.executed | shared)
 
 
 def _solve_shared(planned: list[Plan]) -> set[str]:

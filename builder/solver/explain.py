@@ -43,11 +43,13 @@ def step_name(meta) -> str:
     return _PINNED.sub("", meta.name)
 
 
-_SLOT = re.compile(r"^\[(\S+) (\d+)/\d+\] (\S+)")
+_SLOT = re.compile(r"^\[(?:\S+/\S+ )?(\S+) (\d+)/\d+\] (\S+)")
 
 
 def _slot(name: str) -> str:
-    """"[stage-1 3/4] RUN echo 2" -> "stage-1 3 RUN": the step's place."""
+    """"[stage-1 3/4] RUN echo 2" -> "stage-1 3 RUN": the step's place (a
+    platform's name in a build for several, "[linux/arm64 stage-1 3/4]",
+    left out: each platform has a record of its own)."""
     match = _SLOT.match(name)
     return " ".join(match.groups()) if match else ""
 

@@ -126,21 +126,35 @@ def test_a_fresh_root_reuses_every_platforms_steps(exported, registry, kind, tmp
 def test_explain_names_each_platforms_steps(busybox_index, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nARG TARGETARCH\n"
-                                        "COPY ${TARGETARCH}.txt /own.txt\n")
+    (context / "Dockerfile").write_text(
+        f"FROM --platform=$BUILDPLATFORM {busybox_index.ref} AS tool\nARG TOOL\nRUN echo $TOOL > /tool\n"
+        f"FROM {busybox_index.ref}\nARG TARGETARCH\nCOPY ${{TARGETARCH}}.txt /own.txt\nCOPY --from=tool /tool /tool\n")
     (context / "amd64.txt").write_text("a\n")
     (context / "arm64.txt").write_text("b\n")
-    args = ("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"), "--progress", "plain",
-            "--explain", "-o", f"type=local,dest={tmp_path / 'out'}", str(context))
-    first = pybuild(*args, tmp_path=tmp_path)
-    assert "[linux/arm64 2/2] COPY arm64.txt /own.txt: rebuilt because this is the first build recorded" \
-        in first.stderr, first.stderr
-    assert "[linux/amd64 2/2] COPY amd64.txt /own.txt: rebuilt because" in first.stderr
+
+    def explained(tool: str) -> list[str]:
+        done = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"), "--progress", "plain",
+                       "--explain", "--build-arg", f"TOOL={tool}", "-o", f"type=local,dest={tmp_path / 'out'}",
+                       str(context), tmp_path=tmp_path)
+        return [line.split(" ", 1)[1] for line in done.stderr.splitlines() if "rebuilt because" in line]
+
+    first = explained("1")
+    assert "[linux/arm64 stage-1 2/3] COPY arm64.txt /own.txt: rebuilt because this is the first build recorded" \
+        in first, first
+    assert "[linux/amd64 stage-1 2/3] COPY amd64.txt /own.txt: rebuilt because this is the first build recorded" \
+        in first, first
     (context / "arm64.txt").write_text("B\n")
-    second = pybuild(*args, tmp_path=tmp_path)
-    explained = [line for line in second.stderr.splitlines() if "rebuilt because" in line]
-    assert len(explained) == 1, second.stderr
-    assert explained[0].endswith("[linux/arm64 2/2] COPY arm64.txt /own.txt: rebuilt because arm64.txt changed")
+    assert explained("1") == [
+        "[linux/arm64 stage-1 2/3] COPY arm64.txt /own.txt: rebuilt because arm64.txt changed",
+        "[linux/arm64 stage-1 3/3] COPY --from=tool /tool /tool: rebuilt because parent step "
+        "[linux/arm64 stage-1 2/3] COPY arm64.txt /own.txt changed"]
+    # The stage both platforms share runs once, is explained once, and has
+    # one name, the first platform's, in both platforms' explanations.
+    shared = "[linux/amd64 tool 2/2] RUN echo 2 > /tool"
+    assert explained("2") == [
+        f"{shared}: rebuilt because build arg TOOL changed",
+        f"[linux/amd64 stage-1 3/3] COPY --from=tool /tool /tool: rebuilt because parent step {shared} changed",
+        f"[linux/arm64 stage-1 3/3] COPY --from=tool /tool /tool: rebuilt because parent step {shared} changed"]
 
 
 def test_squash_squashes_each_platforms_image(busybox_index, tmp_path):
@@ -167,3 +181,22 @@ def test_squash_squashes_each_platforms_image(busybox_index, tmp_path):
         base = 1  # busybox: one layer per platform
         assert counts == ({"amd64": base + 1, "arm64": base + 1} if squash else
                           {"amd64": base + 2, "arm64": base + 2}), (squash, counts)
+
+
+def test_the_shared_stage_counts_once_among_the_executed_steps(busybox_index, tmp_path):
+    from builder.build import build
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    dockerfile = (f"FROM --platform=$BUILDPLATFORM {busybox_index.ref} AS tool\nRUN echo tool > /tool\n"
+                  f"FROM {busybox_index.ref}\nCOPY --from=tool /tool /tool\n")
+    first = build(context, dockerfile_text=dockerfile, platform=PLATFORMS, root=tmp_path / "root",
+                  outputs=[f"type=local,dest={tmp_path / 'out'}"])
+    alone = build(context, dockerfile_text=dockerfile, platform=PLATFORMS, root=tmp_path / "root",
+                  outputs=[f"type=local,dest={tmp_path / 'out2'}"], no_cache=True)
+    # --no-cache runs the RUN and COPY steps only: the RUN once, on this
+    # host, for both platforms, and each platform's COPY.
+    assert first.executed_steps >= alone.executed_steps == 1 + 2, (first, alone)
+    again = build(context, dockerfile_text=dockerfile, platform=PLATFORMS, root=tmp_path / "root",
+                  outputs=[f"type=local,dest={tmp_path / 'out3'}"])
+    assert again.executed_steps == 0
