@@ -151,6 +151,8 @@ def _config_source(record: BuildRecord) -> dict:
 def _build_config(record: BuildRecord) -> tuple[dict, dict]:
     """pybuild's ops as BuildKit's llbDefinition steps (`stepN`, inputs as
     `stepK:0`), the vertex ids mapped to them, and each step's Dockerfile lines."""
+    from frontend.ops import GitSource, HttpSource
+
     step_of = {vertex: f"step{n}" for n, (vertex, _, _) in enumerate(record.steps)}
     steps, locations = [], {}
     for vertex, op, location in record.steps:
@@ -159,7 +161,10 @@ def _build_config(record: BuildRecord) -> tuple[dict, dict]:
         if op.inputs:
             step["inputs"] = [f"{step_of[source]}:0" for source in op.inputs]
         steps.append(step)
-        if location is not None:
+        if isinstance(op, (HttpSource, GitSource)):
+            # docker 26 maps an ADD's URL or git source to no lines (the copy has them).
+            locations[step_of[vertex]] = {}
+        elif location is not None:
             ranges = [{"start": {"line": location.start}, "end": {"line": location.end}}]
             locations[step_of[vertex]] = {"locations": [{"ranges": ranges}]}
     return {"llbDefinition": steps, "digestMapping": {v: s for v, s in step_of.items()}}, locations
