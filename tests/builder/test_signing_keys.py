@@ -163,3 +163,17 @@ def test_cosigns_signature_verifies_and_a_changed_byte_does_not():
     assert not signature_matches(key, payload.replace(b"6035", b"6036"), COSIGN_SIGNATURE)
     assert not signature_matches(key, payload, "not base64!")
     assert not signature_matches(key, payload, "AAAA")
+
+
+def test_sec1_and_password_protected_pkcs8_keys():
+    key = ec.generate_private_key(ec.SECP256R1())
+    sec1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+    assert sec1.startswith(b"-----BEGIN EC PRIVATE KEY-----")
+    assert load_private_key(sec1, lambda: b"").private_numbers() == key.private_numbers()
+    protected = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"pkcs8-pw"))
+    assert protected.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert load_private_key(protected, lambda: b"pkcs8-pw").private_numbers() == key.private_numbers()
+    with pytest.raises(SigningError, match="cannot read the private key"):
+        load_private_key(protected, lambda: b"wrong")

@@ -11,7 +11,11 @@ the signatures of one test never meet another's.
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
+import termios
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,3 +278,37 @@ def test_signature_copied_to_another_repository_names_the_first(signing, tmp_pat
     ours = pybuild(tmp_path, "verify", "--key", signing.pub, copy)
     assert ours.returncode == 1
     assert f"the payload names {signing.registry}/sign/origin, not {signing.registry}/sign/copy" in ours.stderr
+
+
+def test_password_is_asked_on_a_terminal(signing, tmp_path):
+    """Without COSIGN_PASSWORD and with a terminal, the password is read
+    from it with echo off (getpass), as cosign asks."""
+    ref = signing.copy("sign/terminal")
+    controller, terminal = os.openpty()
+    # A session of its own: no /dev/tty to open, so getpass reads the terminal on stdin.
+    process = subprocess.Popen(["pybuild", "sign", "--key", signing.key, ref, "--root", str(tmp_path / "root")],
+                               stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tmp_path, env=pybuild_env(tmp_path), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while termios.tcgetattr(terminal)[3] & termios.ECHO:  # until getpass turns echo off
+            assert time.monotonic() < deadline and process.poll() is None, "the password was never asked"
+            time.sleep(0.05)
+        os.write(controller, f"{PASSWORD}\n".encode())
+        stdout, stderr = process.communicate(timeout=120)
+        echoed = b""
+        while select.select([controller], [], [], 0.2)[0]:
+            try:
+                echoed += os.read(controller, 1024)
+            except OSError:  # the terminal's other end is closed
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 0, stderr
+    assert "password" in stderr.lower()
+    assert PASSWORD.encode() not in echoed
+    assert cosign_verify(signing, tmp_path, signing.pub, ref).returncode == 0
