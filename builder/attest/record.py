@@ -128,7 +128,12 @@ class BuildRecord:
         self._lock = threading.Lock()
 
     # -- what the build reports -----------------------------------------------------
-    def add_image(self, ref: str, digest: Digest | str, platform: str = "") -> None:
+    def add_image(self, ref: str, digest: Digest | str | None, platform: str = "") -> None:
+        """A base image `ref` resolved to `digest` for `platform`. The first
+        report of a name and platform wins: the resolver's (an index's
+        digest for a multi-platform base, as BuildKit names it) is made
+        before the graph's pin of the platform's manifest is observed. With
+        no digest, the one pinned in `ref`."""
         from builder.registry.reference import Reference
 
         parsed = Reference.parse(ref)
@@ -191,7 +196,7 @@ class BuildRecord:
                       for vertex in order]
         for _, op, _ in self.steps:
             if isinstance(op, ops.ImageSource):
-                self.add_image(op.ref, None, _platform_text(op.platform))
+                self.add_image(op.ref, None, platform_text(op.platform))
             elif isinstance(op, ops.NamedLocalSource):  # the context is the constructor's
                 with self._lock:
                     self.locals.add(op.name)
@@ -279,8 +284,9 @@ def _inputs_first(definition: Definition, target: str) -> list[str]:
     return order
 
 
-def _platform_text(platform) -> str:
-    # containerd's Normalize drops arm64's v8, which BuildKit's materials show so.
+def platform_text(platform) -> str:
+    """A platform as BuildKit's materials show it: containerd's Normalize
+    drops arm64's v8."""
     text = str(platform)
     return text[:-3] if text.endswith("arm64/v8") else text
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.attest.record import BuildRecord, frontend_args
+from builder.attest.record import BuildRecord, frontend_args, platform_text
 from builder.registry.reference import Reference
 from builder.solver.resolver import RegistryAccess
 from cache.store import ContentStore
@@ -22,14 +22,19 @@ from frontend.ops import Platform
 
 
 def real_definition(dockerfile: str, store: ContentStore, *, build_args=None, platform: Platform = Platform(),
-                    target: str | None = None) -> Definition:
+                    target: str | None = None, record: BuildRecord | None = None) -> Definition:
     """The graph pybuild's build would solve, base images resolved against
-    the registry (loopback, plain HTTP) into `store`."""
+    the registry (loopback, plain HTTP) into `store`. With `record`, each
+    resolution is reported to it as the hook proposed for
+    builder/solver/resolver.py reports it: the digest the name resolved to
+    (an index's, for a multi-platform base) and the platform."""
     access = RegistryAccess(store)  # a loopback registry is plain HTTP
 
     def resolve(text: str, wanted: Platform) -> ResolvedImage:
         ref = Reference.parse(text)
         resolved = access.resolve(ref, str(wanted))
+        if record is not None:
+            record.add_image(str(ref), resolved.ref.digest, platform_text(wanted))
         return ResolvedImage(str(ref), str(resolved.manifest.digest), resolved.config_json)
 
     return convert(dockerfile, build_args=build_args or {}, resolve_image=resolve, platform=platform,
@@ -37,9 +42,12 @@ def real_definition(dockerfile: str, store: ContentStore, *, build_args=None, pl
 
 
 def observed_record(dockerfile: str, store: ContentStore, *, build_args=None, platform: Platform = Platform(),
-                    **args) -> BuildRecord:
-    definition = real_definition(dockerfile, store, build_args=build_args, platform=platform)
+                    reported: bool = True, **args) -> BuildRecord:
+    """The record of a build of `dockerfile`: its graph observed and, if
+    `reported`, its base images' resolutions reported as they happen."""
     record = BuildRecord(dockerfile=dockerfile.encode(), args=frontend_args(build_args=build_args or {}, **args))
+    definition = real_definition(dockerfile, store, build_args=build_args, platform=platform,
+                                 record=record if reported else None)
     record.observe_graph(definition)
     record.finish()
     return record

@@ -26,6 +26,7 @@ from cache.store import ContentStore
 from fixtures.docker26 import docker26_multiplatform  # noqa: F401 (a fixture)
 from fixtures.servers import LoopbackServer
 from fixtures.tools import require_tools
+from frontend.ops import Platform
 
 pytestmark = pytest.mark.e2e
 
@@ -189,3 +190,28 @@ def test_a_git_context_says_what_docker26_says(docker26_multiplatform, busybox_i
                                                                    "buildFinishedOn")} == \
         {k: v for k, v in other["metadata"].items() if k not in ("buildInvocationID", "buildStartedOn",
                                                                  "buildFinishedOn")}
+
+
+def test_a_multi_platform_build_says_what_docker26_says(docker26_multiplatform, busybox_index, registry,  # noqa: F811
+                                                        tmp_path):
+    require_tools("skopeo")
+    dockerfile = f"FROM {busybox_index.ref}\nCOPY Dockerfile /\n"
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context/Dockerfile").write_text(dockerfile)
+    ref = f"{registry.host}/oracle:two"
+    docker26_multiplatform.run("buildx", "build", "--platform", "linux/amd64,linux/arm64", "-t", ref, "--push",
+                               str(tmp_path / "context"))
+    index, their_store = _pulled(ref, tmp_path / "theirs")
+    attestations = attestations_by_subject(index)
+    images = [Descriptor.from_json(m) for m in index["manifests"] if m["platform"]["os"] == "linux"]
+    assert [image.platform["architecture"] for image in images] == ["amd64", "arm64"]
+    for image in images:
+        arch = image.platform["architecture"]
+        (statement,) = read_statements(their_store, attestations[str(image.digest)])
+        theirs = json.loads(statement.body)
+        record = observed_record(dockerfile, ContentStore(tmp_path / "ours"), platform=Platform("linux", arch))
+        ours = json.loads(provenance_statement(record, ProvenanceOptions(mode=ProvenanceMode.MIN), names=[ref],
+                                               manifest=image.digest, platform=f"linux/{arch}"))
+        _same_but_documented(ours, theirs)
+        # Both name the base by its index's digest, for this platform.
+        assert ours["predicate"]["materials"][0]["digest"] == {"sha256": busybox_index.digest.hex}
