@@ -4,8 +4,10 @@ https://spdx.dev/Document), as BuildKit attaches the one its syft-based
 scanner (docker/buildkit-syft-scanner) writes.
 
 What follows syft's SPDX conventions: the document describes a directory
-root package (BuildKit mounts the final stage at /run/src/core for the
-scanner, which names the document after it) that CONTAINS every package;
+root package that CONTAINS every package, named as BuildKit 0.13 has the
+scanner name it: it mounts the final stage at /run/src/core/sbom and each
+stage scan-stage=true scans at /run/src/extras/sbom-STAGE (measured with
+docker 26 and a generator image reporting its environment);
 package URLs as syft writes them (purl spec canonical form: qualifiers
 sorted, components percent-encoded); `sourceInfo` names the database;
 and the layer that introduced a package is the package's `comment`,
@@ -34,7 +36,8 @@ from cache.digest import Digest
 
 SPDX_PREDICATE = "https://spdx.dev/Document"
 INTOTO_STATEMENT = "https://in-toto.io/Statement/v0.1"
-CORE_NAME = "/run/src/core"
+CORE_NAME = "/run/src/core/sbom"
+STAGE_NAME = "/run/src/extras/sbom-{stage}"
 TOOL = "pybuild"
 _NOASSERTION = "NOASSERTION"
 
@@ -182,14 +185,15 @@ def sbom_statements(scanner: LayerScanner, image_or_layers, *, subject_digests: 
                     ) -> list[tuple[str, bytes]]:
     """The SBOM statements of an image (an `Image` in the store, or its
     layers as LayerRefs, bottom first), and with `stages` (name, layers)
-    of the build stages scan-stage=true scans too: one statement each, as
-    BuildKit's scanner writes one document per scanned target. Returns
-    (name, statement bytes), the image's first under "sbom", a stage's
-    under "sbom-STAGE"."""
+    of the build stages scan-stage=true scans too: one statement each, all
+    about the same subjects, as BuildKit 0.13 stores them (one in-toto
+    layer each in the attestation manifest, the image's first, then the
+    stages'). Returns (name, statement bytes), the image's under "sbom", a
+    stage's under "sbom-STAGE"."""
     out = [("sbom", statement(spdx_document(scanner.scan(_refs(scanner, image_or_layers)), epoch=epoch),
                               subject_digests))]
     for stage, layers in stages:
-        document = spdx_document(scanner.scan(list(layers)), name=f"/run/src/{stage}", epoch=epoch)
+        document = spdx_document(scanner.scan(list(layers)), name=STAGE_NAME.format(stage=stage), epoch=epoch)
         out.append((f"sbom-{stage}", statement(document, subject_digests)))
     return out
 

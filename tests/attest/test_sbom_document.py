@@ -61,10 +61,10 @@ def test_the_document_describes_a_root_that_contains_each_package_with_its_layer
     base, app = _debian_layers()
     document = spdx_document(_rootfs(base, app), epoch=EPOCH)
     assert (document["spdxVersion"], document["dataLicense"], document["SPDXID"], document["name"]) == (
-        "SPDX-2.3", "CC0-1.0", "SPDXRef-DOCUMENT", "/run/src/core")
+        "SPDX-2.3", "CC0-1.0", "SPDXRef-DOCUMENT", "/run/src/core/sbom")
     assert document["creationInfo"]["created"] == "2023-11-14T22:13:20Z"
     root, *packages = document["packages"]
-    assert root["SPDXID"] == "SPDXRef-DocumentRoot-Directory-run-src-core"
+    assert root["SPDXID"] == "SPDXRef-DocumentRoot-Directory-run-src-core-sbom"
     by_name = {p["name"]: p for p in packages}
     assert len(by_name) == 5 and len({p["SPDXID"] for p in packages}) == 5
     libc = by_name["libc6"]
@@ -120,7 +120,7 @@ def test_the_statement_is_reproducible_under_an_epoch_and_names_its_subjects(tmp
     assert json.loads(later)["predicate"]["documentNamespace"] != body["predicate"]["documentNamespace"]
     assert [name for name, _ in stages] == ["sbom", "sbom-build"]
     stage = json.loads(stages[1][1])["predicate"]
-    assert stage["name"] == "/run/src/build"
+    assert stage["name"] == "/run/src/extras/sbom-build"
     assert sorted(p["name"] for p in stage["packages"][1:]) == ["libc6", "login", "tzdata"]
 
 
