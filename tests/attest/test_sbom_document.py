@@ -172,6 +172,38 @@ def test_each_layer_is_read_once_and_a_new_top_layer_alone_is_read_again(tmp_pat
     assert len(first.packages) == len(second.packages) == 6
 
 
+def test_a_stage_known_by_its_snapshot_alone_is_read_each_time_and_names_no_layer(tmp_path):
+    base, _ = _debian_layers()
+    worker = Worker.open(tmp_path / "root")
+    try:
+        image = _put_image(worker, [base], gzipped=1)
+        scanner = LayerScanner.for_worker(worker)
+        snapshot = scanner.refs_of_image(image)[0].snapshot
+        stage = [LayerRef(snapshot=snapshot)]
+        found = [scanner.scan(stage) for _ in range(2)]
+        assert scanner.read_layers == 2
+        document = json.loads(sbom_statement(scanner, stage, subject_digests=[], epoch=EPOCH))["predicate"]
+        scanner.close()
+    finally:
+        worker.close()
+    assert [f.layer for f in found[1].packages] == [None, None, None]
+    assert all("comment" not in p for p in document["packages"])
+
+
+def test_the_facts_cache_forgets_the_layers_it_is_not_told_to_keep(tmp_path):
+    worker = Worker.open(tmp_path / "root")
+    try:
+        scanner = LayerScanner.for_worker(worker)
+        kept, dropped = Digest.of_bytes(b"kept"), Digest.of_bytes(b"dropped")
+        for diff_id in (kept, dropped):
+            scanner.cache.put(diff_id, facts_of_tar(io.BytesIO(layer_tar({"a": b"x"}))))
+        assert scanner.cache.forget({str(kept)}) == 1
+        assert scanner.cache.get(kept) is not None and scanner.cache.get(dropped) is None
+        scanner.close()
+    finally:
+        worker.close()
+
+
 def test_a_layer_blob_that_is_not_a_tar_is_one_clear_error(tmp_path):
     worker = Worker.open(tmp_path / "root")
     try:
