@@ -47,9 +47,9 @@ def signing_key(key_file: str):
 
 
 def _client(worker, config_file, insecure):
-    from builder.registry.client import RegistryClient
+    from builder.signing.store import origin_client
 
-    return RegistryClient(worker.store, hosts=load_settings(config_file, insecure=insecure).registry_hosts)
+    return origin_client(worker.store, load_settings(config_file, insecure=insecure).registry_hosts)
 
 
 @click.command()

@@ -14,11 +14,12 @@ and cosign has the same race.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from builder.errors import RegistryError
 from builder.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, canonical_json
 from builder.registry.client import RegistryClient
+from builder.registry.hosts import RegistryHosts
 from builder.registry.reference import Reference
 from builder.signing.payload import SIMPLE_SIGNING_TYPE
 from cache.digest import Digest
@@ -49,6 +50,13 @@ class SignatureImage:
 
     ref: Reference
     layers: tuple[Descriptor, ...]
+
+
+def origin_client(store: ContentStore, hosts: RegistryHosts) -> RegistryClient:
+    """A client for signatures: it reads the registry itself, never a pull
+    mirror, which may hold an older .sig image (a signature appended to it
+    would drop the ones added since) or hide a revoked one."""
+    return RegistryClient(store, hosts=replace(hosts, mirrors={}))
 
 
 def signature_ref(ref: Reference, digest: Digest) -> Reference:

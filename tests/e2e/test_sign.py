@@ -32,6 +32,7 @@ from cache.digest import Digest
 from cache.store import ContentStore
 from fixtures.busybox import skopeo_inspect
 from fixtures.pybuild import pybuild_env
+from fixtures.registry import remove_registry, start_registry
 from fixtures.tools import require_tools, trixie_tool
 
 pytestmark = pytest.mark.e2e
@@ -312,3 +313,33 @@ def test_password_is_asked_on_a_terminal(signing, tmp_path):
     assert "password" in stderr.lower()
     assert PASSWORD.encode() not in echoed
     assert cosign_verify(signing, tmp_path, signing.pub, ref).returncode == 0
+
+
+def test_signatures_are_read_from_the_registry_not_a_mirror(signing, tmp_path):
+    """A pull mirror holding an older .sig image: signing appends to the
+    registry's own (the signature added since stays), and verifying reads
+    the registry's."""
+    ref = signing.copy("sign/mirrored")
+    repository = ref.rsplit(":", 1)[0]
+    tag = f"sha256-{signing.digest.hex}.sig"
+    assert pybuild(tmp_path, "sign", "--key", signing.key, ref, COSIGN_PASSWORD=PASSWORD).returncode == 0
+    mirror = start_registry(tmp_path / "mirror")
+    try:
+        for name in ("1", tag):
+            subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                            "--preserve-digests", f"docker://{repository}:{name}",
+                            f"docker://{mirror.host}/sign/mirrored:{name}"], check=True, capture_output=True,
+                           timeout=120)
+        since, since_pub = plain_key(tmp_path, "since")
+        assert pybuild(tmp_path, "sign", "--key", since, ref).returncode == 0
+        config = tmp_path / "config.toml"
+        config.write_text(f'[registry."{signing.registry}"]\nmirrors = ["{mirror.host}"]\n')
+        latest, _ = plain_key(tmp_path, "latest")
+        signed = pybuild(tmp_path, "sign", "--key", latest, ref, "--config", str(config))
+        assert signed.returncode == 0, signed.stderr
+        assert len(sig_manifest(ref, signing.digest)["layers"]) == 3
+        verified = pybuild(tmp_path, "verify", "--key", since_pub, ref, "--config", str(config), root="verifier")
+        assert verified.returncode == 0, verified.stderr
+    finally:
+        remove_registry(mirror)
+    assert cosign_verify(signing, tmp_path, since_pub, ref).returncode == 0
