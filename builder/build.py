@@ -249,14 +249,15 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
             if not several and not specs:
                 early = EarlyLayers(layers, _lineage(planned[0].definition))
                 held.callback(early.close)  # first, on failure: stops a layer still being made
+            shown = plans.ShownOnce(reporter) if several else reporter
             for plan in planned:
-                plan.solver_for(worker, reporter, early.step_done if early else None)
+                plan.solver_for(worker, shown, early.step_done if early else None)
             plans.solve(planned)
             for plan in planned:
                 plan.control.after_solve(plan.definition, plan.session, plan.solution, reporter, build_args, target,
                                          platform=str(plan.platform) if several else None)
-                if observer is not None:
-                    _observe_solution(observer, plan.definition, plan.solution, reporter)
+            if observer is not None:
+                _observe_solutions(observer, planned, reporter)
             # One image per output's export options (builder.export.run).
             built = [plans.assembled(plan, worker, layers, defaults) for plan in planned]
             index = None
@@ -295,14 +296,21 @@ def _lineage(definition) -> set[str]:
         vertex = inputs[0]
 
 
-def _observe_solution(observer, definition, solution, reporter) -> None:
+def _observe_solutions(observer, planned, reporter) -> None:
+    """What a replay checks and shows: each platform's target result, and
+    the steps in a fixed order: those every platform's graph has first (a
+    build for several solves them first), then each platform's own."""
     from frontend import ops
 
-    observer.targets.append(solution.keys[definition.target])
-    known = {vertex for vertex, _ in observer.steps}  # a step every platform's graph has: once
-    observer.steps += [[vertex, reporter.name_of(vertex)] for vertex in solution.keys if vertex not in known]
-    if any(isinstance(definition.op(v), (ops.HttpSource, ops.GitSource)) for v in solution.keys):
-        observer.refuse()  # BuildKit asks the remote again on every build
+    solutions = [plan.solution for plan in planned]
+    observer.targets = [s.keys[plan.definition.target] for plan, s in zip(planned, solutions)]
+    everyone = set.intersection(*(set(s.keys) for s in solutions))
+    order = [v for v in solutions[0].keys if v in everyone]
+    order += [v for s in solutions for v in s.keys if v not in everyone]
+    observer.steps = [[vertex, reporter.name_of(vertex)] for vertex in dict.fromkeys(order)]
+    for plan, solution in zip(planned, solutions):
+        if any(isinstance(plan.definition.op(v), (ops.HttpSource, ops.GitSource)) for v in solution.keys):
+            observer.refuse()  # BuildKit asks the remote again on every build
 
 
 def _observe_index(observer, store, index: Descriptor) -> None:

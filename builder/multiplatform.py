@@ -13,6 +13,7 @@ with the platform, as BuildKit names them: `[linux/arm64 build 2/5] RUN make`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 
 from builder.errors import StepFailed
@@ -55,11 +56,40 @@ class Plan:
         return nx.ancestors(self.definition.graph, self.definition.target) | {self.definition.target}
 
     def solver_for(self, worker, reporter, on_result=None) -> Solver:
+        """`reporter`: one build's, or a ShownOnce for several platforms."""
         results = self.control.prepare(self.definition, self.session, worker, reporter, str(self.platform))
         self.solver = Solver(self.definition.graph, self.session.op_impls(self.definition), results, reporter,
                              on_cancel=self.session.executor.cancel,
                              on_result=on_result or (lambda vertex, result: None))
         return self.solver
+
+
+class ShownOnce:
+    """A build's reporter as the solvers of several platforms' graphs see
+    it: a step they share, once solved (or found cached), is not shown
+    again as each graph finds it cached, as BuildKit shows a vertex once."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._shown: set[str] = set()
+        self._lock = threading.Lock()  # the graphs are solved on threads at once
+
+    def _first(self, vertex: str) -> bool:
+        with self._lock:
+            first = vertex not in self._shown
+            self._shown.add(vertex)
+            return first
+
+    def planned(self, vertex: str, cached: bool) -> None:
+        if self._first(vertex):
+            self._inner.planned(vertex, cached)
+
+    def started(self, vertex: str) -> None:
+        self._first(vertex)
+        self._inner.started(vertex)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 def convert(session: BuildSession, platform: Platform, control: CacheControl, dockerfile_text: str, *,

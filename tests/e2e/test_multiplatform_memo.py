@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,7 +85,8 @@ def test_a_no_op_build_for_several_platforms_is_replayed(here, busybox_index, ca
     context = _context(here, f"FROM {busybox_index.ref}\nARG TARGETARCH\nCOPY ${{TARGETARCH}}.txt /own.txt\n",
                        {"amd64.txt": "for amd64\n", "arm64.txt": "for arm64\n"})
     root = here / "root"
-    command = ["build", "--platform", PLATFORMS, "--root", str(root), "-t", "multi", str(context)]
+    command = ["build", "--platform", PLATFORMS, "--root", str(root), "--progress=plain", "-t", "multi",
+               str(context)]
     first = pybuild(*command, tmp_path=here)
     memos = _memos(root)
     assert len(memos) == 1, first.stderr
@@ -93,6 +97,17 @@ def test_a_no_op_build_for_several_platforms_is_replayed(here, busybox_index, ca
     assert replay(command) == 0
     replayed = capsys.readouterr().err
     assert "[linux/arm64 2/2] COPY arm64.txt /own.txt" in replayed and "[linux/amd64 2/2] COPY amd64.txt" in replayed
+    # What the full cached build prints (the CLI module never reads a memo).
+    full = subprocess.run([sys.executable, "-m", "builder.cli", *command], capture_output=True, text=True,
+                          env=os.environ, timeout=300)
+    assert full.returncode == 0, full.stderr
+    # Each step once, CACHED; the platforms' graphs are solved at once, so
+    # the full build's numbering follows whichever thread came first.
+    assert sorted(re.findall(r"^#\d+ (\[.*)$", replayed, re.M)) == sorted(re.findall(r"^#\d+ (\[.*)$", full.stderr,
+                                                                                       re.M))
+    assert replayed.count(" CACHED") == full.stderr.count(" CACHED") == 5  # the context, 2 FROM, 2 COPY
+    written = re.compile(r"writing image (sha256:[0-9a-f]{64}) done")
+    assert written.search(replayed).group(1) == written.search(full.stderr).group(1)
     index = json.loads((root / "content" / "blobs" / "sha256" / body["manifest"].split(":")[1]).read_bytes())
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
 
