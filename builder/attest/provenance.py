@@ -17,8 +17,9 @@ Measured against docker 26 (BuildKit 0.13), v0.2:
   ignores SOURCE_DATE_EPOCH there (it shows up as build-arg:SOURCE_DATE_EPOCH).
 
 Where pybuild differs, on purpose (docs/ to say so): with
-SOURCE_DATE_EPOCH both timestamps are that time, so that a reproducible
-build gives a reproducible provenance body; a local context's configSource
+SOURCE_DATE_EPOCH both timestamps are that time and the invocation id is
+derived from the build's inputs, so that a reproducible build gives the
+same provenance bytes (and attestation and index digests); a local context's configSource
 carries the Dockerfile's sha256 (BuildKit names no digest for it);
 buildConfig lists pybuild's own ops (their canonical form, type tags
 `pybuild.*`), not LLB, and the source map holds the Dockerfile text alone.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 from typing import Iterable, Mapping
 
 from builder.attest.options import ProvenanceMode, ProvenanceOptions, SlsaVersion
@@ -44,6 +46,7 @@ BUILD_TYPE_V1 = "https://github.com/moby/buildkit/blob/master/docs/attestations/
 METADATA_KEY = "https://mobyproject.org/buildkit@v1#metadata"
 HERMETIC_KEY = "https://mobyproject.org/buildkit@v1#hermetic"
 _MIN_DROPPED = ("build-arg:", "label:")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def predicate_type(options: ProvenanceOptions) -> str:
@@ -106,10 +109,11 @@ def _v0_2(record: BuildRecord, options: ProvenanceOptions, epoch: int | None) ->
         body["buildConfig"] = config
         buildkit["source"] = {"locations": locations, "infos": [_source_info(record)]}
     complete = record.materials_complete
-    started, finished = record.started_ns, record.finished_ns
+    started, finished, invocation = record.started_ns, record.finished_ns, record.invocation_id
     if epoch is not None:
         started = finished = epoch * 1_000_000_000
-    metadata: dict = {"buildInvocationID": record.invocation_id, "buildStartedOn": _time(started)}
+        invocation = _reproducible_id(body, buildkit, epoch)
+    metadata: dict = {"buildInvocationID": invocation, "buildStartedOn": _time(started)}
     if finished is not None:
         metadata["buildFinishedOn"] = _time(finished)
     metadata.update({
@@ -173,6 +177,20 @@ def _build_config(record: BuildRecord) -> tuple[dict, dict]:
 def _source_info(record: BuildRecord) -> dict:
     return {"filename": record.config_source.entry_point or "Dockerfile", "language": "Dockerfile",
             "data": base64.b64encode(record.dockerfile).decode("ascii")}
+
+
+def _reproducible_id(body: dict, buildkit: dict, epoch: int) -> str:
+    """Under SOURCE_DATE_EPOCH, an invocation id that the build's inputs
+    decide (25 base-36 characters, as BuildKit's random ones), so that the
+    same build gives the same provenance, attestation and index digests.
+    Only what the predicate shows goes in: min mode's hidden build args
+    cannot be guessed back from the id."""
+    number = int.from_bytes(hashlib.sha256(canonical_json([body, buildkit, epoch])).digest(), "big")
+    characters = []
+    for _ in range(25):
+        number, rest = divmod(number, 36)
+        characters.append(_BASE36[rest])
+    return "".join(characters)
 
 
 def _time(ns: int) -> str:

@@ -161,10 +161,26 @@ def test_a_multi_platform_base_is_named_by_its_index_for_the_platform(busybox_in
     assert material["digest"] == {"sha256": busybox_index.arm64.hex}
 
 
-def test_source_date_epoch_sets_both_timestamps(busybox_image, store):
-    record = observed_record(f"FROM {busybox_image.ref}\n", store)
-    metadata = _statement(record, MIN, epoch=1700000000)["predicate"]["metadata"]
+def test_source_date_epoch_makes_the_provenance_reproducible(busybox_image, store):
+    dockerfile = f"FROM {busybox_image.ref}\nRUN true\n"
+    first, again = (observed_record(dockerfile, store) for _ in range(2))
+    assert first.invocation_id != again.invocation_id and first.started_ns != again.started_ns
+    metadata = _statement(first, MAX, epoch=1700000000)["predicate"]["metadata"]
     assert metadata["buildStartedOn"] == metadata["buildFinishedOn"] == "2023-11-14T22:13:20Z"
+    assert len(metadata["buildInvocationID"]) == 25 and metadata["buildInvocationID"] != first.invocation_id
+    same = [provenance_statement(r, options, names=["a:1"], manifest=SUBJECT, platform="linux/amd64", epoch=1700000000)
+            for options in (MIN, MAX) for r in (first, again)]
+    assert same[0] == same[1] and same[2] == same[3]
+    # Another epoch or another input is another invocation.
+    other = provenance_predicate(first, MIN, epoch=1700000001)["metadata"]["buildInvocationID"]
+    assert other != json.loads(same[0])["predicate"]["metadata"]["buildInvocationID"]
+    # The id is a digest of what the predicate shows, nothing more: min,
+    # which hides build args, does not let their values be guessed from it.
+    changed = observed_record(dockerfile, store, build_args={"X": "1"})
+    ids = {options.mode: json.loads(body)["predicate"]["metadata"]["buildInvocationID"]
+           for options, body in ((MIN, same[0]), (MAX, same[2]))}
+    assert provenance_predicate(changed, MAX, epoch=1700000000)["metadata"]["buildInvocationID"] != ids[MAX.mode]
+    assert provenance_predicate(changed, MIN, epoch=1700000000)["metadata"]["buildInvocationID"] == ids[MIN.mode]
     record = BuildRecord(dockerfile=b"FROM scratch\n", started_ns=1700000000_250000000)
     record.finish(1700000001_000000500)
     metadata = provenance_predicate(record, MIN)["metadata"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ ADDED = b"added over http\n"
 METADATA = "https://mobyproject.org/buildkit@v1#metadata"
 
 
-class _File(__import__("http.server").server.BaseHTTPRequestHandler):
+class _File(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
