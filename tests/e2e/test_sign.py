@@ -343,3 +343,25 @@ def test_signatures_are_read_from_the_registry_not_a_mirror(signing, tmp_path):
     finally:
         remove_registry(mirror)
     assert cosign_verify(signing, tmp_path, since_pub, ref).returncode == 0
+
+
+def test_sign_and_verify_with_token_auth(signing, token_registry, auth_registry, tmp_path):
+    """Credentials of `pybuild login` reach the registry's token server for
+    the push scope signing needs; cosign, reading the same docker config,
+    verifies the signature."""
+    token_reg, _ = token_registry
+    user, password = auth_registry.username, auth_registry.password
+    ref = f"{token_reg.host}/sign/protected:1"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "--preserve-digests", "--dest-creds", f"{user}:{password}", f"docker://{signing.built}",
+                    f"docker://{ref}"], check=True, capture_output=True, timeout=120)
+    anonymous = pybuild(tmp_path, "sign", "--key", signing.key, ref, COSIGN_PASSWORD=PASSWORD)
+    assert anonymous.returncode == 1 and "unauthorized" in anonymous.stderr and "Traceback" not in anonymous.stderr
+    login = subprocess.run(["pybuild", "login", token_reg.host, "-u", user, "--password-stdin"], input=password,
+                           capture_output=True, text=True, timeout=60, env=pybuild_env(tmp_path))
+    assert login.returncode == 0, login.stderr
+    signed = pybuild(tmp_path, "sign", "--key", signing.key, ref, COSIGN_PASSWORD=PASSWORD)
+    assert signed.returncode == 0, signed.stderr
+    verified = pybuild(tmp_path, "verify", "--key", signing.pub, ref, root="verifier")
+    assert verified.returncode == 0, verified.stderr
+    assert cosign_verify(signing, tmp_path, signing.pub, ref).returncode == 0
