@@ -85,11 +85,10 @@ def test_the_document_describes_a_root_that_contains_each_package_with_its_layer
 
 
 def test_the_document_is_valid_spdx_2_3():
-    spdx_tools = pytest.importorskip("spdx_tools", reason="spdx-tools (SPDX's validator, PyPI) is not installed")
+    # spdx-tools is a test dependency (pyproject): missing, this fails.
     from spdx_tools.spdx.parser.jsonlikedict.json_like_dict_parser import JsonLikeDictParser
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-    assert spdx_tools
     base, app = _debian_layers()
     parsed = JsonLikeDictParser().parse(spdx_document(_rootfs(base, app), epoch=EPOCH))
     assert validate_full_spdx_document(parsed, "SPDX-2.3") == []
