@@ -65,20 +65,25 @@ class Plan:
 
 
 class ShownOnce:
-    """A build's reporter as the solvers of several platforms' graphs see
-    it: a step they share, once solved (or found cached), is not shown
-    again as each graph finds it cached, as BuildKit shows a vertex once."""
+    """A build's reporter as several platforms' graphs see it: a step they
+    share, once solved (or found cached), is not shown again as each graph
+    finds it cached, as BuildKit shows a vertex once; nor a warning each
+    graph gives (a --cache-from that cannot be read, read for each)."""
 
     def __init__(self, inner):
         self._inner = inner
         self._shown: set[str] = set()
         self._lock = threading.Lock()  # the graphs are solved on threads at once
 
-    def _first(self, vertex: str) -> bool:
+    def _first(self, what: str) -> bool:
         with self._lock:
-            first = vertex not in self._shown
-            self._shown.add(vertex)
+            first = what not in self._shown
+            self._shown.add(what)
             return first
+
+    def warning(self, text: str) -> None:
+        if self._first("warning:" + text):
+            self._inner.warning(text)
 
     def planned(self, vertex: str, cached: bool) -> None:
         if self._first(vertex):

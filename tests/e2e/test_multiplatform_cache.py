@@ -200,3 +200,38 @@ def test_the_shared_stage_counts_once_among_the_executed_steps(busybox_index, tm
     again = build(context, dockerfile_text=dockerfile, platform=PLATFORMS, root=tmp_path / "root",
                   outputs=[f"type=local,dest={tmp_path / 'out3'}"])
     assert again.executed_steps == 0
+
+
+def test_a_cache_that_cannot_be_read_is_one_warning(busybox_index, registry, tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nARG TARGETARCH\nCOPY Dockerfile /$TARGETARCH\n")
+    done = pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"), "--progress", "plain",
+                   "--cache-from", f"type=registry,ref={registry.host}/nothing:here",
+                   "--cache-from", f"type=local,src={tmp_path / 'absent'}",
+                   "-o", f"type=local,dest={tmp_path / 'out'}", str(context), tmp_path=tmp_path)
+    warned = [line for line in done.stderr.splitlines() if "failed to import cache" in line]
+    assert len(warned) == 2 and "nothing:here" in warned[0] and "absent" in warned[1], done.stderr
+    assert (tmp_path / "out" / "linux_arm64" / "arm64").is_file()
+
+
+def test_a_cache_mount_both_platforms_use_is_exported_once(emulator, busybox_index, tmp_path):  # noqa: F811
+    import gzip
+    import io
+    import tarfile
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nARG TARGETARCH\n"
+                                        "RUN --mount=type=cache,id=shared,target=/c echo $TARGETARCH > /c/$TARGETARCH\n")
+    dest = tmp_path / "cachedir"
+    pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "root"),
+            "--cache-to", f"type=local,dest={dest},mode=max,cache-mounts=true",
+            "-o", f"type=local,dest={tmp_path / 'out'}", str(context), tmp_path=tmp_path)
+    read = Layout(dest)
+    top = json.loads(read.files["index.json"])["manifests"][0]
+    config = read.json(read.json(top["digest"])["config"]["digest"])
+    mounts = [layer for layer in config["layers"] if "cache.mount" in layer["mediaType"]]
+    assert len(mounts) == 1 and len(config["cacheMounts"]) == 1, config
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(read.blob(mounts[0]["digest"])))) as tar:
+        assert {name.lstrip("./") for name in tar.getnames()} >= {"amd64", "arm64"}
