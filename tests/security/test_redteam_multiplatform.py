@@ -261,6 +261,40 @@ def test_a_platform_missing_from_the_base_is_one_error_and_writes_nothing(regist
     _root_is_clean(root)
 
 
+
+def test_the_memo_of_a_single_platform_build_knows_the_index_replaced_its_tag(tmp_path):
+    """`-t app` built for one platform (its no-op memo written), then for
+    two (app names the index), then for one again: the last must name the
+    single image again, as a full build does, not replay the memo."""
+    import time
+
+    from cache.index import Index
+
+    context = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
+    time.sleep(0.3)  # older than the memo's racy window
+    root = tmp_path / "root"
+    single = ["build", "--root", str(root), "-t", "app", str(context)]
+    for _ in range(2):
+        done = pybuild(*single, tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert list((root / "memo").iterdir()), "no memo was written"
+
+    def named() -> str:
+        index = Index(root / "index.db")
+        try:
+            return str(index.get_image("docker.io/library/app:latest"))
+        finally:
+            index.close()
+
+    first = named()
+    done = pybuild("build", "--platform", "linux/amd64,linux/arm64", "--root", str(root), "-t", "app", str(context),
+                   tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert named() != first
+    done = pybuild(*single, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert named() == first
+
 # --- an emulated RUN and the host ---------------------------------------------
 
 # Under binfmt_misc, an emulated process's executable (/proc/PID/exe) is the
@@ -299,6 +333,37 @@ def test_an_emulated_step_cannot_touch_the_hosts_interpreter(emulator, busybox_i
     assert (after.st_mode, after.st_uid, after.st_ctime_ns) == (before.st_mode, before.st_uid, before.st_ctime_ns), seen
     assert "chmod" not in seen, seen
 
+
+
+# A step that could write binfmt_misc would choose the interpreter the host
+# kernel starts for every matching executable, outside any container.
+BINFMT_PROBE = """\
+FROM {base}
+RUN ls /proc/sys/fs/binfmt_misc > /listed 2>&1; \\
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null && echo mounted > /mounted; \\
+    echo ':{name}:M::redteam-mp::/bin/sh:' > /proc/sys/fs/binfmt_misc/register 2>/dev/null && echo yes > /registered; \\
+    echo 1 > /proc/sys/fs/binfmt_misc/status 2>/dev/null && echo yes > /status; \\
+    true
+"""
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci"])
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64"])
+def test_a_step_cannot_register_an_interpreter(emulator, busybox_index, tmp_path, isolation, platform):
+    from runtime import binfmt
+
+    name = f"redteam-mp-{isolation}-{platform.split('/')[1]}"
+    context = _context(tmp_path, BINFMT_PROBE.format(base=busybox_index.ref, name=name))
+    out = tmp_path / "out"
+    try:
+        done = pybuild("build", "--platform", platform, "--isolation", isolation, "--root", str(tmp_path / "root"),
+                       "-o", f"type=local,dest={out}", str(context), tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert name not in [h.name for h in binfmt.handlers()]
+        assert not [f for f in ("mounted", "registered", "status") if (out / f).exists()], (out / "listed").read_text()
+    finally:
+        if name in [h.name for h in binfmt.handlers()]:
+            binfmt.unregister(name)
 
 # --- pybuild binfmt -------------------------------------------------------------
 
