@@ -65,3 +65,13 @@ def push_index(registry, layout: Path, entries: list[Entry]) -> str:
     ref = f"{registry.host}/redteam-mp-{next(_NAMES)}-{layout.name.lower()}"[:80].rstrip("-_.") + ":latest"
     skopeo_push(layout, "latest", ref, all_images=True)
     return ref
+
+
+def push_single(registry, layout: Path, marker: str, config_arch: str) -> str:
+    """One image, no index: its config names `config_arch` and nothing else does."""
+    layout.mkdir(parents=True, exist_ok=True)
+    image = write_image(layout, [marker_layer(marker)], arch=config_arch)
+    write_index(layout, OCI_MANIFEST, image.manifest, image.manifest_size, "latest")
+    ref = f"{registry.host}/redteam-mp-{next(_NAMES)}-{layout.name.lower()}"[:80].rstrip("-_.") + ":latest"
+    skopeo_push(layout, "latest", ref)
+    return ref
