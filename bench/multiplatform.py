@@ -124,6 +124,25 @@ class Docker26:
 BUILDERS = {"pybuild": Pybuild, "docker26": Docker26}
 
 
+def refusals(context: Path) -> dict[str, str]:
+    """What docker 26 on its default graph driver answers to a two-platform
+    build, through buildx and through the 20.10 client's own `docker build`
+    (which docker 20.10's daemon answers the same way): the last line of
+    each error."""
+    daemon = start_docker26(trixie_tool("dockerd26"))
+    try:
+        (daemon.home / "config" / "cli-plugins").mkdir(parents=True)
+        os.symlink(buildx_plugin(), daemon.home / "config" / "cli-plugins" / "docker-buildx")
+        answers = {}
+        for name, command in (("buildx build", ["buildx", "build"]), ("docker build (20.10 client)", ["build"])):
+            done = daemon.run(*command, "--network", "host", "--platform", CASES["both"], str(context), check=False)
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            answers[name] = f"exit {done.returncode}: {' '.join(lines[-3:]) if lines else ''}"
+        return answers
+    finally:
+        stop_docker26(daemon)
+
+
 def _time(stamp: str) -> datetime.datetime:
     # RFC 3339 with up to nanoseconds (BuildKit's); Python takes microseconds.
     head, _, fraction = stamp.rstrip("Z").partition(".")
@@ -181,6 +200,8 @@ def run(args) -> dict:
                 builders.append(builder)
             except Exception as exc:  # noqa: BLE001 - reported, the others still run
                 report["notes"].append(f"builder {name} unavailable: {exc}")
+        if any(b.name == "docker26" for b in builders):
+            report["refusals"] = refusals(context)
         cases = list(CASES)
         for rep in range(args.reps):
             order = builders if rep % 2 == 0 else builders[::-1]
@@ -273,6 +294,8 @@ def main(argv=None) -> int:
     out = args.results_dir / f"multiplatform-{report['started']}{'-smoke' if args.smoke else ''}.json"
     out.write_text(json.dumps(report, indent=2))
     print(report["summary"])
+    for name, answer in report.get("refusals", {}).items():
+        print(f"docker 26 on its graph driver, {name}: {answer}")
     for note in report["notes"]:
         print(f"note: {note}")
     print(f"results: {out}")

@@ -36,5 +36,8 @@ def test_multiplatform_bench_smoke(emulator, tmp_path):  # noqa: F811
         arches = {"amd64 alone": ["amd64"], "arm64 alone": ["arm64"], "both": ["amd64", "arm64"]}[case]
         assert sorted(sample["run_s"]) == arches, sample
     assert "| pybuild |" in done.stdout and "| docker26 |" in done.stdout
+    # docker 26 on its default graph driver refuses two platforms, either way.
+    assert "not supported for the docker driver" in report["refusals"]["buildx build"]
+    assert "invalid component" in report["refusals"]["docker build (20.10 client)"]
     # The harness's scratch space (roots, the daemons' data) went with it.
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("multiplatform-")] == []
