@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from builder.export.assemble import image_of_manifest, load_image, stored_manifest
@@ -100,11 +99,10 @@ def _platform_manifest(worker, name: str, digest: Digest, platform: Platform) ->
 def find_index(worker, name: str) -> StoredIndex | None:
     """The index a name (or ID prefix) keeps, or None when it keeps one image."""
     name, digest = _lookup(worker, name)
-    data = worker.store.read_bytes(digest)
-    body = json.loads(data)
+    body = worker.store.read_json(digest)
     if "manifests" not in body or "config" in body:
         return None
-    descriptor = Descriptor(body.get("mediaType") or OCI_INDEX, digest, len(data))
+    descriptor = Descriptor(body.get("mediaType") or OCI_INDEX, digest, worker.store.size(digest))
     return StoredIndex(name, descriptor, body)
 
 
@@ -162,6 +160,7 @@ def resolve_now(worker, registry, ref: Reference, platform: str):
 def tag(worker, source: str, target: str) -> str:
     """Another name for what `source` names: its image, or its whole index."""
     _, digest = _lookup(worker, source)
+    worker.store.read_json(digest)  # a document damaged on disk gets no new name
     name = _normalise(target)
     worker.index.put_image(name, digest)
     return name
