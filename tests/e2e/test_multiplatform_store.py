@@ -91,6 +91,23 @@ def test_push_sends_the_index_as_build_push_does(stored, registry):
     assert _raw(again)[0] == digest
 
 
+def test_push_of_a_docker_manifest_list_keeps_docker_media_types(stored, registry):
+    tmp_path, root, _, _ = stored
+    ref = f"{registry.host}/mpstore:docker"
+    pybuild("build", "--platform", PLATFORMS, "--root", str(root), "-o",
+            f"type=image,name={ref},oci-mediatypes=false", str(tmp_path / "ctx"), tmp_path=tmp_path)
+    digest = pybuild("push", "--root", str(root), ref, tmp_path=tmp_path).stdout.strip().rsplit("digest: ", 1)[1]
+    served, raw = _raw(ref)
+    assert served == digest
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
+    for entry in raw["manifests"]:
+        assert entry["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+        manifest = _raw(f"{ref.rsplit(':', 1)[0]}@{entry['digest']}")[1]
+        assert {layer["mediaType"] for layer in manifest["layers"]} == {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+
+
 def test_inspect_shows_the_index_and_each_platform(stored):
     tmp_path, root, ref, index = stored
     shown = json.loads(pybuild("inspect", "--root", str(root), ref, tmp_path=tmp_path).stdout)
