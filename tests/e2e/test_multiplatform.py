@@ -187,7 +187,7 @@ def test_store_keeps_the_index(built):
     listed = pybuild("images", "--root", root, tmp_path=tmp_path).stdout
     assert sum(ref in line for line in listed.splitlines()) == 1, listed
     inspected = json.loads(pybuild("inspect", "--root", root, ref, tmp_path=tmp_path).stdout)
-    assert inspected["Config"]["architecture"] == "amd64"  # this host's image of the index
+    assert [m["Config"]["architecture"] for m in inspected["Manifests"]] == ["amd64", "arm64"]  # this host's image of the index
     again = pybuild("build", "--platform", PLATFORMS, "--root", root, "--progress", "rawjson", "-t", ref,
                     str(tmp_path / "ctx"), tmp_path=tmp_path)
     assert _executed(again.stderr) == []
