@@ -148,6 +148,16 @@ def test_one_platform_spelled_twice_is_built_once(tmp_path, platforms):
     assert len(entries) == 1, [m.get("platform") for m in entries]
 
 
+
+def test_every_platform_failing_is_still_one_error(tmp_path):
+    context = write_context(tmp_path, "FROM scratch\nARG TARGETARCH\nCOPY missing-$TARGETARCH /\n")
+    dest = tmp_path / "out"
+    done = pybuild("build", "--platform", "linux/amd64,linux/arm64,linux/arm/v7,linux/riscv64",
+                   "--root", str(tmp_path / "root"), "-o", f"type=local,dest={dest}", str(context), tmp_path=tmp_path)
+    assert "missing-" in one_error(done)
+    assert not dest.exists()
+    root_is_clean(tmp_path / "root")
+
 @pytest.mark.parametrize("docker", ["type=docker", "type=docker,dest=-", "type=docker,name=app"])
 def test_docker_output_beside_others_is_refused_before_anything_runs(tmp_path, docker):
     context = write_context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
