@@ -13,10 +13,11 @@ _COMPONENT = re.compile(r"[A-Za-z0-9_-]+")
 
 _KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris",
                        "illumos", "aix", "android", "ios", "plan9", "dragonfly"})  # fmt: skip
-# Names distributions use for an architecture, and the (arch, variant) OCI uses.
-_ARCH_ALIASES = {"x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "aarch64": ("arm64", ""),
-                 "armhf": ("arm", "v7"), "armel": ("arm", "v6"), "i386": ("386", ""),
-                 "i686": ("386", "")}  # fmt: skip
+# Names distributions and uname use for an architecture, as OCI names it.
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
+                 "i386": "386", "i686": "386"}  # fmt: skip
+# Names that say the variant too: one written after them does not count.
+_FIXED_VARIANT = {"armhf": "v7", "armel": "v6", "i386": "", "i686": ""}
 
 
 def parse_platform(text: str) -> Platform:
@@ -33,11 +34,21 @@ def parse_platform(text: str) -> Platform:
     if len(parts) == 1 and parts[0] in _KNOWN_OS:
         return Platform(os=parts[0], architecture=Platform().architecture)
     os_name, rest = ("linux", parts) if len(parts) == 1 else (parts[0], parts[1:])
-    arch, variant = _ARCH_ALIASES.get(rest[0], (rest[0], ""))
-    if len(rest) > 1:
-        variant = rest[1]
-    if arch == "arm64" and variant in ("v8", "8"):
-        variant = ""  # containerd normalises arm64/v8 to arm64
-    if arch == "arm" and variant in ("", "7"):
-        variant = "v7"
+    arch, variant = _normalise_arch(rest[0], rest[1] if len(rest) > 1 else "")
     return Platform(os=os_name, architecture=arch, variant=variant)
+
+
+def _normalise_arch(name: str, variant: str) -> tuple[str, str]:
+    """containerd's normalizeArch: one spelling per platform, so that
+    `linux/amd64/v1` and `linux/amd64`, or `arm/6` and `arm/v6`, are one
+    platform to build (and one entry of the index), not two."""
+    arch = _ARCH_ALIASES.get(name, name)
+    if name in _FIXED_VARIANT:
+        return arch, _FIXED_VARIANT[name]
+    if arch == "amd64" and variant == "v1":
+        return arch, ""
+    if arch == "arm64":
+        return arch, {"8": "", "v8": "", "9": "v9"}.get(variant, variant)
+    if arch == "arm":
+        return arch, {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
+    return arch, variant
