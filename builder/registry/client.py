@@ -226,6 +226,11 @@ class RegistryClient:
             return answer
         raise failure
 
+    def manifest(self, ref: Reference) -> tuple[Descriptor, dict]:
+        """The manifest or index `ref` names, whichever it is (no platform
+        chosen: what a signature names), verified and stored; mirrors first."""
+        return self._from_mirrors(ref, lambda at: self._get_manifest(at, at.object, None, f"failed to resolve {ref}"))
+
     def resolve(self, ref: Reference, platform="linux/amd64") -> ResolvedManifest:
         """Resolve a name to the manifest of one platform; the index (if
         any), manifest and config are stored in the content store, layers

@@ -34,8 +34,10 @@ class Verification:
 def resolve_digest(client: RegistryClient, ref: Reference) -> Digest:
     """The digest `ref` names in the registry: the one it pins (once the
     manifest is found to hash to it), else its tag's (an index's own
-    digest when the tag names an index, as cosign signs it)."""
-    return client.resolve(ref).ref.digest
+    digest when the tag names an index, as cosign signs it, whatever
+    platforms the index lists)."""
+    descriptor, _ = client.manifest(ref)
+    return descriptor.digest
 
 
 def signature_matches(key: ec.EllipticCurvePublicKey, payload: bytes, signature: str) -> bool:

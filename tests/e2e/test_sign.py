@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from builder.image import OCI_INDEX, Descriptor, canonical_json
 from builder.registry.client import RegistryClient
 from builder.registry.reference import Reference
 from builder.signing.keys import encrypt_private_key, public_key_pem
@@ -30,14 +30,12 @@ from builder.signing.payload import make_payload
 from builder.signing.store import SIGNATURE_ANNOTATION, SignatureImage, append_signature
 from cache.digest import Digest
 from cache.store import ContentStore
-from fixtures.busybox import skopeo_inspect
 from fixtures.pybuild import pybuild_env
 from fixtures.registry import remove_registry, start_registry
+from fixtures.signing import PASSWORD, cosign_key_pair, cosign_verify, pybuild, plain_key, run, sig_manifest
 from fixtures.tools import require_tools, trixie_tool
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "cosign-test-password"
 
 
 @dataclass(frozen=True)
@@ -66,43 +64,12 @@ class Signing:
         return ref
 
 
-def run(command: list[str], tmp_path: Path, stdin=subprocess.DEVNULL, **env: str) -> subprocess.CompletedProcess:
-    # HOME: cosign keeps its sigstore cache there; the test's, not the host's.
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=stdin, cwd=tmp_path,
-                          env=pybuild_env(tmp_path, HOME=str(tmp_path), **env))
-
-
-def pybuild(tmp_path: Path, *args: str, root: str = "root", **env: str) -> subprocess.CompletedProcess:
-    return run(["pybuild", *args, "--root", str(tmp_path / root)], tmp_path, **env)
-
-
-def cosign_verify(signing: Signing, tmp_path: Path, pub: str, ref: str) -> subprocess.CompletedProcess:
-    return run([signing.cosign, "verify", "--key", pub, "--insecure-ignore-tlog", ref], tmp_path)
-
-
-def sig_manifest(ref: str, digest: Digest) -> dict:
-    repository = ref.rsplit(":", 1)[0]
-    return skopeo_inspect(f"docker://{repository}:{digest.algorithm}-{digest.hex}.sig", raw=True)
-
-
-def plain_key(directory: Path, name: str) -> tuple[str, str]:
-    """An unencrypted PKCS#8 P-256 key and its public key, made with cryptography."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = directory / f"{name}.key"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public = directory / f"{name}.pub"
-    public.write_bytes(public_key_pem(key.public_key()))
-    return str(private), str(public)
-
-
 @pytest.fixture(scope="module")
 def signing(busybox_image, registry, tmp_path_factory) -> Signing:
     require_tools("skopeo")
     cosign = trixie_tool("cosign")
     work = tmp_path_factory.mktemp("signing")
-    made = run([cosign, "generate-key-pair"], work, COSIGN_PASSWORD=PASSWORD)
-    assert made.returncode == 0, made.stderr
+    cosign_key_pair(cosign, work)
     context = work / "ctx"
     context.mkdir()
     (context / "hello").write_text("signed content\n")
@@ -120,7 +87,7 @@ def test_cosign_verifies_what_pybuild_signed(signing, tmp_path):
     assert signed.returncode == 0, signed.stderr
     assert f"sha256-{signing.digest.hex}.sig" in signed.stdout
 
-    checked = cosign_verify(signing, tmp_path, signing.pub, ref)
+    checked = cosign_verify(signing.cosign, tmp_path, signing.pub, ref)
     assert checked.returncode == 0, checked.stderr
     [claims] = json.loads(checked.stdout)
     assert claims["critical"]["image"]["docker-manifest-digest"] == str(signing.digest)
@@ -154,7 +121,7 @@ def test_pybuild_verifies_what_cosign_signed_and_appends_to_it(signing, tmp_path
     assert appended.returncode == 0, appended.stderr
     assert len(sig_manifest(ref, signing.digest)["layers"]) == 2
     for pub in (signing.pub, plain_pub):
-        checked = cosign_verify(signing, tmp_path, pub, ref)
+        checked = cosign_verify(signing.cosign, tmp_path, pub, ref)
         assert checked.returncode == 0, (pub, checked.stderr)
         ours = pybuild(tmp_path, "verify", "--key", pub, ref)
         assert ours.returncode == 0 and ours.stdout.count("Verified ") == 1, ours.stderr
@@ -177,14 +144,14 @@ def test_an_index_digest_is_signed(signing, busybox_index, tmp_path):
     signed = pybuild(tmp_path, "sign", "--key", signing.key, ref, COSIGN_PASSWORD=PASSWORD)
     assert signed.returncode == 0, signed.stderr
     assert f"sha256-{busybox_index.digest.hex}.sig" in signed.stdout
-    checked = cosign_verify(signing, tmp_path, signing.pub, ref)
+    checked = cosign_verify(signing.cosign, tmp_path, signing.pub, ref)
     assert checked.returncode == 0, checked.stderr
     [claims] = json.loads(checked.stdout)
     assert claims["critical"]["image"]["docker-manifest-digest"] == str(busybox_index.digest)
 
 
 def _both_refuse(signing: Signing, tmp_path: Path, pub: str, ref: str, reason: str) -> None:
-    checked = cosign_verify(signing, tmp_path, pub, ref)
+    checked = cosign_verify(signing.cosign, tmp_path, pub, ref)
     assert checked.returncode != 0, checked.stdout
     # A root of its own, as a verifier elsewhere: the signer's root holds
     # the genuine payload, which it would not download again.
@@ -275,7 +242,7 @@ def test_signature_copied_to_another_repository_names_the_first(signing, tmp_pat
     copy = signing.copy("sign/copy")
     tag = f"sha256-{signing.digest.hex}.sig"
     signing.copy("sign/copy", f"{ref.rsplit(':', 1)[0]}:{tag}", tag=tag)
-    assert cosign_verify(signing, tmp_path, signing.pub, copy).returncode == 0
+    assert cosign_verify(signing.cosign, tmp_path, signing.pub, copy).returncode == 0
     ours = pybuild(tmp_path, "verify", "--key", signing.pub, copy)
     assert ours.returncode == 1
     assert f"the payload names {signing.registry}/sign/origin, not {signing.registry}/sign/copy" in ours.stderr
@@ -312,7 +279,7 @@ def test_password_is_asked_on_a_terminal(signing, tmp_path):
     assert process.returncode == 0, stderr
     assert "password" in stderr.lower()
     assert PASSWORD.encode() not in echoed
-    assert cosign_verify(signing, tmp_path, signing.pub, ref).returncode == 0
+    assert cosign_verify(signing.cosign, tmp_path, signing.pub, ref).returncode == 0
 
 
 def test_signatures_are_read_from_the_registry_not_a_mirror(signing, tmp_path):
@@ -342,7 +309,7 @@ def test_signatures_are_read_from_the_registry_not_a_mirror(signing, tmp_path):
         assert verified.returncode == 0, verified.stderr
     finally:
         remove_registry(mirror)
-    assert cosign_verify(signing, tmp_path, since_pub, ref).returncode == 0
+    assert cosign_verify(signing.cosign, tmp_path, since_pub, ref).returncode == 0
 
 
 def test_sign_and_verify_with_token_auth(signing, token_registry, auth_registry, tmp_path):
@@ -364,4 +331,35 @@ def test_sign_and_verify_with_token_auth(signing, token_registry, auth_registry,
     assert signed.returncode == 0, signed.stderr
     verified = pybuild(tmp_path, "verify", "--key", signing.pub, ref, root="verifier")
     assert verified.returncode == 0, verified.stderr
-    assert cosign_verify(signing, tmp_path, signing.pub, ref).returncode == 0
+    assert cosign_verify(signing.cosign, tmp_path, signing.pub, ref).returncode == 0
+
+
+def test_an_index_without_linux_amd64_is_signed_by_tag(signing, busybox_index, tmp_path):
+    """The tag of an arm64-only index names the index itself (RegistryClient.manifest
+    chooses no platform): signing and verifying by tag need no linux/amd64 entry."""
+    full = signing.copy("sign/arm64-only", busybox_index.ref, tag="full", all_images=True)
+    store = ContentStore(tmp_path / "maker")
+    client = RegistryClient(store)
+    try:
+        whole, body = client.manifest(Reference.parse(full))
+        assert whole.digest == busybox_index.digest and len(body["manifests"]) == 2
+        arm64 = [entry for entry in body["manifests"] if entry["digest"] == str(busybox_index.arm64)]
+        data = canonical_json(dict(body, manifests=arm64))
+        index = Descriptor(OCI_INDEX, store.put_bytes(data), len(data))
+        ref = Reference.parse(full).with_tag("1")
+        client.put_manifest(ref, index)
+        named, named_body = client.manifest(ref)
+        assert (named.digest, named.media_type, named_body) == (index.digest, OCI_INDEX, json.loads(data))
+        assert store.read_bytes(index.digest) == data
+    finally:
+        client.close()
+
+    signed = pybuild(tmp_path, "sign", "--key", signing.key, str(ref), COSIGN_PASSWORD=PASSWORD)
+    assert signed.returncode == 0, signed.stderr
+    assert f"sha256-{index.digest.hex}.sig" in signed.stdout
+    checked = cosign_verify(signing.cosign, tmp_path, signing.pub, str(ref))
+    assert checked.returncode == 0, checked.stderr
+    [claims] = json.loads(checked.stdout)
+    assert claims["critical"]["image"]["docker-manifest-digest"] == str(index.digest)
+    ours = pybuild(tmp_path, "verify", "--key", signing.pub, str(ref), root="verifier")
+    assert ours.returncode == 0 and str(index.digest) in ours.stdout, ours.stderr
