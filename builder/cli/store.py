@@ -33,18 +33,30 @@ def images(root, config_file, debug):
 
 @click.command()
 @click.argument("image")
+@click.option("--format", "template", metavar="TEMPLATE",
+              help="Print one value as buildx imagetools inspect does: '{{json .Provenance}}', "
+                   "'{{json .SBOM}}', '{{json .Manifest}}', '{{json .Image}}' (docs/cli.md).")
 @root_options
-def inspect(image, root, config_file, debug):
+def inspect(image, template, root, config_file, debug):
     """Show an image's manifest and config as JSON; of an index (a build
-    for several platforms), the index and each platform's image.
+    for several platforms), the index and each platform's image. With
+    --format, one value: its provenance or SBOM attestation, manifest or
+    config (per platform for an index of several).
 
     \b
     Example:
       pybuild inspect app:latest
+      pybuild inspect --format '{{json .Provenance}}' app:latest
     """
+    from builder.cli.inspect_format import parse_template, render
     from builder.root.images import find, find_index, index_summary
 
+    chosen = parse_template(template) if template is not None else None
+
     def show(worker):
+        if chosen is not None:
+            click.echo(render(worker, image, chosen))
+            return
         index = find_index(worker, image)
         if index is not None:
             click.echo(json.dumps(index_summary(worker, index), indent=2, sort_keys=True))
@@ -122,34 +134,62 @@ def rmi(names, root, config_file, debug):
     with_worker(root, config_file, debug, drop)
 
 
+def sign_key_file(value: str | None) -> str | None:
+    """The key file of `--sign key=FILE` (cosign's spelling of a key
+    reference), None without the flag."""
+    if value is None:
+        return None
+    name, sep, path = value.partition("=")
+    if name != "key" or not sep or not path:
+        raise click.BadParameter(f"{value!r}: expected key=FILE (a cosign key or a PEM PKCS#8 key)",
+                                 param_hint="--sign")
+    return path
+
+
 @click.command()
 @click.argument("name")
+@click.option("--sign", "sign", metavar="key=FILE",
+              help="Sign the pushed digest with this cosign key, as `pybuild sign` (docs/signing.md).")
 @insecure_option
 @root_options
-def push(name, insecure, root, config_file, debug):
+def push(name, sign, insecure, root, config_file, debug):
     """Push an image from the local store to its registry; an index (a
     build for several platforms) goes whole: each platform's image by
-    digest, then the index under the tag.
+    digest, then the index under the tag. With --sign, the pushed digest
+    (the index's for an index) is then signed.
 
     \b
     Example:
       pybuild push registry.local:5000/app:1
+      COSIGN_PASSWORD=... pybuild push --sign key=cosign.key registry.local:5000/app:1
     """
+    from builder.cli.sign import signing_key
     from builder.registry.client import RegistryClient
     from builder.registry.reference import Reference
     from builder.root.images import compressed_for_push, find, find_index, index_for_push
+    from builder.signing.sign import sign_image
+    from builder.signing.store import origin_client
+
+    key_file = sign_key_file(sign)
 
     def send(worker):
         ref = Reference.parse(name)
+        index = find_index(worker, name)
+        stored = find(worker, name) if index is None else None
+        # Before any upload: a wrong password must leave the registry as it was.
+        key = signing_key(key_file) if key_file else None
         hosts = load_settings(config_file, insecure=insecure).registry_hosts
         client = RegistryClient(worker.store, hosts=hosts)
-        index = find_index(worker, name)
         if index is not None:
             images, descriptor = index_for_push(worker, index)
             digest = client.push_index(ref, images, descriptor)
         else:
-            digest = client.push(ref, compressed_for_push(worker, find(worker, name).image))
+            digest = client.push(ref, compressed_for_push(worker, stored.image))
         click.echo(f"{ref}: digest: {digest}")
+        if key is not None:
+            signed = sign_image(origin_client(worker.store, hosts), worker.store, ref, digest, key)
+            state = "Pushed signature to" if signed.added else "Already signed by this key:"
+            click.echo(f"{state} {signed.signature_ref} ({ref.name}@{digest})")
 
     with_worker(root, config_file, debug, send)
 
