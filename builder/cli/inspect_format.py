@@ -15,12 +15,11 @@ platform (`linux/arm64`, containerd's normal form) to that value, and a
 platform without provenance or SBOM is left out of the map; of one image,
 a missing one is `{}`. This is how buildx 0.13's loader shapes them
 (util/imagetools/loader.go, printers.go). A field path below the value
-(`.Provenance.SLSA`, `.SBOM.SPDX`) and `(index .SBOM "linux/arm64")` are
-understood as Go's template would; nothing else of Go's templates is.
-
-The JSON is indented by two spaces as buildx's `json` function writes it
-(with Go's escapes of <, > and &), but with keys sorted: Go writes a
-struct's fields in declaration order, which no reader of JSON relies on.
+(`.Provenance.SLSA`, `.SBOM.SPDX`, a missing key giving null as Go's
+zero value) and `(index .SBOM "linux/arm64")` are understood as Go's
+template would, the latter also for an image of one platform (where buildx
+has no map to index); nothing else of Go's templates is. The JSON is
+written as buildx writes it (builder/cli/gojson.py).
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ import re
 from dataclasses import dataclass
 
 import click
+
+from builder.cli import gojson
 
 FIELDS = ("Name", "Manifest", "Image", "Provenance", "SBOM")
 SLSA_PREFIX = "https://slsa.dev/provenance/"
@@ -59,16 +60,6 @@ def parse_template(text: str) -> Template:
     return Template(field, match.group(2), tuple(filter(None, match.group(4).split("."))))
 
 
-def go_json(value) -> str:
-    """`json.MarshalIndent(v, "", "  ")` as Go's encoder escapes strings
-    (<, > and & only occur inside strings, so replacing them is safe)."""
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escape)
-    return text
-
-
 def platform_key(entry_platform: dict | None, config: dict) -> str:
     """containerd's Format(Normalize(p)) of an index entry's platform, or
     the config's when the entry has none."""
@@ -96,14 +87,15 @@ def _predicates(store, attestation, wanted) -> list:
 
 def _provenance(store, attestation) -> dict:
     found = _predicates(store, attestation, lambda kind: kind.startswith(SLSA_PREFIX))
-    return {"SLSA": found[0]} if found else {}
+    return {"SLSA": gojson.as_map(found[0])} if found else {}
 
 
 def _sbom(store, attestation) -> dict:
     found = _predicates(store, attestation, lambda kind: kind == SPDX_DOCUMENT)
     if not found:
         return {}
-    return {"SPDX": found[0], **({"AdditionalSPDXs": found[1:]} if found[1:] else {})}
+    extra = {"AdditionalSPDXs": gojson.as_map(found[1:])} if found[1:] else {}
+    return {"SPDX": gojson.as_map(found[0]), **extra}
 
 
 def platform_values(worker, name: str, field: str) -> dict:
@@ -117,7 +109,7 @@ def platform_values(worker, name: str, field: str) -> dict:
     index = find_index(worker, name)
     if index is None:
         stored = find(worker, name)
-        return {platform_key(None, stored.config): stored.config if field == "Image" else {}}
+        return {platform_key(None, stored.config): gojson.image(stored.config) if field == "Image" else {}}
     attestations = attestations_by_subject(index.body)
     values = {}
     for entry in index.image_entries():
@@ -126,7 +118,7 @@ def platform_values(worker, name: str, field: str) -> dict:
         manifest = store.read_json(Digest.parse(entry["digest"]))
         config = store.read_json(Digest.parse(manifest["config"]["digest"]))
         descriptor = attestations.get(entry["digest"])
-        value = (config if field == "Image" else
+        value = (gojson.image(config) if field == "Image" else
                  _provenance(store, descriptor) if field == "Provenance" else _sbom(store, descriptor))
         values[platform_key(entry.get("platform"), config)] = value
     return values
@@ -141,16 +133,16 @@ def field_value(worker, name: str, field: str):
     if field == "Manifest":
         index = find_index(worker, name)
         if index is None:
-            return find(worker, name).image.manifest.to_json()
+            return gojson.descriptor(find(worker, name).image.manifest.to_json())
         body = index.body
         manifest = {"schemaVersion": body.get("schemaVersion", 2), "mediaType": index.descriptor.media_type,
                     "digest": str(index.descriptor.digest), "size": index.descriptor.size,
                     "manifests": body.get("manifests") or []}
-        return manifest | ({"annotations": body["annotations"]} if body.get("annotations") else {})
+        return gojson.index(manifest | ({"annotations": body["annotations"]} if body.get("annotations") else {}))
     values = platform_values(worker, name, field)
     if len(values) <= 1:
         return next(iter(values.values()), None if field == "Image" else {})
-    return {platform: value for platform, value in values.items() if value}
+    return {platform: values[platform] for platform in sorted(values) if values[platform]}
 
 
 def render(worker, name: str, template: Template) -> str:
@@ -171,4 +163,4 @@ def render(worker, name: str, template: Template) -> str:
     for key in template.path:
         # As Go's template: a missing key of a map is its zero value.
         value = value.get(key) if isinstance(value, dict) else None
-    return go_json(value)
+    return gojson.dumps(value)

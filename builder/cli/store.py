@@ -55,7 +55,7 @@ def inspect(image, template, root, config_file, debug):
 
     def show(worker):
         if chosen is not None:
-            click.echo(render(worker, image, chosen))
+            click.echo(render(worker, image, chosen), nl=False)  # as buildx: no newline after
             return
         index = find_index(worker, image)
         if index is not None:
