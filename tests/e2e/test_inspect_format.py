@@ -24,7 +24,7 @@ from builder.attest.manifests import Statement, index_manifests, store_attestati
 from builder.image import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
 from builder.root.worker import Worker
 from fixtures.signing import pybuild
-from fixtures.tools import strict
+from fixtures.docker26 import buildx_plugin
 
 pytestmark = pytest.mark.e2e
 
@@ -185,22 +185,11 @@ def test_indexing_a_manifest_is_one_line(stored):
     assert done.returncode == 1 and done.stderr == "ERROR: --format: .Manifest has no platforms to index\n"
 
 
-def _buildx() -> str:
-    prefix = os.environ.get("PYBUILD_TRIXIE_PREFIX", "/opt/pybuild-trixie")
-    path = os.path.join(prefix, "docker-buildx/usr/libexec/docker/cli-plugins/docker-buildx")
-    if not os.access(path, os.X_OK):
-        reason = f"docker-buildx 0.13 not installed at {path} (Debian 13's docker-buildx, unpacked there)"
-        if strict():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return path
-
-
 @pytest.mark.parametrize("which", ["attested", "single"])
 @pytest.mark.parametrize("template", ["{{json .Provenance}}", "{{json .SBOM}}", "{{json .Image}}",
                                       "{{json .Manifest}}"])
 def test_buildx_reads_the_same_values(stored, which, template, tmp_path):
-    buildx = _buildx()
+    buildx = buildx_plugin()
     name = getattr(stored, which)
     pushed = pybuild(stored.work, "push", name)
     assert pushed.returncode == 0, pushed.stderr
