@@ -14,13 +14,22 @@ where /usr/bin/qemu-*-static does not exist.
 Since Linux 6.7 binfmt_misc has an instance per user namespace; one that
 mounted none (a rootless build's) uses its ancestor's handlers, so the
 handlers root registers serve rootless builds too.
+
+Registering is runtime/binfmt_register.py's (root only). pybuild registers
+its interpreters from a read-only mount at READ_ONLY_DIR (docs/isolation.md,
+"Emulated steps and the host's qemu"): an emulated process's /proc/PID/exe
+is the interpreter file the kernel opened, and a step running as root could
+otherwise chmod it on the host. A handler whose interpreter is elsewhere is
+another tool's, and a step run through it gets a warning (emulation_warning).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import posixpath
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +37,10 @@ from runtime.confine import Tree
 from runtime.errors import RuntimeFailure
 
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
-# Debian 12's qemu-user-static: the -binfmt-P name makes qemu take the
-# original argv[0] as the third argument (the kernel's P flag); the plain
-# static binary is the fallback of other layouts.
-_QEMU_BINFMT_P = "/usr/libexec/qemu-binfmt/{cpu}-binfmt-P"
-_QEMU_STATIC = "/usr/bin/qemu-{cpu}-static"
+# Where pybuild's registrations name their interpreter: a path that exists
+# only in the mount namespace that registered it (runtime/binfmt_register.py),
+# so a handler naming it is pybuild's read-only one.
+READ_ONLY_DIR = "/run/pybuild-binfmt"
 _ELF_HEADER = 20  # up to and including e_machine
 _EXEC_TYPE = 2  # ET_EXEC; the mask lets ET_DYN (3) match too
 
@@ -147,6 +155,13 @@ class Handler:
         """The architecture whose executables this handler runs."""
         return next((arch for arch in ARCHES.values() if self.matches(arch.magic())), None)
 
+    @property
+    def read_only(self) -> bool:
+        """pybuild's registration: the kernel holds its interpreter open
+        through a read-only mount (F flag), so an emulated process's
+        /proc/PID/exe cannot change the host's file."""
+        return "F" in self.flags and posixpath.dirname(self.interpreter) == READ_ONLY_DIR
+
     def registration(self) -> str:
         """The register line that makes this handler again (flags as shown)."""
         if self.extension:
@@ -217,99 +232,6 @@ def buildable_platforms() -> list[str]:
     return [arch.platform for arch in (*native_arches(), *emulated_arches())]
 
 
-# --- mounting and registering (root) ----------------------------------------
-
-
-def mount_binfmt_misc() -> bool:
-    """Mount binfmt_misc at its place if it is not there; True if mounted now."""
-    if mounted():
-        return False
-    from runtime.linux import MS_NODEV, MS_NOEXEC, MS_NOSUID, mount
-
-    try:
-        mount("binfmt_misc", str(BINFMT_MISC), "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except OSError as exc:
-        raise BinfmtError(f"cannot mount binfmt_misc at {BINFMT_MISC}: {exc.strerror}") from None
-    return True
-
-
-def qemu_interpreter(arch: Arch) -> tuple[str, str]:
-    """Debian's qemu-user-static interpreter for `arch`, and the flags to
-    register it with: F always; P where the interpreter takes the original
-    argv[0] (its -binfmt-P name); O, so that an executable the step may run
-    but not read (mode 0711) still runs, as Debian registers them."""
-    for template, flags in ((_QEMU_BINFMT_P, "POF"), (_QEMU_STATIC, "OF")):
-        path = template.format(cpu=arch.cpu)
-        if os.path.exists(path):
-            return path, flags
-    raise BinfmtError(f"no qemu interpreter for {arch.name}: {_QEMU_STATIC.format(cpu=arch.cpu)} is missing "
-                      "(apt-get install qemu-user-static)")
-
-
-def registration_for(arch: Arch) -> Handler:
-    interpreter, flags = qemu_interpreter(arch)
-    return Handler(f"qemu-{arch.cpu}", True, interpreter, flags, 0, arch.magic(), arch.mask())
-
-
-def register(handler: Handler) -> None:
-    line = handler.registration()
-    try:
-        with open(BINFMT_MISC / "register", "w") as register_file:
-            register_file.write(line)
-    except OSError as exc:
-        raise BinfmtError(f"cannot register {handler.name} with binfmt_misc: {exc.strerror}") from None
-    if not handler.enabled:
-        set_enabled(handler.name, False)
-
-
-def unregister(name: str) -> None:
-    try:
-        (BINFMT_MISC / name).write_text("-1")
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise BinfmtError(f"cannot remove binfmt_misc handler {name}: {exc.strerror}") from None
-
-
-def set_enabled(name: str, enabled: bool) -> None:
-    try:
-        (BINFMT_MISC / name).write_text("1" if enabled else "0")
-    except OSError as exc:
-        raise BinfmtError(f"cannot {'enable' if enabled else 'disable'} {name}: {exc.strerror}") from None
-
-
-def install(arch: Arch) -> str:
-    """Register qemu for `arch` (binfmt_misc mounted first); what was done,
-    in words. A handler of the same name that differs is replaced."""
-    if arch in native_arches():
-        return f"{arch.name}: native on this host, no emulator needed"
-    mount_binfmt_misc()
-    wanted = registration_for(arch)
-    current = next((handler for handler in handlers() if handler.name == wanted.name), None)
-    if current is not None and _same(current, wanted):
-        return f"{arch.name}: {wanted.name} already registered ({wanted.interpreter}, flags {wanted.flags})"
-    if current is not None:
-        unregister(current.name)
-    register(wanted)
-    verb = "replaced" if current is not None else "registered"
-    return f"{arch.name}: {wanted.name} {verb} ({wanted.interpreter}, flags {wanted.flags})"
-
-
-def _same(current: Handler, wanted: Handler) -> bool:
-    return (current.enabled and current.interpreter == wanted.interpreter and set(current.flags) == set(wanted.flags)
-            and current.offset == wanted.offset and current.magic == wanted.magic and current.mask == wanted.mask)
-
-
-def uninstall(arch: Arch) -> list[str]:
-    """Remove every handler that runs `arch`'s executables; their names."""
-    removed = []
-    for handler in handlers():
-        if handler.arch == arch:
-            unregister(handler.name)
-            removed.append(handler.name)
-    return removed
-
-
 # --- the check before a step ------------------------------------------------
 
 
@@ -351,7 +273,7 @@ def unrunnable_reason(rootfs: str | os.PathLike) -> str | None:
             return None
         return (f"{_what(arch)}, and the binfmt_misc handler {usable[0].name} for it was registered without "
                 f"the F flag: its interpreter {usable[0].interpreter} is not in the image. "
-                f"Run `pybuild binfmt --install {arch.name}` (as root) to register it with F")
+                f"Run `{install_command(arch)}` (as root) to register it with F")
     if not mounted():
         where = f"binfmt_misc is not mounted at {BINFMT_MISC}"
     elif not globally_enabled():
@@ -359,7 +281,47 @@ def unrunnable_reason(rootfs: str | os.PathLike) -> str | None:
     else:
         where = f"no binfmt_misc handler for {arch.cpu} is registered"
     return (f"{_what(arch)}, but {where}. "
-            f"Run `pybuild binfmt --install {arch.name}` (as root; qemu-user-static must be installed)")
+            f"Run `{install_command(arch)}` (as root; qemu-user-static must be installed)")
+
+
+def install_command(arch: Arch) -> str:
+    """The command that registers pybuild's handler for `arch`: with
+    --force where another tool's handler holds the name pybuild's takes."""
+    taken = any(handler.name == f"qemu-{arch.cpu}" and not handler.read_only for handler in handlers())
+    return f"pybuild binfmt --install {arch.name}{' --force' if taken else ''}"
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def emulation_warning(rootfs: str | os.PathLike) -> str | None:
+    """One line, the first time in this process (a pybuild command runs one
+    build) that an image is emulated through a handler that is not pybuild's
+    read-only registration: a step can change that handler's interpreter on
+    the host through /proc/PID/exe. None otherwise (native, read-only, or no
+    handler at all, which unrunnable_reason reports)."""
+    header = read_header(rootfs)
+    arch = arch_of_header(header) if header else None
+    if arch is None or arch in native_arches() or not globally_enabled():
+        return None
+    # The kernel takes the newest matching handler, an order its directory
+    # does not show: any writable one may be the one used.
+    exposed = [handler for handler in handlers()
+               if handler.enabled and handler.matches(header) and not handler.read_only]
+    with _warned_lock:
+        exposed = [handler for handler in exposed if handler.name not in _warned]
+        _warned.update(handler.name for handler in exposed)
+    if not exposed:
+        return None
+    handler = exposed[0]
+    if handler.name == f"qemu-{arch.cpu}":
+        remedy = f"`{install_command(arch)}` (as root) replaces it with pybuild's read-only one"
+    else:
+        remedy = f"remove it (as root: echo -1 > {BINFMT_MISC / handler.name}) and run `{install_command(arch)}`"
+    return (f"{arch.platform} steps run through binfmt_misc handler {handler.name}, whose interpreter "
+            f"{handler.interpreter} is not registered read-only: a RUN step running as root can change that file "
+            f"on the host (make it setuid root) through /proc/PID/exe; {remedy}")
 
 
 def _what(arch: Arch) -> str:

@@ -19,36 +19,47 @@ class BinfmtRefused(PybuildError):
 @click.command()
 @click.option("--install", "install_names", metavar="ARCH[,ARCH...]",
               help="Register qemu-user-static for these architectures (arm64, arm, riscv64, ppc64le, s390x, "
-                   "amd64, 386) with the F flag; as root.")
+                   "amd64, 386) with the F flag, from a read-only mount; as root.")
 @click.option("--uninstall", "uninstall_names", metavar="ARCH[,ARCH...]",
-              help="Remove the handlers that run these architectures' executables; as root.")
+              help="Remove pybuild's handlers for these architectures (not another tool's); as root.")
+@click.option("--force", is_flag=True,
+              help="With --install: replace another tool's handler of the same name (qemu-<cpu>).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Output format.")
 @debug_option
-def binfmt(install_names, uninstall_names, output_format, debug):
+def binfmt(install_names, uninstall_names, force, output_format, debug):
     """Show the binfmt_misc emulators, or register qemu's.
 
     Mounts binfmt_misc at /proc/sys/fs/binfmt_misc first when it is not
-    mounted (as root; rootless, what is registered is only shown).
+    mounted (as root; rootless, what is registered is only shown). Every
+    name is checked, and every handler --install would replace, before
+    anything changes.
 
     \b
     Examples:
       pybuild binfmt
       pybuild binfmt --install arm64,arm
+      pybuild binfmt --install arm64 --force
       pybuild binfmt --uninstall arm
     """
     from runtime import binfmt as emulators
+    from runtime import binfmt_register
 
     def act():
-        done = []
+        uninstalling = _arches(emulators, uninstall_names)
+        installing = _arches(emulators, install_names)
+        if force and not install_names:
+            raise BinfmtRefused("--force goes with --install")
+        done, mounted_now = [], False
         if install_names or uninstall_names:
             _require_root()
-        for arch in _arches(emulators, uninstall_names):
-            removed = emulators.uninstall(arch)
-            done.append(f"{arch.name}: removed {', '.join(removed)}" if removed else f"{arch.name}: none registered")
-        for arch in _arches(emulators, install_names):
-            done.append(emulators.install(arch))
-        mounted_now = not _rootless() and emulators.mount_binfmt_misc()
+        if not _rootless():
+            mounted_now = binfmt_register.mount_binfmt_misc()
+        plans = [binfmt_register.plan_install(arch, force) for arch in installing]
+        for arch in uninstalling:
+            done.append(binfmt_register.uninstall(arch))
+        for plan in plans:
+            done.append(plan.apply())
         return done, mounted_now, _view(emulators)
 
     done, mounted_now, view = run_guarded(debug, act)
@@ -82,7 +93,8 @@ def _view(emulators) -> dict:
         "native": [arch.platform for arch in emulators.native_arches()],
         "emulated": [arch.platform for arch in emulators.emulated_arches()],
         "handlers": [{"name": handler.name, "platform": handler.arch.platform if handler.arch else "",
-                      "enabled": handler.enabled, "flags": handler.flags, "interpreter": handler.interpreter}
+                      "enabled": handler.enabled, "flags": handler.flags, "interpreter": handler.interpreter,
+                      "pybuild_read_only": handler.read_only}
                      for handler in emulators.handlers()],
     }
 
@@ -99,11 +111,16 @@ def _print_view(view: dict) -> None:
     click.echo(f"native:    {', '.join(view['native'])}")
     click.echo(f"emulated:  {', '.join(view['emulated']) or '-'}")
     if view["handlers"]:
-        click.echo(f"{'NAME':<22} {'PLATFORM':<15} {'STATUS':<9} {'FLAGS':<6} INTERPRETER")
+        click.echo(f"{'NAME':<22} {'PLATFORM':<15} {'STATUS':<9} {'FLAGS':<6} {'READ-ONLY':<10} INTERPRETER")
         for handler in view["handlers"]:
             status = "enabled" if handler["enabled"] else "disabled"
+            read_only = "yes" if handler["pybuild_read_only"] else "no"
             click.echo(f"{handler['name']:<22} {handler['platform'] or '-':<15} {status:<9} "
-                       f"{handler['flags'] or '-':<6} {handler['interpreter']}")
+                       f"{handler['flags'] or '-':<6} {read_only:<10} {handler['interpreter']}")
+        if not all(handler["pybuild_read_only"] for handler in view["handlers"] if handler["platform"]):
+            click.echo("READ-ONLY no: another tool's registration; a RUN step emulated through it can change its "
+                       "interpreter on the host (docs/isolation.md); `pybuild binfmt --install ARCH --force` "
+                       "registers pybuild's read-only one")
 
 
 COMMANDS = (binfmt,)

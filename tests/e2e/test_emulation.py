@@ -22,7 +22,7 @@ import pytest
 from e2e.helpers import ISOLATIONS
 from fixtures.pybuild import pybuild_env
 from fixtures.tools import strict
-from runtime import binfmt
+from runtime import binfmt, binfmt_register
 
 pytestmark = pytest.mark.e2e
 
@@ -90,14 +90,14 @@ def without_arm64_handlers(emulator):
     saved = [handler for handler in binfmt.handlers() if handler.arch == ARM64]
     try:
         for handler in saved:
-            binfmt.unregister(handler.name)
+            binfmt_register.unregister(handler.name)
         assert ARM64 not in binfmt.emulated_arches()
         yield
     finally:
         present = {handler.name for handler in binfmt.handlers()}
         for handler in saved:
             if handler.name not in present:
-                binfmt.register(handler)
+                binfmt_register.register(handler)
     restored = {handler.name: handler for handler in binfmt.handlers()}
     assert [restored.get(handler.name) for handler in saved] == saved
 
@@ -128,9 +128,14 @@ def test_binfmt_shows_the_handlers(emulator, tmp_path):
     assert "linux/arm64" in text.split("emulated:", 1)[1].splitlines()[0]
     arm64_rows = [line.split() for line in text.splitlines() if " linux/arm64 " in line]
     assert arm64_rows and any(row[2] == "enabled" and "F" in row[3] for row in arm64_rows)
+    # Whether each is pybuild's read-only registration, as the handler says.
+    by_name = {handler.name: handler for handler in binfmt.handlers()}
+    assert all(row[4] == ("yes" if by_name[row[0]].read_only else "no") for row in arm64_rows), arm64_rows
 
     view = json.loads(pybuild("binfmt", "--format", "json", tmp_path=tmp_path).stdout)
     assert view["mounted"] and view["enabled"] and "linux/arm64" in view["emulated"]
+    assert {h["name"]: h["pybuild_read_only"] for h in view["handlers"]} == {
+        name: handler.read_only for name, handler in by_name.items()}
     assert view["changes"] == []
 
     info = json.loads(pybuild("info", "--format", "json", "--root", str(tmp_path / "root"),
@@ -151,14 +156,18 @@ def test_binfmt_mounts_binfmt_misc_when_it_is_not(emulator, tmp_path):
 
 def test_binfmt_install_registers_with_the_f_flag_once(emulator, tmp_path):
     """A second --install finds its registration there; the handler it
-    made is Debian's interpreter with F, matching aarch64's ELF header."""
-    done = pybuild("binfmt", "--install", "arm64", tmp_path=tmp_path).stdout
+    made is Debian's interpreter with F, from pybuild's read-only mount,
+    matching aarch64's ELF header."""
+    done = pybuild("binfmt", "--install", "arm64", "--force", tmp_path=tmp_path).stdout
     assert "arm64: qemu-aarch64 " in done and ("already registered" in done or "registered" in done)
     again = pybuild("binfmt", "--install", "arm64", tmp_path=tmp_path).stdout
-    assert "already registered" in again
+    assert "already registered read-only" in again
     handler = next(h for h in binfmt.handlers() if h.name == "qemu-aarch64")
-    assert "F" in handler.flags and handler.enabled
-    assert handler.interpreter in ("/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/usr/bin/qemu-aarch64-static")
+    assert "F" in handler.flags and handler.enabled and handler.read_only
+    assert handler.interpreter in ("/run/pybuild-binfmt/aarch64-binfmt-P", "/run/pybuild-binfmt/qemu-aarch64-static")
+    assert not Path("/run/pybuild-binfmt").exists()  # made in the registering process's namespace only
+    assert binfmt_register.host_interpreter(handler) in ("/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
+                                                         "/usr/bin/qemu-aarch64-static")
     assert handler.matches(ARM64.magic()) and not handler.matches(binfmt.ARCHES["amd64"].magic())
     native = pybuild("binfmt", "--install", "amd64", tmp_path=tmp_path).stdout
     assert "amd64: native on this host" in native
