@@ -68,11 +68,9 @@ def platform_key(entry_platform: dict | None, config: dict) -> str:
     source = entry_platform or config
     parts = [source.get("os") or "linux", source.get("architecture") or "", source.get("variant") or ""]
     try:
-        platform = parse_platform("/".join(filter(None, parts)))
-    except ValueError:
+        return str(parse_platform("/".join(filter(None, parts))))
+    except ValueError:  # not a platform pybuild knows: shown as written
         return "/".join(filter(None, parts))
-    text = str(platform)
-    return text.removesuffix("/v1") if platform.architecture == "amd64" else text
 
 
 def _predicates(store, attestation, wanted) -> list:
