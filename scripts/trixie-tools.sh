@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The tests' second oracle (docker 26, BuildKit 0.13) and cosign 2.x come
+# The tests' second oracle (docker 26, BuildKit 0.13, with buildx 0.13) and cosign 2.x come
 # from Debian 13 ("trixie"): only the two packages' files are unpacked, under
 # /opt/pybuild-trixie/<package>; Debian 12 installs nothing from trixie (the
 # suite is pinned at priority 1, so no upgrade or install ever picks it).
-# Idempotent. Prints nothing but errors and the two binaries' paths.
+# Idempotent. Prints nothing but errors and the binaries' paths.
 #   /opt/pybuild-trixie/docker.io/usr/sbin/dockerd   (driven by Debian 12's docker client)
+#   /opt/pybuild-trixie/docker-buildx/usr/libexec/docker/cli-plugins/docker-buildx
 #   /opt/pybuild-trixie/cosign/usr/bin/cosign
 set -euo pipefail
 prefix=${PYBUILD_TRIXIE_PREFIX:-/opt/pybuild-trixie}
@@ -18,6 +19,7 @@ fi
 
 need=()
 [ -x "$prefix/docker.io/usr/sbin/dockerd" ] || need+=(docker.io)
+[ -x "$prefix/docker-buildx/usr/libexec/docker/cli-plugins/docker-buildx" ] || need+=(docker-buildx)
 [ -x "$prefix/cosign/usr/bin/cosign" ] || need+=(cosign)
 if [ ${#need[@]} -gt 0 ]; then
     if [ ! -f "$sources" ]; then
@@ -49,5 +51,7 @@ SOURCES
 fi
 "$prefix/docker.io/usr/sbin/dockerd" --version >/dev/null
 "$prefix/cosign/usr/bin/cosign" version >/dev/null 2>&1
+"$prefix/docker-buildx/usr/libexec/docker/cli-plugins/docker-buildx" version >/dev/null
 echo "$prefix/docker.io/usr/sbin/dockerd"
+echo "$prefix/docker-buildx/usr/libexec/docker/cli-plugins/docker-buildx"
 echo "$prefix/cosign/usr/bin/cosign"
