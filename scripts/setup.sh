@@ -50,12 +50,13 @@ echo "--- virtual environment: $venv"
 
 # Emulated RUN steps for arm64 and arm (qemu-user-static, installed above):
 # binfmt_misc mounted if it is not, and Debian's interpreters registered
-# with the F flag (docs/cli.md, `pybuild binfmt`). The tests' foreign RUNs
+# with the F flag from a read-only mount (docs/isolation.md), replacing
+# systemd-binfmt's writable ones of the same names (--force) (docs/cli.md, `pybuild binfmt`). The tests' foreign RUNs
 # need arm64 (tests/e2e/test_emulation.py). A kernel or container without
 # binfmt_misc only loses foreign RUN steps: a warning, not a failed setup
 # (under CI those tests then fail, naming the cause).
 echo "--- binfmt_misc emulators: arm64, arm"
-"$venv/bin/pybuild" binfmt --install arm64,arm \
+"$venv/bin/pybuild" binfmt --install arm64,arm --force \
     || echo "scripts/setup.sh: warning: no emulators registered: RUN steps of foreign platforms will fail" >&2
 
 # The tests' oracles from Debian 13: docker 26 (BuildKit 0.13) and cosign 2.x,

@@ -17,6 +17,7 @@ from frontend.errors import ContextError
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode, Op
 from runtime.errors import ExecCancelled
 from runtime import userns
+from runtime.binfmt import emulation_warning
 from runtime.executor import scratch_dir
 from runtime.fsutil import remove_tree, resolve_in_root
 from runtime.prune import prune_unchanged_dirs
@@ -116,6 +117,9 @@ class ExecImpl:
                 )
                 if cancel.is_set():
                     raise ExecCancelled(exec_spec.args)
+                exposed = emulation_warning(rootfs)
+                if exposed:
+                    self.session.reporter.warning(exposed)
                 self.session.executor.run(exec_spec, rootfs,
                                           lambda data: self.session.reporter.output(self.vertex, data))
             lowers = [snapshots.fs_path(s) for s in reversed(chain)]
