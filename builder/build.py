@@ -47,6 +47,8 @@ from builder.solver.secrets import parse_secrets, parse_ssh
 from builder.solver.session import BuildSession, SourceOptions, StepOptions
 from builder.root.worker import Worker
 from frontend.ops import NetworkMode, Platform
+from builder.attest.record import platform_text
+from builder.export.attest import PlatformRecord
 from runtime.limits import Limits
 
 
@@ -92,6 +94,16 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     squash: bool = False
+    # Attestations, as `--attest` specs (type=provenance,mode=max / type=sbom):
+    # none unless asked, as BuildKit; the CLI adds buildx's default min
+    # provenance (builder.attest.options.cli_attest_specs).
+    attest: Sequence[str] = ()
+    # A remote context's origin for its provenance, as the CLI fetched it:
+    # ("git", URL#ref:subdir, commit) or ("url", URL, digest).
+    context_origin: tuple[str, ...] = ()
+    # sign= key file -> its private key, read by the caller (the CLI asks
+    # the password); a file not here is read with COSIGN_PASSWORD.
+    signing_keys: Mapping[str, object] = field(default_factory=dict)
 
     # The root and the configuration (the CLI reads them from its config file).
     root: str | os.PathLike | None = None
@@ -204,6 +216,10 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
 
         raise PybuildError(DOCKER_REFUSAL)
     limits = _limits(request)
+    attest = _attestations(request, specs, _epoch(request.build_args))
+    from builder.export.sign import sign_pushed, signing_keys
+
+    keys = signing_keys(specs, request.signing_keys)  # a wrong password fails before the build
     named_contexts = parse_build_contexts(request.build_contexts)
     extra_hosts = parse_add_hosts(request.add_hosts)
 
@@ -219,11 +235,19 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
                              source_date_epoch=_epoch(build_args), squash=request.squash)
     # absolute from here on, as the CLI's (builder.config.resolve)
     worker = Worker.open(Path(os.path.abspath(request.root)) if request.root else None, request.isolation)
+    if attest is not None:
+        attest.worker = worker
+        if observer is not None and attest.explicit:
+            observer.refuse("an attestation is made afresh by every build")
     lease = RootLock(worker.root, exclusive=False)  # prune waits for running builds
     try:
         with ExitStack() as held:
-            planned = []
+            planned, facts = [], []
             for platform in platforms:
+                record = None
+                if attest is not None:
+                    record = _record(request, dockerfile_text, dockerfile_path, build_args)
+                    facts.append(PlatformRecord(record, platform_text(platform)))
                 session = BuildSession.open(
                     worker, reporter,
                     SourceOptions(context_dir, dockerfile_path, platform, named_contexts, pull=request.pull,
@@ -231,7 +255,7 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
                                   registry_hosts=request.registry_hosts),
                     StepOptions(NetworkMode(network), parse_secrets(request.secrets), limits=limits,
                                 size_limits=request.size_limits),
-                    parse_ssh(request.ssh), observer)
+                    parse_ssh(request.ssh), observer, record)
                 held.callback(session.close)
                 planned.append(plans.convert(
                     session, platform, cache_control(), dockerfile_text,
@@ -253,6 +277,9 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
             for plan in planned:
                 plan.solver_for(worker, shown, early.step_done if early else None)
             plans.solve(planned)
+            for plan, found in zip(planned, facts):
+                found.record.observe_graph(plan.definition)
+                found.record.finish()
             for plan in planned:
                 plan.control.after_solve(plan.definition, plan.session, plan.solution, reporter, build_args, target,
                                          platform=str(plan.platform) if several else None)
@@ -264,14 +291,16 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
             if several:
                 from builder.export.multi import run_platform_outputs
 
-                index, image, pushed = run_platform_outputs(built, tags, specs, request.push)
+                index, image, pushed = run_platform_outputs(built, tags, specs, request.push, attest, facts)
                 images = [b.assembler.image() for b in built]
                 if observer is not None:
                     _observe_index(observer, worker.store, index)
             else:
-                image, pushed = planned[0].session.export(built[0].assembler, built[0].chain, tags, specs,
-                                                          request.push)
+                image, pushed, index = planned[0].session.export(built[0].assembler, built[0].chain, tags, specs,
+                                                                 request.push, attest, facts[0] if facts else None)
                 images = [image]
+            sign_pushed(worker, specs, tags, pushed, keys, hosts=request.registry_hosts,
+                        insecure=request.insecure_registries, reporter=reporter)
             planned[0].control.export(planned[0].session, worker,
                                       [(plan.solution, plan.definition, made) for plan, made in zip(planned, images)],
                                       reporter)
@@ -282,6 +311,47 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
         worker.close()
     return BuildResult(image, tags, sum(b.cached for b in built), sum(b.executed for b in built),
                        time.monotonic() - started, pushed, index=index)
+
+
+def _attestations(request: BuildRequest, specs, epoch: int | None):
+    """The build's BuildAttestations (its worker set once the root is
+    open), or None when it attests nothing; checked before the build."""
+    from builder.attest.options import parse_attest_specs
+    from builder.export.attest import BuildAttestations
+
+    options = parse_attest_specs(request.attest)
+    if not options.any:
+        return None
+    attest = BuildAttestations(options, None, epoch)
+    attest.check_outputs(specs)
+    return attest
+
+
+def _record(request: BuildRequest, dockerfile_text: str, dockerfile_path: Path, build_args):
+    """One platform's BuildRecord: the frontend's arguments as buildx sends
+    them (SOURCE_DATE_EPOCH from the environment among the build args), the
+    context's origin, or the checkout a local context lives in."""
+    from builder.attest.record import BuildRecord, frontend_args, platform_text
+    from builder.attest.vcs import local_vcs
+
+    args = dict(build_args)
+    if os.environ.get("SOURCE_DATE_EPOCH") and "SOURCE_DATE_EPOCH" not in args:
+        args["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    record = BuildRecord(
+        dockerfile=dockerfile_text.encode(),
+        dockerfile_name=dockerfile_path.name if request.dockerfile is None else Path(request.dockerfile).name,
+        args=frontend_args(build_args=args, target=request.target, labels=request.labels or {},
+                           network="none" if request.network == "none" else None, no_cache=request.no_cache,
+                           add_hosts=parse_add_hosts(request.add_hosts)),
+        builder_platform=platform_text(Platform()))
+    kind, *origin = request.context_origin or ("",)
+    if kind == "git":
+        record.set_git_context(*origin)
+    elif kind == "url":
+        record.set_url_context(*origin)
+    else:
+        record.set_vcs(local_vcs(request.context, dockerfile_path.parent))
+    return record
 
 
 def _lineage(definition) -> set[str]:

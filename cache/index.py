@@ -9,8 +9,10 @@ Tables
   layers     snapshot + compression -> the layer blob made from it
   bases      chain id of a base layer -> the snapshot it was extracted to
   resolved   image reference + platform -> manifest digest (no network on rebuilds)
+  resolved_names  image reference -> the digest it named (an index's), for provenance
   images     image name -> manifest descriptor (the local image store)
   builds     the last build of a Dockerfile + target: vertex keys, for --explain
+  sbom_layer_facts  diff_id -> the packages the layer writes (builder/attest/layerfacts.py)
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing import Iterator
 from cache.digest import Digest
 from cache.sqlite import Connections
 
+# The SBOM scanner's per-layer facts, kept by diff_id (builder.attest.layerfacts.FactsCache).
+LAYER_FACTS_TABLE = ("CREATE TABLE IF NOT EXISTS sbom_layer_facts ("
+                     "diff_id TEXT PRIMARY KEY, scanner INTEGER NOT NULL, facts TEXT NOT NULL)")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     key TEXT PRIMARY KEY, chain TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL);
@@ -39,11 +44,13 @@ CREATE TABLE IF NOT EXISTS bases (
 CREATE TABLE IF NOT EXISTS resolved (
     ref TEXT NOT NULL, platform TEXT NOT NULL, manifest TEXT NOT NULL,
     PRIMARY KEY (ref, platform));
+CREATE TABLE IF NOT EXISTS resolved_names (
+    ref TEXT PRIMARY KEY, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
     name TEXT PRIMARY KEY, manifest TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS builds (
     build_id TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL);
-"""
+""" + LAYER_FACTS_TABLE + ";\n"
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,14 @@ class Index:
     def put_resolved(self, ref: str, platform: str, manifest: Digest) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO resolved VALUES (?,?,?)", (ref, platform, str(manifest)))
+
+    def get_resolved_name(self, ref: str) -> Digest | None:
+        row = self._db().execute("SELECT digest FROM resolved_names WHERE ref=?", (ref,)).fetchone()
+        return Digest.parse(row[0]) if row else None
+
+    def put_resolved_name(self, ref: str, digest: Digest) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO resolved_names VALUES (?,?)", (ref, str(digest)))
 
     def resolved_manifests(self) -> list[Digest]:
         rows = self._db().execute("SELECT manifest FROM resolved").fetchall()

@@ -152,12 +152,11 @@ class FactsCache:
     Rows are small (a Debian base's: ~40 KB) and outlive the layer until
     the table is trimmed (`forget`)."""
 
-    _SCHEMA = ("CREATE TABLE IF NOT EXISTS sbom_layer_facts ("
-               "diff_id TEXT PRIMARY KEY, scanner INTEGER NOT NULL, facts TEXT NOT NULL)")
-
     def __init__(self, index_path):
+        from cache.index import LAYER_FACTS_TABLE
+
         self._connections = Connections(index_path)
-        self._connections.get().execute(self._SCHEMA)
+        self._connections.get().execute(LAYER_FACTS_TABLE)
 
     def get(self, diff_id: Digest) -> LayerFacts | None:
         row = self._connections.get().execute(

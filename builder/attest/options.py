@@ -75,6 +75,7 @@ class AttestOptions:
 
 # buildx's own default: min, and only where it can sit beside an image.
 DEFAULT_PROVENANCE = ProvenanceOptions(mode=ProvenanceMode.MIN, inline_only=True)
+DEFAULT_SPEC = "type=provenance,mode=min,inline-only=true"
 
 
 def parse_bool(value: str, what: str) -> bool:
@@ -112,6 +113,35 @@ def parse_attest_flags(*, provenance: str | None = None, sbom: str | None = None
     for kind in given:
         raise AttestError(f'unknown attestation type "{kind}"')
     return options
+
+
+def cli_attest_specs(*, provenance: str | None = None, sbom: str | None = None, attest: Sequence[str] = (),
+                     environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The --attest specs buildx sends BuildKit for these flags (checked):
+    the shorthands spelled out, plus its default min provenance unless a
+    provenance flag or BUILDX_NO_DEFAULT_ATTESTATIONS says otherwise."""
+    parse_attest_flags(provenance=provenance, sbom=sbom, attest=attest, environ=environ)
+    specs = list(attest)
+    if provenance:
+        specs.append(_shorthand("provenance", provenance))
+    if sbom:
+        specs.append(_shorthand("sbom", sbom))
+    environ = os.environ if environ is None else environ
+    if not any(_parse_entry(spec)[0] == "provenance" for spec in specs) and not _no_default(environ):
+        specs.append(DEFAULT_SPEC)
+    return tuple(specs)
+
+
+def parse_attest_specs(specs: Sequence[str]) -> AttestOptions:
+    """BuildKit's side: the attestations `specs` ask for, and none besides
+    (the default is the client's to add, cli_attest_specs)."""
+    return parse_attest_flags(attest=specs, environ={NO_DEFAULT_ENV: "true"})
+
+
+def is_default(options: ProvenanceOptions | None) -> bool:
+    """buildx's own default: BuildKit cannot tell it from the same request
+    spelled out, and neither does pybuild."""
+    return options == DEFAULT_PROVENANCE
 
 
 def _shorthand(kind: str, value: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from builder.attest.options import cli_attest_specs
 from builder.cli.check import run_checks
 from builder.cli.guard import EXIT_ERROR, SignalGuard, run_guarded
 from builder.cli.shared import Invocation, key_values, load_settings, root_dir, root_options
@@ -58,6 +59,11 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
                    "NAME=oci-layout://PATH[:TAG][@DIGEST]), used by FROM NAME, "
                    "COPY --from=NAME and RUN --mount=from=NAME. Repeatable.")
 @click.option("--add-host", "add_hosts", multiple=True, help="Add a line to /etc/hosts of each RUN (HOST:IP). Repeatable.")
+@click.option("--provenance", help="Provenance attestation (true, false, mode=min|max[,version=v1]); "
+                                    "default mode=min where an image leaves the machine [env BUILDX_NO_DEFAULT_ATTESTATIONS].")
+@click.option("--sbom", help="SBOM attestation (true, false, scan-stage=true).")
+@click.option("--attest", "attest", multiple=True,
+              help="Attestation (type=provenance|sbom,...; disabled=true). Repeatable. docs/attestations.md.")
 @click.option("--check", "check_only", is_flag=True,
               help="Run the build checks instead of building (as `pybuild check`; exit 1 on warnings).")
 @click.option("--isolation", type=click.Choice(["builtin", "oci", "chroot"]),
@@ -107,7 +113,11 @@ def build(invocation: Invocation | None, **options):
                                                         isolation=options["isolation"],
                                                         progress=options["progress"], insecure=options["insecure"]))
     stdin_text = run_guarded(debug, lambda: read_dockerfile(sys.stdin.buffer)) if dockerfile == "-" else None
+    attest = run_guarded(debug, lambda: cli_attest_specs(provenance=options["provenance"], sbom=options["sbom"],
+                                                         attest=options["attest"]))
     request = _request(options, pairs, settings)
+    keys = run_guarded(debug, lambda: _signing_keys(request.outputs))
+    request = replace(request, attest=attest, signing_keys=keys)
     shown = {"dockerfile_text": None}  # for the lines shown around a Dockerfile error
 
     def action():
@@ -119,7 +129,7 @@ def build(invocation: Invocation | None, **options):
             memoisable = (invocation is not None and not prepared.is_remote and stdin_text is None
                           and not _defeats_memo(options))
             result = _run(replace(request, context=prepared.directory, dockerfile=dockerfile_path,
-                                  dockerfile_text=dockerfile_text),
+                                  dockerfile_text=dockerfile_text, context_origin=prepared.origin),
                           options, settings, invocation if memoisable else None)
         if options["quiet"]:
             click.echo(result.image_id)
@@ -165,6 +175,17 @@ def _outputs(options: dict) -> tuple[str, ...]:
     buildx's --load next to -o: both exports."""
     outputs = tuple(options["outputs"])
     return (*outputs, "type=image") if options["load"] and outputs else outputs
+
+
+def _signing_keys(outputs) -> dict:
+    """The keys of the outputs' sign= files, read (an encrypted key's
+    password asked) before anything is built or uploaded."""
+    from builder.cli.sign import signing_key
+    from builder.export.outputs import parse_output
+    from builder.export.sign import signed_outputs
+
+    specs = signed_outputs([parse_output(text) for text in outputs])
+    return {spec.attrs["sign"]: signing_key(spec.attrs["sign"]) for spec in specs}
 
 
 def _defeats_memo(options: dict) -> bool:

@@ -58,6 +58,9 @@ class PreparedContext:
     directory: Path
     # Set when the input itself was a Dockerfile (stdin or a plain URL).
     dockerfile_text: str | None = None
+    # A remote context's origin for its provenance: ("git", URL#ref:subdir,
+    # commit) or ("url", URL, digest of the download).
+    origin: tuple[str, str, str] = ()
 
     @property
     def is_remote(self) -> bool:
@@ -109,7 +112,8 @@ def prepare_context(spec: str, *, root: Path, stdin: BinaryIO | None = None) -> 
                     raise ContextInputError("context '-' needs data on stdin")
                 yield _from_stream(stdin, scratch, "stdin")
             elif kind is ContextKind.GIT:
-                yield PreparedContext(kind, _clone(spec, scratch))
+                directory, commit = _clone(spec, scratch)
+                yield PreparedContext(kind, directory, origin=("git", spec, commit))
             else:
                 yield _from_url(spec, scratch)
         finally:
@@ -153,12 +157,15 @@ def _unpack_or_dockerfile(raw: Path, scratch: Path, kind: ContextKind, what: str
 def _from_url(url: str, scratch: Path) -> PreparedContext:
     from builder.ops.source.http import FetchError, fetch_url, redact
 
+    from dataclasses import replace
+
     raw = scratch / "download"
     try:
-        fetch_url(url, raw)
+        _, digest = fetch_url(url, raw)
     except FetchError as exc:
         raise ContextInputError(f"unable to prepare context: {exc}") from None
-    return _unpack_or_dockerfile(raw, scratch, ContextKind.URL, redact(url))
+    prepared = _unpack_or_dockerfile(raw, scratch, ContextKind.URL, redact(url))
+    return replace(prepared, origin=("url", url, str(digest)))
 
 
 def split_git_url(spec: str) -> tuple[str, str, str]:
@@ -170,12 +177,13 @@ def split_git_url(spec: str) -> tuple[str, str, str]:
     return url, ref, subdir
 
 
-def _clone(spec: str, scratch: Path) -> Path:
+def _clone(spec: str, scratch: Path) -> tuple[Path, str]:
+    """The context directory of a git URL and the commit checked out."""
     url, ref, subdir = split_git_url(spec)
     checkout = scratch / "git"
     checkout.mkdir()
     try:
-        git.checkout(url, ref, checkout)
+        commit = git.checkout(url, ref, checkout)
     except git.GitError as exc:
         raise ContextInputError(str(exc).replace("git repository", "git context")) from None
     # The repository's symlinks resolve inside it, as BuildKit's git source
@@ -183,7 +191,7 @@ def _clone(spec: str, scratch: Path) -> Path:
     directory = resolve_in_root(checkout, subdir) if subdir else checkout
     if not directory.is_dir():
         raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
-    return directory
+    return directory, commit
 
 
 # -- --build-context ------------------------------------------------------------------

@@ -23,10 +23,11 @@ import tarfile
 from pathlib import Path
 from typing import Sequence
 
+from builder.export.attest import make_index
 from builder.export.oci import atomic_file
 from builder.export.outputs import OutputSpec, OutputType, export_options
 from builder.export.run import layout_created, output_specs, store_and_pushes, write_layout
-from builder.image import DOCKER_MANIFEST_LIST, OCI_INDEX, Descriptor, Image, canonical_json
+from builder.image import Descriptor, Image
 from builder.registry.reference import Reference
 
 _IMAGE_OUTPUTS = (OutputType.IMAGE, OutputType.REGISTRY, OutputType.OCI)
@@ -35,31 +36,19 @@ DOCKER_REFUSAL = ("docker exporter does not currently support exporting manifest
                   "or give one --platform")
 
 
-def make_index(store, images: Sequence[Image], *, oci: bool, annotations=()) -> Descriptor:
-    """Store the index of `images` (their manifests' descriptors, platform
-    included, in the platforms' order) and return its descriptor."""
-    manifests = []
-    for image in images:
-        desc = image.manifest
-        if not oci:  # schema 2's manifest list has no annotations
-            desc = Descriptor(desc.media_type, desc.digest, desc.size, platform=desc.platform)
-        manifests.append(desc.to_json())
-    body = {"schemaVersion": 2, "mediaType": OCI_INDEX if oci else DOCKER_MANIFEST_LIST, "manifests": manifests}
-    if annotations and oci:
-        body["annotations"] = dict(annotations)
-    data = canonical_json(body)
-    return Descriptor(body["mediaType"], store.put_bytes(data), len(data))
-
-
 def platform_dir(platform) -> str:
     """buildx's directory name for a platform's files: `linux_arm64`, `linux_arm_v7`."""
     return str(platform).replace("/", "_")
 
 
-def run_platform_outputs(built, tags, specs, push: bool):
+def run_platform_outputs(built, tags, specs, push: bool, attest=None, facts=()):
     """Write every output of the platform builds `built`; returns the index
     (the first image output's, else the store's), the first platform's
-    image and what was pushed (tag -> index digest)."""
+    image and what was pushed (tag -> index digest). `attest` (a
+    BuildAttestations) and `facts` (each platform's PlatformRecord) when
+    the build attests."""
+    from builder.export.run import attested_options
+
     first = built[0].session
     store = first.store
     tags = tuple(tags)
@@ -67,27 +56,34 @@ def run_platform_outputs(built, tags, specs, push: bool):
     planned = []
     for spec in specs:
         options = export_options(spec, built[0].assembler.defaults)  # type=docker: refused before the build
+        wanted = attest.wanted(spec) if attest is not None else None
         entry = None
         if spec.type in _IMAGE_OUTPUTS:
+            if wanted is not None and wanted.any:
+                options = attested_options(first, options)
             images = [b.assembler.image(options) for b in built]
-            index = make_index(store, images, oci=options.oci_mediatypes,
+            extra = []
+            if wanted is not None and wanted.any:
+                names = spec.names or tags
+                extra = [attest.manifest_for(wanted, f, image, names) for f, image in zip(facts, images)]
+            index = make_index(store, images, oci=options.oci_mediatypes, attestations=extra,
                                annotations=options.index_annotations if spec.type is not OutputType.OCI else ())
-            entry = (images, index)
-        planned.append((spec, options, entry))
-    found = next((entry for _, _, entry in planned if entry is not None), None)
+            entry = (images + extra, index)
+        planned.append((spec, options, wanted, entry))
+    found = next((entry for _, _, _, entry in planned if entry is not None), None)
     if found is None:
         images = [b.assembler.image() for b in built]
         found = (images, make_index(store, images, oci=built[0].assembler.defaults.oci_mediatypes))
 
     to_push: list[tuple[str, list[Image], Descriptor]] = []
-    for spec, options, entry in planned:
+    for spec, options, wanted, entry in planned:
         names = spec.names or tags
         if spec.type is OutputType.OCI:
             images, index = entry
             write_layout(first, spec, images, names, dict(options.index_annotations), docker=False,
                          created=layout_created(options), index=index)
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
-            _write_files(built, spec)
+            _write_files(built, spec, attest, wanted, facts)
         else:
             images, index = entry
             to_push += [(name, images, index) for name in store_and_pushes(first, spec, names, index.digest)]
@@ -100,41 +96,49 @@ def run_platform_outputs(built, tags, specs, push: bool):
 
 def _push(session, name: str, images: Sequence[Image], index: Descriptor) -> str:
     ref = Reference.parse(name)
-    session.reporter.message(f"pushing {ref} ({len(images)} platforms)")
+    session.reporter.message(f"pushing {ref} ({len(images)} manifests)")
     digest = session.registry.push_index(ref, images, index)
     session.reporter.message(f"pushed {ref}@{digest}")
     return str(digest)
 
 
-def _write_files(built, spec: OutputSpec) -> None:
+def _write_files(built, spec: OutputSpec, attest=None, wanted=None, facts=()) -> None:
     """type=local: DEST/linux_amd64/... per platform; type=tar: one tar
-    whose top directories are the platforms', as buildx writes them."""
+    whose top directories are the platforms', as buildx writes them; each
+    platform's attestation files in its directory."""
+    from builder.export.attest import add_statement_files, copy_tar, export_attested_rootfs
     from builder.export.rootfs import export_rootfs
 
+    attested = wanted is not None and wanted.any
     dest = Path(spec.dest)
     if spec.type is OutputType.LOCAL:
-        for b in built:
-            export_rootfs(b.session.snapshots, b.chain, dest / platform_dir(b.platform), as_tar=False,
-                          preserve_special=spec.flag("preserve-special"))
+        for position, b in enumerate(built):
+            if attested:
+                export_attested_rootfs(b.session, b.chain, spec, attest, wanted, facts[position],
+                                       b.assembler.image(), dest / platform_dir(b.platform))
+            else:
+                export_rootfs(b.session.snapshots, b.chain, dest / platform_dir(b.platform), as_tar=False,
+                              preserve_special=spec.flag("preserve-special"))
         return
     parts = []
-    for b in built:
+    for position, b in enumerate(built):
         part = b.session.tmp / f"rootfs-{platform_dir(b.platform)}.tar"
-        export_rootfs(b.session.snapshots, b.chain, part, as_tar=True)
-        parts.append((platform_dir(b.platform), part))
+        files = []
+        if attested:
+            files = export_attested_rootfs(b.session, b.chain, spec, attest, wanted, facts[position],
+                                           b.assembler.image(), part)
+        else:
+            export_rootfs(b.session.snapshots, b.chain, part, as_tar=True)
+        parts.append((platform_dir(b.platform), part, files))
 
     def write(out) -> None:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as combined:
-            for prefix, part in parts:
+            for prefix, part, files in parts:
                 top = tarfile.TarInfo(prefix + "/")
                 top.type, top.mode = tarfile.DIRTYPE, 0o755
                 combined.addfile(top)
-                with tarfile.open(part, mode="r|") as source:
-                    for member in source:
-                        member.name = f"{prefix}/{member.name}"
-                        if member.islnk():
-                            member.linkname = f"{prefix}/{member.linkname}"
-                        combined.addfile(member, source.extractfile(member) if member.isreg() else None)
+                copy_tar(part, combined, f"{prefix}/")
+                add_statement_files(combined, files, attest.epoch if attest else None, f"{prefix}/")
 
     if str(dest) == "-":
         write(sys.stdout.buffer)

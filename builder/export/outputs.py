@@ -93,14 +93,15 @@ def _check_owner() -> None:
 
 # Attributes each output type understands besides its export options.
 _OWN_ATTRS = {
-    OutputType.IMAGE: {"name", "push", "registry.insecure", "store", "unpack"},
-    OutputType.REGISTRY: {"name", "push", "registry.insecure"},
+    # sign: a cosign key file, what is pushed is signed (builder/export/sign.py).
+    OutputType.IMAGE: {"name", "push", "registry.insecure", "store", "unpack", "sign"},
+    OutputType.REGISTRY: {"name", "push", "registry.insecure", "sign"},
     OutputType.OCI: {"name", "dest", "tar"},
     OutputType.DOCKER: {"name", "dest", "tar"},
     # preserve-special: a local export writes the image's owners, setuid and
     # setgid bits, device nodes and xattrs (builder/export/rootfs.py).
-    OutputType.LOCAL: {"dest", "preserve-special"},
-    OutputType.TAR: {"dest"},
+    OutputType.LOCAL: {"dest", "preserve-special", "attestation-prefix"},
+    OutputType.TAR: {"dest", "attestation-prefix"},
 }
 _IMAGE_ATTRS = {"compression", "compression-level", "force-compression", "oci-mediatypes", "rewrite-timestamp"}
 _ANNOTATION_KINDS = {

@@ -55,33 +55,90 @@ def store_and_pushes(session, spec: OutputSpec, names, digest: str) -> list[str]
     return list(names)
 
 
-def run_outputs(session, assembler, chain, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+def run_outputs(session, assembler, chain, tags, specs, push: bool, attest=None, facts=None):
+    """Every output of one platform's build; `attest` (a BuildAttestations)
+    and `facts` (its PlatformRecord) when the build attests. Returns the
+    build's image, what was pushed (name -> digest) and the index of its
+    first image output when attestations made one."""
     tags = tuple(tags)
     specs = output_specs(specs, tags, push)
     planned = []
     for spec in specs:
         options = export_options(spec, assembler.defaults)  # validates every output's options
-        planned.append((spec, options, assembler.image(options) if spec.type in _IMAGE_OUTPUTS else None))
-    result = next((image for _, _, image in planned if image is not None), None) or assembler.image()
+        wanted = attest.wanted(spec) if attest is not None else None
+        if wanted is not None and wanted.any and spec.type in _IMAGE_OUTPUTS:
+            options = attested_options(session, options)
+        planned.append((spec, options, wanted, assembler.image(options) if spec.type in _IMAGE_OUTPUTS else None))
+    result = next((image for _, _, _, image in planned if image is not None), None) or assembler.image()
 
-    to_push: list[tuple[str, Image]] = []
-    for spec, options, image in planned:
+    index = None
+    to_push: list[tuple[str, Image, tuple | None]] = []
+    for spec, options, wanted, image in planned:
         names = spec.names or tags
+        attested = None
+        if image is not None and wanted is not None and wanted.any:
+            from builder.export.attest import make_index
+
+            manifest = attest.manifest_for(wanted, facts, image, names)
+            annotations = options.index_annotations if spec.type is not OutputType.OCI else ()
+            attested = ([image, manifest], make_index(session.store, [image], oci=True, annotations=annotations,
+                                                      attestations=[manifest]))
+            if index is None and image is result:
+                index = attested[1]
         if spec.type in (OutputType.OCI, OutputType.DOCKER):
-            write_layout(session, spec, image, names, dict(options.index_annotations),
-                         docker=spec.type is OutputType.DOCKER, created=layout_created(options))
+            write_layout(session, spec, attested[0] if attested else image, names, dict(options.index_annotations),
+                         docker=spec.type is OutputType.DOCKER, created=layout_created(options),
+                         index=attested[1] if attested else None)
         elif spec.type in (OutputType.LOCAL, OutputType.TAR):
             from builder.export.rootfs import export_rootfs
 
-            export_rootfs(session.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
-                          preserve_special=spec.flag("preserve-special"))
+            if wanted is not None and wanted.any:
+                _attested_rootfs(session, chain, spec, attest, wanted, facts, assembler.image())
+            else:
+                export_rootfs(session.snapshots, chain, Path(spec.dest), as_tar=spec.type is OutputType.TAR,
+                              preserve_special=spec.flag("preserve-special"))
         else:
-            to_push += [(name, image) for name in store_and_pushes(session, spec, names, image.manifest.digest)]
+            digest = attested[1].digest if attested else image.manifest.digest
+            to_push += [(name, image, attested) for name in store_and_pushes(session, spec, names, digest)]
     pushed: dict[str, str] = {}
-    for name, image in to_push:
+    for name, image, attested in to_push:
         if name not in pushed:
-            pushed[name] = _push(session, name, image)
-    return result, pushed
+            pushed[name] = _push(session, name, image, attested)
+    return result, pushed, index
+
+
+def _attested_rootfs(session, chain, spec, attest, wanted, facts, image) -> None:
+    """type=local or type=tar with attestation files (builder.export.attest)."""
+    from builder.export.attest import add_statement_files, copy_tar, export_attested_rootfs
+
+    files = export_attested_rootfs(session, chain, spec, attest, wanted, facts, image)
+    if spec.type is OutputType.LOCAL:
+        return
+    import tarfile
+
+    from builder.export.oci import atomic_file
+
+    def write(out) -> None:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as combined:
+            copy_tar(session.tmp / "rootfs.tar", combined)
+            add_statement_files(combined, files, attest.epoch)
+
+    if spec.dest == "-":
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_file(Path(spec.dest), write)
+
+
+def attested_options(session, options):
+    """BuildKit turns OCI media types on for an image with attestations
+    (an attestation manifest is OCI's own), saying so."""
+    if options.oci_mediatypes:
+        return options
+    from dataclasses import replace
+
+    session.reporter.warning("forcibly turning on oci-mediatype mode for attestations")
+    return replace(options, oci_mediatypes=True)
 
 
 def _pushes(spec: OutputSpec) -> bool:
@@ -137,9 +194,14 @@ def write_layout(session, spec: OutputSpec, image: Image | Sequence[Image], name
         atomic_directory(Path(dest), lambda root: write_directory(store, entries, root))
 
 
-def _push(session, name: str, image: Image) -> str:
+def _push(session, name: str, image: Image, attested=None) -> str:
+    """`image` under `name`; with `attested` (its images and index), the
+    images by digest, then the index under the name."""
     ref = Reference.parse(name)
     session.reporter.message(f"pushing {ref}")
-    digest = session.registry.push(ref, image)
+    if attested is not None:
+        digest = session.registry.push_index(ref, *attested)
+    else:
+        digest = session.registry.push(ref, image)
     session.reporter.message(f"pushed {ref}@{digest}")
     return str(digest)

@@ -251,6 +251,7 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
             store.delete(digest)  # a recipe: the bytes were the snapshot's
             done.blobs += 1
 
+    _forget_layer_facts(worker, live, keep)
     if everything and worker.cache_mounts.is_dir():
         for entry in worker.cache_mounts.iterdir():
             if entry.is_dir():
@@ -264,6 +265,32 @@ def _prune_locked(worker, everything: bool, keep_storage, until) -> PruneResult:
             if entry.name.startswith("build-"):
                 remove_tree(entry, ignore_errors=True)
     return done
+
+
+def _forget_layer_facts(worker, live: set[str], kept: set[Digest]) -> None:
+    """The SBOM facts of layers the root no longer holds in any form: not
+    a live snapshot's layer, nor a layer of a config still kept."""
+    from builder.attest.layerfacts import FactsCache
+
+    diff_ids = {str(r.diff_id) for r in worker.index.all_layers() if r.snapshot in live}
+    for digest in kept:
+        store = worker.store
+        if store.has(digest) and not store.is_lazy(digest) and store.size(digest) <= _CONFIG_MAX:
+            try:
+                body = json.loads(store.read_bytes(digest))
+            except ValueError:
+                continue  # a small layer, not JSON
+            if isinstance(body, dict) and isinstance(body.get("rootfs"), dict):
+                diff_ids.update(str(d) for d in body["rootfs"].get("diff_ids") or [])
+    facts = FactsCache(worker.index.path)
+    try:
+        facts.forget(diff_ids)
+    finally:
+        facts.close()
+
+
+# An image config is a few KiB; a blob larger than this is a layer.
+_CONFIG_MAX = 1 << 20
 
 
 def before_removing_snapshots(worker, doomed: set[str]) -> None:

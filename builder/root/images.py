@@ -154,6 +154,9 @@ def resolve_now(worker, registry, ref: Reference, platform: str):
     resolved = registry.resolve(ref, platform)
     if ref.digest is None:
         worker.index.put_resolved(str(ref), platform, resolved.manifest.digest)
+        # What the name itself named (an index for a multi-platform image):
+        # the provenance's material (builder.solver.resolver).
+        worker.index.put_resolved_name(str(ref), resolved.ref.digest or resolved.manifest.digest)
     return resolved
 
 

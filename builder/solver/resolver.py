@@ -63,11 +63,13 @@ class ImageResolver:
     (unless --pull), else asked of the registry; documents already in the
     store are used as they are, after the same checks as fetched ones."""
 
-    def __init__(self, worker: Worker, registry: RegistryAccess, *, pull: bool, observer: Observer | None = None):
+    def __init__(self, worker: Worker, registry: RegistryAccess, *, pull: bool, observer: Observer | None = None,
+                 record=None):
         self._worker = worker
         self._registry = registry
         self._pull = pull
         self._observer = observer  # told which image each reference meant, for the build memo
+        self._record = record  # the provenance's BuildRecord, told each base image's digest
 
     def resolve_image(self, text: str, platform: ops.Platform) -> ResolvedImage:
         """The frontend's ImageResolver: the pinned reference and config."""
@@ -97,8 +99,21 @@ class ImageResolver:
         _check_stored(ref, "image config", check_config, config)
         if self._observer is not None:
             self._observer.used_image(ref, platform_key, manifest_digest, config_digest)
+        if self._record is not None:
+            self._report(ref, platform, manifest_digest)
         name = str(ref.with_digest(None)) if ref.digest is not None else str(ref)
         return ResolvedImage(ref=name, digest=str(manifest_digest), config=config)
+
+    def _report(self, ref: Reference, platform: ops.Platform, manifest_digest: Digest) -> None:
+        """The provenance names a base by what its name pointed to: an
+        index's digest for a multi-platform one, as BuildKit does (this
+        root's record of the name's answer, builder.root.images.resolve_now)."""
+        from builder.attest.record import platform_text
+
+        digest = ref.digest
+        if digest is None and not self._pull:
+            digest = self._worker.index.get_resolved_name(str(ref))
+        self._record.add_image(str(ref), digest or manifest_digest, platform_text(platform))
 
     def resolve_manifest(self, ref: Reference, platform: ops.Platform) -> ResolvedManifest:
         """Ask the registry, and record a tag's answer for this root."""

@@ -138,13 +138,16 @@ class BuildSession:
     reporter: BuildReporter
     options: StepOptions
     tmp: Path  # the build's scratch under ROOT/tmp, removed by close()
+    # builder.attest.record.BuildRecord when the build attests: the steps
+    # that learn a remote source's digest report it there.
+    record: object = None
 
     @classmethod
     def open(cls, worker: Worker, reporter: BuildReporter, sources: SourceOptions, options: StepOptions,
-             ssh: Mapping[str, Sequence[str]], observer: Observer | None = None) -> BuildSession:
+             ssh: Mapping[str, Sequence[str]], observer: Observer | None = None, record=None) -> BuildSession:
         """`ssh`: builder.solver.secrets.parse_ssh's IDs and what each names.
         `observer` is told what the build read, when it may be memoised
-        (builder.root.memo)."""
+        (builder.root.memo); `record` what its provenance says."""
         from builder.ops.ssh_agent import SshAgents
 
         registry = RegistryAccess(worker.store, insecure=sources.insecure_registries, hosts=sources.registry_hosts)
@@ -158,8 +161,9 @@ class BuildSession:
             raise
         return cls(store=worker.store, index=worker.index, snapshots=worker.snapshots,
                    cache_mounts=worker.cache_mounts, executor=BuildExecutor(worker.executor), registry=registry,
-                   images=ImageResolver(worker, registry, pull=sources.pull, observer=observer),
-                   contexts=contexts, ssh=SshAgents(ssh), reporter=reporter, options=options, tmp=tmp)
+                   images=ImageResolver(worker, registry, pull=sources.pull, observer=observer, record=record),
+                   contexts=contexts, ssh=SshAgents(ssh), reporter=reporter, options=options, tmp=tmp,
+                   record=record)
 
     def close(self) -> None:
         self.ssh.close()  # stops the ssh-agents this build started
@@ -218,9 +222,10 @@ class BuildSession:
         return impl_for
 
     # outputs -------------------------------------------------------------
-    def export(self, assembler, chain: Result, tags, specs, push: bool) -> tuple[Image, dict[str, str]]:
+    def export(self, assembler, chain: Result, tags, specs, push: bool, attest=None, facts=None):
         """Write every output, each from the image its options ask for
-        (builder.export.run); returns the build's image and what was pushed."""
+        (builder.export.run); returns the build's image, what was pushed
+        and the index attestations made, if any."""
         from builder.export.run import run_outputs
 
-        return run_outputs(self, assembler, chain, tags, specs, push)
+        return run_outputs(self, assembler, chain, tags, specs, push, attest, facts)

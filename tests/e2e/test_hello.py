@@ -35,7 +35,10 @@ def hello_build(busybox_image, tmp_path_factory):
     """One cold build of testdata/hello with every output of issue 2."""
     work = tmp_path_factory.mktemp("hello")
     root = work / "root"
-    done = pybuild("-t", "hello", "--build-arg", f"BASE={busybox_image.ref}",
+    # No provenance: umoci 0.4 cannot pick the image out of an index that
+    # also lists an attestation manifest ("tag is ambiguous"), BuildKit's
+    # layouts included; issue 2's outputs are the image alone.
+    done = pybuild("-t", "hello", "--build-arg", f"BASE={busybox_image.ref}", "--provenance=false",
                    "-o", "type=image", "-o", f"type=oci,dest={work / 'hello-oci.tar'}",
                    "-o", f"type=docker,dest={work / 'hello-docker.tar'}",
                    "-o", f"type=oci,dest={work / 'layout'},tar=false",
@@ -149,9 +152,16 @@ def test_push_and_pull_back_with_skopeo(hello_build, busybox_image, registry):
     work, root, _ = hello_build
     target = f"{registry.host}/pushed/hello:v1"
     pybuild("-t", target, "--push", "--build-arg", f"BASE={busybox_image.ref}", str(HELLO), root=root)
-    raw = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{target}"],
-                                    check=True, capture_output=True, text=True).stdout)
-    assert raw["config"]["digest"] == (work / "iid").read_text()
+    def raw(reference: str) -> dict:
+        return json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", reference],
+                                         check=True, capture_output=True, text=True).stdout)
+
+    # The push carries the default provenance: the index's first entry is the image.
+    index = raw(f"docker://{target}")
+    image, attestation = index["manifests"]
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    assert raw(f"docker://{target.rsplit(':', 1)[0]}@{image['digest']}")["config"]["digest"] == \
+        (work / "iid").read_text()
     copy_dir = work / "pulled"
     subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{target}", f"oci:{copy_dir}:v1"],
                    check=True, capture_output=True)

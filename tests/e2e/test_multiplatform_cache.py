@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from e2e.test_emulation import emulator  # noqa: F401 (a fixture)
-from e2e.test_multiplatform import PLATFORMS, Layout, _executed, pybuild
+from e2e.test_multiplatform import PLATFORMS, Layout, _executed, _images, pybuild
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ def _platform_layers(registry, repo: str, tag: str) -> dict[str, list[str]]:
     index = _manifest(registry, repo, tag)
     return {m["platform"]["architecture"]: [layer["digest"] for layer in
                                             _manifest(registry, repo, m["digest"])["layers"]]
-            for m in index["manifests"]}
+            for m in _images(index)}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_one_cache_manifest_holds_every_platforms_records(exported, registry):
     # Each platform's image carries its own inline records; the one cache has both platforms'.
     index = _manifest(registry, "mpapp", "inline")
     inline = {}
-    for entry in index["manifests"]:
+    for entry in _images(index):
         config = _blob(registry, "mpapp", _manifest(registry, "mpapp", entry["digest"])["config"]["digest"])
         inline[entry["platform"]["architecture"]] = {r["key"] for r in config[INLINE_KEY]["records"]}
     assert set(inline) == {"amd64", "arm64"}
@@ -174,7 +174,7 @@ def test_squash_squashes_each_platforms_image(busybox_index, tmp_path):
     for squash, read in layouts.items():
         top = read.json(json.loads(read.files["index.json"])["manifests"][0]["digest"])
         counts = {}
-        for entry in top["manifests"]:
+        for entry in _images(top):
             manifest = read.json(entry["digest"])
             counts[entry["platform"]["architecture"]] = len(manifest["layers"])
             assert read.file_of(manifest, "own.txt") == read.file_of(manifest, "again.txt")

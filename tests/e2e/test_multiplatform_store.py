@@ -85,8 +85,9 @@ def test_push_sends_the_index_as_build_push_does(stored, registry):
         assert all(layer["mediaType"].endswith("+gzip") for layer in manifest["layers"])
     # A fresh root's build --push of the same Dockerfile and epoch: the same index.
     again = f"{registry.host}/mpstore:again"
+    # No provenance: the stored index has none (the store keeps no default one).
     pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "fresh"), "-t", again, "--push",
-            "--metadata-file", str(tmp_path / "again.json"), str(tmp_path / "ctx"), tmp_path=tmp_path)
+            "--provenance=false", "--metadata-file", str(tmp_path / "again.json"), str(tmp_path / "ctx"), tmp_path=tmp_path)
     assert json.loads((tmp_path / "again.json").read_text())["pybuild.pushed"][again] == digest
     assert _raw(again)[0] == digest
 
@@ -179,7 +180,11 @@ def test_arm_v7_builds_from_the_arm_v6_image(arm_index, tmp_path):
     pybuild("build", "--platform", "linux/arm/v7", "--root", str(tmp_path / "root"),
             "-o", f"type=oci,dest={out}", str(context), tmp_path=tmp_path)
     layout = Layout(out)
-    manifest = layout.json(json.loads(layout.files["index.json"])["manifests"][0]["digest"])
+    index = layout.json(json.loads(layout.files["index.json"])["manifests"][0]["digest"])
+    image, attestation = index["manifests"]  # the image, then its provenance's manifest
+    assert attestation["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    assert image["platform"] == {"architecture": "arm", "os": "linux", "variant": "v7"}
+    manifest = layout.json(image["digest"])
     config = layout.json(manifest["config"]["digest"])
     assert config["config"]["Cmd"] == ["echo", "v6"]  # v6 before v5, though v5 comes first
     # the image is the build's platform's, as BuildKit 0.13 labels it (measured: arm, v7)

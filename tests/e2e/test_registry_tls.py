@@ -45,7 +45,10 @@ def test_a_build_pulls_and_pushes_over_https_trusting_the_configured_ca(tls_regi
     done = _pybuild("build", "--root", str(tmp_path / "root"), "--progress", "plain", "-t", target, "--push",
                     str(_context(tmp_path, tls_registry)), config=config)
     assert done.returncode == 0, done.stderr
-    pushed = skopeo_inspect(f"docker://{target}", raw=True)
+    index = skopeo_inspect(f"docker://{target}", raw=True)  # the image and its provenance
+    image = index["manifests"][0]
+    assert index["manifests"][1]["annotations"]["vnd.docker.reference.digest"] == image["digest"]
+    pushed = skopeo_inspect(f"docker://{tls_registry.host}/app@{image['digest']}", raw=True)
     assert len(pushed["layers"]) == 2 and all(layer["mediaType"].endswith("+gzip") for layer in pushed["layers"])
     # `pybuild pull` and `pybuild push` read the same file the same way.
     pulled = _pybuild("pull", "--root", str(tmp_path / "fresh"), target, config=config)

@@ -9,6 +9,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+_INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json")
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -32,8 +35,19 @@ class Archive:
             return json.loads(tar.extractfile("index.json").read())
 
     @property
-    def manifest_digest(self) -> str:
+    def top_digest(self) -> str:
+        """What the layout names: the image's manifest, or the index of the
+        image and its attestations (a build's containerimage.digest)."""
         return self.index["manifests"][0]["digest"]
+
+    @property
+    def manifest_digest(self) -> str:
+        """The image's manifest, through the image index the layout names
+        when the image carries attestations (its images come first)."""
+        entry = self.index["manifests"][0]
+        if entry["mediaType"] in _INDEX_TYPES:
+            entry = json.loads(self.blob(entry["digest"]))["manifests"][0]
+        return entry["digest"]
 
     @property
     def manifest(self) -> dict:

@@ -33,7 +33,7 @@ def test_hello_into_every_output(rootless, busybox_image):
     assert "docker.io/library/hello:1" in listed, listed
 
     oci = Archive(out / "hello.oci.tar")
-    assert oci.manifest_digest == digest
+    assert oci.top_digest == digest  # the index of the image and its provenance
     assert oci.config["config"]["Cmd"] == ["/app/bin/greet"]
     assert oci.config["config"]["User"] == "appuser"
     greet = oci.layer_entry("app/bin/greet", index=-3)  # COPY --from=build, then COPY and RUN

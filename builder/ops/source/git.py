@@ -125,8 +125,9 @@ def resolve_commit(url: str, ref: str, cwd: Path) -> str:
     raise GitError(f"failed to fetch git repository {url}: ref {wanted!r} not found")
 
 
-def checkout(url: str, ref: str, dest: Path, *, keep_git_dir: bool = False) -> None:
-    """Fill the empty directory `dest` with the tree of `ref`."""
+def checkout(url: str, ref: str, dest: Path, *, keep_git_dir: bool = False) -> str:
+    """Fill the empty directory `dest` with the tree of `ref`; returns its
+    commit (a git context's provenance names it)."""
     _check(url, ref)
     _git(["init", "-q", "--", str(dest)], dest.parent, url)
     _git(["remote", "add", "--", "origin", url], dest, url)
@@ -134,8 +135,10 @@ def checkout(url: str, ref: str, dest: Path, *, keep_git_dir: bool = False) -> N
     _git(["checkout", "-q", "FETCH_HEAD"], dest, url)
     if (dest / ".gitmodules").exists():
         _git(["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"], dest, url)
+    commit = _git(["rev-parse", "HEAD"], dest, url).strip()
     if not keep_git_dir:
         shutil.rmtree(dest / ".git", ignore_errors=True)
+    return commit
 
 
 class GitImpl:
@@ -151,6 +154,10 @@ class GitImpl:
 
     def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
         self._commit = resolve_commit(self.op.remote, self.op.ref, self.session.tmp)
+        if self.session.record is not None:
+            from builder.attest.record import git_material_url
+
+            self.session.record.add_git(git_material_url(self.op.remote, self.op.ref), self._commit)
         return cache_key(self.op.canonical(), input_keys, self._commit)
 
     def execute(self, inputs, cancel):

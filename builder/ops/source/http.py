@@ -203,6 +203,8 @@ class HttpImpl:
             name, digest = fetch_url(self.op.url, path, self.op.checksum or None, filename=self.op.filename,
                                      max_size=limits.max_add_url_size if limits is not None else None)
             self._download = (path, name, str(digest))
+            if self.session.record is not None:
+                self.session.record.add_http(self.op.url, digest)
         return self._download
 
     def cache_key(self, input_keys: Sequence[CacheKey]) -> CacheKey:
