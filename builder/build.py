@@ -280,6 +280,10 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
             for plan, found in zip(planned, facts):
                 found.record.observe_graph(plan.definition)
                 found.record.finish()
+                if attest.options.sbom is not None and attest.options.sbom.scan_stage:
+                    from builder.export.attest import stage_layers
+
+                    found.stages = stage_layers(plan.definition, plan.solution, plan.session.results)
             for plan in planned:
                 plan.control.after_solve(plan.definition, plan.session, plan.solution, reporter, build_args, target,
                                          platform=str(plan.platform) if several else None)
@@ -322,6 +326,9 @@ def _attestations(request: BuildRequest, specs, epoch: int | None):
     options = parse_attest_specs(request.attest)
     if not options.any:
         return None
+    if options.sbom is not None and options.sbom.generator:
+        raise PybuildError(f"sbom generator={options.sbom.generator}: pybuild scans the image itself and runs "
+                           "no scanner image (docs/attestations.md)")
     attest = BuildAttestations(options, None, epoch)
     attest.check_outputs(specs)
     return attest

@@ -204,6 +204,29 @@ def tar_subjects(part: Path) -> list[tuple[str, Digest]]:
     return sorted(found)
 
 
+def stage_layers(definition, solution, results) -> list[tuple[str, list]]:
+    """scan-stage=true: each stage the target reads (not its own), as the
+    snapshot chain of that stage's last step the target depends on, in
+    the graph's order; `results` is the session's result store."""
+    import networkx as nx
+
+    from builder.attest.sbom_scan import LayerRef
+
+    needed = nx.ancestors(definition.graph, definition.target)
+    own = getattr(definition.metadata.get(definition.target), "stage", "")
+    last: dict[str, str] = {}
+    for vertex in nx.topological_sort(definition.graph):
+        stage = getattr(definition.metadata.get(vertex), "stage", "")
+        if vertex in needed and stage and stage != own:
+            last[stage] = vertex
+    found = []
+    for stage, vertex in last.items():
+        chain = results.lookup(solution.keys[vertex]) if vertex in solution.keys else None
+        if chain:
+            found.append((stage, [LayerRef(snapshot=snapshot) for snapshot in chain]))
+    return found
+
+
 def make_index(store, images: Sequence[Image], *, oci: bool, annotations=(),
                attestations: Sequence[Image] = ()) -> Descriptor:
     """Store the index of `images` (their manifests' descriptors, platform

@@ -8,6 +8,7 @@ refuses an explicit request. Read back from the real registry fixture."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 import time
@@ -364,3 +365,69 @@ def test_registry_output_signs_what_it_pushed_and_a_wrong_password_uploads_nothi
     verified = cosign_verify(cosign, tmp_path, pub, ref)
     assert verified.returncode == 0, verified.stderr
     assert digest in verified.stdout
+
+
+def test_an_explicit_attestation_is_never_replayed_from_the_memo(base, tmp_path, monkeypatch, capsys):
+    from builder.root.replay import replay
+
+    ctx = context(tmp_path, f"FROM {base}\nCOPY a /a\n", {"a": "memo\n"})
+    monkeypatch.chdir(tmp_path)  # the working directory is part of a memo's key
+    env = pybuild_env(tmp_path)
+    monkeypatch.setattr(os, "environ", env)
+    outcomes = {}
+    for flags in ((), ("--provenance=true",), ("--sbom=true",)):
+        argv = ["--root", str(tmp_path / "root"), "--progress=plain", "-t", "memo-att", *flags, str(ctx)]
+        done = subprocess.run(["pybuild", *argv], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        time.sleep(0.3)  # settled: a memo is written once the files it saw are older than this
+        subprocess.run(["pybuild", *argv], capture_output=True, timeout=300, env=env, check=True)
+        capsys.readouterr()
+        outcomes[flags] = replay(argv) == 0
+    # The default build to the store attests nothing: memoised as before;
+    # BuildKit makes a fresh provenance every build.
+    assert outcomes == {(): True, ("--provenance=true",): False, ("--sbom=true",): False}
+
+
+def test_scan_stage_scans_the_stages_the_image_reads(base, registry, tmp_path):
+    metadata = "Metadata-Version: 2.1\nName: build-only\nVersion: 0.9\n"
+    ctx = context(tmp_path, f"FROM {base} AS deps\nCOPY site /usr/lib/python3/site-packages\n"
+                            f"FROM {base}\nCOPY --from=deps /usr/lib/python3/site-packages/build_only-0.9.dist-info "
+                            "/copied\n",
+                  {"site/build_only-0.9.dist-info/METADATA": metadata})
+    ref = f"{registry.host}/att-stages:1"
+    pybuild(tmp_path, "build", "--root", str(tmp_path / "root"), "-t", ref, "--push",
+            "--sbom=scan-stage=true", str(ctx))
+    remote = Remote(registry.host, "att-stages")
+    _, index = remote.manifest("1")
+    [found] = statements(lambda d: remote.manifest(d)[1], remote.blob, index).values()
+    assert [s["predicateType"] for s in found] == [SPDX, SPDX, SLSA_02]
+    image, stage = found[0]["predicate"], found[1]["predicate"]
+    assert image["name"] == "/run/src/core/sbom" and stage["name"] == "/run/src/extras/sbom-deps"
+    assert "build-only" not in {p["name"] for p in image["packages"]}
+    assert {p["name"]: p.get("versionInfo") for p in stage["packages"]}["build-only"] == "0.9"
+
+
+def test_a_scanner_image_is_refused(base, tmp_path):
+    ctx = context(tmp_path, f"FROM {base}\n")
+    done = pybuild(tmp_path, "build", "--root", str(tmp_path / "root"), "--sbom=generator=docker/scout-sbom",
+                   str(ctx), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "ERROR: sbom generator=docker/scout-sbom: pybuild scans the image itself and runs no scanner image "
+        "(docs/attestations.md)"]
+
+
+def test_an_epoch_build_gives_the_same_attested_index_in_two_roots(base, tmp_path):
+    ctx = context(tmp_path, f"FROM {base}\nARG FLAVOUR\nRUN echo $FLAVOUR > /f\n")
+    digests = []
+    for name in ("one", "two"):
+        out = tmp_path / f"{name}.tar"
+        pybuild(tmp_path, "build", "--root", str(tmp_path / name), "-t", "example.com/same:1", "--build-arg",
+                "FLAVOUR=x", "--provenance=mode=max", "-o", f"type=oci,dest={out},rewrite-timestamp=true",
+                str(ctx), SOURCE_DATE_EPOCH="1700000000")
+        with tarfile.open(out) as tar:
+            [top] = json.load(tar.extractfile("index.json"))["manifests"]
+            index = json.load(tar.extractfile("blobs/" + top["digest"].replace(":", "/")))
+        assert len(index["manifests"]) == 2
+        digests.append(top["digest"])
+    assert digests[0] == digests[1]  # provenance included: times are the epoch, the id derived
