@@ -59,8 +59,8 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
                    "NAME=oci-layout://PATH[:TAG][@DIGEST]), used by FROM NAME, "
                    "COPY --from=NAME and RUN --mount=from=NAME. Repeatable.")
 @click.option("--add-host", "add_hosts", multiple=True, help="Add a line to /etc/hosts of each RUN (HOST:IP). Repeatable.")
-@click.option("--provenance", help="Provenance attestation (true, false, mode=min|max[,version=v1]); "
-                                    "default mode=min where an image leaves the machine [env BUILDX_NO_DEFAULT_ATTESTATIONS].")
+@click.option("--provenance", help="Provenance attestation (true, false, mode=min|max[,version=v1]); default "
+                                    "mode=min where an image leaves the machine [env BUILDX_NO_DEFAULT_ATTESTATIONS].")
 @click.option("--sbom", help="SBOM attestation (true, false, scan-stage=true).")
 @click.option("--attest", "attest", multiple=True,
               help="Attestation (type=provenance|sbom,...; disabled=true). Repeatable. docs/attestations.md.")

@@ -292,7 +292,7 @@ def test_skopeo_copies_the_attested_image(base, registry, tmp_path):
     assert first[0] == second[0]  # the index and both its manifests, unchanged
 
 
-def test_docker26_pulls_and_runs_the_attested_image(base, registry, docker26, tmp_path):
+def test_docker26_pulls_and_runs_the_attested_image(base, registry, docker26, tmp_path):  # noqa: F811
     ctx = context(tmp_path, f"FROM {base}\nCOPY a /a\nCMD [\"cat\", \"/a\"]\n", {"a": "ran by docker 26\n"})
     ref = f"{registry.host}/att-run:1"
     pybuild(tmp_path, "build", "--root", str(tmp_path / "root"), "-t", ref, "--push", str(ctx))
@@ -431,3 +431,32 @@ def test_an_epoch_build_gives_the_same_attested_index_in_two_roots(base, tmp_pat
         assert len(index["manifests"]) == 2
         digests.append(top["digest"])
     assert digests[0] == digests[1]  # provenance included: times are the epoch, the id derived
+
+
+def test_the_python_api_attests_only_when_asked(base, registry, tmp_path):
+    from builder.build import BuildRequest, build
+
+    ctx = context(tmp_path, f"FROM {base}\nCOPY a /a\n", {"a": "api\n"})
+    ref = f"{registry.host}/att-api:1"
+    request = BuildRequest(ctx, tags=(ref,), push=True, root=tmp_path / "root")
+    plain = build(request)
+    assert Remote(registry.host, "att-api").manifest("1")[1]["mediaType"] == OCI_MANIFEST
+    assert plain.index is None and plain.manifest_digest == str(plain.image.manifest.digest)
+    attested = build(request, attest=("type=provenance,mode=max",))
+    digest, index = Remote(registry.host, "att-api").manifest("1")
+    assert attested.manifest_digest == digest == str(attested.index.digest)
+    assert index["manifests"][0]["digest"] == str(plain.image.manifest.digest)
+
+
+def test_two_platforms_write_their_files_in_their_directories(busybox_index, tmp_path):
+    ctx = context(tmp_path, f"FROM {busybox_index.ref}\nCOPY a /a\n", {"a": "per platform\n"})
+    pybuild(tmp_path, "build", "--root", str(tmp_path / "root"), "--platform", "linux/amd64,linux/arm64",
+            "--provenance=true", "-o", f"type=local,dest={tmp_path / 'l'}",
+            "-o", f"type=tar,dest={tmp_path / 't.tar'},attestation-prefix=att.", str(ctx))
+    for platform in ("linux_amd64", "linux_arm64"):
+        statement = json.loads((tmp_path / "l" / platform / "provenance.json").read_text())
+        assert "a" in {s["name"] for s in statement["subject"]}
+        assert "provenance.json" not in {s["name"] for s in statement["subject"]}
+    with tarfile.open(tmp_path / "t.tar") as tar:
+        names = set(tar.getnames())
+    assert {"linux_amd64/att.provenance.json", "linux_arm64/att.provenance.json"} <= names

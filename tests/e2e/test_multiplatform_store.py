@@ -87,7 +87,8 @@ def test_push_sends_the_index_as_build_push_does(stored, registry):
     again = f"{registry.host}/mpstore:again"
     # No provenance: the stored index has none (the store keeps no default one).
     pybuild("build", "--platform", PLATFORMS, "--root", str(tmp_path / "fresh"), "-t", again, "--push",
-            "--provenance=false", "--metadata-file", str(tmp_path / "again.json"), str(tmp_path / "ctx"), tmp_path=tmp_path)
+            "--provenance=false", "--metadata-file", str(tmp_path / "again.json"), str(tmp_path / "ctx"),
+            tmp_path=tmp_path)
     assert json.loads((tmp_path / "again.json").read_text())["pybuild.pushed"][again] == digest
     assert _raw(again)[0] == digest
 
