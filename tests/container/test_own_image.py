@@ -67,7 +67,11 @@ def test_pybuild_builds_and_pushes_its_own_image(pybuild_image):
     assert list(config["Volumes"]) == ["/" + OWN_ROOT]
     # Built FROM the base: its one layer is the image's first.
     base = _skopeo_json("inspect", "--tls-verify=false", "--raw", f"docker://{pybuild_image.base}")
-    own = _skopeo_json("inspect", "--tls-verify=false", "--raw", f"docker://{pybuild_image.ref}")
+    index = _skopeo_json("inspect", "--tls-verify=false", "--raw", f"docker://{pybuild_image.ref}")
+    # The push carries buildx's default provenance: the image is the index's first entry.
+    repository = pybuild_image.ref.rsplit(":", 1)[0]
+    own = _skopeo_json("inspect", "--tls-verify=false", "--raw",
+                       f"docker://{repository}@{index['manifests'][0]['digest']}")
     assert own["layers"][0]["digest"] == base["layers"][0]["digest"]
     assert len(own["layers"]) > 1
 
