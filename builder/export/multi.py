@@ -60,7 +60,7 @@ def run_platform_outputs(built, tags, specs, push: bool, attest=None, facts=()):
         entry = None
         if spec.type in _IMAGE_OUTPUTS:
             if wanted is not None and wanted.any:
-                options = attested_options(first, options)
+                options = attested_options(first, spec, options)
             images = [b.assembler.image(options) for b in built]
             extra = []
             if wanted is not None and wanted.any:

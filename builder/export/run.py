@@ -67,7 +67,7 @@ def run_outputs(session, assembler, chain, tags, specs, push: bool, attest=None,
         options = export_options(spec, assembler.defaults)  # validates every output's options
         wanted = attest.wanted(spec) if attest is not None else None
         if wanted is not None and wanted.any and spec.type in _IMAGE_OUTPUTS:
-            options = attested_options(session, options)
+            options = attested_options(session, spec, options)
         planned.append((spec, options, wanted, assembler.image(options) if spec.type in _IMAGE_OUTPUTS else None))
     result = next((image for _, _, _, image in planned if image is not None), None) or assembler.image()
 
@@ -130,13 +130,21 @@ def _attested_rootfs(session, chain, spec, attest, wanted, facts, image) -> None
         atomic_file(Path(spec.dest), write)
 
 
-def attested_options(session, options):
+def attested_options(session, spec: OutputSpec, options):
     """BuildKit turns OCI media types on for an image with attestations
-    (an attestation manifest is OCI's own), saying so."""
-    if options.oci_mediatypes:
-        return options
+    (an attestation manifest is OCI's own), saying so. The local store keeps
+    an attested image with the gzip layers a push sends: `pybuild push` of
+    it then sends the manifests the attestations name (compressed_for_push
+    would make new ones, which no subject names)."""
     from dataclasses import replace
 
+    from builder.export.compression import Compression
+
+    if spec.type is OutputType.IMAGE and "compression" not in spec.attrs \
+            and options.compression is Compression.UNCOMPRESSED:
+        options = replace(options, compression=Compression.GZIP)
+    if options.oci_mediatypes:
+        return options
     session.reporter.warning("forcibly turning on oci-mediatype mode for attestations")
     return replace(options, oci_mediatypes=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
@@ -221,27 +220,21 @@ def test_hermetic_only_without_network_and_with_complete_materials(busybox_image
     assert key not in provenance_predicate(record, MIN)["metadata"]
 
 
-def test_a_provenance_takes_under_10_ms(busybox_image, store, tmp_path):
-    """Issue 18's budget, for a 120-step Dockerfile with the local checkout's git hints."""
+def test_a_120_step_max_provenance_lists_every_step(busybox_image, store, tmp_path):
+    """A long Dockerfile with the local checkout's git hints (its cost, under
+    issue 18's 10 ms budget, is measured by bench/attest.py, not here)."""
     from builder.attest.vcs import local_vcs
 
     make_repository(tmp_path / "ctx", {"a.txt": "a"})
     lines = [f"FROM {busybox_image.ref}", "ARG N=1"]
     lines += [f"RUN echo {n} > /f{n}" if n % 2 else f"COPY a.txt /a{n}" for n in range(120)]
     dockerfile = "\n".join(lines) + "\n"
-    definition = real_definition(dockerfile, store)
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        record = BuildRecord(dockerfile=dockerfile.encode(), args=frontend_args(build_args={"N": "2"}))
-        record.set_vcs(local_vcs(tmp_path / "ctx", tmp_path / "ctx"))
-        record.observe_graph(definition)
-        record.finish()
-        body = provenance_statement(record, MAX, names=["a:1", "a:2"], manifest=SUBJECT, platform="linux/amd64")
-        best = min(best, time.perf_counter() - started)
+    record = BuildRecord(dockerfile=dockerfile.encode(), args=frontend_args(build_args={"N": "2"}))
+    record.set_vcs(local_vcs(tmp_path / "ctx", tmp_path / "ctx"))
+    record.observe_graph(real_definition(dockerfile, store))
+    record.finish()
+    body = provenance_statement(record, MAX, names=["a:1", "a:2"], manifest=SUBJECT, platform="linux/amd64")
     assert len(json.loads(body)["predicate"]["buildConfig"]["llbDefinition"]) == 122
-    assert best < 0.010, f"{best * 1000:.1f} ms"
-    print(f"provenance: {best * 1000:.2f} ms")
 
 
 @pytest.mark.parametrize("layout", ["plain", "packed", "worktree"])
