@@ -89,7 +89,7 @@ trap 'rm -rf "$source_copy"' EXIT
 cp -r pyproject.toml README.md frontend builder cache runtime "$source_copy"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$source_copy"
 chmod -R a+rX "$venv"
-if ! runuser -u "$user" -- "$venv/bin/python" -c 'import click, dockerfile_parse, networkx, requests, zstandard'; then
+if ! runuser -u "$user" -- "$venv/bin/python" -c 'import click, cryptography, dockerfile_parse, nacl, networkx, requests, zstandard'; then
     echo "scripts/rootless-setup.sh: $user cannot import pybuild's dependencies from $venv" >&2
     exit 1
 fi
