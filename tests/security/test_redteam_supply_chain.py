@@ -53,3 +53,60 @@ def test_push_of_a_stored_attested_index_keeps_attestations_bound(base, registry
         assert reference in images, (reference, images)
         for statement in statements:
             assert [s["digest"]["sha256"] for s in statement["subject"]] == [reference.split(":")[1]]
+
+
+# --- the SBOM scanner on hostile filesystems ------------------------------------
+
+
+def _sbom_of_local(tmp_path: Path, ctx: Path, *extra: str) -> tuple[object, Path]:
+    dest = tmp_path / "out"
+    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--sbom=true", *extra,
+               "-o", f"type=local,dest={dest}", str(ctx))
+    return done, dest / "sbom.spdx.json"
+
+
+def _package_names(sbom: Path) -> set[str]:
+    document = json.loads(sbom.read_text())["predicate"]
+    return {p["name"] for p in document["packages"]}
+
+
+def test_sbom_follows_no_symlink_to_host_files(tmp_path):
+    """Package databases (and the directories holding them) that are
+    symlinks to host paths: the scanner reads the build's filesystem only."""
+    host = tmp_path / "host"
+    (host / "nm" / "hostnpm").mkdir(parents=True)
+    (host / "nm" / "hostnpm" / "package.json").write_text('{"name": "host-npm-secret", "version": "1.0.0"}')
+    (host / "dist").mkdir()
+    (host / "dist" / "METADATA").write_text("Metadata-Version: 2.1\nName: host-py-secret\nVersion: 1.0\n")
+    (host / "status").write_text("Package: host-dpkg-secret\nVersion: 1.0\nStatus: install ok installed\n")
+    (host / "installed").write_text("P:host-apk-secret\nV:1.0\n")
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY root/ /\n")
+    tree = ctx / "root"
+    for path, target in [("var/lib/dpkg/status", host / "status"), ("lib/apk/db/installed", host / "installed"),
+                         ("usr/lib/node_modules", host / "nm"),
+                         ("usr/lib/python3/dist-packages/evil-1.0.dist-info", host / "dist"),
+                         ("etc/os-release", Path("/etc/os-release"))]:
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).symlink_to(target)
+    done, sbom = _sbom_of_local(tmp_path, ctx)
+    ok(done)
+    names = _package_names(sbom)
+    assert not any("secret" in name for name in names), names
+    assert "host-" not in sbom.read_text()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "builder/attest/pkgdb.py _npm() catches only ValueError around json.loads: a package.json below "
+    "node_modules nested deeper than the interpreter's recursion limit raises RecursionError, which no "
+    "layer of the scan or the CLI turns into an error line: the build fails with a traceback"))
+def test_sbom_of_a_deeply_nested_package_json_is_no_traceback(tmp_path):
+    bomb = "[" * 200_000 + "]" * 200_000
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY node_modules /node_modules\n")
+    (ctx / "node_modules" / "bomb").mkdir(parents=True)
+    (ctx / "node_modules" / "bomb" / "package.json").write_text(bomb)
+    (ctx / "node_modules" / "fine").mkdir(parents=True)
+    (ctx / "node_modules" / "fine" / "package.json").write_text('{"name": "fine", "version": "2.0.0"}')
+    done, sbom = _sbom_of_local(tmp_path, ctx)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    ok(done)
+    assert "fine" in _package_names(sbom)
