@@ -54,3 +54,18 @@ def attestations(remote: Remote, index: dict) -> list[tuple[str, list[dict]]]:
             found.append((annotations["vnd.docker.reference.digest"],
                           [json.loads(remote.blob(layer["digest"])) for layer in manifest["layers"]]))
     return found
+
+
+_PEAK = ("import resource, subprocess, sys\n"
+         "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+         "sys.stderr.write(done.stderr)\n"
+         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def run_measured(tmp_path: Path, *args: str, timeout: int = 600) -> tuple[int, str, int]:
+    """pybuild's exit status, stderr and peak resident memory (bytes), the
+    peak measured in a process of its own (no other child counted)."""
+    done = subprocess.run(["python3", "-c", _PEAK, "pybuild", *args], capture_output=True, text=True,
+                          timeout=timeout, env=pybuild_env(tmp_path))
+    status, peak_kib = done.stdout.split()
+    return int(status), done.stderr, int(peak_kib) * 1024
