@@ -166,6 +166,14 @@ def _platforms(text: str) -> list[Platform]:
         platform = parse_platform(part.strip())
         if platform not in platforms:
             platforms.append(platform)
+    from builder.export.multi import platform_dir
+
+    named: dict[str, Platform] = {}
+    for platform in platforms:  # type=local/tar write each into its own directory
+        other = named.setdefault(platform_dir(platform), platform)
+        if other != platform:
+            raise PybuildError(f"invalid platform: {other} and {platform} would share the output directory "
+                               f"{platform_dir(platform)}")
     return platforms
 
 

@@ -24,6 +24,7 @@ from frontend.definition import Warning
 from frontend.errors import Location
 from frontend.lexer import ProcessResult, go_quote
 from frontend.ops import Platform
+from frontend.platforms import parse_platform as parse_platform_text
 from frontend.nodes import Dockerfile
 
 RULES: dict[str, str] = {
@@ -35,6 +36,7 @@ RULES: dict[str, str] = {
     "FromAsCasing": "The 'as' keyword should match the case of the 'from' keyword",
     "FromPlatformFlagConstDisallowed": "FROM --platform flag should not use a constant value",
     "InvalidDefaultArgInFrom": "Default value for global ARG results in an empty or invalid base image name",
+    "InvalidBaseImagePlatform": "Base image platform does not match expected target platform",
     "JSONArgsRecommended": "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
     "LegacyKeyValueFormat": "Legacy key/value format with whitespace separator should not be used",
     "MaintainerDeprecated": "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
@@ -165,6 +167,34 @@ def from_platform(linter: Linter, from_: ins.From, expansion: ProcessResult, tar
         "FromPlatformFlagConstDisallowed",
         f"FROM --platform flag should not use constant value {go_quote(expansion.result)}",
         from_.location,
+    )
+
+
+# Fallbacks containerd's matcher takes when an index lacks the platform
+# itself (builder.registry.platforms): not a mismatch.
+_COMPATIBLE = {("amd64", "386"), ("arm64", "arm")}
+
+
+def base_image_platform(linter: Linter, ref: str, config: dict, platform: Platform, location: Location) -> None:
+    """BuildKit's InvalidBaseImagePlatform (dockerfile2llb, 0.15+): the base
+    image's config names another os/architecture than the stage's platform
+    (a single-platform image, or an index entry that says otherwise), so the
+    stage's binaries are not the platform's. A warning, as BuildKit's."""
+    os_name, arch = str(config.get("os") or ""), str(config.get("architecture") or "")
+    if not os_name or not arch:
+        return
+    try:
+        actual = parse_platform_text(f"{os_name}/{arch}")
+    except ValueError:
+        actual = Platform(os=os_name, architecture=arch)
+    if actual.os == platform.os and (actual.architecture == platform.architecture
+                                     or (platform.architecture, actual.architecture) in _COMPATIBLE):
+        return
+    linter.warn(
+        "InvalidBaseImagePlatform",
+        f'Base image {ref} was pulled with platform "{actual.os}/{actual.architecture}", '
+        f'expected "{platform.os}/{platform.architecture}" for current build',
+        location,
     )
 
 

@@ -245,7 +245,9 @@ class StageGraph:
             state.named = self.named_context(state.base_name)
         ref = state.base_name if state.named is None else state.named.image
         if ref and ref != "scratch":
-            state.image = self.image_for(ref, state.platform or self.platform)
+            platform = state.platform or self.platform
+            state.image = self.image_for(ref, platform)
+            lint.base_image_platform(self.linter, ref, state.image.resolved.config, platform, location)
         # Otherwise a local directory or docker-image://scratch: the dispatcher makes it.
 
     def image_for(self, ref: str, platform: Platform) -> ImageRef:

@@ -18,11 +18,13 @@ have Docker's (`oci-mediatypes=false`).
 
 from __future__ import annotations
 
+import os
 import sys
 import tarfile
 from pathlib import Path
 from typing import Sequence
 
+from builder.errors import PybuildError
 from builder.export.attest import make_index
 from builder.export.oci import atomic_file
 from builder.export.outputs import OutputSpec, OutputType, export_options
@@ -102,6 +104,25 @@ def _push(session, name: str, images: Sequence[Image], index: Descriptor) -> str
     return str(digest)
 
 
+def _check_platform_dirs(dest: Path, names: Sequence[str]) -> None:
+    """Before any platform is written: each DEST/NAME is absent or a real
+    directory. A symlink there (an earlier export of a hostile image can
+    leave one) would carry a platform's files wherever it points, and a
+    file would fail the build halfway, after the first platforms."""
+    import stat
+
+    for name in names:
+        try:
+            mode = os.lstat(dest / name).st_mode
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            raise PybuildError(f"destination directory {dest} is a file") from None
+        if not stat.S_ISDIR(mode):
+            kind = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
+            raise PybuildError(f"cannot export to {dest / name}: it is {kind}; remove it or choose another dest")
+
+
 def _write_files(built, spec: OutputSpec, attest=None, wanted=None, facts=()) -> None:
     """type=local: DEST/linux_amd64/... per platform; type=tar: one tar
     whose top directories are the platforms', as buildx writes them; each
@@ -112,6 +133,7 @@ def _write_files(built, spec: OutputSpec, attest=None, wanted=None, facts=()) ->
     attested = wanted is not None and wanted.any
     dest = Path(spec.dest)
     if spec.type is OutputType.LOCAL:
+        _check_platform_dirs(dest, [platform_dir(b.platform) for b in built])
         for position, b in enumerate(built):
             if attested:
                 export_attested_rootfs(b.session, b.chain, spec, attest, wanted, facts[position],
