@@ -67,3 +67,12 @@ class Image:
 def canonical_json(body) -> bytes:
     """The bytes pybuild writes for every JSON blob: stable across runs."""
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def store_oci_manifest(store, config: Descriptor, layers) -> Descriptor:
+    """Put the OCI manifest listing `config` and `layers` (all already in
+    `store`) in the store; return its descriptor. The one writer of
+    pybuild's own small OCI manifests: attestations, signatures, caches."""
+    body = canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_json(),
+                           "layers": [layer.to_json() for layer in layers]})
+    return Descriptor(OCI_MANIFEST, store.put_bytes(body), len(body))

@@ -24,10 +24,10 @@ canonical form, so digests differ while every field is the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from builder.image import INDEX_TYPES, OCI_CONFIG, OCI_MANIFEST, Descriptor, canonical_json
+from builder.image import INDEX_TYPES, OCI_CONFIG, Descriptor, canonical_json, store_oci_manifest
 
 if TYPE_CHECKING:
     from cache.store import ContentStore
@@ -62,11 +62,10 @@ def store_attestation_manifest(store: ContentStore, statements: Sequence[Stateme
     config_bytes = canonical_json({"architecture": "unknown", "os": "unknown", "config": {},
                                    "rootfs": {"type": "layers", "diff_ids": [str(l.digest) for l in layers]}})
     config = Descriptor(OCI_CONFIG, store.put_bytes(config_bytes), len(config_bytes))
-    manifest = canonical_json({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_json(),
-                               "layers": [layer.to_json() for layer in layers]})
-    return Descriptor(OCI_MANIFEST, store.put_bytes(manifest), len(manifest),
-                      annotations={REFERENCE_DIGEST: str(subject.digest), REFERENCE_TYPE: ATTESTATION_MANIFEST},
-                      platform=dict(UNKNOWN_PLATFORM))
+    manifest = store_oci_manifest(store, config, layers)
+    return replace(manifest, annotations={REFERENCE_DIGEST: str(subject.digest),
+                                          REFERENCE_TYPE: ATTESTATION_MANIFEST},
+                   platform=dict(UNKNOWN_PLATFORM))
 
 
 def index_manifests(images: Iterable[Descriptor], attestations: Iterable[Descriptor]) -> list[Descriptor]:

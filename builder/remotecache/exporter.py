@@ -25,7 +25,7 @@ from builder.remotecache.config import (CACHE_CONFIG_MEDIA_TYPE, CACHE_MOUNT_MED
 from builder.remotecache.spec import CacheMode, CacheSpec, CacheType
 from builder.export.compression import Compression, compressing_writer
 from builder.errors import ExportError
-from builder.image import OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json
+from builder.image import OCI_INDEX, OCI_MANIFEST, REF_NAME_ANNOTATION, Descriptor, Image, canonical_json, store_oci_manifest
 from builder.export.layers import LayerMaker
 from builder.ops.cachemount import _instance_dir, held_for_export
 from builder.registry.reference import Reference
@@ -144,14 +144,7 @@ def cache_manifest(store, config: CacheConfig) -> Image:
     config_bytes = canonical_json(config.to_json())
     config_desc = Descriptor(CACHE_CONFIG_MEDIA_TYPE, store.put_bytes(config_bytes), len(config_bytes))
     layers = tuple(l.descriptor for l in config.layers)
-    manifest = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config_desc.to_json(),
-        "layers": [d.to_json() for d in layers],
-    })
-    manifest_desc = Descriptor(OCI_MANIFEST, store.put_bytes(manifest), len(manifest))
-    return Image(manifest_desc, config_desc, layers)
+    return Image(store_oci_manifest(store, config_desc, layers), config_desc, layers)
 
 
 def export_cache(spec: CacheSpec, exporters: list[CacheExporter], session, reporter) -> None:

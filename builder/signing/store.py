@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from builder.errors import RegistryError
-from builder.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, canonical_json
+from builder.image import OCI_CONFIG, Descriptor, canonical_json, store_oci_manifest
 from builder.registry.client import RegistryClient
 from builder.registry.hosts import RegistryHosts
 from builder.registry.reference import Reference
@@ -109,11 +109,4 @@ def append_signature(client: RegistryClient, store: ContentStore, image: Signatu
     })
     config = Descriptor(OCI_CONFIG, store.put_bytes(config_bytes), len(config_bytes))
     client.push_blob(image.ref, config)
-    manifest_bytes = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": config.to_json(),
-        "layers": [each.to_json() for each in layers],
-    })
-    manifest = Descriptor(OCI_MANIFEST, store.put_bytes(manifest_bytes), len(manifest_bytes))
-    return client.put_manifest(image.ref, manifest)
+    return client.put_manifest(image.ref, store_oci_manifest(store, config, layers))
