@@ -207,14 +207,11 @@ def test_platforms_are_named_as_docker26_names_them(pushed, theirs):
     assert _platform_fields(pushed["oci"]) == _platform_fields(theirs["ref"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "builder/multiplatform.py: _solve_shared runs the steps every platform shares, then _solve_all solves "
-    "each platform's whole graph; builder/solver/scheduler.py Solver.solve finds those steps in the cache and "
-    "calls reporter.planned(vertex, True) for them, so the shared reporter sends a cached status for a digest "
-    "it already reported as run, once per platform; docker 26 (BuildKit 0.13) reports such a step once"))
 def test_a_shared_step_that_ran_is_not_reported_cached_afterwards(pushed):
-    """What a user sees of it: plain progress prints the shared RUN's
-    `#2 DONE 0.1s`, then `#2 CACHED` once per platform."""
+    """As docker 26 reports it (bc48bf2's multiplatform.ShownOnce; before it,
+    each platform's solve found the shared RUN in the cache and reported its
+    digest again as cached, and plain progress printed `#2 DONE 0.1s`, then
+    `#2 CACHED` once per platform)."""
     assert _ran_then_cached(rawjson_statuses(pushed["progress"])) == []
 
 
