@@ -30,15 +30,15 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-from typing import Iterable, Mapping
+from typing import Iterable
 
+from builder.attest.intoto import statement
 from builder.attest.options import ProvenanceMode, ProvenanceOptions, SlsaVersion
 from builder.attest.purl import image_purl
 from builder.attest.record import BuildRecord
 from builder.image import canonical_json
 from cache.digest import Digest
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v0.1"
 PREDICATE_V0_2 = "https://slsa.dev/provenance/v0.2"
 PREDICATE_V1 = "https://slsa.dev/provenance/v1"
 BUILD_TYPE_V0_2 = "https://mobyproject.org/buildkit@v1"
@@ -70,11 +70,6 @@ def provenance_statement(record: BuildRecord, options: ProvenanceOptions, *, nam
 
 def subjects(names: Iterable[str], manifest: Digest, platform: str) -> list[dict]:
     return [{"name": image_purl(name, platform), "digest": {manifest.algorithm: manifest.hex}} for name in names]
-
-
-def statement(kind: str, predicate: Mapping, subject: list[dict]) -> bytes:
-    return canonical_json({"_type": STATEMENT_TYPE, "predicateType": kind, "subject": subject,
-                           "predicate": predicate})
 
 
 # -- SLSA v0.2 ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def image_purl(ref: str | Reference, platform: str = "") -> str:
     # docker's familiar name: Docker Hub's registry and library/ are implied.
     name = parsed.repository.removeprefix("library/") if parsed.registry == DEFAULT_REGISTRY else parsed.name
     *namespace, short = name.split("/")
-    path = "/".join(_quote(part) for part in (*namespace, short))
+    path = "/".join(quote_part(part) for part in (*namespace, short))
     qualifiers = []
     # A tag is the version (Reference.parse gave `latest` to a name with
     # neither tag nor digest, as distribution's TagNameOnly does); a digest
@@ -34,13 +34,20 @@ def image_purl(ref: str | Reference, platform: str = "") -> str:
         qualifiers.append(("digest", str(parsed.digest)))
     if platform:
         qualifiers.append(("platform", platform))
-    text = f"pkg:docker/{path}"
+    return package_url("docker", path, version, qualifiers)
+
+
+def package_url(kind: str, path: str, version: str = "", qualifiers=()) -> str:
+    """`pkg:KIND/PATH[@VERSION][?QUALIFIERS]`, qualifiers sorted by key;
+    `path` is already quoted (quote_part), its "/" separating segments."""
+    text = f"pkg:{kind}/{path}"
     if version:
-        text += "@" + _quote(version)
+        text += "@" + quote_part(version)
     if qualifiers:
-        text += "?" + "&".join(f"{key}={_quote(value)}" for key, value in sorted(qualifiers))
+        text += "?" + "&".join(f"{key}={quote_part(value)}" for key, value in sorted(qualifiers))
     return text
 
 
-def _quote(text: str) -> str:
+def quote_part(text: str) -> str:
+    """One purl segment, version or qualifier value, escaped."""
     return urllib.parse.quote(text, safe=_SAFE)

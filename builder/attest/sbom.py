@@ -27,15 +27,15 @@ import re
 import time
 import uuid
 from typing import Sequence
-from urllib.parse import quote
 
+from builder.attest.intoto import statement as intoto_statement
 from builder.attest.pkgdb import DbKind
+from builder.attest.purl import package_url, quote_part
 from builder.attest.sbom_scan import FoundPackage, LayerRef, LayerScanner, RootfsPackages
 from builder.image import Image, canonical_json
 from cache.digest import Digest
 
 SPDX_PREDICATE = "https://spdx.dev/Document"
-INTOTO_STATEMENT = "https://in-toto.io/Statement/v0.1"
 CORE_NAME = "/run/src/core/sbom"
 STAGE_NAME = "/run/src/extras/sbom-{stage}"
 TOOL = "pybuild"
@@ -51,10 +51,6 @@ _PURL_TYPE = {DbKind.DPKG: "deb", DbKind.APK: "apk", DbKind.PYTHON: "pypi", DbKi
 # A declared license goes in as written only when it reads as an SPDX
 # license expression; anything else (prose, a URL) is NOASSERTION.
 _LICENSE_EXPRESSION = re.compile(r"[A-Za-z0-9.+-]+(?:\s+(?:AND|OR|WITH)\s+[A-Za-z0-9.+-]+)*")
-
-
-def _pct(text: str) -> str:
-    return quote(text, safe="")
 
 
 def purl(found: FoundPackage, distro: tuple[str, str]) -> str:
@@ -77,13 +73,8 @@ def purl(found: FoundPackage, distro: tuple[str, str]) -> str:
         name = re.sub(r"[-_.]+", "-", name).lower()
     elif package.kind == DbKind.NPM and name.startswith("@") and "/" in name:
         namespace, _, name = name.partition("/")
-    text = f"pkg:{kind}/"
-    if namespace:
-        text += _pct(namespace) + "/"
-    text += f"{_pct(name)}@{_pct(package.version)}"
-    if qualifiers:
-        text += "?" + "&".join(f"{key}={_pct(value)}" for key, value in sorted(qualifiers.items()))
-    return text
+    path = "/".join(quote_part(part) for part in (namespace, name) if part)
+    return package_url(kind, path, package.version or "", qualifiers.items())
 
 
 def _spdx_id(*parts: str) -> str:
@@ -163,15 +154,14 @@ def spdx_document(found: RootfsPackages, *, name: str = CORE_NAME, epoch: int | 
     # SPDX wants a namespace unique to this document: one derived from
     # everything else in it is, and keeps the bytes reproducible.
     content = uuid.UUID(hashlib.sha256(canonical_json(document)).hexdigest()[:32], version=4)
-    document["documentNamespace"] = f"https://spdx.org/spdxdocs/{TOOL}{_pct(name).replace('%2F', '/')}-{content}"
+    document["documentNamespace"] = f"https://spdx.org/spdxdocs/{TOOL}{quote_part(name).replace('%2F', '/')}-{content}"
     return document
 
 
 def statement(document: dict, subject_digests: Sequence[tuple[str, Digest]]) -> bytes:
     """The in-toto statement carrying `document` about each (name, digest)."""
     subjects = [{"name": name, "digest": {digest.algorithm: digest.hex}} for name, digest in subject_digests]
-    return canonical_json({"_type": INTOTO_STATEMENT, "predicateType": SPDX_PREDICATE,
-                           "subject": subjects, "predicate": document})
+    return intoto_statement(SPDX_PREDICATE, document, subjects)
 
 
 def _refs(scanner: LayerScanner, image_or_layers) -> list[LayerRef]:

@@ -95,7 +95,8 @@ class BuildAttestations:
             finally:
                 scanner.close()
         if wanted.provenance is not None:
-            from builder.attest.provenance import predicate_type, provenance_predicate, statement
+            from builder.attest.intoto import statement
+            from builder.attest.provenance import predicate_type, provenance_predicate
 
             kind = predicate_type(wanted.provenance)
             body = statement(kind, provenance_predicate(facts.record, wanted.provenance, epoch=self.epoch),
