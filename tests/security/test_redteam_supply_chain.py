@@ -318,3 +318,36 @@ def test_no_default_attestation_pushes_a_plain_manifest(base, registry, tmp_path
     _, body = Remote(registry.host, repository).manifest("1")
     assert body["mediaType"] == "application/vnd.oci.image.manifest.v1+json", body
     assert b"in-toto" not in readable_bytes(out)
+
+
+# --- provenance materials are what was used -------------------------------------------
+
+
+def _push_base(tmp_path: Path, base: str, name: str, marker: str) -> str:
+    """Push an image whose /which says `marker` under `name`; its manifest digest."""
+    work = tmp_path / f"base-{marker}"
+    work.mkdir()
+    ctx = write_context(work, f"FROM {base}\nRUN echo {marker} > /which\n")
+    meta = work / "meta.json"
+    ok(run(tmp_path, "build", "--root", str(tmp_path / "base-root"), "--provenance=false", "--metadata-file",
+           str(meta), "-o", f"type=registry,name={name}", str(ctx)))
+    return json.loads(meta.read_text())["containerimage.digest"]
+
+
+@pytest.mark.parametrize("pull", [False, True])
+def test_provenance_names_the_base_the_build_used_after_its_tag_moved(base, registry, tmp_path, pull):
+    name = f"{registry.host}/rt-sc-moving-{int(pull)}:1"
+    first = _push_base(tmp_path, base, name, "first")
+    (tmp_path / "app").mkdir()
+    ctx = write_context(tmp_path / "app", f"FROM {name}\nCOPY Dockerfile /app-dockerfile\n")
+    root = str(tmp_path / "root")
+    ok(run(tmp_path, "build", "--root", root, "-o", f"type=local,dest={tmp_path / 'warm'}", str(ctx)))
+    second = _push_base(tmp_path, base, name, "second")
+    assert first != second
+    dest = tmp_path / "out"
+    ok(run(tmp_path, "build", "--root", root, *(["--pull"] if pull else []), "--provenance=mode=max",
+           "-o", f"type=local,dest={dest}", str(ctx)))
+    used = {"first": first, "second": second}[(dest / "which").read_text().strip()]
+    materials = json.loads((dest / "provenance.json").read_text())["predicate"]["materials"]
+    [material] = [m for m in materials if "rt-sc-moving" in m["uri"]]
+    assert "sha256:" + material["digest"]["sha256"] == used, (material, first, second)
