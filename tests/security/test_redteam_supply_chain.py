@@ -457,3 +457,17 @@ def test_sbom_splits_dpkg_lines_as_dpkg_does(tmp_path):
     ok(done)
     names = _package_names(sbom)
     assert {"sneaky", "honest"} <= names and "injected" not in names, names
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "builder/attest/pkgdb.py _dpkg() looks fields up by their exact case (fields.get('Package')), where "
+    "dpkg's deb822 field names are case-insensitive: a paragraph written `package:`/`version:`/`status:` is "
+    "installed for dpkg-query (measured) and absent from the SBOM"))
+def test_sbom_reads_dpkg_field_names_case_insensitively(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY root/ /\n")
+    status = ctx / "root" / "var" / "lib" / "dpkg" / "status"
+    status.parent.mkdir(parents=True)
+    status.write_text("package: lower\nstatus: install ok installed\nversion: 3.0\n")
+    done, sbom = _sbom_of_local(tmp_path, ctx)
+    ok(done)
+    assert "lower" in _package_names(sbom)
