@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cache.errors import InvalidDigest
 
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+_DIGEST_RE = re.compile(r"(sha256|sha512):([0-9a-f]+)")
 
 
 @dataclass(frozen=True, order=True)
@@ -23,7 +23,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> "Digest":
-        match = _DIGEST_RE.match(text or "")
+        match = _DIGEST_RE.fullmatch(text or "")  # fullmatch: `$` would let a trailing newline through
         if not match:
             raise InvalidDigest(text)
         return cls(match.group(1), match.group(2))

@@ -68,6 +68,27 @@ def store_attestation_manifest(store: ContentStore, statements: Sequence[Stateme
                    platform=dict(UNKNOWN_PLATFORM))
 
 
+def rebind_attestation(store: ContentStore, attestation: Descriptor, old: Descriptor, new: Descriptor
+                       ) -> Descriptor:
+    """The attestation manifest `attestation` made again about `new`, the
+    image manifest that replaces `old` (its layers compressed for a push):
+    each statement's subjects naming `old` name `new`, the rest of every
+    statement unchanged. Returns the new manifest's index entry."""
+    import json
+
+    statements = []
+    for item in read_statements(store, attestation):
+        body = json.loads(item.body)
+        for subject in body.get("subject") or ():
+            digest = subject.get("digest") if isinstance(subject, dict) else None
+            if isinstance(digest, dict) and digest.get(old.digest.algorithm) == old.digest.hex:
+                subject["digest"] = {new.digest.algorithm: new.digest.hex}
+        statements.append(Statement(canonical_json(body), item.predicate_type))
+    rebuilt = store_attestation_manifest(store, statements, new)
+    extra = {k: v for k, v in (attestation.annotations or {}).items() if k not in rebuilt.annotations}
+    return replace(rebuilt, annotations={**extra, **rebuilt.annotations})
+
+
 def index_manifests(images: Iterable[Descriptor], attestations: Iterable[Descriptor]) -> list[Descriptor]:
     """An index's entries in BuildKit's order: every image, then the
     attestation manifests in the order of the images they describe."""

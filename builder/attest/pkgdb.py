@@ -82,16 +82,16 @@ def _is_npm_package_dir(path: str) -> bool:
     return len(parts) >= 4 and parts[-4] == "node_modules" and parts[-3].startswith("@")
 
 
-def parse_db(kind: str, path: str, data: bytes) -> list[Package]:
+def parse_db(kind: str, path: str, data: bytes, limit: int | None = None) -> list[Package]:
     """The packages one database file lists (none when it is unreadable: a
     damaged file hides nothing below it, so it still replaces the lower
-    layers' version of the same path)."""
+    layers' version of the same path); at most `limit` of them."""
     text = data.decode("utf-8", errors="replace")
     db = "/" + path
     if kind == DbKind.DPKG:
-        return _dpkg(text, db)
+        return _dpkg(text, db, limit)
     if kind == DbKind.APK:
-        return _apk(text, db)
+        return _apk(text, db, limit)
     if kind == DbKind.PYTHON:
         return _python(text, db)
     if kind == DbKind.NPM:
@@ -99,10 +99,21 @@ def parse_db(kind: str, path: str, data: bytes) -> list[Package]:
     return []
 
 
+def _lines(text: str) -> list[str]:
+    # dpkg, apk and the core metadata readers break lines at "\n" alone;
+    # str.splitlines() also breaks at U+2028, \v, \x1c... which would let a
+    # field's value forge lines (a Status, a whole paragraph) they never see.
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _blank(line: str) -> bool:
+    return not line.strip(" \t")
+
+
 def _paragraphs(text: str):
     current: list[str] = []
-    for line in text.splitlines():
-        if line.strip():
+    for line in _lines(text):
+        if not _blank(line):
             current.append(line)
         elif current:
             yield current
@@ -120,8 +131,9 @@ def _deb822(lines: list[str]) -> dict[str, str]:
                 fields[key] += "\n" + line.strip()
             continue
         key, _, value = line.partition(":")
-        key = key.strip()
-        fields[key] = value.strip()
+        # deb822 field names are case-insensitive (dpkg-query reads `package:`).
+        key = key.strip(" \t").lower()
+        fields[key] = value.strip(" \t")
     return fields
 
 
@@ -131,18 +143,20 @@ def _deb822(lines: list[str]) -> dict[str, str]:
 _DPKG_GONE = ("not-installed", "config-files")
 
 
-def _dpkg(text: str, db: str) -> list[Package]:
-    found = []
+def _dpkg(text: str, db: str, limit: int | None) -> list[Package]:
+    found: list[Package] = []
     for paragraph in _paragraphs(text):
+        if len(found) == limit:
+            break
         fields = _deb822(paragraph)
-        name, version = fields.get("Package", ""), fields.get("Version", "")
-        status = fields.get("Status", "").split()
+        name, version = fields.get("package", ""), fields.get("version", "")
+        status = fields.get("status", "").split()
         if not name or not version or (status and status[-1] in _DPKG_GONE):
             continue
-        found.append(Package(DbKind.DPKG, name, version, db, arch=fields.get("Architecture", ""),
-                             upstream=_dpkg_source(fields.get("Source", ""), name, version),
-                             supplier=fields.get("Maintainer", ""), homepage=fields.get("Homepage", ""),
-                             description=fields.get("Description", "").split("\n")[0]))
+        found.append(Package(DbKind.DPKG, name, version, db, arch=fields.get("architecture", ""),
+                             upstream=_dpkg_source(fields.get("source", ""), name, version),
+                             supplier=fields.get("maintainer", ""), homepage=fields.get("homepage", ""),
+                             description=fields.get("description", "").split("\n")[0]))
     return found
 
 
@@ -158,9 +172,11 @@ def _dpkg_source(source: str, name: str, version: str) -> str:
     return "" if source_name == name else source_name
 
 
-def _apk(text: str, db: str) -> list[Package]:
-    found = []
+def _apk(text: str, db: str, limit: int | None) -> list[Package]:
+    found: list[Package] = []
     for paragraph in _paragraphs(text):
+        if len(found) == limit:
+            break
         fields: dict[str, str] = {}
         for line in paragraph:
             key, sep, value = line.partition(":")
@@ -178,21 +194,22 @@ def _apk(text: str, db: str) -> list[Package]:
 def _python(text: str, db: str) -> list[Package]:
     # Core metadata is RFC 822 headers, then (METADATA 2.1+) a body.
     headers: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
+    for line in _lines(text):
+        if _blank(line):
             break
         if line[:1] in (" ", "\t"):
             continue
         key, sep, value = line.partition(":")
+        key = key.strip().lower()   # RFC 822 header names are case-insensitive
         if sep and key not in headers:
-            headers[key.strip()] = value.strip()
-    name, version = headers.get("Name", ""), headers.get("Version", "")
+            headers[key] = value.strip()
+    name, version = headers.get("name", ""), headers.get("version", "")
     if not name or not version:
         return []
-    license_ = headers.get("License-Expression") or headers.get("License", "")
+    license_ = headers.get("license-expression") or headers.get("license", "")
     return [Package(DbKind.PYTHON, name, version, db, license=license_ if license_ != "UNKNOWN" else "",
-                    supplier=_person(headers.get("Author", ""), headers.get("Author-email", "")),
-                    homepage=headers.get("Home-page", ""), description=headers.get("Summary", ""))]
+                    supplier=_person(headers.get("author", ""), headers.get("author-email", "")),
+                    homepage=headers.get("home-page", ""), description=headers.get("summary", ""))]
 
 
 def _person(name: str, email: str) -> str:
@@ -204,7 +221,7 @@ def _person(name: str, email: str) -> str:
 def _npm(text: str, db: str) -> list[Package]:
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the interpreter's stack
         return []
     if not isinstance(body, dict):
         return []
@@ -228,7 +245,7 @@ def _npm(text: str, db: str) -> list[Package]:
 def parse_os_release(data: bytes) -> dict[str, str]:
     """os-release's KEY=VALUE lines (shell quoting, as os-release(5) allows)."""
     fields = {}
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    for line in _lines(data.decode("utf-8", errors="replace")):
         key, sep, value = line.strip().partition("=")
         if not sep or key.startswith("#"):
             continue

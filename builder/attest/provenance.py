@@ -35,7 +35,7 @@ from typing import Iterable
 from builder.attest.intoto import statement
 from builder.attest.options import ProvenanceMode, ProvenanceOptions, SlsaVersion
 from builder.attest.purl import image_purl
-from builder.attest.record import BuildRecord
+from builder.attest.record import BuildRecord, _redact
 from builder.image import canonical_json
 from cache.digest import Digest
 
@@ -156,6 +156,11 @@ def _build_config(record: BuildRecord) -> tuple[dict, dict]:
     steps, locations = [], {}
     for vertex, op, location in record.steps:
         body = {key: value for key, value in op.canonical().items() if key != "inputs"}
+        # The materials name these URLs without their password; so must the steps.
+        if isinstance(op, HttpSource):
+            body["url"] = _redact(op.url)
+        elif isinstance(op, GitSource):
+            body["remote"] = _redact(op.remote)
         step: dict = {"id": step_of[vertex], "op": body}
         if op.inputs:
             step["inputs"] = [f"{step_of[source]}:0" for source in op.inputs]

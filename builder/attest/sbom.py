@@ -31,6 +31,7 @@ from typing import Sequence
 from builder.attest.intoto import statement as intoto_statement
 from builder.attest.pkgdb import DbKind
 from builder.attest.purl import package_url, quote_part
+from builder.attest.spdx_licenses import spdx_exception, spdx_license
 from builder.attest.sbom_scan import FoundPackage, LayerRef, LayerScanner, RootfsPackages
 from builder.image import Image, canonical_json
 from cache.digest import Digest
@@ -50,7 +51,9 @@ _SOURCE_INFO = {
 _PURL_TYPE = {DbKind.DPKG: "deb", DbKind.APK: "apk", DbKind.PYTHON: "pypi", DbKind.NPM: "npm"}
 # A declared license goes in as written only when it reads as an SPDX
 # license expression; anything else (prose, a URL) is NOASSERTION.
-_LICENSE_EXPRESSION = re.compile(r"[A-Za-z0-9.+-]+(?:\s+(?:AND|OR|WITH)\s+[A-Za-z0-9.+-]+)*")
+# How SPDX tools split "Person: NAME (EMAIL)": the name is what precedes
+# the last parenthesis pair, or all of it when it ends in none.
+_ACTOR = re.compile(r"Person:\s*(?:(.*)\((.*)\)|(.*))")
 
 
 def purl(found: FoundPackage, distro: tuple[str, str]) -> str:
@@ -86,17 +89,35 @@ def _who(text: str) -> str:
     """A database's "Name <address>" as SPDX's "Person: Name (address)"
     (dpkg and apk name people; a team reads as one)."""
     text = " ".join(text.split())
-    if not text:
-        return _NOASSERTION
     match = re.fullmatch(r"(.*?)\s*<([^<>]*)>", text)
-    if match:
-        return f"Person: {match.group(1)} ({match.group(2)})" if match.group(1) else f"Person: ({match.group(2)})"
-    return f"Person: {text}"
+    actor = f"Person: {match.group(1)} ({match.group(2)})" if match else f"Person: {text}"
+    # SPDX's actor needs a name: an address alone (`<team@example.org>`,
+    # which dpkg accepts) or nothing at all is no assertion.
+    parts = _ACTOR.fullmatch(actor)
+    name = parts.group(1) if parts.group(3) is None else parts.group(3)
+    return actor if name.strip() else _NOASSERTION
 
 
 def _license(text: str) -> str:
-    text = " ".join(text.split())
-    return text if text and _LICENSE_EXPRESSION.fullmatch(text) else _NOASSERTION
+    """`text` when it is an expression of SPDX license-list identifiers
+    (their case as the list spells them), else NOASSERTION: a word SPDX does
+    not know (npm's UNLICENSED, "Proprietary") would make the document invalid."""
+    words = text.split()
+    if not words or len(words) % 2 == 0:
+        return _NOASSERTION
+    out = []
+    for position, word in enumerate(words):
+        if position % 2:
+            if word not in ("AND", "OR", "WITH") or (word == "WITH" and words[position - 2:position - 1] == ["WITH"]):
+                return _NOASSERTION
+            out.append(word)
+            continue
+        after_with = position > 0 and words[position - 1] == "WITH"
+        known = spdx_exception(word) if after_with else spdx_license(word)
+        if known is None:
+            return _NOASSERTION
+        out.append(known)
+    return " ".join(out)
 
 
 def _package(found: FoundPackage, distro) -> dict:

@@ -12,11 +12,14 @@ top: BuildKit's "the layer which introduced it"."""
 from __future__ import annotations
 
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-from builder.attest.layerfacts import FactsCache, LayerFacts, facts_of_snapshot, facts_of_tar
-from builder.attest.pkgdb import Package
+from builder.attest.layerfacts import (FactsCache, LayerFacts, ScanBudget, facts_of_snapshot, facts_of_tar,
+                                       parse_charged)
+from builder.attest.linked import deleted, final_target, read_merged, snapshot_reader, tar_reader
+from builder.attest.pkgdb import DbKind, Package, db_kind, parse_os_release
 from builder.errors import PybuildError
 from builder.export.compression import Compression, decompressing_reader
 from builder.image import Descriptor, Image
@@ -58,39 +61,67 @@ class RootfsPackages:
         return self.os_release.get("ID", ""), self.os_release.get("VERSION_ID", "")
 
 
-def _deleted(path: str, whiteouts: set[str], opaque: set[str]) -> bool:
-    if "" in opaque:
-        return True
-    parts = path.split("/")
-    for depth in range(1, len(parts) + 1):
-        ancestor = "/".join(parts[:depth])
-        if ancestor in whiteouts or (depth < len(parts) and ancestor in opaque):
-            return True
-    return False
-
-
 def _identity(package: Package) -> tuple:
     return package.kind, package.name, package.version, package.arch
 
 
-def merge(layers: Sequence[tuple[Digest | None, LayerFacts]]) -> RootfsPackages:
-    """The packages of the filesystem the layers (bottom first) make."""
+def merge(layers: Sequence[tuple[Digest | None, LayerFacts]],
+          read: Callable[[str], bytes | None] | None = None, budget: ScanBudget | None = None) -> RootfsPackages:
+    """The packages of the filesystem the layers (bottom first) make.
+    `read(path)` reads a file of that filesystem (a database a link names;
+    without it, databases behind links are left out); what it reads is
+    charged to `budget`."""
     dbs: dict[str, list[Package]] = {}
     os_release: dict[str, dict] = {}
+    links: dict[str, tuple[str, int]] = {}   # path -> (target, the layer that wrote the link)
     since: dict[tuple, int] = {}
     for position, (_, facts) in enumerate(layers):
         whiteouts, opaque = set(facts.whiteouts), set(facts.opaque)
         if whiteouts or opaque:
-            dbs = {path: found for path, found in dbs.items() if not _deleted(path, whiteouts, opaque)}
-            os_release = {path: f for path, f in os_release.items() if not _deleted(path, whiteouts, opaque)}
+            dbs = {path: found for path, found in dbs.items() if not deleted(path, whiteouts, opaque)}
+            os_release = {path: f for path, f in os_release.items() if not deleted(path, whiteouts, opaque)}
+            links = {path: link for path, link in links.items() if not deleted(path, whiteouts, opaque)}
+        # Whatever a layer writes at a database path replaces the lower entry there.
+        for path in (*facts.replaced, *facts.links, *facts.dbs, *facts.os_release):
+            dbs.pop(path, None)
+            os_release.pop(path, None)
+            links.pop(path, None)
         dbs.update(facts.dbs)
         os_release.update(facts.os_release)
+        links.update((path, (target, position)) for path, target in facts.links.items())
         present = {_identity(p) for found in dbs.values() for p in found}
         since = {ident: since.get(ident, position) for ident in present}
-    found = tuple(FoundPackage(p, layers[since[_identity(p)]][0])
-                  for path in sorted(dbs) for p in dbs[path])
+    found = [FoundPackage(p, layers[since[_identity(p)]][0]) for path in sorted(dbs) for p in dbs[path]]
+    if read is not None:
+        found += _behind_links(links, dbs, os_release, layers, read, budget)
     release = os_release.get("etc/os-release") or os_release.get("usr/lib/os-release") or {}
-    return RootfsPackages(found, release)
+    return RootfsPackages(tuple(found), release)
+
+
+def _behind_links(links, dbs, os_release, layers, read, budget) -> list[FoundPackage]:
+    """The packages of the databases the image's links at database paths
+    name (os-release's fields too, into `os_release`), each attributed to
+    the layer that wrote the link."""
+    targets = {path: target for path, (target, _) in links.items()}
+    found = []
+    for path in sorted(links):
+        target = final_target(path, targets)
+        kind = db_kind(path)
+        if target is None or target in dbs or db_kind(target) == kind and kind != DbKind.OS_RELEASE:
+            continue   # a loop, or a database already listed under its own name
+        data = os_release.get(target) if kind == DbKind.OS_RELEASE else None
+        if data is not None:
+            os_release[path] = data
+            continue
+        data = read(target)
+        if data is None:
+            continue
+        if kind == DbKind.OS_RELEASE:
+            os_release[path] = parse_os_release(data)
+            continue
+        layer = layers[links[path][1]][0]
+        found += [FoundPackage(p, layer) for p in parse_charged(kind, path, data, budget)]
+    return found
 
 
 class LayerScanner:
@@ -133,33 +164,55 @@ class LayerScanner:
     def scan(self, refs: Sequence[LayerRef]) -> RootfsPackages:
         # A shared lease, as a build holds: prune must not remove a
         # snapshot while it is read.
+        budget = ScanBudget()
         with RootLock(self._root, exclusive=False, reentrant=True):
-            return merge([(ref.diff_id, self.facts(ref)) for ref in refs])
+            layers = [(ref, self.facts(ref, budget)) for ref in refs]
 
-    def facts(self, ref: LayerRef) -> LayerFacts:
+            def read(path: str) -> bytes | None:
+                try:
+                    return read_merged(path, [(facts, self._reader(ref)) for ref, facts in reversed(layers)])
+                except (tarfile.TarError, OSError) as exc:
+                    raise LayerUnreadable(f"sbom: reading /{path} in the image's layers: {exc}") from exc
+
+            return merge([(ref.diff_id, facts) for ref, facts in layers], read, budget)
+
+    def facts(self, ref: LayerRef, budget: ScanBudget | None = None) -> LayerFacts:
         if ref.diff_id is not None:
             cached = self.cache.get(ref.diff_id)
             if cached is not None:
+                if budget is not None:
+                    budget.charge_packages(f"layer {ref.diff_id}", cached.package_count())
                 return cached
-        facts = self._read(ref)
+        facts = self._read(ref, budget)
         self.read_layers += 1
         if ref.diff_id is not None:
             self.cache.put(ref.diff_id, facts)
         return facts
 
-    def _read(self, ref: LayerRef) -> LayerFacts:
+    def _read(self, ref: LayerRef, budget: ScanBudget | None) -> LayerFacts:
         if ref.snapshot is not None and self._snapshots.exists(ref.snapshot):
             try:
-                return facts_of_snapshot(self._snapshots.fs_path(ref.snapshot))
+                return facts_of_snapshot(self._snapshots.fs_path(ref.snapshot), budget)
             except OSError as exc:
                 raise LayerUnreadable(f"sbom: snapshot {ref.snapshot} of layer {ref.diff_id}: {exc}") from exc
+        try:
+            with self._blob_stream(ref) as stream:
+                return facts_of_tar(stream, budget)
+        except (tarfile.TarError, OSError) as exc:  # a damaged stream is DecompressionError already
+            raise LayerUnreadable(f"sbom: layer {ref.blob.digest} is not a readable layer tar: {exc}") from exc
+
+    def _reader(self, ref: LayerRef):
+        """A reader of single paths of the layer (builder.attest.linked)."""
+        if ref.snapshot is not None and self._snapshots.exists(ref.snapshot):
+            return snapshot_reader(self._snapshots.fs_path(ref.snapshot))
+        return tar_reader(lambda: self._blob_stream(ref))
+
+    @contextmanager
+    def _blob_stream(self, ref: LayerRef):
         if ref.blob is None:
             raise LayerUnreadable(f"sbom: layer {ref.diff_id or ref.snapshot}: "
                                   "neither its snapshot nor its blob is in the root")
         if self._store.is_lazy(ref.blob.digest):
             raise LayerUnreadable(f"sbom: layer {ref.blob.digest}: its snapshot is gone")
-        try:
-            with self._store.open(ref.blob.digest) as raw:
-                return facts_of_tar(decompressing_reader(raw, Compression.of_media_type(ref.blob.media_type)))
-        except (tarfile.TarError, OSError) as exc:  # a damaged stream is DecompressionError already
-            raise LayerUnreadable(f"sbom: layer {ref.blob.digest} is not a readable layer tar: {exc}") from exc
+        with self._store.open(ref.blob.digest) as raw:
+            yield decompressing_reader(raw, Compression.of_media_type(ref.blob.media_type))

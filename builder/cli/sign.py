@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -29,21 +28,12 @@ def cosign_password() -> bytes:
     raise SigningError("the private key is encrypted: set COSIGN_PASSWORD (no terminal to ask the password on)")
 
 
-def _key_bytes(key_file: str) -> bytes:
-    from builder.signing.errors import SigningError
-
-    try:
-        return Path(key_file).read_bytes()
-    except OSError as exc:
-        raise SigningError(f"cannot read the key {key_file}: {exc.strerror}") from None
-
-
 def signing_key(key_file: str):
     """The private key of a `--key` / `sign=` file, its password asked for
     only when the key is encrypted (what `push --sign` uses too)."""
-    from builder.signing.keys import load_private_key
+    from builder.signing.keys import load_private_key, read_key_file
 
-    return load_private_key(_key_bytes(key_file), cosign_password, name=key_file)
+    return load_private_key(read_key_file(key_file), cosign_password, name=key_file)
 
 
 def _client(worker, config_file, insecure):
@@ -101,12 +91,12 @@ def verify(image, key_file, insecure, root, config_file, debug):
     """
     from builder.registry.reference import Reference
     from builder.signing.errors import SigningError
-    from builder.signing.keys import load_public_key
+    from builder.signing.keys import load_public_key, read_key_file
     from builder.signing.verify import verify_image
 
     def run(worker):
         ref = Reference.parse(image)
-        key = load_public_key(_key_bytes(key_file), name=key_file)
+        key = load_public_key(read_key_file(key_file), name=key_file)
         checked = verify_image(_client(worker, config_file, insecure), worker.store, ref, key)
         pinned = f"{ref.name}@{checked.digest}"
         if not checked.valid:

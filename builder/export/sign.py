@@ -9,7 +9,6 @@ fails before anything is uploaded.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from builder.errors import PybuildError
@@ -44,7 +43,7 @@ def signing_keys(specs: Sequence[OutputSpec], given: Mapping[str, object]) -> di
 
 def _read_key(path: str):
     from builder.signing.errors import SigningError
-    from builder.signing.keys import load_private_key
+    from builder.signing.keys import load_private_key, read_key_file
 
     def password() -> bytes:
         value = os.environ.get("COSIGN_PASSWORD")
@@ -52,11 +51,7 @@ def _read_key(path: str):
             raise SigningError(f"the private key {path} is encrypted: set COSIGN_PASSWORD")
         return value.encode()
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SigningError(f"cannot read the key {path}: {exc.strerror}") from None
-    return load_private_key(data, password, name=path)
+    return load_private_key(read_key_file(path), password, name=path)
 
 
 def sign_pushed(worker, specs: Sequence[OutputSpec], tags: Sequence[str], pushed: Mapping[str, str],

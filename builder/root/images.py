@@ -130,17 +130,37 @@ def index_for_push(worker, index: StoredIndex) -> tuple[list[Image], Descriptor]
     """The images of a stored index as a registry should get them
     (compressed_for_push each) and the index listing them: the stored one
     when no image changed, else one with the new manifests' digests, the
-    entries' platforms and annotations kept."""
-    images, entries, changed = [], [], False
-    for entry in index.body.get("manifests") or []:
+    entries' platforms and annotations kept. The attestation manifest of an
+    image whose manifest changed is made again about the new one (its
+    statements' subjects and its reference annotation), so that what is
+    pushed stays bound to what it describes."""
+    from builder.attest.manifests import REFERENCE_DIGEST, is_attestation, rebind_attestation
+
+    listed = index.body.get("manifests") or []
+    moved: dict[str, tuple[Descriptor, Descriptor]] = {}
+    pushed: dict[int, Image] = {}
+    for position, entry in enumerate(listed):
         if entry.get("mediaType", OCI_MANIFEST) not in MANIFEST_TYPES:
             raise PybuildError(f"cannot push {index.name}: the index lists a nested index {entry['digest']}")
+        if is_attestation(entry):
+            continue
         digest = Digest.parse(entry["digest"])
         image = compressed_for_push(worker, image_of_manifest(worker.store.read_json(digest), digest, entry["size"]))
+        pushed[position] = image
+        if image.manifest.digest != digest:
+            moved[str(digest)] = (Descriptor.from_json(entry), image.manifest)
+    images, entries = [], []
+    for position, entry in enumerate(listed):
+        image = pushed.get(position)
+        if image is None:
+            old = Descriptor.from_json(entry)
+            subject = moved.get((old.annotations or {}).get(REFERENCE_DIGEST, ""))
+            found = rebind_attestation(worker.store, old, *subject) if subject else old
+            image = image_of_manifest(worker.store.read_json(found.digest), found.digest, found.size)
+            entry = dict(entry, annotations=dict(found.annotations or {}))
         images.append(image)
-        changed = changed or image.manifest.digest != digest
         entries.append(dict(entry, digest=str(image.manifest.digest), size=image.manifest.size))
-    if not changed:
+    if not moved:
         return images, index.descriptor
     data = canonical_json(dict(index.body, manifests=entries))
     return images, Descriptor(index.descriptor.media_type, worker.store.put_bytes(data), len(data))

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import os
+import stat
 from typing import Callable
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -87,7 +88,12 @@ def _scrypt_key(kdf: dict, password: bytes) -> bytes:
     if n < 2 or n & (n - 1) or 128 * n * r > MAX_SCRYPT_MEMORY or p > MAX_SCRYPT_P:
         raise SigningError(f"unsupported cosign key: scrypt parameters N={n} r={r} p={p} are out of range")
     salt = _b64field({"kdf": kdf}, "kdf", "salt")
-    return Scrypt(salt=salt, length=secretbox.KEY_SIZE, n=n, r=r, p=p).derive(password)
+    try:
+        return Scrypt(salt=salt, length=secretbox.KEY_SIZE, n=n, r=r, p=p).derive(password)
+    except (MemoryError, ValueError):
+        # OpenSSL refuses more than the memory bound (RFC 7914 wants
+        # N < 2**(16*r)); `cryptography` reports that as MemoryError.
+        raise SigningError(f"unsupported cosign key: scrypt parameters N={n} r={r} p={p} are refused") from None
 
 
 def _decrypt_cosign(blob: bytes, password: Password, name: str) -> bytes:
@@ -110,6 +116,32 @@ def _decrypt_cosign(blob: bytes, password: Password, name: str) -> bytes:
     if der is None:
         raise SigningError(f"cannot decrypt the private key {name}: wrong password")
     return der
+
+
+def read_key_file(path: str) -> bytes:
+    """The bytes of the key file `path`: a regular file of at most
+    MAX_KEY_FILE bytes, no more than that ever read (a FIFO, a device or
+    a huge file is refused, not waited on or loaded)."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not wait.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SigningError(f"cannot read the key {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SigningError(f"{path} is not a key: not a regular file")
+        if st.st_size > MAX_KEY_FILE:
+            raise SigningError(f"{path} is not a key: larger than {MAX_KEY_FILE} bytes")
+        try:
+            data = os.read(fd, MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise SigningError(f"cannot read the key {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE:  # it grew after fstat
+        raise SigningError(f"{path} is not a key: larger than {MAX_KEY_FILE} bytes")
+    return data
 
 
 def _p256_private(key, name: str) -> ec.EllipticCurvePrivateKey:

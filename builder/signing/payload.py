@@ -68,7 +68,7 @@ def read_payload(data: bytes) -> Claims:
     not a cosign image signature's."""
     try:
         body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ValueError("the payload is not JSON") from None
     critical = body.get("critical") if isinstance(body, dict) else None
     if not isinstance(critical, dict) or critical.get("type") != SIGNATURE_TYPE:

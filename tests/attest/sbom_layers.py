@@ -46,10 +46,12 @@ OS_RELEASE_ALPINE = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n'
 
 
 def layer_tar(files: dict[str, bytes] | None = None, *, whiteouts: tuple[str, ...] = (),
-              opaque: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> bytes:
+              opaque: tuple[str, ...] = (), dirs: tuple[str, ...] = (),
+              links: dict[str, str] | None = None) -> bytes:
     """An uncompressed layer: `files` (path -> bytes, parents made), `dirs`,
     a `.wh.` entry for each of `whiteouts` and an opaque marker in each of
-    `opaque`, in the order a layer writer puts them (parents first)."""
+    `opaque`, and `links` (path -> symlink target), in the order a layer
+    writer puts them (parents first)."""
     members: dict[str, tuple[str, bytes | None]] = {}
 
     def parents(path: str):
@@ -70,6 +72,9 @@ def layer_tar(files: dict[str, bytes] | None = None, *, whiteouts: tuple[str, ..
     for path, data in (files or {}).items():
         parents(path)
         members[path] = ("file", data)
+    for path, target in (links or {}).items():
+        parents(path)
+        members[path] = ("link", target.encode())
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(members):
@@ -78,6 +83,9 @@ def layer_tar(files: dict[str, bytes] | None = None, *, whiteouts: tuple[str, ..
             info.mtime = 1_700_000_000
             if kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, data.decode()
                 tar.addfile(info)
             else:
                 info.size, info.mode = len(data), 0o644

@@ -14,7 +14,7 @@ import pytest
 
 from attest.provenance_graphs import observed_record
 from builder.attest.manifests import (IN_TOTO, Statement, attestations_by_subject, index_manifests, is_attestation,
-                                      read_statements, store_attestation_manifest)
+                                      read_statements, rebind_attestation, store_attestation_manifest)
 from builder.attest.options import ProvenanceOptions
 from builder.attest.provenance import PREDICATE_V0_2, provenance_statement
 from builder.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json
@@ -54,6 +54,28 @@ def test_the_manifest_has_buildkits_fields(store):
                                   "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]}}
     assert config == canonical_json(json.loads(config))
     assert read_statements(store, entry) == statements
+
+
+def test_rebinding_an_attestation_names_the_new_image_and_keeps_the_rest(store):
+    """What a push does when it gzips an image stored uncompressed: the
+    statements' subjects and the entry's reference move to the new
+    manifest; subjects about anything else and every predicate stay."""
+    old, new = _image(Digest.of_bytes(b"stored"), 500), _image(Digest.of_bytes(b"pushed"), 480)
+    other = {"name": "pkg:docker/other", "digest": {"sha256": "0" * 64}}
+
+    def statement(subject: Descriptor, predicate: dict) -> bytes:
+        return canonical_json({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": SPDX,
+                               "subject": [{"name": "pkg:docker/x", "digest": {"sha256": subject.digest.hex}},
+                                           other], "predicate": predicate})
+
+    before = store_attestation_manifest(store, [Statement(statement(old, {"a": 1}), SPDX),
+                                                Statement(statement(old, {"b": 2}), PREDICATE_V0_2)], old)
+    after = rebind_attestation(store, before, old, new)
+    assert after.annotations == {"vnd.docker.reference.digest": str(new.digest),
+                                 "vnd.docker.reference.type": "attestation-manifest"}
+    assert read_statements(store, after) == [Statement(statement(new, {"a": 1}), SPDX),
+                                             Statement(statement(new, {"b": 2}), PREDICATE_V0_2)]
+    assert after.digest != before.digest and read_statements(store, before)[0].body == statement(old, {"a": 1})
 
 
 def test_an_attestation_needs_a_statement(store):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +22,7 @@ from builder.signing.keys import (
     load_private_key,
     load_public_key,
     public_key_pem,
+    read_key_file,
 )
 from builder.signing.payload import make_payload
 from builder.signing.verify import signature_matches
@@ -177,3 +179,30 @@ def test_sec1_and_password_protected_pkcs8_keys():
     assert load_private_key(protected, lambda: b"pkcs8-pw").private_numbers() == key.private_numbers()
     with pytest.raises(SigningError, match="cannot read the private key"):
         load_private_key(protected, lambda: b"wrong")
+
+
+def test_scrypt_parameters_openssl_refuses_are_one_error():
+    # N >= 2**(16*r) (RFC 7914): within the memory bound, refused by
+    # OpenSSL, which `cryptography` reports as MemoryError.
+    body = _body(COSIGN_KEY)
+    body["kdf"]["params"].update(N=1 << 16, r=1, p=1)
+    with pytest.raises(SigningError, match="scrypt parameters N=65536 r=1 p=1 are refused"):
+        load_private_key(_pem(SIGSTORE_LABEL, body), lambda: b"pw")
+
+
+def test_key_files_are_read_bounded_and_regular_only(tmp_path):
+    good = tmp_path / "cosign.key"
+    good.write_bytes(COSIGN_KEY)
+    assert read_key_file(str(good)) == COSIGN_KEY
+    huge = tmp_path / "huge.key"
+    with open(huge, "wb") as sparse:
+        sparse.truncate(1 << 30)
+    with pytest.raises(SigningError, match="larger than 65536 bytes"):
+        read_key_file(str(huge))
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo)   # no writer: a reader that opened it blocking would wait forever
+    for path in (fifo, tmp_path, "/dev/zero"):
+        with pytest.raises(SigningError, match="not a regular file|Is a directory"):
+            read_key_file(str(path))
+    with pytest.raises(SigningError, match="cannot read the key .*No such file"):
+        read_key_file(str(tmp_path / "missing.key"))

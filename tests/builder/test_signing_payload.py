@@ -34,6 +34,9 @@ def test_docker_hub_is_written_as_go_containerregistry_names_it():
     (b'{"critical":{"type":"cosign container image signature"}}', "names no docker-reference"),
     (b'{"critical":{"type":"cosign container image signature","identity":{"docker-reference":"r/x"},'
      b'"image":{"docker-manifest-digest":"sha256:12"}}}', "digest is invalid"),
+    # cosign compares the digest string: one with a trailing newline names nothing.
+    (COSIGN_PAYLOAD.replace(DIGEST.hex.encode() + b'"', DIGEST.hex.encode() + b'\\n"'), "digest is invalid"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
 ])
 def test_payloads_that_claim_nothing_usable(data, reason):
     with pytest.raises(ValueError, match=reason):
