@@ -162,7 +162,7 @@ def facts_of_snapshot(fs, budget: ScanBudget | None = None) -> LayerFacts:
     whiteout is a 0/0 character device, an opaque directory carries
     overlay's opaque xattr), as runtime.layer reads it to write its tar."""
     facts = LayerFacts(budget=budget)
-    top = os.open(fs, _OPEN_DIR)
+    top = os.open(fs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _walk(top, facts)
     finally:
