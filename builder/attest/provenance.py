@@ -153,7 +153,7 @@ def _build_config(record: BuildRecord) -> tuple[dict, dict]:
     from frontend.ops import GitSource, HttpSource
 
     step_of = {vertex: f"step{n}" for n, (vertex, _, _) in enumerate(record.steps)}
-    steps, locations = [], {}
+    steps, locations, shown = [], {}, {}
     for vertex, op, location in record.steps:
         body = {key: value for key, value in op.canonical().items() if key != "inputs"}
         # The materials name these URLs without their password; so must the steps.
@@ -165,13 +165,18 @@ def _build_config(record: BuildRecord) -> tuple[dict, dict]:
         if op.inputs:
             step["inputs"] = [f"{step_of[source]}:0" for source in op.inputs]
         steps.append(step)
+        # A vertex id hashes the op as written, password included (and so,
+        # through its inputs, every step after it): the mapping names each
+        # step by a digest of what the document shows instead.
+        shown[vertex] = "sha256:" + hashlib.sha256(canonical_json(
+            [body, [shown.get(source, "") for source in op.inputs]])).hexdigest()
         if isinstance(op, (HttpSource, GitSource)):
             # docker 26 maps an ADD's URL or git source to no lines (the copy has them).
             locations[step_of[vertex]] = {}
         elif location is not None:
             ranges = [{"start": {"line": location.start}, "end": {"line": location.end}}]
             locations[step_of[vertex]] = {"locations": [{"ranges": ranges}]}
-    return {"llbDefinition": steps, "digestMapping": {v: s for v, s in step_of.items()}}, locations
+    return {"llbDefinition": steps, "digestMapping": {shown[v]: s for v, s in step_of.items()}}, locations
 
 
 def _source_info(record: BuildRecord) -> dict:

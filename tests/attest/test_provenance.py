@@ -265,3 +265,22 @@ def test_vcs_hints_appear_in_the_metadata(tmp_path):
     record.set_vcs({"revision": "c" * 40, "source": "https://git.example/r.git", "localdir:context": "."})
     vcs = provenance_predicate(record, MIN)["metadata"]["https://mobyproject.org/buildkit@v1#metadata"]["vcs"]
     assert vcs == {"localdir:context": ".", "revision": "c" * 40, "source": "https://git.example/r.git"}
+
+
+def test_a_url_password_leaves_no_trace_in_max_mode_not_even_hashed(busybox_image, store):
+    """A vertex id hashes the op as written, password included (and every
+    step after it hashes that id): max mode's digestMapping would let one
+    test guesses offline. Two passwords must give the same document."""
+    documents = []
+    for password in ("firstPassw0rd", "secondPassw0rd"):
+        dockerfile = (f"FROM {busybox_image.ref}\nADD http://user:{password}@127.0.0.1:9/f /f\n"
+                      "RUN cat /f\n")
+        record = BuildRecord(dockerfile=b"", args=frontend_args(build_args={}))
+        record.observe_graph(real_definition(dockerfile, store))
+        record.finish()
+        body = provenance_statement(record, MAX, names=["a:1"], manifest=SUBJECT, platform="linux/amd64")
+        assert password.encode() not in body
+        mapping = json.loads(body)["predicate"]["buildConfig"]["digestMapping"]
+        assert len(mapping) >= 3
+        documents.append(mapping)
+    assert documents[0] == documents[1]
