@@ -181,7 +181,9 @@ def _emulator_ready() -> None:
 
 
 def run(args) -> dict:
-    sizes = SMOKE if args.smoke else FULL
+    sizes = dict(SMOKE if args.smoke else FULL)
+    if args.work:
+        sizes["work"] = args.work
     work = Path(tempfile.mkdtemp(prefix="multiplatform-", dir=env.CACHE_DIR))
     report = {"started": time.strftime("%Y%m%d-%H%M%S"), "smoke": args.smoke, "reps": args.reps, "sizes": sizes,
               "loadavg_start": os.getloadavg(), "versions": {}, "notes": [], "samples": []}
@@ -281,6 +283,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; smoke 1)")
     parser.add_argument("--builders", default="pybuild,docker26", help="comma-separated, of: " + ",".join(BUILDERS))
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=int, default=None,
+                        help=f"numbers the final stage's RUN compresses (default {FULL['work']:,})")
     args = parser.parse_args(argv)
     args.builders = [b.strip() for b in args.builders.split(",") if b.strip()]
     for name in args.builders:
