@@ -24,6 +24,9 @@ from fixtures.proxy import FaultProxy
 from fixtures.registry import Registry, remove_registry, start_registry
 from fixtures.token import ISSUER, SERVICE, TokenServer
 from fixtures.tools import require_tools
+# docker 26's daemons are session fixtures: imported here, one per session
+# (imported by each module, pytest would start one for each module).
+from fixtures.docker26 import docker26, docker26_multiplatform  # noqa: F401 (fixtures)
 
 # Processes started by session fixtures: they outlive any single test.
 _SESSION_PIDS: set[int] = set()

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from fixtures.docker26 import docker26  # noqa: F401 (a fixture)
 from fixtures.pybuild import pybuild_env
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,6 @@ from builder.image import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Descriptor, canon
 from cache.digest import Digest
 from cache.store import ContentStore
 from fixtures.busybox import host_arch
-from fixtures.docker26 import docker26, docker26_multiplatform  # noqa: F401 (fixtures)
 from fixtures.tools import require_tools
 
 SPDX = "https://spdx.dev/Document"

@@ -24,7 +24,6 @@ from builder.image import Descriptor
 from builder.ops.source.git import resolve_commit
 from cache.digest import Digest
 from cache.store import ContentStore
-from fixtures.docker26 import docker26_multiplatform  # noqa: F401 (a fixture)
 from fixtures.servers import LoopbackServer
 from fixtures.tools import require_tools
 from frontend.ops import Platform

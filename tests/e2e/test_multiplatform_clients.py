@@ -22,8 +22,7 @@ import pytest
 from e2e.test_emulation import emulator  # noqa: F401 (a fixture)
 from e2e.test_multiplatform import PLATFORMS, _images, _platforms, pybuild
 from fixtures import leaks
-from fixtures.docker26 import (docker26_multiplatform, rawjson_statuses,  # noqa: F401 (a fixture)
-                               ran_steps, start_docker26, stop_docker26)
+from fixtures.docker26 import rawjson_statuses, ran_steps, start_docker26, stop_docker26
 from fixtures.tools import require_tools, trixie_tool
 
 pytestmark = pytest.mark.e2e
