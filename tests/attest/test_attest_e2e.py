@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from fixtures.pybuild import pybuild_env
+from fixtures.registry import Remote
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +28,6 @@ IN_TOTO = "application/vnd.in-toto+json"
 SLSA_02 = "https://slsa.dev/provenance/v0.2"
 SLSA_1 = "https://slsa.dev/provenance/v1"
 SPDX = "https://spdx.dev/Document"
-ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json",
-                    "application/vnd.docker.distribution.manifest.list.v2+json"])
-
 
 def pybuild(tmp_path: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     done = subprocess.run(["pybuild", *args], capture_output=True, text=True, timeout=600,
@@ -47,23 +45,6 @@ def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
     return directory
-
-
-class Remote:
-    """Manifests and blobs of one repository of the registry fixture."""
-
-    def __init__(self, host: str, repository: str):
-        self.base = f"http://{host}/v2/{repository}"
-
-    def manifest(self, reference: str) -> tuple[str, dict]:
-        response = requests.get(f"{self.base}/manifests/{reference}", headers={"Accept": ACCEPT}, timeout=30)
-        response.raise_for_status()
-        return response.headers["Docker-Content-Digest"], response.json()
-
-    def blob(self, digest: str) -> bytes:
-        response = requests.get(f"{self.base}/blobs/{digest}", timeout=30)
-        response.raise_for_status()
-        return response.content
 
 
 def statements(read_json, read_bytes, index: dict) -> dict[str, list[dict]]:

@@ -19,12 +19,9 @@ import requests
 
 from builder.signing.keys import SIGSTORE_LABEL, _pem
 from fixtures.pybuild import pybuild_env
+from fixtures.registry import Remote
 from fixtures.servers import RecordingServer, send
 from security.redteam_mp_checks import write_context
-
-ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-                    "application/vnd.docker.distribution.manifest.v2+json",
-                    "application/vnd.docker.distribution.manifest.list.v2+json"])
 
 
 def run(tmp_path: Path, *args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
@@ -35,23 +32,6 @@ def run(tmp_path: Path, *args: str, timeout: int = 300, **env: str) -> subproces
 def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert done.returncode == 0, (done.returncode, done.stderr)
     return done
-
-
-class Remote:
-    """One repository of the registry fixture, read as any client would."""
-
-    def __init__(self, host: str, repository: str):
-        self.base = f"http://{host}/v2/{repository}"
-
-    def manifest(self, reference: str) -> tuple[str, dict]:
-        response = requests.get(f"{self.base}/manifests/{reference}", headers={"Accept": ACCEPT}, timeout=30)
-        response.raise_for_status()
-        return response.headers["Docker-Content-Digest"], response.json()
-
-    def blob(self, digest: str) -> bytes:
-        response = requests.get(f"{self.base}/blobs/{digest}", timeout=30)
-        response.raise_for_status()
-        return response.content
 
 
 def attestations(remote: Remote, index: dict) -> list[tuple[str, list[dict]]]:
