@@ -276,6 +276,11 @@ def summary(report: dict) -> str:
                      f"| |")
         lines.append(f"| … difference, ms (ratio of medians) | {spread([d * 1000 for d in per_rep])} "
                      f"({statistics.median(on) / statistics.median(off):.3f}×) | < {PROVENANCE_TARGET_MS} ms |")
+        cpu_on = _values(report, "provenance CLI", "provenance min (default)", "cpu")
+        cpu_off = _values(report, "provenance CLI", "--provenance=false", "cpu")
+        lines.append(f"| … CPU difference, ms (per rep; CPU s min / false: {statistics.median(cpu_on):.3f} / "
+                     f"{statistics.median(cpu_off):.3f}) | {spread([(a - b) * 1000 for a, b in zip(cpu_on, cpu_off)])} "
+                     f"| < {PROVENANCE_TARGET_MS} ms |")
     for case in ("cold, snapshots", "cold, blobs", "cached", "top layer changed"):
         ms = _values(report, "sbom scan", case, "ms")
         read = sorted({s["layers_read"] for s in report["samples"] if s["case"] == case})
