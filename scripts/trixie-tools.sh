@@ -28,7 +28,10 @@ if [ ${#need[@]} -gt 0 ]; then
         if [ -z "$mirror" ]; then
             mirror=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
         fi
-        mirror=${mirror:-http://deb.debian.org/debian}
+        if [ -z "$mirror" ]; then
+            echo "scripts/trixie-tools.sh: no Debian mirror found in /etc/apt/sources.list{,.d}" >&2
+            exit 1
+        fi
         cat > "$sources" <<SOURCES
 Types: deb
 URIs: $mirror
