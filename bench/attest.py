@@ -40,8 +40,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import env, measure
+from bench.measure import load_averages, save_report, spread
 from bench.builders import PYBUILD, pybuild_env
-from bench.multiplatform import _spread as spread
 
 from attest.provenance_graphs import real_definition  # noqa: E402 (bench.env put tests/ on the path)
 from fixtures import debian_base  # noqa: E402
@@ -302,9 +302,7 @@ def summary(report: dict) -> str:
             lines.append(f"| cold scan / the image's first build ({first:.1f} s, once) | "
                          f"{statistics.median(cold) / first:.3f}× | |")
     lines.append("")
-    load = {when: " / ".join(f"{x:.2f}" for x in report.get(f"loadavg_{when}") or ()) for when in ("start", "end")}
-    lines.append(f"{report['reps']} repetition(s), alternating; load average (1, 5, 15 min) {load['start']} at "
-                 f"the start, {load['end']} at the end")
+    lines.append(f"{report['reps']} repetition(s), alternating; {load_averages(report)}")
     return "\n".join(lines)
 
 
@@ -318,9 +316,7 @@ def main(argv=None) -> int:
         args.reps = 2 if args.smoke else 7
     env.CACHE_DIR.mkdir(parents=True, exist_ok=True)
     report = run(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"attest-{report['started']}{'-smoke' if args.smoke else ''}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = save_report(report, args.results_dir, "attest", args.smoke)
     print(report["summary"])
     for note in report["notes"]:
         print(f"note: {note}")

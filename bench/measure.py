@@ -11,7 +11,9 @@ sampled (VmRSS summed over the tree every 50 ms), since it is not our child.
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import subprocess
 import threading
 import time
@@ -195,3 +197,25 @@ def quiet(cmd: list[str], *, env: dict | None = None, check: bool = True, log: P
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): "
                            f"{(done.stderr or done.stdout).decode(errors='replace')[-2000:]}")
     return done
+
+
+def spread(values: list[float]) -> str:
+    """`median [min–max]` of a scenario's samples, or – for none."""
+    if not values:
+        return "–"
+    return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
+def load_averages(report: dict) -> str:
+    """The load averages a report noted at its start and end."""
+    load = {when: " / ".join(f"{x:.2f}" for x in report.get(f"loadavg_{when}") or ()) for when in ("start", "end")}
+    return f"load average (1, 5, 15 min) {load['start']} at the start, {load['end']} at the end"
+
+
+def save_report(report: dict, results_dir: Path, name: str, smoke: bool) -> Path:
+    """Write a standalone scenario's report as results/NAME-STARTED[-smoke].json."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{name}-{report['started']}{'-smoke' if smoke else ''}.json"
+    out.write_text(json.dumps(report, indent=2))
+    return out
+

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ import time
 from pathlib import Path
 
 from bench import env, measure
+from bench.measure import load_averages, save_report, spread
 from bench.builders import PYBUILD, pybuild_env
 
 import pytest  # noqa: E402 (the fixtures' missing-tool exception)
@@ -228,12 +228,6 @@ def run(args) -> dict:
     return report
 
 
-def _spread(values: list[float]) -> str:
-    if not values:
-        return "–"
-    return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
-
-
 def summary(report: dict) -> str:
     """Per builder: wall seconds of each case, median [min–max]; together
     over the slower alone (ratio of medians, and the median of each
@@ -261,19 +255,17 @@ def summary(report: dict) -> str:
         native = [s["run_s"]["amd64"] for s in ok if s["case"] == "amd64 alone" and "amd64" in s["run_s"]]
         emulated = [s["run_s"]["arm64"] for s in ok if s["case"] == "arm64 alone" and "arm64" in s["run_s"]]
         both = [s["run_s"] for s in ok if s["case"] == "both"]
-        in_both = (f"{_spread([r['amd64'] for r in both if 'amd64' in r])}, "
-                   f"{_spread([r['arm64'] for r in both if 'arm64' in r])}")
+        in_both = (f"{spread([r['amd64'] for r in both if 'amd64' in r])}, "
+                   f"{spread([r['arm64'] for r in both if 'arm64' in r])}")
         slowdown = statistics.median(emulated) / statistics.median(native) if native and emulated else None
         shared = sorted({s["shared_runs"] for s in ok})
         cpu = ", ".join(f"{statistics.median([s['cpu'] for s in ok if s['case'] == case]):.1f}" for case in CASES)
-        lines.append(f"| {name} | {_spread(wall['amd64 alone'])} | {_spread(wall['arm64 alone'])} | "
-                     f"{_spread(wall['both'])} | **{ratio:.2f}×** (target ≤ {TARGET}×) | {_spread(per_rep)} | "
-                     f"{_spread(native)} | {_spread(emulated)} | "
+        lines.append(f"| {name} | {spread(wall['amd64 alone'])} | {spread(wall['arm64 alone'])} | "
+                     f"{spread(wall['both'])} | **{ratio:.2f}×** (target ≤ {TARGET}×) | {spread(per_rep)} | "
+                     f"{spread(native)} | {spread(emulated)} | "
                      f"{'–' if slowdown is None else f'{slowdown:.1f}×'} | {in_both} | {shared} | {cpu} |")
     lines.append("")
-    load = {when: " / ".join(f"{x:.2f}" for x in report.get(f"loadavg_{when}") or ()) for when in ("start", "end")}
-    lines.append(f"{report['reps']} repetition(s), cold builds; load average (1, 5, 15 min) {load['start']} at the "
-                 f"start, {load['end']} at the end")
+    lines.append(f"{report['reps']} repetition(s), cold builds; {load_averages(report)}")
     return "\n".join(lines)
 
 
@@ -294,9 +286,7 @@ def main(argv=None) -> int:
         args.reps = 1 if args.smoke else 5
     env.CACHE_DIR.mkdir(parents=True, exist_ok=True)
     report = run(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"multiplatform-{report['started']}{'-smoke' if args.smoke else ''}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = save_report(report, args.results_dir, "multiplatform", args.smoke)
     print(report["summary"])
     for name, answer in report.get("refusals", {}).items():
         print(f"docker 26 on its graph driver, {name}: {answer}")
