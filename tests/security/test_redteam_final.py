@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -157,3 +158,51 @@ def test_a_rebuild_with_platforms_swapped_gives_the_fresh_builds_index(busybox_i
     ok(run(tmp_path, "build", "--root", str(tmp_path / "fresh"), "--platform", "linux/arm64,linux/amd64",
            "-o", f"type=oci,dest={tmp_path / 'fresh.tar'}", str(ctx)))
     assert _index_platforms(tmp_path / "cached.tar") == _index_platforms(tmp_path / "fresh.tar")
+
+
+# --- proxy credentials ------------------------------------------------------------
+
+
+def _config_and_history(dest: Path) -> str:
+    """The image config of a single-platform OCI archive, as text."""
+    with tarfile.open(dest) as archive:
+        def blob(digest: str) -> dict:
+            return json.load(archive.extractfile(f"blobs/sha256/{digest.split(':')[1]}"))
+        entry = json.load(archive.extractfile("index.json"))["manifests"][0]
+        manifest = blob(entry["digest"])
+        if "manifests" in manifest:
+            manifest = blob(next(m["digest"] for m in manifest["manifests"]
+                                 if m.get("platform", {}).get("os") != "unknown"))
+        return json.dumps(blob(manifest["config"]["digest"]))
+
+
+def test_a_proxy_build_args_password_is_not_in_the_image(busybox_image, tmp_path):
+    """BuildKit passes the predefined proxy arguments to RUN but keeps them out
+    of the image's history and config."""
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\nRUN echo built > /b\n")
+    dest = tmp_path / "out.tar"
+    ok(run(tmp_path, "build", "--root", str(tmp_path / "root"), "--provenance=false",
+           "--build-arg", f"HTTPS_PROXY=http://bob:{PASSWORD}@127.0.0.1:9/",
+           "--build-arg", f"ftp_proxy=http://bob:{PASSWORD}@127.0.0.1:9/",
+           "-o", f"type=oci,dest={dest}", str(ctx)))
+    assert PASSWORD not in _config_and_history(dest)
+
+
+# --- the no-op memo and secret values ----------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="builder/root/memo.py memo_key leaves --secret specs out of the key but "
+                   "still hashes every PYBUILD_*/DOCKER_*/XDG_* variable's value into the memo's file name: "
+                   "a secret taken from env=DOCKER_PASSWORD (or PYBUILD_*) reaches the root as an unsalted "
+                   "sha256 a guess can be tested against, which the docstring promises never happens")
+@pytest.mark.parametrize("variable", ["DOCKER_PASSWORD", "PYBUILD_TOKEN"])
+def test_a_secret_from_the_environment_does_not_name_the_memo(tmp_path, variable):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
+    root = tmp_path / "root"
+    time.sleep(0.3)  # the context settled: the build may write its memo
+    args = ("build", "--root", str(root), "-t", "memo-secret", "--secret", f"id=pw,env={variable}", str(ctx))
+    ok(run(tmp_path, *args, **{variable: "first-" + PASSWORD}))
+    first = sorted(p.name for p in (root / "memo").iterdir())
+    assert first, "no memo written"
+    ok(run(tmp_path, *args, **{variable: "second-" + PASSWORD}))
+    assert sorted(p.name for p in (root / "memo").iterdir()) == first
