@@ -5,11 +5,7 @@ BuildRecord observed from it, and a git repository served by a real
 
 from __future__ import annotations
 
-import signal
-import socket
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.attest.record import BuildRecord, frontend_args, platform_text
@@ -70,41 +66,3 @@ def make_repository(path: Path, files: dict[str, str]) -> str:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "one")
     return git(path, "rev-parse", "HEAD").strip()
-
-
-@dataclass
-class GitDaemon:
-    base: Path
-    port: int
-    process: subprocess.Popen
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_git_daemon(base: Path) -> GitDaemon:
-    """`git daemon` exporting the bare repositories under `base`."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1",
-         f"--port={port}", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    daemon = GitDaemon(base, port, process)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return daemon
-        time.sleep(0.05)
-    daemon.stop()
-    raise RuntimeError("git daemon did not answer")

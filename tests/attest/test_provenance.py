@@ -11,8 +11,7 @@ import socket
 
 import pytest
 
-from attest.provenance_graphs import (git, make_repository, observed_record, real_definition,
-                                      start_git_daemon)
+from attest.provenance_graphs import git, make_repository, observed_record, real_definition
 from builder.attest.options import ProvenanceMode, ProvenanceOptions, SlsaVersion
 from builder.attest.provenance import (PREDICATE_V0_2, PREDICATE_V1, provenance_predicate,
                                        provenance_statement)
@@ -102,16 +101,13 @@ def test_max_names_secret_and_ssh_ids_and_never_a_value_or_socket(busybox_image,
     assert b"secrets" not in minimal and b'"ssh"' not in minimal and b"envsecret" not in minimal
 
 
-def test_a_git_context_names_its_commit(tmp_path):
+def test_a_git_context_names_its_commit(git_daemon, tmp_path):
     require_tools("git")
-    commit = make_repository(tmp_path / "served/repo.git", {"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "x"})
-    daemon = start_git_daemon(tmp_path / "served")
-    try:
-        url = daemon.url("repo.git") + "#master"
-        # What the context's fetch learns: the ref's commit, from the server.
-        found = resolve_commit(daemon.url("repo.git"), "master", tmp_path)
-    finally:
-        daemon.stop()
+    served, base_url = git_daemon
+    commit = make_repository(served / "repo.git", {"Dockerfile": "FROM scratch\nCOPY a /\n", "a": "x"})
+    url = f"{base_url}/repo.git#master"
+    # What the context's fetch learns: the ref's commit, from the server.
+    found = resolve_commit(f"{base_url}/repo.git", "master", tmp_path)
     assert found == commit
     record = BuildRecord(dockerfile=b"FROM scratch\nCOPY a /\n")
     record.set_git_context(url, found)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from attest.provenance_graphs import git, make_repository, observed_record, real_definition, start_git_daemon
+from attest.provenance_graphs import git, make_repository, observed_record, real_definition
 from builder.attest.manifests import Statement, attestations_by_subject, read_statements, store_attestation_manifest
 from builder.attest.options import ProvenanceMode, ProvenanceOptions
 from builder.attest.provenance import PREDICATE_V0_2, provenance_statement
@@ -157,22 +157,17 @@ def test_the_attestation_manifest_is_docker26s(oracle, busybox_image, tmp_path):
         {**their_config, "rootfs": None}
 
 
-def test_a_git_context_says_what_docker26_says(docker26_multiplatform, busybox_image, registry,  # noqa: F811
+def test_a_git_context_says_what_docker26_says(docker26_multiplatform, busybox_image, registry, git_daemon,
                                                tmp_path):
     require_tools("git", "skopeo")
+    served, base_url = git_daemon
     dockerfile = f"FROM {busybox_image.ref}\nCOPY a /a\n"
     commit = make_repository(tmp_path / "work", {"Dockerfile": dockerfile, "a": "x"})
-    served = tmp_path / "served"
-    served.mkdir()
     git(served, "clone", "-q", "--bare", str(tmp_path / "work"), "repo.git")
-    daemon = start_git_daemon(served)
     ref = f"{registry.host}/oracle:git"
-    try:
-        url = daemon.url("repo.git") + "#master"
-        docker26_multiplatform.run("buildx", "build", "--network", "host", "-t", ref, "--push", url)
-        found = resolve_commit(daemon.url("repo.git"), "master", tmp_path)
-    finally:
-        daemon.stop()
+    url = f"{base_url}/repo.git#master"
+    docker26_multiplatform.run("buildx", "build", "--network", "host", "-t", ref, "--push", url)
+    found = resolve_commit(f"{base_url}/repo.git", "master", tmp_path)
     assert found == commit
     image, _, theirs, _ = _theirs(ref, tmp_path / "theirs")
     record = BuildRecord(dockerfile=dockerfile.encode(), args=frontend_args(network="host"))

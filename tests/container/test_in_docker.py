@@ -8,8 +8,6 @@ refuses the user namespace, and pybuild says so."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,18 +15,14 @@ from pathlib import Path
 import pytest
 
 from container_helpers import CONTEXT, EPOCH, hello_args, manifest_digest
-from fixtures.podman import engine_cgroups, remove_new_cgroups
+from fixtures.docker26 import end_dockerd
+from fixtures.podman import engine_cgroups
 from fixtures.tools import require_tools
 
 pytestmark = pytest.mark.e2e
 
 RELAXED = ["--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
            "--security-opt", "systempaths=unconfined"]
-
-
-def _mounts_under(path: Path) -> list[str]:
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return [point for point in points if point.startswith(f"{path}/")]
 
 
 @pytest.fixture
@@ -61,17 +55,7 @@ def docker(tmp_path):
         if left:
             pytest.fail(f"the test left docker {' and '.join(left)}", pytrace=False)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-        # dockerd keeps its network namespace file bound under exec-root.
-        for point in sorted(_mounts_under(home), key=len, reverse=True):
-            subprocess.run(["umount", "--lazy", point], check=False, timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
-        problems = remove_new_cgroups(cgroups_before, "docker")
+        problems = end_dockerd(daemon, home, cgroups_before)
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
 
