@@ -224,7 +224,7 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
 
         raise PybuildError(DOCKER_REFUSAL)
     limits = _limits(request)
-    attest = _attestations(request, specs, _epoch(request.build_args))
+    attest = _attestations(request, specs, tags, _epoch(request.build_args))
     from builder.export.sign import sign_pushed, signing_keys
 
     keys = signing_keys(specs, request.signing_keys)  # a wrong password fails before the build
@@ -325,11 +325,14 @@ def _build(request: BuildRequest, reporter: BuildReporter, observer) -> BuildRes
                        time.monotonic() - started, pushed, index=index)
 
 
-def _attestations(request: BuildRequest, specs, epoch: int | None):
+def _attestations(request: BuildRequest, specs, tags, epoch: int | None):
     """The build's BuildAttestations (its worker set once the root is
-    open), or None when it attests nothing; checked before the build."""
+    open), or None when no output gets one (buildx's default provenance on
+    a build to the local store alone: then nothing is recorded, and the
+    checkout's git state is not read); checked before the build."""
     from builder.attest.options import parse_attest_specs
     from builder.export.attest import BuildAttestations
+    from builder.export.run import output_specs
 
     options = parse_attest_specs(request.attest)
     if not options.any:
@@ -339,6 +342,8 @@ def _attestations(request: BuildRequest, specs, epoch: int | None):
                            "no scanner image (docs/attestations.md)")
     attest = BuildAttestations(options, None, epoch)
     attest.check_outputs(specs)
+    if not any(attest.wanted(spec).any for spec in output_specs(specs, tags, request.push)):
+        return None
     return attest
 
 
