@@ -41,9 +41,7 @@ def local_vcs(context_dir: str | os.PathLike, dockerfile_dir: str | os.PathLike 
     vcs = {"revision": revision}
     remote = _remote_url(common_dir)
     if remote:
-        from builder.ops.source.http import redact
-
-        vcs["source"] = redact(remote)
+        vcs["source"] = _without_user(remote)
     vcs["localdir:context"] = _relative(context, top)
     if dockerfile_dir is not None:
         vcs["localdir:dockerfile"] = _relative(Path(os.path.abspath(dockerfile_dir)), top)
@@ -129,3 +127,14 @@ def _remote_url(common_dir: Path) -> str:
             if url:
                 urls[section] = url.group(1).strip('"')
     return urls.get("origin") or next(iter(urls.values()), "")
+
+
+def _without_user(url: str) -> str:
+    """The remote without its user info, as buildx's stripCredentials
+    gives it: a CI checkout's remote often carries a token as the user name
+    (https://TOKEN@host/...), not only as a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url  # scp-like user@host:path: the user there is an account name, not a credential
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"

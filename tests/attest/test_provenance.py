@@ -250,7 +250,7 @@ def test_a_local_checkout_gives_buildx_vcs_hints(tmp_path, layout):
         git(repo, "worktree", "add", "-q", "-b", "wt", str(tmp_path / "wt"))
         context = tmp_path / "wt/sub"
     assert local_vcs(context, context, environ={}) == {
-        "revision": commit, "source": "https://user:xxxxx@git.example/r.git",
+        "revision": commit, "source": "https://git.example/r.git",  # no user info at all, as buildx strips it
         "localdir:context": "sub", "localdir:dockerfile": "sub"}
     assert local_vcs(context, environ={"BUILDX_GIT_INFO": "false"}) == {}
     assert local_vcs(tmp_path, environ={}) == {}  # not a checkout

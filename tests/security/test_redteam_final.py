@@ -211,10 +211,6 @@ def test_a_secret_from_the_environment_does_not_name_the_memo(tmp_path, variable
 # --- a checkout's remote in the provenance ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="builder/attest/vcs.py puts the remote through http.redact, which masks "
-                   "a password only: a token given as the user name (https://TOKEN@github.com/..., as CI "
-                   "checkouts write it) is copied into vcs:source; buildx's stripCredentials (build/git.go) "
-                   "drops the whole user info (url.User = nil)")
 def test_a_remote_token_as_user_name_is_not_in_the_provenance(tmp_path):
     ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n", ".dockerignore": ".git\n"})
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
