@@ -10,12 +10,15 @@ import json
 import subprocess
 import tarfile
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from fixtures import busybox
 from fixtures.servers import LoopbackServer
+from security.hostile import push_blob, push_manifest
 from security.redteam_mp_checks import write_context
 from security.redteam_sc_checks import ok, run
 
@@ -191,10 +194,6 @@ def test_a_proxy_build_args_password_is_not_in_the_image(busybox_image, tmp_path
 # --- the no-op memo and secret values ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="builder/root/memo.py memo_key leaves --secret specs out of the key but "
-                   "still hashes every PYBUILD_*/DOCKER_*/XDG_* variable's value into the memo's file name: "
-                   "a secret taken from env=DOCKER_PASSWORD (or PYBUILD_*) reaches the root as an unsalted "
-                   "sha256 a guess can be tested against, which the docstring promises never happens")
 @pytest.mark.parametrize("variable", ["DOCKER_PASSWORD", "PYBUILD_TOKEN"])
 def test_a_secret_from_the_environment_does_not_name_the_memo(tmp_path, variable):
     ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
@@ -224,3 +223,65 @@ def test_a_remote_token_as_user_name_is_not_in_the_provenance(tmp_path):
         found = [m.name for m in archive.getmembers()
                  if m.isfile() and PASSWORD.encode() in archive.extractfile(m).read()]
     assert not found, found
+
+
+# --- a hostile base config ----------------------------------------------------------
+
+
+def _push_busybox_with(registry, tmp_path: Path, repo: str, **config: object) -> str:
+    """busybox's layer under a config of the test's making, pushed as it is."""
+    image = busybox.build_busybox_layout(tmp_path / "layout")
+    layer = (tmp_path / "layout" / "blobs" / "sha256" / image.layers[0].hex).read_bytes()
+    body = {"architecture": busybox.host_arch(), "os": "linux",
+            "config": {"Env": [busybox.PATH_ENV], "Cmd": ["sh"], **config},
+            "rootfs": {"type": "layers", "diff_ids": [str(image.diff_ids[0])]}}
+    layers = [{"mediaType": busybox.OCI_LAYER_GZIP, **push_blob(registry.url, repo, lambda: [layer])}]
+    blob = json.dumps(body).encode()
+    return push_manifest(registry.url, repo, push_blob(registry.url, repo, lambda: [blob]), layers)
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci"])
+def test_a_base_workdir_climbing_out_stays_in_the_rootfs(registry, tmp_path, isolation):
+    marker = f"rt-final-{uuid.uuid4().hex[:12]}"
+    base = _push_busybox_with(registry, tmp_path, f"rt-final-wd-{isolation}",
+                              WorkingDir=f"../../../../../../../../tmp/{marker}")
+    ctx = write_context(tmp_path, f"FROM {base}\nRUN echo x > here && mkdir sub\nCOPY a rel/a\n", {"a": "a\n"})
+    dest = tmp_path / "out"
+    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--isolation", isolation,
+               "-o", f"type=local,dest={dest}", str(ctx))
+    assert not (Path("/tmp") / marker).exists()
+    inside = (dest, tmp_path / "root")
+    assert all(any(top in p.parents for top in inside) for p in tmp_path.rglob(marker)), list(tmp_path.rglob(marker))
+    ok(done)
+    assert (dest / "tmp" / marker / "here").read_text() == "x\n"
+    assert (dest / "tmp" / marker / "rel" / "a").read_text() == "a\n"
+
+
+# --- a cached build's provenance ------------------------------------------------
+
+
+def _predicate(dest: Path) -> dict:
+    """The provenance predicate of an OCI archive, without what changes every build."""
+    with tarfile.open(dest) as archive:
+        for member in archive.getmembers():
+            if member.isfile() and member.name.startswith("blobs/"):
+                try:
+                    document = json.load(archive.extractfile(member))
+                except ValueError:
+                    continue
+                if isinstance(document, dict) and "predicate" in document:
+                    predicate = document["predicate"]
+                    for key in ("buildStartedOn", "buildFinishedOn", "buildInvocationID"):
+                        predicate["metadata"].pop(key, None)
+                    return predicate
+    raise AssertionError("no provenance")
+
+
+def test_a_cached_rebuild_names_its_own_build_arguments(tmp_path):
+    """The image is all cache hits (X is unused), its provenance must still be the fresh build's."""
+    ctx = write_context(tmp_path, "FROM scratch\nARG X\nCOPY a /a\n", {"a": "a\n"})
+    for root, value, name in [("cached", "1", "first"), ("cached", "2", "again"), ("fresh", "2", "fresh")]:
+        ok(run(tmp_path, "build", "--root", str(tmp_path / root), "--provenance=mode=max", "--build-arg", f"X={value}",
+               "-o", f"type=oci,dest={tmp_path / name}.tar", str(ctx)))
+    assert _predicate(tmp_path / "again.tar") == _predicate(tmp_path / "fresh.tar")
+    assert _predicate(tmp_path / "first.tar") != _predicate(tmp_path / "fresh.tar")
