@@ -98,9 +98,21 @@ def memo_key(argv: list[str], cwd: str, env: dict[str, str], tty: bool) -> str:
     secret's value must not reach the root, not even hashed into a memo's
     name, and it changes no build result (a replay checks it is there)."""
     named = {m for arg in _outside_secrets(argv) for m in _NAME.findall(arg)}
-    relevant = sorted((k, v) for k, v in env.items() if k in named or k.startswith(_ENV_PREFIXES))
+    secret = _secret_variables(argv)  # a secret read from PYBUILD_*/DOCKER_* is still a secret
+    relevant = sorted((k, v) for k, v in env.items()
+                      if (k in named or k.startswith(_ENV_PREFIXES)) and k not in secret)
     text = json.dumps([MEMO_VERSION, argv, cwd, tty, relevant])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _secret_variables(argv: list[str]) -> set[str]:
+    """The environment variables `--secret` specs may read: `env=NAME`,
+    and `id=NAME` (BuildKit reads the variable of the id when neither src
+    nor env is given)."""
+    specs = [arg for previous, arg in zip(["", *argv], argv) if previous == "--secret"]
+    specs += [arg.removeprefix("--secret=") for arg in argv if arg.startswith("--secret=")]
+    return {value for spec in specs for key, _, value in (field.partition("=") for field in spec.split(","))
+            if key in ("env", "id") and value}
 
 
 def _outside_secrets(argv: list[str]):

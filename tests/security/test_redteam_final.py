@@ -6,6 +6,7 @@ fails as it should, kept as a regression test."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import tarfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import busybox
+from fixtures.pybuild import pybuild_env
 from fixtures.servers import LoopbackServer
 from security.hostile import push_blob, push_manifest
 from security.redteam_mp_checks import write_context
@@ -285,3 +287,30 @@ def test_a_cached_rebuild_names_its_own_build_arguments(tmp_path):
                "-o", f"type=oci,dest={tmp_path / name}.tar", str(ctx)))
     assert _predicate(tmp_path / "again.tar") == _predicate(tmp_path / "fresh.tar")
     assert _predicate(tmp_path / "first.tar") != _predicate(tmp_path / "fresh.tar")
+
+
+# --- registry passwords in errors ---------------------------------------------------
+
+
+def _no_credential(done: subprocess.CompletedProcess, user: str) -> None:
+    text = done.stdout + done.stderr
+    encoded = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    assert PASSWORD not in text and encoded not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_a_refused_registry_password_is_in_no_error(auth_registry, busybox_image, tmp_path, debug):
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    auth = base64.b64encode(f"{auth_registry.username}:{PASSWORD}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": auth}}}))
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\nCOPY a /a\n", {"a": "a\n"})
+    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), *debug, "--progress=plain",
+               "-t", f"{auth_registry.host}/rt-final:1", "--push", str(ctx))
+    assert done.returncode == 1 and "unauthorized" in done.stderr, done.stderr
+    _no_credential(done, auth_registry.username)
+    login = subprocess.run(["pybuild", "login", *debug, "-u", auth_registry.username, "--password-stdin",
+                            auth_registry.host], input=PASSWORD, capture_output=True, text=True, timeout=60,
+                           env=pybuild_env(tmp_path))
+    assert login.returncode == 1, login.stderr
+    _no_credential(login, auth_registry.username)
