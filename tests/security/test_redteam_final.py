@@ -7,6 +7,8 @@ fails as it should, kept as a regression test."""
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import json
 import subprocess
 import tarfile
@@ -21,7 +23,7 @@ from fixtures import busybox
 from fixtures.pybuild import pybuild_env
 from fixtures.servers import LoopbackServer
 from security.hostile import push_blob, push_manifest
-from security.redteam_mp_checks import write_context
+from security.redteam_mp_checks import processes_with, root_is_clean, wait_for, write_context
 from security.redteam_sc_checks import ok, run
 
 pytestmark = pytest.mark.e2e
@@ -37,9 +39,6 @@ def _no_password(done: subprocess.CompletedProcess) -> None:
 # --- URL credentials in errors --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a git context's fetch error is 'failed to fetch git context URL: ...' "
-                   "with the URL as given, its password included (builder/ops/source/git.py raises GitError "
-                   "with the unredacted url); BuildKit redacts URL credentials in git errors")
 def test_a_git_context_url_password_is_not_in_its_error(tmp_path):
     done = run(tmp_path, "build", "--root", str(tmp_path / "root"),
                f"https://bob:{PASSWORD}@127.0.0.1:1/repo.git", timeout=60)
@@ -47,9 +46,6 @@ def test_a_git_context_url_password_is_not_in_its_error(tmp_path):
     _no_password(done)
 
 
-@pytest.mark.xfail(strict=True, reason="ADD of a git URL that fails: the ERROR line names the repository "
-                   "with its password (GitError's unredacted url), even when the Dockerfile spells it "
-                   "through a build argument")
 def test_an_add_git_url_password_is_not_in_its_error(tmp_path):
     ctx = write_context(tmp_path, "FROM scratch\nARG TOKEN\nADD https://bob:${TOKEN}@127.0.0.1:1/repo.git /src\n")
     done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--build-arg", f"TOKEN={PASSWORD}",
@@ -314,3 +310,56 @@ def test_a_refused_registry_password_is_in_no_error(auth_registry, busybox_image
                            env=pybuild_env(tmp_path))
     assert login.returncode == 1, login.stderr
     _no_credential(login, auth_registry.username)
+
+
+# --- kill -9 while a step holds a secret -----------------------------------------------
+
+
+def _files_holding(value: bytes) -> list[str]:
+    """pybuild's scratch on /dev/shm and the temp dir whose bytes hold `value`."""
+    found = []
+    for top in (Path("/dev/shm"), Path("/tmp")):
+        for entry in top.iterdir():
+            if not entry.name.startswith("pybuild-"):
+                continue
+            for path in [entry, *entry.rglob("*")] if entry.is_dir() else [entry]:
+                try:
+                    if path.is_file() and not path.is_symlink() and value in path.read_bytes():
+                        found.append(str(path))
+                except OSError:
+                    pass
+    return found
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci"])
+def test_kill_9_during_a_secret_step_with_an_sbom_leaves_nothing(busybox_image, tmp_path, isolation):
+    marker = f"rt-final-{uuid.uuid4().hex[:12]}"
+    value = f"kill9-{PASSWORD}-{marker}"
+    (tmp_path / "secret").write_text(value)
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                        f"RUN --mount=type=secret,id=s,required=true --mount=type=secret,id=e,env=E "
+                        f"test -s /run/secrets/s && sleep 120 && echo {marker}\n")
+    root, dest = tmp_path / "root", tmp_path / "out"
+    build = subprocess.Popen(["pybuild", "build", "--root", str(root), "--isolation", isolation, "--sbom=true",
+                              "--secret", f"id=s,src={tmp_path / 'secret'}", "--secret", "id=e,env=SECRET_E",
+                              "-o", f"type=oci,dest={dest}", str(ctx)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                             env=pybuild_env(tmp_path, SECRET_E=value))
+    try:
+        wait_for(lambda: processes_with(marker), 60, "the step to run")
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait(timeout=30)
+        ok(run(tmp_path, "images", "--root", str(root)))
+        wait_for(lambda: not processes_with(marker), 15, "the step to end")
+        root_is_clean(root)
+        assert not dest.exists()
+        assert not _files_holding(value.encode())
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+        for pid in processes_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
