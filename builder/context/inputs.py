@@ -190,7 +190,7 @@ def _clone(spec: str, scratch: Path) -> tuple[Path, str]:
     # resolves the subdirectory within the checkout.
     directory = resolve_in_root(checkout, subdir) if subdir else checkout
     if not directory.is_dir():
-        raise ContextInputError(f"git context {url}: subdirectory {subdir!r} not found")
+        raise ContextInputError(git.without_passwords(f"git context {url}: subdirectory {subdir!r} not found"))
     return directory, commit
 
 

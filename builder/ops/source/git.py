@@ -62,8 +62,21 @@ _HOST_GIT_VARIABLES = frozenset({"GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT"
                                  "GIT_SSL_CAPATH", "GIT_SSL_NO_VERIFY"})
 
 
+# A URL's password in any message (git's own stderr names the URL too).
+_PASSWORD_IN_URL = re.compile(r"(://[^/:@\s]*):[^/@\s]*@")
+
+
+def without_passwords(text: str) -> str:
+    """`text` with every URL's password masked, as BuildKit masks it (user:xxxxx@)."""
+    return _PASSWORD_IN_URL.sub(r"\1:xxxxx@", text)
+
+
 class GitError(PybuildError):
-    pass
+    """A git source or context that cannot be fetched; its message never
+    holds a URL's password."""
+
+    def __init__(self, message: str):
+        super().__init__(without_passwords(message))
 
 
 def _environment(home: str) -> dict[str, str]:
