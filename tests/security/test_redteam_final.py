@@ -363,3 +363,30 @@ def test_kill_9_during_a_secret_step_with_an_sbom_leaves_nothing(busybox_image, 
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# --- secrets in the cache ----------------------------------------------------------------
+
+
+def _files_with(top: Path, value: bytes) -> list[str]:
+    return [str(p) for p in top.rglob("*") if p.is_file() and not p.is_symlink() and value in p.read_bytes()]
+
+
+def test_secret_values_reach_neither_the_root_nor_an_exported_cache(busybox_image, tmp_path):
+    file_value, env_value = f"rtFinalFile-{PASSWORD}", f"rtFinalEnv-{PASSWORD}"
+    (tmp_path / "secret").write_text(file_value)
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                        "RUN --mount=type=secret,id=s --mount=type=secret,id=e,env=E "
+                        "test -s /run/secrets/s && test -n \"$E\" && echo ran > /ran\n")
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    time.sleep(0.3)  # settled: the build may write its memo too
+    for _ in range(2):
+        ok(run(tmp_path, "build", "--root", str(root), "-t", "rt-final-secret",
+               "--secret", f"id=s,src={tmp_path / 'secret'}", "--secret", "id=e,env=RT_FINAL_E", str(ctx),
+               RT_FINAL_E=env_value))
+    ok(run(tmp_path, "build", "--root", str(root), "--cache-to", f"type=local,dest={cache},mode=max",
+           "--secret", f"id=s,src={tmp_path / 'secret'}", "--secret", "id=e,env=RT_FINAL_E", str(ctx),
+           RT_FINAL_E=env_value))
+    for value in (file_value, env_value):
+        assert not _files_with(root, value.encode()), value
+        assert not _files_with(cache, value.encode()), value
