@@ -192,17 +192,34 @@ def test_a_proxy_build_args_password_is_not_in_the_image(busybox_image, tmp_path
 # --- the no-op memo and secret values ----------------------------------------------
 
 
-@pytest.mark.parametrize("variable", ["DOCKER_PASSWORD", "PYBUILD_TOKEN"])
-def test_a_secret_from_the_environment_does_not_name_the_memo(tmp_path, variable):
+def _memo_names_after_two_values(tmp_path: Path, variable: str, spec: str) -> tuple[list[str], list[str]]:
     ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
     root = tmp_path / "root"
     time.sleep(0.3)  # the context settled: the build may write its memo
-    args = ("build", "--root", str(root), "-t", "memo-secret", "--secret", f"id=pw,env={variable}", str(ctx))
+    args = ("build", "--root", str(root), "-t", "memo-secret", "--secret", spec, str(ctx))
     ok(run(tmp_path, *args, **{variable: "first-" + PASSWORD}))
     first = sorted(p.name for p in (root / "memo").iterdir())
     assert first, "no memo written"
     ok(run(tmp_path, *args, **{variable: "second-" + PASSWORD}))
-    assert sorted(p.name for p in (root / "memo").iterdir()) == first
+    return first, sorted(p.name for p in (root / "memo").iterdir())
+
+
+@pytest.mark.xfail(strict=True, reason="the memo fix (builder/root/memo.py _secret_variables) reads --secret "
+                   "specs its own way, not as builder/solver/secrets.py parse_secrets does: a bare "
+                   "`--secret NAME`, `type=env,src=NAME`, an upper-case `ENV=` key or a key with spaces "
+                   "still reads a DOCKER_*/PYBUILD_* variable whose value is then hashed into the memo's name")
+@pytest.mark.parametrize("spec", ["DOCKER_PASSWORD", "id=pw,type=env,src=DOCKER_PASSWORD",
+                                  "id=pw,type=env,source=DOCKER_PASSWORD", "id=pw,ENV=DOCKER_PASSWORD",
+                                  "id=pw, env=DOCKER_PASSWORD"])
+def test_every_spelling_of_an_env_secret_stays_out_of_the_memo(tmp_path, spec):
+    first, second = _memo_names_after_two_values(tmp_path, "DOCKER_PASSWORD", spec)
+    assert second == first
+
+
+@pytest.mark.parametrize("variable", ["DOCKER_PASSWORD", "PYBUILD_TOKEN"])
+def test_a_secret_from_the_environment_does_not_name_the_memo(tmp_path, variable):
+    first, second = _memo_names_after_two_values(tmp_path, variable, f"id=pw,env={variable}")
+    assert second == first
 
 
 # --- a checkout's remote in the provenance ---------------------------------------
