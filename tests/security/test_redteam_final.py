@@ -407,3 +407,34 @@ def test_secret_values_reach_neither_the_root_nor_an_exported_cache(busybox_imag
     for value in (file_value, env_value):
         assert not _files_with(root, value.encode()), value
         assert not _files_with(cache, value.encode()), value
+
+
+# --- image files named as the attestation files of a local export ------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="a local export's attestation files are written over the image's files: "
+                   "an image holding provenance.json or sbom.spdx.json as a symlink or a directory fails the "
+                   "export with a raw errno ('[Errno 40] Too many levels of symbolic links', '[Errno 21] Is a "
+                   "directory') after the image's files were written to dest; BuildKit's local exporter merges "
+                   "the statements over the image (staticfs.NewMergeFS, exporter/local/fs.go) and succeeds")
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_image_files_named_as_attestations_do_not_break_a_local_export(tmp_path, kind):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY root/ /\n")
+    tree = ctx / "root"
+    tree.mkdir()
+    (tree / "kept").write_text("kept\n")
+    victim = tmp_path / "victim"
+    for name in ("provenance.json", "sbom.spdx.json"):
+        if kind == "symlink":
+            (tree / name).symlink_to(victim / name)
+        else:
+            (tree / name).mkdir()
+    dest = tmp_path / "out"
+    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--sbom=true", "--provenance=mode=min",
+               "-o", f"type=local,dest={dest}", str(ctx))
+    assert not victim.exists()
+    ok(done)
+    assert (dest / "kept").read_text() == "kept\n"
+    for name in ("provenance.json", "sbom.spdx.json"):
+        assert (dest / name).is_file() and not (dest / name).is_symlink()
+        assert json.loads((dest / name).read_text())["_type"].startswith("https://in-toto.io/Statement")
