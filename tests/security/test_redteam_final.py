@@ -438,3 +438,19 @@ def test_image_files_named_as_attestations_do_not_break_a_local_export(tmp_path,
     for name in ("provenance.json", "sbom.spdx.json"):
         assert (dest / name).is_file() and not (dest / name).is_symlink()
         assert json.loads((dest / name).read_text())["_type"].startswith("https://in-toto.io/Statement")
+
+
+@pytest.mark.xfail(strict=True, reason="type=tar appends the attestation files after the image's: an image holding "
+                   "provenance.json or sbom.spdx.json gives an archive with two members of that name (a "
+                   "directory and a file: tar refuses to extract it); BuildKit merges them into one")
+def test_image_files_named_as_attestations_are_one_member_of_a_tar_export(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY root/ /\n")
+    (ctx / "root").mkdir()
+    (ctx / "root" / "provenance.json").write_text("image\n")
+    (ctx / "root" / "sbom.spdx.json").mkdir()
+    dest = tmp_path / "out.tar"
+    ok(run(tmp_path, "build", "--root", str(tmp_path / "root"), "--sbom=true", "--provenance=mode=min",
+           "-o", f"type=tar,dest={dest}", str(ctx)))
+    with tarfile.open(dest) as archive:
+        names = [m.name.rstrip("/") for m in archive.getmembers()]
+    assert len(names) == len(set(names)), names
