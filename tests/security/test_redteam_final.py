@@ -480,3 +480,48 @@ def test_kill_9_of_a_login_leaves_no_credential_file(auth_registry, tmp_path):
                       timeout=60, env=pybuild_env(tmp_path)))
     config = tmp_path / "docker-config"
     assert sorted(p.name for p in config.iterdir()) == ["config.json"]
+
+
+# --- kill -9 as an export renames its output into place ----------------------------------------
+
+
+def _kill_an_export_at_its_rename(tmp_path: Path, ctx: Path, root: Path, out: Path) -> list[str]:
+    """Kill pybuild at each rename in turn until one leaves the export's
+    temporary beside its destination; returns what was left there."""
+    calls = "rename,renameat,renameat2"
+    for when in range(1, 40):
+        out.mkdir(exist_ok=True)
+        done = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={calls}",
+                               "-e", f"inject={calls}:signal=KILL:when={when}", "pybuild", "build",
+                               "--root", str(root), "-o", f"type=oci,dest={out / 'image.tar'}", str(ctx)],
+                              capture_output=True, text=True, timeout=120, env=pybuild_env(tmp_path))
+        assert done.returncode in (0, -signal.SIGKILL), done.stderr
+        left = [name for name in os.listdir(out) if name.startswith(".pybuild-export-")]
+        if left or done.returncode == 0:
+            return left
+    raise AssertionError("the build never finished")
+
+
+@pytest.mark.xfail(strict=True, reason="builder/export/scratch.py: an export's temporary beside a destination is "
+                   "removed only by a later export writing to that same directory; the next command on the "
+                   "root (its reclaim drops the dead lease) leaves the complete image.tar temporary outside "
+                   "the root for good. The lease on /dev/shm could name the directories it writes in, so the "
+                   "reclaim that drops it removes their leftovers too")
+def test_kill_9_at_an_exports_rename_is_cleaned_by_the_next_command(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
+    root, out = tmp_path / "root", tmp_path / "out"
+    assert _kill_an_export_at_its_rename(tmp_path, ctx, root, out), "no kill hit the export's rename"
+    ok(run(tmp_path, "images", "--root", str(root)))
+    left = [n for n in os.listdir(out) if n.startswith(".pybuild-export-")]
+    for name in left:  # the test's own teardown checks for leftovers too
+        (out / name).unlink()
+    assert not left
+
+
+def test_kill_9_at_an_exports_rename_is_cleaned_by_the_next_export_there(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY a /a\n", {"a": "a\n"})
+    root, out = tmp_path / "root", tmp_path / "out"
+    assert _kill_an_export_at_its_rename(tmp_path, ctx, root, out), "no kill hit the export's rename"
+    ok(run(tmp_path, "build", "--root", str(root), "-o", f"type=oci,dest={out / 'image.tar'}", str(ctx)))
+    assert sorted(os.listdir(out)) == ["image.tar"]
+    root_is_clean(root)
