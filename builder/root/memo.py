@@ -106,13 +106,12 @@ def memo_key(argv: list[str], cwd: str, env: dict[str, str], tty: bool) -> str:
 
 
 def _secret_variables(argv: list[str]) -> set[str]:
-    """The environment variables `--secret` specs may read: `env=NAME`,
-    and `id=NAME` (BuildKit reads the variable of the id when neither src
-    nor env is given)."""
+    """The environment variables the command's `--secret` specs read."""
+    from builder.solver.secrets import secret_variables
+
     specs = [arg for previous, arg in zip(["", *argv], argv) if previous == "--secret"]
     specs += [arg.removeprefix("--secret=") for arg in argv if arg.startswith("--secret=")]
-    return {value for spec in specs for key, _, value in (field.partition("=") for field in spec.split(","))
-            if key in ("env", "id") and value}
+    return secret_variables(specs)
 
 
 def _outside_secrets(argv: list[str]):

@@ -46,19 +46,7 @@ def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
     environ = os.environ if environ is None else environ
     values: dict[str, bytes] = {}
     for spec in specs:
-        opts = _options(spec) if "=" in spec else {"id": spec}
-        secret_id = opts.get("id")
-        if not secret_id:
-            raise SecretError(f"secret {spec!r}: id is required")
-        src = opts.get("src") or opts.get("source")
-        env = opts.get("env")
-        kind = opts.get("type")
-        if kind == "env" and not env:
-            env = src or secret_id
-            src = None
-        if src is None and env is None:
-            env = secret_id if secret_id in environ else None
-            src = None if env else secret_id
+        secret_id, src, env = _source(spec, environ)
         if env is not None:
             if env not in environ:
                 raise SecretError(f"secret {secret_id}: environment variable {env} is not set")
@@ -66,6 +54,36 @@ def parse_secrets(specs, environ: Mapping[str, str] | None = None) -> Secrets:
         else:
             values[secret_id] = _capped(secret_id, _read_at_most(secret_id, src, MAX_SECRET_SIZE + 1))
     return Secrets(values)
+
+
+def secret_variables(specs) -> set[str]:
+    """The environment variables `specs` read, or may read (an `id=ID`
+    alone reads $ID when it is set): what must never be kept, even hashed."""
+    found = set()
+    for spec in specs:
+        try:
+            secret_id, _, env = _source(spec, {})
+        except SecretError:
+            continue  # refused when the build parses it
+        found |= {env or secret_id}
+    return found
+
+
+def _source(spec: str, environ: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """A spec's id, and the file or the environment variable it reads."""
+    opts = _options(spec) if "=" in spec else {"id": spec}
+    secret_id = opts.get("id")
+    if not secret_id:
+        raise SecretError(f"secret {spec!r}: id is required")
+    src = opts.get("src") or opts.get("source")
+    env = opts.get("env")
+    if opts.get("type") == "env" and not env:
+        env = src or secret_id
+        src = None
+    if src is None and env is None:
+        env = secret_id if secret_id in environ else None
+        src = None if env else secret_id
+    return secret_id, src, env
 
 
 def _read_at_most(secret_id: str, src: str, limit: int) -> bytes:

@@ -204,10 +204,6 @@ def _memo_names_after_two_values(tmp_path: Path, variable: str, spec: str) -> tu
     return first, sorted(p.name for p in (root / "memo").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="the memo fix (builder/root/memo.py _secret_variables) reads --secret "
-                   "specs its own way, not as builder/solver/secrets.py parse_secrets does: a bare "
-                   "`--secret NAME`, `type=env,src=NAME`, an upper-case `ENV=` key or a key with spaces "
-                   "still reads a DOCKER_*/PYBUILD_* variable whose value is then hashed into the memo's name")
 @pytest.mark.parametrize("spec", ["DOCKER_PASSWORD", "id=pw,type=env,src=DOCKER_PASSWORD",
                                   "id=pw,type=env,source=DOCKER_PASSWORD", "id=pw,ENV=DOCKER_PASSWORD",
                                   "id=pw, env=DOCKER_PASSWORD"])
