@@ -3,7 +3,8 @@
 Semantics follow moby/patternmatcher, which BuildKit uses:
 - patterns are Go `filepath.Match` globs (`*`, `?`, `[...]`, `\\` escapes)
   plus `**`, which matches any number of directories (zero included);
-- a pattern that matches a directory excludes everything under it;
+- a pattern that matches a directory excludes everything under it, and
+  matching follows the walk down the tree (see Matcher);
 - `!pattern` re-includes; the last matching pattern wins;
 - patterns are cleaned (`./a/` → `a`, leading `/` dropped), lines starting
   with `#` are comments, blank lines are ignored.
@@ -15,6 +16,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 from frontend.errors import DockerfileError
 from frontend.parser import read_bounded
@@ -60,8 +62,28 @@ def _clean(path: str) -> str:
 class _Pattern:
     text: str  # cleaned, without "!"
     exclusion: bool  # True for "!pattern" (re-include)
-    regex: re.Pattern
+    match: Callable[[str], bool]
     parts: tuple[str, ...]
+
+
+def _matcher_of(text: str) -> Callable[[str], bool]:
+    """How patternmatcher decides a match for one cleaned pattern. Besides a
+    regex it has three shortcuts that are not what the regex would say: no
+    wildcard is a plain comparison; a trailing `**` with nothing special
+    before it is a string prefix (`ke**` takes `keep/x`); a leading `**`
+    with nothing special after it is a string suffix (`**.log` takes
+    `a/b.log` and `xb.log`, not only whole names)."""
+    special = any(c in text for c in "*?[]\\")
+    if not special:
+        return text.__eq__
+    rest = text[2:]
+    if text.startswith("**") and rest and not any(c in rest for c in "*?[]\\"):
+        return lambda path: path.endswith(rest) or (rest[0] == "/" and path == rest[1:])
+    if text.endswith("**") and not any(c in text[:-2] for c in "*?[]\\"):
+        head = text[:-2]
+        return lambda path: path.startswith(head)
+    regex = _compile(text)
+    return lambda path: regex.match(path) is not None
 
 
 def _compile(text: str) -> re.Pattern:
@@ -137,9 +159,19 @@ def _class_char(text: str, i: int) -> tuple[str, int]:
 
 
 class Matcher:
-    """Decides which context paths the patterns exclude.
+    """Decides which context paths the patterns exclude, as BuildKit's
+    context walker (fsutil's filter) does.
 
     Paths are relative to the context root, "/"-separated ("a/b.txt").
+
+    The walker asks patternmatcher's MatchesUsingParentResults for each
+    entry with the answers its directory got, pattern by pattern: a pattern
+    that matched a directory counts as matching everything below it, and a
+    pattern that did not is tried against the entry's own path only. A `!`
+    pattern is only tried while the path is excluded and a plain one only
+    while it is not, so `a/b` then `!a` leaves `a/b/y` excluded (the `!a`
+    was never tried on `a/b`, as it was not excluded yet when `a` was seen),
+    where matching every ancestor afresh would bring it back.
     """
 
     def __init__(self, patterns: tuple[str, ...] | list[str]):
@@ -151,11 +183,12 @@ class Matcher:
                 raise DockerfileError("illegal exclusion pattern: \"!\"")
             text = _clean(text)
             try:
-                regex = _compile(text)
+                match = _matcher_of(text)
             except (ValueError, re.error):
                 raise DockerfileError(f"syntax error in pattern: {raw}") from None
-            compiled.append(_Pattern(text, exclusion, regex, tuple(text.split("/"))))
+            compiled.append(_Pattern(text, exclusion, match, tuple(text.split("/"))))
         self.patterns: tuple[_Pattern, ...] = tuple(compiled)
+        self._dirs: dict[str, tuple[bool, tuple[bool, ...]]] = {}
 
     @cached_property
     def has_exclusions(self) -> bool:
@@ -164,22 +197,32 @@ class Matcher:
     def excluded(self, relpath: str) -> bool:
         """Whether the .dockerignore removes this path from the context."""
         path = _clean(relpath.lstrip("/")) if relpath else "."
-        parents = path.split("/")[:-1]
+        return self._walk_to(path)[0]
+
+    def _walk_to(self, path: str, *, keep: bool = False) -> tuple[bool, tuple[bool, ...]]:
+        """(excluded, which patterns matched) for `path`, from its parent's
+        answers as the walk reaches it; `keep` the answer of a directory,
+        whose children a walk asks about in turn."""
+        known = self._dirs.get(path)
+        if known is not None:
+            return known
+        parent, _, _ = path.rpartition("/")
+        inherited = self._walk_to(parent, keep=True)[1] if parent else None
         matched = False
-        for pattern in self.patterns:
-            # An exclusion can only flip an excluded path back, and a plain
-            # pattern only an included one (patternmatcher's shortcut).
-            if pattern.exclusion != matched:
-                continue
-            hit = bool(pattern.regex.match(path))
-            if not hit:
-                for i in range(1, len(parents) + 1):
-                    if pattern.regex.match("/".join(parents[:i])):
-                        hit = True
-                        break
+        hits = []
+        for i, pattern in enumerate(self.patterns):
+            hit = inherited is not None and inherited[i]
+            if not hit and pattern.exclusion == matched:
+                hit = pattern.match(path)
+            hits.append(hit)
             if hit:
                 matched = not pattern.exclusion
-        return matched
+        answer = (matched, tuple(hits))
+        if keep:
+            if len(self._dirs) >= 4096:
+                self._dirs.clear()
+            self._dirs[path] = answer
+        return answer
 
     def may_reinclude_below(self, reldir: str) -> bool:
         """Whether a walker must descend into this directory: False only when

@@ -112,19 +112,9 @@ class PatternSet:
 
     def __init__(self, patterns: tuple[str, ...]):
         self._matcher = Matcher(list(patterns)) if patterns else None
-        self._exceptions = [clean_path(p[1:].strip()) for p in patterns if p.strip().startswith("!")]
 
     def excluded(self, relpath: str) -> bool:
         return self._matcher is not None and bool(relpath) and self._matcher.excluded(relpath)
 
     def may_reinclude_below(self, relpath: str) -> bool:
-        # Conservative: an exception whose literal prefix is inside this
-        # directory, or which has a wildcard at or above it, might name
-        # something inside it.
-        for exc in self._exceptions:
-            literal, wildcard = split_wildcards(exc)
-            if literal.startswith(relpath + "/"):
-                return True
-            if wildcard and (not literal or relpath == literal or relpath.startswith(literal + "/")):
-                return True
-        return False
+        return self._matcher is not None and self._matcher.may_reinclude_below(relpath)

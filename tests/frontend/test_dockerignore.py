@@ -44,6 +44,19 @@ def test_parse_cleans_patterns():
         (["docs", "!docs/README.md"], "docs/other.md", True),
         (["**"], "anything/at/all", True),
         ([".git"], ".git/HEAD", True),
+        # The walk's order: `!a` is never tried on `a/b` (not yet excluded
+        # when `a` was seen), so what `a/b` holds stays out (docker 26).
+        (["a/b", "!a"], "a/b/y", True),
+        (["a/b", "!a"], "a/x", False),
+        (["a", "!a/b", "a/b/c"], "a/b/c/z", True),
+        (["a", "!a/b", "a/b/c"], "a/b/y", False),
+        # patternmatcher's shortcuts: a leading "**" is a string suffix, a
+        # trailing one a string prefix.
+        (["**.log"], "a/b/keep.log", True),
+        (["**.log"], "xkeep.log", True),
+        (["**/c"], "a/bc", False),
+        (["ke**"], "keep/sub/n.log", True),
+        (["a/**"], "a", False),
     ],
 )
 def test_excluded(patterns, path, excluded):
