@@ -7,6 +7,7 @@ import json
 
 import click
 
+from builder.cli.build import PROGRESS_MODES
 from builder.cli.shared import human, insecure_option, load_settings, root_options, with_worker
 
 
@@ -150,13 +151,16 @@ def sign_key_file(value: str | None) -> str | None:
 @click.argument("name")
 @click.option("--sign", "sign", metavar="key=FILE",
               help="Sign the pushed digest with this cosign key, as `pybuild sign` (docs/signing.md).")
+@click.option("--progress", type=click.Choice(PROGRESS_MODES),
+              help="Progress output on stderr, as a build's [env PYBUILD_PROGRESS; default auto].")
 @insecure_option
 @root_options
-def push(name, sign, insecure, root, config_file, debug):
+def push(name, sign, progress, insecure, root, config_file, debug):
     """Push an image from the local store to its registry; an index (a
     build for several platforms) goes whole: each platform's image by
     digest, then the index under the tag. With --sign, the pushed digest
-    (the index's for an index) is then signed.
+    (the index's for an index) is then signed. The layers' bytes sent show
+    on stderr as a build's push shows them.
 
     \b
     Example:
@@ -164,11 +168,13 @@ def push(name, sign, insecure, root, config_file, debug):
       COSIGN_PASSWORD=... pybuild push --sign key=cosign.key registry.local:5000/app:1
     """
     from builder.cli.sign import signing_key
+    from builder.export.pushing import push_shown
     from builder.registry.client import RegistryClient
     from builder.registry.reference import Reference
     from builder.root.images import compressed_for_push, find, find_index, index_for_push
     from builder.signing.sign import sign_image
     from builder.signing.store import origin_client
+    from builder.solver.progress import make_reporter
 
     key_file = sign_key_file(sign)
 
@@ -178,13 +184,20 @@ def push(name, sign, insecure, root, config_file, debug):
         stored = find(worker, name) if index is None else None
         # Before any upload: a wrong password must leave the registry as it was.
         key = signing_key(key_file) if key_file else None
-        hosts = load_settings(config_file, insecure=insecure).registry_hosts
+        settings = load_settings(config_file, progress=progress, insecure=insecure)
+        hosts = settings.registry_hosts
         client = RegistryClient(worker.store, hosts=hosts)
         if index is not None:
-            images, descriptor = index_for_push(worker, index)
-            digest = client.push_index(ref, images, descriptor)
+            images, top = index_for_push(worker, index)
         else:
-            digest = client.push(ref, compressed_for_push(worker, stored.image))
+            image = compressed_for_push(worker, stored.image)
+            top = image.manifest
+        reporter = make_reporter(settings.progress)
+        try:
+            digest = push_shown(reporter, ref, top, lambda: client.push_index(ref, images, top) if index is not None
+                                else client.push(ref, image))
+        finally:
+            reporter.close()
         click.echo(f"{ref}: digest: {digest}")
         if key is not None:
             signed = sign_image(origin_client(worker.store, hosts), worker.store, ref, digest, key)

@@ -97,9 +97,10 @@ def run_platform_outputs(built, tags, specs, push: bool, attest=None, facts=()):
 
 
 def _push(session, name: str, images: Sequence[Image], index: Descriptor) -> str:
+    from builder.export.pushing import push_shown  # with requests: only a push pays for importing it
+
     ref = Reference.parse(name)
-    session.reporter.message(f"pushing {ref} ({len(images)} manifests)")
-    digest = session.registry.push_index(ref, images, index)
+    digest = push_shown(session.reporter, ref, index, lambda: session.registry.push_index(ref, images, index))
     session.reporter.message(f"pushed {ref}@{digest}")
     return str(digest)
 

@@ -205,11 +205,12 @@ def write_layout(session, spec: OutputSpec, image: Image | Sequence[Image], name
 def _push(session, name: str, image: Image, attested=None) -> str:
     """`image` under `name`; with `attested` (its images and index), the
     images by digest, then the index under the name."""
+    from builder.export.pushing import push_shown  # with requests: only a push pays for importing it
+
     ref = Reference.parse(name)
-    session.reporter.message(f"pushing {ref}")
     if attested is not None:
-        digest = session.registry.push_index(ref, *attested)
+        digest = push_shown(session.reporter, ref, attested[1], lambda: session.registry.push_index(ref, *attested))
     else:
-        digest = session.registry.push(ref, image)
+        digest = push_shown(session.reporter, ref, image.manifest, lambda: session.registry.push(ref, image))
     session.reporter.message(f"pushed {ref}@{digest}")
     return str(digest)

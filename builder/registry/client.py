@@ -1,5 +1,5 @@
-"""The registry client: with builder/registry/transport.py, the only code of
-pybuild that speaks HTTP.
+"""The registry client: with builder/registry/transport.py and its pushes
+(builder/registry/pushing.py), the only code of pybuild that speaks HTTP.
 
 It implements the parts of the OCI distribution API a builder needs —
 resolve a name to a platform's manifest, pull blobs, push blobs and
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable, Iterable, Mapping
 
@@ -23,7 +22,7 @@ import requests
 
 from builder.config import file_registry_hosts
 from builder.errors import RegistryError
-from builder.image import CONFIG_TYPES, INDEX_TYPES, Descriptor, Image
+from builder.image import CONFIG_TYPES, INDEX_TYPES, Descriptor
 from builder.image_schema import SchemaError, check_config, check_index, check_manifest
 from builder.registry.auth import CredentialSource, DockerConfigAuth, parse_challenge
 from builder.registry.hosts import RegistryHosts
@@ -35,15 +34,14 @@ from builder.registry.manifests import (
     verified_manifest,
 )
 from builder.registry.platforms import no_match, select_platform
+from builder.registry.pushing import PushMethods
 from builder.registry.reference import Reference
-from builder.registry.tokens import Authorizer, pull_scope, push_scope
+from builder.registry.tokens import Authorizer, pull_scope
 from builder.registry.transport import (
     MAX_TOKEN_SIZE,
     STREAM_CHUNK,
     TRANSIENT_STATUS,
     Session,
-    checked_url,
-    from_start,
     json_object,
     oserror_reason,
     origin_of,
@@ -51,16 +49,15 @@ from builder.registry.transport import (
     response_error,
     retry_after,
     send,
-    with_query,
 )
 from cache.digest import Digest
-from cache.errors import BlobNotFound, DigestMismatch, InvalidDigest, SizeMismatch
+from cache.errors import DigestMismatch, InvalidDigest, SizeMismatch
 from cache.store import ContentStore
 
 Progress = Callable[[Descriptor, int, int], None]
 
 
-class RegistryClient:
+class RegistryClient(PushMethods):
     """Talks to registries on behalf of one content store.
 
     `insecure` lists registries (host:port) reached over plain HTTP besides
@@ -347,134 +344,6 @@ class RegistryClient:
                 writer.write(chunk)
                 if progress:
                     progress(desc, writer.size, desc.size)
-
-    def _blob_exists(self, ref: Reference, digest: Digest, scopes: tuple[str, ...]) -> bool:
-        url = f"{self._base(ref)}{ref.repository}/blobs/{digest}"
-        with self._request("HEAD", ref, url, scopes) as resp:
-            if resp.status_code == 200:
-                return True
-            if resp.status_code == 404:
-                return False
-            raise self._auth.refused(resp, f"failed to check {digest} in {ref.name}", ref)
-
-    def push_blob(self, ref: Reference, desc: Descriptor) -> None:
-        """Make sure the registry has one blob of our store under `ref`'s
-        repository: present already, mounted from the repository we pulled it
-        from, or uploaded. Uploads are not idempotent mid-way, so a transient
-        failure restarts the whole upload, a bounded number of times."""
-        if not self._store.has(desc.digest):
-            raise RegistryError(f"cannot push {desc.digest} to {ref.name}: blob not in the local store")
-        scopes = (push_scope(ref),)
-        if self._blob_exists(ref, desc.digest, scopes):
-            return
-        attempt = 0
-        while True:
-            try:
-                self._upload_blob(ref, desc)
-                return
-            except RegistryError as exc:
-                if not exc.transient or attempt >= self._retries:
-                    raise
-                self._sleep_before_retry(attempt)
-                attempt += 1
-
-    def _upload_blob(self, ref: Reference, desc: Descriptor) -> None:
-        what = f"failed to push {desc.digest} to {ref.name}"
-        base = self._base(ref)
-        uploads = f"{base}{ref.repository}/blobs/uploads/"
-        origin = self._origins.get(desc.digest)
-        scopes = (push_scope(ref),)
-        start_url = uploads
-        if origin is not None and origin.registry == ref.registry and origin.repository != ref.repository:
-            scopes = (push_scope(ref), pull_scope(origin))
-            start_url = with_query(uploads, mount=str(desc.digest), **{"from": origin.repository})
-        resp = self._request("POST", ref, start_url, scopes, retry=False)
-        with resp:
-            if resp.status_code == 201:
-                return  # mounted from the origin repository
-            if resp.status_code != 202 or "Location" not in resp.headers:
-                raise self._auth.refused(resp, what, ref)
-            location = self._upload_location(resp, resp.headers["Location"], what)
-        if desc.size <= self._chunk_size:
-            with self._store.open(desc.digest) as blob:
-                resp = self._request("PUT", ref, with_query(location, digest=str(desc.digest)), scopes,
-                                     headers={"Content-Type": "application/octet-stream"},
-                                     body=lambda: from_start(blob), retry=False)
-        else:
-            location = self._upload_chunks(ref, desc, location, scopes, what)
-            resp = self._request("PUT", ref, with_query(location, digest=str(desc.digest)), scopes,
-                                 headers={"Content-Length": "0"}, retry=False)
-        with resp:
-            if resp.status_code != 201:
-                raise self._auth.refused(resp, what, ref)
-
-    @staticmethod
-    def _upload_location(resp: requests.Response, location: str, what: str) -> str:
-        try:
-            return checked_url(location, resp.url)
-        except requests.exceptions.InvalidURL as exc:
-            raise RegistryError(f"{what}: the registry sent an invalid upload location: {exc}") from None
-
-    def _upload_chunks(self, ref: Reference, desc: Descriptor, location: str, scopes: tuple[str, ...],
-                       what: str) -> str:
-        with self._store.open(desc.digest) as blob:
-            offset = 0
-            while chunk := blob.read(self._chunk_size):
-                end = offset + len(chunk) - 1
-                resp = self._request("PATCH", ref, location, scopes, body=lambda: chunk, retry=False,
-                                     headers={"Content-Type": "application/octet-stream",
-                                              "Content-Range": f"{offset}-{end}",
-                                              "Content-Length": str(len(chunk))})
-                with resp:
-                    if resp.status_code != 202:
-                        raise self._auth.refused(resp, what, ref)
-                    location = self._upload_location(resp, resp.headers.get("Location", location), what)
-                offset = end + 1
-        return location
-
-    def put_manifest(self, ref: Reference, desc: Descriptor) -> Digest:
-        """PUT a stored manifest or index under `ref`'s tag (or digest)."""
-        what = f"failed to push {ref}"
-        try:
-            data = self._store.read_bytes(desc.digest)
-        except BlobNotFound as exc:
-            raise RegistryError(f"{what}: manifest not in the local store") from exc
-        url = f"{self._base(ref)}{ref.repository}/manifests/{ref.tag or desc.digest}"
-        resp = self._request("PUT", ref, url, (push_scope(ref),), headers={"Content-Type": desc.media_type},
-                             body=lambda: data)
-        with resp:
-            if resp.status_code not in (200, 201):
-                raise self._auth.refused(resp, what, ref)
-            answered = resp.headers.get("Docker-Content-Digest")
-        if answered and answered != str(desc.digest):
-            raise RegistryError(f"{what}: registry stored the manifest as {answered}, expected {desc.digest}")
-        return desc.digest
-
-    def push(self, ref: Reference, image: Image, extra_blobs: Iterable[Descriptor] = ()) -> Digest:
-        """Upload the image's blobs (in parallel, bounded), then its
-        manifest by tag; returns the manifest digest. The manifest goes last
-        so a registry never holds a manifest whose blobs are missing."""
-        blobs: dict[Digest, Descriptor] = {}
-        for desc in (*extra_blobs, image.config, *image.layers):
-            blobs.setdefault(desc.digest, desc)
-        pool = ThreadPoolExecutor(max_workers=self._parallel, thread_name_prefix="push")
-        try:
-            futures = [pool.submit(self.push_blob, ref, desc) for desc in blobs.values()]
-            for future in futures:
-                future.result()
-        finally:
-            # After the first failure, start no further upload.
-            pool.shutdown(wait=True, cancel_futures=True)
-        return self.put_manifest(ref, image.manifest)
-
-    def push_index(self, ref: Reference, images: Iterable[Image], index: Descriptor) -> Digest:
-        """Each image of the stored index `index` by digest (blobs, then
-        manifest), then the index under `ref`'s tag: the registry never
-        holds an index whose manifests are missing."""
-        bare = Reference(ref.registry, ref.repository)
-        for image in images:
-            self.push(bare, image)
-        return self.put_manifest(ref, index)
 
     def check_login(self, registry: str) -> None:
         """`docker login`'s check: GET /v2/ answering the registry's challenge

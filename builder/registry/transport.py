@@ -198,12 +198,6 @@ def with_query(url: str, **params: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
-def from_start(blob):
-    """A file to send (again, after a redirect) from its first byte."""
-    blob.seek(0)
-    return blob
-
-
 def send(session: requests.Session, method: str, url: str, *, headers: Mapping[str, str],
          authorization: str | None, body: Callable[[], object] | None, verify: str | bool,
          timeout: tuple[float, float]) -> requests.Response:

@@ -13,6 +13,12 @@
   `{"warnings": [...]}`), log data base64 as Go's encoding/json writes bytes.
 - `quiet`: nothing.
 
+Work that is not a step of the graph (a push) is a `Task` (builder/solver/
+tasks.py), shown as a step with BuildKit's statuses: plain prints a
+status when it starts, completes, or moved 5% of its total or 5 s since
+its last line (`#9 pushing layer 3f2a... 1.2MB / 20MB 0.4s`), tty shows
+each under its step, rawjson sends every update.
+
 All write to one stream (stderr by default) under one lock; `close()` ends
 the display (the tty view's last frame) and must be called once.
 """
@@ -21,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import datetime
 import json
 import os
 import sys
@@ -31,18 +36,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from builder.solver.scheduler import Reporter
+from builder.solver.tasks import Status, Task, human_size, status_text, timestamp as _timestamp
 
 TTY_LOG_LINES = 6  # output lines shown under a running step, as BuildKit
 _TTY_TICK = 0.1
-
-
-def human_size(size: float) -> str:
-    """Decimal units with three significant digits, as docker's HumanSize."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.4g}{unit}" if unit != "B" else f"{int(size)}B"
-        size /= 1000
-    return f"{size}"
+# A plain line for a status that moved this share of its total, or after
+# this many seconds: BuildKit's progressui (minProgressDelta, minTimeDelta).
+_PLAIN_STEP = 0.05
+_PLAIN_WAIT = 5.0
 
 
 def _is_cancel(error: BaseException) -> bool:
@@ -57,13 +58,27 @@ class BuildReporter(Reporter):
 
     def __init__(self, names=None):
         self.names = names or {}
+        self._task_names: dict[str, str] = {}
 
     def set_names(self, names) -> None:
         self.names = names
 
     def name_of(self, vertex: str) -> str:
+        if vertex in self._task_names:
+            return self._task_names[vertex]
         meta = self.names.get(vertex)
         return getattr(meta, "name", None) or vertex[:19]
+
+    def task(self, name: str) -> Task:
+        """Start a step the solver does not run (a push) under `name`;
+        its statuses show as a step's, `Task.end` ends it."""
+        return Task(self, name)
+
+    def name_task(self, vertex: str, name: str) -> None:
+        self._task_names[vertex] = name
+
+    def status(self, vertex: str, status: Status) -> None:
+        """A Task's status started, moved or completed."""
 
     def warning(self, text: str) -> None: ...
     def message(self, text: str) -> None: ...
@@ -92,6 +107,7 @@ class PlainReporter(BuildReporter):
         self._started: dict[str, float] = {}
         self._partial: dict[str, bytes] = {}
         self._blobs_done: set[str] = set()
+        self._printed: dict[tuple[str, str], tuple[int, float]] = {}  # a status's last line: bytes, time
         self._counter = 0
         self._t0 = time.monotonic()
 
@@ -156,15 +172,23 @@ class PlainReporter(BuildReporter):
 
         return report
 
+    def status(self, vertex: str, status: Status) -> None:
+        now = time.monotonic()
+        key = (vertex, status.id)
+        with self._lock:
+            last = self._printed.get(key)
+            if last is not None and status.completed is None:
+                moved = (status.current - last[0]) / status.total if status.total else 0.0
+                if moved < _PLAIN_STEP and now - last[1] < _PLAIN_WAIT:
+                    return  # BuildKit's plain printer skips such an update too
+            self._printed[key] = (status.current, now)
+        self._write(f"#{self._number(vertex)} {status.id}{status_text(status, now)}\n")
+
     def warning(self, text: str) -> None:
         self._write(f"WARNING: {text}\n")
 
     def message(self, text: str) -> None:
         self._write(f"{text}\n")
-
-
-def _timestamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class RawJsonReporter(BuildReporter):
@@ -212,6 +236,16 @@ class RawJsonReporter(BuildReporter):
 
         return report
 
+    def status(self, vertex, status):
+        # Go's omitempty: a status of no size has no "total".
+        body = {"id": status.id, "vertex": vertex, "current": status.current, "timestamp": _timestamp(),
+                "started": status.started_at}
+        if status.total:
+            body["total"] = status.total
+        if status.completed_at is not None:
+            body["completed"] = status.completed_at
+        self._emit({"statuses": [body]})
+
     def warning(self, text):
         self._emit({"warnings": [{"level": 1, "short": base64.b64encode(text.encode()).decode()}]})
 
@@ -241,7 +275,7 @@ class _Step:
     ended: float | None = None
     logs: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TTY_LOG_LINES))
     partial: bytes = b""
-    pulls: dict = field(default_factory=dict)  # digest -> [done, total, started, ended]
+    statuses: dict = field(default_factory=dict)  # a pull's digest or a task's status id -> [done, total, started, ended]
 
 
 _BLUE, _RED, _YELLOW, _RESET = "\x1b[34m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
@@ -303,12 +337,17 @@ class TtyReporter(BuildReporter):
             now = time.monotonic()
             with self._lock:
                 step = self._step(vertex, now)
-                pull = step.pulls.setdefault(str(desc.digest), [0, total, now, None])
+                pull = step.statuses.setdefault(str(desc.digest), [0, total, now, None])
                 pull[0], pull[1] = done, total
                 if done >= total and pull[3] is None:
                     pull[3] = now
 
         return report
+
+    def status(self, vertex, status):
+        with self._lock:
+            step = self._step(vertex, status.started)
+            step.statuses[status.id] = [status.current, status.total, status.started, status.completed]
 
     def warning(self, text):
         with self._lock:
@@ -381,11 +420,14 @@ class TtyReporter(BuildReporter):
         lines = [(f"[+] Building {now - self._t0:.1f}s ({done}/{len(self._steps)})", "")]
         for step in running:
             lines.append((self._with_timer(f" => {step.name}", now - step.started), ""))
-            for digest, (got, total, started, ended) in step.pulls.items():
-                short = digest.split(":")[-1][:12]
+            for status_id, (got, total, started, ended) in step.statuses.items():
+                label = f"sha256:{status_id[7:19]}" if status_id.startswith("sha256:") else status_id
+                if total:
+                    label += f" {human_size(got)} / {human_size(total)}"
+                elif got:
+                    label += f" {human_size(got)}"
                 suffix = " done" if ended is not None else ""
-                text = f" => => sha256:{short} {human_size(got)} / {human_size(total)}{suffix}"
-                lines.append((self._with_timer(text, (ended or now) - started), ""))
+                lines.append((self._with_timer(f" => => {label}{suffix}", (ended or now) - started), ""))
             for log in step.logs:
                 lines.append((f" => => # {log}", ""))
         # The region must fit the screen, or the cursor cannot get back up.
