@@ -37,6 +37,9 @@ RULES: dict[str, str] = {
     "FromPlatformFlagConstDisallowed": "FROM --platform flag should not use a constant value",
     "InvalidDefaultArgInFrom": "Default value for global ARG results in an empty or invalid base image name",
     "InvalidBaseImagePlatform": "Base image platform does not match expected target platform",
+    "InvalidDefinitionDescription": "Comment for build stage or argument should follow the format: `# <arg/stage name> "
+                                    "<description>`. If this is not intended to be a description comment, add an empty "
+                                    "line or comment between the instruction and the comment.",
     "JSONArgsRecommended": "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
     "LegacyKeyValueFormat": "Legacy key/value format with whitespace separator should not be used",
     "MaintainerDeprecated": "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
@@ -50,7 +53,18 @@ RULES: dict[str, str] = {
     "UndefinedVar": "Variables should be defined before their use",
     "WorkdirRelativePath": "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes",
 }
-EXPERIMENTAL = frozenset({"CopyIgnoredFile"})
+EXPERIMENTAL = frozenset({"CopyIgnoredFile", "InvalidDefinitionDescription"})
+# Every rule has a page under this address but InvalidBaseImagePlatform,
+# which BuildKit reports without one.
+_RULE_DOCS = "https://docs.docker.com/go/dockerfile/rule/"
+
+
+def rule_url(rule: str) -> str:
+    """The documentation page BuildKit links a rule to ("" for none)."""
+    if rule not in RULES or rule == "InvalidBaseImagePlatform":
+        return ""
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", rule)  # JSONArgs -> JSON-Args
+    return f"{_RULE_DOCS}{words.lower()}/"
 
 _SECRET = re.compile(r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)")
 _PUBLIC = re.compile(r"(?i)(?:_|^)public(?:_|$)")
@@ -256,6 +270,7 @@ def static_checks(dockerfile: Dockerfile, meta_args, stages, linter: Linter) -> 
     for line in dockerfile.empty_continuations:
         linter.warn("NoEmptyContinuation", "Empty continuation line", Location(path, line, line))
     _casing(stages, linter)
+    _descriptions(dockerfile, meta_args, stages, linter)
     seen: set[str] = set()
     for arg_cmd in meta_args:
         for arg in arg_cmd.args:
@@ -333,3 +348,32 @@ def _casing(stages, linter: Linter) -> None:
             f"Command '{keyword}' should match the case of the command majority ({casing})",
             location,
         )
+
+
+def description(comments, name: str) -> str:
+    """The description a `# NAME text` comment above a FROM or ARG gives
+    `name` (BuildKit's getComment): the first comment line that starts
+    with the name and a space, without them."""
+    for line in comments if name else ():
+        if line.startswith(name + " "):
+            return line[len(name) + 1:]
+    return ""
+
+
+def _descriptions(dockerfile: Dockerfile, meta_args, stages, linter: Linter) -> None:
+    """InvalidDefinitionDescription: the comment right above a named FROM
+    or an ARG reads as its description only when its last line starts with
+    the name; any other comment there is a description gone wrong."""
+    comments = {node.start: node.comments for node in dockerfile.nodes}
+    defined = [(stage.from_, [stage.name] if stage.name else []) for stage in stages]
+    defined += [(cmd, [arg.key for arg in cmd.args]) for cmd in meta_args]
+    defined += [(cmd, [arg.key for arg in cmd.args]) for stage in stages for cmd in stage.commands
+                if isinstance(cmd, ins.Arg)]  # fmt: skip
+    for cmd, names in sorted(defined, key=lambda item: item[0].location.start):
+        above = comments.get(cmd.location.start, ())
+        if not above or not names or above[-1].split(" ")[0] in names:
+            continue
+        example = names[0] if len(names) == 1 else "<arg_key>"
+        kind = "FROM" if isinstance(cmd, ins.From) else "ARG"
+        linter.warn("InvalidDefinitionDescription",
+                    f"Comment for {kind} should follow the format: `# {example} <description>`", cmd.location)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from builder.attest.options import cli_attest_specs
+from builder.cli.call import parse_call, run_call
 from builder.cli.check import run_checks
 from builder.cli.guard import EXIT_ERROR, SignalGuard, run_guarded
 from builder.cli.shared import Invocation, key_values, load_settings, root_dir, root_options
@@ -66,6 +67,8 @@ PROGRESS_MODES = ["auto", "plain", "tty", "quiet", "rawjson"]
               help="Attestation (type=provenance|sbom,...; disabled=true). Repeatable. docs/attestations.md.")
 @click.option("--check", "check_only", is_flag=True,
               help="Run the build checks instead of building (as `pybuild check`; exit 1 on warnings).")
+@click.option("--call", help="Answer instead of building: check, outline (build args, secrets, ssh of the "
+                             "target) or targets (the stages), [,format=json] (as buildx).")
 @click.option("--isolation", type=click.Choice(["builtin", "oci", "chroot"]),
               help="How RUN steps are isolated [config: isolation; default oci when runc/crun exists; "
                    "chroot, weaker, for unprivileged containers: docs/isolation.md].")
@@ -95,18 +98,24 @@ def build(invocation: Invocation | None, **options):
       pybuild --progress=plain --metadata-file meta.json -t app .
       pybuild --build-context src=../src --build-context base=docker-image://alpine:3 -t app .
       pybuild --check .
+      pybuild --call outline --target runtime .
     """
     from frontend.parser import read_dockerfile
 
     context, dockerfile, debug = options["context"], options["dockerfile"], options["debug"]
     if dockerfile == "-" and context == "-":
         raise click.UsageError("can't use stdin for both the build context and the Dockerfile")
-    if options["check_only"]:
+    call, call_format = parse_call(options["call"])
+    if options["check_only"] or call == "check":
         # docker build --check: the frontend's lint subrequest, whose
         # status code is 1 as soon as there is a warning.
-        warnings, _ = run_checks(context, dockerfile, options["build_args"], options["target"], debug)
-        if warnings:
+        found, _ = run_checks(context, dockerfile, options["build_args"], options["target"], debug, call_format)
+        if found.warnings or found.errors:
             sys.exit(EXIT_ERROR)
+        return
+    if call != "build":
+        run_call(call, call_format, {**options, "build_args": key_values(options["build_args"], "--build-arg")},
+                 debug)  # fmt: skip
         return
     pairs = _pair_flags(options)
     settings = run_guarded(debug, lambda: load_settings(options["config_file"], root=options["root"],

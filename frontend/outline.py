@@ -1,0 +1,280 @@
+"""What a build of a Dockerfile takes as input, without building it: the
+`outline` and `targets` subrequests of BuildKit's Dockerfile frontend
+(`docker buildx build --call outline|targets`).
+
+`targets` lists every stage as written (name, the `# NAME text`
+description above its FROM, base, platform, line). `outline` lists, for the
+target, the build args the stages it needs declare or their FROMs use
+(with value, description and line), and the secrets and SSH sockets their
+RUN --mount flags ask for. It follows dockerfile2llb's outline capture:
+
+- a global ARG counts once a needed FROM uses it (or an ARG default that
+  a counted one uses); an ARG in a needed stage always counts;
+- `ARG NAME` in a stage with neither default nor --build-arg takes the
+  global one: value, description and line are the global ARG's;
+- a stage starts from what its base stage's FROM used, not what the base
+  stage declared later; the target is looked at first, then its base,
+  then the stages it copies or mounts from, and the first sight of a name
+  wins (so does the first RUN of a stage naming a secret);
+- everything is sorted by line.
+
+The Dockerfile is converted first, as for a build of the target, so any
+error a build would report is raised here too. Base images are not pulled
+(as `pybuild check`), so variables only an image defines read as unset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from frontend import instructions as ins
+from frontend.convert import convert, platform_args
+from frontend.definition import ImageResolver
+from frontend.errors import Location
+from frontend.instruction_parsing import parse_stages
+from frontend.lexer import Lexer
+from frontend.lint import description
+from frontend.mounts import parse_mount
+from frontend.ops import MountType, Platform
+from frontend.parser import parse
+from frontend.stage_state import DEFAULT_PATH, NON_ENV_ARGS
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    value: str
+    description: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret or an SSH socket a RUN mounts."""
+
+    name: str
+    required: bool
+    location: Location
+
+
+@dataclass(frozen=True)
+class Outline:
+    name: str
+    description: str
+    args: tuple[Arg, ...]
+    secrets: tuple[Secret, ...]
+    ssh: tuple[Secret, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    default: bool
+    base: str
+    platform: str
+    location: Location
+
+
+def targets(dockerfile: str, path: str = "Dockerfile") -> tuple[Target, ...]:
+    """Every stage as written; only the parser's errors are raised."""
+    parsed = parse(dockerfile, path)
+    _, stages = parse_stages(parsed)
+    comments = {node.start: node.comments for node in parsed.nodes}
+    return tuple(
+        Target(
+            name=stage.name,
+            description=description(comments.get(stage.from_.location.start, ()), stage.name),
+            default=stage is stages[-1],
+            base=stage.from_.base,
+            platform=stage.from_.platform,
+            location=stage.from_.location,
+        )
+        for stage in stages
+    )
+
+
+@dataclass
+class _Capture:
+    """dockerfile2llb's outlineCapture of one stage."""
+
+    args: dict[str, _ArgInfo]
+    used: dict[str, None]  # a dict for its order: ties sort as declared
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    ssh: dict[str, Secret] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ArgInfo:
+    arg: Arg
+    deps: frozenset[str] = frozenset()
+
+
+@dataclass
+class _Stage:
+    stage: ins.Stage
+    capture: _Capture
+    base: _Stage | None = None
+    deps: list[_Stage] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def outline(
+    dockerfile: str,
+    path: str = "Dockerfile",
+    *,
+    resolve_image: ImageResolver,
+    build_args: Mapping[str, str] = {},
+    target: str | None = None,
+    platform: Platform = Platform(),
+) -> Outline:
+    convert(dockerfile, path=path, build_args=build_args, target=target, platform=platform,
+            build_platform=platform, resolve_image=resolve_image)
+    parsed = parse(dockerfile, path)
+    meta_args, stages = parse_stages(parsed)
+    comments = {node.start: node.comments for node in parsed.nodes}
+    lexer = Lexer(parsed.escape)
+    scope = platform_args(platform, platform)
+    global_args = _global_args(meta_args, build_args, scope, lexer, comments)
+    states: list[_Stage] = []
+    by_name: dict[str, _Stage] = {}
+    for stage in stages:
+        used = lexer.process(stage.from_.base, scope).matched
+        if stage.from_.platform:
+            used |= lexer.process(stage.from_.platform, scope).matched
+        base = by_name.get(lexer.process_word(stage.from_.base, scope).lower())
+        inherited = dict(base.capture.used) if base else {}
+        state = _Stage(stage, _Capture(dict(global_args), inherited | dict.fromkeys(sorted(used))), base)
+        states.append(state)
+        if stage.name:
+            by_name[stage.name] = state
+    chosen = by_name[target.lower()] if target else states[-1]
+    for state in states:
+        for ref in _copied_from(state.stage):
+            source = states[int(ref)] if ref.isdigit() and int(ref) < len(states) else by_name.get(ref.lower())
+            if source is not None:
+                state.deps.append(source)
+    needed = _reachable(chosen)
+    for state in states:
+        if id(state) in needed:
+            _dispatch(state, lexer, scope, build_args, comments)
+    return Outline(
+        name=chosen.stage.name,
+        description=description(comments.get(chosen.stage.from_.location.start, ()), chosen.stage.name),
+        args=_by_line(_walk(chosen, lambda s: _used_args(s.capture), set())),
+        secrets=_by_line(_walk(chosen, lambda s: list(s.capture.secrets.values()), set())),
+        ssh=_by_line(_walk(chosen, lambda s: list(s.capture.ssh.values()), set())),
+    )
+
+
+def _global_args(meta_args, build_args, scope: dict[str, str], lexer: Lexer, comments) -> dict[str, _ArgInfo]:
+    """BuildKit's buildMetaArgs: each global ARG's value (a --build-arg,
+    else its default expanded so far) and the ARGs its default uses.
+    Fills `scope` with the values, after the platform ARGs."""
+    found: dict[str, _ArgInfo] = {}
+    for cmd in meta_args:
+        for definition in cmd.args:
+            key, value, deps = definition.key, definition.value, frozenset()
+            if key in build_args:
+                value = build_args[key]
+            elif value is not None:
+                expansion = lexer.process(value, scope)
+                value, deps = expansion.result, frozenset(expansion.matched - {key})
+                if key in expansion.matched and key in found:
+                    deps |= found[key].deps  # ARG A=$A:x keeps what the earlier A used
+            if value is not None:
+                scope[key] = value
+            arg = Arg(key, value or "", description(comments.get(cmd.location.start, ()), key), cmd.location)
+            found[key] = _ArgInfo(arg, deps)
+    return found
+
+
+def _copied_from(stage: ins.Stage):
+    for cmd in stage.commands:
+        if isinstance(cmd, ins.Copy) and cmd.from_:
+            yield cmd.from_
+        elif isinstance(cmd, ins.Run):
+            for raw in cmd.mounts:
+                mount = parse_mount(raw, lambda word: word)
+                if mount.from_:
+                    yield mount.from_
+
+
+def _reachable(start: _Stage) -> set[int]:
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        state = todo.pop()
+        if id(state) not in seen:
+            seen.add(id(state))
+            todo += [state.base] if state.base else []
+            todo += state.deps
+    return seen
+
+
+def _dispatch(state: _Stage, lexer: Lexer, scope: Mapping[str, str], build_args: Mapping[str, str],
+              comments) -> None:  # fmt: skip
+    """The ARG, ENV and RUN --mount instructions of a stage, in order, with
+    the scope they are expanded in (the base stage's, or an image's PATH)."""
+    env = state.env = dict(state.base.env) if state.base else {"PATH": DEFAULT_PATH}
+    capture = state.capture
+    for cmd in state.stage.commands:
+        if isinstance(cmd, ins.Env):
+            env.update({pair.key: lexer.process_word(pair.value, env) for pair in cmd.pairs})
+        elif isinstance(cmd, ins.Arg):
+            for definition in cmd.args:
+                _stage_arg(capture, env, cmd, definition, lexer, scope, build_args, comments)
+        elif isinstance(cmd, ins.Run):
+            for raw in cmd.mounts:
+                mount = parse_mount(raw, lambda word: lexer.process_word(word, env))
+                kind = {MountType.SECRET: capture.secrets, MountType.SSH: capture.ssh}.get(mount.type)
+                if kind is not None and mount.id not in kind:
+                    kind[mount.id] = Secret(mount.id, mount.required, cmd.location)
+
+
+def _stage_arg(capture: _Capture, env: dict[str, str], cmd: ins.Arg, definition: ins.ArgDef, lexer: Lexer,
+               scope: Mapping[str, str], build_args: Mapping[str, str], comments) -> None:  # fmt: skip
+    key, value = definition.key, definition.value
+    inherited = value is None and key not in build_args and key in scope
+    if key in build_args:
+        value = build_args[key]
+    elif inherited:
+        value = scope[key]
+    elif value is not None:
+        value = lexer.process_word(value, env)
+    if value is not None and key not in NON_ENV_ARGS:
+        env[key] = value
+    if not inherited:
+        text = description(comments.get(cmd.location.start, ()), key)
+        capture.args[key] = _ArgInfo(Arg(key, value or "", text, cmd.location))
+    capture.used[key] = None
+
+
+def _used_args(capture: _Capture) -> list[Arg]:
+    """The args a stage used, with the global ARGs their defaults use."""
+    todo = list(capture.used)
+    while todo:
+        key = todo.pop()
+        capture.used[key] = None
+        info = capture.args.get(key)
+        todo += [dep for dep in sorted(info.deps) if dep not in capture.used] if info else []
+    return [capture.args[key].arg for key in capture.used if key in capture.args]
+
+
+def _walk(state: _Stage, items, visited: set[str]) -> list:
+    """`items` of the stage, its base and the stages it reads, each name
+    taken from the first stage that has it."""
+    found = []
+    for item in items(state):
+        if item.name not in visited:
+            visited.add(item.name)
+            found.append(item)
+    for other in ([state.base] if state.base else []) + state.deps:
+        found += _walk(other, items, visited)
+    return found
+
+
+def _by_line(items: list) -> tuple:
+    return tuple(sorted(items, key=lambda item: item.location.start))
+
