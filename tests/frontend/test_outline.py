@@ -1,0 +1,46 @@
+"""frontend.outline: the corners the buildx fixtures of
+tests/cli/test_call_outline.py do not reach."""
+
+import pytest
+
+from frontend.check import no_image
+from frontend.errors import DockerfileError
+from frontend.outline import outline, targets
+
+
+def args(text: str, **options) -> list[tuple[str, str, int]]:
+    found = outline(text, resolve_image=no_image, **options)
+    return [(a.name, a.value, a.location.start) for a in found.args]
+
+
+def test_a_global_arg_that_reads_itself_keeps_what_it_read_before():
+    # BuildKit 0.13 overflows its stack on this file (its daemon died when
+    # asked); later versions keep the earlier definition's dependencies,
+    # as pybuild does: REG counts through IMG.
+    text = "ARG REG=r.example\nARG IMG=$REG/app\nARG IMG=${IMG}:1\nFROM $IMG\n"
+    assert args(text) == [("REG", "r.example", 1), ("IMG", "r.example/app:1", 3)]
+
+
+def test_global_args_that_read_each_other_end():
+    text = "ARG B\nARG A=x$B\nARG B=y$A\nFROM busybox:$B\n"
+    assert args(text) == [("A", "x", 2), ("B", "yx", 3)]
+
+
+def test_a_platform_flag_counts_its_args_and_other_stages_do_not():
+    text = ("ARG PLAT=linux/arm64\nARG UNSEEN=1\nFROM --platform=$PLAT busybox AS a\nARG IN_A\n"
+            "FROM busybox AS b\nARG IN_B=2\n")  # fmt: skip
+    assert args(text, target="a") == [("PLAT", "linux/arm64", 1), ("IN_A", "", 4)]
+    assert args(text) == [("IN_B", "2", 6)]
+
+
+def test_a_secret_id_is_expanded_in_the_stage_scope():
+    text = "FROM busybox\nARG KIND=npm\nENV SUFFIX=rc\nRUN --mount=type=secret,id=${KIND}${SUFFIX} true\n"
+    found = outline(text, resolve_image=no_image, build_args={"KIND": "pip"})
+    assert [(s.name, s.required, s.location.start) for s in found.secrets] == [("piprc", False, 4)]
+
+
+def test_targets_need_the_parser_only_and_report_its_errors():
+    listed = targets("FROM busybox AS a\nCOPY --from=nowhere /x /y\nFROM a\n")
+    assert [(t.name, t.default, t.base) for t in listed] == [("a", False, "busybox"), ("", True, "a")]
+    with pytest.raises(DockerfileError, match="unknown instruction: RUNN"):
+        targets("FROM busybox\nRUNN x\n")
