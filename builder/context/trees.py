@@ -189,7 +189,7 @@ class BuildContext:
         if not wildcard:
             match = self._match_path(pattern, cleaned, pivot, exclude, follow, from_wildcard_base=None)
             if match is None:
-                raise _not_found(pattern)
+                raise self._not_found(cleaned)
             return [match]
         base = self._resolve(literal, follow=True)
         base_rel = self._rel(base)
@@ -198,9 +198,9 @@ class BuildContext:
         try:
             base_st = os.lstat(base)
         except (FileNotFoundError, NotADirectoryError):
-            raise _not_found(pattern) from None
+            raise self._not_found(cleaned) from None
         if not stat.S_ISDIR(base_st.st_mode) or not self._visible(base_rel, base, base_st):
-            raise _not_found(pattern)
+            raise self._not_found(cleaned)
         matches = []
         for hit in find_wildcard(base, component_matchers(pattern, wildcard), observer=self.observer):
             name = posixpath.join(literal, hit) if literal else hit
@@ -288,6 +288,25 @@ class BuildContext:
             self.observer.look(path)  # its times change when an entry is added, removed or renamed
         with os.scandir(path) as it:
             return iter(sorted(it, key=lambda d: d.name))
+
+    def _not_found(self, cleaned: str) -> ContextError:
+        """BuildKit's two errors for a source that is not there: its
+        checksum's `"/a/b": not found` when the directory holding it is
+        there, and the `lstat` of the first missing (or ignored) directory
+        on the way when it is not (both for the context and a stage); the
+        second says both."""
+        parts = cleaned.split("/")
+        for i in range(1, len(parts)):
+            ancestor = "/".join(parts[:i])
+            try:
+                path = self._resolve(ancestor, follow=True)
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode) or not self._visible(self._rel(path), path, st):
+                return ContextError(f'failed to calculate checksum: "/{cleaned}": not found: '
+                                    f"lstat /{ancestor}: no such file or directory")
+        return ContextError(f'failed to calculate checksum: "/{cleaned}": not found')
 
     def _visible(self, rel: str, path: Path, st: os.stat_result) -> bool:
         if not rel or not self._ignore.excluded(rel):
@@ -384,7 +403,3 @@ _LINE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def _line(record: list) -> bytes:
     return _LINE_ENCODER.encode(record).encode("utf-8", "surrogateescape") + b"\n"
-
-
-def _not_found(pattern: str) -> ContextError:
-    return ContextError(f"COPY failed: file not found in build context: {pattern.lstrip('/') or '/'}")

@@ -5,9 +5,9 @@ Semantics are BuildKit's file op (solver/llbsolver/file + fsutil `copy`):
   created (0755) when missing, and an existing one keeps its metadata.
 - A file goes to `dest` itself, or into it when `dest` ends with "/" or is an
   existing directory (following symlinks, inside the rootfs).
-- More than one source, or a wildcard matching more than one path, needs a
-  `dest` ending with "/" (docker's rule and message; BuildKit would silently
-  overwrite one file with the next).
+- More than one source (or wildcard match) with a `dest` not ending in "/"
+  is copied to `dest` one after the other, as BuildKit does (docker 26): a
+  file replaces the one before, a directory merges into `dest`.
 - Missing parent directories are created 0755, owned by the --chown owner
   (BuildKit's MkdirAll chowns what it creates) or 0:0.
 - Copied entries keep their permission bits and mtimes; --chmod (octal, or
@@ -69,21 +69,14 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
     dest_clean = posixpath.normpath("/" + dest)
     with Tree(rootfs) as tree:
         copier = Copier(tree, owner, mode_fn, selection.preserve_ownership)
-        with _confined(dest_clean):
-            if into_dir or parents or dest_clean == "/" or _extracts(selection.matches[0], unpack):
-                dest_fd, target = copier.make_dirs(dest_clean), None
-            else:
-                # One source (checked_options saw to it): `dest` names it,
-                # or an existing directory to put it in.
-                dest_fd = copier.existing_dir(dest_clean)
-                target = None if dest_fd is not None else copier.make_target_parent(dest_clean)
-        if target is not None:
-            parent_fd, name = target
-            try:
-                copier.copy_match_to(selection.matches[0], parent_fd, name)
-            finally:
-                os.close(parent_fd)
+        if not (into_dir or parents or dest_clean == "/" or any(_extracts(m, unpack) for m in selection.matches)):
+            # `dest` names each source in turn, or an existing directory to
+            # put it in (BuildKit copies several sources one after the other).
+            for match in selection.matches:
+                _copy_to_name(copier, match, dest_clean)
             return
+        with _confined(dest_clean):
+            dest_fd = copier.make_dirs(dest_clean)
         try:
             for match in selection.matches:
                 if _extracts(match, unpack):
@@ -97,6 +90,23 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
                     copier.copy_match_into(match, dest_fd)
         finally:
             os.close(dest_fd)
+
+
+def _copy_to_name(copier: Copier, match: Match, dest: str) -> None:
+    with _confined(dest):
+        dest_fd = copier.existing_dir(dest)
+        target = None if dest_fd is not None else copier.make_target_parent(dest)
+    if target is None:
+        try:
+            copier.copy_match_into(match, dest_fd)
+        finally:
+            os.close(dest_fd)
+        return
+    parent_fd, name = target
+    try:
+        copier.copy_match_to(match, parent_fd, name)
+    finally:
+        os.close(parent_fd)
 
 
 def _extracts(match: Match, unpack: bool) -> bool:

@@ -27,10 +27,11 @@ def checked_options(rootfs: Path, selection: Selection, dest: str, chown: str, c
     its sources and destination are known to fit together."""
     owner = resolve_owner(rootfs, chown) if chown else None
     mode_fn = parse_chmod(chmod) if chmod else None
+    # Several sources and a `dest` without "/" is not an error in BuildKit
+    # (docker 26): each is copied to `dest` in turn, as if alone, so files
+    # replace each other there and directories merge into it. Only the
+    # classic builder refused it.
     into_dir = dest.endswith("/") or dest.endswith("/.")
-    if not into_dir and (len(selection.sources) > 1 or len(selection.matches) > 1):
-        raise CopyError(f"When using {instruction} with more than one source file, "
-                        "the destination must be a directory and end with a /")
     return owner, mode_fn, into_dir
 
 

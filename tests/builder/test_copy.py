@@ -104,9 +104,16 @@ def test_placement(ctx_dir, rootfs, sources, dest, look_at, expected):
 
 
 @pytest.mark.parametrize("sources", [["a.txt", "b.txt"], ["*.txt"]])
-def test_several_sources_need_a_directory_dest(ctx_dir, rootfs, sources):
-    with pytest.raises(CopyError, match="the destination must be a directory and end with a /"):
-        copy(ctx_dir, rootfs, sources, "/d")
+def test_several_sources_to_a_name_are_copied_there_in_turn(ctx_dir, rootfs, sources):
+    # docker 26 (BuildKit 0.13): no "must be a directory" error; the last
+    # file is what `dest` holds.
+    copy(ctx_dir, rootfs, sources, "/d")
+    assert (rootfs / "d").read_bytes() == b"bb"
+
+
+def test_a_directory_then_a_file_to_a_name_merge_into_it(ctx_dir, rootfs):
+    copy(ctx_dir, rootfs, ["src", "a.txt"], "/d")
+    assert tree(rootfs, "/d") == {**tree(ctx_dir, "/src"), "a.txt": b"a"}
 
 
 def test_parents_keeps_the_path_and_the_pivot_cuts_it(ctx_dir, rootfs):

@@ -106,7 +106,7 @@ def test_a_copy_of_a_missing_file_shows_its_line(cli, busybox_image, tmp_path):
     done = cli.build("--progress=plain", str(context))
     err = done.stderr.decode()
     assert done.returncode == 1
-    assert "ERROR: COPY failed: file not found in build context: nothere.txt" in err
+    assert 'ERROR: failed to calculate checksum: "/nothere.txt": not found' in err
     assert "at Dockerfile:3:" in err and ">>>    3 | COPY nothere.txt /" in err
 
 
