@@ -1,0 +1,3 @@
+import os
+def make(context):
+    os.symlink("loop", context / "loop")
