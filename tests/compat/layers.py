@@ -67,8 +67,10 @@ def image_record(read: Callable[[str], bytes], base: Base) -> dict:
     """The comparable record of the one image in a layout."""
     index = json.loads(read("index.json"))
     manifest = json.loads(read(index["manifests"][0]["digest"]))
-    if "manifests" in manifest:  # a nested index: its first (only) image
-        manifest = json.loads(read(manifest["manifests"][0]["digest"]))
+    if "manifests" in manifest:  # a nested index: its image, not an attestation manifest
+        images = [entry for entry in manifest["manifests"]
+                  if entry.get("annotations", {}).get("vnd.docker.reference.type") != "attestation-manifest"]
+        manifest = json.loads(read(images[0]["digest"]))
     config = json.loads(read(manifest["config"]["digest"]))
     diff_ids = tuple(config["rootfs"]["diff_ids"])
     own_from = len(base.diff_ids) if diff_ids[:len(base.diff_ids)] == base.diff_ids else 0

@@ -1,10 +1,13 @@
 """Interoperability of pybuild's outputs with the tools that consume them.
 
-CI has no docker daemon, so what `docker load` needs is encoded here from
-its source (moby image/tarexport/load.go), and the rest is read back by
-skopeo, umoci and oci-image-tool. What BuildKit writes comes from its
-exporters (moby/buildkit exporter/oci/export.go, through containerd's
-core/images/archive exporter)."""
+The image itself (config, history, files) of a Dockerfile like this one's
+is compared with docker 26's in testdata/compat/interop-config-history
+(tests/compat). What stays here is what such a record cannot show: the
+export formats and what other tools make of them. What `docker load`
+needs is encoded from its source (moby image/tarexport/load.go), and the
+rest is read back by skopeo, umoci and oci-image-tool. What BuildKit
+writes comes from its exporters (moby/buildkit exporter/oci/export.go,
+through containerd's core/images/archive exporter)."""
 
 from __future__ import annotations
 
@@ -157,13 +160,11 @@ def test_docker_archive_is_what_docker_load_reads(epoch_builds, busybox_image):
     assert "sha256:" + hashlib.sha256(files[item["Config"]]).hexdigest() == result.image_id
     assert len(config["rootfs"]["diff_ids"]) == len(item["Layers"])
     assert [_layer_diff_id(files[path]) for path in item["Layers"]] == config["rootfs"]["diff_ids"]
-    # `docker history` pairs the non-empty history entries with the layers.
+    # `docker history` pairs the non-empty history entries with the layers
+    # (which steps add one: the recorded interop-config-history case).
     history = config["history"]
     assert sum(1 for h in history if not h.get("empty_layer")) == len(item["Layers"])
-    # Base layer, RUN mkdir, COPY, RUN >> passwd: the no-op RUN adds none.
-    assert len(item["Layers"]) == len(busybox_image.layers) + 3
-    noop = next(h for h in history if h.get("created_by", "").startswith("RUN /bin/sh -c true"))
-    assert noop["empty_layer"] is True
+    assert len(item["Layers"]) > len(busybox_image.layers)
     # skopeo's docker-archive transport reads manifest.json as docker does.
     info = skopeo_inspect(f"docker-archive:{here / 'docker.tar'}")
     assert info["Layers"] == config["rootfs"]["diff_ids"]
@@ -171,7 +172,9 @@ def test_docker_archive_is_what_docker_load_reads(epoch_builds, busybox_image):
 
 def test_pushed_image_runs_as_configured_after_skopeo_copy_and_umoci(epoch_builds, registry, tmp_path):
     """Push, copy back with skopeo (verifying every digest), unpack with umoci:
-    the runtime config says what `docker run` would run."""
+    the runtime config says what `docker run` would run. (The image config
+    itself is compared with docker 26's in interop-config-history; this is
+    the config as a runtime gets it after a registry round trip.)"""
     here, _ = epoch_builds[0]
     target = f"{registry.host}/interop/app:1"
     result = build(here / "context", root=here / "root", tags=[target], push=True)
