@@ -48,12 +48,19 @@ def check(
     )
 
 
+# Each error costs a conversion of the whole file: a text that is no
+# Dockerfile (a README given to -f) would take minutes, one error a line.
+MAX_ERRORS = 100
+
+
 @dataclass(frozen=True)
 class CheckReport:
-    """Every warning and every error of a Dockerfile, each in line order."""
+    """Every warning and every error of a Dockerfile, each in line order;
+    `stopped`: MAX_ERRORS were found and the rest of the file is unchecked."""
 
     warnings: tuple[Warning, ...]
     errors: tuple[DockerfileError, ...]
+    stopped: bool = False
 
 
 def check_all(dockerfile: str, path: str = "Dockerfile", **options) -> CheckReport:
@@ -65,11 +72,13 @@ def check_all(dockerfile: str, path: str = "Dockerfile", **options) -> CheckRepo
     that the next run cannot see again (on lines taken out) are kept.
 
     BuildKit reports the first error only; a file with three mistakes
-    would take three rounds of fix-and-rerun to find them."""
+    would take three rounds of fix-and-rerun to find them. The check
+    stops at MAX_ERRORS."""
     warnings: list[Warning] = []
     errors: list[DockerfileError] = []
     text = dockerfile
     changed: set[int] = set()
+    stopped = False
     while True:
         try:
             found = check(text, path, **options)
@@ -80,7 +89,8 @@ def check_all(dockerfile: str, path: str = "Dockerfile", **options) -> CheckRepo
             if not consequence:
                 errors.append(err)
             new_text = None if consequence or err.location is None else _without(text, err.location, changed)
-            if new_text is None or new_text == text:
+            stopped = new_text not in (None, text) and len(errors) == MAX_ERRORS
+            if new_text is None or new_text == text or stopped:
                 warnings += err.warnings
                 break
             warnings += [w for w in err.warnings if w.location and w.location.start in changed]
@@ -92,6 +102,7 @@ def check_all(dockerfile: str, path: str = "Dockerfile", **options) -> CheckRepo
     return CheckReport(
         warnings=tuple(sorted(unique, key=lambda w: w.location.start if w.location else 0)),
         errors=tuple(sorted(errors, key=lambda e: e.location.start if e.location else 0)),
+        stopped=stopped,
     )
 
 

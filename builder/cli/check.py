@@ -76,7 +76,9 @@ def _print_text(found, text: str) -> None:
         report(DefinitionError(error), text)
     counts = [_count(len(found.errors), "error"), _count(len(found.warnings), "warning")]
     listed = " and ".join(count for count in counts if count)
-    if listed:
+    if found.stopped:
+        click.echo(f"Check stopped after {listed} (the rest of the file is not checked)")
+    elif listed:
         verb = "has" if len(found.errors) + len(found.warnings) == 1 else "have"
         click.echo(f"Check complete, {listed} {verb} been found!")
     else:

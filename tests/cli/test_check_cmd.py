@@ -7,6 +7,7 @@ import re
 from click.testing import CliRunner
 
 from builder.cli import main
+from frontend.check import MAX_ERRORS
 from frontend.lint import RULES
 
 WARNED = "FROM busybox as base\nMAINTAINER me\nCMD echo hi\n"
@@ -233,3 +234,14 @@ def test_json_format_is_buildkits_lint_result_with_every_error(tmp_path):
                                   "location": {"ranges": [{"start": {"line": 7}, "end": {"line": 7}}]}}  # fmt: skip
     assert [(e["location"]["ranges"][0]["start"]["line"]) for e in body["buildErrors"]] == [7, 11, 17, 20, 25]
     assert "`# \\u003carg/stage name\\u003e" in result.stdout  # Go escapes <, > in JSON strings
+
+
+def test_a_file_of_errors_stops_after_max_errors(tmp_path):
+    # Every error costs a conversion of the whole file: a text that is no
+    # Dockerfile must not take minutes.
+    text = "FROM busybox\n" + "RUNN x\nRUN ok\n" * (MAX_ERRORS + 50)
+    result = run("check", "-f", "-", str(tmp_path), input=text)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == MAX_ERRORS and errors[-1].startswith(f"ERROR: Dockerfile:{2 * MAX_ERRORS}: ")
+    assert f"Check stopped after {MAX_ERRORS} errors (the rest of the file is not checked)" in result.output
