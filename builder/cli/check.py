@@ -103,7 +103,9 @@ def _check_directive(text: str) -> str | None:
 
 def _lint_json(found, shown: str, text: str) -> dict:
     """BuildKit's lint.LintResults. `buildError` is the first error, as
-    BuildKit has only one; `buildErrors`, pybuild's own, lists them all."""
+    BuildKit has only one; `buildErrors`, pybuild's own, lists them all.
+    A source has no `definition` (BuildKit's LLB of the Dockerfile's
+    context, which pybuild does not make)."""
     from frontend.lint import RULES, rule_url
 
     warnings = []
@@ -111,7 +113,8 @@ def _lint_json(found, shown: str, text: str) -> dict:
         fields = {"ruleName": warning.rule, "description": RULES.get(warning.rule, ""),
                   "url": rule_url(warning.rule), "detail": warning.message}  # fmt: skip
         warnings.append({**{k: v for k, v in fields.items() if v}, "location": location(warning.location)})
-    body = {"warnings": warnings,
+    # Go writes the nil slice of a clean file as null.
+    body = {"warnings": warnings or None,
             "sources": [{"filename": shown, "data": source_data(text), "language": "Dockerfile"}]}  # fmt: skip
     errors = [{"message": error.message, "location": location(error.location)} for error in found.errors]
     if errors:

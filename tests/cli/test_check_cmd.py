@@ -245,3 +245,12 @@ def test_a_file_of_errors_stops_after_max_errors(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == MAX_ERRORS and errors[-1].startswith(f"ERROR: Dockerfile:{2 * MAX_ERRORS}: ")
     assert f"Check stopped after {MAX_ERRORS} errors (the rest of the file is not checked)" in result.output
+
+
+def test_json_of_a_clean_file_has_null_warnings(tmp_path):
+    (tmp_path / "Dockerfile").write_text('FROM busybox\nCMD ["true"]\n')
+    result = run("check", "--format", "json", str(tmp_path))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"warnings": None, "sources": [
+        {"filename": "Dockerfile", "data": base64.b64encode(b'FROM busybox\nCMD ["true"]\n').decode(),
+         "language": "Dockerfile"}]}  # fmt: skip
