@@ -28,9 +28,9 @@ The checksum (see `BuildContext.checksum`) is pybuild's equivalent of
 BuildKit's cache/contenthash: a digest of a normalised header per selected
 entry plus its content digest. It holds: the path relative to the copied
 source, the file type, the permission bits including setuid/setgid/sticky,
-the size of regular files, a symlink's target, a device's numbers, the
-xattrs (minus security.selinux, a host labelling detail) and the sha256 of
-regular files' contents. It never holds atime/mtime/ctime, inode numbers or
+the size of regular files, a symlink's target, a device's numbers, for a
+stage or image tree the xattrs (minus security.selinux, a host labelling
+detail), and the sha256 of regular files' contents. It never holds atime/mtime/ctime, inode numbers or
 host paths, so a fresh checkout on another machine hashes the same.
 
 Ownership: BuildKit hashes uid/gid too. For the build context pybuild does
@@ -40,6 +40,11 @@ owner cannot change the result and must not change the key; a CI checkout
 owned by uid 1001 hits the cache of a laptop checkout owned by uid 1000.
 For a stage or image tree (`BuildContext.of_tree`) ownership is preserved
 by COPY, so there uid/gid are part of the checksum.
+
+xattrs: the same holds. docker's context transfer drops every xattr of a
+context file (docker 26: user.*, trusted.*, security.capability), so COPY
+from the context writes none and they are not in its checksum; a stage's
+or an image's are copied and hashed.
 """
 
 from __future__ import annotations
@@ -373,10 +378,11 @@ def _header(sub: str, entry: Entry, with_owner: bool, digest_of: Callable[[Entry
     elif kind in ("char", "block"):
         record += [os.major(st.st_rdev), os.minor(st.st_rdev)]
     if with_owner:
+        # A tree's owners and xattrs are copied; the context's are not.
         record += [st.st_uid, st.st_gid]
-    xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS)
-    if xattrs:
-        record.append([[name, hashlib.sha256(value).hexdigest()] for name, value in xattrs])
+        xattrs = read_xattrs(os.fspath(entry.path), skip_prefix=SKIP_XATTRS)
+        if xattrs:
+            record.append([[name, hashlib.sha256(value).hexdigest()] for name, value in xattrs])
     return record
 
 

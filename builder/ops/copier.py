@@ -254,7 +254,7 @@ class Copier:
         perm = None if stat.S_ISLNK(mode) else self._perm_of(st)
         # BuildKit logs and goes on: a trusted.* or security.* attribute the
         # destination filesystem refuses is not fatal.
-        xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS)
+        xattrs = self._xattrs_of(entry)
         set_metadata(dir_fd, name, uid=uid, gid=gid, mode=perm, xattrs=xattrs, skip_refused_xattrs=True,
                      atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
 
@@ -337,10 +337,17 @@ class Copier:
         only), all through the new file's or directory's own fd. Returns
         whether the source had xattrs to copy."""
         uid, gid = self._owner_of(st)
-        xattrs = read_xattrs(entry.path, skip_prefix=SKIP_XATTRS) if entry is not None else []
+        xattrs = self._xattrs_of(entry) if entry is not None else []
         set_fd_metadata(fd, uid=uid, gid=gid, mode=self._perm_of(st, apply_chmod), xattrs=xattrs,
                         skip_refused_xattrs=True, atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
         return bool(xattrs)
+
+    def _xattrs_of(self, entry: Entry) -> list:
+        # A stage's or an image's file keeps its xattrs (BuildKit's copy
+        # does); the build context's lose them all on the way, as docker's
+        # context transfer drops them (docker 26: user.*, trusted.* and
+        # security.capability of context files never reach the image).
+        return read_xattrs(entry.path, skip_prefix=SKIP_XATTRS) if self.preserve_ownership else []
 
     def _image_path(self, dir_fd: int, name: bytes | None = None) -> str:
         base = self.tree.image_path_of(dir_fd)
