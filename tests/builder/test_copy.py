@@ -425,3 +425,27 @@ def test_fetch_url_errors(server, tmp_path):
     with pytest.raises(FetchError, match="failed to fetch"):
         fetch_url("http://user:pw@127.0.0.1:1/x", tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_context_xattrs_stay_behind_and_a_trees_are_copied(ctx_dir, rootfs):
+    # docker 26: COPY from the context writes no xattr at all (its context
+    # transfer drops them), and the key does not depend on them; COPY
+    # --from a stage copies them.
+    os.setxattr(ctx_dir / "a.txt", "user.note", b"hello")
+    os.setxattr(ctx_dir / "src", "user.dir", b"d")
+    def digest(context):
+        return context.checksum(context.select(["a.txt"]))
+
+    with_xattr = digest(BuildContext(ctx_dir))
+    copy(ctx_dir, rootfs, ["a.txt", "src"], "/ctx/")
+    assert os.listxattr(rootfs / "ctx" / "a.txt") == []
+    assert os.listxattr(rootfs / "ctx") == []
+    os.removexattr(ctx_dir / "a.txt", "user.note")
+    assert digest(BuildContext(ctx_dir)) == with_xattr
+
+    os.setxattr(ctx_dir / "a.txt", "user.note", b"hello")
+    copy_into(rootfs, BuildContext.of_tree(ctx_dir).select(["a.txt"]), "/tree/")
+    assert os.getxattr(rootfs / "tree" / "a.txt", "user.note") == b"hello"
+    hello = digest(BuildContext.of_tree(ctx_dir))
+    os.setxattr(ctx_dir / "a.txt", "user.note", b"other")
+    assert digest(BuildContext.of_tree(ctx_dir)) != hello
