@@ -46,10 +46,14 @@ def read_input(context: str, dockerfile: str | None) -> tuple[str, str, Path]:
     return text, shown, path
 
 
-def location(loc) -> dict:
-    """A pb.Location: line ranges only (source 0 and column 0, which Go
-    leaves out as zero values)."""
-    return {"ranges": [{"start": {"line": loc.start}, "end": {"line": loc.end}}]} if loc else {}
+def location(loc, merged: bool = False) -> dict:
+    """A pb.Location as BuildKit writes an instruction's: one range per
+    line (a build error's are `merged` into one), line numbers only (source
+    0 and column 0 are zero values, which Go leaves out)."""
+    if loc is None:
+        return {}
+    spans = [(loc.start, loc.end)] if merged else [(line, line) for line in range(loc.start, loc.end + 1)]
+    return {"ranges": [{"start": {"line": start}, "end": {"line": end}} for start, end in spans]}
 
 
 def source_data(text: str) -> str:

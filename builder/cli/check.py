@@ -116,7 +116,8 @@ def _lint_json(found, shown: str, text: str) -> dict:
     # Go writes the nil slice of a clean file as null.
     body = {"warnings": warnings or None,
             "sources": [{"filename": shown, "data": source_data(text), "language": "Dockerfile"}]}  # fmt: skip
-    errors = [{"message": error.message, "location": location(error.location)} for error in found.errors]
+    errors = [{"message": error.message, "location": location(error.location, merged=True)}
+              for error in found.errors]  # fmt: skip
     if errors:
         body["buildError"] = errors[0]
         body["buildErrors"] = errors

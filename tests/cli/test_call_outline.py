@@ -489,3 +489,39 @@ def test_an_unknown_call_is_a_usage_error(context, call):
     result = run("build", "--call", call, context)
     assert result.exit_code == 1  # pybuild's status for bad flags
     assert "--call" in result.output and "Traceback" not in result.output
+
+
+# Instructions over several lines (a continuation, a heredoc): BuildKit
+# locates them with one range per line. Captured as the fixtures above
+# (--print=outline,format=json, `sources` left out).
+MULTILINE = """\
+# A one
+ARG A=1 \\
+    B=2
+FROM scratch AS s
+# C the c
+ARG C=\\
+${A:-x}
+FROM 127.0.0.1:5099/busybox:latest
+ARG A
+COPY --from=s / /
+RUN --mount=type=secret,id=hd <<EOT
+echo hi
+EOT
+RUN --mount=type=ssh,id=k,required=false true
+"""
+MULTILINE_JSON = (
+    '{"args":[{"name":"A","description":"one","value":"1","location":{"ranges":[{"start":{"line":2},"end"'
+    ':{"line":2}},{"start":{"line":3},"end":{"line":3}}]}},{"name":"C","description":"the c","value":"x",'
+    '"location":{"ranges":[{"start":{"line":6},"end":{"line":6}},{"start":{"line":7},"end":{"line":7}}]}}'
+    '],"secrets":[{"name":"hd","location":{"ranges":[{"start":{"line":11},"end":{"line":11}},{"start":{"l'
+    'ine":12},"end":{"line":12}},{"start":{"line":13},"end":{"line":13}}]}}],"ssh":[{"name":"k","location'
+    '":{"ranges":[{"start":{"line":14},"end":{"line":14}}]}}]}'
+)
+
+
+def test_an_instruction_over_several_lines_has_a_range_per_line(tmp_path):
+    (tmp_path / "Dockerfile").write_text(MULTILINE)
+    found = json.loads(run("build", "--call", "outline,format=json", str(tmp_path)).stdout)
+    assert found.pop("sources") == [base64.b64encode(MULTILINE.encode()).decode()]
+    assert json.dumps(found, separators=(",", ":")) == MULTILINE_JSON

@@ -88,7 +88,7 @@ def test_warnings_found_before_an_error_are_shown_with_it(tmp_path):
     result = run("check", str(tmp_path))
     assert result.exit_code == 1
     assert "Dockerfile:1: [StageNameCasing]" in result.output
-    assert "Dockerfile:2" in result.output and "invalid proto: foo" in result.output
+    assert "Dockerfile:2" in result.output and "Invalid proto: foo" in result.output
     assert "Traceback" not in result.output
 
 
@@ -137,7 +137,7 @@ MANY_WARNINGS = {
 }  # fmt: skip
 MANY_ERRORS = [
     "ERROR: Dockerfile:7: unknown instruction: RUNN (did you mean RUN?)",
-    "ERROR: Dockerfile:11: invalid proto: foo",
+    "ERROR: Dockerfile:11: Invalid proto: foo",
     "ERROR: Dockerfile:17: unexpected key 'foo' in 'foo=bar' (did you mean from?)",
     "ERROR: Dockerfile:20: FROM isn't allowed as an ONBUILD trigger",
     "ERROR: Dockerfile:25: unterminated heredoc",
@@ -254,3 +254,15 @@ def test_json_of_a_clean_file_has_null_warnings(tmp_path):
     assert json.loads(result.stdout) == {"warnings": None, "sources": [
         {"filename": "Dockerfile", "data": base64.b64encode(b'FROM busybox\nCMD ["true"]\n').decode(),
          "language": "Dockerfile"}]}  # fmt: skip
+
+
+def test_json_locates_a_warning_by_line_and_an_error_by_span(tmp_path):
+    # BuildKit: a warning has the instruction's ranges, one per line; the
+    # build error's are merged into one (dockerfile2llb mergeLocations).
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nMAINTAINER \\\n  me\nRUNN \\\n  x\n")
+    body = json.loads(run("check", "--format", "json", str(tmp_path)).stdout)
+    assert [(w["ruleName"], w["location"]) for w in body["warnings"]] == [
+        ("MaintainerDeprecated", {"ranges": [{"start": {"line": 2}, "end": {"line": 2}},
+                                             {"start": {"line": 3}, "end": {"line": 3}}]}),
+    ]  # fmt: skip
+    assert body["buildError"]["location"] == {"ranges": [{"start": {"line": 4}, "end": {"line": 5}}]}
