@@ -68,6 +68,7 @@ from builder.context.patterns import (
 from cache.digest import Digest
 from cache.statcache import StatCache, hash_file
 from frontend.errors import ContextError
+from frontend.lexer import go_quote
 from runtime.errors import RuntimeFailure
 from runtime.fsutil import read_xattrs, resolve_in_root
 
@@ -309,9 +310,9 @@ class BuildContext:
             except (FileNotFoundError, NotADirectoryError):
                 st = None
             if st is None or not stat.S_ISDIR(st.st_mode) or not self._visible(self._rel(path), path, st):
-                return ContextError(f'failed to calculate checksum: "/{cleaned}": not found: '
+                return ContextError(f"failed to calculate checksum: {go_quote('/' + cleaned)}: not found: "
                                     f"lstat /{ancestor}: no such file or directory")
-        return ContextError(f'failed to calculate checksum: "/{cleaned}": not found')
+        return ContextError(f"failed to calculate checksum: {go_quote('/' + cleaned)}: not found")
 
     def _visible(self, rel: str, path: Path, st: os.stat_result) -> bool:
         if not rel or not self._ignore.excluded(rel):
