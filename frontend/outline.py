@@ -16,6 +16,9 @@ RUN --mount flags ask for. It follows dockerfile2llb's outline capture:
   stage declared later; the target is looked at first, then its base,
   then the stages it copies or mounts from, and the first sight of a name
   wins (so does the first RUN of a stage naming a secret);
+- the ONBUILD triggers of a base stage count in the stage built on it,
+  at its FROM line (BuildKit 0.13 gives them the trigger's own line, 1;
+  later versions, and pybuild's converter, the FROM's);
 - everything is sorted by line.
 
 The Dockerfile is converted first, as for a build of the target, so any
@@ -25,6 +28,7 @@ error a build would report is raised here too. Base images are not pulled
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -32,7 +36,7 @@ from frontend import instructions as ins
 from frontend.convert import convert, platform_args
 from frontend.definition import ImageResolver
 from frontend.errors import Location
-from frontend.instruction_parsing import parse_stages
+from frontend.instruction_parsing import parse_instruction, parse_stages
 from frontend.lexer import Lexer
 from frontend.lint import description
 from frontend.mounts import parse_mount
@@ -119,6 +123,16 @@ class _Stage:
     deps: list[_Stage] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+    def commands(self) -> list[ins.Instruction]:
+        """The stage's instructions after the ONBUILD triggers of its base
+        stage, which the converter puts first, at the stage's FROM line."""
+        if self.base is None:
+            return list(self.stage.commands)
+        at = self.stage.from_.location
+        triggers = [cmd.expression for cmd in self.base.stage.commands if isinstance(cmd, ins.Onbuild)]
+        nodes = [dataclasses.replace(parse(text, at.path).nodes[0], start=at.start, end=at.end) for text in triggers]
+        return [parse_instruction(node, at.path) for node in nodes] + list(self.stage.commands)
+
 
 def outline(
     dockerfile: str,
@@ -151,7 +165,7 @@ def outline(
             by_name[stage.name] = state
     chosen = by_name[target.lower()] if target else states[-1]
     for state in states:
-        for ref in _copied_from(state.stage):
+        for ref in _copied_from(state.commands()):
             source = states[int(ref)] if ref.isdigit() and int(ref) < len(states) else by_name.get(ref.lower())
             if source is not None:
                 state.deps.append(source)
@@ -190,8 +204,8 @@ def _global_args(meta_args, build_args, scope: dict[str, str], lexer: Lexer, com
     return found
 
 
-def _copied_from(stage: ins.Stage):
-    for cmd in stage.commands:
+def _copied_from(commands: list[ins.Instruction]):
+    for cmd in commands:
         if isinstance(cmd, ins.Copy) and cmd.from_:
             yield cmd.from_
         elif isinstance(cmd, ins.Run):
@@ -219,7 +233,7 @@ def _dispatch(state: _Stage, lexer: Lexer, scope: Mapping[str, str], build_args:
     the scope they are expanded in (the base stage's, or an image's PATH)."""
     env = state.env = dict(state.base.env) if state.base else {"PATH": DEFAULT_PATH}
     capture = state.capture
-    for cmd in state.stage.commands:
+    for cmd in state.commands():
         if isinstance(cmd, ins.Env):
             env.update({pair.key: lexer.process_word(pair.value, env) for pair in cmd.pairs})
         elif isinstance(cmd, ins.Arg):

@@ -525,3 +525,35 @@ def test_an_instruction_over_several_lines_has_a_range_per_line(tmp_path):
     found = json.loads(run("build", "--call", "outline,format=json", str(tmp_path)).stdout)
     assert found.pop("sources") == [base64.b64encode(MULTILINE.encode()).decode()]
     assert json.dumps(found, separators=(",", ":")) == MULTILINE_JSON
+
+
+ONBUILD = """\
+FROM 127.0.0.1:5099/busybox AS a
+# OBARG from onbuild
+ONBUILD ARG OBARG=1
+ONBUILD RUN --mount=type=secret,id=ob true
+FROM a AS b
+RUN true
+"""
+# docker buildx build --print=outline . over ONBUILD, captured as above.
+ONBUILD_OUTLINE = (
+    "TARGET: b\n"
+    "\n"
+    "BUILD ARG   VALUE   DESCRIPTION\n"
+    "OBARG       1       \n"
+    "\n"
+    "SECRET   REQUIRED\n"
+    "ob       \n"
+    "\n"
+)
+
+
+def test_the_onbuild_triggers_of_a_base_stage_count_at_the_from(tmp_path):
+    (tmp_path / "Dockerfile").write_text(ONBUILD)
+    assert run("build", "--call", "outline", str(tmp_path)).stdout == ONBUILD_OUTLINE
+    found = json.loads(run("build", "--call", "outline,format=json", str(tmp_path)).stdout)
+    # BuildKit 0.13 says line 1 (the trigger's line in its own text); later
+    # BuildKit and pybuild's converter put a trigger at the FROM it runs at.
+    lines = [item["location"]["ranges"] for item in found["args"] + found["secrets"]]
+    assert lines == [[{"start": {"line": 5}, "end": {"line": 5}}]] * 2
+    assert run("build", "--call", "outline", "--target", "a", str(tmp_path)).stdout == "TARGET: a\n\n"
