@@ -104,7 +104,7 @@ class _Capture:
     """dockerfile2llb's outlineCapture of one stage."""
 
     args: dict[str, _ArgInfo]
-    used: dict[str, None]  # a dict for its order: ties sort as declared
+    used: dict[str, None]
     secrets: dict[str, Secret] = field(default_factory=dict)
     ssh: dict[str, Secret] = field(default_factory=dict)
 
@@ -144,12 +144,12 @@ def outline(
     platform: Platform = Platform(),
 ) -> Outline:
     convert(dockerfile, path=path, build_args=build_args, target=target, platform=platform,
-            build_platform=platform, resolve_image=resolve_image)
+            resolve_image=resolve_image)
     parsed = parse(dockerfile, path)
     meta_args, stages = parse_stages(parsed)
     comments = {node.start: node.comments for node in parsed.nodes}
     lexer = Lexer(parsed.escape)
-    scope = platform_args(platform, platform)
+    scope = platform_args(platform, Platform())  # the build platform, as convert's default
     global_args = _global_args(meta_args, build_args, scope, lexer, comments)
     states: list[_Stage] = []
     by_name: dict[str, _Stage] = {}
@@ -273,7 +273,8 @@ def _used_args(capture: _Capture) -> list[Arg]:
         capture.used[key] = None
         info = capture.args.get(key)
         todo += [dep for dep in sorted(info.deps) if dep not in capture.used] if info else []
-    return [capture.args[key].arg for key in capture.used if key in capture.args]
+    # In declaration order: `ARG A B` on one line lists A first.
+    return [info.arg for key, info in capture.args.items() if key in capture.used]
 
 
 def _walk(state: _Stage, items, visited: set[str]) -> list:

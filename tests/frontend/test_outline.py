@@ -5,6 +5,7 @@ import pytest
 
 from frontend.check import no_image
 from frontend.errors import DockerfileError
+from frontend.ops import Platform
 from frontend.outline import outline, targets
 
 
@@ -44,3 +45,9 @@ def test_targets_need_the_parser_only_and_report_its_errors():
     assert [(t.name, t.default, t.base) for t in listed] == [("a", False, "busybox"), ("", True, "a")]
     with pytest.raises(DockerfileError, match="unknown instruction: RUNN"):
         targets("FROM busybox\nRUNN x\n")
+
+
+def test_platform_args_take_the_target_and_the_build_platform():
+    text = "ARG T=$TARGETARCH B=$BUILDARCH\nFROM busybox:$T-$B\n"
+    found = args(text, platform=Platform(architecture="arm64"))
+    assert found == [("T", "arm64", 1), ("B", "amd64", 1)]
