@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from compat.cases import Inputs
 from compat.layers import Base, image_record, layout_reader
+from fixtures.docker26 import ran_steps, rawjson_statuses
 from fixtures.pybuild import pybuild_env
 
 BASE_NAME = "busybox"
@@ -26,6 +28,8 @@ _DOCKER_LINE = re.compile(r"^(?:\S*Dockerfile):(\d+)$", re.M)
 _PYBUILD_LINE = re.compile(r"Dockerfile:(\d+)")
 # BuildKit names the context's snapshot by random ids in some messages.
 _RANDOM_REF = re.compile(r"failed to calculate checksum of ref [^ ]+?::[a-z0-9]+: ")
+# A Dockerfile step's progress name: "[2/4] COPY a /", "[deps 1/2] RUN ...".
+_STEP_NAME = re.compile(r"^\[(?:(\S+) )?\d+/\d+\] (.*)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,24 @@ class BaseImage:
     base: Base
 
 
-def _common_args(inputs: Inputs, base_ref: str) -> list[str]:
+@dataclass(frozen=True)
+class DockerClient:
+    """How to run docker's client against the oracle (as fixtures.docker26.Docker26 has it)."""
+
+    argv: list
+    env: dict
+
+
+@dataclass(frozen=True)
+class Flags:
+    """A build's flags beyond the case's own: a rebuild's (compat.rebuilds)."""
+
+    no_cache: bool = False
+    no_cache_filter: str = ""
+    steps: bool = False  # also report which steps ran ("ran"), read from --progress rawjson
+
+
+def _common_args(inputs: Inputs, base_ref: str, flags: Flags) -> list[str]:
     args = ["-f", str(inputs.dockerfile), "--build-context", f"{BASE_NAME}=docker-image://{base_ref}"]
     for name, folder in inputs.build_contexts.items():
         args += ["--build-context", f"{name}={folder}"]
@@ -44,23 +65,46 @@ def _common_args(inputs: Inputs, base_ref: str) -> list[str]:
         args += ["--build-arg", f"{key}={value}"]
     if inputs.target:
         args += ["--target", inputs.target]
+    if flags.no_cache:
+        args.append("--no-cache")
+    if flags.no_cache_filter:
+        args += ["--no-cache-filter", flags.no_cache_filter]
     return args
 
 
-def pybuild_record(inputs: Inputs, image: BaseImage, root: Path, work: Path) -> dict:
+def pybuild_record(inputs: Inputs, image: BaseImage, root: Path, work: Path, flags: Flags = Flags()) -> dict:
     """Build with this tree's pybuild CLI into an OCI layout under `work`,
-    the store at `root` (shared by cases: a cache hit must give the same
-    image)."""
+    the store at `root`."""
     out = work / "pybuild-oci"
+    shutil.rmtree(out, ignore_errors=True)
     argv = [sys.executable, "-m", "builder.cli", "build", "--root", str(root),
-            *_common_args(inputs, image.ref), "-o", f"type=oci,dest={out},tar=false", str(inputs.context)]
+            "--progress", "rawjson" if flags.steps else "plain",
+            *_common_args(inputs, image.ref, flags), "-o", f"type=oci,dest={out},tar=false", str(inputs.context)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=pybuild_env(work),
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         found = _PYBUILD_LINE.findall(done.stderr)
         return {"error": {"message": done.stderr.strip(), "line": int(found[0]) if found else None},
                 "exit": done.returncode, "traceback": "Traceback (most recent call last)" in done.stderr}
-    return {"image": image_record(layout_reader(out), image.base)}
+    record = {"image": image_record(layout_reader(out), image.base)}
+    if flags.steps:
+        record["ran"] = steps_that_ran(done.stderr)
+    return record
+
+
+def steps_that_ran(progress: str) -> list[str]:
+    """The Dockerfile steps a --progress rawjson stream shows run (not
+    cached), as "INSTRUCTION" or "STAGE: INSTRUCTION" for a named stage,
+    FROM left out: the two builders number steps differently (BuildKit
+    counts a FROM of a named context out), so the numbers are left out."""
+    names = set()
+    for status in ran_steps(rawjson_statuses(progress)).values():
+        found = _STEP_NAME.match(status["name"])
+        # BuildKit shows FROM of a named context as the context's vertex, not a step.
+        if found and not found.group(2).startswith("FROM "):
+            stage, text = found.groups()
+            names.add(text if stage is None or re.fullmatch(r"stage-\d+", stage) else f"{stage}: {text}")
+    return sorted(names)
 
 
 def docker_error(output: str) -> dict:
@@ -71,23 +115,35 @@ def docker_error(output: str) -> dict:
     return {"message": message, "line": int(found[-1]) if found else None}
 
 
-def docker_record(inputs: Inputs, image: BaseImage, docker_argv: list[str], env: dict, work: Path) -> dict:
+def docker_record(inputs: Inputs, image: BaseImage, docker, work: Path, flags: Flags = Flags()) -> dict:
     """Build with docker 26 (buildx, loaded into the daemon), `docker save`
-    the image, remove it from the daemon."""
+    the image, remove it from the daemon. `docker` has the client's `argv`
+    and `env` (a fixtures.docker26.Docker26, or record.py's)."""
     iidfile = work / "docker-iid"
-    argv = [*docker_argv, "buildx", "build", "--network", "host", "--progress", "plain", "--load",
-            "--iidfile", str(iidfile), *_common_args(inputs, image.ref), str(inputs.context)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+    iidfile.unlink(missing_ok=True)
+    argv = [*docker.argv, "buildx", "build", "--network", "host", "--load", "--iidfile", str(iidfile),
+            "--progress", "rawjson" if flags.steps else "plain",
+            *_common_args(inputs, image.ref, flags), str(inputs.context)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=docker.env,
+                          stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         return {"error": docker_error(done.stderr)}
     image_id = iidfile.read_text().strip()
     saved = work / "docker-save.tar"
     try:
-        _docker(docker_argv, env, "save", "-o", str(saved), image_id)
-        return {"image": image_record(layout_reader(saved), image.base)}
+        _docker(docker.argv, docker.env, "save", "-o", str(saved), image_id)
+        record = {"image": image_record(layout_reader(saved), image.base)}
     finally:
-        _docker(docker_argv, env, "rmi", "--force", image_id)
+        _docker(docker.argv, docker.env, "rmi", "--force", image_id)
         saved.unlink(missing_ok=True)
+    if flags.steps:
+        record["ran"] = steps_that_ran(done.stderr)
+    return record
+
+
+def docker_prune(docker) -> None:
+    """Empty docker's build cache: a rebuild's cache hits must be the case's own."""
+    _docker(docker.argv, docker.env, "builder", "prune", "--all", "--force")
 
 
 def _docker(docker_argv: list[str], env: dict, *args: str) -> str:

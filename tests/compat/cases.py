@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "testdata" / "compat"
 # Every context file's mtime before setup.py runs: git keeps none.
 CONTEXT_MTIME = 1_609_459_200  # 2021-01-01T00:00:00Z
-CASE_KEYS = {"args", "target", "build_contexts", "error_key", "judge", "note", "xfail"}
+CASE_KEYS = {"args", "target", "build_contexts", "error_key", "judge", "note", "known_differences", "rebuilds"}
 JUDGES = ("docker26", "reference")
 
 
@@ -32,7 +32,9 @@ class Case:
     error_key: str | None = None
     judge: str = "docker26"
     note: str = ""
-    xfail: str = ""  # a known difference of pybuild's, until fixed (strict: a fix must drop it)
+    rebuilds: list = field(default_factory=list)  # compat.rebuilds
+    # what differs -> why, for differences of pybuild's not fixed yet (compat.compare's keys)
+    known_differences: dict = field(default_factory=dict)
 
     @property
     def expected_path(self) -> Path:

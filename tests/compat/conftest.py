@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from compat.builders import base_image, pybuild_record
-from compat.cases import prepare
+from compat.builders import base_image
+from compat.rebuilds import pybuild_case
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +19,10 @@ def compat_base(busybox_image):
 
 @pytest.fixture(scope="session")
 def compat_pybuild(compat_base, tmp_path_factory):
-    """case -> pybuild's record of it. One root for all cases: a cache hit
-    must give what a fresh build gives, so sharing hides nothing a record
-    shows, and it spares every case the base image's extraction."""
+    """case -> pybuild's record of it. One root for all cases but those with
+    rebuilds: a cache hit must give what a fresh build gives, so sharing
+    hides nothing a record shows, and it spares every case the base
+    image's extraction."""
     top = tmp_path_factory.mktemp("compat")
     root = top / "root"
     records = {}
@@ -30,7 +31,7 @@ def compat_pybuild(compat_base, tmp_path_factory):
         if case.name not in records:
             work = top / case.name
             try:
-                records[case.name] = pybuild_record(prepare(case, work), compat_base, root, work)
+                records[case.name] = pybuild_case(case, compat_base, root, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         return records[case.name]

@@ -33,9 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compat.builders import (BaseImage, GraphDriverDaemon, base_image, buildx_config, docker_record,  # noqa: E402
-                             docker_version, scratch)
-from compat.cases import CASES, Case, CaseError, all_cases, load_case, prepare  # noqa: E402
+from compat.builders import (BaseImage, DockerClient, GraphDriverDaemon, base_image, buildx_config,  # noqa: E402
+                             docker_prune, docker_version, scratch)
+from compat.cases import CASES, Case, CaseError, all_cases, load_case  # noqa: E402
+from compat.rebuilds import docker_case  # noqa: E402
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -66,7 +67,7 @@ def _private_base(stack: ExitStack) -> str:
     return ref
 
 
-def _docker(stack: ExitStack, host: str | None) -> tuple[list[str], dict]:
+def _docker(stack: ExitStack, host: str | None) -> DockerClient:
     from fixtures.docker26 import API_VERSION, CLIENT, start_docker26, stop_docker26
     from fixtures.tools import TRIXIE_TOOLS
     prefix = os.environ.get("PYBUILD_TRIXIE_PREFIX", "/opt/pybuild-trixie")
@@ -74,20 +75,20 @@ def _docker(stack: ExitStack, host: str | None) -> tuple[list[str], dict]:
         daemon = start_docker26(os.path.join(prefix, TRIXIE_TOOLS["dockerd26"]),
                                 os.path.join(prefix, TRIXIE_TOOLS["buildx"]))
         stack.callback(stop_docker26, daemon)
-        return daemon.argv, daemon.env
+        return DockerClient(daemon.argv, daemon.env)
     config = scratch("pb-compat-dcfg-")
     stack.callback(shutil.rmtree, config, ignore_errors=True)
     env = {**os.environ, "DOCKER_API_VERSION": API_VERSION, "DOCKER_BUILDKIT": "1",
            "DOCKER_CONFIG": str(buildx_config(config))}
     env.pop("DOCKER_HOST", None)
-    return [CLIENT, "-H", host], env
+    return DockerClient([CLIENT, "-H", host], env)
 
 
-def record_case(case: Case, image: BaseImage, docker_argv: list[str], env: dict, oracle: str) -> str | None:
+def record_case(case: Case, image: BaseImage, docker: DockerClient, oracle: str) -> str | None:
     """Write the case's expected.json; the reason when it cannot."""
     work = scratch("pb-compat-rec-")
     try:
-        result = docker_record(prepare(case, work), image, docker_argv, env, work)
+        result = docker_case(case, image, docker, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if "error" in result:
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     with ExitStack() as stack:
         image = base_image(options.base or _private_base(stack))
-        docker_argv, env = _docker(stack, options.docker_host)
+        docker = _docker(stack, options.docker_host)
         try:
-            oracle = docker_version(docker_argv, env)
+            oracle = docker_version(docker.argv, docker.env)
         except GraphDriverDaemon as exc:
             print(f"record.py: {exc}", file=sys.stderr)
             return 1
@@ -123,16 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             if case.judge != "docker26":
                 print(f"{case.name}: judged by the reference, expected.json written by hand: left alone")
                 continue
-            problem = record_case(case, image, docker_argv, env, oracle)
+            problem = record_case(case, image, docker, oracle)
             failed += problem is not None
             print(f"{case.name}: {problem or 'recorded'}", file=sys.stderr if problem else sys.stdout)
-        stack.callback(_docker_prune, docker_argv, env)
+        stack.callback(docker_prune, docker)
     return 1 if failed else 0
-
-
-def _docker_prune(docker_argv: list[str], env: dict) -> None:
-    import subprocess
-    subprocess.run([*docker_argv, "builder", "prune", "--force"], env=env, capture_output=True, timeout=300)
 
 
 if __name__ == "__main__":
