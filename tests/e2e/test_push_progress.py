@@ -24,7 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from builder.registry.auth import no_credentials
+from builder.registry.client import RegistryClient
+from builder.registry.pushing import BlobState, PushProgress, reporting_to
+from builder.registry.reference import Reference
 from builder.solver.tasks import human_size
+from fixtures.images import make_image
 from fixtures.pybuild import pybuild_env
 from fixtures.tools import require_tools
 
@@ -248,3 +253,93 @@ def test_layers_the_registry_has_show_done_without_bytes(work, registry):
     sent = [s for _, event in _rawjson(first) for s in event.get("statuses", [])
             if s["id"].startswith("pushing layer ") and "completed" in s]
     assert max(s["current"] for s in sent) == big_layer(manifest)["size"]
+
+
+def test_index_push_shows_every_platforms_layers_then_the_index(busybox_index, registry, tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "hello").write_bytes(os.urandom(4096))
+    (context / "Dockerfile").write_text(f"FROM {busybox_index.ref}\nCOPY hello /hello\n")
+    name = f"{registry.host}/progress/index:1"
+    built = watch(tmp_path, "build", "--progress=rawjson", "--platform", "linux/amd64,linux/arm64", "--push",
+                  "-t", name, str(context))
+    assert built.returncode == 0, built.stderr
+    index_digest, _ = registry_manifest(name)
+    index = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{name}"],
+                                      check=True, capture_output=True, timeout=60).stdout)
+    layers = set()
+    for entry in index["manifests"]:  # the platforms' images and their attestation manifests
+        child = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                                f"docker://{name.rsplit(':', 1)[0]}@{entry['digest']}"],
+                               check=True, capture_output=True, timeout=60).stdout
+        layers |= {layer["digest"][7:19] for layer in json.loads(child)["layers"]}
+    statuses = [s for _, event in _rawjson(built) for s in event.get("statuses", [])]
+    done = {s["id"] for s in statuses if "completed" in s}
+    assert {f"pushing layer {short}" for short in layers} <= done
+    assert {s["id"] for s in statuses if s["id"].startswith("pushing layer ")} == {
+        f"pushing layer {short}" for short in layers}
+    # The layers of both platforms before any manifest, as BuildKit's `pushing layers`.
+    order = [s["id"] for s in statuses if "completed" in s]
+    assert order.index("pushing layers") > max(order.index(f"pushing layer {short}") for short in layers)
+    assert f"pushing manifest for {name}@{index_digest}" in done
+
+
+def test_a_refused_push_is_an_error_of_its_step_and_one_line(work, fault_proxy):
+    name = f"{fault_proxy.host}/progress/refused:1"
+    assert watch(work.path, "tag", "big", name).returncode == 0
+    fault_proxy.fail_next(403, times=50)
+    pushed = watch(work.path, "push", "--progress=plain", name)
+    assert pushed.returncode == 1
+    text = pushed.stderr
+    step = re.search(r"^#(\d+) pushing " + re.escape(name) + "$", text, re.MULTILINE)
+    assert step, text
+    assert re.search(rf"^#{step.group(1)} ERROR: .*denied", text, re.MULTILINE), text
+    assert text.splitlines()[-1].startswith("ERROR: ") and "Traceback" not in text
+    assert f"#{step.group(1)} DONE" not in text
+
+
+class Recorded(PushProgress):
+    def __init__(self):
+        self.events: list[tuple[str, int, BlobState]] = []
+        self.blobs_done = 0
+
+    def blob(self, desc, sent, state):
+        self.events.append((str(desc.digest), sent, state))
+
+    def blobs_pushed(self):
+        self.blobs_done += 1
+
+
+def test_chunked_upload_reports_its_offset_across_chunks(store, fault_proxy):
+    fault_proxy.faults.throttle_bytes_per_second = RATE
+    image = make_image(store, [{"random": os.urandom(3 << 20)}])
+    layer = image.layers[0]
+    client = RegistryClient(store, auth=no_credentials, chunk_size=1 << 20)
+    recorded = Recorded()
+    with reporting_to(recorded):
+        client.push(Reference.parse(f"{fault_proxy.host}/progress/chunked:1"), image)
+    client.push(Reference.parse(f"{fault_proxy.host}/progress/unseen:1"), image)  # outside the block
+    mine = [(sent, state) for digest, sent, state in recorded.events if digest == str(layer.digest)]
+    sending = [sent for sent, state in mine if state is BlobState.SENDING]
+    assert sending == sorted(sending) and sending[0] == 0 and max(sending) == layer.size
+    # Each chunk's end is reported: the offset carries across PATCH requests.
+    boundaries = {n << 20 for n in range(1, (layer.size >> 20) + 1) if n << 20 < layer.size}
+    assert len(boundaries) == 3
+    assert boundaries <= set(sending)
+    assert mine[-1] == (layer.size, BlobState.PUSHED)
+    assert recorded.blobs_done == 1
+    assert len([path for method, path, _ in fault_proxy.requests if method == "PATCH"]) >= 2 * 4
+
+
+def test_a_mounted_blob_is_reported_as_sent_nothing(store, busybox_image, fault_proxy):
+    client = RegistryClient(store, auth=no_credentials)
+    resolved = client.resolve(Reference.parse(f"{fault_proxy.host}/busybox:latest"))
+    for layer in resolved.layers:
+        client.fetch_blob(resolved.ref, layer)
+    recorded = Recorded()
+    with reporting_to(recorded):
+        client.push(Reference.parse(f"{fault_proxy.host}/progress/mounted-{os.urandom(4).hex()}:1"),
+                    resolved.image)
+    states = {digest: state for digest, _, state in recorded.events}
+    assert states[str(resolved.layers[0].digest)] is BlobState.MOUNTED
+    assert all(sent == 0 for digest, sent, _ in recorded.events if digest == str(resolved.layers[0].digest))
