@@ -14,6 +14,7 @@ block (with the upload threads it starts) is the one shown.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -69,17 +70,25 @@ def reporting_to(progress: PushProgress):
         _shown.reset(token)
 
 
+class PushStopped(Exception):
+    """An upload abandoned mid-body: another blob of the push failed, or
+    the push was interrupted. urllib3 closes the connection it cut."""
+
+
 class UploadBody:
     """A request body: `length` bytes of `source` (an open file or bytes)
     from `offset`, given out in pieces of UPLOAD_PIECE, calling
-    `report(sent)` after a piece is sent when REPORT_INTERVAL has passed.
+    `report(sent)` after a piece is sent when REPORT_INTERVAL has passed,
+    and stopping (PushStopped) before a piece once `stop` is set.
 
     An iterable with a length: requests sends it with that Content-Length
     and urllib3 passes each piece to one sendall. Iterating starts again
     from `offset`, as a retry or a redirect needs."""
 
-    def __init__(self, source, offset: int, length: int, report: Callable[[int], None]):
+    def __init__(self, source, offset: int, length: int, report: Callable[[int], None],
+                 stop: threading.Event | None = None):
         self._source, self._offset, self._length, self._report = source, offset, length, report
+        self._stop = stop or threading.Event()
 
     def __len__(self) -> int:
         return self._length
@@ -87,6 +96,8 @@ class UploadBody:
     def __iter__(self) -> Iterator[bytes]:
         sent, last = 0, time.monotonic()
         for piece in self._pieces():
+            if self._stop.is_set():
+                raise PushStopped("upload stopped")
             yield piece
             sent += len(piece)
             now = time.monotonic()
@@ -125,11 +136,13 @@ class PushMethods:
                 return False
             raise self._auth.refused(resp, f"failed to check {digest} in {ref.name}", ref)
 
-    def push_blob(self, ref: Reference, desc: Descriptor, progress: PushProgress | None = None) -> None:
+    def push_blob(self, ref: Reference, desc: Descriptor, progress: PushProgress | None = None,
+                  stop: threading.Event | None = None) -> None:
         """Make sure the registry has one blob of our store under `ref`'s
         repository: present already, mounted from the repository we pulled it
         from, or uploaded. Uploads are not idempotent mid-way, so a transient
-        failure restarts the whole upload, a bounded number of times."""
+        failure restarts the whole upload, a bounded number of times; `stop`
+        set abandons an upload between two pieces (PushStopped)."""
         progress = progress or PushProgress()
         if not self._store.has(desc.digest):
             raise RegistryError(f"cannot push {desc.digest} to {ref.name}: blob not in the local store")
@@ -140,7 +153,7 @@ class PushMethods:
         attempt = 0
         while True:
             try:
-                state = self._upload_blob(ref, desc, progress)
+                state = self._upload_blob(ref, desc, progress, stop)
                 progress.blob(desc, desc.size if state is BlobState.PUSHED else 0, state)
                 return
             except RegistryError as exc:
@@ -149,7 +162,8 @@ class PushMethods:
                 self._sleep_before_retry(attempt)
                 attempt += 1
 
-    def _upload_blob(self, ref: Reference, desc: Descriptor, progress: PushProgress) -> BlobState:
+    def _upload_blob(self, ref: Reference, desc: Descriptor, progress: PushProgress,
+                     stop: threading.Event | None) -> BlobState:
         what = f"failed to push {desc.digest} to {ref.name}"
         base = self._base(ref)
         uploads = f"{base}{ref.repository}/blobs/uploads/"
@@ -169,12 +183,13 @@ class PushMethods:
         progress.blob(desc, 0, BlobState.SENDING)
         if desc.size <= self._chunk_size:
             with self._store.open(desc.digest) as blob:
-                body = UploadBody(blob, 0, desc.size, lambda sent: progress.blob(desc, sent, BlobState.SENDING))
+                body = UploadBody(blob, 0, desc.size, lambda sent: progress.blob(desc, sent, BlobState.SENDING),
+                                  stop)
                 resp = self._request("PUT", ref, with_query(location, digest=str(desc.digest)), scopes,
                                      headers={"Content-Type": "application/octet-stream"},
                                      body=lambda: body, retry=False)
         else:
-            location = self._upload_chunks(ref, desc, location, scopes, what, progress)
+            location = self._upload_chunks(ref, desc, location, scopes, what, progress, stop)
             resp = self._request("PUT", ref, with_query(location, digest=str(desc.digest)), scopes,
                                  headers={"Content-Length": "0"}, retry=False)
         with resp:
@@ -190,13 +205,14 @@ class PushMethods:
             raise RegistryError(f"{what}: the registry sent an invalid upload location: {exc}") from None
 
     def _upload_chunks(self, ref: Reference, desc: Descriptor, location: str, scopes: tuple[str, ...],
-                       what: str, progress: PushProgress) -> str:
+                       what: str, progress: PushProgress, stop: threading.Event | None) -> str:
         with self._store.open(desc.digest) as blob:
             offset = 0
             while chunk := blob.read(self._chunk_size):
                 end = offset + len(chunk) - 1
                 body = UploadBody(chunk, 0, len(chunk),
-                                  lambda sent, before=offset: progress.blob(desc, before + sent, BlobState.SENDING))
+                                  lambda sent, before=offset: progress.blob(desc, before + sent, BlobState.SENDING),
+                                  stop)
                 resp = self._request("PATCH", ref, location, scopes, body=lambda: body, retry=False,
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Range": f"{offset}-{end}",
@@ -231,11 +247,17 @@ class PushMethods:
         """Each distinct blob, in parallel (bounded)."""
         progress = _shown.get()  # the pool's threads do not see this thread's context
         unique = {desc.digest: desc for desc in blobs}
+        stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self._parallel, thread_name_prefix="push")
         try:
-            futures = [pool.submit(self.push_blob, ref, desc, progress) for desc in unique.values()]
+            futures = [pool.submit(self.push_blob, ref, desc, progress, stop) for desc in unique.values()]
             for future in futures:
                 future.result()
+        except BaseException:
+            # A failure or an interrupt: uploads under way stop at their next
+            # piece instead of sending the rest of a large layer first.
+            stop.set()
+            raise
         finally:
             # After the first failure, start no further upload.
             pool.shutdown(wait=True, cancel_futures=True)

@@ -48,8 +48,9 @@ _PLAIN_WAIT = 5.0
 
 def _is_cancel(error: BaseException) -> bool:
     # Names, not imports: the solver's Cancelled and the runtime's
-    # ExecCancelled both mean "stopped because the build is ending".
-    return type(error).__name__ in ("Cancelled", "ExecCancelled")
+    # ExecCancelled both mean "stopped because the build is ending", as
+    # SIGINT or SIGTERM does to a task (builder.cli.guard.Interrupted).
+    return isinstance(error, KeyboardInterrupt) or type(error).__name__ in ("Cancelled", "ExecCancelled")
 
 
 class BuildReporter(Reporter):

@@ -128,3 +128,10 @@ def test_upload_body_gives_its_range_in_pieces_and_reports_as_time_passes(monkey
     assert b"".join(bytes(p) for p in body) == data[7:7 + 2 * UPLOAD_PIECE + 5]
     in_memory = UploadBody(data, UPLOAD_PIECE, UPLOAD_PIECE + 1, reports.append)
     assert [bytes(p) for p in in_memory] == [data[UPLOAD_PIECE:2 * UPLOAD_PIECE], data[2 * UPLOAD_PIECE:][:1]]
+
+
+def test_an_interrupted_task_is_canceled():
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter.task("pushing reg/app:1").end(KeyboardInterrupt(2))
+    assert out.getvalue().splitlines() == ["#1 pushing reg/app:1", "#1 CANCELED", ""]

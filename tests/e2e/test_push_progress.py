@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -343,3 +344,35 @@ def test_a_mounted_blob_is_reported_as_sent_nothing(store, busybox_image, fault_
     states = {digest: state for digest, _, state in recorded.events}
     assert states[str(resolved.layers[0].digest)] is BlobState.MOUNTED
     assert all(sent == 0 for digest, sent, _ in recorded.events if digest == str(resolved.layers[0].digest))
+
+
+def test_an_interrupted_push_stops_its_uploads_and_shows_canceled(work, fault_proxy):
+    """SIGINT while the big layer crawls up at 1 MiB/s: the upload stops at
+    its next piece rather than sending the other ~10 s of it first."""
+    fault_proxy.faults.throttle_bytes_per_second = 1 << 20
+    name = f"{fault_proxy.host}/progress/interrupted:1"
+    assert watch(work.path, "tag", "big", name).returncode == 0
+    process = subprocess.Popen(["pybuild", "push", "--progress=plain", name, "--root", str(work.path / "root")],
+                               cwd=work.path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=pybuild_env(work.path))
+    killer = threading.Timer(120, process.kill)
+    killer.start()
+    try:
+        lines = []
+        for raw in iter(process.stderr.readline, b""):
+            lines.append(raw.decode())
+            if re.match(r"^#\d+ pushing layer [0-9a-f]{12} [1-9][\d.]*MB / 1\d\.\d+MB", lines[-1]):
+                break  # the big layer is on its way
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        lines += [raw.decode() for raw in iter(process.stderr.readline, b"")]
+        process.wait()
+        took = time.monotonic() - interrupted
+    finally:
+        killer.cancel()
+        process.stdout.close()
+        process.stderr.close()
+    text = "".join(lines)
+    assert process.returncode == 130, text
+    assert took < 4, text  # the rest of the layer would take ~10 s
+    assert re.search(r"^#\d+ CANCELED$", text, re.MULTILINE) and text.splitlines()[-1] == "ERROR: interrupted"
