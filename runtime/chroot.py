@@ -63,10 +63,12 @@ _PROBE_TIMEOUT = 30.0
 
 # Without mounts: the devices the other executors bind from the host (the
 # runtime-spec's default devices but ptmx, which needs a devpts), made
-# with mknod; the mount points made for them otherwise.
+# with mknod; the mount points made for them otherwise. /proc and /sys are
+# made as the other executors make them (they stay in the layer), though
+# nothing is mounted there.
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-_UNMOUNTED_TARGETS = (("/dev", "kernel"), ("/dev/shm", "tmpfs"), ("/etc/hosts", "file"),
-                      ("/etc/resolv.conf", "file"))
+_UNMOUNTED_TARGETS = (("/proc", "kernel"), ("/sys", "kernel"), ("/dev", "kernel"), ("/dev/shm", "tmpfs"),
+                      ("/etc/hosts", "file"), ("/etc/resolv.conf", "file"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -116,27 +116,27 @@ def make_workdir(rootfs: Path, cwd: str, uid: int, gid: int) -> None:
 def mount_targets(spec: ExecSpec) -> list[tuple[str, str]]:
     """Every path either executor mounts over inside the rootfs, with what
     goes there: "kernel" (proc, sysfs, the /dev tmpfs: a real directory
-    only), "tmpfs", or a bind's "dir" or "file"."""
-    targets = [("/" + name, "kernel") for name, _, _ in KERNEL_MOUNTS]
-    targets += [("/etc/hosts", "file"), ("/etc/resolv.conf", "file")]
+    only), "tmpfs", or a bind's "dir" or "file". The kernel's come last:
+    missing_paths keeps what it makes for them, but for what a mount of
+    the step made first, as BuildKit removes a /dev it made for a heredoc
+    run from /dev/pipes/ (testdata/compat/run-heredoc-minimal-dev)."""
+    targets = []
     for mount in spec.mounts:
         if isinstance(mount, BindMount):
             targets.append((mount.target, "dir" if os.path.isdir(mount.source) else "file"))
         else:
             targets.append((mount.target, "tmpfs"))
-    return targets
+    targets += [("/etc/hosts", "file"), ("/etc/resolv.conf", "file")]
+    return targets + [("/" + name, "kernel") for name, _, _ in KERNEL_MOUNTS]
 
 
 @dataclass(frozen=True)
 class Stubs:
-    """The mount points made in a rootfs for a run, parents first, each by
-    image path and inode, and the times of the existing directories they
-    were made in (restored when the stubs go, so that an untouched /etc is
-    not part of the step's layer, as in BuildKit)."""
+    """The mount points made in a rootfs for a run that go after it,
+    parents first, each by image path and inode."""
 
     rootfs: str
     made: tuple[tuple[str, int, int], ...]  # (image path, st_dev, st_ino)
-    parent_times: tuple[tuple[str, int, int, int, int], ...]  # (image path, dev, ino, atime_ns, mtime_ns)
 
 
 def missing_paths(rootfs: Path, targets: Iterable[tuple[str, str]]) -> Stubs:
@@ -145,7 +145,15 @@ def missing_paths(rootfs: Path, targets: Iterable[tuple[str, str]]) -> Stubs:
     file, a tmpfs's directory 1777 (runc gives a tmpfs the mode of the
     directory it covers, and a fresh tmpfs is 1777). remove_stubs removes
     them after the run (BuildKit's MountStubsCleaner): a RUN with a bind on
-    /run/x must not leave an empty /run/x in its layer.
+    /run/x must not leave an empty /run/x in its layer. The directories
+    they were made in keep the time of that change, as in BuildKit 0.13:
+    its differ, as runtime.prune, leaves out a directory whose mtime is all
+    that changed, but one with a change below it (RUN echo >> /etc/passwd
+    in an image without /etc/hosts) is in the layer with that time.
+
+    /proc, /sys and /dev are made when missing and stay, as runc leaves
+    them: BuildKit 0.13's RUN on a rootfs without them adds the three empty
+    directories to its layer (testdata/compat/run-rootfs-dirs-missing).
 
     Targets resolve inside the rootfs (a dangling symlink to what it points
     at). /proc, /sys or /dev that is not a real directory fails the run, as
@@ -159,20 +167,19 @@ def missing_paths(rootfs: Path, targets: Iterable[tuple[str, str]]) -> Stubs:
     if unrunnable:
         raise SandboxFailed(unrunnable)
     made: list[tuple[str, int, int]] = []
-    times: dict[str, tuple[str, int, int, int, int]] = {}
     with Tree(rootfs) as tree:
         try:
             for target, kind in targets:
                 if kind == "kernel":
                     _check_kernel_dir(tree, target)
                 try:
-                    _make_stub(tree, tree.join(target), kind, made, times)
+                    _make_stub(tree, tree.join(target), kind, [] if kind == "kernel" else made)
                 except OSError:
                     continue
         except BaseException:
-            _remove_made(tree, made, times.values())
+            _remove_made(tree, made)
             raise
-    return Stubs(str(rootfs), tuple(made), tuple(times.values()))
+    return Stubs(str(rootfs), tuple(made))
 
 
 def _check_kernel_dir(tree: Tree, target: str) -> None:
@@ -183,10 +190,9 @@ def _check_kernel_dir(tree: Tree, target: str) -> None:
         raise SandboxFailed(not_ordinary_directory(name, source, fstype))
 
 
-def _make_stub(tree: Tree, path: str, kind: str, made: list, times: dict) -> None:
+def _make_stub(tree: Tree, path: str, kind: str, made: list) -> None:
     """mkdir -p of `path` (already resolved: no symlink on the way), its
-    last component as `kind` needs; each thing made is recorded in `made`,
-    and the times of the existing directory the first was made in."""
+    last component as `kind` needs; each thing made is recorded in `made`."""
     parts = [part for part in path.split("/") if part]
     for depth in range(1, len(parts) + 1):
         here = "/" + "/".join(parts[:depth])
@@ -194,10 +200,6 @@ def _make_stub(tree: Tree, path: str, kind: str, made: list, times: dict) -> Non
             continue
         parent_fd, name = tree.parent(here)
         try:
-            above = posixpath.dirname(here)
-            if above not in times and not any(item[0] == above for item in made):
-                st = os.fstat(parent_fd)
-                times[above] = (above, st.st_dev, st.st_ino, st.st_atime_ns, st.st_mtime_ns)
             last = depth == len(parts)
             if last and kind == "file":
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755,
@@ -227,11 +229,10 @@ def remove_stubs(stubs: Stubs) -> None:
     except OSError:
         return  # the rootfs is gone: so are its stubs
     with tree:
-        _remove_made(tree, stubs.made, stubs.parent_times)
+        _remove_made(tree, stubs.made)
 
 
-def _remove_made(tree: Tree, made: Iterable[tuple[str, int, int]],
-                 parent_times: Iterable[tuple[str, int, int, int, int]]) -> None:
+def _remove_made(tree: Tree, made: Iterable[tuple[str, int, int]]) -> None:
     for path, dev, ino in reversed(list(made)):
         above, name = posixpath.split(path)
         try:
@@ -250,17 +251,6 @@ def _remove_made(tree: Tree, made: Iterable[tuple[str, int, int]],
             continue  # gone, not empty, or still in use: it belongs to the step now
         finally:
             os.close(parent_fd)
-    for path, dev, ino, atime_ns, mtime_ns in parent_times:
-        try:
-            fd = tree.open_exact(path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue  # removed or replaced by the step: nothing to restore
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (dev, ino):
-                os.utime(fd, ns=(atime_ns, mtime_ns))
-        finally:
-            os.close(fd)
 
 
 # A step's config (its environment, secret env values included) is written

@@ -23,7 +23,7 @@ goes through a name the archive planted:
   and must still be the inode that member made. Its header sets that
   inode's metadata, as docker and containerd do, and never through a
   symlink: a link to a symlink member links the symlink itself, which gets
-  the owner and times, no mode.
+  the owner, no mode and no times.
 """
 
 from __future__ import annotations
@@ -89,9 +89,6 @@ class Unpacker:
         """A member named with `whiteout_prefix`."""
         raise NotImplementedError
 
-    def check_symlink(self, member: tarfile.TarInfo, parts: Parts) -> None:
-        """Raise for a symlink target the policy refuses."""
-
     def unsupported(self, member: tarfile.TarInfo) -> None:
         """An entry type this module does not make."""
         raise self.refuse(member.name, f"unsupported entry type {member.type!r}")
@@ -140,10 +137,8 @@ class Unpacker:
         if kind not in _MADE_TYPES:
             self.unsupported(member)
             return
-        if kind == tarfile.SYMTYPE:
-            if not member.linkname:  # symlink(2) refuses it with ENOENT
-                raise self.refuse(member.name, "symlink with an empty target")
-            self.check_symlink(member, parts)
+        if kind == tarfile.SYMTYPE and not member.linkname:  # symlink(2) refuses it with ENOENT
+            raise self.refuse(member.name, "symlink with an empty target")
         link_target = self.member_parts(member.linkname) if kind == tarfile.LNKTYPE else None
         name = parts[-1]
         if kind == tarfile.DIRTYPE:
@@ -167,10 +162,14 @@ class Unpacker:
             # Whatever holds the name goes first: a link may name itself.
             self.clear(parent_fd, parent_real, name)
             st = self._hardlink(member, link_target, parent_fd, name)
-            # The link's own header sets the inode's metadata (no mode for a
-            # symlink: confine.set_metadata never follows it).
-            confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=member.mode, mtime_ns=mtime,
-                                 xattrs=xattrs, skip_unsupported_xattrs=True)
+            # The link's own header sets the inode's metadata: no mode for a
+            # symlink (confine.set_metadata never follows it), nor times,
+            # which docker's extraction gives a link only when its target
+            # is no symlink (BuildKit 0.13 keeps the symlink's own).
+            linked_symlink = stat.S_ISLNK(st.st_mode)
+            confine.set_metadata(parent_fd, name, uid=uid, gid=gid, mode=member.mode,
+                                 mtime_ns=None if linked_symlink else mtime, xattrs=xattrs,
+                                 skip_unsupported_xattrs=True)
         else:
             mode = None if kind == tarfile.SYMTYPE else member.mode
             if kind == tarfile.SYMTYPE:

@@ -9,17 +9,21 @@ mechanism base layers use too: every operation relative to directory fds,
 metadata never through a name the archive planted), with ADD's policy:
 - a name that climbs out (`../x`, `a/../../x`) refuses the whole archive, as
   docker's "breakout" check does; a leading `/` is dropped (tar convention);
-- a symlink whose relative target climbs out of the destination is refused;
-  absolute targets are kept, they mean the image's `/` once it runs;
+- a symlink's target is stored as it is, whatever it names (`..`,
+  `../../x`, `/etc`): BuildKit does too, it means something only inside the
+  image once it runs; it is never followed on the host;
 - a symlink planted by an earlier member (`x -> /`, `x -> ../..`) on a
   member's path is followed as if `dest` were `/` (openat2 RESOLVE_IN_ROOT),
-  never out of it, and a final symlink is replaced, never written through;
+  never out of it (BuildKit extracts in a chroot of `dest`), and a final
+  symlink is replaced, never written through. One that points to nothing
+  is followed too, and what it names made, where docker's extraction fails
+  "no such file or directory";
 - a hard link names an earlier non-directory member of this archive that is
   still there (docker would link any file below `dest`).
 
 Owners are the archive's uid/gid unless ADD --chown gives one; modes
 (setuid included) and mtimes are the archive's. A hard link's own header
-sets its inode's metadata (only the owner and times of a symlink's);
+sets its inode's metadata (only the owner of a symlink's);
 parent directories the archive does not list are made 0755 and owned by
 root; sparse members stay sparse.
 """
@@ -140,15 +144,6 @@ class _ArchiveUnpacker(Unpacker):
                 raise
             raise self.refuse(member.name, "too many levels of symbolic links on its path") from None
         return fd, os.fsencode(self.tree.image_path_of(fd))
-
-    def check_symlink(self, member, parts) -> None:
-        # Only relative targets can climb: absolute ones mean the image's `/`.
-        if member.linkname.startswith("/"):
-            return
-        name = os.fsdecode(b"/".join(parts))
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
-        if joined == ".." or joined.startswith("../"):
-            raise self.refuse(name, f"symlink target {member.linkname!r} points outside the destination")
 
     def unsupported(self, member) -> None:
         pass  # other tar types carry nothing to write

@@ -131,8 +131,10 @@ def test_stubs_are_what_did_not_exist_and_only_they_are_removed(tmp_path):
     (tmp_path / "run" / "a" / "d").rename(tmp_path / "run" / "a" / "moved")  # empty, but not where it was
     (tmp_path / "run" / "a" / "d").mkdir()  # the step's own: another inode
     remove_stubs(stubs)
-    # The directory a stub was made in gets its times back (BuildKit does too).
-    assert (tmp_path / "etc").stat().st_mtime_ns == 7_000_000_000
+    # The directory a stub was made in keeps the time of that change, as in
+    # BuildKit 0.13; runtime.prune leaves it out of the layer when that is
+    # all that changed (testdata/compat/mount-target-parent-mtime).
+    assert (tmp_path / "etc").stat().st_mtime_ns > 7_000_000_000
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "etc",
         "etc/hosts",
