@@ -46,18 +46,20 @@ def do_arg(conv: Converter, state: StageState, cmd: ins.Arg) -> None:
     commits = []
     for definition in cmd.args:
         key = definition.key
-        value = definition.value
+        default = None if definition.value is None else conv.expand_checked(definition.value, state, cmd)
+        value = default
         if value is None and key not in conv.build_args and key in conv.global_args:
             value = conv.global_args[key]  # ARG NAME picks the global value up
         if key in conv.build_args:
             value = conv.build_args[key]
-        elif definition.value is not None:
-            value = conv.expand_checked(definition.value, state, cmd)
         if value is not None and key not in NON_ENV_ARGS:
             state.env[key] = value
         conv.used_args.add(key)
         state.build_args.append(ins.ArgDef(key, value))
-        commits.append(key if value is None else f"{key}={value}")
+        # The history shows the Dockerfile's default, not the value a
+        # --build-arg or the global scope gave (docker 26: `ARG C` stays
+        # "ARG C" whatever --build-arg C=... says)
+        commits.append(key if default is None else f"{key}={default}")
     conv.commit(state, "ARG " + " ".join(commits))
 
 
@@ -115,9 +117,10 @@ def do_expose(conv: Converter, state: StageState, cmd: ins.Expose) -> None:
     exposed = state.config["config"].get("ExposedPorts") or {}
     exposed.update((port, {}) for port in ports)
     state.config["config"]["ExposedPorts"] = exposed
-    # Current BuildKit prints the port list (`EXPOSE %v` of a []string),
-    # not the map older releases printed.
-    conv.commit(state, "EXPOSE " + _go_plain_list(ports))
+    # BuildKit 0.13 (docker 26) prints `EXPOSE %v` of the instruction's
+    # own map[string]struct{}: Go prints a map's keys sorted. Later
+    # releases print the []string instead; docker 26 is the oracle.
+    conv.commit(state, "EXPOSE map[" + " ".join(f"{port}:{{}}" for port in sorted(set(ports))) + "]")
 
 
 def do_volume(conv: Converter, state: StageState, cmd: ins.Volume) -> None:
@@ -134,7 +137,7 @@ def do_volume(conv: Converter, state: StageState, cmd: ins.Volume) -> None:
 def do_stopsignal(conv: Converter, state: StageState, cmd: ins.StopSignal) -> None:
     signal = conv.expand_checked(cmd.signal, state, cmd)
     if not _valid_signal(signal):
-        raise DockerfileError(f"Invalid signal: {signal}", cmd.location)
+        raise DockerfileError(f"invalid signal: {signal}", cmd.location)
     state.config["config"]["StopSignal"] = signal
     conv.commit(state, f"STOPSIGNAL {signal}")
 
@@ -194,15 +197,29 @@ def _go_plain_list(values) -> str:
 
 
 def _healthcheck_history(health: dict) -> str:
-    """%+v of BuildKit's HealthcheckConfig."""
-    return (
-        "HEALTHCHECK {Test:" + _go_plain_list(health.get("Test", []))
-        + f" Interval:{format_duration(health.get('Interval', 0))}"
-        + f" Timeout:{format_duration(health.get('Timeout', 0))}"
-        + f" StartPeriod:{format_duration(health.get('StartPeriod', 0))}"
-        + f" StartInterval:{format_duration(health.get('StartInterval', 0))}"
-        + f" Retries:{health.get('Retries', 0)}}}"
-    )  # fmt: skip
+    """`HEALTHCHECK %q` of BuildKit 0.13's *HealthConfig (docker 26): every
+    field quoted, durations as their String(), and Retries, an int, as a
+    Go rune literal ('\\x03'). Later releases print %+v instead."""
+    durations = " ".join(go_quote(format_duration(health.get(key, 0)))
+                         for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"))
+    return f"HEALTHCHECK &{{{_go_list(health.get('Test', []))} {durations} {_go_rune(health.get('Retries', 0))}}}"
+
+
+_RUNE_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v",
+                 0x5C: "\\\\", 0x27: "\\'"}
+
+
+def _go_rune(value: int) -> str:
+    """%q of an int: strconv.QuoteRune (an invalid code point is U+FFFD)."""
+    if not 0 <= value <= 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+        value = 0xFFFD
+    if value in _RUNE_ESCAPES:
+        return f"'{_RUNE_ESCAPES[value]}'"
+    if chr(value).isprintable():
+        return f"'{chr(value)}'"
+    if value < 0x80:
+        return f"'\\x{value:02x}'"
+    return f"'\\u{value:04x}'" if value < 0x10000 else f"'\\U{value:08x}'"
 
 
 # -- ports and signals ---------------------------------------------------------
@@ -233,15 +250,15 @@ def _expose_ports(spec: str) -> list[str]:
         if not proto:
             raise ValueError(f'invalid port specification: "{spec}/"')
         if proto.lower() not in ("tcp", "udp", "sctp"):
-            raise ValueError(f"invalid proto: {proto}")
+            raise ValueError(f"Invalid proto: {proto}")
         proto = proto.lower()
     container = spec.rsplit(":", 1)[-1] if not spec.startswith("[") or "]:" in spec else spec
     if not container:
         raise ValueError("no port specified: " + spec + "<empty>")
     start, dash, end = container.partition("-")
     if not start.isdigit() or (dash and not end.isdigit()):
-        raise ValueError(f"invalid containerPort: {container}")
+        raise ValueError(f"Invalid containerPort: {container}")
     first, last = int(start), int(end) if dash else int(start)
     if first > 65535 or last > 65535 or last < first:
-        raise ValueError(f"invalid containerPort: {container}")
+        raise ValueError(f"Invalid containerPort: {container}")
     return [f"{port}/{proto}" for port in range(first, last + 1)]

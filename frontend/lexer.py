@@ -286,7 +286,9 @@ class _Scanner:
         name = self.name()
         op = self.next()
         if op == "":
-            raise ExpansionError("syntax error: missing '}'")
+            # BuildKit 0.13 reads the end of the text as a modifier, rune
+            # U+FFFD (docker 26: `${A` is "unsupported modifier (\ufffd)")
+            raise ExpansionError("unsupported modifier (\ufffd) in substitution")
         if op == "}":
             value, found = self.lookup(name)
             if not found and self.lx.skip_unset:

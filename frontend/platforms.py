@@ -25,12 +25,12 @@ def parse_platform(text: str) -> Platform:
     `os/arch[/variant]`, a bare `arch` or `os`, and the common aliases.
     Raises ValueError, whose message quotes `text`."""
     parts = text.strip().lower().split("/")
-    if not all(parts) or len(parts) > 3:
-        raise ValueError(f'"{text}": unknown operating system or architecture: invalid argument')
     for part in parts:
         if not _COMPONENT.fullmatch(part):
             raise ValueError(f'"{part}" is an invalid component of "{text}": platform specifier component '
                              f'must match "^[A-Za-z0-9_-]+$": invalid argument')
+    if len(parts) > 3:
+        raise ValueError(f'"{text}": cannot parse platform specifier: invalid argument')
     if len(parts) == 1 and parts[0] in _KNOWN_OS:
         return Platform(os=parts[0], architecture=Platform().architecture)
     os_name, rest = ("linux", parts) if len(parts) == 1 else (parts[0], parts[1:])

@@ -38,8 +38,21 @@ def check_reference(ref: str) -> str | None:
     if _REFERENCE.match(ref):
         return None
     if _REFERENCE.match(ref.lower()):
-        return "invalid reference format: repository name must be lowercase"
+        # distribution/reference names the repository as it would be
+        # normalized: docker.io's official images get "library/"
+        return f"invalid reference format: repository name ({_repository_path(ref)}) must be lowercase"
     return "invalid reference format"
+
+
+def _repository_path(ref: str) -> str:
+    """The path of `ref`'s repository on its registry: `Name` -> "library/Name"."""
+    name = ref.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        return rest
+    return name if slash else f"library/{name}"
 
 
 def pinned(resolved: ResolvedImage) -> str:
@@ -184,6 +197,8 @@ class StageGraph:
         for start in self.states:
             stack: list[tuple[StageState, object]] = [(start, iter(list(start.deps.items())))]
             on_path = {start.index}
+            # the instruction each stage on the path reads its next stage with
+            leaving: dict[int, ins.Instruction] = {}
             while stack:
                 node, it = stack[-1]
                 step = next(it, None)  # type: ignore[call-overload]
@@ -193,10 +208,14 @@ class StageGraph:
                     done.add(node.index)
                     continue
                 dep, cmd = step
+                leaving[node.index] = cmd
                 if not isinstance(dep, StageState) or dep.index in done:
                     continue
                 if dep.index in on_path:
-                    raise DockerfileError(f"circular dependency detected on stage: {dep.display}", cmd.location)
+                    # docker 26 points at the named stage's own --from
+                    # (a: COPY --from=b, b: COPY --from=a names a's line)
+                    raise DockerfileError(f"circular dependency detected on stage: {dep.display}",
+                                          leaving[dep.index].location)
                 on_path.add(dep.index)
                 stack.append((dep, iter(list(dep.deps.items()))))
 

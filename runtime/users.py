@@ -19,6 +19,7 @@ COPY --chown (`resolve_chown`) follows BuildKit's file op, which differs:
 a numeric user without a group gives gid = uid ("1000" → 1000:1000), a name
 gives the entry's uid and primary gid. BuildKit silently maps an unknown
 name to 0; docker's documentation promises a failure, which is what we do.
+WORKDIR, which has no such promise, takes BuildKit's rule (strict=False).
 """
 
 from __future__ import annotations
@@ -111,19 +112,28 @@ def _resolve_user(rootfs: Path, user: str) -> User:
     return User(uid, gid, groups, home)
 
 
-def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
-    """uid and gid for COPY/ADD --chown=spec (see the module's notes)."""
+def resolve_chown(rootfs: Path, spec: str, *, strict: bool = True) -> tuple[int, int]:
+    """uid and gid for COPY/ADD --chown=spec (see the module's notes).
+
+    `strict=False` is BuildKit's file op as it is, which WORKDIR's mkdir
+    goes through: a user name /etc/passwd lacks (or no /etc/passwd) is
+    0:0, a group name /etc/group lacks leaves the user's gid, and nothing
+    fails (docker 26: `USER ghost:app` then `WORKDIR /new` makes /new 0:1000)."""
     user_part, _, group_part = spec.partition(":")
     uid_arg = _numeric(user_part, root_alias=True)
     if uid_arg is not None:
         uid = gid = uid_arg
     else:
         match = next((entry for entry in _read_passwd(rootfs) if entry.name == user_part), None)
-        if match is None:
+        if match is None and strict:
             raise UnknownUser(user_part)
-        uid, gid = match.uid, match.gid
+        uid, gid = (match.uid, match.gid) if match else (0, 0)
     if group_part:
-        gid = _group_id(rootfs, group_part)
+        try:
+            gid = _group_id(rootfs, group_part)
+        except UnknownGroup:
+            if strict:
+                raise
     return uid, gid
 
 

@@ -78,7 +78,7 @@ def test_process_words(word, words):
     [
         ("${}", "syntax error: bad substitution"),
         ("${:a}", "syntax error: bad substitution"),
-        ("${V", "syntax error: missing '}'"),
+        ("${V", "unsupported modifier (\ufffd) in substitution"),  # docker 26's wording
         ("${V:-x", "syntax error: missing '}'"),
         ("${V/x", "syntax error: missing '/' in ${}"),
         ("${V^^}", "unsupported modifier (^) in substitution"),
