@@ -1,6 +1,10 @@
 """`RUN --mount=type=cache` directories, shared by every build of a root.
 
-Each cache id has a directory under ROOT/cachemounts. `sharing=locked`
+Each cache has a directory under ROOT/cachemounts. A cache is its id and,
+as in BuildKit 0.13, what it starts from when it is not empty: the
+`from` filesystem, or the directory uid/gid/mode make (BuildKit keys a
+cache on the id and the ref of its input: two mounts of one id with
+different owners are two caches; testdata/compat/mount-cache-identity-owner). `sharing=locked`
 takes an exclusive flock on the id for the step's whole run, which also
 serialises two pybuild processes; `private` takes the first instance not
 in use (making a new one when all are busy); `shared` never waits.
@@ -22,8 +26,8 @@ from frontend.ops import MountSpec, Sharing
 from runtime import userns
 
 
-def _instance_dir(base: Path, cache_id: str, n: int) -> Path:
-    name = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+def _instance_dir(base: Path, identity: str, n: int) -> Path:
+    name = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return base / (name if n == 0 else f"{name}-{n}")
 
 
@@ -38,15 +42,37 @@ def _prepare(path: Path, spec: MountSpec, seed) -> None:
     os.replace(fresh, path)
 
 
+def cache_identity(spec: MountSpec, from_ref: str = "") -> str:
+    """What names the cache `spec` mounts: its id (the target by default),
+    and `from_ref` (what names the `from` filesystem's state, "" without
+    one) and the owner and mode it is made with, when they give it a first
+    state (BuildKit's setCacheUIDGID: only at the root of `from`, and
+    with any of uid, gid or mode). Only the id for a plain cache: the name
+    such a cache always had. A `from` cache mounted with a `source` later
+    mounted without one (or with another) shows what that one wrote in
+    BuildKit, which pybuild does not: a deliberate difference, rare, to
+    spare a copy of the whole `from` filesystem per cache."""
+    identity = spec.cache_id or spec.target
+    if from_ref:
+        # BuildKit's cache is the whole `from` filesystem, `source` the part
+        # of it mounted; pybuild's holds that part only, one per `source`.
+        identity += "\0from=" + from_ref + "\0source=" + (spec.source.strip("/") or "/")
+    if spec.source in ("", "/") and (spec.uid is not None or spec.gid is not None or spec.mode is not None):
+        mode = 0o755 if spec.mode is None else spec.mode
+        identity += f"\0made={spec.uid or 0}:{spec.gid or 0}:{mode:o}"
+    return identity
+
+
 @contextlib.contextmanager
-def cache_mount_dir(base: Path, spec: MountSpec, seed=None):
+def cache_mount_dir(base: Path, spec: MountSpec, seed=None, from_ref: str = ""):
     """Yield the host directory to bind at spec.target for one step.
 
     `seed(dir)` fills a new cache from `from=`/`source=` before first use;
     it returns True when it also gave the directory its mode and owner.
+    `from_ref` names the state of the `from` filesystem (cache_identity).
     """
     base.mkdir(parents=True, exist_ok=True)
-    cache_id = spec.cache_id or spec.target
+    cache_id = cache_identity(spec, from_ref)
     if spec.sharing is Sharing.SHARED:
         path = _instance_dir(base, cache_id, 0)
         with _locked(path, blocking=True):  # only around creation

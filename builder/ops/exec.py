@@ -133,10 +133,13 @@ class ExecImpl:
         if spec.type is MountType.BIND:
             return self._bind(spec, inputs, stack)
         if spec.type is MountType.CACHE:
-            seed = None
+            seed, from_ref = None, ""
             if spec.input is not None:
                 seed = lambda fresh: self._seed_cache(spec, inputs, fresh)
-            path = stack.enter_context(cache_mount_dir(self.session.cache_mounts, spec, seed))
+                if not self._is_context(spec.input):
+                    # the state of `from`, as BuildKit's ref id: its top snapshot
+                    from_ref = next(reversed(tuple(inputs[spec.input])), "")
+            path = stack.enter_context(cache_mount_dir(self.session.cache_mounts, spec, seed, from_ref))
             return BindMount(path, _check_target(spec.target), readonly=spec.readonly)
         if spec.type is MountType.TMPFS:
             _check_target(spec.target)
