@@ -187,7 +187,8 @@ def buildx_config(home: Path) -> Path:
 
 
 def scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    """A new temporary directory (under $TMPDIR): its maker removes it."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def base_image(ref: str) -> BaseImage:
