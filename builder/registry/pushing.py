@@ -117,7 +117,9 @@ class UploadBody:
         while left > 0:
             piece = self._source.read(min(UPLOAD_PIECE, left))
             if not piece:
-                return  # shorter than its descriptor: the registry's digest check refuses it
+                # Changed in the store since: the request promised more bytes,
+                # which the registry would wait for until the timeout.
+                raise RegistryError(f"cannot push: the stored blob ends {left} bytes short of its size")
             left -= len(piece)
             yield piece
 

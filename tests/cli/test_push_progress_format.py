@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
-from builder.registry.pushing import UPLOAD_PIECE, UploadBody
+import pytest
+
+from builder.errors import RegistryError
+from builder.registry.pushing import UPLOAD_PIECE, PushStopped, UploadBody
 from builder.solver import tasks
 from builder.solver.progress import PlainReporter, QuietReporter, RawJsonReporter, TtyReporter
 
@@ -135,3 +139,18 @@ def test_an_interrupted_task_is_canceled():
     reporter = PlainReporter(out)
     reporter.task("pushing reg/app:1").end(KeyboardInterrupt(2))
     assert out.getvalue().splitlines() == ["#1 pushing reg/app:1", "#1 CANCELED", ""]
+
+
+def test_upload_body_refuses_a_file_shorter_than_promised():
+    body = UploadBody(io.BytesIO(b"x" * 10), 0, 20, lambda sent: None)
+    with pytest.raises(RegistryError, match="10 bytes short"):
+        list(body)
+
+
+def test_upload_body_stops_between_pieces():
+    stop = threading.Event()
+    body = iter(UploadBody(b"x" * (3 * UPLOAD_PIECE), 0, 3 * UPLOAD_PIECE, lambda sent: None, stop))
+    assert len(next(body)) == UPLOAD_PIECE
+    stop.set()
+    with pytest.raises(PushStopped):
+        next(body)
