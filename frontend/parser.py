@@ -80,9 +80,11 @@ def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
                 directives_done = True
             else:
                 name, value = directive
-                if any(d.name == name for d in directives):
+                first = next((d.line for d in directives if d.name == name), None)
+                if first is not None:
+                    # docker 26 points at the directive given first
                     raise DockerfileError(
-                        f"only one {name} parser directive can be used", Location(path, lineno, lineno)
+                        f"only one {name} parser directive can be used", Location(path, first, first)
                     )
                 if name == "escape":
                     if value not in ("\\", "`"):
