@@ -6,8 +6,8 @@ with its current and total bytes and when it started and completed
 (SolveStatus' VertexStatus). A `Task` is that vertex: numbered, timed
 and ended like a step by the reporter that made it
 (builder.solver.progress.BuildReporter.task), which shows its statuses
-in its own way; `status_text` (with `human_size`) is how a status reads
-as text, a pull's bytes as well, in every display that prints lines.
+in its own way. `status_text` is how a status reads as a line;
+`human_size`, which it uses, writes a pull's bytes too.
 """
 
 from __future__ import annotations
