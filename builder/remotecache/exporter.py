@@ -158,9 +158,11 @@ def export_cache(spec: CacheSpec, exporters: list[CacheExporter], session, repor
             exporter.add_cache_mounts(config, store, session.tmp, reporter)
     artifact = cache_manifest(store, config)
     if spec.type is CacheType.REGISTRY:
+        from builder.export.pushing import push_shown
+
         ref = Reference.parse(spec.ref)
         reporter.message(f"exporting cache to {ref} ({len(config.records)} records, {len(config.layers)} blobs)")
-        session.registry.push(ref, artifact)
+        push_shown(reporter, ref, artifact.manifest, lambda: session.registry.push(ref, artifact))
     elif spec.type is CacheType.LOCAL:
         reporter.message(f"exporting cache to {spec.path} ({len(config.records)} records)")
         write_cache_layout(store, artifact, Path(spec.path), spec.tag)

@@ -461,6 +461,9 @@ class RecordingReporter:
     def message(self, text: str) -> None:
         self._inner.message(text)
 
+    def task(self, name: str):
+        return self._inner.task(name)
+
     def set_names(self, names) -> None:
         self._inner.set_names(names)
 

@@ -57,7 +57,10 @@ def _executed(stderr: str) -> list[str]:
     """The steps that ran, once each (a step's events: started, then
     completed; a cache hit's say cached), from rawjson progress."""
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    return [v["name"] for e in events for v in e.get("vertexes", []) if v.get("completed") and not v.get("cached")]
+    # A push is a step of its own (`pushing REF`), as BuildKit's export
+    # vertex is: it is output, not a build step.
+    return [v["name"] for e in events for v in e.get("vertexes", [])
+            if v.get("completed") and not v.get("cached") and not v["name"].startswith("pushing ")]
 
 
 class Layout:
