@@ -62,7 +62,7 @@ def do_run(conv: Converter, state: StageState, cmd: ins.Run) -> None:
     try:
         network = NetworkMode(cmd.network or "default")
     except ValueError:
-        raise DockerfileError(f'unsupported network mode "{cmd.network}"', cmd.location) from None
+        raise DockerfileError(f'invalid network mode "{cmd.network}"', cmd.location) from None
     security = cmd.security or "sandbox"
     if security not in ("sandbox", "insecure"):
         raise DockerfileError(f'unsupported security mode "{cmd.security}"', cmd.location)

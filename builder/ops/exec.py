@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -179,7 +180,11 @@ class ExecImpl:
         view = self._source_view(spec, inputs, stack, writable)
         source = resolve_in_root(view, spec.source)
         if not source.exists():
-            raise MountError(f"bind mount source {spec.source} does not exist")
+            # BuildKit's words, which name the process, and its host path
+            # where pybuild names the path in `from`
+            process = " ".join(self.op.args).replace('"', '\\"')
+            raise MountError(f'process "{process}" did not complete successfully: '
+                             f"open {posixpath.join('/', spec.source)}: no such file or directory")
         return BindMount(source, spec.target, readonly=not writable)
 
     def _seed_cache(self, spec: MountSpec, inputs, fresh: Path) -> bool:
@@ -205,7 +210,7 @@ class ExecImpl:
         value = self.session.options.secrets.values.get(secret_id)
         if value is None:
             if spec.required:
-                raise MountError(f"secret {secret_id} not found: pass it with --secret id={secret_id},src=FILE")
+                raise MountError(f"secret {secret_id}: not found (pass it with --secret id={secret_id},src=FILE)")
             return None
         if spec.env:
             env.append(f"{spec.env}={value.decode(errors='replace')}")
@@ -232,7 +237,7 @@ class ExecImpl:
         agent = self.session.ssh.get(ssh_id)
         if agent is None:
             if spec.required:
-                raise MountError(f"no SSH key {ssh_id!r} forwarded: pass --ssh {ssh_id}")
+                raise MountError(f"unset ssh forward key {ssh_id} (pass it with --ssh {ssh_id})")
             return None
         holder = scratch_dir(None, "pybuild-ssh-")  # a short path: sockets allow 108 bytes
         stack.callback(remove_tree, holder)
