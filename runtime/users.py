@@ -13,6 +13,9 @@ RUN (`resolve_user`) follows BuildKit's executor, which calls runc's
                   and no supplementary groups (runc: only the implicit form
                   gets them)
 
+and in every form the primary gid leads the supplementary groups unless
+they hold it already (containerd's WithUIDGID, as BuildKit runs steps).
+
 An unknown user name or group name raises UnknownUser.
 
 COPY --chown (`resolve_chown`) follows BuildKit's file op, which differs:
@@ -24,6 +27,7 @@ WORKDIR, which has no such promise, takes BuildKit's rule (strict=False).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -78,6 +82,11 @@ def resolve_user(rootfs: Path, user: str) -> User:
     found = _resolve_user(rootfs, user)
     for gid in (found.gid, *found.additional_gids):
         require_mapped(found.uid, gid)
+    if found.gid not in found.additional_gids:
+        # containerd's oci.WithUIDGID, which BuildKit's executor uses, puts
+        # the primary gid first among the groups (docker 26: `USER app`
+        # has Groups: 1000 2000, `USER 1000:1000` Groups: 1000)
+        found = dataclasses.replace(found, additional_gids=(found.gid, *found.additional_gids))
     return found
 
 

@@ -37,23 +37,23 @@ def root(tmp_path) -> Path:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("", User(0, 0, (), "/root")),
-        ("root", User(0, 0, (10,), "/root")),
-        ("0", User(0, 0, (10,), "/root")),
-        ("app", User(1000, 1000, (10, 50), "/home/app")),
-        ("1000", User(1000, 1000, (10, 50), "/home/app")),
-        ("svc", User(1001, 1002, (50,), "/srv")),
+        ("", User(0, 0, (0,), "/root")),  # the primary gid leads the groups (containerd)
+        ("root", User(0, 0, (0, 10), "/root")),
+        ("0", User(0, 0, (0, 10), "/root")),
+        ("app", User(1000, 1000, (1000, 10, 50), "/home/app")),
+        ("1000", User(1000, 1000, (1000, 10, 50), "/home/app")),
+        ("svc", User(1001, 1002, (1002, 50), "/srv")),
         # an explicit group: that gid and no supplementary groups (runc)
-        ("app:staff", User(1000, 50, (), "/home/app")),
-        ("app:50", User(1000, 50, (), "/home/app")),
-        ("app:4242", User(1000, 4242, (), "/home/app")),
-        ("1000:staff", User(1000, 50, (), "/home/app")),
+        ("app:staff", User(1000, 50, (50,), "/home/app")),
+        ("app:50", User(1000, 50, (50,), "/home/app")),
+        ("app:4242", User(1000, 4242, (4242,), "/home/app")),
+        ("1000:staff", User(1000, 50, (50,), "/home/app")),
         # both numeric: BuildKit's fast path, no lookup of groups
-        ("1000:1000", User(1000, 1000, (), "/home/app")),
-        ("5000:6000", User(5000, 6000, (), "/")),
+        ("1000:1000", User(1000, 1000, (1000,), "/home/app")),
+        ("5000:6000", User(5000, 6000, (6000,), "/")),
         # a uid without an entry: gid 0, as runc's defaults have it
-        ("5000", User(5000, 0, (), "/")),
-        ("nohome", User(1003, 1003, (), "/")),
+        ("5000", User(5000, 0, (0,), "/")),
+        ("nohome", User(1003, 1003, (1003,), "/")),
     ],
 )
 def test_resolve_user(root, spec, expected):
@@ -72,8 +72,8 @@ def test_unknown_group(root):
 
 
 def test_missing_files(tmp_path):
-    assert resolve_user(tmp_path, "") == User(0, 0, (), "/")
-    assert resolve_user(tmp_path, "1000") == User(1000, 0, (), "/")
+    assert resolve_user(tmp_path, "") == User(0, 0, (0,), "/")
+    assert resolve_user(tmp_path, "1000") == User(1000, 0, (0,), "/")
     with pytest.raises(UnknownUser):
         resolve_user(tmp_path, "app")
 
@@ -85,7 +85,7 @@ def test_passwd_symlink_stays_inside_rootfs(tmp_path):
     (tmp_path / "etc" / "passwd").symlink_to("/etc/real")
     (tmp_path / "etc" / "groups").write_text("devs:x:7:app\n")
     (tmp_path / "etc" / "group").symlink_to("../../../../../../etc/groups")
-    assert resolve_user(tmp_path, "app") == User(4000, 4000, (7,), "/h")
+    assert resolve_user(tmp_path, "app") == User(4000, 4000, (4000, 7), "/h")
     with pytest.raises(UnknownUser):
         resolve_user(tmp_path, "root")  # the host's passwd has root; this rootfs has not
 
@@ -93,8 +93,8 @@ def test_passwd_symlink_stays_inside_rootfs(tmp_path):
 def test_passwd_that_is_not_a_file(tmp_path):
     (tmp_path / "etc" / "passwd").mkdir(parents=True)
     (tmp_path / "etc" / "group").symlink_to("group")  # a loop reads as no file, as in runc
-    assert resolve_user(tmp_path, "") == User(0, 0, (), "/")
-    assert resolve_user(tmp_path, "7:7") == User(7, 7, (), "/")
+    assert resolve_user(tmp_path, "") == User(0, 0, (0,), "/")
+    assert resolve_user(tmp_path, "7:7") == User(7, 7, (7,), "/")
 
 
 @pytest.mark.parametrize(
@@ -137,4 +137,4 @@ def test_passwd_is_read_only_from_a_regular_file_inside_the_rootfs(tmp_path, pla
         os.mknod(passwd, 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero: endless
     with pytest.raises(UnknownUser):
         resolve_user(rootfs, "hostuser")
-    assert resolve_user(rootfs, "4242:4242") == User(4242, 4242, (), "/")
+    assert resolve_user(rootfs, "4242:4242") == User(4242, 4242, (4242,), "/")
