@@ -9,6 +9,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.context.trees import Entry, Match
 from builder.ops.copy_options import CopyError, ModeFn, Owner
@@ -152,7 +153,19 @@ class Copier:
         # levels deep holds a bounded number of fds. Directories get their
         # metadata last and deepest first: adding children bumps a
         # directory's mtime, and a read-only mode would stop the copy.
-        stack = DirStack(top, ("", root if copy_root_metadata else None))
+        # A directory's contents copied into an existing or new directory
+        # leave that directory its owner and mode, but give it the source
+        # directory's times (docker 26: `COPY dir /d/` and a merge into
+        # an existing /etc/app both show dir's mtime). The build context's
+        # own root is the exception: the transfer never sends it, BuildKit's
+        # copy of it is made on arrival, so `COPY . /ctx/` leaves /ctx new.
+        if copy_root_metadata:
+            top_data = root
+        elif root.relpath == "" and not self.preserve_ownership:
+            top_data = None
+        else:
+            top_data = _TimesOf(root)
+        stack = DirStack(top, ("", top_data))
         made: dict[str, Entry] = {}
         prefix = f"{rel}/" if rel else ""
         try:
@@ -189,7 +202,10 @@ class Copier:
     def _leave(self, stack: DirStack) -> None:
         fd, (_, entry) = stack.pop()
         try:
-            if entry is not None:
+            if isinstance(entry, _TimesOf):
+                st = entry.entry.stat
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            elif entry is not None:
                 self._set_fd_metadata(fd, entry, entry.stat)
         finally:
             os.close(fd)
@@ -354,6 +370,12 @@ class Copier:
         if name is None:
             return base
         return posixpath.join(base, os.fsdecode(name))
+
+
+class _TimesOf(NamedTuple):
+    """A destination directory that takes only the times of `entry`."""
+
+    entry: Entry
 
 
 def _source_stat(source: Tree, path: str) -> os.stat_result:

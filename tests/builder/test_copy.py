@@ -449,3 +449,22 @@ def test_context_xattrs_stay_behind_and_a_trees_are_copied(ctx_dir, rootfs):
     hello = digest(BuildContext.of_tree(ctx_dir))
     os.setxattr(ctx_dir / "a.txt", "user.note", b"other")
     assert digest(BuildContext.of_tree(ctx_dir)) != hello
+
+
+def test_a_directory_copied_into_a_directory_gives_it_only_its_times(ctx_dir, rootfs):
+    # docker 26: `COPY src /d/` makes /d 0755 root with src's mtime; an
+    # existing directory keeps its mode but takes the mtime too; the
+    # context's root (`COPY . /ctx/`) is never sent, so /ctx stays new.
+    os.chmod(rootfs / "existing", 0o711)
+    os.utime(ctx_dir / "src", ns=(T_FILE, T_FILE))
+    os.utime(ctx_dir, ns=(T_FILE, T_FILE))
+    copy(ctx_dir, rootfs, ["src"], "/d/")
+    copy(ctx_dir, rootfs, ["src"], "/existing")
+    copy(ctx_dir, rootfs, ["."], "/ctx/")
+    made, existing, whole = (os.stat(rootfs / name) for name in ("d", "existing", "ctx"))
+    assert (stat.S_IMODE(made.st_mode), made.st_mtime_ns) == (0o755, T_FILE)
+    assert (stat.S_IMODE(existing.st_mode), existing.st_mtime_ns) == (0o711, T_FILE)
+    assert whole.st_mtime_ns != T_FILE
+    stage = BuildContext.of_tree(ctx_dir)
+    copy_into(rootfs, stage.select(["/"]), "/tree/")
+    assert os.stat(rootfs / "tree").st_mtime_ns == T_FILE  # a stage's root is a directory like any other
