@@ -50,7 +50,7 @@ _MADE_TYPES = _REGULAR_TYPES | {tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYP
 class Unpacker:
     """Extracts one tar stream into `tree`. Subclasses give the policy:
     `member_parts`, `open_parent`, `refuse`, and the hooks below. `chown`
-    overrides every member's owner (ADD --chown)."""
+    overrides every member's owner (a context archive unpacked by its user)."""
 
     # Names starting with it go to `whiteout()` (a layer's `.wh.` entries).
     whiteout_prefix: bytes | None = None
@@ -65,6 +65,7 @@ class Unpacker:
         self.open_dirs: dict[Parts, tuple[int, bytes]] = {}
         self._retired: list[int] = []  # closed once the current member is done
         self._inodes: dict[Parts, tuple[int, int]] = {}  # non-directory members -> their inode
+        self.unpacked: set[Parts] = set()  # every member name so far (what an opaque whiteout spares)
         self._dir_times: dict[tuple[int, int], tuple[bytes, int]] = {}  # inode -> (real path, mtime)
 
     # -- policy
@@ -125,6 +126,7 @@ class Unpacker:
         if not parts:
             self.root_member(member)
             return
+        self.unpacked.add(parts)
         if len(self.open_dirs) > _MAX_OPEN_DIRS:
             self._retire_dirs()
         parent = parts[:-1]

@@ -7,8 +7,11 @@ zstd, whatever its name; anything else is copied as a plain file.
 An archive is untrusted input. It is extracted by runtime.unpack (the
 mechanism base layers use too: every operation relative to directory fds,
 metadata never through a name the archive planted), with ADD's policy:
-- a name that climbs out (`../x`, `a/../../x`) refuses the whole archive, as
-  docker's "breakout" check does; a leading `/` is dropped (tar convention);
+- names are cleaned from `/`, as BuildKit resolves them in a chroot of
+  `dest`: a leading `/` is dropped and `../x`, `a/../../x` are `x`;
+- members named as whiteouts apply as containerd's extraction applies them
+  (BuildKit 0.13 does): `.wh.x` removes `x`, `.wh..wh..opq` what its
+  directory holds but earlier members; neither is written;
 - a symlink's target is stored as it is, whatever it names (`..`,
   `../../x`, `/etc`): BuildKit does too, it means something only inside the
   image once it runs; it is never followed on the host;
@@ -21,7 +24,8 @@ metadata never through a name the archive planted), with ADD's policy:
 - a hard link names an earlier non-directory member of this archive that is
   still there (docker would link any file below `dest`).
 
-Owners are the archive's uid/gid unless ADD --chown gives one; modes
+Owners are the archive's uid/gid (ADD --chown owns `dest` only, as in
+BuildKit 0.13; a context archive is owned by whoever unpacks it); modes
 (setuid included) and mtimes are the archive's. A hard link's own header
 sets its inode's metadata (only the owner of a symlink's);
 parent directories the archive does not list are made 0755 and owned by
@@ -46,6 +50,7 @@ import zstandard
 
 from runtime import confine
 from runtime.unpack import Unpacker
+from runtime.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 _MAGIC = (
     (b"\x1f\x8b\x08", "gzip"),
@@ -122,9 +127,27 @@ class _ArchiveUnpacker(Unpacker):
     --chown overrides every member's owner, and entry types tar has but a
     filesystem does not are skipped."""
 
+    whiteout_prefix = WHITEOUT_PREFIX.encode()
+
     def member_parts(self, name: str) -> tuple[bytes, ...]:
         cleaned = _member_name(name)
         return () if cleaned is None else tuple(os.fsencode(cleaned).split(b"/"))
+
+    def whiteout(self, member, parent_fd: int, parent_real: bytes, parts) -> None:
+        # As containerd's extraction applies them, in BuildKit's ADD too: the
+        # name it hides goes; an opaque marker removes what its directory
+        # holds but the archive's own members so far. Neither is written.
+        name = parts[-1]
+        if name == OPAQUE_MARKER.encode():
+            for entry in os.listdir(parent_fd):
+                child = os.fsencode(entry)
+                if parts[:-1] + (child,) not in self.unpacked:
+                    self.clear(parent_fd, parent_real, child)
+            return
+        hidden = name[len(self.whiteout_prefix):]
+        if hidden in (b"", b".", b".."):
+            raise self.refuse(member.name, "invalid whiteout")
+        self.clear(parent_fd, parent_real, hidden)
 
     def refuse(self, member_name: str, why: str) -> Exception:
         return ArchiveError(f"{member_name}: {why}")
@@ -135,7 +158,7 @@ class _ArchiveUnpacker(Unpacker):
     def open_parent(self, parts, member):
         try:
             # Parents the archive does not list are root's 0755 even under
-            # ADD --chown, which applies to the members only.
+            # ADD --chown, which owns the destination only.
             fd = self.tree.make_dirs(b"/".join(parts), mode=0o755, owner=(0, 0))
         except confine.Refused:
             raise self.refuse(member.name, f"{os.fsdecode(b'/'.join(parts))}: not a directory") from None
@@ -150,11 +173,7 @@ class _ArchiveUnpacker(Unpacker):
 
 
 def _member_name(raw: str) -> str | None:
-    """A member's path relative to dest; None for the root itself; raises
-    ArchiveError for a path that climbs out."""
-    cleaned = posixpath.normpath(raw.lstrip("/")) if raw.lstrip("/") else "."
-    if cleaned == "..":
-        raise ArchiveError(f"invalid archive member {raw!r}: it would be written outside the destination")
-    if cleaned.startswith("../"):
-        raise ArchiveError(f"invalid archive member {raw!r}: it would be written outside the destination")
-    return None if cleaned == "." else cleaned
+    """A member's path relative to dest, None for the root itself. As
+    BuildKit's extraction resolves it in a chroot of dest: cleaned from
+    `/`, so that `../x` and `a/../../x` are `x`."""
+    return posixpath.normpath("/" + raw).lstrip("/") or None

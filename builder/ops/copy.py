@@ -81,7 +81,9 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
             for match in selection.matches:
                 if _extracts(match, unpack):
                     try:
-                        archive.extract(match.root.path, copier.host_path(dest_fd), owner=owner)
+                        # --chown makes dest only: members keep the archive's
+                        # owners, as in BuildKit 0.13 (add-archive-chown)
+                        archive.extract(match.root.path, copier.host_path(dest_fd))
                     except archive.ArchiveError as exc:
                         raise CopyError(f"{instruction} failed: {match.name}: {exc}") from exc
                 elif parents:

@@ -73,10 +73,8 @@ RUN test -d {canary}/{work} && echo ok > here
 
 
 @pytest.mark.parametrize("members, message", [
-    ([member("../evil", data=b"x")], "outside the destination"),
-    ([member("a/../../evil", data=b"x")], "outside the destination"),
-    ([member("h", tarfile.LNKTYPE, link="../../../../etc/passwd")], "outside the destination"),
-], ids=["dotdot", "nested-dotdot", "hardlink-out"])
+    ([member("h", tarfile.LNKTYPE, link="../../../../etc/passwd")], "not an earlier entry"),
+], ids=["hardlink-out"])
 def test_add_local_tar_escaping_members_are_refused(tmp_path, busybox_image, canary, members, message):
     dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /d/\n"
     with pytest.raises(PybuildError) as failed:
@@ -95,6 +93,8 @@ def test_add_local_tar_absolute_names_and_symlinks_are_confined(tmp_path, busybo
         member("host/evil", data=b"via host link\n"),
         member("up", tarfile.SYMTYPE, link="../../../../../../tmp"),
         member(f"up/{name}-via-up", data=b"via up\n"),
+        member(f"../{name}-dotdot", data=b"dotdot\n"),
+        member(f"a/../../{name}-nested", data=b"nested\n"),
     )
     dockerfile = f"FROM {busybox_image.ref}\nADD evil.tar /d/\n"
     built = build_image(tmp_path, tmp_path / "root", dockerfile, files={"evil.tar": archive})
@@ -107,7 +107,11 @@ def test_add_local_tar_absolute_names_and_symlinks_are_confined(tmp_path, busybo
     # (testdata/compat/add-archive-symlink-dotdot), and is no way out
     assert os.readlink(built.path("/d/up")) == "../../../../../../tmp"
     assert built.read_text(f"/d/tmp/{name}-via-up") == "via up\n"
-    _assert_not_on_host(name, f"{name}-via-root", f"{name}-via-up")
+    # names climbing out are cleaned from "/", as BuildKit's chroot resolves
+    # them (testdata/compat/add-archive-dotdot-member)
+    assert built.read_text(f"/d/{name}-dotdot") == "dotdot\n"
+    assert built.read_text(f"/d/{name}-nested") == "nested\n"
+    _assert_not_on_host(name, f"{name}-via-root", f"{name}-via-up", f"{name}-dotdot", f"{name}-nested")
 
 
 # --- the context ------------------------------------------------------------
