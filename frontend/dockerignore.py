@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -66,7 +67,7 @@ class _Pattern:
     parts: tuple[str, ...]
 
 
-def _matcher_of(text: str) -> Callable[[str], bool]:
+def pattern_matcher(text: str) -> Callable[[str], bool]:
     """How patternmatcher decides a match for one cleaned pattern. Besides a
     regex it has three shortcuts that are not what the regex would say: no
     wildcard is a plain comparison; a trailing `**` with nothing special
@@ -87,7 +88,13 @@ def _matcher_of(text: str) -> Callable[[str], bool]:
 
 
 def _compile(text: str) -> re.Pattern:
-    out = ["^"]
+    """patternmatcher's regex for a pattern: `*`, `?` and `**` become regex
+    pieces wherever they stand, inside a `[...]` too, and `[`/`]` are passed
+    to the regex as they are, so `a[?]b` never matches `a?b` (the class
+    takes `[`, `^` or `/`), as in BuildKit. The pattern must first be one
+    Go's filepath.Match accepts (`_validate`)."""
+    _validate(text)
+    out = []
     i = 0
     n = len(text)
     while i < n:
@@ -105,18 +112,64 @@ def _compile(text: str) -> re.Pattern:
             out.append("[^/]")
         elif ch == "\\":
             if i < n:
-                out.append(re.escape(text[i]))
+                out.append("\\" + text[i])
                 i += 1
             else:
                 out.append("\\\\")
-        elif ch == "[":
-            end, body = glob_class(text, i)
-            out.append(body)
-            i = end
+        elif ch in ".+()|{}$":
+            out.append("\\" + ch)
         else:
-            out.append(re.escape(ch))
-    out.append("$")
-    return re.compile("".join(out), re.DOTALL)
+            out.append(ch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "[[" reads as a nested set to Python
+        return re.compile("^" + _as_python_regex("".join(out)) + "$", re.DOTALL)
+
+
+def _validate(text: str) -> None:
+    """ValueError unless Go's filepath.Match takes the pattern (what
+    patternmatcher.New checks before it builds its regex)."""
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == "[":
+            i, _ = glob_class(text, i + 1)
+        else:
+            i += 1
+
+
+def _as_python_regex(go: str) -> str:
+    """A Go (RE2) regex as Python's re reads it the same way: inside a
+    class, Go takes `[` as a plain character and a `]` right after the
+    opening (or after `^`) as one too; Python needs them escaped."""
+    out = []
+    i = 0
+    in_class = opening = False
+    while i < len(go):
+        ch = go[i]
+        if ch == "\\" and i + 1 < len(go):
+            out.append(go[i:i + 2])
+            i += 2
+            opening = False
+            continue
+        i += 1
+        if not in_class:
+            out.append(ch)
+            if ch == "[":
+                in_class = opening = True
+                if i < len(go) and go[i] == "^":
+                    out.append("^")
+                    i += 1
+            continue
+        if ch == "]" and not opening:
+            in_class = False
+            out.append("]")
+        elif ch in "[]":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+        opening = False
+    return "".join(out)
 
 
 def glob_class(text: str, start: int) -> tuple[int, str]:
@@ -183,7 +236,7 @@ class Matcher:
                 raise DockerfileError("illegal exclusion pattern: \"!\"")
             text = _clean(text)
             try:
-                match = _matcher_of(text)
+                match = pattern_matcher(text)
             except (ValueError, re.error):
                 raise DockerfileError(f"syntax error in pattern: {raw}") from None
             compiled.append(_Pattern(text, exclusion, match, tuple(text.split("/"))))

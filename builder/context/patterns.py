@@ -1,18 +1,18 @@
 """Source paths and patterns as COPY reads them (builder/context/trees.py):
-paths cleaned against `/`, Go's filepath.Match per path component for
-wildcards, and .dockerignore-style pattern sets with the question a walk
+paths cleaned against `/`, patternmatcher's matching per path component
+for wildcards, and .dockerignore-style pattern sets with the question a walk
 asks to prune an excluded directory."""
 
 from __future__ import annotations
 
 import os
-import posixpath
 import re
+import posixpath
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from frontend.dockerignore import Matcher, glob_class
+from frontend.dockerignore import Matcher, pattern_matcher
 from frontend.errors import ContextError
 
 
@@ -49,35 +49,18 @@ def split_wildcards(path: str) -> tuple[str, str]:
 def component_matchers(pattern: str, wildcard: str) -> list[Callable[[str], bool]]:
     try:
         return [_compile_component(part) for part in wildcard.split("/")]
-    except ValueError as exc:
+    except (ValueError, re.error) as exc:
         raise ContextError(f"COPY failed: invalid pattern {pattern!r}: {exc}") from None
 
 
 @lru_cache(maxsize=256)
 def _compile_component(part: str) -> Callable[[str], bool]:
-    """Go's filepath.Match for one path component, as a compiled regex."""
-    out = []
-    i = 0
-    while i < len(part):
-        ch = part[i]
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\":
-            if i + 1 >= len(part):
-                raise ValueError("trailing backslash")
-            i += 1
-            out.append(re.escape(part[i]))
-        elif ch == "[":
-            after, cls = glob_class(part, i + 1)
-            out.append(cls)
-            i = after - 1
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    regex = re.compile("".join(out), re.DOTALL)
-    return lambda name: regex.fullmatch(name) is not None
+    """One path component of a COPY wildcard, matched as BuildKit 0.13 does
+    (docker 26): with patternmatcher's reading, not filepath.Match's, so
+    `**` is `*` within a component, `**.txt` takes any name ending in
+    .txt, and a `?` or `*` inside `[...]` is no literal (`a[?]b` takes
+    no `a?b`; `[[]x]` still takes `[x]`)."""
+    return pattern_matcher(part)
 
 
 def find_wildcard(base: Path, matchers: list[Callable[[str], bool]], prefix: str = "", *,

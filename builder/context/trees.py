@@ -7,8 +7,9 @@ for `COPY --from` (without ignore files, keeping ownership).
 Path semantics follow BuildKit's file op (tonistiigi/fsutil `copy`):
 - The tree is `/`. Source paths are cleaned against it, so `../x` and
   `/x` both mean `x` at the top of the tree and nothing is read outside.
-- Wildcards are Go's `filepath.Match` (`*`, `?`, `[a-z]`, `[^a]`, `\\`
-  escapes), matched per path component: `*` never crosses a `/`.
+- Wildcards (`*`, `?`, `[a-z]`, `[^a]`, `\\` escapes) are matched per
+  path component, as patternmatcher reads them (see patterns.py): `*`
+  never crosses a `/`.
 - A path without wildcards that does not exist is an error. A wildcard that
   matches nothing is not (BuildKit sets AllowEmptyWildcard for COPY and ADD),
   but the part of the path before the first wildcard must exist, as in
