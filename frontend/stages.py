@@ -87,14 +87,16 @@ class StageGraph:
         """The state of a stage, from its FROM expanded in the global scope."""
         from_ = stage.from_
         result = self._expand_global(from_.base, from_.location)
+        # BuildKit warns of the undefined ARG before it refuses the blank
+        # name the ARG left, so `FROM $NOPE` keeps its UndefinedArgInFrom.
+        declared = set(self.global_args) | {a.key for cmd in self.meta_args for a in cmd.args}
+        for name in sorted(result.unmatched - declared):
+            lint.undefined_arg_in_from(self.linter, name, declared, from_.location)
         if not result.result:
             raise DockerfileError(f"base name ({from_.base}) should not be blank", from_.location)
         state = StageState(stage=stage, index=stage.index, display=stage.name or f"stage-{stage.index}")
         state.base_name = result.result
         state.from_vars = result.matched
-        declared = set(self.global_args) | {a.key for cmd in self.meta_args for a in cmd.args}
-        for name in sorted(result.unmatched - declared):
-            lint.undefined_arg_in_from(self.linter, name, declared, from_.location)
         if from_.platform:
             state.platform = self._from_platform(from_, declared)
         if stage.name:

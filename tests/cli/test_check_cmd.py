@@ -266,3 +266,13 @@ def test_json_locates_a_warning_by_line_and_an_error_by_span(tmp_path):
                                              {"start": {"line": 3}, "end": {"line": 3}}]}),
     ]  # fmt: skip
     assert body["buildError"]["location"] == {"ranges": [{"start": {"line": 4}, "end": {"line": 5}}]}
+
+
+def test_an_undefined_arg_that_blanks_a_from_is_warned_before_the_error(tmp_path):
+    # BuildKit's dockerfile2llb lints the FROM's variables before it refuses
+    # the empty name they leave.
+    (tmp_path / "Dockerfile").write_text("FROM $NOPE\nRUN true\n")
+    result = run("check", str(tmp_path))
+    assert result.exit_code == 1
+    assert "Dockerfile:1: [UndefinedArgInFrom] FROM argument 'NOPE' is not declared" in result.output
+    assert "base name ($NOPE) should not be blank" in result.output
