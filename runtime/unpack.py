@@ -54,6 +54,7 @@ class Unpacker:
 
     # Names starting with it go to `whiteout()` (a layer's `.wh.` entries).
     whiteout_prefix: bytes | None = None
+    keeps_names = False
 
     def __init__(self, tree: confine.Tree, *, chown: tuple[int, int] | None = None):
         self.tree = tree
@@ -65,7 +66,10 @@ class Unpacker:
         self.open_dirs: dict[Parts, tuple[int, bytes]] = {}
         self._retired: list[int] = []  # closed once the current member is done
         self._inodes: dict[Parts, tuple[int, int]] = {}  # non-directory members -> their inode
-        self.unpacked: set[Parts] = set()  # every member name so far (what an opaque whiteout spares)
+        # Every member name so far, for a policy that sets `keeps_names`
+        # (what its opaque whiteout spares); not kept for a layer's
+        # hundreds of thousands of names, which no one reads.
+        self.unpacked: set[Parts] | None = set() if self.keeps_names else None
         self._dir_times: dict[tuple[int, int], tuple[bytes, int]] = {}  # inode -> (real path, mtime)
 
     # -- policy
@@ -126,7 +130,8 @@ class Unpacker:
         if not parts:
             self.root_member(member)
             return
-        self.unpacked.add(parts)
+        if self.unpacked is not None:
+            self.unpacked.add(parts)
         if len(self.open_dirs) > _MAX_OPEN_DIRS:
             self._retire_dirs()
         parent = parts[:-1]

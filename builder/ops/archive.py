@@ -128,6 +128,7 @@ class _ArchiveUnpacker(Unpacker):
     filesystem does not are skipped."""
 
     whiteout_prefix = WHITEOUT_PREFIX.encode()
+    keeps_names = True
 
     def member_parts(self, name: str) -> tuple[bytes, ...]:
         cleaned = _member_name(name)
