@@ -43,8 +43,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, reason="root's layer keeps SCHILY.xattr.trusted.*, the user's cannot read it: "
-                                       "a documented difference (docs/architecture.md, Rootless), see issue 16's note")
 def test_a_trusted_xattr_on_a_context_file_gives_the_same_digest(rootless, busybox_image, tmp_path):
     context = rootless.write_context("ctx", f"FROM {busybox_image.ref}\nCOPY f /x/\n", {"f": "data\n"})
     try:
