@@ -97,9 +97,10 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
     """Make (and store) the config and manifest of an image.
 
     The history entries of the new instructions with empty_layer=False pair
-    up, in order, with the snapshots above the base image's layers. A new
-    layer whose diff is empty is dropped and its entry marked empty_layer,
-    as BuildKit does, so a metadata-only RUN does not add a blob.
+    up, in order, with the snapshots above the base image's layers. A
+    step whose diff is empty (`RUN true`, WORKDIR of a directory that is
+    there) keeps its empty layer, as BuildKit 0.13 does (docker 26 writes
+    empty_layer false for it; docker 20.10's BuildKit dropped it).
 
     With SOURCE_DATE_EPOCH, `created` and every new history entry carry the
     epoch and older base entries are clamped to it, as BuildKit does.
@@ -145,9 +146,6 @@ def assemble(store, layers: LayerMaker, stage: StageImage, chain: tuple[str, ...
         for position, snapshot in enumerate(new_snapshots):
             record = layers.layer_for(snapshot, options.compression, force=options.force_compression,
                                       clamp_mtime=clamp, level=options.compression_level)
-            if record.empty:
-                new_entries[position]["empty_layer"] = True
-                continue
             layer_descs.append(Descriptor(_layer_type(record.media_type, options.oci_mediatypes),
                                           record.digest, record.size))
             diff_ids.append(str(record.diff_id))

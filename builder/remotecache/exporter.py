@@ -204,8 +204,7 @@ def with_inline_cache(store, image: Image, exporter: CacheExporter) -> Image:
     """The image with its cache records in its config (`type=inline`).
 
     Only records whose every layer is one of the image's own blobs can be
-    served from the image alone; empty layers, which the image drops, are
-    left out."""
+    served from the image alone."""
     config = exporter.collect(CacheMode.MIN)
     own = {d.digest for d in image.layers}
     inline = CacheConfig()
