@@ -23,7 +23,7 @@ from fixtures.pybuild import pybuild_env
 
 BASE_NAME = "busybox"
 # docker's error excerpt starts with "Dockerfile:N" alone on its line;
-# pybuild's message says "at Dockerfile:N:".
+# pybuild's message says "at Dockerfile:N:" (a warning before it may name another).
 _DOCKER_LINE = re.compile(r"^(?:\S*Dockerfile):(\d+)$", re.M)
 _PYBUILD_LINE = re.compile(r"Dockerfile:(\d+)")
 # BuildKit names the context's snapshot by random ids in some messages.
@@ -84,7 +84,8 @@ def pybuild_record(inputs: Inputs, image: BaseImage, root: Path, work: Path, fla
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         found = _PYBUILD_LINE.findall(done.stderr)
-        return {"error": {"message": done.stderr.strip(), "line": int(found[0]) if found else None},
+        # The last: the error comes after any warning naming a line.
+        return {"error": {"message": done.stderr.strip(), "line": int(found[-1]) if found else None},
                 "exit": done.returncode, "traceback": "Traceback (most recent call last)" in done.stderr}
     record = {"image": image_record(layout_reader(out), image.base)}
     if flags.steps:

@@ -70,6 +70,22 @@ def _image_differences(want: dict, got: dict) -> dict[str, str]:
     return found
 
 
+def stale(recorded: dict, live: dict) -> dict[str, str]:
+    """How docker 26's live record differs from the case's expected.json:
+    a case edited since it was recorded, or a recording that depended on
+    what the daemon had built before."""
+    recorded = {key: value for key, value in recorded.items() if key != "recorded_with"}
+    if ("error" in recorded) != ("error" in live):
+        return {"outcome": f"recorded {_show(recorded)[:1500]}, live {_show(live)[:1500]}"}
+    if "error" in live:
+        return {key: f"recorded {_show(recorded['error'].get(key))}, live {_show(live['error'].get(key))}"
+                for key in ("message", "line") if recorded["error"].get(key) != live["error"].get(key)}
+    found = _image_differences(recorded["image"], live["image"])
+    if recorded.get("rebuilds") != live.get("rebuilds"):
+        found["rebuilds"] = f"recorded {_show(recorded.get('rebuilds'))}, live {_show(live.get('rebuilds'))}"
+    return found
+
+
 def report(case: Case, against: str, found: dict[str, str]) -> str:
     return f"{case.name}: pybuild differs from {against}:\n" + "\n".join(
         f"- {key}: {text}" for key, text in found.items())

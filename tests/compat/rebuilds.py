@@ -63,15 +63,16 @@ def _edit(context, rebuild: Rebuild) -> None:
         os.utime(_inside(context, name))
 
 
-def case_record(case: Case, context, build: Callable[[Flags], dict], before_first: Callable[[], None]) -> dict:
-    """The record of `case`: `build(flags)` once for a plain case; for a
-    case with rebuilds, `before_first()` (which empties the builder's
-    cache), the first build, then each edit and rebuild, the record being
-    the last build's with "rebuilds": [{"ran": [...]}, ...]."""
+def case_record(case: Case, context, build: Callable[[Flags], dict], clean: Callable[[], None],
+                plain: Flags = Flags()) -> dict:
+    """The record of `case`, built by `build(flags)` after `clean()`: once
+    with `plain` for a case without rebuilds; else the first build, then
+    each edit and rebuild, the record being the last build's with
+    "rebuilds": [{"ran": [...]}, ...]."""
+    clean()
     steps = rebuilds(case)
     if not steps:
-        return build(Flags())
-    before_first()
+        return build(plain)
     first = build(Flags())
     if "error" in first:
         return first
@@ -86,17 +87,23 @@ def case_record(case: Case, context, build: Callable[[Flags], dict], before_firs
 
 
 def docker_case(case: Case, image: BaseImage, docker, work) -> dict:
-    """docker's record of `case`, its inputs made under `work`."""
+    """docker's record of `case`, its inputs made under `work`. Its build
+    cache is emptied first: BuildKit's cache keys leave mtimes out, so a
+    result cached by another case with the same content would bring that
+    case's mtimes, and buildx's context transfer reuses what the last
+    build received (a directory it made keeps its mtime)."""
     inputs = prepare(case, work)
     return case_record(case, inputs.context, lambda flags: docker_record(inputs, image, docker, work, flags),
                        lambda: docker_prune(docker))
 
 
 def pybuild_case(case: Case, image: BaseImage, shared_root, work) -> dict:
-    """pybuild's record of `case`, its inputs made under `work`: with
-    `shared_root` as its store, except for a case with rebuilds, which
-    has a root of its own (its cache hits must be its own)."""
+    """pybuild's record of `case`, its inputs made under `work`, its store
+    `shared_root`, where it builds with --no-cache (a cache hit of another
+    case with the same content would bring that case's mtimes, as in
+    BuildKit), the base's extraction being all it shares. A case with
+    rebuilds has a root of its own: its cache hits must be its own."""
     inputs = prepare(case, work)
     root = work / "root" if case.rebuilds else shared_root
     return case_record(case, inputs.context, lambda flags: pybuild_record(inputs, image, root, work, flags),
-                       lambda: None)
+                       lambda: None, Flags(no_cache=True))

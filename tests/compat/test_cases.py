@@ -2,7 +2,8 @@
 (BuildKit 0.13): `[NAME-recorded]` against the case's expected.json, which
 tests/compat/record.py wrote from docker 26 (no docker needed), and
 `[NAME-docker26]` against docker 26 live (the docker26_multiplatform
-fixture: containerd's store and buildx). A case judged by the reference
+fixture: containerd's store and buildx), which must also still give what
+expected.json holds. A case judged by the reference
 has its expected.json written by hand and no live test: BuildKit 0.13
 refuses what it tests (tests/compat/README.md).
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from compat.cases import all_cases
-from compat.compare import differences, report
+from compat.compare import differences, report, stale
 from compat.rebuilds import docker_case
 
 CASES = all_cases()
@@ -39,6 +40,11 @@ def test_case(case, oracle, compat_pybuild, compat_base, tmp_path):
         want, against = case.expected(), "the recorded docker 26"
     else:
         want, against = docker_case(case, compat_base, oracle, tmp_path / "docker"), "docker 26"
+        if case.expected_path.exists():
+            old = stale(case.expected(), want)
+            assert not old, (f"{case.name}: expected.json is not what docker 26 gives now "
+                             f"(python tests/compat/record.py {case.path}):\n"
+                             + "\n".join(f"- {key}: {text}" for key, text in old.items()))
     found = differences(case, want, compat_pybuild(case))
     known = case.known_differences
     unknown = {key: text for key, text in found.items() if key not in known}
