@@ -79,3 +79,22 @@ RUN --mount=type=ssh echo "$SSH_AUTH_SOCK" > /preset-kept
     assert built.read_text("/absent") == "/run/buildkit/ssh_agent.0\n"
     assert built.read_text("/preset-kept") == "/preset\n"
     assert not built.exists("/run/buildkit")
+
+
+def test_secret_targets_leave_nothing(tmp_path, root, busybox_image, tmp_path_factory):
+    # docker 26 with the same secret: no /m, no /run/secrets in the image,
+    # and /old, where a target was made and removed, keeps its mtime (as
+    # the mount-target-parent-mtime case records for the other mounts)
+    secret = tmp_path_factory.mktemp("s") / "sec"
+    secret.write_text("s3cr3t\n")
+    built = build_image(tmp_path, root, f"""\
+FROM {busybox_image.ref}
+RUN mkdir -m 0755 /old && touch -d @1500000000 /old
+RUN --mount=type=secret,id=s,target=/m/secret/file --mount=type=secret,id=s,target=/old/sfile \\
+    --mount=type=secret,id=s cat /m/secret/file /run/secrets/s > /seen
+""", secrets=[f"id=s,src={secret}"])
+    assert built.read_text("/seen") == "s3cr3t\ns3cr3t\n"
+    assert not built.exists("/m") and not built.exists("/run") and not built.exists("/old/sfile")
+    assert built.path("/old").stat().st_mtime == 1_500_000_000
+    names = {member.name.rstrip("/") for member in built.layer_members(-1)}
+    assert "old" not in names and not any(name.startswith(("m", "run")) for name in names)
