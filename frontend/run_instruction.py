@@ -100,13 +100,12 @@ def _run_env(conv: Converter, state: StageState) -> tuple[str, ...]:
 
 def _command_string(state: StageState, args: list[str]) -> str:
     """The history's `RUN` text: BuildKit prefixes the command with the
-    stage's build args (`|2 A=1 B=2 sh -c ...`)."""
-    values: dict[str, str] = {}
-    for arg in state.build_args:
-        values[arg.key] = state.env.get(arg.key, arg.value or "")
+    stage's build args (`|2 A=1 B=2 sh -c ...`), one per ARG instruction:
+    an ARG declared twice is listed twice, with its value now."""
+    values = [f"{arg.key}={state.env.get(arg.key, arg.value or '')}" for arg in state.build_args]
     if not values:
         return " ".join(args)
-    return " ".join([f"|{len(values)}", *(f"{k}={v}" for k, v in values.items()), *args])
+    return " ".join([f"|{len(values)}", *values, *args])
 
 
 def _mount_spec(conv: Converter, state: StageState, cmd: ins.Run, raw: str, inputs: list[str]) -> MountSpec:
