@@ -130,7 +130,8 @@ def _remote_sources(sources: list[str], is_add: bool, checksum: str, loc) -> lis
         if len(sources) != 1:
             raise DockerfileError("checksum can't be specified for multiple sources", loc)
         if not (_is_http(sources[0]) or _is_git(sources[0])):
-            raise DockerfileError("checksum requires HTTP(S) or Git sources", loc)
+            # BuildKit 0.13's words; git sources (0.14+) take a checksum too.
+            raise DockerfileError("checksum can't be specified for non-HTTP sources", loc)
     remote = [s for s in sources if _is_http(s) or _is_git(s)]
     if remote and not is_add:
         kind = "a git ref" if _is_git(remote[0]) else "a URL"
