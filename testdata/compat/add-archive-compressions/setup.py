@@ -8,25 +8,18 @@ import lzma
 import pathlib
 import tarfile
 
-import zstandard
+from compat.tarmembers import add_member
 
-def _add(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", mtime=1_500_000_000, uid=0, gid=0,
-         pax=None):
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname, info.mtime, info.uid, info.gid = kind, mode, link, mtime, uid, gid
-    if pax:
-        info.pax_headers = pax
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+import zstandard
 
 
 def make(context: pathlib.Path) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, "top", tarfile.DIRTYPE, mode=0o750, mtime=1_400_000_000)
-        _add(tar, "top/file", data=b"content\n", mode=0o640)
-        _add(tar, "top/link", tarfile.SYMTYPE, link="file", mtime=1_300_000_000)
-        _add(tar, "exe", data=b"#!/bin/sh\n", mode=0o755, uid=1000, gid=1000)
+        add_member(tar, "top", tarfile.DIRTYPE, mode=0o750, mtime=1_400_000_000)
+        add_member(tar, "top/file", data=b"content\n", mode=0o640)
+        add_member(tar, "top/link", tarfile.SYMTYPE, link="file", mtime=1_300_000_000)
+        add_member(tar, "exe", data=b"#!/bin/sh\n", mode=0o755, uid=1000, gid=1000)
     plain = buffer.getvalue()
     (context / "tree.tar").write_bytes(plain)
     (context / "tree-named.txt").write_bytes(plain)

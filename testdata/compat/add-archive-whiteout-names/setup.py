@@ -1,22 +1,14 @@
 """Members named as overlay whiteouts (.wh.victim, sub/.wh..wh..opq): an
 ADD archive is no layer, so what does BuildKit 0.13 make of them?"""
 
-import io
 import pathlib
 import tarfile
 
-def _add(tar, name, kind=tarfile.REGTYPE, data=b"", mode=0o644, link="", mtime=1_500_000_000, uid=0, gid=0,
-         pax=None):
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname, info.mtime, info.uid, info.gid = kind, mode, link, mtime, uid, gid
-    if pax:
-        info.pax_headers = pax
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+from compat.tarmembers import add_member
 
 
 def make(context: pathlib.Path) -> None:
     with tarfile.open(context / "wh.tar", "w") as tar:
-        _add(tar, ".wh.victim")
-        _add(tar, "sub/.wh..wh..opq")
-        _add(tar, "sub/new", data=b"new\n")
+        add_member(tar, ".wh.victim")
+        add_member(tar, "sub/.wh..wh..opq")
+        add_member(tar, "sub/new", data=b"new\n")
