@@ -1,10 +1,3 @@
-"""File names holding glob characters (not every checkout can hold them)."""
-import os
+"""File names holding glob characters (tests/compat/globnames.py)."""
 
-
-def make(context):
-    os.makedirs(context / "sub", exist_ok=True)
-    for name in ("a?b", "axb", "a*b", "azzb", "[x]", "x", "q["):
-        for where in (context, context / "sub"):
-            (where / name).write_text(name + "\n")
-            os.utime(where / name, (1600000000, 1600000000))
+from compat.globnames import make  # noqa: F401
