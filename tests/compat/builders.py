@@ -28,6 +28,9 @@ _DOCKER_LINE = re.compile(r"^(?:\S*Dockerfile):(\d+)$", re.M)
 _PYBUILD_LINE = re.compile(r"Dockerfile:(\d+)")
 # BuildKit names the context's snapshot by random ids in some messages.
 _RANDOM_REF = re.compile(r"failed to calculate checksum of ref [^ ]+?::[a-z0-9]+: ")
+# The daemon's own paths in a message: its data root (a temp directory) and
+# the numbered mount points BuildKit makes under it.
+_DAEMON_PATH = re.compile(r"/\S*?/data/(?:tmp/buildkit-mount\d+|buildkit/\S*?/buildkit\d+)")
 # A Dockerfile step's progress name: "[2/4] COPY a /", "[deps 1/2] RUN ...".
 _STEP_NAME = re.compile(r"^\[(?:(\S+) )?\d+/\d+\] (.*)$", re.S)
 
@@ -111,7 +114,8 @@ def steps_that_ran(progress: str) -> list[str]:
 def docker_error(output: str) -> dict:
     """The error record of a failed `docker buildx build --progress plain`."""
     errors = [line.removeprefix("ERROR: ") for line in output.splitlines() if line.startswith("ERROR: ")]
-    message = _RANDOM_REF.sub("", errors[-1] if errors else output.strip().splitlines()[-1])
+    message = errors[-1] if errors else output.strip().splitlines()[-1]
+    message = _DAEMON_PATH.sub("<mount>", _RANDOM_REF.sub("", message))
     found = _DOCKER_LINE.findall(output)
     return {"message": message, "line": int(found[-1]) if found else None}
 

@@ -41,7 +41,7 @@ def test_case(case, oracle, compat_pybuild, compat_base, tmp_path):
     else:
         want, against = docker_case(case, compat_base, oracle, tmp_path / "docker"), "docker 26"
         if case.expected_path.exists():
-            old = stale(case.expected(), want)
+            old = stale(case, case.expected(), want)
             assert not old, (f"{case.name}: expected.json is not what docker 26 gives now "
                              f"(python tests/compat/record.py {case.path}):\n"
                              + "\n".join(f"- {key}: {text}" for key, text in old.items()))

@@ -114,6 +114,9 @@ def test_docker_error_keeps_the_last_error_and_the_excerpt_line_without_random_i
               'ab-12::k9x: "/m": not found\n')
     assert docker_error(output) == {"message": 'failed to solve: failed to compute cache key: "/m": not found',
                                     "line": 3}
+    mounts = ("ERROR: failed to solve: lstat /tmp/pb-d26-u6yi/data/buildkit/containerd-overlayfs/cachemounts/"
+              "buildkit1125907098/f/sub: not a directory; open /tmp/pb-d26-ef6y/data/tmp/buildkit-mount12707/x: no")
+    assert docker_error(mounts)["message"] == "failed to solve: lstat <mount>/f/sub: not a directory; open <mount>/x: no"
 
 
 def test_steps_that_ran_leave_out_cached_steps_numbers_from_and_unnamed_stages():
