@@ -13,6 +13,8 @@ other, or when one of them is gone (the fix then drops it from the case)."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from compat.cases import all_cases
@@ -39,7 +41,10 @@ def test_case(case, oracle, compat_pybuild, compat_base, tmp_path):
     if oracle is None:
         want, against = case.expected(), "the recorded docker 26"
     else:
-        want, against = docker_case(case, compat_base, oracle, tmp_path / "docker"), "docker 26"
+        try:
+            want, against = docker_case(case, compat_base, oracle, tmp_path / "docker"), "docker 26"
+        finally:
+            shutil.rmtree(tmp_path / "docker", ignore_errors=True)
         if case.expected_path.exists():
             old = stale(case, case.expected(), want)
             assert not old, (f"{case.name}: expected.json is not what docker 26 gives now "
