@@ -284,7 +284,7 @@ class Converter:
                     cmd.location,
                 )
             return source.rootfs
-        image = self.graph.image_for(source.ref, source.platform)
+        image = self.graph.image_for(source.ref, source.platform, cmd.location)
         assert image.resolved is not None
         if not image.vertex:
             image.vertex = self.add(

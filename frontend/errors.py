@@ -17,6 +17,31 @@ class Location:
         return f"{self.path}:{self.start}"
 
 
+# An error raised by a callback the frontend calls (the image resolver, a
+# registry's) is not the frontend's, but the instruction that needed it is
+# known: BuildKit names that line. It rides on the exception unchanged.
+_LOCATION = "dockerfile_location"
+
+
+def locate(exc: BaseException, location: Location) -> None:
+    """Mark `exc` as raised for the instruction at `location` (the first
+    mark wins: the innermost instruction)."""
+    if getattr(exc, _LOCATION, None) is None:
+        setattr(exc, _LOCATION, location)
+
+
+def located(exc: BaseException) -> Location | None:
+    """The instruction `exc`, or an exception it was raised from, was marked with."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        location = getattr(exc, _LOCATION, None)
+        if location is not None:
+            return location
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class FrontendError(Exception):
     """Base of every error the frontend raises."""
 

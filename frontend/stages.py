@@ -13,7 +13,7 @@ from typing import Mapping
 from frontend import instructions as ins
 from frontend import lint
 from frontend.definition import ImageResolver, NamedContext, NamedContextLookup, ResolvedImage
-from frontend.errors import DockerfileError, Location
+from frontend.errors import DockerfileError, Location, locate
 from frontend.image_config import config_section
 from frontend.instruction_parsing import parse_instruction
 from frontend.lexer import ExpansionError, Lexer
@@ -267,15 +267,22 @@ class StageGraph:
         ref = state.base_name if state.named is None else state.named.image
         if ref and ref != "scratch":
             platform = state.platform or self.platform
-            state.image = self.image_for(ref, platform)
+            state.image = self.image_for(ref, platform, location)
             lint.base_image_platform(self.linter, ref, state.image.resolved.config, platform, location)
         # Otherwise a local directory or docker-image://scratch: the dispatcher makes it.
 
-    def image_for(self, ref: str, platform: Platform) -> ImageRef:
+    def image_for(self, ref: str, platform: Platform, location: Location) -> ImageRef:
+        """The image `ref` for `platform`, resolved once; a failure to
+        resolve it names the instruction at `location`, as BuildKit names
+        the FROM or COPY --from line whose image it could not resolve."""
         key = (ref, platform)
         image = self.images.setdefault(key, ImageRef(ref=ref, platform=platform))
         if image.resolved is None:
-            image.resolved = self.resolve(ref, platform)
+            try:
+                image.resolved = self.resolve(ref, platform)
+            except Exception as exc:
+                locate(exc, location)
+                raise
         return image
 
     def add_triggers(self, state: StageState, triggers: list[str]) -> bool:

@@ -57,14 +57,14 @@ def report(exc: PybuildError, dockerfile_text: str | None = None) -> None:
     """`ERROR: message`; for a Dockerfile error or a failed step, the
     instruction's lines as BuildKit shows them; for a failed RUN, the last
     lines it printed."""
-    from frontend.errors import DockerfileError
+    from frontend.errors import DockerfileError, located
     from runtime.errors import ExecFailed
 
     click.echo(f"ERROR: {printable(str(exc))}", err=True)
     cause = exc.cause if isinstance(exc, StepFailed) else None
-    location = exc.location if isinstance(exc, (StepFailed, DefinitionError)) else None
+    location = exc.location if isinstance(exc, (StepFailed, DefinitionError)) else located(exc)
     if location is not None and dockerfile_text:
-        if isinstance(exc, StepFailed) and not isinstance(cause, DockerfileError):
+        if not isinstance(exc, DefinitionError) and not isinstance(cause, DockerfileError):
             click.echo(f"at {location}:", err=True)  # a DockerfileError's message starts with it
         lines = dockerfile_text.splitlines()
         first = max(1, location.start - 2)
