@@ -58,15 +58,16 @@ def sign_pushed(worker, specs: Sequence[OutputSpec], tags: Sequence[str], pushed
                 keys: Mapping[str, object], *, hosts, insecure: Sequence[str], reporter) -> None:
     """Sign what each sign= output pushed, on the registry itself (never a
     pull mirror: builder.signing.store.origin_client)."""
+    outputs = signed_outputs(specs)
+    if not outputs:
+        return
+    # Only a signing build pays for these (requests, cryptography: ~70 ms).
     from builder.config import file_registry_hosts
     from builder.registry.reference import Reference
     from builder.signing.sign import sign_image
     from builder.signing.store import origin_client
     from cache.digest import Digest
 
-    outputs = signed_outputs(specs)
-    if not outputs:
-        return
     client = origin_client(worker.store, hosts if hosts is not None else file_registry_hosts())
     try:
         for spec in outputs:

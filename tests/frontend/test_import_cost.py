@@ -76,3 +76,40 @@ def test_a_root_processs_namespace_entry_imports_nothing_heavy():
     (~9 ms of a ~70 ms no-op rebuild)."""
     loaded = _modules_after("from runtime import userns; userns.enter(); import builder.root.replay")
     assert not {"subprocess", "shutil", "pwd"} & loaded
+
+
+# What only a push, a signature or a registry client needs: a cached build
+# whose output is local must not pay for it (~70 ms of a ~0.4 s process).
+_NOT_FOR_A_LOCAL_OUTPUT = {"requests", "urllib3", "http.client", "ssl", "cryptography", "nacl",
+                           "builder.registry.client", "builder.signing.sign", "builder.signing.store"}
+
+
+def test_a_cached_build_with_an_oci_output_imports_no_registry_or_signing_code(busybox_image, tmp_path):
+    """Run as the console script runs it: `-o` turns the no-op memo off, so
+    this is the full cached path, with its import table read back."""
+    from fixtures.pybuild import pybuild_env
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {busybox_image.ref}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n")
+    (context / "a.txt").write_text("a\n")
+    console = "import sys; sys.argv[0] = 'pybuild'; from builder.entry import main; main()"
+    args = ["--root", str(tmp_path / "root"), "--progress=plain", "-o", f"type=oci,dest={tmp_path / 'out.tar'}",
+            str(context)]
+    env = pybuild_env(tmp_path)
+
+    def run() -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", console, *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run()
+    (tmp_path / "out.tar").unlink()
+    warm = run()
+    assert warm.stderr.count(" CACHED") >= 2  # the COPY and the RUN: the warm path, not a build
+    assert (tmp_path / "out.tar").stat().st_size > 0
+    imported = {line.rsplit("|", 1)[1].strip() for line in warm.stderr.splitlines()
+                if line.startswith("import time:") and "cumulative" not in line}
+    assert {"builder.build", "builder.export.oci"} <= imported  # the table was read
+    assert not _NOT_FOR_A_LOCAL_OUTPUT & imported
