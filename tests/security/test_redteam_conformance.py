@@ -213,8 +213,8 @@ def test_a_step_replacing_a_planted_etc_file_by_a_link_out_stays_in_the_image(tm
 # --- 2. a .dockerignore'd file reaches nothing ------------------------------------
 
 
-_IGNORED = {".dockerignore": "secret\nsecretdir\nsub/ign\n", "secret": "S3CRET\n", "secretdir/x": "S3CRET\n",
-            "sub/ign": "S3CRET\n", "keep": "k\n"}
+_IGNORED = {".dockerignore": "secret\nsecretdir\nsub/ign\n*.log\n", "secret": "S3CRET\n", "secretdir/x": "S3CRET\n",
+            "sub/ign": "S3CRET\n", "keep": "k\n", "a.txt": "a\n", "b.log": "S3CRET\n"}
 
 
 @pytest.mark.parametrize("line", ["COPY link /got", "COPY dirlink/ /got/", "COPY dirlink/x /got", "ADD link /got",
@@ -235,7 +235,7 @@ def test_an_ignored_file_reaches_no_copy_bind_or_cache_key(tmp_path, busybox_ima
     (named / ".dockerignore").write_text("nign\n")
     (named / "nign").write_text("S3CRET\n")
     (named / "nkeep").write_text("k\n")
-    text = (f"FROM {busybox_image.ref}\nCOPY . /c/\n"
+    text = (f"FROM {busybox_image.ref}\nCOPY . /c/\nCOPY *.* /t/\n"
             "RUN --mount=type=bind,target=/b (ls -aR /b; cat /b/secret /b/link /b/sub/ign; "
             "cat /proc/sys/kernel/random/uuid) > /u 2>&1; true\n"
             "RUN --mount=type=bind,from=named,target=/b (ls -aR /b; cat /b/nign; "
@@ -248,10 +248,11 @@ def test_an_ignored_file_reaches_no_copy_bind_or_cache_key(tmp_path, busybox_ima
     runs = {name: (out / name).read_text() for name in "uvw"}
     for name, text_seen in runs.items():
         assert "S3CRET" not in text_seen, (name, text_seen)
-    assert sorted(os.listdir(out / "c")) == [".dockerignore", "Dockerfile", "keep", "link", "sub"]
+    assert sorted(os.listdir(out / "c")) == [".dockerignore", "Dockerfile", "a.txt", "keep", "link", "sub"]
+    assert sorted(os.listdir(out / "t")) == [".dockerignore", "a.txt"]
     assert os.listdir(out / "c" / "sub") == []
     assert sorted(os.listdir(out / "n")) == [".dockerignore", "nkeep"]
-    for path in (ctx / "secret", ctx / "secretdir" / "x", ctx / "sub" / "ign", named / "nign"):
+    for path in (ctx / "secret", ctx / "secretdir" / "x", ctx / "sub" / "ign", ctx / "b.log", named / "nign"):
         path.write_text("CHANGED, LONGER\n")
     (ctx / "secretdir" / "new").write_text("new\n")
     again = _build(tmp_path, ctx, text, build_contexts=contexts)
