@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -172,6 +171,8 @@ def find_config(explicit: str | os.PathLike | None, env: Mapping[str, str]) -> P
 def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
+    import tomllib  # most hosts have no file: every command (a memo replay too) would pay ~4 ms
+
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:

@@ -8,11 +8,13 @@ import os
 import struct
 import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder import image as media
 from builder.errors import PybuildError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 
 class Compression(enum.Enum):
@@ -70,6 +72,8 @@ _pool_lock = threading.Lock()
 def _gzip_pool() -> ThreadPoolExecutor:
     """One pool per process: a writer abandoned after an error leaves no
     threads of its own behind."""
+    from concurrent.futures import ThreadPoolExecutor  # a cached build compresses nothing
+
     global _pool
     with _pool_lock:
         if _pool is None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import networkx as nx
 
     # Only named in annotations: builder.solver.progress, on the no-op memo's
@@ -115,6 +116,11 @@ class Solver:
     def _run(self, order, to_run, impls, keys, known) -> None:
         if not to_run:
             return
+        # Only here: a fully cached build (and the memo's replay, which
+        # imports this module for Reporter) starts no pool and need not
+        # import concurrent.futures and logging (~6 ms).
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
         cancel = threading.Event()
         waiting = [v for v in order if v in to_run]
         running: dict[Future, str] = {}

@@ -50,6 +50,14 @@ def test_the_memo_replay_does_not_load_the_ops():
     assert not {"frontend.ops", "frontend.convert", "networkx"} & loaded
 
 
+def test_the_memo_replay_loads_no_thread_pool_and_no_toml_parser():
+    """Only a build with steps to run starts the solver's pool, and only a
+    config file needs tomllib: on a replay they cost ~10 ms of ~70."""
+    loaded = _modules_after("import builder.solver.progress, builder.root.replay, builder.config")
+    assert "builder.solver.scheduler" in loaded
+    assert not {"concurrent.futures", "logging", "tomllib"} & loaded
+
+
 def test_the_package_still_exports_its_names():
     import frontend
 
@@ -78,10 +86,12 @@ def test_a_root_processs_namespace_entry_imports_nothing_heavy():
     assert not {"subprocess", "shutil", "pwd"} & loaded
 
 
-# What only a push, a signature or a registry client needs: a cached build
-# whose output is local must not pay for it (~70 ms of a ~0.4 s process).
+# What only a push, a signature, a registry client or a step that runs
+# needs: a cached build whose output is local must not pay for it (~70 ms
+# of a ~0.4 s process).
 _NOT_FOR_A_LOCAL_OUTPUT = {"requests", "urllib3", "http.client", "ssl", "cryptography", "nacl",
-                           "builder.registry.client", "builder.signing.sign", "builder.signing.store"}
+                           "builder.registry.client", "builder.signing.sign", "builder.signing.store",
+                           "concurrent.futures"}  # no step runs, no layer is compressed
 
 
 def test_a_cached_build_with_an_oci_output_imports_no_registry_or_signing_code(busybox_image, tmp_path):

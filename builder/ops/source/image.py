@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import RegistryError
@@ -55,6 +54,8 @@ class ImageImpl:
         missing = [desc for desc, snapshot in zip(layers, extracted) if snapshot is None]
         for desc in missing:
             check_layer_size(desc, self._max_layer_size(), f"image {ref}")
+        from concurrent.futures import ThreadPoolExecutor  # only a pull pays for it
+
         chain = []
         # Blobs download in parallel (bounded); layers extract in order as
         # soon as their blob is there, so extraction overlaps the downloads.
