@@ -304,14 +304,24 @@ def _unplant(rootfs: Path, planted: _Planted) -> None:
         return
     with tree:
         for path, dev, ino in planted.filled:
+            # Known to be the file made before it is opened for writing: a
+            # step may have put a FIFO there (an open for writing would
+            # wait for a reader for ever) or a device node.
             try:
-                fd = tree.open_exact(path, os.O_WRONLY)
+                found = tree.open_exact(path, os.O_PATH)
             except OSError:
                 continue
             try:
-                info = os.fstat(fd)
-                if (info.st_dev, info.st_ino) == (dev, ino) and stat.S_ISREG(info.st_mode):
-                    os.ftruncate(fd, 0)
+                info = os.fstat(found)
+                if (info.st_dev, info.st_ino) != (dev, ino) or not stat.S_ISREG(info.st_mode):
+                    continue
+                fd = os.open(f"/proc/self/fd/{found}", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            finally:
+                os.close(found)
+            try:
+                os.ftruncate(fd, 0)
             finally:
                 os.close(fd)
         try:

@@ -181,12 +181,9 @@ def _run_contained(tmp_path: Path, ctx: Path, isolation: str, timeout: float, *,
         return None, output
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--isolation chroot without mounts hangs for ever after a step that replaced the /etc/hosts (or "
-    "/etc/resolv.conf) pybuild planted with a FIFO: runtime/chroot.py _unplant opens the planted path with "
-    "tree.open_exact(path, os.O_WRONLY) before checking it is still the inode it made, and open(2) of a FIFO "
-    "for writing blocks until a reader comes (the build thread sits in wait_for_partner). Open it O_PATH (or "
-    "O_WRONLY|O_NONBLOCK|O_NOCTTY), fstat, check the inode and S_ISREG, then reopen through /proc/self/fd"))
+# Was a hang: _unplant opened the planted path for writing before checking
+# it was still the file it made, and open(2) of a FIFO for writing waits
+# for a reader. It is now opened O_PATH, checked, then reopened.
 @pytest.mark.parametrize("name", ["hosts", "resolv.conf"])
 def test_a_step_replacing_a_planted_etc_file_by_a_fifo_does_not_hang_chroot(tmp_path, busybox_image, name):
     ctx = _context(tmp_path)
