@@ -29,7 +29,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -148,6 +147,10 @@ class Leases:
             return entry[1] if entry else 0
 
     def _make(self, path: str) -> int:
+        # Here, not above: the memo's replay reads the leases (dead()) and
+        # holds none, and tempfile (shutil, random) is ~5 ms of its ~70.
+        import tempfile
+
         while True:
             fd, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + _NEW, dir=self.directory)
             try:

@@ -10,8 +10,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _modules_after(statement: str) -> set[str]:
+    """What `statement` imports, beyond what the interpreter's startup (its
+    site, the host's .pth hooks) already has."""
     done = subprocess.run(
-        [sys.executable, "-c", f"import sys; {statement}; print('\\n'.join(sys.modules))"],
+        [sys.executable, "-c",
+         f"import sys; before = set(sys.modules); {statement}; print('\\n'.join(set(sys.modules) - before))"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     return set(done.stdout.split())
@@ -56,6 +59,16 @@ def test_the_memo_replay_loads_no_thread_pool_and_no_toml_parser():
     loaded = _modules_after("import builder.solver.progress, builder.root.replay, builder.config")
     assert "builder.solver.scheduler" in loaded
     assert not {"concurrent.futures", "logging", "tomllib"} & loaded
+
+
+def test_the_memo_replay_reads_leases_without_tempfile(tmp_path):
+    """A replay asks whether a dead process left a lease (builder.root.replay
+    ._left_over) and makes none: tempfile, shutil and random (~5 ms) are
+    for making one."""
+    loaded = _modules_after(f"import builder.root.replay; from runtime.lease import Leases; "
+                            f"assert Leases({str(tmp_path)!r}).dead() == []")
+    assert "runtime.lease" in loaded
+    assert not {"shutil", "random"} & loaded
 
 
 def test_the_package_still_exports_its_names():
