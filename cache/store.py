@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
@@ -26,6 +25,15 @@ from cache.digest import Digest, DigestingWriter
 from cache.errors import BlobNotFound, DigestMismatch, SizeMismatch, UnreadableDocument
 
 _CHUNK = 1 << 20
+
+
+def _temporary(directory) -> tuple[int, str]:
+    """A new file to write and then rename into place. tempfile (shutil,
+    random: ~5 ms) is imported by a process that writes, not by the memo's
+    replay, which only asks what the store has."""
+    import tempfile
+
+    return tempfile.mkstemp(prefix=".tmp-", dir=directory)
 
 
 class Materializer(Protocol):
@@ -48,7 +56,7 @@ class BlobWriter:
         self._store = store
         self._expected = expected
         self._expected_size = size
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store.tmp_dir)
+        fd, name = _temporary(store.tmp_dir)
         self._tmp = Path(name)
         self._raw = os.fdopen(fd, "wb")
         self._writer = DigestingWriter(self._raw, expected.algorithm if expected else "sha256")
@@ -140,7 +148,7 @@ class ContentStore:
             return
         target = self._recipe_path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=self.tmp_dir)
+        fd, name = _temporary(self.tmp_dir)
         with os.fdopen(fd, "w") as f:
             json.dump({**recipe, "size": size}, f, sort_keys=True)
         os.replace(name, target)
