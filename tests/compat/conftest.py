@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from compat.builders import base_image
+from compat.cases import Case
 from compat.rebuilds import pybuild_case
 
 # pybuild processes at once (PYBUILD_COMPAT_WORKERS): a case's build
@@ -28,7 +29,8 @@ def _selected_cases(session) -> list:
     found = {}
     for item in session.items:
         case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        if case is not None:
+        # Other tests of the session may name a parameter `case` too.
+        if isinstance(case, Case):
             found.setdefault(case.name, case)
     return list(found.values())
 
