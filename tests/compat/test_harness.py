@@ -162,3 +162,15 @@ def test_record_refuses_a_graph_driver_daemon_and_writes_nothing(docker26, busyb
     assert "graph driver, not containerd's store" in done.stderr and "Traceback" not in done.stderr
     assert (case / "expected.json").read_bytes() == before
     assert list(temp.iterdir()) == []  # its docker config with buildx is gone
+
+
+def test_every_file_of_the_cases_is_in_git():
+    # A case's file that git ignores or was never added builds another
+    # context in a fresh clone than the one recorded (three ignore-* cases'
+    # build/ directories once matched the root .gitignore).
+    top = Path(__file__).resolve().parents[2]
+    if not (top / ".git").exists():
+        pytest.skip("not a git checkout: nothing to compare with")
+    listed = subprocess.run(["git", "ls-files", "--others", "--", "testdata/compat"], cwd=top,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [path for path in listed if "__pycache__" not in path] == []
