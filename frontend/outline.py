@@ -154,10 +154,11 @@ def outline(
     states: list[_Stage] = []
     by_name: dict[str, _Stage] = {}
     for stage in stages:
-        used = lexer.process(stage.from_.base, scope).matched
+        expanded = lexer.process(stage.from_.base, scope)
+        used = expanded.matched
         if stage.from_.platform:
             used |= lexer.process(stage.from_.platform, scope).matched
-        base = by_name.get(lexer.process_word(stage.from_.base, scope).lower())
+        base = by_name.get(expanded.result.lower())
         inherited = dict(base.capture.used) if base else {}
         state = _Stage(stage, _Capture(dict(global_args), inherited | dict.fromkeys(sorted(used))), base)
         states.append(state)
