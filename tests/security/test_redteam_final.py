@@ -32,7 +32,6 @@ PASSWORD = "Red7eamPassw0rd"
 
 
 def _no_password(done: subprocess.CompletedProcess) -> None:
-    assert done.returncode != 0 or PASSWORD not in done.stdout + done.stderr
     assert PASSWORD not in done.stdout + done.stderr, done.stderr
 
 
@@ -46,16 +45,10 @@ def test_a_git_context_url_password_is_not_in_its_error(tmp_path):
     _no_password(done)
 
 
-def test_an_add_git_url_password_is_not_in_its_error(tmp_path):
-    ctx = write_context(tmp_path, "FROM scratch\nARG TOKEN\nADD https://bob:${TOKEN}@127.0.0.1:1/repo.git /src\n")
-    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--build-arg", f"TOKEN={PASSWORD}",
-               str(ctx), timeout=60)
-    assert done.returncode == 1, done.stderr
-    _no_password(done)
-
-
-def test_an_add_http_url_password_is_not_in_its_error(tmp_path):
-    ctx = write_context(tmp_path, "FROM scratch\nARG TOKEN\nADD http://bob:${TOKEN}@127.0.0.1:1/x /x\n")
+@pytest.mark.parametrize("add", ["https://bob:${TOKEN}@127.0.0.1:1/repo.git /src",  # a git source
+                                 "http://bob:${TOKEN}@127.0.0.1:1/x /x"])
+def test_an_add_url_password_is_not_in_its_error(tmp_path, add):
+    ctx = write_context(tmp_path, f"FROM scratch\nARG TOKEN\nADD {add}\n")
     done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "--build-arg", f"TOKEN={PASSWORD}",
                str(ctx), timeout=60)
     assert done.returncode == 1, done.stderr
