@@ -34,7 +34,7 @@ IMAGE_NAME = "io.containerd.image.name"
 REF_NAME = "org.opencontainers.image.ref.name"
 
 # Several layers, metadata-only steps between them and a RUN that changes
-# nothing (BuildKit drops its empty layer and marks its history entry).
+# nothing (BuildKit 0.13 keeps its empty layer: interop-config-history).
 DOCKERFILE = """\
 FROM {base}
 ENV GREETING=hello PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
