@@ -75,9 +75,9 @@ def tabulate(rows: list[list[str]], padding: int) -> str:
 
 def run_call(name: str, fmt: str, options: dict, debug: bool) -> None:
     """Answer `--call outline|targets` for the build's options."""
+    from builder.build import parse_platform
     from frontend.check import no_image
     from frontend.outline import outline, targets
-    from frontend.platforms import parse_platform
 
     text = None
 
@@ -86,10 +86,9 @@ def run_call(name: str, fmt: str, options: dict, debug: bool) -> None:
         text, shown, _ = read_input(options["context"], options["dockerfile"])
         if name == "targets":
             return targets(text, shown)
-        platform = parse_platform(options["platform"].split(",")[0]) if options.get("platform") else None
-        extra = {"platform": platform} if platform else {}
+        platform = parse_platform((options.get("platform") or "").split(",")[0])
         return outline(text, shown, resolve_image=no_image, target=options.get("target"),
-                       build_args=options.get("build_args") or {}, **extra)
+                       build_args=options.get("build_args") or {}, platform=platform)
 
     result = run_guarded(debug, action, lambda: text)
     if fmt == "json":

@@ -484,6 +484,13 @@ def test_an_outline_reports_the_dockerfiles_errors_as_a_build(tmp_path):
     assert 'ERROR: target stage "nope" could not be found' in missing.output
 
 
+def test_an_outline_for_a_bad_platform_is_one_error_line(context):
+    result = run("build", "--call", "outline", "--platform", "linux/amd64/v2/x", context)
+    assert result.exit_code == 1
+    assert 'ERROR: invalid platform: "linux/amd64/v2/x"' in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("call", ["lint", "outline,format=yaml", "targets,color=1"])
 def test_an_unknown_call_is_a_usage_error(context, call):
     result = run("build", "--call", call, context)
