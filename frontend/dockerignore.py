@@ -74,17 +74,21 @@ def pattern_matcher(text: str) -> Callable[[str], bool]:
     before it is a string prefix (`ke**` takes `keep/x`); a leading `**`
     with nothing special after it is a string suffix (`**.log` takes
     `a/b.log` and `xb.log`, not only whole names)."""
-    special = any(c in text for c in "*?[]\\")
-    if not special:
+    if _plain(text):
         return text.__eq__
     rest = text[2:]
-    if text.startswith("**") and rest and not any(c in rest for c in "*?[]\\"):
+    if text.startswith("**") and rest and _plain(rest):
         return lambda path: path.endswith(rest) or (rest[0] == "/" and path == rest[1:])
-    if text.endswith("**") and not any(c in text[:-2] for c in "*?[]\\"):
+    if text.endswith("**") and _plain(text[:-2]):
         head = text[:-2]
         return lambda path: path.startswith(head)
     regex = _compile(text)
     return lambda path: regex.match(path) is not None
+
+
+def _plain(text: str) -> bool:
+    """Nothing in `text` that patternmatcher reads as a wildcard or an escape."""
+    return not any(c in text for c in "*?[]\\")
 
 
 def _compile(text: str) -> re.Pattern:
