@@ -97,32 +97,33 @@ def memo_key(argv: list[str], cwd: str, env: dict[str, str], tty: bool) -> str:
     """The command's identity. A `--secret` spec's words are left out: a
     secret's value must not reach the root, not even hashed into a memo's
     name, and it changes no build result (a replay checks it is there)."""
-    named = {m for arg in _outside_secrets(argv) for m in _NAME.findall(arg)}
-    secret = _secret_variables(argv)  # a secret read from PYBUILD_*/DOCKER_* is still a secret
+    from builder.solver.secrets import secret_variables
+
+    outside, specs = _split_secrets(argv)
+    named = {m for arg in outside for m in _NAME.findall(arg)}
+    secret = secret_variables(specs)  # a secret read from PYBUILD_*/DOCKER_* is still a secret
     relevant = sorted((k, v) for k, v in env.items()
                       if (k in named or k.startswith(_ENV_PREFIXES)) and k not in secret)
     text = json.dumps([MEMO_VERSION, argv, cwd, tty, relevant])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _secret_variables(argv: list[str]) -> set[str]:
-    """The environment variables the command's `--secret` specs read."""
-    from builder.solver.secrets import secret_variables
-
-    specs = [arg for previous, arg in zip(["", *argv], argv) if previous == "--secret"]
-    specs += [arg.removeprefix("--secret=") for arg in argv if arg.startswith("--secret=")]
-    return secret_variables(specs)
-
-
-def _outside_secrets(argv: list[str]):
+def _split_secrets(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The command's words outside its `--secret` specs, and the specs."""
+    outside: list[str] = []
+    specs: list[str] = []
     value_next = False
     for arg in argv:
         if value_next:
             value_next = False
+            specs.append(arg)
         elif arg == "--secret":
             value_next = True
-        elif not arg.startswith("--secret="):
-            yield arg
+        elif arg.startswith("--secret="):
+            specs.append(arg.removeprefix("--secret="))
+        else:
+            outside.append(arg)
+    return outside, specs
 
 
 def code_fingerprint() -> str:
