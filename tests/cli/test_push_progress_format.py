@@ -108,10 +108,11 @@ def test_tty_shows_a_status_under_its_step():
     assert out.getvalue().rstrip("\x1b[J\n").endswith("(1/1) FINISHED")
 
 
-def test_quiet_shows_no_task():
+def test_quiet_shows_no_task(capfd):
     task = QuietReporter().task("pushing reg/app:1")
     task.status("pushing layers", done=True)
     task.end()
+    assert capfd.readouterr() == ("", "")
 
 
 def test_upload_body_gives_its_range_in_pieces_and_reports_as_time_passes(monkeypatch):
