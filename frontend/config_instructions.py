@@ -205,21 +205,16 @@ def _healthcheck_history(health: dict) -> str:
     return f"HEALTHCHECK &{{{_go_list(health.get('Test', []))} {durations} {_go_rune(health.get('Retries', 0))}}}"
 
 
-_RUNE_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v",
-                 0x5C: "\\\\", 0x27: "\\'"}
-
-
 def _go_rune(value: int) -> str:
-    """%q of an int: strconv.QuoteRune (an invalid code point is U+FFFD)."""
+    """%q of an int: strconv.QuoteRune (an invalid code point is U+FFFD),
+    which escapes as %q of a string does but for the quotes."""
     if not 0 <= value <= 0x10FFFF or 0xD800 <= value <= 0xDFFF:
         value = 0xFFFD
-    if value in _RUNE_ESCAPES:
-        return f"'{_RUNE_ESCAPES[value]}'"
-    if chr(value).isprintable():
-        return f"'{chr(value)}'"
-    if value < 0x80:
-        return f"'\\x{value:02x}'"
-    return f"'\\u{value:04x}'" if value < 0x10000 else f"'\\U{value:08x}'"
+    char = chr(value)
+    if char == "'":
+        return "'\\''"
+    body = char if char == '"' else go_quote(char)[1:-1]
+    return f"'{body}'"
 
 
 # -- ports and signals ---------------------------------------------------------
