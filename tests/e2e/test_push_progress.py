@@ -239,6 +239,24 @@ def test_quiet_prints_nothing(work, registry):
     assert built.returncode == 0 and "pushing" not in built.stderr, built.stderr
 
 
+def test_cache_to_registry_is_a_push_step_with_its_layers(work, registry):
+    """--cache-to type=registry pushes as an image push shows: the step
+    `pushing REF`, a status per layer the cache holds (the 12 MiB one
+    with its bytes), then the cache manifest."""
+    ref = f"{registry.host}/progress/cache:1"
+    built = watch(work.path, "build", "--progress=rawjson", "--cache-to", f"type=registry,ref={ref},mode=max",
+                  str(work.context))
+    assert built.returncode == 0, built.stderr
+    events = _rawjson(built)
+    vertexes = [v for _, event in events for v in event.get("vertexes", []) if v["name"] == f"pushing {ref}"]
+    assert vertexes and "completed" in vertexes[-1] and "error" not in vertexes[-1], built.stderr
+    statuses = [s for _, event in events for s in event.get("statuses", []) if s["vertex"] == vertexes[0]["digest"]]
+    done = {s["id"] for s in statuses if "completed" in s}
+    assert "pushing layers" in done and any(i.startswith(f"pushing manifest for {ref}@sha256:") for i in done)
+    sent = [s for s in statuses if s["id"].startswith("pushing layer ") and "completed" in s]
+    assert max(s["current"] for s in sent) > LAYER_BYTES, statuses
+
+
 def test_layers_the_registry_has_show_done_without_bytes(work, registry):
     name = f"{registry.host}/progress/again:1"
     assert watch(work.path, "tag", "big", name).returncode == 0
