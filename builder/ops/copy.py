@@ -69,7 +69,10 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
     dest_clean = posixpath.normpath("/" + dest)
     with Tree(rootfs) as tree:
         copier = Copier(tree, owner, mode_fn, selection.preserve_ownership)
-        if not (into_dir or parents or dest_clean == "/" or any(_extracts(m, unpack) for m in selection.matches)):
+        # Each match's content is sniffed once: it decides both where `dest`
+        # is and what is done with the match.
+        extracts = [_extracts(match, unpack) for match in selection.matches]
+        if not (into_dir or parents or dest_clean == "/" or any(extracts)):
             # `dest` names each source in turn, or an existing directory to
             # put it in (BuildKit copies several sources one after the other).
             for match in selection.matches:
@@ -78,8 +81,8 @@ def copy_into(rootfs: Path, selection: Selection, dest: str, *, chown: str = "",
         with _confined(dest_clean):
             dest_fd = copier.make_dirs(dest_clean)
         try:
-            for match in selection.matches:
-                if _extracts(match, unpack):
+            for match, extract in zip(selection.matches, extracts):
+                if extract:
                     try:
                         # --chown makes dest only: members keep the archive's
                         # owners, as in BuildKit 0.13 (add-archive-chown)
