@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from compat.builders import docker_error, steps_that_ran
+from compat.builders import Flags, docker_error, steps_that_ran
 from compat.cases import Case, CaseError, load_case
 from compat.compare import differences
 from compat.layers import NEW_SINCE, filesystem_change
+from compat.rebuilds import case_record
 
 RECORD = Path(__file__).with_name("record.py")
 
@@ -136,6 +137,30 @@ def test_a_case_that_breaks_the_format_is_refused(tmp_path):
     (tmp_path / "case.json").write_text('{"targte": "x"}')
     with pytest.raises(CaseError, match="unknown keys"):
         load_case(tmp_path)
+
+
+def test_rebuilds_edit_the_context_between_builds_and_refuse_what_leaves_it(tmp_path):
+    (tmp_path / "old.txt").write_text("old\n")
+    os.utime(tmp_path / "old.txt", (100, 100))
+    seen = []  # (flags, the context's names, old.txt's mtime) of each build
+
+    def build(flags: Flags) -> dict:
+        old = tmp_path / "old.txt"
+        seen.append((flags, sorted(path.name for path in tmp_path.iterdir()),
+                     old.stat().st_mtime if old.exists() else None))
+        return {"image": len(seen), **({"ran": [f"RUN {len(seen)}"]} if flags.steps else {})}
+    case = _case(rebuilds=[{"touch": ["old.txt"]}, {"write": {"d/new.txt": "n"}, "remove": ["old.txt"],
+                                                     "no_cache_filter": "deps"}])
+    assert case_record(case, tmp_path, build, lambda: None) == {"image": 3, "rebuilds": [{"ran": ["RUN 2"]},
+                                                                                        {"ran": ["RUN 3"]}]}
+    assert [names for _, names, _ in seen] == [["old.txt"], ["old.txt"], ["d"]]
+    assert seen[0][2] == 100 and seen[1][2] > NEW_SINCE
+    assert seen[2][0] == Flags(no_cache_filter="deps", steps=True)
+    with pytest.raises(CaseError, match="unknown keys"):
+        case_record(_case(rebuilds=[{"wirte": {}}]), tmp_path, build, lambda: None)
+    with pytest.raises(CaseError, match="leaves the context"):
+        case_record(_case(rebuilds=[{"remove": ["../x"]}]), tmp_path, build, lambda: None)
+    assert (tmp_path / "d" / "new.txt").read_text() == "n"
 
 
 def test_record_refuses_bad_input_in_one_line(tmp_path):
