@@ -81,23 +81,22 @@ def check_all(dockerfile: str, path: str = "Dockerfile", **options) -> CheckRepo
     stopped = False
     while True:
         try:
-            found = check(text, path, **options)
+            warnings += check(text, path, **options)
+            break
         except DockerfileError as err:
-            # Once every instruction is out, what remains to say (no
-            # instructions, no stages) is about what check_all did.
-            consequence = bool(errors) and not _has_instructions(text)
-            if not consequence:
+            if errors and not _has_instructions(text):
+                # Every instruction is out: what remains to say (no
+                # instructions, no stages) is about what check_all did.
+                new_text = None
+            else:
                 errors.append(err)
-            new_text = None if consequence or err.location is None else _without(text, err.location, changed)
+                new_text = None if err.location is None else _without(text, err.location, changed)
             stopped = new_text not in (None, text) and len(errors) == MAX_ERRORS
-            if new_text is None or new_text == text or stopped:
+            if new_text in (None, text) or stopped:
                 warnings += err.warnings
                 break
             warnings += [w for w in err.warnings if w.location and w.location.start in changed]
             text = new_text
-            continue
-        warnings += found
-        break
     unique = list(dict.fromkeys(warnings))
     return CheckReport(
         warnings=tuple(sorted(unique, key=lambda w: w.location.start if w.location else 0)),
