@@ -96,3 +96,15 @@ def stale(case: Case, recorded: dict, live: dict) -> dict[str, str]:
 def report(case: Case, against: str, found: dict[str, str]) -> str:
     return f"{case.name}: pybuild differs from {against}:\n" + "\n".join(
         f"- {key}: {text}" for key, text in found.items())
+
+
+def unexplained(case: Case, against: str, found: dict[str, str]) -> str:
+    """Why the differences `found` fail the case ("" when they do not):
+    one its known_differences does not name, or a known one gone (the fix
+    then drops it from case.json)."""
+    known = case.known_differences
+    unknown = {key: text for key, text in found.items() if key not in known}
+    if unknown:
+        return report(case, against, unknown)
+    fixed = sorted(set(known) - set(found))
+    return f"{case.name}: known differences gone, drop them from case.json: {fixed}" if fixed else ""

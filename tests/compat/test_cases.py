@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from compat.cases import all_cases
-from compat.compare import differences, report, stale
+from compat.compare import differences, stale, unexplained
 from compat.rebuilds import docker_case
 
 CASES = all_cases()
@@ -50,11 +50,8 @@ def test_case(case, oracle, compat_pybuild, compat_base, tmp_path):
             assert not old, (f"{case.name}: expected.json is not what docker 26 gives now "
                              f"(python tests/compat/record.py {case.path}):\n"
                              + "\n".join(f"- {key}: {text}" for key, text in old.items()))
-    found = differences(case, want, compat_pybuild(case))
-    known = case.known_differences
-    unknown = {key: text for key, text in found.items() if key not in known}
-    assert not unknown, report(case, against, unknown)
-    fixed = sorted(set(known) - set(found))
-    assert not fixed, f"{case.name}: known differences gone, drop them from case.json: {fixed}"
-    if known:
-        pytest.xfail("known differences: " + "; ".join(f"{key}: {why}" for key, why in known.items()))
+    failure = unexplained(case, against, differences(case, want, compat_pybuild(case)))
+    assert not failure, failure
+    if case.known_differences:
+        pytest.xfail("known differences: " + "; ".join(f"{key}: {why}"
+                                                        for key, why in case.known_differences.items()))

@@ -16,7 +16,7 @@ import pytest
 
 from compat.builders import Flags, docker_error, steps_that_ran
 from compat.cases import Case, CaseError, load_case
-from compat.compare import differences
+from compat.compare import differences, unexplained
 from compat.layers import NEW_SINCE, filesystem_change
 from compat.rebuilds import case_record
 
@@ -95,6 +95,17 @@ def test_each_difference_is_reported_under_its_key():
     assert differences(_case(), IMAGE, IMAGE) == {}
     rebuilt = {**IMAGE, "rebuilds": [{"ran": ["RUN x"]}]}
     assert list(differences(_case(), rebuilt, {**IMAGE, "rebuilds": [{"ran": []}]})) == ["rebuild 1"]
+
+
+def test_a_case_fails_on_a_difference_it_does_not_name_and_when_a_named_one_is_gone():
+    found = {"/a": "mode differs", "config User": "User differs"}
+    assert unexplained(_case(known_differences={"/a": "why", "config User": "why"}), "docker 26", found) == ""
+    failure = unexplained(_case(known_differences={"/a": "why"}), "docker 26", found)
+    assert failure.startswith("probe: pybuild differs from docker 26:") and "- config User: User differs" in failure
+    assert "/a" not in failure
+    failure = unexplained(_case(known_differences={"/a": "why", "history": "why"}), "docker 26", {"/a": "x"})
+    assert failure == "probe: known differences gone, drop them from case.json: ['history']"
+    assert unexplained(_case(), "docker 26", {}) == ""
 
 
 def test_an_error_must_match_in_key_line_exit_and_have_no_traceback():
