@@ -49,9 +49,10 @@ from typing import Sequence
 from builder.context.trees import BuildContext, Match, Selection
 from builder.ops import archive
 from builder.ops.copier import Copier
-from builder.ops.copy_options import CopyError, ModeFn, Owner, checked_options, resolve_owner
+from builder.ops.copy_options import CopyError, ModeFn, Owner, checked_options
 from frontend.ops import InlineFile
 from runtime.confine import Refused, Tree
+from runtime.users import resolve_chown
 
 _INLINE_FILE_MODE = 0o644  # BuildKit's Mkfile mode for heredoc files
 
@@ -242,8 +243,11 @@ def write_files(rootfs: Path, files: Sequence[InlineFile], dest: str, *, chown: 
 def make_dir(rootfs: Path, path: str, *, user: str = "") -> str:
     """WORKDIR: mkdir -p inside the rootfs; the directories it creates are
     owned by `user` (BuildKit passes the stage's USER), existing ones are
-    left alone. Returns the image path it made, symlinks resolved."""
-    owner = resolve_owner(rootfs, user) if user else (0, 0)
+    left alone. Returns the image path it made, symlinks resolved.
+
+    BuildKit never fails a WORKDIR on its USER: what the passwd and group
+    files lack is id 0 (users.resolve_chown with strict=False)."""
+    owner = resolve_chown(rootfs, user, strict=False) if user else (0, 0)
     clean = posixpath.normpath("/" + path)
     with Tree(rootfs) as tree, _confined(clean):
         fd = Copier(tree, owner, None, False).make_dirs(clean)

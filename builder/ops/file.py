@@ -13,7 +13,6 @@ from builder.ops.copy_reuse import CopyReuse, note_name
 from builder.solver.keys import CacheKey, cache_key
 from frontend.ops import (ContextSource, CopyParts, FileCopy, GitSource, HttpSource, MakeDir, NamedLocalSource, Op,
                           WriteFiles)
-from runtime.users import resolve_chown
 
 if TYPE_CHECKING:
     from builder.solver.session import BuildSession
@@ -209,13 +208,4 @@ class MakeDirImpl(_SnapshotStep):
         return cache_key(self.op.canonical(), input_keys)
 
     def execute(self, inputs, cancel):
-        def change(rootfs: Path) -> str:
-            owner = ""
-            if self.op.user:
-                # BuildKit never fails a WORKDIR on its USER: what the
-                # passwd and group files lack is id 0 (users.resolve_chown)
-                uid, gid = resolve_chown(rootfs, self.op.user, strict=False)
-                owner = f"{uid}:{gid}"
-            return make_dir(rootfs, self.op.path, user=owner)
-
-        return self.on_new_snapshot(inputs[0], change)
+        return self.on_new_snapshot(inputs[0], lambda rootfs: make_dir(rootfs, self.op.path, user=self.op.user))

@@ -42,3 +42,13 @@ def test_copy_chown_stays_strict(rootfs):
     # --chown keeps docker's documented failure (docs/architecture.md)
     with pytest.raises(UnknownUser):
         resolve_chown(rootfs, "nobody2")
+
+
+def test_workdir_makes_its_directories_with_that_owner(rootfs):
+    # builder.ops.copy.make_dir, which WORKDIR runs: an unknown user is no
+    # failure there, its directories are 0 and the group's gid
+    from builder.ops.copy import make_dir
+
+    assert make_dir(rootfs, "/new/deeper", user="nobody2:app") == "/new/deeper"
+    for path in (rootfs / "new", rootfs / "new" / "deeper"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 1000)
