@@ -290,12 +290,18 @@ def test_an_edit_keeping_size_and_mtime_is_copied_again_by_the_cli(tmp_path, bus
     ctx = _context(tmp_path, {"a": "AAAA\n", "Dockerfile": f"FROM {busybox_image.ref}\nCOPY a /a\n"})
     before = os.stat(ctx / "a")
     out = tmp_path / "out"
-    args = ["pybuild", "build", "--root", str(tmp_path / "root"), "-t", "b19-memo", str(ctx)]
+    iidfile = tmp_path / "iid"
+    args = ["pybuild", "build", "--root", str(tmp_path / "root"), "-t", "b19-memo", "--iidfile", str(iidfile),
+            str(ctx)]
     for _ in range(2):  # the second writes the memo once the context settled
         subprocess.run(args, check=True, capture_output=True, timeout=120, env=pybuild_env(tmp_path))
+    assert os.listdir(tmp_path / "root" / "memo")  # the next run could replay it
+    old_image = iidfile.read_text()
     (ctx / "a").write_text("BBBB\n")
     os.utime(ctx / "a", ns=(before.st_atime_ns, before.st_mtime_ns))
     subprocess.run(args, check=True, capture_output=True, timeout=120, env=pybuild_env(tmp_path))
+    # A replay would have written the old image's ID again.
+    assert iidfile.read_text() != old_image
     subprocess.run(["pybuild", "build", "--root", str(tmp_path / "root"), "-o", f"type=local,dest={out}",
                     str(ctx)], check=True, capture_output=True, timeout=120, env=pybuild_env(tmp_path))
     assert (out / "a").read_text() == "BBBB\n"
