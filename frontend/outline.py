@@ -177,9 +177,9 @@ def outline(
     return Outline(
         name=chosen.stage.name,
         description=description(comments.get(chosen.stage.from_.location.start, ()), chosen.stage.name),
-        args=_by_line(_walk(chosen, lambda s: _used_args(s.capture), set())),
-        secrets=_by_line(_walk(chosen, lambda s: list(s.capture.secrets.values()), set())),
-        ssh=_by_line(_walk(chosen, lambda s: list(s.capture.ssh.values()), set())),
+        args=_by_line(_walk(chosen, lambda s: _used_args(s.capture))),
+        secrets=_by_line(_walk(chosen, lambda s: list(s.capture.secrets.values()))),
+        ssh=_by_line(_walk(chosen, lambda s: list(s.capture.ssh.values()))),
     )
 
 
@@ -278,16 +278,27 @@ def _used_args(capture: _Capture) -> list[Arg]:
     return [info.arg for key, info in capture.args.items() if key in capture.used]
 
 
-def _walk(state: _Stage, items, visited: set[str]) -> list:
-    """`items` of the stage, its base and the stages it reads, each name
-    taken from the first stage that has it."""
-    found = []
-    for item in items(state):
-        if item.name not in visited:
-            visited.add(item.name)
-            found.append(item)
-    for other in ([state.base] if state.base else []) + state.deps:
-        found += _walk(other, items, visited)
+def _walk(start: _Stage, items) -> list:
+    """`items` of the stage, its base and the stages it reads, depth first,
+    each name taken from the first stage that has it. A stage is walked
+    once: when a second path reaches it, the first has taken its names and
+    those of every stage below it (stages reading each other in a chain
+    would otherwise be walked an exponential number of times)."""
+    found: list = []
+    names: set[str] = set()
+    walked: set[int] = set()
+
+    def visit(state: _Stage) -> None:
+        walked.add(id(state))
+        for item in items(state):
+            if item.name not in names:
+                names.add(item.name)
+                found.append(item)
+        for other in ([state.base] if state.base else []) + state.deps:
+            if id(other) not in walked:
+                visit(other)
+
+    visit(start)
     return found
 
 

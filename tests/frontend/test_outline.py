@@ -1,6 +1,8 @@
 """frontend.outline: the corners the buildx fixtures of
 tests/cli/test_call_outline.py do not reach."""
 
+import time
+
 import pytest
 
 from frontend.check import no_image
@@ -51,3 +53,14 @@ def test_platform_args_take_the_target_and_the_build_platform():
     text = "ARG T=$TARGETARCH B=$BUILDARCH\nFROM busybox:$T-$B\n"
     found = args(text, platform=Platform(architecture="arm64"))
     assert found == [("T", "arm64", 1), ("B", "amd64", 1)]
+
+
+def test_stages_that_read_each_other_in_a_chain_are_walked_once_each():
+    # Each stage built on the one before and copying from the one before
+    # that: walking every path would take 2^(n/1.4) steps (hours at 60).
+    lines = ["FROM busybox AS s0\nARG A0=0"]
+    lines += [f"FROM s{i - 1} AS s{i}\nARG A{i}={i}\nCOPY --from=s{max(i - 2, 0)} /a /a" for i in range(1, 60)]
+    started = time.monotonic()
+    found = args("\n".join(lines) + "\n")
+    assert time.monotonic() - started < 20
+    assert [name for name, _, _ in found] == [f"A{i}" for i in range(60)]
