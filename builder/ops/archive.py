@@ -124,7 +124,8 @@ def extract(path: Path, dest: Path, *, owner: tuple[int, int] | None = None) -> 
 class _ArchiveUnpacker(Unpacker):
     """ADD's policy on runtime.unpack: names are cleaned as docker does, the
     destination stands for `/` when a member's path goes through a symlink,
-    --chown overrides every member's owner, and entry types tar has but a
+    extract's `owner` (a context archive's: whoever unpacks it; never ADD's
+    --chown) overrides every member's owner, and entry types tar has but a
     filesystem does not are skipped."""
 
     whiteout_prefix = WHITEOUT_PREFIX.encode()
