@@ -256,15 +256,31 @@ class Matcher:
         path = _clean(relpath.lstrip("/")) if relpath else "."
         return self._walk_to(path)[0]
 
-    def _walk_to(self, path: str, *, keep: bool = False) -> tuple[bool, tuple[bool, ...]]:
+    def _walk_to(self, path: str) -> tuple[bool, tuple[bool, ...]]:
         """(excluded, which patterns matched) for `path`, from its parent's
-        answers as the walk reaches it; `keep` the answer of a directory,
-        whose children a walk asks about in turn."""
+        answers as the walk reaches it. The answers of its directories are
+        kept, as a walk asks about their children in turn; those not kept
+        are worked out down from the nearest one that is (a loop, not a
+        recursion: a path may have thousands of components)."""
         known = self._dirs.get(path)
         if known is not None:
             return known
-        parent, _, _ = path.rpartition("/")
-        inherited = self._walk_to(parent, keep=True)[1] if parent else None
+        down = [path]
+        parent = path.rpartition("/")[0]
+        while parent and parent not in self._dirs:
+            down.append(parent)
+            parent = parent.rpartition("/")[0]
+        inherited = self._dirs[parent][1] if parent else None
+        for depth in range(len(down) - 1, -1, -1):
+            answer = self._answer(down[depth], inherited)
+            if depth:
+                if len(self._dirs) >= 4096:
+                    self._dirs.clear()
+                self._dirs[down[depth]] = answer
+            inherited = answer[1]
+        return answer
+
+    def _answer(self, path: str, inherited: tuple[bool, ...] | None) -> tuple[bool, tuple[bool, ...]]:
         matched = False
         hits = []
         for i, pattern in enumerate(self.patterns):
@@ -274,12 +290,7 @@ class Matcher:
             hits.append(hit)
             if hit:
                 matched = not pattern.exclusion
-        answer = (matched, tuple(hits))
-        if keep:
-            if len(self._dirs) >= 4096:
-                self._dirs.clear()
-            self._dirs[path] = answer
-        return answer
+        return matched, tuple(hits)
 
     def may_reinclude_below(self, reldir: str) -> bool:
         """Whether a walker must descend into this directory: False only when

@@ -129,3 +129,14 @@ def test_agrees_with_fnmatch_on_simple_globs(pattern, path):
         fnmatch.fnmatchcase(c, p) for p, c in zip(pattern_parts, path_parts)
     )
     assert Matcher((pattern,)).excluded(path) is expected
+
+
+def test_a_path_of_thousands_of_components_is_answered():
+    # A COPY source is asked about without the walk that would have asked
+    # about each of its directories first: the answer is not a recursion
+    # one level per component.
+    deep = "/".join(["d"] * 3000)
+    matcher = Matcher(("d/d/d", "!d/d/d/d/keep*"))
+    assert matcher.excluded(deep + "/file")
+    assert not matcher.excluded("d/d/d/d/keep.txt")
+    assert not Matcher(("x",)).excluded(deep)
