@@ -42,6 +42,14 @@ def _prepare(path: Path, spec: MountSpec, seed) -> None:
     os.replace(fresh, path)
 
 
+def made_with_metadata(spec: MountSpec) -> bool:
+    """Whether the cache's first state is a directory made with spec's uid,
+    gid and mode rather than what `from` holds: BuildKit's setCacheUIDGID
+    applies them only at the root of `from` (or without one), and only
+    when any is given."""
+    return spec.source in ("", "/") and (spec.uid is not None or spec.gid is not None or spec.mode is not None)
+
+
 def cache_identity(spec: MountSpec, from_ref: str = "") -> str:
     """What names the cache `spec` mounts: its id (the target by default),
     and `from_ref` (what names the `from` filesystem's state, "" without
@@ -57,7 +65,7 @@ def cache_identity(spec: MountSpec, from_ref: str = "") -> str:
         # BuildKit's cache is the whole `from` filesystem, `source` the part
         # of it mounted; pybuild's holds that part only, one per `source`.
         identity += "\0from=" + from_ref + "\0source=" + (spec.source.strip("/") or "/")
-    if spec.source in ("", "/") and (spec.uid is not None or spec.gid is not None or spec.mode is not None):
+    if made_with_metadata(spec):
         mode = 0o755 if spec.mode is None else spec.mode
         identity += f"\0made={spec.uid or 0}:{spec.gid or 0}:{mode:o}"
     return identity

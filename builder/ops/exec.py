@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from builder.errors import PybuildError
-from builder.ops.cachemount import cache_mount_dir
+from builder.ops.cachemount import cache_mount_dir, made_with_metadata
 from builder.solver.keys import CacheKey, cache_key
 from frontend.errors import ContextError
 from frontend.ops import ContextSource, Exec, MountSpec, MountType, NetworkMode, Op
@@ -192,7 +192,7 @@ class ExecImpl:
         source directory's own mode and owner. BuildKit mounts that directory
         as the cache's first state, and applies uid/gid/mode only to a cache
         made from the root of `from` (convert_runmount.go setCacheUIDGID)."""
-        if spec.source in ("", "/") and (spec.mode is not None or spec.uid is not None or spec.gid is not None):
+        if made_with_metadata(spec):
             return False  # an empty directory made with those, as with no `from`
         with contextlib.ExitStack() as stack:
             view = self._source_view(spec, inputs, stack, writable=False)
