@@ -19,9 +19,10 @@ between snapshots never show in a layer.
 Each result keeps a note beside its `fs` (`note-copy-<lineage>`): the
 destination directory and, for each regular file copied, its path below it
 and content digest. Only files whose digest the stat cache held (so not
-racy), whose source did not change while copied, with one link and no
-xattrs are listed; anything else is copied next time. The note goes with its
-snapshot, so GC needs no extra care.
+racy), whose source did not change while copied and with one link are
+listed; anything else is copied next time. A context file's xattrs play no
+part: COPY from the context writes none (builder/ops/copier.py). The note
+goes with its snapshot, so GC needs no extra care.
 """
 
 from __future__ import annotations
@@ -91,8 +92,6 @@ class CopyReuse:
         digest = self._previous.get(rel)
         if digest is None or digest != self._digest(entry):
             return None
-        if _has_xattrs(entry.path):
-            return None
         parent, _, name = rel.rpartition("/")
         fd = self._dir_fd(parent)
         return None if fd is None else (fd, os.fsencode(name))
@@ -157,11 +156,3 @@ class CopyReuse:
         except BaseException:
             os.unlink(tmp)
             raise
-
-
-def _has_xattrs(path) -> bool:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return True  # unknown: copy it
-    return any(not name.startswith("security.selinux") for name in names)

@@ -202,3 +202,24 @@ def test_a_changed_previous_inode_is_not_linked(snaps, base, ctx, tmp_path):
     new = snaps.fs_path(second) / "app/d/big"
     assert os.lstat(new).st_ino != os.lstat(snaps.fs_path(first) / "app/d/big").st_ino
     assert os.lstat(new).st_mtime_ns == T_FILE
+
+
+def test_a_context_file_with_xattrs_is_linked_as_any_other(snaps, base, ctx, tmp_path):
+    """COPY from the context writes no xattr (docker's transfer drops them),
+    so a source's xattrs say nothing about the previous result's inode: it
+    is linked, and still carries none."""
+    os.setxattr(ctx / "d/big", "user.note", b"n")
+    stats = StatCache(tmp_path / "index.db", racy_window_ns=0)
+    try:
+        context = BuildContext(ctx, stat_cache=stats)
+        selection = _hashed_selection(context)
+        first, _ = _copy_reusing(snaps, base, selection, "/app", stats)
+        second, reuse = _copy_reusing(snaps, base, selection, "/app", stats)
+    finally:
+        stats.close()
+    assert reuse.linked_count == 4  # a.txt, d/b.txt, d/e/c.sh and d/big
+    new = snaps.fs_path(second) / "app/d/big"
+    assert os.lstat(new).st_ino == os.lstat(snaps.fs_path(first) / "app/d/big").st_ino
+    assert os.listxattr(new) == []
+    fresh, _ = _copy(snaps, base, selection, "/app", direct=False)
+    assert _layer_digest(snaps, second) == _layer_digest(snaps, fresh)
