@@ -1,0 +1,204 @@
+"""Red team, review round: attacks through the real CLI on the promises
+(hostile input changes nothing outside the root, the cache and the no-op
+memo are never wrong, an ignored file reaches neither image nor key, kill
+-9 leaves nothing). The oracle for the cache is a fresh build in a root of
+its own: a rebuild after a change must give its image ID. An
+xfail(strict) test is an attack that works today (its reason is the
+diagnosis); a plain test is one that is stopped, kept as a regression test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fixtures.pybuild import pybuild_env
+from security.redteam_mp_checks import processes_with, root_is_clean, wait_for, write_context
+from security.redteam_sc_checks import ok, run
+
+pytestmark = pytest.mark.e2e
+
+
+def _image_id(tmp_path: Path, root: Path, ctx: Path, *args: str, **env: str) -> str:
+    iid = tmp_path / f"iid-{uuid.uuid4().hex}"
+    env.setdefault("SOURCE_DATE_EPOCH", "1")  # the config's times: a fresh build's ID is then reproducible
+    ok(run(tmp_path, "build", "--root", str(root), "-t", "redteam-review", "--iidfile", str(iid),
+           *args, str(ctx), **env))
+    return iid.read_text().strip()
+
+
+def _rebuild_matches_fresh(tmp_path: Path, ctx: Path, change, *args: str, env_before=None, env_after=None):
+    """Build twice in one root (the second writes the memo), then after
+    `change()` once more (it may take the memo or the cache), then once in
+    a fresh root: the same image ID. The images end in scratch stages of
+    files whose times are the context's or set, so IDs are reproducible."""
+    root = tmp_path / "root"
+    first = _image_id(tmp_path, root, ctx, *args, **(env_before or {}))
+    assert _image_id(tmp_path, root, ctx, *args, **(env_before or {})) == first
+    time.sleep(0.3)  # past the memo's racy window, so the memo is what is checked
+    change()
+    rebuilt = _image_id(tmp_path, root, ctx, *args, **(env_after or {}))
+    fresh = _image_id(tmp_path, tmp_path / f"fresh-{uuid.uuid4().hex[:6]}", ctx, *args, **(env_after or {}))
+    assert fresh != first, "the change made no difference: the attack proves nothing"
+    assert rebuilt == fresh, "the rebuild gave another image than a fresh build"
+
+
+# --- promise 3: the cache and the memo ------------------------------------------
+
+
+def test_a_mode_only_change_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY f /f\n", {"f": "x\n"})
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: os.chmod(ctx / "f", 0o755))
+
+
+def test_a_symlink_retargeted_to_a_same_length_name_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n", "b": "b\n"})
+    os.symlink("a", ctx / "l")
+
+    def retarget():
+        os.unlink(ctx / "l")
+        os.symlink("b", ctx / "l")
+    _rebuild_matches_fresh(tmp_path, ctx, retarget)
+
+
+def test_an_empty_directory_added_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n"})
+    (ctx / "d").mkdir()
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: (ctx / "d" / "e").mkdir())
+
+
+def test_a_dockerfile_specific_ignore_file_edit_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n", "b": "b\n"})
+    (ctx / "Dockerfile.dockerignore").write_text("a\n")
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: (ctx / "Dockerfile.dockerignore").write_text("b\n"))
+
+
+def test_a_named_context_edit_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY --from=extra . /e/\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "f").write_text("one\n")
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: (extra / "f").write_text("two, longer\n"),
+                           "--build-context", f"extra={extra}")
+
+
+def test_a_build_arg_taken_from_the_environment_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref} AS b\nARG V\nRUN echo \"$V\" > /v && touch -t 200001010000 /v\n"
+                        "FROM scratch\nCOPY --from=b /v /v\n")
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: None, "--build-arg", "V",
+                           env_before={"V": "one"}, env_after={"V": "two"})
+
+
+def test_a_dockerfile_on_a_symlink_retargeted_reaches_the_rebuild(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, "unused\n", {"a": "a\n"})
+    (tmp_path / "df1").write_text("FROM scratch\nCOPY a /one\n")
+    (tmp_path / "df2").write_text("FROM scratch\nCOPY a /two\n")
+    link = tmp_path / "df"
+    os.symlink("df1", link)
+
+    def retarget():
+        os.unlink(link)
+        os.symlink("df2", link)
+    _rebuild_matches_fresh(tmp_path, ctx, retarget, "-f", str(link))
+
+
+def test_a_secret_value_change_changes_no_step_and_is_in_no_image(tmp_path, busybox_image):
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                        "RUN --mount=type=secret,id=s,required=true wc -c /run/secrets/s > /n\n")
+    secret = tmp_path / "s"
+    secret.write_text("FirstSecretValue")
+    root = tmp_path / "root"
+    first = _image_id(tmp_path, root, ctx, "--secret", f"id=s,src={secret}")
+    secret.write_text("SecondSecretValueLonger")
+    assert _image_id(tmp_path, root, ctx, "--secret", f"id=s,src={secret}") == first  # BuildKit: no step again
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert b"FirstSecretValue" not in data and b"SecondSecretValue" not in data, path
+
+
+# --- promise 4: .dockerignore ---------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["COPY --parents ./**/secret /p/", "ADD secret /s", "COPY --exclude=nothing . /c/",
+                                  "COPY s* /s/"])
+def test_an_ignored_file_is_reached_by_no_copy_flag(tmp_path, busybox_image, line):
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n{line}\n",
+                        {".dockerignore": "**/secret\n", "secret": "S3CRET\n", "keep": "k\n"})
+    (ctx / "d").mkdir()
+    (ctx / "d" / "secret").write_text("S3CRET\n")
+    out = tmp_path / "out"
+    done = run(tmp_path, "build", "--root", str(tmp_path / "root"), "-o", f"type=local,dest={out}", str(ctx))
+    if done.returncode == 0:
+        seen = [p for p in out.rglob("*") if p.is_file() and b"S3CRET" in p.read_bytes()]
+        assert not seen, seen
+    else:
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+# --- promise 1: a hostile RUN step ----------------------------------------------
+
+
+def _host_device() -> tuple[int, int]:
+    dev = os.stat("/tmp").st_dev
+    return os.major(dev), os.minor(dev)
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci", "chroot"])
+def test_a_run_step_cannot_mount_the_hosts_disk(tmp_path, busybox_image, isolation):
+    mark = f"redteam-review-{uuid.uuid4().hex}"
+    major, minor = _host_device()
+    # Mounting the host's own block device would reach every host file; the
+    # marker is only created, never anything written on the device itself.
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                        f"RUN mknod /hostdisk b {major} {minor}; mkdir -p /m; mount -o ro /hostdisk /m; "
+                        f"mount -o remount,rw /m; touch /m/tmp/{mark}; "
+                        f"mount -t proc proc /m 2>/dev/null && touch /m/1/root/tmp/{mark}; "
+                        f"touch /proc/1/root/tmp/{mark}; true\n")
+    try:
+        run(tmp_path, "build", "--root", str(tmp_path / "root"), "--isolation", isolation, str(ctx))
+        assert not Path("/tmp", mark).exists(), "a RUN step made a file in the host's /tmp"
+    finally:
+        Path("/tmp", mark).unlink(missing_ok=True)
+    root_is_clean(tmp_path / "root")
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci", "chroot"])
+def test_a_run_step_cannot_signal_or_trace_host_processes(tmp_path, busybox_image, isolation):
+    victim = subprocess.Popen(["sleep", "300"])
+    try:
+        ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                            f"RUN kill -9 {victim.pid}; kill -9 -1; true\n")
+        run(tmp_path, "build", "--root", str(tmp_path / "root"), "--isolation", isolation, str(ctx))
+        assert victim.poll() is None, "a RUN step killed a host process"
+    finally:
+        victim.kill()
+        victim.wait()
+    root_is_clean(tmp_path / "root")
+
+
+# --- promise 2: kill -9 --------------------------------------------------------
+
+
+@pytest.mark.parametrize("moment", [0.5, 1.5, 3.0])
+def test_kill_9_during_a_copy_of_a_big_context_is_reclaimed(tmp_path, busybox_image, moment):
+    ctx = write_context(tmp_path, "unused\n")
+    for index in range(400):
+        (ctx / f"f{index}").write_bytes(os.urandom(64 * 1024))
+    root = tmp_path / "root"
+    marker = f"redteam-review-{uuid.uuid4().hex}"
+    ctx_dockerfile = ctx / "Dockerfile"
+    ctx_dockerfile.write_text(f"FROM {busybox_image.ref}\nCOPY . /c/\nRUN sleep 30; echo {marker}\n")
+    proc = subprocess.Popen(["pybuild", "build", "--root", str(root), str(ctx)], env=pybuild_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(moment)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ok(run(tmp_path, "doctor", "--root", str(root)))
+    wait_for(lambda: not processes_with(marker), 30, "the step's processes to be gone")
+    root_is_clean(root)
