@@ -9,6 +9,7 @@ diagnosis); a plain test is one that is stopped, kept as a regression test."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -36,7 +37,8 @@ def _rebuild_matches_fresh(tmp_path: Path, ctx: Path, change, *args: str, env_be
     """Build twice in one root (the second writes the memo), then after
     `change()` once more (it may take the memo or the cache), then once in
     a fresh root: the same image ID. The images end in scratch stages of
-    files whose times are the context's or set, so IDs are reproducible."""
+    files whose times are the context's or set, so IDs are reproducible
+    (a directory COPY creates, as /c/, takes the time of the build)."""
     root = tmp_path / "root"
     first = _image_id(tmp_path, root, ctx, *args, **(env_before or {}))
     assert _image_id(tmp_path, root, ctx, *args, **(env_before or {})) == first
@@ -57,7 +59,7 @@ def test_a_mode_only_change_reaches_the_rebuild(tmp_path, busybox_image):
 
 
 def test_a_symlink_retargeted_to_a_same_length_name_reaches_the_rebuild(tmp_path, busybox_image):
-    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n", "b": "b\n"})
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /\n", {"a": "a\n", "b": "b\n"})
     os.symlink("a", ctx / "l")
 
     def retarget():
@@ -67,19 +69,19 @@ def test_a_symlink_retargeted_to_a_same_length_name_reaches_the_rebuild(tmp_path
 
 
 def test_an_empty_directory_added_reaches_the_rebuild(tmp_path, busybox_image):
-    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n"})
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /\n", {"a": "a\n"})
     (ctx / "d").mkdir()
     _rebuild_matches_fresh(tmp_path, ctx, lambda: (ctx / "d" / "e").mkdir())
 
 
 def test_a_dockerfile_specific_ignore_file_edit_reaches_the_rebuild(tmp_path, busybox_image):
-    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /c/\n", {"a": "a\n", "b": "b\n"})
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /\n", {"a": "a\n", "b": "b\n"})
     (ctx / "Dockerfile.dockerignore").write_text("a\n")
     _rebuild_matches_fresh(tmp_path, ctx, lambda: (ctx / "Dockerfile.dockerignore").write_text("b\n"))
 
 
 def test_a_named_context_edit_reaches_the_rebuild(tmp_path, busybox_image):
-    ctx = write_context(tmp_path, "FROM scratch\nCOPY --from=extra . /e/\n")
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY --from=extra . /\n")
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "f").write_text("one\n")
@@ -105,6 +107,27 @@ def test_a_dockerfile_on_a_symlink_retargeted_reaches_the_rebuild(tmp_path, busy
         os.unlink(link)
         os.symlink("df2", link)
     _rebuild_matches_fresh(tmp_path, ctx, retarget, "-f", str(link))
+
+
+@pytest.mark.xfail(strict=True, reason="builder/context/trees.py _header keys a context file on its path, kind, "
+                   "mode, size and content only: two names of one inode (a hard link, copied into the layer as "
+                   "one) and two equal files (copied as two) have the same checksum, so after `ln` is undone (or "
+                   "done) the COPY is CACHED and the image keeps the old link topology; a fresh build differs")
+@pytest.mark.parametrize("linked_first", [True, False])
+def test_a_hard_link_made_or_broken_reaches_the_rebuild(tmp_path, linked_first):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /\n", {"a": "a\n"})
+    if linked_first:
+        os.link(ctx / "a", ctx / "b")
+    else:
+        shutil.copy2(ctx / "a", ctx / "b")
+
+    def relink():
+        os.unlink(ctx / "b")
+        if linked_first:
+            shutil.copy2(ctx / "a", ctx / "b")
+        else:
+            os.link(ctx / "a", ctx / "b")
+    _rebuild_matches_fresh(tmp_path, ctx, relink)
 
 
 def test_a_secret_value_change_changes_no_step_and_is_in_no_image(tmp_path, busybox_image):
