@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.busybox import OCI_MANIFEST, host_arch, skopeo_push, write_image, write_index
 from fixtures.pybuild import pybuild_env
+from security.hostile import layer, member
 from security.redteam_mp_checks import processes_with, root_is_clean, wait_for, write_context
 from security.redteam_sc_checks import ok, run
 
@@ -130,6 +132,33 @@ def test_a_hard_link_made_or_broken_reaches_the_rebuild(tmp_path, linked_first):
     _rebuild_matches_fresh(tmp_path, ctx, relink)
 
 
+def _push_base(registry, layout: Path, ref: str, content: bytes) -> None:
+    """A one-layer image holding /v = `content` (time 0), pushed as `ref`."""
+    layout.mkdir()
+    image = write_image(layout, [layer(member("v", data=content))], arch=host_arch())
+    write_index(layout, OCI_MANIFEST, image.manifest, image.manifest_size, "latest")
+    skopeo_push(layout, "latest", ref)
+
+
+@pytest.mark.parametrize("pull", [["--pull"], []])
+def test_a_base_tag_moved_reaches_a_pulling_rebuild(registry, tmp_path, pull):
+    ref = f"{registry.host}/redteam-review-base-{uuid.uuid4().hex[:8]}:latest"
+    _push_base(registry, tmp_path / "one", ref, b"one\n")
+    ctx = write_context(tmp_path, f"FROM {ref} AS b\nFROM scratch\nCOPY --from=b /v /v\n")
+    root = tmp_path / "root"
+    first = _image_id(tmp_path, root, ctx, *pull)
+    _push_base(registry, tmp_path / "two", ref, b"two, longer\n")
+    rebuilt = _image_id(tmp_path, root, ctx, *pull)
+    fresh = _image_id(tmp_path, tmp_path / "fresh", ctx, *pull)
+    assert fresh != first
+    if pull:
+        assert rebuilt == fresh, "--pull kept the tag's old image"
+    else:
+        # docs/cli.md: without --pull a base the root holds is not asked again
+        # (docker's own builder does the same); the old image is kept whole.
+        assert rebuilt == first
+
+
 def test_a_secret_value_change_changes_no_step_and_is_in_no_image(tmp_path, busybox_image):
     ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
                         "RUN --mount=type=secret,id=s,required=true wc -c /run/secrets/s > /n\n")
@@ -225,3 +254,28 @@ def test_kill_9_during_a_copy_of_a_big_context_is_reclaimed(tmp_path, busybox_im
     ok(run(tmp_path, "doctor", "--root", str(root)))
     wait_for(lambda: not processes_with(marker), 30, "the step's processes to be gone")
     root_is_clean(root)
+
+
+@pytest.mark.parametrize("next_command", ["images", "du", "build"])
+@pytest.mark.parametrize("moment", [1.0, 2.5])
+def test_kill_9_in_a_step_with_mounts_is_reclaimed_by_any_next_command(tmp_path, busybox_image, moment,
+                                                                        next_command):
+    marker = f"redteam-review-{uuid.uuid4().hex}"
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\nCOPY a /a\n"
+                        "RUN --mount=type=cache,target=/cache --mount=type=bind,target=/b "
+                        f"--mount=type=tmpfs,target=/t sh -c 'sleep 30 & sleep 30; echo {marker}'\n", {"a": "a\n"})
+    root = tmp_path / "root"
+    proc = subprocess.Popen(["pybuild", "build", "--root", str(root), "--isolation", "builtin", str(ctx)],
+                            env=pybuild_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(moment)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if next_command == "build":
+        (tmp_path / "other").mkdir()
+        empty = write_context(tmp_path / "other", "FROM scratch\nCOPY a /\n", {"a": "a\n"})
+        ok(run(tmp_path, "build", "--root", str(root), str(empty)))
+    else:
+        ok(run(tmp_path, next_command, "--root", str(root)))
+    wait_for(lambda: not processes_with(marker), 30, "the step's processes to be gone")
+    root_is_clean(root)
+    ok(run(tmp_path, "doctor", "--root", str(root)))
