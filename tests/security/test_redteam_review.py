@@ -234,6 +234,30 @@ def test_a_run_step_cannot_signal_or_trace_host_processes(tmp_path, busybox_imag
     root_is_clean(tmp_path / "root")
 
 
+# Two harmless global knobs: a step that could write either could write any
+# sysctl or sysfs file of the host. The test puts the values back in any case.
+_KNOBS = (Path("/proc/sys/vm/stat_interval"), Path("/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan"))
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci", "chroot"])
+def test_a_run_step_cannot_write_host_sysctls_or_sysfs(tmp_path, busybox_image, isolation):
+    knobs = [knob for knob in _KNOBS if knob.exists()]
+    assert knobs
+    before = {knob: knob.read_text() for knob in knobs}
+    writes = "; ".join([f"echo {int(before[k]) + 3} > {k}" for k in knobs]
+                       + ["mount -o remount,rw /sys", "mount -o remount,rw /proc/sys"]
+                       + [f"echo {int(before[k]) + 3} > {k}" for k in knobs])
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\nRUN {writes}; true\n")
+    try:
+        run(tmp_path, "build", "--root", str(tmp_path / "root"), "--isolation", isolation, str(ctx))
+        assert {knob: knob.read_text() for knob in knobs} == before, "a RUN step changed a host kernel setting"
+    finally:
+        for knob, value in before.items():
+            if knob.read_text() != value:
+                knob.write_text(value)
+    root_is_clean(tmp_path / "root")
+
+
 # --- promise 2: kill -9 --------------------------------------------------------
 
 
