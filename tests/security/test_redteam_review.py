@@ -52,6 +52,12 @@ def _rebuild_matches_fresh(tmp_path: Path, ctx: Path, change, *args: str, env_be
     assert rebuilt == fresh, "the rebuild gave another image than a fresh build"
 
 
+def _doctor_finds_nothing(tmp_path: Path, root: Path) -> None:
+    """doctor mends what it finds: it must find nothing the command before it left."""
+    done = ok(run(tmp_path, "doctor", "--root", str(root)))
+    assert done.stdout.strip().splitlines()[-1] == "ok", done.stdout
+
+
 # --- promise 3: the cache and the memo ------------------------------------------
 
 
@@ -275,7 +281,7 @@ def test_kill_9_during_a_copy_of_a_big_context_is_reclaimed(tmp_path, busybox_im
     time.sleep(moment)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ok(run(tmp_path, "doctor", "--root", str(root)))
+    _doctor_finds_nothing(tmp_path, root)
     wait_for(lambda: not processes_with(marker), 30, "the step's processes to be gone")
     root_is_clean(root)
 
@@ -302,4 +308,30 @@ def test_kill_9_in_a_step_with_mounts_is_reclaimed_by_any_next_command(tmp_path,
         ok(run(tmp_path, next_command, "--root", str(root)))
     wait_for(lambda: not processes_with(marker), 30, "the step's processes to be gone")
     root_is_clean(root)
-    ok(run(tmp_path, "doctor", "--root", str(root)))
+    _doctor_finds_nothing(tmp_path, root)
+
+
+def _root_with_cache(tmp_path: Path, busybox_image) -> Path:
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\nCOPY . /c/\n"
+                        "RUN --mount=type=cache,target=/cache echo x > /cache/x && mkdir /d && cp -r /bin /d\n")
+    for index in range(200):
+        (ctx / f"f{index}").write_bytes(os.urandom(16 * 1024))
+    root = tmp_path / "root"
+    ok(run(tmp_path, "build", "--root", str(root), "-t", "kept", str(ctx)))
+    return root
+
+
+@pytest.mark.parametrize("command", [["prune", "--all"], ["rmi", "kept"], ["pull", "BASE"], ["prune"]])
+def test_kill_9_of_a_maintenance_command_leaves_a_root_the_next_command_finds_clean(tmp_path, busybox_image,
+                                                                                     command):
+    root = _root_with_cache(tmp_path, busybox_image)
+    command = [busybox_image.ref if word == "BASE" else word for word in command]
+    for delay in (0.35, 0.5, 0.7, 0.9):
+        proc = subprocess.Popen(["pybuild", *command, "--root", str(root)], env=pybuild_env(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ok(run(tmp_path, "images", "--root", str(root)))
+        root_is_clean(root)
+        _doctor_finds_nothing(tmp_path, root)
