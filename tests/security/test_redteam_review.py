@@ -335,3 +335,25 @@ def test_kill_9_of_a_maintenance_command_leaves_a_root_the_next_command_finds_cl
         ok(run(tmp_path, "images", "--root", str(root)))
         root_is_clean(root)
         _doctor_finds_nothing(tmp_path, root)
+
+
+@pytest.mark.parametrize("isolation", ["builtin", "oci", "chroot"])
+def test_a_run_step_writes_none_of_its_mount_sources(tmp_path, busybox_image, isolation):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "n").write_text("n\n")
+    ctx = write_context(tmp_path, f"FROM {busybox_image.ref}\n"
+                        "RUN --mount=type=secret,id=s --mount=type=secret,id=s,target=/s2 "
+                        "--mount=type=bind,target=/ctx,rw --mount=type=bind,from=named,target=/nb,rw "
+                        "--mount=type=cache,from=named,target=/nc "
+                        "sh -c 'for f in /run/secrets/s /s2 /ctx/a /nb/n /nc/n; do echo pwned > $f; "
+                        "mount -o remount,rw $f; echo pwned > $f; done; touch /ctx/new /nb/new /nc/new; true'\n",
+                        {"a": "a\n"})
+    ok(run(tmp_path, "build", "--root", str(tmp_path / "root"), "--isolation", isolation, "--secret",
+           f"id=s,src={secret}", "--build-context", f"named={named}", str(ctx)))
+    assert secret.read_text() == "s3cret\n"
+    assert (ctx / "a").read_text() == "a\n" and (named / "n").read_text() == "n\n"
+    assert not (ctx / "new").exists() and not (named / "new").exists()
+    root_is_clean(tmp_path / "root")
