@@ -117,6 +117,86 @@ def test_a_dockerfile_on_a_symlink_retargeted_reaches_the_rebuild(tmp_path, busy
     _rebuild_matches_fresh(tmp_path, ctx, retarget, "-f", str(link))
 
 
+def _make_ignore(ctx: Path) -> None:
+    (ctx / ".dockerignore").write_text("b\n")
+
+
+def _chmod_dir(ctx: Path) -> None:
+    os.chmod(ctx / "d", 0o700)
+
+
+def _edit_behind_link(ctx: Path) -> None:
+    (ctx / "real" / "f").write_text("changed, longer\n")
+
+
+@pytest.mark.parametrize("change", [_make_ignore, _chmod_dir, _edit_behind_link])
+def test_more_context_changes_reach_the_rebuild(tmp_path, change):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY . /\nCOPY link/ /\n", {"a": "a\n", "b": "b\n"})
+    (ctx / "d").mkdir()
+    (ctx / "real").mkdir()
+    (ctx / "real" / "f").write_text("f\n")
+    os.symlink("real", ctx / "link")
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: change(ctx))
+
+
+def test_a_context_path_through_a_retargeted_symlink_reaches_the_rebuild(tmp_path):
+    for name, text in (("one", "1\n"), ("two", "2, longer\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text("FROM scratch\nCOPY f /\n")
+        (tmp_path / name / "f").write_text(text)
+    link = tmp_path / "ctx"
+    os.symlink("one", link)
+
+    def retarget():
+        os.unlink(link)
+        os.symlink("two", link)
+    _rebuild_matches_fresh(tmp_path, link, retarget)
+
+
+def test_a_build_arg_variable_set_after_being_unset_reaches_the_rebuild(tmp_path, monkeypatch):
+    monkeypatch.delenv("V", raising=False)
+    ctx = write_context(tmp_path, "FROM scratch\nARG V\nENV X=$V\n")
+    _rebuild_matches_fresh(tmp_path, ctx, lambda: None, "--build-arg", "V", env_after={"V": "set"})
+
+
+def test_a_tag_moved_by_pybuild_tag_is_named_again_by_the_rebuild(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY f /\n", {"f": "1\n"})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM scratch\nCOPY g /\n")
+    (other / "g").write_text("2\n")
+    root = tmp_path / "root"
+    first = _image_id(tmp_path, root, ctx)
+    assert _image_id(tmp_path, root, ctx) == first
+    ok(run(tmp_path, "build", "--root", str(root), "-t", "elsewhere", str(other)))
+    time.sleep(0.3)
+    ok(run(tmp_path, "tag", "--root", str(root), "elsewhere", "redteam-review"))
+    assert _image_id(tmp_path, root, ctx) == first
+    shown = ok(run(tmp_path, "images", "--root", str(root))).stdout
+    line = next(line for line in shown.splitlines() if "redteam-review" in line)
+    assert first.split(":")[1][:12] in line, shown
+
+
+def test_an_ignored_file_under_a_reincluded_directory_changes_no_key(tmp_path):
+    ctx = write_context(tmp_path, "FROM scratch\nCOPY d /d\nCOPY . /all/\n", {".dockerignore": "d\n!d/keep\n"})
+    (ctx / "d").mkdir()
+    (ctx / "d" / "keep").write_text("k\n")
+    (ctx / "d" / "secret").write_text("S1\n")
+    root = tmp_path / "root"
+    out = tmp_path / "out"
+    ok(run(tmp_path, "build", "--root", str(root), "-o", f"type=local,dest={out}", str(ctx)))
+    assert not (out / "d" / "secret").exists() and not (out / "all" / "d" / "secret").exists()
+    (ctx / "d" / "secret").write_text("S2, longer\n")
+    (ctx / "d" / "new").mkdir()
+    done = ok(run(tmp_path, "build", "--root", str(root), "--progress", "plain", "-o",
+                  f"type=local,dest={tmp_path / 'out2'}", str(ctx)))
+    steps = [line for line in done.stderr.splitlines() if "COPY" in line]
+    assert len(steps) == 2, done.stderr
+    for step in steps:
+        number = step.split()[0]
+        assert f"{number} CACHED" in done.stderr, done.stderr
+
+
 @pytest.mark.xfail(strict=True, reason="builder/context/trees.py _header keys a context file on its path, kind, "
                    "mode, size and content only: two names of one inode (a hard link, copied into the layer as "
                    "one) and two equal files (copied as two) have the same checksum, so after `ln` is undone (or "
